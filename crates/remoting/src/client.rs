@@ -1,0 +1,1 @@
+//! Async TCP client. (Contract; implementation pending.)

@@ -1,0 +1,28 @@
+//! RocketMQ remoting protocol: frames, commands, header encodings, typed headers and bodies,
+//! and the async TCP server and client that every Apogee process talks through.
+//!
+//! Frame layout (big-endian):
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 4 | total length, counting everything after itself |
+//! | 1 | serialize type of the header (0 JSON, 1 ROCKETMQ binary) |
+//! | 3 | header length |
+//! | n | header |
+//! | rest | body |
+
+pub mod addr;
+pub mod client;
+pub mod codec;
+pub mod codes;
+pub mod command;
+pub mod error;
+pub mod header;
+pub mod headers;
+pub mod protocol;
+pub mod server;
+
+pub use addr::{BrokerAddr, NameServerAddr};
+pub use codes::{RequestCode, ResponseCode};
+pub use command::{LanguageCode, RemotingCommand, SerializeType};
+pub use error::{RemotingError, WireError};
