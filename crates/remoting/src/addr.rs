@@ -58,7 +58,10 @@ mod tests {
 
     #[test]
     fn parses_and_rejects() {
-        assert_eq!(BrokerAddr::parse("127.0.0.1:10911").unwrap().as_str(), "127.0.0.1:10911");
+        assert_eq!(
+            BrokerAddr::parse("127.0.0.1:10911").unwrap().as_str(),
+            "127.0.0.1:10911"
+        );
         assert!(BrokerAddr::parse("").is_none());
         assert!(BrokerAddr::parse("127.0.0.1").is_none());
         assert!(BrokerAddr::parse(":80").is_none());

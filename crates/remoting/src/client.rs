@@ -1,1 +1,232 @@
-//! Async TCP client. (Contract; implementation pending.)
+//! Async TCP client: one pooled [`Connection`] per address, opened on first use and replaced
+//! on the next call after it has failed or closed. Requests are matched to responses by opaque
+//! with a per-call timeout (a timed-out request leaves nothing behind); every request still
+//! waiting when its connection drops fails with `ConnectionClosed`.
+//!
+//! Requests the server sends on a client connection (`NOTIFY_CONSUMER_IDS_CHANGED`,
+//! `GET_CONSUMER_RUNNING_INFO`, ...) go to [`ClientConfig::server_request_handler`], whose
+//! response is written back; without a hook they are answered `REQUEST_CODE_NOT_SUPPORTED`.
+//!
+//! NameServers and brokers have distinct address types; [`RemotingClient::invoke_namesrv`]
+//! refuses, before any I/O, a request code that a NameServer does not serve.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::addr::{BrokerAddr, NameServerAddr};
+use crate::codec::DEFAULT_MAX_FRAME_SIZE;
+use crate::codes::is_namesrv_request;
+use crate::command::RemotingCommand;
+use crate::error::RemotingError;
+use crate::server::{spawn_connection, Connection, ConnectionContext, Dispatcher, RequestHandler};
+
+/// Settings of a [`RemotingClient`].
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// Limit on opening a TCP connection (the call's own timeout also bounds it).
+    pub connect_timeout: Duration,
+    /// Largest frame accepted from a server.
+    pub max_frame_size: usize,
+    /// Handles requests initiated by a server; `None` answers them "not supported".
+    pub server_request_handler: Option<Arc<dyn RequestHandler>>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout: Duration::from_secs(3),
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            server_request_handler: None,
+        }
+    }
+}
+
+/// The connection to one address; the async lock makes concurrent first calls share one
+/// connect.
+type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
+
+struct ClientInner {
+    connect_timeout: Duration,
+    ctx: ConnectionContext,
+    slots: Mutex<HashMap<String, Slot>>,
+    shutdown: CancellationToken,
+}
+
+/// Remoting client, cheap to clone (clones share connections).
+#[derive(Clone)]
+pub struct RemotingClient {
+    inner: Arc<ClientInner>,
+}
+
+impl RemotingClient {
+    /// A client with no connection yet.
+    pub fn new(config: ClientConfig) -> Self {
+        let mut dispatcher = Dispatcher::new();
+        if let Some(hook) = config.server_request_handler {
+            dispatcher.set_default(hook);
+        }
+        RemotingClient {
+            inner: Arc::new(ClientInner {
+                connect_timeout: config.connect_timeout,
+                ctx: ConnectionContext {
+                    dispatcher: Arc::new(dispatcher),
+                    tracker: TaskTracker::new(),
+                    max_frame_size: config.max_frame_size,
+                },
+                slots: Mutex::new(HashMap::new()),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Sends `req` to a broker and waits up to `timeout` (connecting included) for the answer.
+    pub async fn invoke(
+        &self,
+        addr: &BrokerAddr,
+        req: RemotingCommand,
+        timeout: Duration,
+    ) -> Result<RemotingCommand, RemotingError> {
+        self.invoke_at(addr.as_str(), req, timeout).await
+    }
+
+    /// Sends `req` to a broker as a oneway request (no answer).
+    pub async fn invoke_oneway(
+        &self,
+        addr: &BrokerAddr,
+        req: RemotingCommand,
+    ) -> Result<(), RemotingError> {
+        self.oneway_at(addr.as_str(), req).await
+    }
+
+    /// Refuses (RemotingError::NotANameServerRequest, no I/O) any code not in NAMESRV_REQUEST_CODES.
+    pub async fn invoke_namesrv(
+        &self,
+        addr: &NameServerAddr,
+        req: RemotingCommand,
+        timeout: Duration,
+    ) -> Result<RemotingCommand, RemotingError> {
+        check_namesrv(&req)?;
+        self.invoke_at(addr.as_str(), req, timeout).await
+    }
+
+    /// Oneway request to a NameServer; refuses codes a NameServer does not serve, like
+    /// [`RemotingClient::invoke_namesrv`].
+    pub async fn invoke_namesrv_oneway(
+        &self,
+        addr: &NameServerAddr,
+        req: RemotingCommand,
+    ) -> Result<(), RemotingError> {
+        check_namesrv(&req)?;
+        self.oneway_at(addr.as_str(), req).await
+    }
+
+    /// Closes every connection (pending requests fail) and waits for the connection tasks;
+    /// later calls fail with `Shutdown`.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.slots.lock().clear();
+        self.inner.ctx.tracker.close();
+        self.inner.ctx.tracker.wait().await;
+    }
+
+    async fn invoke_at(
+        &self,
+        addr: &str,
+        req: RemotingCommand,
+        timeout: Duration,
+    ) -> Result<RemotingCommand, RemotingError> {
+        let deadline = Instant::now() + timeout;
+        let conn = tokio::time::timeout_at(deadline, self.connection(addr))
+            .await
+            .map_err(|_| RemotingError::Timeout {
+                addr: addr.to_string(),
+                millis: millis(timeout),
+            })??;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        conn.invoke(req, remaining).await.map_err(|e| match e {
+            // Report the caller's timeout, not what was left of it after connecting.
+            RemotingError::Timeout { .. } => RemotingError::Timeout {
+                addr: addr.to_string(),
+                millis: millis(timeout),
+            },
+            other => other,
+        })
+    }
+
+    async fn oneway_at(&self, addr: &str, req: RemotingCommand) -> Result<(), RemotingError> {
+        self.connection(addr).await?.send_oneway(req).await
+    }
+
+    /// The live connection to `addr`, opening one when there is none or it has closed.
+    async fn connection(&self, addr: &str) -> Result<Connection, RemotingError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(RemotingError::Shutdown);
+        }
+        let slot = self
+            .inner
+            .slots
+            .lock()
+            .entry(addr.to_string())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(conn) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(conn.clone());
+        }
+        let conn = self.connect(addr).await?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn connect(&self, addr: &str) -> Result<Connection, RemotingError> {
+        let limit = self.inner.connect_timeout;
+        let connected = tokio::select! {
+            _ = self.inner.shutdown.cancelled() => return Err(RemotingError::Shutdown),
+            connected = tokio::time::timeout(limit, TcpStream::connect(addr)) => connected,
+        };
+        let stream = connected
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {} ms", millis(limit)),
+                ))
+            })
+            .map_err(|source| RemotingError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let remote = stream
+            .peer_addr()
+            .map_err(|source| RemotingError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        tracing::debug!(addr, %remote, "connected");
+        Ok(spawn_connection(
+            stream,
+            remote,
+            self.inner.shutdown.child_token(),
+            self.inner.ctx.clone(),
+            None,
+        ))
+    }
+}
+
+fn check_namesrv(req: &RemotingCommand) -> Result<(), RemotingError> {
+    if is_namesrv_request(req.code) {
+        Ok(())
+    } else {
+        Err(RemotingError::NotANameServerRequest(req.code))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -12,6 +12,7 @@
 //! | rest | body |
 
 pub mod addr;
+pub mod broker_headers;
 pub mod client;
 pub mod codec;
 pub mod codes;
@@ -19,6 +20,7 @@ pub mod command;
 pub mod error;
 pub mod header;
 pub mod headers;
+pub mod message;
 pub mod protocol;
 pub mod server;
 

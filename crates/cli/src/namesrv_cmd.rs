@@ -1,0 +1,41 @@
+//! `apogee namesrv`: reads an upstream-style `namesrv.conf` (Java properties) and runs a
+//! NameServer until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use namesrv::{parse_properties, NameServer, NamesrvConfig};
+
+#[derive(Args, Debug)]
+pub struct NamesrvArgs {
+    /// Config file in upstream's `key=value` format (e.g. `listenPort=9876`).
+    #[arg(short = 'c', long = "config")]
+    config: Option<PathBuf>,
+    /// Port to listen on; overrides `listenPort` from the config file (default 9876).
+    #[arg(long = "listen-port")]
+    listen_port: Option<u16>,
+}
+
+pub async fn run(args: NamesrvArgs) -> anyhow::Result<()> {
+    let mut props = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            parse_properties(&text)
+        }
+        None => Default::default(),
+    };
+    if let Some(port) = args.listen_port {
+        props.insert("listenPort".to_string(), port.to_string());
+    }
+    let config = NamesrvConfig::from_properties(&props).context("invalid NameServer config")?;
+    let server = NameServer::start(config)
+        .await
+        .context("cannot start the NameServer")?;
+    tracing::info!(addr = %server.local_addr(), "NameServer started");
+    crate::shutdown_signal().await?;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! [`KvConfigManager`]: the NameServer's namespaced key-value configuration (upstream
+//! `KVConfigManager`), kept in memory and persisted to one JSON file,
+//! `{"configTable":{"<namespace>":{"<key>":"<value>"}}}`, rewritten on every change through a
+//! temporary file and a rename, so a crash leaves either the old or the new file.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+use remoting::protocol::{from_fastjson, to_fastjson, KVTable, KeyStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::error::NamesrvError;
+
+type ConfigTable = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The persisted file's shape (upstream `KVConfigSerializeWrapper`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct KvConfigFile {
+    config_table: ConfigTable,
+}
+
+/// Namespaced KV configuration backed by a file.
+#[derive(Debug)]
+pub struct KvConfigManager {
+    path: PathBuf,
+    /// Held while a change is applied and persisted, so the file follows the order of changes.
+    table: Mutex<ConfigTable>,
+}
+
+impl KvConfigManager {
+    /// Loads `path`; a missing file is an empty table, an unreadable or malformed one an error
+    /// (starting empty would overwrite it on the next change).
+    pub fn load(path: &Path) -> Result<KvConfigManager, NamesrvError> {
+        let table = match fs::read(path) {
+            Ok(bytes) => {
+                let file: KvConfigFile = from_fastjson(&bytes).map_err(|e| NamesrvError::KvConfig {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+                tracing::info!(path = %path.display(), namespaces = file.config_table.len(), "KV config loaded");
+                file.config_table
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfigTable::new(),
+            Err(e) => {
+                return Err(NamesrvError::KvConfig {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        Ok(KvConfigManager {
+            path: path.to_path_buf(),
+            table: Mutex::new(table),
+        })
+    }
+
+    /// Sets `namespace`/`key` to `value` and persists.
+    pub fn put(&self, namespace: &str, key: &str, value: &str) -> Result<(), NamesrvError> {
+        let mut table = self.table.lock();
+        let previous = table
+            .entry(namespace.to_string())
+            .or_default()
+            .insert(key.to_string(), value.to_string());
+        tracing::info!(%namespace, %key, %value, updated = previous.is_some(), "KV config put");
+        self.persist(&table)
+    }
+
+    /// Removes `namespace`/`key` (if present) and persists.
+    pub fn delete(&self, namespace: &str, key: &str) -> Result<(), NamesrvError> {
+        let mut table = self.table.lock();
+        let removed = table.get_mut(namespace).and_then(|ns| ns.remove(key));
+        tracing::info!(%namespace, %key, ?removed, "KV config delete");
+        self.persist(&table)
+    }
+
+    /// Value of `namespace`/`key`.
+    pub fn get(&self, namespace: &str, key: &str) -> Option<String> {
+        self.table.lock().get(namespace)?.get(key).cloned()
+    }
+
+    /// Whole table of `namespace`, `None` when the namespace was never written.
+    pub fn namespace(&self, namespace: &str) -> Option<KVTable> {
+        let table = self.table.lock().get(namespace)?.clone();
+        Some(KVTable { table })
+    }
+
+    fn persist(&self, table: &ConfigTable) -> Result<(), NamesrvError> {
+        let failed = |e: &dyn std::fmt::Display| NamesrvError::KvConfig {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        };
+        let file = KvConfigFile {
+            config_table: table.clone(),
+        };
+        let json = to_fastjson(&file, KeyStyle::Quoted).map_err(|e| failed(&e))?;
+        write_atomically(&self.path, &json).map_err(|e| failed(&e))
+    }
+}
+
+/// Writes `bytes` to `<path>.tmp`, syncs it and renames it over `path`.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir)?;
+    }
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("kvConfig.json");
+        let kv = KvConfigManager::load(&path).unwrap();
+        kv.put("ORDER_TOPIC_CONFIG", "T", "b1:4").unwrap();
+        kv.put("ns", "k", "v").unwrap();
+        kv.delete("ns", "k").unwrap();
+        kv.delete("nope", "k").unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text, r#"{"configTable":{"ORDER_TOPIC_CONFIG":{"T":"b1:4"},"ns":{}}}"#);
+        let again = KvConfigManager::load(&path).unwrap();
+        assert_eq!(again.get("ORDER_TOPIC_CONFIG", "T").as_deref(), Some("b1:4"));
+        assert_eq!(again.namespace("ns").unwrap().table.len(), 0);
+        assert!(again.namespace("missing").is_none());
+    }
+
+    #[test]
+    fn malformed_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kvConfig.json");
+        fs::write(&path, b"{not json").unwrap();
+        assert!(matches!(KvConfigManager::load(&path), Err(NamesrvError::KvConfig { .. })));
+    }
+}

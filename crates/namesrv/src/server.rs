@@ -1,0 +1,127 @@
+//! [`NameServer`]: a running NameServer — the remoting server with the request handlers, the
+//! task that expires silent brokers, and the state they share ([`NamesrvState`]).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use remoting::server::{Connection, ConnectionListener, RemotingServer, ServerConfig};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::NamesrvConfig;
+use crate::error::NamesrvError;
+use crate::handlers;
+use crate::kv::KvConfigManager;
+use crate::route::RouteInfoManager;
+
+/// Shortest pause between two expiry scans, whatever `scanNotActiveBrokerInterval` says.
+const MIN_SCAN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Everything the handlers, the expiry scanner and the connection listener share.
+pub(crate) struct NamesrvState {
+    pub(crate) config: RwLock<NamesrvConfig>,
+    pub(crate) routes: RwLock<RouteInfoManager>,
+    pub(crate) kv: KvConfigManager,
+    /// Requests of codes a NameServer does not serve, by code.
+    pub(crate) unsupported: Mutex<BTreeMap<i32, u64>>,
+    pub(crate) started: Instant,
+}
+
+/// Unregisters the brokers of a connection when it closes.
+struct BrokerHousekeeping(Arc<NamesrvState>);
+
+impl ConnectionListener for BrokerHousekeeping {
+    fn on_close(&self, conn: &Connection) {
+        self.0.routes.write().on_connection_closed(conn.id());
+    }
+}
+
+/// A running NameServer.
+pub struct NameServer {
+    server: RemotingServer,
+    state: Arc<NamesrvState>,
+    scanner: JoinHandle<()>,
+    stop_scanner: oneshot::Sender<()>,
+}
+
+impl NameServer {
+    /// Loads the KV configuration, binds `bindAddress:listenPort` and starts serving.
+    pub async fn start(config: NamesrvConfig) -> Result<NameServer, NamesrvError> {
+        let kv = KvConfigManager::load(&config.kv_config_path)?;
+        let server_config = ServerConfig {
+            listen: config.listen_addr(),
+            max_frame_size: config.max_frame_size,
+            max_connections: config.max_connections,
+        };
+        let state = Arc::new(NamesrvState {
+            routes: RwLock::new(RouteInfoManager::new(config.route_config())),
+            config: RwLock::new(config),
+            kv,
+            unsupported: Mutex::new(BTreeMap::new()),
+            started: Instant::now(),
+        });
+        let mut dispatcher = handlers::dispatcher(&state);
+        dispatcher.set_listener(Arc::new(BrokerHousekeeping(state.clone())));
+        let server = RemotingServer::start(server_config, dispatcher).await?;
+        let (stop_scanner, stop) = oneshot::channel();
+        let scanner = tokio::spawn(scan_not_active_brokers(state.clone(), stop));
+        tracing::info!(addr = %server.local_addr(), "NameServer started");
+        Ok(NameServer {
+            server,
+            state,
+            scanner,
+            stop_scanner,
+        })
+    }
+
+    /// Address the server listens on (the real port when `listenPort` was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// How many requests of each code a NameServer does not serve have arrived.
+    pub fn unsupported_request_counts(&self) -> BTreeMap<i32, u64> {
+        self.state.unsupported.lock().clone()
+    }
+
+    /// Read access to the route tables. Do not hold it across an `.await`.
+    pub fn route_info(&self) -> RwLockReadGuard<'_, RouteInfoManager> {
+        self.state.routes.read()
+    }
+
+    /// The configuration in force (UPDATE_NAMESRV_CONFIG may have changed it).
+    pub fn config(&self) -> NamesrvConfig {
+        self.state.config.read().clone()
+    }
+
+    /// Stops the expiry scanner and the remoting server (every connection and handler task).
+    pub async fn shutdown(self) {
+        // The scanner may have ended already only if it panicked; then there is nothing to stop.
+        let _ = self.stop_scanner.send(());
+        if let Err(e) = self.scanner.await {
+            tracing::error!("broker expiry scanner failed: {e}");
+        }
+        self.server.shutdown().await;
+        tracing::info!("NameServer stopped");
+    }
+}
+
+/// Every `scanNotActiveBrokerInterval`, unregisters brokers not heard from within their
+/// timeout, until `stop` fires.
+async fn scan_not_active_brokers(state: Arc<NamesrvState>, mut stop: oneshot::Receiver<()>) {
+    loop {
+        let interval = state
+            .config
+            .read()
+            .scan_not_active_broker_interval
+            .max(MIN_SCAN_INTERVAL);
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        state.routes.write().scan_not_active_broker(Instant::now());
+    }
+}

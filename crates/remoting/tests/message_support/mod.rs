@@ -1,0 +1,100 @@
+//! Loads the wire captures in `shared/captures/*.jsonl` for the `message_*` and
+//! `broker_headers_*` golden tests: every frame is decoded from its `frame_b64` through the
+//! real frame codec, so the tests see exactly what a server or client would.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use base64::Engine;
+use bytes::BytesMut;
+use remoting::codec;
+use remoting::RemotingCommand;
+use serde_json::Value;
+
+/// One captured frame.
+pub struct Frame {
+    /// File name, e.g. `java-4.9.8.jsonl`.
+    pub file: String,
+    /// `c2s` or `s2c`.
+    pub dir: String,
+    /// `namesrv` or `broker`.
+    pub peer: String,
+    pub conn: i64,
+    pub run: String,
+    /// The capture line as written.
+    pub json: Value,
+    /// The frame decoded by `remoting::codec::decode`.
+    pub cmd: RemotingCommand,
+}
+
+impl Frame {
+    /// Whether this is a client-to-server request with `code`.
+    pub fn is_request(&self, code: i32) -> bool {
+        self.dir == "c2s" && !self.cmd.is_response() && self.cmd.code == code
+    }
+}
+
+/// Every frame of every capture file, in file then line order; `None` (with a printed note)
+/// when the captures are not there.
+pub fn load_all() -> Option<Vec<Frame>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/captures");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        println!("note: {} not found; capture tests skipped", dir.display());
+        return None;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let mut frames = Vec::new();
+    for path in files {
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let json: Value = serde_json::from_str(line).unwrap();
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(json["frame_b64"].as_str().unwrap())
+                .unwrap();
+            let mut buf = BytesMut::from(&raw[..]);
+            let cmd = codec::decode(&mut buf, codec::DEFAULT_MAX_FRAME_SIZE)
+                .unwrap_or_else(|e| panic!("{file}: frame does not decode: {e}"))
+                .unwrap_or_else(|| panic!("{file}: incomplete frame"));
+            assert!(buf.is_empty(), "{file}: trailing bytes after frame");
+            frames.push(Frame {
+                file: file.clone(),
+                dir: json["dir"].as_str().unwrap().to_string(),
+                peer: json["peer"].as_str().unwrap().to_string(),
+                conn: json["conn"].as_i64().unwrap(),
+                run: json["run"].as_str().unwrap_or_default().to_string(),
+                json,
+                cmd,
+            });
+        }
+    }
+    Some(frames)
+}
+
+/// The request `resp` answers: same file and connection, same opaque, opposite direction.
+pub fn request_of<'a>(frames: &'a [Frame], resp: &Frame) -> Option<&'a Frame> {
+    frames.iter().find(|f| {
+        f.file == resp.file
+            && f.conn == resp.conn
+            && f.dir != resp.dir
+            && !f.cmd.is_response()
+            && f.cmd.opaque == resp.cmd.opaque
+    })
+}
+
+/// Responses (to requests with `req_code`) paired with their requests.
+pub fn exchanges(frames: &[Frame], req_code: i32) -> Vec<(&Frame, &Frame)> {
+    frames
+        .iter()
+        .filter(|f| f.cmd.is_response())
+        .filter_map(|resp| {
+            let req = request_of(frames, resp)?;
+            (req.cmd.code == req_code).then_some((req, resp))
+        })
+        .collect()
+}

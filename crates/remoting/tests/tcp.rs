@@ -1,0 +1,754 @@
+//! Server and client over real TCP on 127.0.0.1.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use remoting::client::{ClientConfig, RemotingClient};
+use remoting::codec::{decode, encode, DEFAULT_MAX_FRAME_SIZE};
+use remoting::server::{
+    Connection, ConnectionListener, Dispatcher, RemotingServer, RequestHandler, ServerConfig,
+};
+use remoting::{
+    BrokerAddr, NameServerAddr, RemotingCommand, RemotingError, RequestCode, ResponseCode,
+    SerializeType,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify};
+
+/// Generous bound for things that should happen at once; only reached when a test fails.
+const LONG: Duration = Duration::from_secs(10);
+
+const ECHO: i32 = 1001;
+const SLOW: i32 = 1000;
+const HANG: i32 = 1002;
+
+fn config() -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..ServerConfig::default()
+    }
+}
+
+/// Answers code 0 with the request's body and ext fields.
+fn echo() -> Arc<dyn RequestHandler> {
+    Arc::new(|_conn: Connection, req: RemotingCommand| async move {
+        let mut resp = RemotingCommand::response_to(&req, ResponseCode::SUCCESS, None)
+            .with_body(req.body.clone());
+        resp.ext_fields = req.ext_fields;
+        Some(resp)
+    })
+}
+
+/// Never answers; returns once its connection has closed.
+fn hang() -> Arc<dyn RequestHandler> {
+    Arc::new(|conn: Connection, _req: RemotingCommand| async move {
+        conn.closed().await;
+        None
+    })
+}
+
+fn echo_dispatcher() -> Dispatcher {
+    let mut d = Dispatcher::new();
+    d.register(ECHO, echo());
+    d.register(HANG, hang());
+    d
+}
+
+fn broker(server: &RemotingServer) -> BrokerAddr {
+    BrokerAddr::parse(&server.local_addr().to_string()).unwrap()
+}
+
+fn client() -> RemotingClient {
+    RemotingClient::new(ClientConfig::default())
+}
+
+async fn write_frame(stream: &mut TcpStream, cmd: &RemotingCommand) {
+    let mut buf = BytesMut::new();
+    encode(cmd, &mut buf).unwrap();
+    stream.write_all(&buf).await.unwrap();
+}
+
+/// Next frame from `stream`, `None` at EOF.
+async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<RemotingCommand> {
+    loop {
+        if let Some(cmd) = decode(buf, DEFAULT_MAX_FRAME_SIZE).unwrap() {
+            return Some(cmd);
+        }
+        let n = tokio::time::timeout(LONG, stream.read_buf(buf))
+            .await
+            .expect("peer silent")
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+    }
+}
+
+/// Waits until the server closes `stream` (reads nothing but EOF or a reset).
+async fn expect_closed(stream: &mut TcpStream) {
+    let mut buf = BytesMut::new();
+    assert!(
+        read_frame(stream, &mut buf).await.is_none(),
+        "expected the connection to close"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_are_matched_by_opaque_out_of_order() {
+    let release = Arc::new(Notify::new());
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let mut d = echo_dispatcher();
+    let gate = release.clone();
+    d.register(
+        SLOW,
+        Arc::new(move |_conn: Connection, req: RemotingCommand| {
+            let gate = gate.clone();
+            let started = started_tx.clone();
+            async move {
+                started.send(()).unwrap();
+                gate.notified().await;
+                Some(RemotingCommand::response_to(&req, 0, Some("slow".into())))
+            }
+        }),
+    );
+    let server = RemotingServer::start(config(), d).await.unwrap();
+    let addr = broker(&server);
+    let client = client();
+
+    let slow = tokio::spawn({
+        let (client, addr) = (client.clone(), addr.clone());
+        async move {
+            client
+                .invoke(&addr, RemotingCommand::request(SLOW), LONG)
+                .await
+        }
+    });
+    started.recv().await.unwrap();
+    // The slow request is held by its handler; a later request on the same connection passes it.
+    let fast = client
+        .invoke(
+            &addr,
+            RemotingCommand::request(ECHO).with_ext("who", "fast"),
+            LONG,
+        )
+        .await
+        .unwrap();
+    assert_eq!(fast.ext("who"), Some("fast"));
+    assert!(!slow.is_finished());
+    release.notify_one();
+    let slow = slow.await.unwrap().unwrap();
+    assert_eq!(slow.remark_str(), "slow");
+
+    // Many at once, each answer to its own request.
+    let calls = (0..64u32).map(|i| {
+        let (client, addr) = (client.clone(), addr.clone());
+        async move {
+            let req = RemotingCommand::request(ECHO).with_body(i.to_be_bytes().to_vec());
+            let opaque = req.opaque;
+            let resp = client.invoke(&addr, req, LONG).await.unwrap();
+            assert_eq!(resp.opaque, opaque);
+            assert_eq!(&resp.body[..], &i.to_be_bytes());
+            assert!(resp.is_response());
+        }
+    });
+    futures::future::join_all(calls).await;
+
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn binary_request_gets_binary_response() {
+    let server = RemotingServer::start(config(), echo_dispatcher())
+        .await
+        .unwrap();
+    let client = client();
+    let mut req = RemotingCommand::request(ECHO).with_ext("k", "v");
+    req.serialize_type = SerializeType::RocketMq;
+    let resp = client.invoke(&broker(&server), req, LONG).await.unwrap();
+    assert_eq!(resp.serialize_type, SerializeType::RocketMq);
+    assert_eq!(resp.ext("k"), Some("v"));
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn oneway_request_gets_no_reply() {
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let mut d = echo_dispatcher();
+    d.register(
+        RequestCode::UPDATE_CONSUMER_OFFSET,
+        Arc::new(move |_conn: Connection, req: RemotingCommand| {
+            let seen = seen_tx.clone();
+            async move {
+                // A handler may return a response; for a oneway request it is dropped.
+                let resp = RemotingCommand::response_to(&req, 0, None);
+                seen.send(req).unwrap();
+                Some(resp)
+            }
+        }),
+    );
+    let server = RemotingServer::start(config(), d).await.unwrap();
+    let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+
+    let oneway = RemotingCommand::request(RequestCode::UPDATE_CONSUMER_OFFSET).into_oneway();
+    write_frame(&mut stream, &oneway).await;
+    let got = seen.recv().await.unwrap();
+    assert_eq!(got.opaque, oneway.opaque);
+    assert!(got.is_oneway());
+
+    // A oneway request to a code without handler gets nothing either.
+    write_frame(&mut stream, &RemotingCommand::request(4242).into_oneway()).await;
+
+    let two_way = RemotingCommand::request(ECHO);
+    write_frame(&mut stream, &two_way).await;
+    let mut buf = BytesMut::new();
+    let first = read_frame(&mut stream, &mut buf).await.unwrap();
+    assert_eq!(
+        first.opaque, two_way.opaque,
+        "the first frame back answers the two-way request"
+    );
+
+    // Same through the client API.
+    let client = client();
+    client
+        .invoke_oneway(
+            &broker(&server),
+            RemotingCommand::request(RequestCode::UPDATE_CONSUMER_OFFSET),
+        )
+        .await
+        .unwrap();
+    assert!(seen.recv().await.unwrap().is_oneway());
+
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_code_is_answered_not_supported() {
+    let server = RemotingServer::start(config(), echo_dispatcher())
+        .await
+        .unwrap();
+    let client = client();
+    let resp = client
+        .invoke(&broker(&server), RemotingCommand::request(9999), LONG)
+        .await
+        .unwrap();
+    assert_eq!(resp.code, ResponseCode::REQUEST_CODE_NOT_SUPPORTED);
+    assert!(resp.remark_str().contains("9999"), "{}", resp.remark_str());
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn default_handler_takes_unregistered_codes() {
+    let mut d = Dispatcher::new();
+    d.set_default(echo());
+    let server = RemotingServer::start(config(), d).await.unwrap();
+    let client = client();
+    let resp = client
+        .invoke(
+            &broker(&server),
+            RemotingCommand::request(9999).with_ext("a", "b"),
+            LONG,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.code, 0);
+    assert_eq!(resp.ext("a"), Some("b"));
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+fn buggy(req: &RemotingCommand) -> Option<RemotingCommand> {
+    panic!("handler bug on request {}", req.code)
+}
+
+#[tokio::test]
+async fn panicking_handler_answers_system_error() {
+    let mut d = Dispatcher::new();
+    d.register(
+        7,
+        Arc::new(|_conn: Connection, req: RemotingCommand| async move { buggy(&req) }),
+    );
+    let server = RemotingServer::start(config(), d).await.unwrap();
+    let client = client();
+    let resp = client
+        .invoke(&broker(&server), RemotingCommand::request(7), LONG)
+        .await
+        .unwrap();
+    assert_eq!(resp.code, ResponseCode::SYSTEM_ERROR);
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_timeout() {
+    let server = RemotingServer::start(config(), echo_dispatcher())
+        .await
+        .unwrap();
+    let addr = broker(&server);
+    let client = client();
+    let err = client
+        .invoke(
+            &addr,
+            RemotingCommand::request(HANG),
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RemotingError::Timeout { millis: 100, .. }),
+        "{err:?}"
+    );
+    // The connection is still good.
+    let resp = client
+        .invoke(&addr, RemotingCommand::request(ECHO), LONG)
+        .await
+        .unwrap();
+    assert_eq!(resp.code, 0);
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn garbage_closes_only_its_connection() {
+    let server = RemotingServer::start(config(), echo_dispatcher())
+        .await
+        .unwrap();
+    let addr = broker(&server);
+    let client = client();
+    client
+        .invoke(&addr, RemotingCommand::request(ECHO), LONG)
+        .await
+        .unwrap();
+
+    for garbage in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], // "GET " read as a 1.2 GB frame length
+        &[0, 0, 0, 8, 0, 0, 0, 4, b'n', b'o', b'p', b'e'][..], // JSON header that is not JSON
+        &[0, 0, 0, 4, 9, 0, 0, 0][..],             // serialize type 9
+    ] {
+        let mut bad = TcpStream::connect(server.local_addr()).await.unwrap();
+        bad.write_all(garbage).await.unwrap();
+        expect_closed(&mut bad).await;
+    }
+
+    let resp = client
+        .invoke(
+            &addr,
+            RemotingCommand::request(ECHO).with_ext("still", "ok"),
+            LONG,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.ext("still"), Some("ok"));
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_frame_closes_the_connection() {
+    let config = ServerConfig {
+        max_frame_size: 1024,
+        ..config()
+    };
+    let server = RemotingServer::start(config, echo_dispatcher())
+        .await
+        .unwrap();
+
+    // Only the length prefix is sent: refused before the rest would be buffered.
+    let mut raw = TcpStream::connect(server.local_addr()).await.unwrap();
+    raw.write_all(&100_000u32.to_be_bytes()).await.unwrap();
+    expect_closed(&mut raw).await;
+
+    let client = client();
+    let addr = broker(&server);
+    let big = RemotingCommand::request(ECHO).with_body(vec![0u8; 2048]);
+    let err = client.invoke(&addr, big, LONG).await.unwrap_err();
+    assert!(matches!(err, RemotingError::ConnectionClosed(_)), "{err:?}");
+    // The next call opens a new connection.
+    let resp = client
+        .invoke(
+            &addr,
+            RemotingCommand::request(ECHO).with_body(vec![1u8; 512]),
+            LONG,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.body.len(), 512);
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+/// Counts listener calls and keeps the last connection.
+#[derive(Default)]
+struct Tracker {
+    connected: AtomicUsize,
+    closed: AtomicUsize,
+    last: Mutex<Option<Connection>>,
+    notify: Notify,
+}
+
+impl ConnectionListener for Tracker {
+    fn on_connect(&self, conn: &Connection) {
+        self.connected.fetch_add(1, Ordering::SeqCst);
+        *self.last.lock() = Some(conn.clone());
+        self.notify.notify_one();
+    }
+
+    fn on_close(&self, _conn: &Connection) {
+        self.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_initiated_requests_reach_the_client_hook() {
+    let tracker = Arc::new(Tracker::default());
+    let mut d = echo_dispatcher();
+    d.set_listener(tracker.clone());
+    let server = RemotingServer::start(config(), d).await.unwrap();
+
+    let (hook_tx, mut hook_rx) = mpsc::unbounded_channel();
+    let hook: Arc<dyn RequestHandler> = Arc::new(move |_conn: Connection, req: RemotingCommand| {
+        let hook_tx = hook_tx.clone();
+        async move {
+            let resp = (req.code == RequestCode::GET_CONSUMER_RUNNING_INFO).then(|| {
+                RemotingCommand::response_to(&req, 0, None).with_body(&b"{\"running\":true}"[..])
+            });
+            hook_tx.send(req).unwrap();
+            resp
+        }
+    });
+    let client = RemotingClient::new(ClientConfig {
+        server_request_handler: Some(hook),
+        ..ClientConfig::default()
+    });
+    client
+        .invoke(&broker(&server), RemotingCommand::request(ECHO), LONG)
+        .await
+        .unwrap();
+    let conn = tracker
+        .last
+        .lock()
+        .clone()
+        .expect("on_connect ran before the request");
+    assert!(!conn.is_closed());
+
+    let notify = RemotingCommand::request(RequestCode::NOTIFY_CONSUMER_IDS_CHANGED)
+        .with_ext("consumerGroup", "G");
+    conn.send_oneway(notify).await.unwrap();
+    let got = hook_rx.recv().await.unwrap();
+    assert_eq!(got.code, RequestCode::NOTIFY_CONSUMER_IDS_CHANGED);
+    assert_eq!(got.ext("consumerGroup"), Some("G"));
+    assert!(got.is_oneway());
+
+    let resp = conn
+        .invoke(
+            RemotingCommand::request(RequestCode::GET_CONSUMER_RUNNING_INFO),
+            LONG,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.code, 0);
+    assert_eq!(&resp.body[..], b"{\"running\":true}");
+    assert_eq!(
+        hook_rx.recv().await.unwrap().code,
+        RequestCode::GET_CONSUMER_RUNNING_INFO
+    );
+
+    // A client hook that returns nothing for a two-way request: the server's invoke times out.
+    let err = conn
+        .invoke(
+            RemotingCommand::request(RequestCode::CHECK_TRANSACTION_STATE),
+            Duration::from_millis(50),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemotingError::Timeout { .. }), "{err:?}");
+
+    client.shutdown().await;
+    server.shutdown().await;
+    assert_eq!(tracker.connected.load(Ordering::SeqCst), 1);
+    assert_eq!(tracker.closed.load(Ordering::SeqCst), 1);
+    assert!(conn.is_closed());
+    let err = conn
+        .send_oneway(RemotingCommand::request(40))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemotingError::ConnectionClosed(_)));
+}
+
+#[tokio::test]
+async fn client_without_hook_answers_not_supported() {
+    let tracker = Arc::new(Tracker::default());
+    let mut d = echo_dispatcher();
+    d.set_listener(tracker.clone());
+    let server = RemotingServer::start(config(), d).await.unwrap();
+    let client = client();
+    client
+        .invoke(&broker(&server), RemotingCommand::request(ECHO), LONG)
+        .await
+        .unwrap();
+    let conn = tracker.last.lock().clone().unwrap();
+    let resp = conn
+        .invoke(
+            RemotingCommand::request(RequestCode::GET_CONSUMER_RUNNING_INFO),
+            LONG,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.code, ResponseCode::REQUEST_CODE_NOT_SUPPORTED);
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn pending_requests_fail_when_the_connection_drops() {
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let mut d = Dispatcher::new();
+    d.register(
+        HANG,
+        Arc::new(move |conn: Connection, _req: RemotingCommand| {
+            let started = started_tx.clone();
+            async move {
+                started.send(()).unwrap();
+                conn.closed().await;
+                None
+            }
+        }),
+    );
+    let server = RemotingServer::start(config(), d).await.unwrap();
+    let addr = broker(&server);
+    let client = client();
+    let pending = tokio::spawn({
+        let (client, addr) = (client.clone(), addr.clone());
+        async move {
+            client
+                .invoke(&addr, RemotingCommand::request(HANG), LONG)
+                .await
+        }
+    });
+    started.recv().await.unwrap();
+    server.shutdown().await;
+    // Fails as soon as the connection drops, not when the 10 s timeout expires.
+    let err = tokio::time::timeout(LONG / 2, pending)
+        .await
+        .expect("the pending call ended with its connection")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, RemotingError::ConnectionClosed(_)), "{err:?}");
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_reconnects_after_server_restart() {
+    let server = RemotingServer::start(config(), echo_dispatcher())
+        .await
+        .unwrap();
+    let local = server.local_addr();
+    let addr = broker(&server);
+    let client = client();
+    client
+        .invoke(&addr, RemotingCommand::request(ECHO), LONG)
+        .await
+        .unwrap();
+    server.shutdown().await;
+
+    // Down: the call fails (the old connection is closed or the connect is refused).
+    let err = client
+        .invoke(&addr, RemotingCommand::request(ECHO), LONG)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RemotingError::ConnectionClosed(_) | RemotingError::Connect { .. }
+        ),
+        "{err:?}"
+    );
+
+    let server = RemotingServer::start(
+        ServerConfig {
+            listen: local,
+            ..config()
+        },
+        echo_dispatcher(),
+    )
+    .await
+    .unwrap();
+    // Up again on the same port: the next calls use a new connection.
+    let resp = client
+        .invoke(
+            &addr,
+            RemotingCommand::request(ECHO).with_ext("again", "1"),
+            LONG,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.ext("again"), Some("1"));
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_awaits_handlers_and_closes_connections() {
+    let finished = Arc::new(AtomicBool::new(false));
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let tracker = Arc::new(Tracker::default());
+    let mut d = echo_dispatcher();
+    d.set_listener(tracker.clone());
+    let done = finished.clone();
+    d.register(
+        SLOW,
+        Arc::new(move |conn: Connection, _req: RemotingCommand| {
+            let (done, started) = (done.clone(), started_tx.clone());
+            async move {
+                started.send(()).unwrap();
+                conn.closed().await;
+                // Still running after the connection closed: shutdown must wait for this.
+                for _ in 0..10 {
+                    tokio::task::yield_now().await;
+                }
+                done.store(true, Ordering::SeqCst);
+                None
+            }
+        }),
+    );
+    let server = RemotingServer::start(config(), d).await.unwrap();
+    let mut raw = TcpStream::connect(server.local_addr()).await.unwrap();
+    write_frame(&mut raw, &RemotingCommand::request(SLOW).into_oneway()).await;
+    started.recv().await.unwrap();
+
+    tokio::time::timeout(LONG, server.shutdown()).await.unwrap();
+    assert!(
+        finished.load(Ordering::SeqCst),
+        "shutdown returned before the handler ended"
+    );
+    assert_eq!(tracker.connected.load(Ordering::SeqCst), 1);
+    assert_eq!(tracker.closed.load(Ordering::SeqCst), 1);
+    expect_closed(&mut raw).await;
+}
+
+#[tokio::test]
+async fn namesrv_calls_refuse_broker_codes_without_io() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = NameServerAddr::parse(&listener.local_addr().unwrap().to_string()).unwrap();
+    let client = client();
+    let err = client
+        .invoke_namesrv(
+            &addr,
+            RemotingCommand::request(RequestCode::CONSUMER_SEND_MSG_BACK),
+            LONG,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RemotingError::NotANameServerRequest(36)),
+        "{err:?}"
+    );
+    let err = client
+        .invoke_namesrv_oneway(&addr, RemotingCommand::request(RequestCode::SEND_MESSAGE))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RemotingError::NotANameServerRequest(10)),
+        "{err:?}"
+    );
+
+    // Had the client connected, its connection would be accepted before this probe.
+    let probe = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (_, peer) = listener.accept().await.unwrap();
+    assert_eq!(
+        peer,
+        probe.local_addr().unwrap(),
+        "the client opened no connection"
+    );
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn namesrv_call_goes_through() {
+    let mut d = Dispatcher::new();
+    d.register(RequestCode::GET_ROUTEINFO_BY_TOPIC, echo());
+    let server = RemotingServer::start(config(), d).await.unwrap();
+    let addr = NameServerAddr::parse(&server.local_addr().to_string()).unwrap();
+    let client = client();
+    let resp = client
+        .invoke_namesrv(
+            &addr,
+            RemotingCommand::request(RequestCode::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "T"),
+            LONG,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.ext("topic"), Some("T"));
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn connect_failure_and_shutdown_errors() {
+    // A port nobody listens on: bind one, note it, close it.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let addr = BrokerAddr::parse(&port.to_string()).unwrap();
+    let client = client();
+    let err = client
+        .invoke(&addr, RemotingCommand::request(ECHO), LONG)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemotingError::Connect { .. }), "{err:?}");
+    client.shutdown().await;
+    let err = client
+        .invoke(&addr, RemotingCommand::request(ECHO), LONG)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemotingError::Shutdown), "{err:?}");
+}
+
+#[tokio::test]
+async fn connection_limit_holds_extra_connections() {
+    let config = ServerConfig {
+        max_connections: 1,
+        ..config()
+    };
+    let server = RemotingServer::start(config, echo_dispatcher())
+        .await
+        .unwrap();
+    let addr = broker(&server);
+    let first = client();
+    first
+        .invoke(&addr, RemotingCommand::request(ECHO), LONG)
+        .await
+        .unwrap();
+    let second = client();
+    let waiting = tokio::spawn({
+        let (second, addr) = (second.clone(), addr.clone());
+        async move {
+            second
+                .invoke(&addr, RemotingCommand::request(ECHO), LONG)
+                .await
+        }
+    });
+    // The second connection is not served while the first holds the only slot.
+    let mut waiting = waiting;
+    let held = tokio::time::timeout(Duration::from_millis(200), &mut waiting).await;
+    assert!(
+        held.is_err(),
+        "second connection was served beyond the limit"
+    );
+    first.shutdown().await;
+    let resp = waiting.await.unwrap().unwrap();
+    assert_eq!(resp.code, 0);
+    second.shutdown().await;
+    server.shutdown().await;
+}

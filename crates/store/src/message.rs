@@ -1,0 +1,1008 @@
+//! The message record: how one message is laid out in the CommitLog, and the helpers every
+//! RocketMQ client relies on to read it (properties string, message id, tag hash, body CRC).
+//!
+//! The store writes and reads exactly upstream's on-disk layout, so the bytes served to a pull
+//! are the CommitLog bytes themselves and decode in every upstream client. All integers are
+//! big-endian (Java's `ByteBuffer` default).
+//!
+//! | #  | field                        | size      | notes                                           |
+//! |----|------------------------------|-----------|-------------------------------------------------|
+//! | 1  | TOTALSIZE                    | 4         | i32, length of the whole record                 |
+//! | 2  | MAGICCODE                    | 4         | `0xDAA320A7` (v1), `0xDAA320AB` (v2, read only) |
+//! | 3  | BODYCRC                      | 4         | `crc32(body) & 0x7FFFFFFF`                      |
+//! | 4  | QUEUEID                      | 4         | i32                                             |
+//! | 5  | FLAG                         | 4         | i32, the producer's flag                        |
+//! | 6  | QUEUEOFFSET                  | 8         | i64, position in the ConsumeQueue               |
+//! | 7  | PHYSICALOFFSET               | 8         | i64, position of this record in the CommitLog   |
+//! | 8  | SYSFLAG                      | 4         | i32, see [`sys_flag`]                           |
+//! | 9  | BORNTIMESTAMP                | 8         | i64, ms                                         |
+//! | 10 | BORNHOST                     | 8 or 20   | IPv4 (4) or IPv6 (16, `BORNHOST_V6_FLAG`) + port i32 |
+//! | 11 | STORETIMESTAMP               | 8         | i64, ms, set by the store under the write lock  |
+//! | 12 | STOREHOSTADDRESS             | 8 or 20   | as BORNHOST, `STOREHOSTADDRESS_V6_FLAG`         |
+//! | 13 | RECONSUMETIMES               | 4         | i32                                             |
+//! | 14 | PREPARED TRANSACTION OFFSET  | 8         | i64                                             |
+//! | 15 | BODY                         | 4 + n     | i32 length, then the body                       |
+//! | 16 | TOPIC                        | 1 + n     | u8 length (v2: u16), then UTF-8 topic           |
+//! | 17 | PROPERTIES                   | 2 + n     | i16 length, then `name\x01value\x02` pairs      |
+//!
+//! At the end of a CommitLog segment that cannot hold the next record the writer puts a blank
+//! marker: TOTALSIZE = bytes left in the segment, MAGICCODE = `0xCBD43194`; the rest is unused.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use bytes::Bytes;
+
+/// Magic code of a v1 message record (`0xDAA320A7`).
+pub const MESSAGE_MAGIC_CODE: i32 = 0xDAA3_20A7_u32 as i32;
+/// Magic code of a v2 message record (`0xDAA320AB`): as v1 but the topic length is 2 bytes.
+pub const MESSAGE_MAGIC_CODE_V2: i32 = 0xDAA3_20AB_u32 as i32;
+/// Magic code of the blank marker at the end of a CommitLog segment (`0xCBD43194`).
+pub const BLANK_MAGIC_CODE: i32 = 0xCBD4_3194_u32 as i32;
+/// Size of the blank marker a segment must always have room for (TOTALSIZE + MAGICCODE).
+pub const END_FILE_MIN_BLANK_LENGTH: usize = 4 + 4;
+/// Longest topic a v1 record can hold (its length is one signed byte in Java).
+pub const MAX_TOPIC_LENGTH: usize = 127;
+/// Longest properties string a record can hold (its length is a Java `short`).
+pub const MAX_PROPERTIES_LENGTH: usize = i16::MAX as usize;
+
+/// Byte positions of fixed fields, as upstream `MessageDecoder` names them.
+pub mod pos {
+    /// MAGICCODE.
+    pub const MAGIC_CODE: usize = 4;
+    /// BODYCRC.
+    pub const BODY_CRC: usize = 8;
+    /// QUEUEID.
+    pub const QUEUE_ID: usize = 12;
+    /// FLAG.
+    pub const FLAG: usize = 16;
+    /// QUEUEOFFSET.
+    pub const QUEUE_OFFSET: usize = 20;
+    /// PHYSICALOFFSET.
+    pub const PHYSICAL_OFFSET: usize = 28;
+    /// SYSFLAG.
+    pub const SYS_FLAG: usize = 36;
+    /// BORNTIMESTAMP.
+    pub const BORN_TIMESTAMP: usize = 40;
+    /// BORNHOST.
+    pub const BORN_HOST: usize = 48;
+}
+
+/// Bits of the SYSFLAG field (upstream `MessageSysFlag`).
+pub mod sys_flag {
+    /// The body is compressed.
+    pub const COMPRESSED_FLAG: i32 = 0x1;
+    /// The tags string holds several tags.
+    pub const MULTI_TAGS_FLAG: i32 = 0x1 << 1;
+    /// Not a transactional message.
+    pub const TRANSACTION_NOT_TYPE: i32 = 0;
+    /// Half (prepared) transactional message: not dispatched to a ConsumeQueue.
+    pub const TRANSACTION_PREPARED_TYPE: i32 = 0x1 << 2;
+    /// Committed transactional message.
+    pub const TRANSACTION_COMMIT_TYPE: i32 = 0x2 << 2;
+    /// Rolled-back transactional message: not dispatched, not indexed.
+    pub const TRANSACTION_ROLLBACK_TYPE: i32 = 0x3 << 2;
+    /// BORNHOST is IPv6 (16-byte address).
+    pub const BORNHOST_V6_FLAG: i32 = 0x1 << 4;
+    /// STOREHOSTADDRESS is IPv6 (16-byte address).
+    pub const STOREHOSTADDRESS_V6_FLAG: i32 = 0x1 << 5;
+
+    /// The transaction type bits of a sys flag.
+    pub fn transaction_value(flag: i32) -> i32 {
+        flag & TRANSACTION_ROLLBACK_TYPE
+    }
+}
+
+/// Well-known property names (upstream `MessageConst`).
+pub mod property {
+    /// Space-separated business keys, indexed for lookup.
+    pub const KEYS: &str = "KEYS";
+    /// The tag (or tags) used for server-side filtering.
+    pub const TAGS: &str = "TAGS";
+    /// The client-generated unique message id, indexed for lookup.
+    pub const UNIQ_KEY: &str = "UNIQ_KEY";
+    /// Delay level of a scheduled message.
+    pub const DELAY: &str = "DELAY";
+    /// Separator between keys in `KEYS`.
+    pub const KEY_SEPARATOR: char = ' ';
+}
+
+/// Topic that holds scheduled (delayed) messages; its tag code is the delivery time.
+pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
+
+const NAME_VALUE_SEPARATOR: char = '\u{1}';
+const PROPERTY_SEPARATOR: char = '\u{2}';
+
+/// A message to append, as the broker hands it to the store (upstream `MessageExtBrokerInner`).
+///
+/// The store fills in the queue offset, physical offset and store timestamp; it sets the two
+/// IPv6 bits of `sys_flag` from the address families of `born_host` and `store_host`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInner {
+    /// Topic, at most 127 UTF-8 bytes.
+    pub topic: String,
+    /// Queue of the topic.
+    pub queue_id: i32,
+    /// The producer's flag (opaque).
+    pub flag: i32,
+    /// Body bytes (already compressed if `COMPRESSED_FLAG` is set).
+    pub body: Bytes,
+    /// Properties, pre-encoded as upstream does (`name\x01value\x02`...); see
+    /// [`encode_properties`].
+    pub properties: String,
+    /// SYSFLAG bits (compression, transaction type, ...).
+    pub sys_flag: i32,
+    /// When the producer created the message, ms since the epoch.
+    pub born_timestamp: i64,
+    /// The producer's address.
+    pub born_host: SocketAddr,
+    /// This broker's address (it is part of the message id).
+    pub store_host: SocketAddr,
+    /// How many times the message was consumed and sent back.
+    pub reconsume_times: i32,
+    /// For transactional messages: CommitLog offset of the prepared message.
+    pub prepared_transaction_offset: i64,
+}
+
+impl MessageInner {
+    /// A plain message with empty properties, zero flags and unspecified hosts; set the other
+    /// fields as needed.
+    pub fn new(topic: impl Into<String>, queue_id: i32, body: impl Into<Bytes>) -> Self {
+        let unspecified = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+        MessageInner {
+            topic: topic.into(),
+            queue_id,
+            flag: 0,
+            body: body.into(),
+            properties: String::new(),
+            sys_flag: 0,
+            born_timestamp: 0,
+            born_host: unspecified,
+            store_host: unspecified,
+            reconsume_times: 0,
+            prepared_transaction_offset: 0,
+        }
+    }
+
+    /// SYSFLAG as it will be stored: the given bits with the IPv6 bits set from the hosts.
+    pub fn stored_sys_flag(&self) -> i32 {
+        let mut flag =
+            self.sys_flag & !(sys_flag::BORNHOST_V6_FLAG | sys_flag::STOREHOSTADDRESS_V6_FLAG);
+        if is_v6(&self.born_host) {
+            flag |= sys_flag::BORNHOST_V6_FLAG;
+        }
+        if is_v6(&self.store_host) {
+            flag |= sys_flag::STOREHOSTADDRESS_V6_FLAG;
+        }
+        flag
+    }
+
+    /// Length of the record this message encodes to.
+    pub fn record_len(&self) -> usize {
+        record_len(
+            self.stored_sys_flag(),
+            self.body.len(),
+            self.topic.len(),
+            self.properties.len(),
+        )
+    }
+}
+
+/// Where the writer puts a record and what it stamps on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordStamp {
+    /// Position in the ConsumeQueue.
+    pub queue_offset: i64,
+    /// Position of the record in the CommitLog.
+    pub physical_offset: i64,
+    /// Store time, ms since the epoch.
+    pub store_timestamp: i64,
+    /// `crc32(body) & 0x7FFFFFFF`.
+    pub body_crc: i32,
+}
+
+/// Length of a v1 record with these field sizes (upstream `calMsgLength`).
+pub fn record_len(sys_flag: i32, body_len: usize, topic_len: usize, properties_len: usize) -> usize {
+    let born_host = host_len(sys_flag & sys_flag::BORNHOST_V6_FLAG != 0);
+    let store_host = host_len(sys_flag & sys_flag::STOREHOSTADDRESS_V6_FLAG != 0);
+    4 + 4 + 4 + 4 + 4 + 8 + 8 + 4 + 8 + born_host + 8 + store_host + 4 + 8
+        + 4
+        + body_len
+        + 1
+        + topic_len
+        + 2
+        + properties_len
+}
+
+fn host_len(v6: bool) -> usize {
+    if v6 {
+        16 + 4
+    } else {
+        4 + 4
+    }
+}
+
+fn is_v6(addr: &SocketAddr) -> bool {
+    match addr.ip() {
+        IpAddr::V4(_) => false,
+        // Java turns an IPv4-mapped IPv6 address into an Inet4Address; do the same.
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().is_none(),
+    }
+}
+
+/// Body CRC as upstream computes it (`UtilAll.crc32`): CRC-32 (IEEE) with the sign bit cleared.
+pub fn body_crc(body: &[u8]) -> i32 {
+    (crc32fast::hash(body) & 0x7FFF_FFFF) as i32
+}
+
+/// Java `String.hashCode` of `s` (over UTF-16 code units, wrapping).
+pub fn java_hash_code(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
+}
+
+/// Tag hash stored in ConsumeQueue units (upstream `tagsString2tagsCode`): Java `hashCode` of
+/// the tags string, or 0 when there is no tag.
+pub fn tags_code(tags: &str) -> i64 {
+    if tags.is_empty() {
+        0
+    } else {
+        java_hash_code(tags) as i64
+    }
+}
+
+/// Encodes properties as upstream does: `name\x01value\x02` for each pair, in the given order.
+pub fn encode_properties<'a, I>(pairs: I) -> String
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    let mut out = String::new();
+    for (name, value) in pairs {
+        out.push_str(name);
+        out.push(NAME_VALUE_SEPARATOR);
+        out.push_str(value);
+        out.push(PROPERTY_SEPARATOR);
+    }
+    out
+}
+
+/// Decodes a properties string (upstream `string2messageProperties`): pairs shorter than three
+/// characters or without a name or value are skipped; a later duplicate name wins.
+pub fn decode_properties(props: &str) -> HashMap<String, String> {
+    property_pairs(props)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Value of property `name` in an encoded properties string, without allocating. The last
+/// occurrence wins, as in [`decode_properties`].
+pub fn find_property<'a>(props: &'a str, name: &str) -> Option<&'a str> {
+    property_pairs(props)
+        .filter(|(k, _)| *k == name)
+        .last()
+        .map(|(_, v)| v)
+}
+
+fn property_pairs(props: &str) -> impl Iterator<Item = (&str, &str)> {
+    props.split(PROPERTY_SEPARATOR).filter_map(|pair| {
+        let (k, v) = pair.split_once(NAME_VALUE_SEPARATOR)?;
+        if k.is_empty() || v.is_empty() {
+            None
+        } else {
+            Some((k, v))
+        }
+    })
+}
+
+/// Upstream message id (`offsetMsgId`): store host address, port and CommitLog offset, as
+/// uppercase hex: 32 characters for IPv4, 56 for IPv6.
+pub fn create_message_id(store_host: &SocketAddr, physical_offset: i64) -> String {
+    let mut raw = Vec::with_capacity(28);
+    put_host(&mut raw, store_host);
+    raw.extend_from_slice(&physical_offset.to_be_bytes());
+    hex_upper(&raw)
+}
+
+/// Decodes a message id made by [`create_message_id`] into the store host and offset.
+pub fn decode_message_id(msg_id: &str) -> Option<(SocketAddr, i64)> {
+    let raw = hex_decode(msg_id)?;
+    let ip_len = match raw.len() {
+        16 => 4,
+        28 => 16,
+        _ => return None,
+    };
+    let (addr, rest) = read_host(&raw, ip_len)?;
+    let offset = i64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    Some((addr, offset))
+}
+
+fn hex_upper(raw: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(raw.len() * 2);
+    for b in raw {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 0x0F) as usize] as char);
+    }
+    out
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    s.as_bytes()
+        .chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
+
+fn put_host(out: &mut Vec<u8>, addr: &SocketAddr) {
+    match addr.ip() {
+        IpAddr::V4(v4) => out.extend_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => out.extend_from_slice(&v4.octets()),
+            None => out.extend_from_slice(&v6.octets()),
+        },
+    }
+    out.extend_from_slice(&(addr.port() as i32).to_be_bytes());
+}
+
+fn read_host(buf: &[u8], ip_len: usize) -> Option<(SocketAddr, &[u8])> {
+    let ip_bytes = buf.get(..ip_len)?;
+    let ip = if ip_len == 4 {
+        IpAddr::from(<[u8; 4]>::try_from(ip_bytes).ok()?)
+    } else {
+        IpAddr::from(<[u8; 16]>::try_from(ip_bytes).ok()?)
+    };
+    let port = i32::from_be_bytes(buf.get(ip_len..ip_len + 4)?.try_into().ok()?);
+    Some((SocketAddr::new(ip, port as u16), &buf[ip_len + 4..]))
+}
+
+/// Writes `msg` as a v1 record into `dst`, which must be exactly `msg.record_len()` bytes.
+///
+/// Validation (sizes, topic length) is the caller's job; this only lays bytes out.
+pub fn encode_record(msg: &MessageInner, stamp: &RecordStamp, dst: &mut [u8]) {
+    let sys_flag = msg.stored_sys_flag();
+    let total = dst.len();
+    debug_assert_eq!(total, msg.record_len());
+    let mut w = Writer { buf: dst, pos: 0 };
+    w.put(&(total as i32).to_be_bytes()); // 1 TOTALSIZE
+    w.put(&MESSAGE_MAGIC_CODE.to_be_bytes()); // 2 MAGICCODE
+    w.put(&stamp.body_crc.to_be_bytes()); // 3 BODYCRC
+    w.put(&msg.queue_id.to_be_bytes()); // 4 QUEUEID
+    w.put(&msg.flag.to_be_bytes()); // 5 FLAG
+    w.put(&stamp.queue_offset.to_be_bytes()); // 6 QUEUEOFFSET
+    w.put(&stamp.physical_offset.to_be_bytes()); // 7 PHYSICALOFFSET
+    w.put(&sys_flag.to_be_bytes()); // 8 SYSFLAG
+    w.put(&msg.born_timestamp.to_be_bytes()); // 9 BORNTIMESTAMP
+    w.host(&msg.born_host); // 10 BORNHOST
+    w.put(&stamp.store_timestamp.to_be_bytes()); // 11 STORETIMESTAMP
+    w.host(&msg.store_host); // 12 STOREHOSTADDRESS
+    w.put(&msg.reconsume_times.to_be_bytes()); // 13 RECONSUMETIMES
+    w.put(&msg.prepared_transaction_offset.to_be_bytes()); // 14 PREPARED TRANSACTION OFFSET
+    w.put(&(msg.body.len() as i32).to_be_bytes()); // 15 BODY
+    w.put(&msg.body);
+    w.put(&[msg.topic.len() as u8]); // 16 TOPIC
+    w.put(msg.topic.as_bytes());
+    w.put(&(msg.properties.len() as i16).to_be_bytes()); // 17 PROPERTIES
+    w.put(msg.properties.as_bytes());
+    debug_assert_eq!(w.pos, total);
+}
+
+struct Writer<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, src: &[u8]) {
+        self.buf[self.pos..self.pos + src.len()].copy_from_slice(src);
+        self.pos += src.len();
+    }
+
+    fn host(&mut self, addr: &SocketAddr) {
+        let mut tmp = Vec::with_capacity(20);
+        put_host(&mut tmp, addr);
+        self.put(&tmp);
+    }
+}
+
+/// Writes the end-of-segment blank marker into the first 8 bytes of `dst`.
+pub fn encode_blank(dst: &mut [u8], remaining: u32) {
+    dst[..4].copy_from_slice(&(remaining as i32).to_be_bytes());
+    dst[4..8].copy_from_slice(&BLANK_MAGIC_CODE.to_be_bytes());
+}
+
+/// Why bytes are not a valid record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The buffer ends before the record does; more bytes may still arrive.
+    #[error("record needs {needed} bytes, only {available} available")]
+    Truncated {
+        /// Bytes the record needs.
+        needed: usize,
+        /// Bytes available.
+        available: usize,
+    },
+    /// Neither a message nor a blank magic code.
+    #[error("illegal magic code {0:#010x}")]
+    BadMagic(u32),
+    /// TOTALSIZE disagrees with the field lengths, or a length is negative.
+    #[error("inconsistent record length: {0}")]
+    BadLength(String),
+    /// The body does not match BODYCRC.
+    #[error("body CRC mismatch: stored {stored:#x}, computed {computed:#x}")]
+    CrcMismatch {
+        /// CRC in the record.
+        stored: i32,
+        /// CRC of the body.
+        computed: i32,
+    },
+    /// A text field is not UTF-8.
+    #[error("{0} is not UTF-8")]
+    NotUtf8(&'static str),
+}
+
+/// What a position in the CommitLog holds.
+#[derive(Debug)]
+pub enum Parsed<'a> {
+    /// A message record.
+    Message(RecordView<'a>),
+    /// The end-of-segment blank marker; the segment's remaining bytes.
+    Blank(u32),
+    /// Zeros: nothing was written here.
+    Empty,
+}
+
+/// A record parsed in place: fixed fields by value, variable fields borrowed.
+#[derive(Debug, Clone)]
+pub struct RecordView<'a> {
+    /// TOTALSIZE.
+    pub total_size: u32,
+    /// MAGICCODE.
+    pub magic_code: i32,
+    /// BODYCRC.
+    pub body_crc: i32,
+    /// QUEUEID.
+    pub queue_id: i32,
+    /// FLAG.
+    pub flag: i32,
+    /// QUEUEOFFSET.
+    pub queue_offset: i64,
+    /// PHYSICALOFFSET.
+    pub physical_offset: i64,
+    /// SYSFLAG.
+    pub sys_flag: i32,
+    /// BORNTIMESTAMP.
+    pub born_timestamp: i64,
+    /// BORNHOST.
+    pub born_host: SocketAddr,
+    /// STORETIMESTAMP.
+    pub store_timestamp: i64,
+    /// STOREHOSTADDRESS.
+    pub store_host: SocketAddr,
+    /// RECONSUMETIMES.
+    pub reconsume_times: i32,
+    /// PREPARED TRANSACTION OFFSET.
+    pub prepared_transaction_offset: i64,
+    /// Byte range of the body within the record.
+    pub body_range: std::ops::Range<usize>,
+    /// The body.
+    pub body: &'a [u8],
+    /// The topic.
+    pub topic: &'a str,
+    /// The encoded properties (lossy if not UTF-8).
+    pub properties: Cow<'a, str>,
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
+        match end {
+            Some(end) => {
+                let out = &self.buf[self.pos..end];
+                self.pos = end;
+                Ok(out)
+            }
+            None => Err(RecordError::BadLength(format!(
+                "field of {n} bytes at {} runs past the record end {}",
+                self.pos,
+                self.buf.len()
+            ))),
+        }
+    }
+    fn i16(&mut self) -> Result<i16, RecordError> {
+        Ok(i16::from_be_bytes(self.take(2)?.try_into().unwrap_or([0; 2])))
+    }
+    fn i32(&mut self) -> Result<i32, RecordError> {
+        Ok(i32::from_be_bytes(self.take(4)?.try_into().unwrap_or([0; 4])))
+    }
+    fn i64(&mut self) -> Result<i64, RecordError> {
+        Ok(i64::from_be_bytes(self.take(8)?.try_into().unwrap_or([0; 8])))
+    }
+    fn host(&mut self, v6: bool) -> Result<SocketAddr, RecordError> {
+        let ip_len = if v6 { 16 } else { 4 };
+        let raw = self.take(ip_len + 4)?;
+        read_host(raw, ip_len)
+            .map(|(a, _)| a)
+            .ok_or_else(|| RecordError::BadLength("host".into()))
+    }
+}
+
+fn be_i32(buf: &[u8], at: usize) -> i32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&buf[at..at + 4]);
+    i32::from_be_bytes(b)
+}
+
+/// Parses the record at the start of `buf` (which may extend past it).
+///
+/// Returns [`Parsed::Empty`] for zeros (no record was written here), [`Parsed::Blank`] for the
+/// end-of-segment marker, and an error when the bytes are not a whole, consistent record. With
+/// `check_crc` the body CRC is verified too.
+pub fn parse_record(buf: &[u8], check_crc: bool) -> Result<Parsed<'_>, RecordError> {
+    if buf.len() < 8 {
+        if buf.iter().all(|&b| b == 0) {
+            return Ok(Parsed::Empty);
+        }
+        return Err(RecordError::Truncated {
+            needed: 8,
+            available: buf.len(),
+        });
+    }
+    let total = be_i32(buf, 0);
+    let magic = be_i32(buf, 4);
+    match magic {
+        MESSAGE_MAGIC_CODE | MESSAGE_MAGIC_CODE_V2 => {}
+        BLANK_MAGIC_CODE => {
+            if total < END_FILE_MIN_BLANK_LENGTH as i32 {
+                return Err(RecordError::BadLength(format!("blank marker of {total} bytes")));
+            }
+            return Ok(Parsed::Blank(total as u32));
+        }
+        0 if total == 0 => return Ok(Parsed::Empty),
+        other => return Err(RecordError::BadMagic(other as u32)),
+    }
+    let min_len = record_len(0, 0, 0, 0);
+    if total < min_len as i32 {
+        return Err(RecordError::BadLength(format!("TOTALSIZE {total}")));
+    }
+    let total = total as usize;
+    if buf.len() < total {
+        return Err(RecordError::Truncated {
+            needed: total,
+            available: buf.len(),
+        });
+    }
+    let mut r = Reader {
+        buf: &buf[..total],
+        pos: 8,
+    };
+    let body_crc = r.i32()?;
+    let queue_id = r.i32()?;
+    let flag = r.i32()?;
+    let queue_offset = r.i64()?;
+    let physical_offset = r.i64()?;
+    let sys_flag = r.i32()?;
+    let born_timestamp = r.i64()?;
+    let born_host = r.host(sys_flag & sys_flag::BORNHOST_V6_FLAG != 0)?;
+    let store_timestamp = r.i64()?;
+    let store_host = r.host(sys_flag & sys_flag::STOREHOSTADDRESS_V6_FLAG != 0)?;
+    let reconsume_times = r.i32()?;
+    let prepared_transaction_offset = r.i64()?;
+    let body_len = r.i32()?;
+    let body_len = usize::try_from(body_len)
+        .map_err(|_| RecordError::BadLength(format!("body length {body_len}")))?;
+    let body_start = r.pos;
+    let body = r.take(body_len)?;
+    let topic_len = if magic == MESSAGE_MAGIC_CODE_V2 {
+        r.i16()? as u16 as usize
+    } else {
+        r.take(1)?[0] as usize
+    };
+    let topic =
+        std::str::from_utf8(r.take(topic_len)?).map_err(|_| RecordError::NotUtf8("topic"))?;
+    let props_len = r.i16()?;
+    let props_len = usize::try_from(props_len)
+        .map_err(|_| RecordError::BadLength(format!("properties length {props_len}")))?;
+    let properties = String::from_utf8_lossy(r.take(props_len)?);
+    if r.pos != total {
+        return Err(RecordError::BadLength(format!(
+            "TOTALSIZE {total} but fields end at {}",
+            r.pos
+        )));
+    }
+    if check_crc {
+        let computed = body_crc(body);
+        if computed != body_crc {
+            return Err(RecordError::CrcMismatch {
+                stored: body_crc,
+                computed,
+            });
+        }
+    }
+    Ok(Parsed::Message(RecordView {
+        total_size: total as u32,
+        magic_code: magic,
+        body_crc,
+        queue_id,
+        flag,
+        queue_offset,
+        physical_offset,
+        sys_flag,
+        born_timestamp,
+        born_host,
+        store_timestamp,
+        store_host,
+        reconsume_times,
+        prepared_transaction_offset,
+        body_range: body_start..body_start + body_len,
+        body,
+        topic,
+        properties,
+    }))
+}
+
+/// A decoded stored message (upstream `MessageExt`), its body a zero-copy slice of the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageExt {
+    /// TOTALSIZE.
+    pub store_size: i32,
+    /// BODYCRC.
+    pub body_crc: i32,
+    /// QUEUEID.
+    pub queue_id: i32,
+    /// FLAG.
+    pub flag: i32,
+    /// QUEUEOFFSET.
+    pub queue_offset: i64,
+    /// PHYSICALOFFSET.
+    pub commit_log_offset: i64,
+    /// SYSFLAG.
+    pub sys_flag: i32,
+    /// BORNTIMESTAMP.
+    pub born_timestamp: i64,
+    /// BORNHOST.
+    pub born_host: SocketAddr,
+    /// STORETIMESTAMP.
+    pub store_timestamp: i64,
+    /// STOREHOSTADDRESS.
+    pub store_host: SocketAddr,
+    /// RECONSUMETIMES.
+    pub reconsume_times: i32,
+    /// PREPARED TRANSACTION OFFSET.
+    pub prepared_transaction_offset: i64,
+    /// Body (as stored; still compressed if `COMPRESSED_FLAG` is set).
+    pub body: Bytes,
+    /// Topic.
+    pub topic: String,
+    /// Encoded properties string.
+    pub properties: String,
+}
+
+impl MessageExt {
+    /// Decodes a whole record (as returned by the store's reads), verifying the body CRC.
+    pub fn decode(record: &Bytes) -> Result<MessageExt, RecordError> {
+        match parse_record(record, true)? {
+            Parsed::Message(v) => Ok(MessageExt {
+                store_size: v.total_size as i32,
+                body_crc: v.body_crc,
+                queue_id: v.queue_id,
+                flag: v.flag,
+                queue_offset: v.queue_offset,
+                commit_log_offset: v.physical_offset,
+                sys_flag: v.sys_flag,
+                born_timestamp: v.born_timestamp,
+                born_host: v.born_host,
+                store_timestamp: v.store_timestamp,
+                store_host: v.store_host,
+                reconsume_times: v.reconsume_times,
+                prepared_transaction_offset: v.prepared_transaction_offset,
+                body: record.slice(v.body_range.clone()),
+                topic: v.topic.to_string(),
+                properties: v.properties.into_owned(),
+            }),
+            Parsed::Blank(_) | Parsed::Empty => Err(RecordError::BadMagic(be_i32(
+                record.get(..8).unwrap_or(&[0; 8]),
+                4,
+            ) as u32)),
+        }
+    }
+
+    /// The upstream message id (`offsetMsgId`) of this message.
+    pub fn msg_id(&self) -> String {
+        create_message_id(&self.store_host, self.commit_log_offset)
+    }
+
+    /// Value of one property.
+    pub fn property(&self, name: &str) -> Option<&str> {
+        find_property(&self.properties, name)
+    }
+
+    /// All properties as a map.
+    pub fn properties_map(&self) -> HashMap<String, String> {
+        decode_properties(&self.properties)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::Ipv6Addr;
+
+    fn sample() -> MessageInner {
+        MessageInner {
+            topic: "T".into(),
+            queue_id: 3,
+            flag: 7,
+            body: Bytes::from_static(b"hi"),
+            properties: encode_properties([("TAGS", "a")]),
+            sys_flag: 0,
+            born_timestamp: 0x0102_0304_0506_0708,
+            born_host: "10.0.0.1:4660".parse().unwrap(),
+            store_host: "192.168.1.2:10911".parse().unwrap(),
+            reconsume_times: 1,
+            prepared_transaction_offset: 0,
+        }
+    }
+
+    #[test]
+    fn golden_v1_record() {
+        let msg = sample();
+        let stamp = RecordStamp {
+            queue_offset: 5,
+            physical_offset: 0x1000,
+            store_timestamp: 0x1111,
+            body_crc: body_crc(b"hi"),
+        };
+        let mut buf = vec![0u8; msg.record_len()];
+        encode_record(&msg, &stamp, &mut buf);
+        let crc = body_crc(b"hi").to_be_bytes();
+        #[rustfmt::skip]
+        let expected: Vec<u8> = [
+            &[0, 0, 0, 101][..],                  // 1 TOTALSIZE = 101
+            &[0xDA, 0xA3, 0x20, 0xA7],            // 2 MAGICCODE v1
+            &crc,                                 // 3 BODYCRC
+            &[0, 0, 0, 3],                        // 4 QUEUEID
+            &[0, 0, 0, 7],                        // 5 FLAG
+            &[0, 0, 0, 0, 0, 0, 0, 5],            // 6 QUEUEOFFSET
+            &[0, 0, 0, 0, 0, 0, 0x10, 0],         // 7 PHYSICALOFFSET
+            &[0, 0, 0, 0],                        // 8 SYSFLAG
+            &[1, 2, 3, 4, 5, 6, 7, 8],            // 9 BORNTIMESTAMP
+            &[10, 0, 0, 1, 0, 0, 0x12, 0x34],     // 10 BORNHOST 10.0.0.1:4660
+            &[0, 0, 0, 0, 0, 0, 0x11, 0x11],      // 11 STORETIMESTAMP
+            &[192, 168, 1, 2, 0, 0, 0x2A, 0x9F],  // 12 STOREHOST 192.168.1.2:10911
+            &[0, 0, 0, 1],                        // 13 RECONSUMETIMES
+            &[0, 0, 0, 0, 0, 0, 0, 0],            // 14 PREPARED TRANSACTION OFFSET
+            &[0, 0, 0, 2], b"hi",                 // 15 BODY
+            &[1], b"T",                           // 16 TOPIC
+            &[0, 7], b"TAGS\x01a\x02",            // 17 PROPERTIES
+        ]
+        .concat();
+        assert_eq!(buf, expected);
+        // CRC-32 of "hi" is 0xD8932AAC; the sign bit is cleared.
+        assert_eq!(body_crc(b"hi"), 0x5893_2AAC);
+    }
+
+    #[test]
+    fn golden_v6_hosts_and_flags() {
+        let mut msg = sample();
+        msg.born_host = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 1);
+        msg.store_host = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 2);
+        assert_eq!(
+            msg.stored_sys_flag(),
+            sys_flag::BORNHOST_V6_FLAG | sys_flag::STOREHOSTADDRESS_V6_FLAG
+        );
+        assert_eq!(msg.record_len(), 101 + 24);
+        let stamp = RecordStamp {
+            queue_offset: 0,
+            physical_offset: 0,
+            store_timestamp: 0,
+            body_crc: body_crc(&msg.body),
+        };
+        let mut buf = vec![0u8; msg.record_len()];
+        encode_record(&msg, &stamp, &mut buf);
+        // SYSFLAG = 0x30, then BORNHOST = 16-byte ::1 + port 1.
+        assert_eq!(&buf[36..40], &[0, 0, 0, 0x30]);
+        let mut born = [0u8; 20];
+        born[15] = 1;
+        born[19] = 1;
+        assert_eq!(&buf[48..68], &born);
+        // An IPv4-mapped IPv6 address is stored as IPv4, as Java does.
+        msg.born_host = "[::ffff:10.0.0.1]:5".parse().unwrap();
+        assert_eq!(msg.stored_sys_flag(), sys_flag::STOREHOSTADDRESS_V6_FLAG);
+    }
+
+    #[test]
+    fn golden_blank_marker() {
+        let mut buf = [0u8; 8];
+        encode_blank(&mut buf, 300);
+        assert_eq!(buf, [0, 0, 1, 44, 0xCB, 0xD4, 0x31, 0x94]);
+        assert!(matches!(parse_record(&buf, true), Ok(Parsed::Blank(300))));
+        assert!(matches!(parse_record(&[0u8; 8], true), Ok(Parsed::Empty)));
+    }
+
+    #[test]
+    fn v2_topic_length_is_two_bytes() {
+        let msg = sample();
+        let stamp = RecordStamp {
+            queue_offset: 1,
+            physical_offset: 2,
+            store_timestamp: 3,
+            body_crc: body_crc(&msg.body),
+        };
+        let mut v1 = vec![0u8; msg.record_len()];
+        encode_record(&msg, &stamp, &mut v1);
+        // Rebuild as v2: magic changes, topic length grows to 2 bytes, TOTALSIZE + 1.
+        let topic_at = 4 + 4 + 4 + 4 + 4 + 8 + 8 + 4 + 8 + 8 + 8 + 8 + 4 + 8 + 4 + 2;
+        let mut v2 = Vec::new();
+        v2.extend_from_slice(&((v1.len() + 1) as i32).to_be_bytes());
+        v2.extend_from_slice(&MESSAGE_MAGIC_CODE_V2.to_be_bytes());
+        v2.extend_from_slice(&v1[8..topic_at]);
+        v2.extend_from_slice(&[0, 1]);
+        v2.extend_from_slice(&v1[topic_at + 1..]);
+        let ext = MessageExt::decode(&Bytes::from(v2)).unwrap();
+        assert_eq!(ext.topic, "T");
+        assert_eq!(ext.body, Bytes::from_static(b"hi"));
+        assert_eq!(ext.property("TAGS"), Some("a"));
+    }
+
+    #[test]
+    fn message_id_matches_upstream_format() {
+        let id = create_message_id(&"192.168.1.2:10911".parse().unwrap(), 0x1234);
+        assert_eq!(id, "C0A8010200002A9F0000000000001234");
+        let (addr, off) = decode_message_id(&id).unwrap();
+        assert_eq!(addr, "192.168.1.2:10911".parse().unwrap());
+        assert_eq!(off, 0x1234);
+        let v6 = create_message_id(&"[::1]:1".parse().unwrap(), 1);
+        assert_eq!(v6.len(), 56);
+        assert!(decode_message_id("XYZ").is_none());
+    }
+
+    #[test]
+    fn java_hash_code_matches_java() {
+        // Values computed with java.lang.String#hashCode.
+        assert_eq!(java_hash_code(""), 0);
+        assert_eq!(java_hash_code("TagA"), 2_598_919);
+        assert_eq!(java_hash_code("hello world"), 1_794_106_052);
+        assert_eq!(java_hash_code("polygenelubricants"), i32::MIN);
+        // Non-BMP characters hash as two UTF-16 code units.
+        assert_eq!(java_hash_code("\u{1F600}"), 1_772_899);
+        assert_eq!(tags_code(""), 0);
+        assert_eq!(tags_code("TagA"), 2_598_919);
+    }
+
+    #[test]
+    fn properties_follow_upstream_rules() {
+        let s = encode_properties([("KEYS", "k1 k2"), ("TAGS", "t")]);
+        assert_eq!(s, "KEYS\u{1}k1 k2\u{2}TAGS\u{1}t\u{2}");
+        let m = decode_properties(&s);
+        assert_eq!(m.get("KEYS").map(String::as_str), Some("k1 k2"));
+        assert_eq!(find_property(&s, "TAGS"), Some("t"));
+        assert_eq!(find_property(&s, "NONE"), None);
+        // Pairs without a name or a value, and a missing trailing separator.
+        let m = decode_properties("\u{1}x\u{2}a\u{1}\u{2}b\u{1}c");
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.get("b").map(String::as_str), Some("c"));
+    }
+
+    #[test]
+    fn parse_rejects_damage() {
+        let msg = sample();
+        let stamp = RecordStamp {
+            queue_offset: 0,
+            physical_offset: 0,
+            store_timestamp: 0,
+            body_crc: body_crc(&msg.body),
+        };
+        let mut buf = vec![0u8; msg.record_len()];
+        encode_record(&msg, &stamp, &mut buf);
+        assert!(matches!(
+            parse_record(&buf[..50], true),
+            Err(RecordError::Truncated { .. })
+        ));
+        let mut bad = buf.clone();
+        bad[4] = 0;
+        assert!(matches!(parse_record(&bad, true), Err(RecordError::BadMagic(_))));
+        let body_at = msg.record_len() - 2 - 7 - 1 - 1 - 2;
+        let mut bad = buf.clone();
+        bad[body_at] ^= 0xFF;
+        assert!(matches!(
+            parse_record(&bad, true),
+            Err(RecordError::CrcMismatch { .. })
+        ));
+        assert!(parse_record(&bad, false).is_ok());
+        let mut bad = buf.clone();
+        bad[3] = 200; // TOTALSIZE too large for the fields
+        let mut longer = bad.clone();
+        longer.resize(300, 0);
+        assert!(matches!(
+            parse_record(&longer, true),
+            Err(RecordError::BadLength(_))
+        ));
+        let mut bad = buf;
+        bad[0] = 0x80; // negative TOTALSIZE
+        assert!(parse_record(&bad, true).is_err());
+    }
+
+    fn arb_addr() -> impl Strategy<Value = SocketAddr> {
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::new(IpAddr::from(ip), p)),
+            (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, p)| {
+                let v6 = Ipv6Addr::from(ip);
+                // Mapped addresses decode as IPv4; keep the property about real IPv6.
+                let v6 = if v6.to_ipv4_mapped().is_some() { Ipv6Addr::LOCALHOST } else { v6 };
+                SocketAddr::new(IpAddr::V6(v6), p)
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trip(
+            topic in "[a-zA-Z0-9_%-]{1,127}",
+            queue_id in any::<i32>(),
+            flag in any::<i32>(),
+            body in proptest::collection::vec(any::<u8>(), 0..2048),
+            props in proptest::collection::vec(("[A-Z_]{1,8}", "[ -~]{1,16}"), 0..5),
+            sys in any::<i32>(),
+            born_ts in any::<i64>(),
+            born in arb_addr(),
+            store in arb_addr(),
+            reconsume in any::<i32>(),
+            prepared in any::<i64>(),
+            qoff in any::<i64>(),
+            phys in any::<i64>(),
+            store_ts in any::<i64>(),
+        ) {
+            let properties = encode_properties(props.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let msg = MessageInner {
+                topic: topic.clone(), queue_id, flag, body: Bytes::from(body.clone()), properties: properties.clone(),
+                sys_flag: sys, born_timestamp: born_ts, born_host: born, store_host: store,
+                reconsume_times: reconsume, prepared_transaction_offset: prepared,
+            };
+            let stamp = RecordStamp { queue_offset: qoff, physical_offset: phys, store_timestamp: store_ts, body_crc: body_crc(&body) };
+            let mut buf = vec![0u8; msg.record_len()];
+            encode_record(&msg, &stamp, &mut buf);
+            let ext = MessageExt::decode(&Bytes::from(buf)).unwrap();
+            prop_assert_eq!(ext.store_size as usize, msg.record_len());
+            prop_assert_eq!(ext.topic, topic);
+            prop_assert_eq!(ext.queue_id, queue_id);
+            prop_assert_eq!(ext.flag, flag);
+            prop_assert_eq!(&ext.body[..], &body[..]);
+            prop_assert_eq!(ext.properties, properties);
+            prop_assert_eq!(ext.sys_flag, msg.stored_sys_flag());
+            prop_assert_eq!(ext.born_timestamp, born_ts);
+            prop_assert_eq!(ext.born_host, born);
+            prop_assert_eq!(ext.store_host, store);
+            prop_assert_eq!(ext.reconsume_times, reconsume);
+            prop_assert_eq!(ext.prepared_transaction_offset, prepared);
+            prop_assert_eq!(ext.queue_offset, qoff);
+            prop_assert_eq!(ext.commit_log_offset, phys);
+            prop_assert_eq!(ext.store_timestamp, store_ts);
+        }
+
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_record(&bytes, true);
+        }
+
+        #[test]
+        fn properties_round_trip(props in proptest::collection::btree_map("[A-Za-z_]{1,8}", "[ -~]{1,16}", 0..8)) {
+            let s = encode_properties(props.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let back = decode_properties(&s);
+            prop_assert_eq!(back.len(), props.len());
+            for (k, v) in &props {
+                prop_assert_eq!(back.get(k), Some(v));
+            }
+        }
+    }
+}
