@@ -214,7 +214,9 @@ namesrv_config! {
 }
 
 fn default_kv_config_path() -> PathBuf {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     home.join("namesrv").join("kvConfig.json")
 }
 
@@ -254,7 +256,12 @@ impl NamesrvConfig {
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .collect();
-        keys.extend(["configBlackList", "configStorePath", "kvConfigPath", "rocketmqHome"]);
+        keys.extend([
+            "configBlackList",
+            "configStorePath",
+            "kvConfigPath",
+            "rocketmqHome",
+        ]);
         keys
     }
 
@@ -363,7 +370,8 @@ mod tests {
 
     #[test]
     fn parses_java_properties() {
-        let text = "# comment\n! also comment\n\nlistenPort=9877\n  kvConfigPath : /tmp/kv.json  \n\
+        let text =
+            "# comment\n! also comment\n\nlistenPort=9877\n  kvConfigPath : /tmp/kv.json  \n\
                     key\\=with\\:seps = a\\tb\nspaced value here\nlong=one,\\\n    two\nempty=\n\
                     uni=\\u0041\\u00e9\ntrailing\\\\=x\n";
         let p = parse_properties(text);
@@ -380,7 +388,9 @@ mod tests {
 
     #[test]
     fn odd_input_does_not_panic() {
-        for text in ["\\", "a\\", "=", ":x", "\\u12", "\\uZZZZ", "k=\\u00", "é=ü\\"] {
+        for text in [
+            "\\", "a\\", "=", ":x", "\\u12", "\\uZZZZ", "k=\\u00", "é=ü\\",
+        ] {
             let _ = parse_properties(text);
         }
     }
@@ -407,15 +417,20 @@ mod tests {
             err.to_string(),
             "config key `listenPort` has value `98765`, expected a port number (0-65535)"
         );
-        let err = NamesrvConfig::from_properties(&parse_properties("orderMessageEnable=yes")).unwrap_err();
-        assert!(matches!(err, ConfigError::InvalidValue { key, .. } if key == "orderMessageEnable"));
+        let err = NamesrvConfig::from_properties(&parse_properties("orderMessageEnable=yes"))
+            .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::InvalidValue { key, .. } if key == "orderMessageEnable")
+        );
     }
 
     #[test]
     fn properties_round_trip() {
-        let mut c = NamesrvConfig::default();
-        c.listen_port = 1234;
-        c.kv_config_path = PathBuf::from("/x/kv.json");
+        let c = NamesrvConfig {
+            listen_port: 1234,
+            kv_config_path: PathBuf::from("/x/kv.json"),
+            ..NamesrvConfig::default()
+        };
         let again = NamesrvConfig::from_properties(&parse_properties(&c.to_properties())).unwrap();
         assert_eq!(again, c);
         assert_eq!(NamesrvConfig::KEYS.len(), c.to_properties().lines().count());

@@ -37,10 +37,11 @@ impl KvConfigManager {
     pub fn load(path: &Path) -> Result<KvConfigManager, NamesrvError> {
         let table = match fs::read(path) {
             Ok(bytes) => {
-                let file: KvConfigFile = from_fastjson(&bytes).map_err(|e| NamesrvError::KvConfig {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                })?;
+                let file: KvConfigFile =
+                    from_fastjson(&bytes).map_err(|e| NamesrvError::KvConfig {
+                        path: path.to_path_buf(),
+                        reason: e.to_string(),
+                    })?;
                 tracing::info!(path = %path.display(), namespaces = file.config_table.len(), "KV config loaded");
                 file.config_table
             }
@@ -130,9 +131,15 @@ mod tests {
         kv.delete("ns", "k").unwrap();
         kv.delete("nope", "k").unwrap();
         let text = fs::read_to_string(&path).unwrap();
-        assert_eq!(text, r#"{"configTable":{"ORDER_TOPIC_CONFIG":{"T":"b1:4"},"ns":{}}}"#);
+        assert_eq!(
+            text,
+            r#"{"configTable":{"ORDER_TOPIC_CONFIG":{"T":"b1:4"},"ns":{}}}"#
+        );
         let again = KvConfigManager::load(&path).unwrap();
-        assert_eq!(again.get("ORDER_TOPIC_CONFIG", "T").as_deref(), Some("b1:4"));
+        assert_eq!(
+            again.get("ORDER_TOPIC_CONFIG", "T").as_deref(),
+            Some("b1:4")
+        );
         assert_eq!(again.namespace("ns").unwrap().table.len(), 0);
         assert!(again.namespace("missing").is_none());
     }
@@ -142,6 +149,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kvConfig.json");
         fs::write(&path, b"{not json").unwrap();
-        assert!(matches!(KvConfigManager::load(&path), Err(NamesrvError::KvConfig { .. })));
+        assert!(matches!(
+            KvConfigManager::load(&path),
+            Err(NamesrvError::KvConfig { .. })
+        ));
     }
 }

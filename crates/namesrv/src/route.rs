@@ -194,7 +194,7 @@ impl RouteInfoManager {
         let previous = group
             .broker_addrs
             .insert(reg.broker_id, reg.broker_addr.clone());
-        register_first |= previous.as_deref().map_or(true, str::is_empty);
+        register_first |= previous.as_deref().unwrap_or_default().is_empty();
         let is_master = reg.broker_id == MASTER_ID;
         let min_id = group.broker_addrs.keys().next().copied();
         let is_prime_slave = !old_version_broker && !is_master && min_id == Some(reg.broker_id);
@@ -248,20 +248,28 @@ impl RouteInfoManager {
         Ok(result)
     }
 
-    fn take_topic_configs(&mut self, reg: &BrokerRegistration, addr_info: &BrokerAddrInfo, register_first: bool) {
+    fn take_topic_configs(
+        &mut self,
+        reg: &BrokerRegistration,
+        addr_info: &BrokerAddrInfo,
+        register_first: bool,
+    ) {
         let table = &reg.topic_config.topic_config_table;
         if self.config.delete_topic_with_broker_registration {
             let gone: Vec<String> = self
                 .topic_queue_table
                 .iter()
-                .filter(|(topic, queues)| queues.contains_key(&reg.broker_name) && !table.contains_key(*topic))
+                .filter(|(topic, queues)| {
+                    queues.contains_key(&reg.broker_name) && !table.contains_key(*topic)
+                })
                 .map(|(topic, _)| topic.clone())
                 .collect();
             for topic in gone {
                 self.remove_group_from_topic(&topic, &reg.broker_name);
             }
         }
-        let version_changed = self.is_broker_topic_config_changed(addr_info, &reg.topic_config.data_version);
+        let version_changed =
+            self.is_broker_topic_config_changed(addr_info, &reg.topic_config.data_version);
         for config in table.values() {
             let known = self
                 .topic_queue_table
@@ -306,7 +314,11 @@ impl RouteInfoManager {
     }
 
     /// Whether `version` differs from the one the broker last registered (true when unknown).
-    pub fn is_broker_topic_config_changed(&self, broker: &BrokerAddrInfo, version: &DataVersion) -> bool {
+    pub fn is_broker_topic_config_changed(
+        &self,
+        broker: &BrokerAddrInfo,
+        version: &DataVersion,
+    ) -> bool {
         self.query_broker_topic_config(broker) != Some(version)
     }
 
@@ -340,7 +352,9 @@ impl RouteInfoManager {
         let Some(group) = self.broker_addr_table.get_mut(&req.broker_name) else {
             return;
         };
-        group.broker_addrs.retain(|_, addr| *addr != req.broker_addr);
+        group
+            .broker_addrs
+            .retain(|_, addr| *addr != req.broker_addr);
         if !group.broker_addrs.is_empty() {
             return;
         }
@@ -385,12 +399,17 @@ impl RouteInfoManager {
         let mut expired: Vec<BrokerAddrInfo> = self
             .broker_live_table
             .iter()
-            .filter(|(_, live)| now.saturating_duration_since(live.last_update) > live.heartbeat_timeout)
+            .filter(|(_, live)| {
+                now.saturating_duration_since(live.last_update) > live.heartbeat_timeout
+            })
             .map(|(info, _)| info.clone())
             .collect();
         expired.sort();
         for info in &expired {
-            let timeout = self.broker_live_table.get(info).map(|l| l.heartbeat_timeout);
+            let timeout = self
+                .broker_live_table
+                .get(info)
+                .map(|l| l.heartbeat_timeout);
             tracing::warn!(cluster = %info.cluster_name, addr = %info.broker_addr, ?timeout, "broker registration expired");
             let req = self.unregister_request_for(info);
             self.unregister_broker(&req);
@@ -544,7 +563,12 @@ impl RouteInfoManager {
         let topic_list = self
             .topic_queue_table
             .iter()
-            .filter(|(_, queues)| queues.values().next().is_some_and(|q| keep(q.topic_sys_flag)))
+            .filter(|(_, queues)| {
+                queues
+                    .values()
+                    .next()
+                    .is_some_and(|q| keep(q.topic_sys_flag))
+            })
             .map(|(topic, _)| topic.clone())
             .collect();
         TopicList {
@@ -565,7 +589,9 @@ impl RouteInfoManager {
 
     /// Non-unit topics with unit subscriptions (GET_HAS_UNIT_SUB_UNUNIT_TOPIC_LIST).
     pub fn has_unit_sub_ununit_topic_list(&self) -> TopicList {
-        self.topics_where(|f| !topic_sys_flag::has_unit_flag(f) && topic_sys_flag::has_unit_sub_flag(f))
+        self.topics_where(|f| {
+            !topic_sys_flag::has_unit_flag(f) && topic_sys_flag::has_unit_sub_flag(f)
+        })
     }
 
     /// Removes write permission from every topic of group `broker_name` (an operator taking
@@ -629,11 +655,15 @@ mod tests {
         }
     }
 
+    /// A registration of `topics` plus, like a real broker, a topic named after the broker
+    /// (a first registration with a single topic is refused).
     fn reg(name: &str, id: i64, addr: &str, topics: &[&str], counter: i64) -> BrokerRegistration {
         let mut wrapper = TopicConfigSerializeWrapper::default();
         wrapper.data_version.counter = counter;
-        for t in topics {
-            wrapper.topic_config_table.insert(t.to_string(), topic(t, 6));
+        for t in topics.iter().chain([&name]) {
+            wrapper
+                .topic_config_table
+                .insert(t.to_string(), topic(t, 6));
         }
         BrokerRegistration {
             cluster_name: "C".into(),
@@ -664,8 +694,11 @@ mod tests {
     fn master_and_slave_route_and_write_permission_follows_the_master() {
         let now = Instant::now();
         let mut rim = RouteInfoManager::default();
-        rim.register_broker(reg("b1", 0, "m:1", &["T", "U"], 1), now).unwrap();
-        let slave = rim.register_broker(reg("b1", 1, "s:1", &["T", "U"], 1), now).unwrap();
+        rim.register_broker(reg("b1", 0, "m:1", &["T", "U"], 1), now)
+            .unwrap();
+        let slave = rim
+            .register_broker(reg("b1", 1, "s:1", &["T", "U"], 1), now)
+            .unwrap();
         assert_eq!(slave.master_addr.as_deref(), Some("m:1"));
         assert_eq!(slave.ha_server_addr.as_deref(), Some("m:1-ha"));
         let route = rim.pickup_topic_route_data("T").unwrap();
@@ -676,9 +709,13 @@ mod tests {
         let route = rim.pickup_topic_route_data("T").unwrap();
         assert_eq!(perms(&route), [4]);
         assert!(!route.broker_datas[0].enable_acting_master);
-        assert_eq!(route.broker_datas[0].broker_addrs, BTreeMap::from([(1, "s:1".to_string())]));
+        assert_eq!(
+            route.broker_datas[0].broker_addrs,
+            BTreeMap::from([(1, "s:1".to_string())])
+        );
 
-        rim.register_broker(reg("b1", 0, "m:1", &["T", "U"], 1), now).unwrap();
+        rim.register_broker(reg("b1", 0, "m:1", &["T", "U"], 1), now)
+            .unwrap();
         assert_eq!(perms(&rim.pickup_topic_route_data("T").unwrap()), [6]);
     }
 
@@ -686,7 +723,8 @@ mod tests {
     fn slave_topic_configs_are_ignored_while_a_master_exists() {
         let now = Instant::now();
         let mut rim = RouteInfoManager::default();
-        rim.register_broker(reg("b1", 0, "m:1", &["T"], 1), now).unwrap();
+        rim.register_broker(reg("b1", 0, "m:1", &["T"], 1), now)
+            .unwrap();
         let mut slave = reg("b1", 1, "s:1", &["T", "OnlyOnSlave"], 2);
         slave.enable_acting_master = Some(true);
         rim.register_broker(slave, now).unwrap();
@@ -713,7 +751,14 @@ mod tests {
         assert_eq!(perms(&route), [4]);
         // Cluster info keeps the real ids.
         let info = rim.cluster_info();
-        assert_eq!(info.broker_addr_table["b1"].broker_addrs.keys().copied().collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(
+            info.broker_addr_table["b1"]
+                .broker_addrs
+                .keys()
+                .copied()
+                .collect::<Vec<_>>(),
+            [1, 2]
+        );
         // Sync-member topics are never rewritten.
         rim.register_topic(
             "rmq_sys_SYNC_BROKER_MEMBER_b1",
@@ -723,7 +768,9 @@ mod tests {
                 ..QueueData::default()
             }],
         );
-        let route = rim.pickup_topic_route_data("rmq_sys_SYNC_BROKER_MEMBER_b1").unwrap();
+        let route = rim
+            .pickup_topic_route_data("rmq_sys_SYNC_BROKER_MEMBER_b1")
+            .unwrap();
         assert!(!route.broker_datas[0].broker_addrs.contains_key(&0));
 
         rim.set_config(RouteConfig {
@@ -738,11 +785,20 @@ mod tests {
     fn old_brokers_get_no_acting_master() {
         let now = Instant::now();
         let mut rim = RouteInfoManager::default();
-        rim.register_broker(reg("b1", 0, "m:1", &["T"], 1), now).unwrap();
-        rim.register_broker(reg("b1", 1, "s:1", &["T"], 1), now).unwrap();
+        rim.register_broker(reg("b1", 0, "m:1", &["T"], 1), now)
+            .unwrap();
+        rim.register_broker(reg("b1", 1, "s:1", &["T"], 1), now)
+            .unwrap();
         rim.unregister_broker(&unreg("b1", 0, "m:1"));
         let route = rim.pickup_topic_route_data("T").unwrap();
-        assert_eq!(route.broker_datas[0].broker_addrs.keys().copied().collect::<Vec<_>>(), [1]);
+        assert_eq!(
+            route.broker_datas[0]
+                .broker_addrs
+                .keys()
+                .copied()
+                .collect::<Vec<_>>(),
+            [1]
+        );
     }
 
     #[test]
@@ -752,18 +808,30 @@ mod tests {
             broker_channel_expired_time: Duration::from_millis(300),
             ..RouteConfig::default()
         });
-        rim.register_broker(reg("b1", 0, "m:1", &["T"], 1), t0).unwrap();
+        rim.register_broker(reg("b1", 0, "m:1", &["T"], 1), t0)
+            .unwrap();
         let mut slave = reg("b1", 1, "s:1", &["T"], 1);
         slave.heartbeat_timeout = Some(Duration::from_secs(10));
         rim.register_broker(slave, t0).unwrap();
-        assert!(rim.scan_not_active_broker(t0 + Duration::from_millis(300)).is_empty());
+        assert!(rim
+            .scan_not_active_broker(t0 + Duration::from_millis(300))
+            .is_empty());
         let gone = rim.scan_not_active_broker(t0 + Duration::from_millis(301));
         assert_eq!(gone, [BrokerAddrInfo::new("C", "m:1")]);
         assert_eq!(perms(&rim.pickup_topic_route_data("T").unwrap()), [4]);
         // A heartbeat keeps the slave.
-        rim.update_broker_info_update_timestamp(&BrokerAddrInfo::new("C", "s:1"), t0 + Duration::from_secs(9));
-        assert!(rim.scan_not_active_broker(t0 + Duration::from_secs(12)).is_empty());
-        assert_eq!(rim.scan_not_active_broker(t0 + Duration::from_secs(20)).len(), 1);
+        rim.update_broker_info_update_timestamp(
+            &BrokerAddrInfo::new("C", "s:1"),
+            t0 + Duration::from_secs(9),
+        );
+        assert!(rim
+            .scan_not_active_broker(t0 + Duration::from_secs(12))
+            .is_empty());
+        assert_eq!(
+            rim.scan_not_active_broker(t0 + Duration::from_secs(20))
+                .len(),
+            1
+        );
         assert!(rim.pickup_topic_route_data("T").is_none());
         assert!(rim.cluster_info().cluster_addr_table.is_empty());
     }
@@ -779,37 +847,56 @@ mod tests {
         s.connection_id = Some(8);
         rim.register_broker(s, now).unwrap();
         assert!(rim.on_connection_closed(99).is_empty());
-        assert_eq!(rim.on_connection_closed(7), [BrokerAddrInfo::new("C", "m:1")]);
+        assert_eq!(
+            rim.on_connection_closed(7),
+            [BrokerAddrInfo::new("C", "m:1")]
+        );
         let route = rim.pickup_topic_route_data("T").unwrap();
-        assert_eq!(route.broker_datas[0].broker_addrs.keys().copied().collect::<Vec<_>>(), [1]);
+        assert_eq!(
+            route.broker_datas[0]
+                .broker_addrs
+                .keys()
+                .copied()
+                .collect::<Vec<_>>(),
+            [1]
+        );
     }
 
     #[test]
     fn single_topic_registration_needs_a_full_one_first() {
         let now = Instant::now();
         let mut rim = RouteInfoManager::default();
+        let single = |counter| {
+            let mut r = reg("b1", 0, "m:1", &["T"], counter);
+            r.topic_config.topic_config_table.remove("b1");
+            r
+        };
         assert!(matches!(
-            rim.register_broker(reg("b1", 0, "m:1", &["T"], 1), now),
+            rim.register_broker(single(1), now),
             Err(RegisterError::NotRegisteredYet { .. })
         ));
-        rim.register_broker(reg("b1", 0, "m:1", &["A", "B"], 1), now).unwrap();
-        rim.register_broker(reg("b1", 0, "m:1", &["T"], 2), now).unwrap();
+        rim.register_broker(reg("b1", 0, "m:1", &["A"], 1), now)
+            .unwrap();
+        rim.register_broker(single(2), now).unwrap();
         let all = rim.all_topic_list().topic_list;
-        assert_eq!(all.into_iter().collect::<Vec<_>>(), ["A", "B", "T"]);
+        assert_eq!(all.into_iter().collect::<Vec<_>>(), ["A", "T", "b1"]);
     }
 
     #[test]
     fn unchanged_data_version_does_not_overwrite_queue_data() {
         let now = Instant::now();
         let mut rim = RouteInfoManager::default();
-        rim.register_broker(reg("b1", 0, "m:1", &["A", "B"], 1), now).unwrap();
-        assert_eq!(rim.wipe_write_perm_of_broker("b1"), 2);
-        rim.register_broker(reg("b1", 0, "m:1", &["A", "B"], 1), now).unwrap();
+        rim.register_broker(reg("b1", 0, "m:1", &["A", "B"], 1), now)
+            .unwrap();
+        assert_eq!(rim.wipe_write_perm_of_broker("b1"), 3);
+        rim.register_broker(reg("b1", 0, "m:1", &["A", "B"], 1), now)
+            .unwrap();
         assert_eq!(perms(&rim.pickup_topic_route_data("A").unwrap()), [4]);
-        rim.register_broker(reg("b1", 0, "m:1", &["A", "B"], 2), now).unwrap();
+        rim.register_broker(reg("b1", 0, "m:1", &["A", "B"], 2), now)
+            .unwrap();
         assert_eq!(perms(&rim.pickup_topic_route_data("A").unwrap()), [6]);
-        assert_eq!(rim.wipe_write_perm_of_broker("b1"), 2);
-        assert_eq!(rim.add_write_perm_of_broker("b1"), 2);
+        assert_eq!(rim.wipe_write_perm_of_broker("b1"), 3);
+        assert_eq!(rim.add_write_perm_of_broker("b1"), 3);
         assert_eq!(perms(&rim.pickup_topic_route_data("B").unwrap()), [6]);
         assert_eq!(rim.add_write_perm_of_broker("nope"), 0);
     }
@@ -818,13 +905,14 @@ mod tests {
     fn delete_topic_and_topic_lists() {
         let now = Instant::now();
         let mut rim = RouteInfoManager::default();
-        rim.register_broker(reg("b1", 0, "m:1", &["T", "U"], 1), now).unwrap();
+        rim.register_broker(reg("b1", 0, "m:1", &["T", "U"], 1), now)
+            .unwrap();
         let mut other = reg("b2", 0, "n:1", &["T", "V"], 1);
         other.cluster_name = "D".into();
         rim.register_broker(other, now).unwrap();
         let list = |l: TopicList| l.topic_list.into_iter().collect::<Vec<_>>();
-        assert_eq!(list(rim.topics_by_cluster("C")), ["T", "U"]);
-        assert_eq!(list(rim.topics_by_cluster("D")), ["T", "V"]);
+        assert_eq!(list(rim.topics_by_cluster("C")), ["T", "U", "b1"]);
+        assert_eq!(list(rim.topics_by_cluster("D")), ["T", "V", "b2"]);
         assert!(list(rim.topics_by_cluster("nope")).is_empty());
         let sys = rim.system_topic_list();
         assert_eq!(list(sys.clone()), ["C", "D", "b1", "b2"]);
@@ -860,10 +948,13 @@ mod tests {
     fn slave_promoted_to_master_keeps_one_entry_per_address() {
         let now = Instant::now();
         let mut rim = RouteInfoManager::default();
-        rim.register_broker(reg("b1", 0, "m:1", &["T"], 1), now).unwrap();
-        rim.register_broker(reg("b1", 1, "s:1", &["T"], 1), now).unwrap();
+        rim.register_broker(reg("b1", 0, "m:1", &["T"], 1), now)
+            .unwrap();
+        rim.register_broker(reg("b1", 1, "s:1", &["T"], 1), now)
+            .unwrap();
         rim.unregister_broker(&unreg("b1", 0, "m:1"));
-        rim.register_broker(reg("b1", 0, "s:1", &["T"], 2), now).unwrap();
+        rim.register_broker(reg("b1", 0, "s:1", &["T"], 2), now)
+            .unwrap();
         let group = &rim.cluster_info().broker_addr_table["b1"];
         assert_eq!(group.broker_addrs, BTreeMap::from([(0, "s:1".to_string())]));
         assert_eq!(rim.broker_member_group("C", "b1").broker_addrs.len(), 1);
@@ -877,17 +968,20 @@ mod tests {
             delete_topic_with_broker_registration: true,
             ..RouteConfig::default()
         });
-        rim.register_broker(reg("b1", 0, "m:1", &["A", "B"], 1), now).unwrap();
-        rim.register_broker(reg("b1", 0, "m:1", &["A", "C"], 2), now).unwrap();
+        rim.register_broker(reg("b1", 0, "m:1", &["A", "B"], 1), now)
+            .unwrap();
+        rim.register_broker(reg("b1", 0, "m:1", &["A", "C"], 2), now)
+            .unwrap();
         let all: Vec<_> = rim.all_topic_list().topic_list.into_iter().collect();
-        assert_eq!(all, ["A", "C"]);
+        assert_eq!(all, ["A", "C", "b1"]);
     }
 
     #[test]
     fn register_topic_checks_groups() {
         let now = Instant::now();
         let mut rim = RouteInfoManager::default();
-        rim.register_broker(reg("b1", 0, "m:1", &["A", "B"], 1), now).unwrap();
+        rim.register_broker(reg("b1", 0, "m:1", &["A", "B"], 1), now)
+            .unwrap();
         let q = |b: &str| QueueData {
             broker_name: b.into(),
             perm: 6,
@@ -898,6 +992,9 @@ mod tests {
         assert!(!rim.register_topic("N", &[q("b1"), q("zz")]));
         assert!(rim.pickup_topic_route_data("N").is_none());
         assert!(rim.register_topic("N", &[q("b1")]));
-        assert_eq!(rim.pickup_topic_route_data("N").unwrap().queue_datas, [q("b1")]);
+        assert_eq!(
+            rim.pickup_topic_route_data("N").unwrap().queue_datas,
+            [q("b1")]
+        );
     }
 }

@@ -36,10 +36,16 @@ async fn master_and_slave_route_and_unregister_takes_write_permission() {
     );
     assert_eq!(perms(&r), [6]);
 
-    let resp = master_client.invoke_namesrv(&ts.addr, master.unregister(), TIMEOUT).await.unwrap();
+    let resp = master_client
+        .invoke_namesrv(&ts.addr, master.unregister(), TIMEOUT)
+        .await
+        .unwrap();
     assert_eq!(resp.code, 0);
     let r = route(&app, &ts.addr, "T").await.unwrap();
-    assert_eq!(r.broker_datas[0].broker_addrs, BTreeMap::from([(1, slave.addr.clone())]));
+    assert_eq!(
+        r.broker_datas[0].broker_addrs,
+        BTreeMap::from([(1, slave.addr.clone())])
+    );
     assert_eq!(perms(&r), [4], "a group without master is read-only");
 
     let resp = master_client
@@ -47,27 +53,54 @@ async fn master_and_slave_route_and_unregister_takes_write_permission() {
         .await
         .unwrap();
     assert_eq!(resp.code, 0);
-    assert_eq!(perms(&route(&app, &ts.addr, "T").await.unwrap()), [6], "write permission is back");
+    assert_eq!(
+        perms(&route(&app, &ts.addr, "T").await.unwrap()),
+        [6],
+        "write permission is back"
+    );
     ts.server.shutdown().await;
 }
 
 #[tokio::test]
 async fn expired_master_loses_write_permission_until_it_registers_again() {
-    let ts = start(&[("brokerChannelExpiredTime", "300"), ("scanNotActiveBrokerInterval", "20")]).await;
+    let ts = start(&[
+        ("brokerChannelExpiredTime", "300"),
+        ("scanNotActiveBrokerInterval", "20"),
+    ])
+    .await;
     let client = common::client();
     let master = Broker::new("b1", 0, "127.0.0.1:10911");
     let mut slave = Broker::new("b1", 1, "127.0.0.1:10921");
     slave.heartbeat_timeout_millis = Some(60_000);
-    for req in [master.register(&[("T", 6)], 1), slave.register(&[("T", 6)], 1)] {
-        assert_eq!(client.invoke_namesrv(&ts.addr, req, TIMEOUT).await.unwrap().code, 0);
+    for req in [
+        master.register(&[("T", 6)], 1),
+        slave.register(&[("T", 6)], 1),
+    ] {
+        assert_eq!(
+            client
+                .invoke_namesrv(&ts.addr, req, TIMEOUT)
+                .await
+                .unwrap()
+                .code,
+            0
+        );
     }
     assert_eq!(perms(&route(&client, &ts.addr, "T").await.unwrap()), [6]);
 
     let r = eventually("the master's registration to expire", || async {
-        route(&client, &ts.addr, "T").await.filter(|r| perms(r) == [4])
+        route(&client, &ts.addr, "T")
+            .await
+            .filter(|r| perms(r) == [4])
     })
     .await;
-    assert_eq!(r.broker_datas[0].broker_addrs.keys().copied().collect::<Vec<_>>(), [1]);
+    assert_eq!(
+        r.broker_datas[0]
+            .broker_addrs
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        [1]
+    );
 
     assert_eq!(
         client
@@ -99,11 +132,18 @@ async fn closing_the_masters_connection_removes_it() {
         .unwrap();
     master_client.shutdown().await;
     let r = eventually("the master to be removed", || async {
-        route(&app, &ts.addr, "T").await.filter(|r| !r.broker_datas[0].broker_addrs.contains_key(&0))
+        route(&app, &ts.addr, "T")
+            .await
+            .filter(|r| !r.broker_datas[0].broker_addrs.contains_key(&0))
     })
     .await;
     assert_eq!(perms(&r), [4]);
-    assert!(ts.server.route_info().cluster_info().broker_addr_table.contains_key("b1"));
+    assert!(ts
+        .server
+        .route_info()
+        .cluster_info()
+        .broker_addr_table
+        .contains_key("b1"));
     ts.server.shutdown().await;
 }
 
@@ -118,31 +158,54 @@ async fn acting_master_lists_the_lowest_slave_as_broker_zero() {
     ];
     for b in &mut brokers {
         b.enable_acting_master = Some(true);
-        let resp = client.invoke_namesrv(&ts.addr, b.register(&[("T", 6)], 1), TIMEOUT).await.unwrap();
+        let resp = client
+            .invoke_namesrv(&ts.addr, b.register(&[("T", 6)], 1), TIMEOUT)
+            .await
+            .unwrap();
         assert_eq!(resp.code, 0);
     }
     let r = route(&client, &ts.addr, "T").await.unwrap();
     assert!(r.broker_datas[0].enable_acting_master);
     assert_eq!(r.broker_datas[0].broker_addrs[&0], "127.0.0.1:10911");
 
-    client.invoke_namesrv(&ts.addr, brokers[0].unregister(), TIMEOUT).await.unwrap();
+    client
+        .invoke_namesrv(&ts.addr, brokers[0].unregister(), TIMEOUT)
+        .await
+        .unwrap();
     let r = route(&client, &ts.addr, "T").await.unwrap();
     let group = &r.broker_datas[0];
     assert!(group.enable_acting_master);
     assert_eq!(
         group.broker_addrs,
-        BTreeMap::from([(0, "127.0.0.1:10921".to_string()), (2, "127.0.0.1:10931".to_string())])
+        BTreeMap::from([
+            (0, "127.0.0.1:10921".to_string()),
+            (2, "127.0.0.1:10931".to_string())
+        ])
     );
     assert_eq!(perms(&r), [4], "an acting master is read-only");
 
     // Cluster info keeps the real ids.
     let info = ts.server.route_info().cluster_info();
-    assert_eq!(info.broker_addr_table["b1"].broker_addrs.keys().copied().collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        info.broker_addr_table["b1"]
+            .broker_addrs
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
 
     // The NameServer option switches it off.
     let update = remoting::RemotingCommand::request(remoting::RequestCode::UPDATE_NAMESRV_CONFIG)
         .with_body("supportActingMaster=false\n");
-    assert_eq!(client.invoke_namesrv(&ts.addr, update, TIMEOUT).await.unwrap().code, 0);
+    assert_eq!(
+        client
+            .invoke_namesrv(&ts.addr, update, TIMEOUT)
+            .await
+            .unwrap()
+            .code,
+        0
+    );
     let r = route(&client, &ts.addr, "T").await.unwrap();
     assert!(!r.broker_datas[0].broker_addrs.contains_key(&0));
     ts.server.shutdown().await;
@@ -161,14 +224,23 @@ async fn bad_crc_and_missing_fields_are_refused() {
     req.ext_fields.remove("brokerName");
     let resp = client.invoke_namesrv(&ts.addr, req, TIMEOUT).await.unwrap();
     assert_eq!(resp.code, 1);
-    assert!(resp.remark_str().contains("brokerName"), "{}", resp.remark_str());
+    assert!(
+        resp.remark_str().contains("brokerName"),
+        "{}",
+        resp.remark_str()
+    );
 
     // A single-topic registration before the first full one fails, as upstream.
-    let req = Broker::new("b1", 0, "127.0.0.1:10911").register(&[("T", 6)], 1);
+    let req = Broker::new("b1", 0, "127.0.0.1:10911").register(&[], 1);
     let resp = client.invoke_namesrv(&ts.addr, req, TIMEOUT).await.unwrap();
     assert_eq!(resp.code, 1);
     assert!(resp.remark_str().starts_with("register broker failed"));
-    assert!(ts.server.route_info().cluster_info().broker_addr_table.is_empty());
+    assert!(ts
+        .server
+        .route_info()
+        .cluster_info()
+        .broker_addr_table
+        .is_empty());
     ts.server.shutdown().await;
 }
 
@@ -178,10 +250,14 @@ async fn compressed_registration_body() {
     let client = common::client();
     let broker = Broker::new("b1", 0, "127.0.0.1:10911");
     let mut req = broker.register(&[("T", 6), ("U", 7)], 1);
-    let body: remoting::protocol::RegisterBrokerBody = remoting::protocol::from_fastjson(&req.body).unwrap();
+    let body: remoting::protocol::RegisterBrokerBody =
+        remoting::protocol::from_fastjson(&req.body).unwrap();
     let deflated = body.encode(true).unwrap();
     req.ext_fields.insert("compressed".into(), "true".into());
-    req.ext_fields.insert("bodyCrc32".into(), common::namesrv_crc(&deflated).to_string());
+    req.ext_fields.insert(
+        "bodyCrc32".into(),
+        common::namesrv_crc(&deflated).to_string(),
+    );
     req.body = deflated.into();
     let resp = client.invoke_namesrv(&ts.addr, req, TIMEOUT).await.unwrap();
     assert_eq!(resp.code, 0, "{}", resp.remark_str());

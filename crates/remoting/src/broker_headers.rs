@@ -455,6 +455,7 @@ impl PullSysFlag {
 #[serde(rename_all = "camelCase")]
 pub struct MessageQueue {
     pub broker_name: String,
+    #[serde(deserialize_with = "lenient_int")]
     pub queue_id: i32,
     pub topic: String,
 }
@@ -542,47 +543,109 @@ fn json_text<T: Serialize + ?Sized>(v: &T) -> Result<String, RemotingError> {
         .map_err(|e| RemotingError::InvalidBody(format!("cannot serialize body: {e}")))
 }
 
-/// How a consumer gets messages (`ConsumeType`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ConsumeType {
-    /// Pull consumer.
-    #[serde(rename = "CONSUME_ACTIVELY")]
-    ConsumeActively,
-    /// Push consumer.
-    #[default]
-    #[serde(rename = "CONSUME_PASSIVELY")]
-    ConsumePassively,
-    #[serde(rename = "CONSUME_POP")]
-    ConsumePop,
+/// Declares a Java enum as fastjson reads and writes it: written as its name, read from its
+/// name or from its ordinal (the C++ client writes ordinals, e.g. `"messageModel":1`).
+macro_rules! java_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            const ALL: &'static [($name, &'static str)] = &[$(($name::$variant, $text),)+];
+
+            /// Upstream's name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// The value called `name`.
+            pub fn from_name(name: &str) -> Option<Self> {
+                Self::ALL.iter().find(|(_, n)| *n == name).map(|(v, _)| *v)
+            }
+
+            /// The value with Java ordinal `ordinal`.
+            pub fn from_ordinal(ordinal: i64) -> Option<Self> {
+                usize::try_from(ordinal).ok().and_then(|i| Self::ALL.get(i)).map(|(v, _)| *v)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let parsed = match Value::deserialize(d)? {
+                    Value::String(s) => Self::from_name(&s),
+                    Value::Number(n) => n.as_i64().and_then(Self::from_ordinal),
+                    _ => None,
+                };
+                parsed.ok_or_else(|| {
+                    serde::de::Error::custom(concat!("not a ", stringify!($name)))
+                })
+            }
+        }
+    };
 }
 
-/// Whether each consumer of a group gets a share of the queues or all of them (`MessageModel`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum MessageModel {
-    #[serde(rename = "BROADCASTING")]
-    Broadcasting,
-    #[default]
-    #[serde(rename = "CLUSTERING")]
-    Clustering,
+java_enum! {
+    /// How a consumer gets messages (`ConsumeType`).
+    ConsumeType {
+        /// Pull consumer.
+        ConsumeActively = "CONSUME_ACTIVELY",
+        /// Push consumer.
+        #[default]
+        ConsumePassively = "CONSUME_PASSIVELY",
+        ConsumePop = "CONSUME_POP",
+    }
 }
 
-/// Where a consumer group without a committed offset starts (`ConsumeFromWhere`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[allow(clippy::enum_variant_names)]
-pub enum ConsumeFromWhere {
-    #[default]
-    #[serde(rename = "CONSUME_FROM_LAST_OFFSET")]
-    ConsumeFromLastOffset,
-    #[serde(rename = "CONSUME_FROM_LAST_OFFSET_AND_FROM_MIN_WHEN_BOOT_FIRST")]
-    ConsumeFromLastOffsetAndFromMinWhenBootFirst,
-    #[serde(rename = "CONSUME_FROM_MIN_OFFSET")]
-    ConsumeFromMinOffset,
-    #[serde(rename = "CONSUME_FROM_MAX_OFFSET")]
-    ConsumeFromMaxOffset,
-    #[serde(rename = "CONSUME_FROM_FIRST_OFFSET")]
-    ConsumeFromFirstOffset,
-    #[serde(rename = "CONSUME_FROM_TIMESTAMP")]
-    ConsumeFromTimestamp,
+java_enum! {
+    /// Whether each consumer of a group gets a share of the queues or all of them
+    /// (`MessageModel`).
+    MessageModel {
+        Broadcasting = "BROADCASTING",
+        #[default]
+        Clustering = "CLUSTERING",
+    }
+}
+
+java_enum! {
+    /// Where a consumer group without a committed offset starts (`ConsumeFromWhere`).
+    #[allow(clippy::enum_variant_names)]
+    ConsumeFromWhere {
+        #[default]
+        ConsumeFromLastOffset = "CONSUME_FROM_LAST_OFFSET",
+        ConsumeFromLastOffsetAndFromMinWhenBootFirst =
+            "CONSUME_FROM_LAST_OFFSET_AND_FROM_MIN_WHEN_BOOT_FIRST",
+        ConsumeFromMinOffset = "CONSUME_FROM_MIN_OFFSET",
+        ConsumeFromMaxOffset = "CONSUME_FROM_MAX_OFFSET",
+        ConsumeFromFirstOffset = "CONSUME_FROM_FIRST_OFFSET",
+        ConsumeFromTimestamp = "CONSUME_FROM_TIMESTAMP",
+    }
+}
+
+/// Reads an integer written as a JSON number or as a string of digits (fastjson accepts both;
+/// the C++ client writes `"subVersion":"1795560740621"`).
+fn lenient_int<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    let n = match Value::deserialize(d)? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    n.and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| serde::de::Error::custom("expected an integer"))
 }
 
 /// `ExpressionType.TAG`.
@@ -603,6 +666,7 @@ pub struct SubscriptionData {
     /// The expression as the user wrote it (`TagA || TagB`, `*`).
     pub sub_string: String,
     /// Version of the subscription (ms timestamp); a pull with an older one is refused.
+    #[serde(deserialize_with = "lenient_int")]
     pub sub_version: i64,
     pub tags_set: BTreeSet<String>,
     pub topic: String,
@@ -661,6 +725,7 @@ pub struct HeartbeatData {
     pub client_id: String,
     pub consumer_data_set: Vec<ConsumerData>,
     /// 5.x: fingerprint of the subscriptions, so a broker can skip unchanged ones.
+    #[serde(deserialize_with = "lenient_int")]
     pub heartbeat_fingerprint: i32,
     pub producer_data_set: Vec<ProducerData>,
     /// 5.x: the heartbeat leaves subscriptions out (they did not change).

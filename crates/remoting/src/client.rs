@@ -25,7 +25,9 @@ use crate::codec::DEFAULT_MAX_FRAME_SIZE;
 use crate::codes::is_namesrv_request;
 use crate::command::RemotingCommand;
 use crate::error::RemotingError;
-use crate::server::{spawn_connection, Connection, ConnectionContext, Dispatcher, RequestHandler};
+use crate::server::{
+    millis, spawn_connection, Connection, ConnectionContext, Dispatcher, RequestHandler,
+};
 
 /// Settings of a [`RemotingClient`].
 #[derive(Clone)]
@@ -225,8 +227,4 @@ fn check_namesrv(req: &RemotingCommand) -> Result<(), RemotingError> {
     } else {
         Err(RemotingError::NotANameServerRequest(req.code))
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

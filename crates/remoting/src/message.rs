@@ -862,7 +862,7 @@ fn push_hex(s: &mut String, bytes: &[u8]) {
 }
 
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.is_ascii() {
+    if s.len() & 1 == 1 || !s.is_ascii() {
         return None;
     }
     (0..s.len())

@@ -254,7 +254,7 @@ impl Connection {
         sent.unwrap_or_else(|_| {
             Err(RemotingError::Timeout {
                 addr: self.inner.remote.to_string(),
-                millis: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                millis: millis(timeout),
             })
         })
     }
@@ -301,6 +301,11 @@ impl Connection {
             ),
         }
     }
+}
+
+/// `d` in whole milliseconds, as reported in timeout errors.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Everything a connection's tasks need besides the socket.

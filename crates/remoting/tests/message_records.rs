@@ -55,9 +55,15 @@ fn hand_written_record_decodes_field_by_field() {
     assert_eq!(m.commit_log_offset, 4096);
     assert_eq!(m.sys_flag, 0);
     assert_eq!(m.born_timestamp, 0x0000_018F_0000_0001);
-    assert_eq!(m.born_host, "192.0.2.9:54321".parse::<SocketAddr>().unwrap());
+    assert_eq!(
+        m.born_host,
+        "192.0.2.9:54321".parse::<SocketAddr>().unwrap()
+    );
     assert_eq!(m.store_timestamp, 0x0000_018F_0000_0002);
-    assert_eq!(m.store_host, "127.0.0.1:10911".parse::<SocketAddr>().unwrap());
+    assert_eq!(
+        m.store_host,
+        "127.0.0.1:10911".parse::<SocketAddr>().unwrap()
+    );
     assert_eq!(m.reconsume_times, 1);
     assert_eq!(m.prepared_transaction_offset, 0);
     assert_eq!(&m.message.body[..], b"hello");
@@ -122,13 +128,19 @@ fn ipv6_hosts_follow_the_sysflag_bits() {
     assert_eq!(d.born_host, m.born_host);
     assert_eq!(d.store_host, m.store_host);
     assert_eq!(d.offset_msg_id.len(), 56);
-    assert_eq!(decode_message_id(&d.offset_msg_id).unwrap(), (m.store_host, 77));
+    assert_eq!(
+        decode_message_id(&d.offset_msg_id).unwrap(),
+        (m.store_host, 77)
+    );
 }
 
 #[test]
 fn compressed_body_is_inflated_for_clients_and_kept_for_brokers() {
     let body: Vec<u8> = (0..10_000u32).map(|i| (i % 7) as u8).collect();
-    let mut m = MessageExt::new(Message::new("Z", compress_body(&body, DEFAULT_COMPRESS_LEVEL).unwrap()));
+    let mut m = MessageExt::new(Message::new(
+        "Z",
+        compress_body(&body, DEFAULT_COMPRESS_LEVEL).unwrap(),
+    ));
     m.sys_flag = MessageSysFlag::COMPRESSED_FLAG | MessageSysFlag::COMPRESSION_ZLIB_TYPE;
     let mut buf = BytesMut::new();
     m.encode(&mut buf).unwrap();
@@ -156,7 +168,10 @@ fn long_topics_use_the_v2_magic() {
     let mut buf = BytesMut::new();
     m.encode(&mut buf).unwrap();
     assert_eq!(&buf[4..8], &[0xDA, 0xA3, 0x20, 0xAB]);
-    assert_eq!(MessageExt::decode(&buf, true).unwrap().0.message.topic, topic);
+    assert_eq!(
+        MessageExt::decode(&buf, true).unwrap().0.message.topic,
+        topic
+    );
 }
 
 #[test]
@@ -200,23 +215,47 @@ fn every_captured_record_decodes() {
             records += 1;
             assert_eq!(m.message.topic, topic, "{}", resp.file);
             assert_eq!(m.queue_id, queue_id);
-            assert!(m.queue_offset > last && m.queue_offset < next, "{}", resp.file);
+            assert!(
+                m.queue_offset > last && m.queue_offset < next,
+                "{}",
+                resp.file
+            );
             last = m.queue_offset;
             assert_eq!(m.store_host, store);
             assert!(m.store_timestamp >= m.born_timestamp);
-            assert_eq!(m.offset_msg_id, create_message_id(store, m.commit_log_offset));
-            assert_eq!(decode_message_id(&m.offset_msg_id).unwrap(), (store, m.commit_log_offset));
-            assert_eq!(m.message.property(MessageConst::PROPERTY_CLUSTER), Some("RefCluster"));
-            assert!(!m.message.keys().is_empty(), "{}: every client set KEYS", resp.file);
+            assert_eq!(
+                m.offset_msg_id,
+                create_message_id(store, m.commit_log_offset)
+            );
+            assert_eq!(
+                decode_message_id(&m.offset_msg_id).unwrap(),
+                (store, m.commit_log_offset)
+            );
+            assert_eq!(
+                m.message.property(MessageConst::PROPERTY_CLUSTER),
+                Some("RefCluster")
+            );
+            assert!(
+                !m.message.keys().is_empty(),
+                "{}: every client set KEYS",
+                resp.file
+            );
             if let Some(uniq) = m.message.uniq_key() {
                 assert!(uniq.len() == 32 || uniq.len() == 56, "{uniq}");
                 assert_eq!(m.msg_id(), uniq);
             }
             if topic.starts_with("%RETRY%") {
                 assert!(m.reconsume_times >= 1);
-                let origin = m.message.property(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID).unwrap();
+                let origin = m
+                    .message
+                    .property(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID)
+                    .unwrap();
                 assert!(decode_message_id(origin).is_ok());
-                assert!(m.message.property(MessageConst::PROPERTY_RETRY_TOPIC).unwrap().starts_with("CAP_"));
+                assert!(m
+                    .message
+                    .property(MessageConst::PROPERTY_RETRY_TOPIC)
+                    .unwrap()
+                    .starts_with("CAP_"));
             } else {
                 assert!(matches!(m.message.tags(), Some("TagA" | "TagB")));
             }
@@ -281,11 +320,17 @@ fn captured_sends_have_upstream_properties_and_ids() {
                 continue;
             }
             sends += 1;
-            let key = if code == RequestCode::SEND_MESSAGE { "properties" } else { "i" };
+            let key = if code == RequestCode::SEND_MESSAGE {
+                "properties"
+            } else {
+                "i"
+            };
             let props = Properties::parse(ext_text(&req.cmd, key));
             if let Some(uniq) = props.get(MessageConst::PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX) {
                 assert!(uniq.len() == 32 || uniq.len() == 56, "{}: {uniq}", req.file);
-                assert!(uniq.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase()));
+                assert!(uniq
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase()));
             }
             let ids: Vec<&str> = ext_text(&resp.cmd, "msgId").split(',').collect();
             for id in &ids {
@@ -322,8 +367,11 @@ fn arb_host() -> impl Strategy<Value = SocketAddr> {
 }
 
 fn arb_properties() -> impl Strategy<Value = Properties> {
-    proptest::collection::vec(("[A-Za-z0-9_#.]{1,12}", "[ -~\u{e9}\u{4e2d}\u{1}]{1,24}"), 0..8)
-        .prop_map(|pairs| pairs.into_iter().collect())
+    proptest::collection::vec(
+        ("[A-Za-z0-9_#.]{1,12}", "[ -~\u{e9}\u{4e2d}\u{1}]{1,24}"),
+        0..8,
+    )
+    .prop_map(|pairs| pairs.into_iter().collect())
 }
 
 fn arb_message() -> impl Strategy<Value = Message> {

@@ -9,12 +9,13 @@
 //! place; `flushed` is everything known to be on disk.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use crate::clock::now_ms;
 use crate::error::{Result, StoreError};
 use crate::mapped_file::{MappedFile, MappedFileQueue};
 use crate::message::{
@@ -54,6 +55,7 @@ pub(crate) struct CommitLog {
     writer: Mutex<Writer>,
     max_offset: AtomicU64,
     flushed: AtomicU64,
+    last_store_timestamp: AtomicI64,
 }
 
 /// Where a recovery scan ended, and why.
@@ -63,13 +65,6 @@ pub(crate) struct ScanEnd {
     pub(crate) tail: u64,
     /// Why the scan stopped there, if not at clean zeros or the end of the last segment.
     pub(crate) damage: Option<String>,
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl CommitLog {
@@ -86,6 +81,7 @@ impl CommitLog {
             }),
             max_offset: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
+            last_store_timestamp: AtomicI64::new(0),
         }
     }
 
@@ -105,6 +101,11 @@ impl CommitLog {
     /// Everything below this offset is on disk.
     pub(crate) fn flushed(&self) -> u64 {
         self.flushed.load(Ordering::Acquire)
+    }
+
+    /// Store time of the last appended record (0 before the first append).
+    pub(crate) fn last_store_timestamp(&self) -> i64 {
+        self.last_store_timestamp.load(Ordering::Relaxed)
     }
 
     /// Start of the oldest segment (the max offset when there is none).
@@ -213,6 +214,8 @@ impl CommitLog {
             pos += lens[i] as u64;
         }
         w.pos = pos;
+        self.last_store_timestamp
+            .store(store_timestamp, Ordering::Relaxed);
         self.max_offset.store(pos, Ordering::Release);
         Ok(Appended {
             wrote_offset,

@@ -69,7 +69,7 @@ pub(crate) fn file_name(offset: u64) -> String {
 impl MappedFile {
     /// Opens (creating if needed) `path` as a file of exactly `size` bytes and maps it.
     /// Returns the file and its length before it was extended.
-    fn open(path: &Path, start: u64, size: u64) -> Result<(MappedFile, u64)> {
+    pub(crate) fn open(path: &Path, start: u64, size: u64) -> Result<(MappedFile, u64)> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -43,7 +43,10 @@ fn decode_register_body(
         return Ok((from_fastjson(&req.body)?, None));
     }
     let body = RegisterBrokerBody::decode(&req.body, h.compressed)?;
-    Ok((body.topic_config_serialize_wrapper, Some(body.filter_server_list)))
+    Ok((
+        body.topic_config_serialize_wrapper,
+        Some(body.filter_server_list),
+    ))
 }
 
 pub(super) fn register(state: &NamesrvState, conn: &Connection, req: &RemotingCommand) -> Result {
@@ -85,7 +88,11 @@ pub(super) fn register(state: &NamesrvState, conn: &Connection, req: &RemotingCo
         Ok(result) => result,
         Err(e) => {
             tracing::warn!(remote = %conn.remote_addr(), "register broker failed: {e}");
-            return Ok(failure(req, ResponseCode::SYSTEM_ERROR, format!("register broker failed: {e}")));
+            return Ok(failure(
+                req,
+                ResponseCode::SYSTEM_ERROR,
+                format!("register broker failed: {e}"),
+            ));
         }
     };
     let mut response = success_with_header(
@@ -119,7 +126,11 @@ pub(super) fn heartbeat(state: &NamesrvState, _: &Connection, req: &RemotingComm
     Ok(success(req))
 }
 
-pub(super) fn query_data_version(state: &NamesrvState, _: &Connection, req: &RemotingCommand) -> Result {
+pub(super) fn query_data_version(
+    state: &NamesrvState,
+    _: &Connection,
+    req: &RemotingCommand,
+) -> Result {
     let h = QueryDataVersionRequestHeader::from_command(req)?;
     let broker_version: Option<DataVersion> = if req.body.is_empty() {
         None
@@ -143,7 +154,10 @@ pub(super) fn query_data_version(state: &NamesrvState, _: &Connection, req: &Rem
 pub(super) fn member_group(state: &NamesrvState, _: &Connection, req: &RemotingCommand) -> Result {
     let h = GetBrokerMemberGroupRequestHeader::from_command(req)?;
     let body = GetBrokerMemberGroupResponseBody {
-        broker_member_group: state.routes.read().broker_member_group(&h.cluster_name, &h.broker_name),
+        broker_member_group: state
+            .routes
+            .read()
+            .broker_member_group(&h.cluster_name, &h.broker_name),
     };
     success_with_json(req, &body, KeyStyle::Bare)
 }

@@ -10,7 +10,11 @@ use super::{failure, success};
 use crate::config::parse_properties;
 use crate::server::NamesrvState;
 
-pub(super) fn update(state: &NamesrvState, conn: &Connection, req: &RemotingCommand) -> Result<RemotingCommand, RemotingError> {
+pub(super) fn update(
+    state: &NamesrvState,
+    conn: &Connection,
+    req: &RemotingCommand,
+) -> Result<RemotingCommand, RemotingError> {
     if req.body.is_empty() {
         return Ok(success(req));
     }
@@ -18,9 +22,17 @@ pub(super) fn update(state: &NamesrvState, conn: &Connection, req: &RemotingComm
         .map_err(|_| RemotingError::InvalidBody("config update is not UTF-8".into()))?;
     let props = parse_properties(text);
     let mut config = state.config.write();
-    if let Some(key) = config.black_listed_keys().into_iter().find(|k| props.contains_key(*k)) {
+    if let Some(key) = config
+        .black_listed_keys()
+        .into_iter()
+        .find(|k| props.contains_key(*k))
+    {
         tracing::warn!(%key, remote = %conn.remote_addr(), "refused update of a black-listed config key");
-        return Ok(failure(req, ResponseCode::NO_PERMISSION, "Can not update config in black list."));
+        return Ok(failure(
+            req,
+            ResponseCode::NO_PERMISSION,
+            "Can not update config in black list.",
+        ));
     }
     if let Err(e) = config.update(&props) {
         return Ok(failure(req, ResponseCode::SYSTEM_ERROR, e.to_string()));
@@ -30,6 +42,10 @@ pub(super) fn update(state: &NamesrvState, conn: &Connection, req: &RemotingComm
     Ok(success(req))
 }
 
-pub(super) fn get(state: &NamesrvState, _: &Connection, req: &RemotingCommand) -> Result<RemotingCommand, RemotingError> {
+pub(super) fn get(
+    state: &NamesrvState,
+    _: &Connection,
+    req: &RemotingCommand,
+) -> Result<RemotingCommand, RemotingError> {
     Ok(success(req).with_body(state.config.read().to_properties()))
 }

@@ -2,8 +2,8 @@
 //! GET_KVLIST_BY_NAMESPACE (219).
 
 use remoting::headers::{
-    CommandHeader, DeleteKVConfigRequestHeader, GetKVConfigRequestHeader, GetKVConfigResponseHeader,
-    GetKVListByNamespaceRequestHeader, PutKVConfigRequestHeader,
+    CommandHeader, DeleteKVConfigRequestHeader, GetKVConfigRequestHeader,
+    GetKVConfigResponseHeader, GetKVListByNamespaceRequestHeader, PutKVConfigRequestHeader,
 };
 use remoting::protocol::KeyStyle;
 use remoting::server::Connection;
@@ -12,7 +12,11 @@ use remoting::{RemotingCommand, RemotingError, ResponseCode};
 use super::{failure, success, success_with_header, success_with_json};
 use crate::server::NamesrvState;
 
-pub(super) fn put(state: &NamesrvState, _: &Connection, req: &RemotingCommand) -> Result<RemotingCommand, RemotingError> {
+pub(super) fn put(
+    state: &NamesrvState,
+    _: &Connection,
+    req: &RemotingCommand,
+) -> Result<RemotingCommand, RemotingError> {
     let h = PutKVConfigRequestHeader::from_command(req)?;
     Ok(match state.kv.put(&h.namespace, &h.key, &h.value) {
         Ok(()) => success(req),
@@ -20,7 +24,11 @@ pub(super) fn put(state: &NamesrvState, _: &Connection, req: &RemotingCommand) -
     })
 }
 
-pub(super) fn get(state: &NamesrvState, _: &Connection, req: &RemotingCommand) -> Result<RemotingCommand, RemotingError> {
+pub(super) fn get(
+    state: &NamesrvState,
+    _: &Connection,
+    req: &RemotingCommand,
+) -> Result<RemotingCommand, RemotingError> {
     let h = GetKVConfigRequestHeader::from_command(req)?;
     Ok(match state.kv.get(&h.namespace, &h.key) {
         Some(value) => success_with_header(req, &GetKVConfigResponseHeader { value: Some(value) }),
@@ -32,7 +40,11 @@ pub(super) fn get(state: &NamesrvState, _: &Connection, req: &RemotingCommand) -
     })
 }
 
-pub(super) fn delete(state: &NamesrvState, _: &Connection, req: &RemotingCommand) -> Result<RemotingCommand, RemotingError> {
+pub(super) fn delete(
+    state: &NamesrvState,
+    _: &Connection,
+    req: &RemotingCommand,
+) -> Result<RemotingCommand, RemotingError> {
     let h = DeleteKVConfigRequestHeader::from_command(req)?;
     Ok(match state.kv.delete(&h.namespace, &h.key) {
         Ok(()) => success(req),

@@ -22,7 +22,8 @@ use serde::Serialize;
 use crate::server::NamesrvState;
 
 /// A request handler: parse, apply, respond.
-type Handler = fn(&NamesrvState, &Connection, &RemotingCommand) -> Result<RemotingCommand, RemotingError>;
+type Handler =
+    fn(&NamesrvState, &Connection, &RemotingCommand) -> Result<RemotingCommand, RemotingError>;
 
 /// Request code -> handler, for every code a NameServer serves.
 const HANDLERS: &[(i32, Handler)] = &[
@@ -37,16 +38,31 @@ const HANDLERS: &[(i32, Handler)] = &[
     (RequestCode::GET_BROKER_MEMBER_GROUP, broker::member_group),
     (RequestCode::GET_ROUTEINFO_BY_TOPIC, route::route_by_topic),
     (RequestCode::GET_BROKER_CLUSTER_INFO, route::cluster_info),
-    (RequestCode::WIPE_WRITE_PERM_OF_BROKER, topic::wipe_write_perm),
+    (
+        RequestCode::WIPE_WRITE_PERM_OF_BROKER,
+        topic::wipe_write_perm,
+    ),
     (RequestCode::ADD_WRITE_PERM_OF_BROKER, topic::add_write_perm),
-    (RequestCode::GET_ALL_TOPIC_LIST_FROM_NAMESERVER, topic::all_topics),
+    (
+        RequestCode::GET_ALL_TOPIC_LIST_FROM_NAMESERVER,
+        topic::all_topics,
+    ),
     (RequestCode::DELETE_TOPIC_IN_NAMESRV, topic::delete),
     (RequestCode::REGISTER_TOPIC_IN_NAMESRV, topic::register),
     (RequestCode::GET_TOPICS_BY_CLUSTER, topic::by_cluster),
-    (RequestCode::GET_SYSTEM_TOPIC_LIST_FROM_NS, topic::system_topics),
+    (
+        RequestCode::GET_SYSTEM_TOPIC_LIST_FROM_NS,
+        topic::system_topics,
+    ),
     (RequestCode::GET_UNIT_TOPIC_LIST, topic::unit_topics),
-    (RequestCode::GET_HAS_UNIT_SUB_TOPIC_LIST, topic::has_unit_sub_topics),
-    (RequestCode::GET_HAS_UNIT_SUB_UNUNIT_TOPIC_LIST, topic::has_unit_sub_ununit_topics),
+    (
+        RequestCode::GET_HAS_UNIT_SUB_TOPIC_LIST,
+        topic::has_unit_sub_topics,
+    ),
+    (
+        RequestCode::GET_HAS_UNIT_SUB_UNUNIT_TOPIC_LIST,
+        topic::has_unit_sub_ununit_topics,
+    ),
     (RequestCode::UPDATE_NAMESRV_CONFIG, config::update),
     (RequestCode::GET_NAMESRV_CONFIG, config::get),
 ];
@@ -65,14 +81,21 @@ pub(crate) fn dispatcher(state: &Arc<NamesrvState>) -> Dispatcher {
         );
     }
     let state = state.clone();
-    dispatcher.set_default(Arc::new(move |conn: Connection, request: RemotingCommand| {
-        let state = state.clone();
-        async move { Some(unsupported::answer(&state, &conn, &request)) }
-    }));
+    dispatcher.set_default(Arc::new(
+        move |conn: Connection, request: RemotingCommand| {
+            let state = state.clone();
+            async move { Some(unsupported::answer(&state, &conn, &request)) }
+        },
+    ));
     dispatcher
 }
 
-fn run(state: &NamesrvState, conn: &Connection, request: &RemotingCommand, handler: Handler) -> RemotingCommand {
+fn run(
+    state: &NamesrvState,
+    conn: &Connection,
+    request: &RemotingCommand,
+    handler: Handler,
+) -> RemotingCommand {
     handler(state, conn, request).unwrap_or_else(|e| {
         tracing::warn!(code = request.code, remote = %conn.remote_addr(), "bad request: {e}");
         RemotingCommand::response_to(request, ResponseCode::SYSTEM_ERROR, Some(e.to_string()))
@@ -117,7 +140,11 @@ mod tests {
     fn every_namesrv_code_has_exactly_one_handler() {
         let table: Vec<i32> = HANDLERS.iter().map(|(code, _)| *code).collect();
         let unique: BTreeSet<i32> = table.iter().copied().collect();
-        assert_eq!(unique.len(), table.len(), "duplicate codes in the dispatch table");
+        assert_eq!(
+            unique.len(),
+            table.len(),
+            "duplicate codes in the dispatch table"
+        );
         let served: BTreeSet<i32> = NAMESRV_REQUEST_CODES.iter().copied().collect();
         assert_eq!(unique, served);
     }

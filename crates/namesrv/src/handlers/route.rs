@@ -32,14 +32,21 @@ pub(super) fn route_by_topic(
         )
     };
     if not_ready {
-        return Ok(failure(req, ResponseCode::SYSTEM_ERROR, "name server not ready"));
+        return Ok(failure(
+            req,
+            ResponseCode::SYSTEM_ERROR,
+            "name server not ready",
+        ));
     }
     let route = state.routes.read().pickup_topic_route_data(&h.topic);
     let Some(mut route) = route else {
         return Ok(failure(
             req,
             ResponseCode::TOPIC_NOT_EXIST,
-            format!("No topic route info in name server for the topic: {}{FAQ_SUFFIX}", h.topic),
+            format!(
+                "No topic route info in name server for the topic: {}{FAQ_SUFFIX}",
+                h.topic
+            ),
         ));
     };
     if order_message_enable {

@@ -5,8 +5,9 @@
 
 use remoting::headers::{
     AddWritePermOfBrokerRequestHeader, AddWritePermOfBrokerResponseHeader, CommandHeader,
-    DeleteTopicFromNamesrvRequestHeader, GetTopicsByClusterRequestHeader, RegisterTopicRequestHeader,
-    WipeWritePermOfBrokerRequestHeader, WipeWritePermOfBrokerResponseHeader,
+    DeleteTopicFromNamesrvRequestHeader, GetTopicsByClusterRequestHeader,
+    RegisterTopicRequestHeader, WipeWritePermOfBrokerRequestHeader,
+    WipeWritePermOfBrokerResponseHeader,
 };
 use remoting::protocol::{from_fastjson, KeyStyle, TopicList, TopicRouteData};
 use remoting::server::Connection;
@@ -19,18 +20,38 @@ use crate::server::NamesrvState;
 
 type Result = std::result::Result<RemotingCommand, RemotingError>;
 
-pub(super) fn wipe_write_perm(state: &NamesrvState, conn: &Connection, req: &RemotingCommand) -> Result {
+pub(super) fn wipe_write_perm(
+    state: &NamesrvState,
+    conn: &Connection,
+    req: &RemotingCommand,
+) -> Result {
     let h = WipeWritePermOfBrokerRequestHeader::from_command(req)?;
-    let wipe_topic_count = state.routes.write().wipe_write_perm_of_broker(&h.broker_name);
+    let wipe_topic_count = state
+        .routes
+        .write()
+        .wipe_write_perm_of_broker(&h.broker_name);
     tracing::info!(broker = %h.broker_name, remote = %conn.remote_addr(), wipe_topic_count, "write permission wiped");
-    Ok(success_with_header(req, &WipeWritePermOfBrokerResponseHeader { wipe_topic_count }))
+    Ok(success_with_header(
+        req,
+        &WipeWritePermOfBrokerResponseHeader { wipe_topic_count },
+    ))
 }
 
-pub(super) fn add_write_perm(state: &NamesrvState, conn: &Connection, req: &RemotingCommand) -> Result {
+pub(super) fn add_write_perm(
+    state: &NamesrvState,
+    conn: &Connection,
+    req: &RemotingCommand,
+) -> Result {
     let h = AddWritePermOfBrokerRequestHeader::from_command(req)?;
-    let add_topic_count = state.routes.write().add_write_perm_of_broker(&h.broker_name);
+    let add_topic_count = state
+        .routes
+        .write()
+        .add_write_perm_of_broker(&h.broker_name);
     tracing::info!(broker = %h.broker_name, remote = %conn.remote_addr(), add_topic_count, "write permission added");
-    Ok(success_with_header(req, &AddWritePermOfBrokerResponseHeader { add_topic_count }))
+    Ok(success_with_header(
+        req,
+        &AddWritePermOfBrokerResponseHeader { add_topic_count },
+    ))
 }
 
 pub(super) fn delete(state: &NamesrvState, _: &Connection, req: &RemotingCommand) -> Result {
@@ -44,7 +65,10 @@ pub(super) fn register(state: &NamesrvState, _: &Connection, req: &RemotingComma
     let h = RegisterTopicRequestHeader::from_command(req)?;
     if !req.body.is_empty() {
         let route: TopicRouteData = from_fastjson(&req.body)?;
-        state.routes.write().register_topic(&h.topic, &route.queue_datas);
+        state
+            .routes
+            .write()
+            .register_topic(&h.topic, &route.queue_datas);
     }
     Ok(success(req))
 }
@@ -65,12 +89,22 @@ fn topic_list(
 
 pub(super) fn all_topics(state: &NamesrvState, conn: &Connection, req: &RemotingCommand) -> Result {
     tracing::info!(remote = %conn.remote_addr(), "all topic list requested");
-    topic_list(state, req, |c| c.enable_all_topic_list, RouteInfoManager::all_topic_list)
+    topic_list(
+        state,
+        req,
+        |c| c.enable_all_topic_list,
+        RouteInfoManager::all_topic_list,
+    )
 }
 
 pub(super) fn by_cluster(state: &NamesrvState, _: &Connection, req: &RemotingCommand) -> Result {
     let h = GetTopicsByClusterRequestHeader::from_command(req)?;
-    topic_list(state, req, |c| c.enable_topic_list, |r| r.topics_by_cluster(&h.cluster))
+    topic_list(
+        state,
+        req,
+        |c| c.enable_topic_list,
+        |r| r.topics_by_cluster(&h.cluster),
+    )
 }
 
 pub(super) fn system_topics(state: &NamesrvState, _: &Connection, req: &RemotingCommand) -> Result {
@@ -78,14 +112,32 @@ pub(super) fn system_topics(state: &NamesrvState, _: &Connection, req: &Remoting
 }
 
 pub(super) fn unit_topics(state: &NamesrvState, _: &Connection, req: &RemotingCommand) -> Result {
-    topic_list(state, req, |c| c.enable_topic_list, RouteInfoManager::unit_topics)
+    topic_list(
+        state,
+        req,
+        |c| c.enable_topic_list,
+        RouteInfoManager::unit_topics,
+    )
 }
 
-pub(super) fn has_unit_sub_topics(state: &NamesrvState, _: &Connection, req: &RemotingCommand) -> Result {
-    topic_list(state, req, |c| c.enable_topic_list, RouteInfoManager::has_unit_sub_topic_list)
+pub(super) fn has_unit_sub_topics(
+    state: &NamesrvState,
+    _: &Connection,
+    req: &RemotingCommand,
+) -> Result {
+    topic_list(
+        state,
+        req,
+        |c| c.enable_topic_list,
+        RouteInfoManager::has_unit_sub_topic_list,
+    )
 }
 
-pub(super) fn has_unit_sub_ununit_topics(state: &NamesrvState, _: &Connection, req: &RemotingCommand) -> Result {
+pub(super) fn has_unit_sub_ununit_topics(
+    state: &NamesrvState,
+    _: &Connection,
+    req: &RemotingCommand,
+) -> Result {
     topic_list(
         state,
         req,

@@ -8,7 +8,11 @@ use remoting::{RemotingCommand, RequestCode, ResponseCode};
 
 use crate::server::NamesrvState;
 
-pub(super) fn answer(state: &NamesrvState, conn: &Connection, request: &RemotingCommand) -> RemotingCommand {
+pub(super) fn answer(
+    state: &NamesrvState,
+    conn: &Connection,
+    request: &RemotingCommand,
+) -> RemotingCommand {
     let code = request.code;
     let name = RequestCode::name(code).unwrap_or("unknown");
     let count = {

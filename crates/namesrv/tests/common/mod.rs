@@ -34,7 +34,11 @@ pub async fn start(props: &[(&str, &str)]) -> TestServer {
     start_in(dir, &kv_path, props).await
 }
 
-pub async fn start_in(dir: tempfile::TempDir, kv_path: &std::path::Path, props: &[(&str, &str)]) -> TestServer {
+pub async fn start_in(
+    dir: tempfile::TempDir,
+    kv_path: &std::path::Path,
+    props: &[(&str, &str)],
+) -> TestServer {
     let mut all: HashMap<String, String> = HashMap::from([
         ("listenPort".to_string(), "0".to_string()),
         ("bindAddress".to_string(), "127.0.0.1".to_string()),
@@ -74,12 +78,13 @@ impl Broker {
         }
     }
 
-    /// REGISTER_BROKER with `topics` (name, perm), like the 4.9.8 broker's frames.
+    /// REGISTER_BROKER with `topics` (name, perm) plus, as real brokers do, a topic named
+    /// after the broker (perm 7), like the 4.9.8 broker's frames.
     pub fn register(&self, topics: &[(&str, i32)], counter: i64) -> RemotingCommand {
         let mut wrapper = TopicConfigSerializeWrapper::default();
         wrapper.data_version.counter = counter;
         wrapper.data_version.timestamp = 1_700_000_000_000 + counter;
-        for (topic, perm) in topics {
+        for (topic, perm) in topics.iter().chain([&(self.name.as_str(), 7)]) {
             wrapper.topic_config_table.insert(
                 topic.to_string(),
                 TopicConfig {
@@ -134,7 +139,11 @@ fn crc32_ieee(body: &[u8]) -> u32 {
     for &b in body {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -152,8 +161,15 @@ pub fn route_request(topic: &str, version: i32) -> RemotingCommand {
 }
 
 /// The route of `topic` as a current client gets it (`None` for TOPIC_NOT_EXIST).
-pub async fn route(client: &RemotingClient, addr: &NameServerAddr, topic: &str) -> Option<TopicRouteData> {
-    let resp = client.invoke_namesrv(addr, route_request(topic, 474), TIMEOUT).await.unwrap();
+pub async fn route(
+    client: &RemotingClient,
+    addr: &NameServerAddr,
+    topic: &str,
+) -> Option<TopicRouteData> {
+    let resp = client
+        .invoke_namesrv(addr, route_request(topic, 474), TIMEOUT)
+        .await
+        .unwrap();
     match resp.code {
         0 => Some(from_fastjson(&resp.body).unwrap()),
         17 => None,
@@ -206,12 +222,18 @@ pub async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<Re
 
 /// Lines of a wire capture, or `None` (with a note) when the captures are not there.
 pub fn capture(file: &str) -> Option<Vec<serde_json::Value>> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/captures").join(file);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/captures")
+        .join(file);
     let Ok(text) = std::fs::read_to_string(&path) else {
         eprintln!("note: capture {} not found, test skipped", path.display());
         return None;
     };
-    Some(text.lines().map(|l| serde_json::from_str(l).unwrap()).collect())
+    Some(
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+    )
 }
 
 pub fn b64(value: &serde_json::Value) -> Vec<u8> {

@@ -1,0 +1,120 @@
+//! CommitLog flushing, on its own thread so no tokio worker ever blocks in `msync`.
+//!
+//! `ASYNC_FLUSH`: every `flushIntervalCommitLog` ms, flush if at least
+//! `flushCommitLogLeastPages` pages are dirty (all of them every
+//! `flushCommitLogThoroughInterval` ms), as upstream's `FlushRealTimeService`.
+//!
+//! `SYNC_FLUSH` (group commit, as upstream's `GroupCommitService`): a writer appends, registers
+//! as waiting and awaits the published flushed offset (a `watch` channel), without holding a
+//! thread. The flush thread takes the current end of the log, makes it durable with one
+//! `msync`, publishes it, and so releases every waiter at or below it at once. To fill each
+//! fsync, the thread first waits (briefly, bounded by half the last fsync's duration) until as
+//! many writers are waiting as the previous fsync released: writers released together come back
+//! together, and one fsync then covers them all instead of splitting them in two groups.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::FlushDiskType;
+use crate::store::{FlushState, Inner};
+
+impl Inner {
+    /// Body of the flush thread.
+    pub(crate) fn run_flusher(self: Arc<Self>) {
+        match self.config.flush_disk_type {
+            FlushDiskType::AsyncFlush => self.run_async_flusher(),
+            FlushDiskType::SyncFlush => self.run_group_commit(),
+        }
+    }
+
+    fn run_async_flusher(&self) {
+        let interval = Duration::from_millis(self.config.flush_interval_commit_log.max(1));
+        let thorough = Duration::from_millis(self.config.flush_commit_log_thorough_interval);
+        let mut last_thorough = Instant::now();
+        while !self.stopping.load(Ordering::Acquire) {
+            self.signals
+                .flush
+                .wait_unless(interval, || self.stopping.load(Ordering::Acquire));
+            let least = if last_thorough.elapsed() >= thorough {
+                last_thorough = Instant::now();
+                0
+            } else {
+                self.config.flush_commit_log_least_pages
+            };
+            self.flush_commit_log(least);
+        }
+    }
+
+    fn run_group_commit(&self) {
+        let mut last_group: u64 = 0;
+        let mut last_fsync = Duration::from_micros(200);
+        let mut covered: u64 = self.waiters_registered.load(Ordering::Acquire);
+        loop {
+            let stopping = self.stopping.load(Ordering::Acquire);
+            let work = || {
+                self.commit_log.max_offset() > self.commit_log.flushed()
+                    || self.stopping.load(Ordering::Acquire)
+            };
+            if !stopping && !work() {
+                // Upstream also wakes every 10 ms to flush writes that did not wait.
+                self.flush_wake_at.store(0, Ordering::SeqCst);
+                self.signals.flush.wait_unless(Duration::from_millis(10), work);
+                continue;
+            }
+            if stopping {
+                self.flush_commit_log(0);
+                return;
+            }
+            if last_group > 1 {
+                let window = (last_fsync / 2).clamp(Duration::from_micros(50), Duration::from_millis(2));
+                let deadline = Instant::now() + window;
+                // Writers notify only when their registration reaches this count.
+                self.flush_wake_at.store(covered + last_group, Ordering::SeqCst);
+                let enough = || {
+                    self.waiters_registered.load(Ordering::SeqCst) - covered >= last_group
+                        || self.stopping.load(Ordering::Acquire)
+                };
+                while !enough() && Instant::now() < deadline {
+                    self.signals.flush.wait_until(deadline, enough);
+                }
+            }
+            let registered = self.waiters_registered.load(Ordering::Acquire);
+            let start = Instant::now();
+            self.flush_commit_log(0);
+            last_fsync = start.elapsed();
+            last_group = registered - covered;
+            covered = registered;
+        }
+    }
+
+    /// Flushes the CommitLog and publishes the result to waiting writers. A failed flush
+    /// poisons the store for writes (the page cache can no longer be trusted after a failed
+    /// fsync) and fails the waiters.
+    pub(crate) fn flush_commit_log(&self, least_pages: u32) {
+        let ts = self.commit_log.last_store_timestamp();
+        match self.commit_log.flush(least_pages) {
+            Ok(flushed) => {
+                if flushed >= self.commit_log.max_offset() {
+                    self.flushed_ts.store(ts, Ordering::Release);
+                }
+                self.flush_state.send_if_modified(|s| {
+                    if s.flushed != flushed {
+                        s.flushed = flushed;
+                        true
+                    } else {
+                        false
+                    }
+                });
+                if self.config.flush_disk_type == FlushDiskType::SyncFlush {
+                    self.signals.dispatch.notify();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "CommitLog flush failed; refusing further writes");
+                self.poison(format!("CommitLog flush failed: {e}"));
+                self.flush_state.send_modify(|s: &mut FlushState| s.failed = true);
+            }
+        }
+    }
+}
