@@ -690,6 +690,22 @@ mod tests {
         route.queue_datas.iter().map(|q| q.perm).collect()
     }
 
+    fn ids(group: &BrokerData) -> Vec<i64> {
+        group.broker_addrs.keys().copied().collect()
+    }
+
+    /// Group b1 whose master (id 0) has unregistered, leaving slave 1.
+    fn master_gone() -> RouteInfoManager {
+        let now = Instant::now();
+        let mut rim = RouteInfoManager::default();
+        rim.register_broker(reg("b1", 0, "m:1", &["T"], 1), now)
+            .unwrap();
+        rim.register_broker(reg("b1", 1, "s:1", &["T"], 1), now)
+            .unwrap();
+        rim.unregister_broker(&unreg("b1", 0, "m:1"));
+        rim
+    }
+
     #[test]
     fn master_and_slave_route_and_write_permission_follows_the_master() {
         let now = Instant::now();
@@ -751,14 +767,7 @@ mod tests {
         assert_eq!(perms(&route), [4]);
         // Cluster info keeps the real ids.
         let info = rim.cluster_info();
-        assert_eq!(
-            info.broker_addr_table["b1"]
-                .broker_addrs
-                .keys()
-                .copied()
-                .collect::<Vec<_>>(),
-            [1, 2]
-        );
+        assert_eq!(ids(&info.broker_addr_table["b1"]), [1, 2]);
         // Sync-member topics are never rewritten.
         rim.register_topic(
             "rmq_sys_SYNC_BROKER_MEMBER_b1",
@@ -783,22 +792,8 @@ mod tests {
 
     #[test]
     fn old_brokers_get_no_acting_master() {
-        let now = Instant::now();
-        let mut rim = RouteInfoManager::default();
-        rim.register_broker(reg("b1", 0, "m:1", &["T"], 1), now)
-            .unwrap();
-        rim.register_broker(reg("b1", 1, "s:1", &["T"], 1), now)
-            .unwrap();
-        rim.unregister_broker(&unreg("b1", 0, "m:1"));
-        let route = rim.pickup_topic_route_data("T").unwrap();
-        assert_eq!(
-            route.broker_datas[0]
-                .broker_addrs
-                .keys()
-                .copied()
-                .collect::<Vec<_>>(),
-            [1]
-        );
+        let route = master_gone().pickup_topic_route_data("T").unwrap();
+        assert_eq!(ids(&route.broker_datas[0]), [1]);
     }
 
     #[test]
@@ -852,14 +847,7 @@ mod tests {
             [BrokerAddrInfo::new("C", "m:1")]
         );
         let route = rim.pickup_topic_route_data("T").unwrap();
-        assert_eq!(
-            route.broker_datas[0]
-                .broker_addrs
-                .keys()
-                .copied()
-                .collect::<Vec<_>>(),
-            [1]
-        );
+        assert_eq!(ids(&route.broker_datas[0]), [1]);
     }
 
     #[test]
@@ -946,14 +934,8 @@ mod tests {
 
     #[test]
     fn slave_promoted_to_master_keeps_one_entry_per_address() {
-        let now = Instant::now();
-        let mut rim = RouteInfoManager::default();
-        rim.register_broker(reg("b1", 0, "m:1", &["T"], 1), now)
-            .unwrap();
-        rim.register_broker(reg("b1", 1, "s:1", &["T"], 1), now)
-            .unwrap();
-        rim.unregister_broker(&unreg("b1", 0, "m:1"));
-        rim.register_broker(reg("b1", 0, "s:1", &["T"], 2), now)
+        let mut rim = master_gone();
+        rim.register_broker(reg("b1", 0, "s:1", &["T"], 2), Instant::now())
             .unwrap();
         let group = &rim.cluster_info().broker_addr_table["b1"];
         assert_eq!(group.broker_addrs, BTreeMap::from([(0, "s:1".to_string())]));

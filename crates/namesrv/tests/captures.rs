@@ -92,12 +92,7 @@ async fn broker_4_9_8_registration_frames_replayed() {
         .route_info()
         .pickup_topic_route_data("TBW102")
         .is_none());
-    assert!(ts
-        .server
-        .route_info()
-        .cluster_info()
-        .broker_addr_table
-        .is_empty());
+    assert!(ts.groups().is_empty());
     ts.server.shutdown().await;
 }
 

@@ -4,13 +4,13 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{eventually, perms, route, start, Broker, TIMEOUT};
+use common::{eventually, ids, perms, start, Broker, TIMEOUT};
 use remoting::headers::{CommandHeader, RegisterBrokerResponseHeader};
 
 #[tokio::test]
 async fn master_and_slave_route_and_unregister_takes_write_permission() {
     let ts = start(&[]).await;
-    let (master_client, slave_client, app) = (common::client(), common::client(), common::client());
+    let (master_client, slave_client) = (common::client(), common::client());
     let master = Broker::new("b1", 0, "127.0.0.1:10911");
     let slave = Broker::new("b1", 1, "127.0.0.1:10921");
 
@@ -29,7 +29,7 @@ async fn master_and_slave_route_and_unregister_takes_write_permission() {
     assert_eq!(h.master_addr.as_deref(), Some("127.0.0.1:10911"));
     assert_eq!(h.ha_server_addr.as_deref(), Some("127.0.0.1:10911-ha"));
 
-    let r = route(&app, &ts.addr, "T").await.unwrap();
+    let r = ts.route("T").await.unwrap();
     assert_eq!(
         r.broker_datas[0].broker_addrs,
         BTreeMap::from([(0, master.addr.clone()), (1, slave.addr.clone())])
@@ -41,7 +41,7 @@ async fn master_and_slave_route_and_unregister_takes_write_permission() {
         .await
         .unwrap();
     assert_eq!(resp.code, 0);
-    let r = route(&app, &ts.addr, "T").await.unwrap();
+    let r = ts.route("T").await.unwrap();
     assert_eq!(
         r.broker_datas[0].broker_addrs,
         BTreeMap::from([(1, slave.addr.clone())])
@@ -54,11 +54,11 @@ async fn master_and_slave_route_and_unregister_takes_write_permission() {
         .unwrap();
     assert_eq!(resp.code, 0);
     assert_eq!(
-        perms(&route(&app, &ts.addr, "T").await.unwrap()),
+        perms(&ts.route("T").await.unwrap()),
         [6],
         "write permission is back"
     );
-    ts.server.shutdown().await;
+    ts.stop().await;
 }
 
 #[tokio::test]
@@ -68,7 +68,6 @@ async fn expired_master_loses_write_permission_until_it_registers_again() {
         ("scanNotActiveBrokerInterval", "20"),
     ])
     .await;
-    let client = common::client();
     let master = Broker::new("b1", 0, "127.0.0.1:10911");
     let mut slave = Broker::new("b1", 1, "127.0.0.1:10921");
     slave.heartbeat_timeout_millis = Some(60_000);
@@ -76,50 +75,27 @@ async fn expired_master_loses_write_permission_until_it_registers_again() {
         master.register(&[("T", 6)], 1),
         slave.register(&[("T", 6)], 1),
     ] {
-        assert_eq!(
-            client
-                .invoke_namesrv(&ts.addr, req, TIMEOUT)
-                .await
-                .unwrap()
-                .code,
-            0
-        );
+        assert_eq!(ts.call(req).await.code, 0);
     }
-    assert_eq!(perms(&route(&client, &ts.addr, "T").await.unwrap()), [6]);
+    assert_eq!(perms(&ts.route("T").await.unwrap()), [6]);
 
     let r = eventually("the master's registration to expire", || async {
-        route(&client, &ts.addr, "T")
-            .await
-            .filter(|r| perms(r) == [4])
+        ts.route("T").await.filter(|r| perms(r) == [4])
     })
     .await;
-    assert_eq!(
-        r.broker_datas[0]
-            .broker_addrs
-            .keys()
-            .copied()
-            .collect::<Vec<_>>(),
-        [1]
-    );
+    assert_eq!(ids(&r.broker_datas[0]), [1]);
 
-    assert_eq!(
-        client
-            .invoke_namesrv(&ts.addr, master.register(&[("T", 6)], 1), TIMEOUT)
-            .await
-            .unwrap()
-            .code,
-        0
-    );
-    let r = route(&client, &ts.addr, "T").await.unwrap();
+    assert_eq!(ts.call(master.register(&[("T", 6)], 1)).await.code, 0);
+    let r = ts.route("T").await.unwrap();
     assert_eq!(perms(&r), [6]);
     assert!(r.broker_datas[0].broker_addrs.contains_key(&0));
-    ts.server.shutdown().await;
+    ts.stop().await;
 }
 
 #[tokio::test]
 async fn closing_the_masters_connection_removes_it() {
     let ts = start(&[]).await;
-    let (master_client, slave_client, app) = (common::client(), common::client(), common::client());
+    let (master_client, slave_client) = (common::client(), common::client());
     let master = Broker::new("b1", 0, "127.0.0.1:10911");
     let slave = Broker::new("b1", 1, "127.0.0.1:10921");
     master_client
@@ -132,25 +108,19 @@ async fn closing_the_masters_connection_removes_it() {
         .unwrap();
     master_client.shutdown().await;
     let r = eventually("the master to be removed", || async {
-        route(&app, &ts.addr, "T")
+        ts.route("T")
             .await
             .filter(|r| !r.broker_datas[0].broker_addrs.contains_key(&0))
     })
     .await;
     assert_eq!(perms(&r), [4]);
-    assert!(ts
-        .server
-        .route_info()
-        .cluster_info()
-        .broker_addr_table
-        .contains_key("b1"));
-    ts.server.shutdown().await;
+    assert_eq!(ts.groups(), ["b1"]);
+    ts.stop().await;
 }
 
 #[tokio::test]
 async fn acting_master_lists_the_lowest_slave_as_broker_zero() {
     let ts = start(&[]).await;
-    let client = common::client();
     let mut brokers = vec![
         Broker::new("b1", 0, "127.0.0.1:10911"),
         Broker::new("b1", 2, "127.0.0.1:10931"),
@@ -158,21 +128,15 @@ async fn acting_master_lists_the_lowest_slave_as_broker_zero() {
     ];
     for b in &mut brokers {
         b.enable_acting_master = Some(true);
-        let resp = client
-            .invoke_namesrv(&ts.addr, b.register(&[("T", 6)], 1), TIMEOUT)
-            .await
-            .unwrap();
+        let resp = ts.call(b.register(&[("T", 6)], 1)).await;
         assert_eq!(resp.code, 0);
     }
-    let r = route(&client, &ts.addr, "T").await.unwrap();
+    let r = ts.route("T").await.unwrap();
     assert!(r.broker_datas[0].enable_acting_master);
     assert_eq!(r.broker_datas[0].broker_addrs[&0], "127.0.0.1:10911");
 
-    client
-        .invoke_namesrv(&ts.addr, brokers[0].unregister(), TIMEOUT)
-        .await
-        .unwrap();
-    let r = route(&client, &ts.addr, "T").await.unwrap();
+    ts.call(brokers[0].unregister()).await;
+    let r = ts.route("T").await.unwrap();
     let group = &r.broker_datas[0];
     assert!(group.enable_acting_master);
     assert_eq!(
@@ -186,43 +150,28 @@ async fn acting_master_lists_the_lowest_slave_as_broker_zero() {
 
     // Cluster info keeps the real ids.
     let info = ts.server.route_info().cluster_info();
-    assert_eq!(
-        info.broker_addr_table["b1"]
-            .broker_addrs
-            .keys()
-            .copied()
-            .collect::<Vec<_>>(),
-        [1, 2]
-    );
+    assert_eq!(ids(&info.broker_addr_table["b1"]), [1, 2]);
 
     // The NameServer option switches it off.
     let update = remoting::RemotingCommand::request(remoting::RequestCode::UPDATE_NAMESRV_CONFIG)
         .with_body("supportActingMaster=false\n");
-    assert_eq!(
-        client
-            .invoke_namesrv(&ts.addr, update, TIMEOUT)
-            .await
-            .unwrap()
-            .code,
-        0
-    );
-    let r = route(&client, &ts.addr, "T").await.unwrap();
+    assert_eq!(ts.call(update).await.code, 0);
+    let r = ts.route("T").await.unwrap();
     assert!(!r.broker_datas[0].broker_addrs.contains_key(&0));
-    ts.server.shutdown().await;
+    ts.stop().await;
 }
 
 #[tokio::test]
 async fn bad_crc_and_missing_fields_are_refused() {
     let ts = start(&[]).await;
-    let client = common::client();
     let mut req = Broker::new("b1", 0, "127.0.0.1:10911").register(&[("T", 6), ("U", 6)], 1);
     req.ext_fields.insert("bodyCrc32".into(), "12345".into());
-    let resp = client.invoke_namesrv(&ts.addr, req, TIMEOUT).await.unwrap();
+    let resp = ts.call(req).await;
     assert_eq!((resp.code, resp.remark_str()), (1, "crc32 not match"));
 
     let mut req = Broker::new("b1", 0, "127.0.0.1:10911").register(&[("T", 6), ("U", 6)], 1);
     req.ext_fields.remove("brokerName");
-    let resp = client.invoke_namesrv(&ts.addr, req, TIMEOUT).await.unwrap();
+    let resp = ts.call(req).await;
     assert_eq!(resp.code, 1);
     assert!(
         resp.remark_str().contains("brokerName"),
@@ -232,22 +181,16 @@ async fn bad_crc_and_missing_fields_are_refused() {
 
     // A single-topic registration before the first full one fails, as upstream.
     let req = Broker::new("b1", 0, "127.0.0.1:10911").register(&[], 1);
-    let resp = client.invoke_namesrv(&ts.addr, req, TIMEOUT).await.unwrap();
+    let resp = ts.call(req).await;
     assert_eq!(resp.code, 1);
     assert!(resp.remark_str().starts_with("register broker failed"));
-    assert!(ts
-        .server
-        .route_info()
-        .cluster_info()
-        .broker_addr_table
-        .is_empty());
-    ts.server.shutdown().await;
+    assert!(ts.groups().is_empty());
+    ts.stop().await;
 }
 
 #[tokio::test]
 async fn compressed_registration_body() {
     let ts = start(&[]).await;
-    let client = common::client();
     let broker = Broker::new("b1", 0, "127.0.0.1:10911");
     let mut req = broker.register(&[("T", 6), ("U", 7)], 1);
     let body: remoting::protocol::RegisterBrokerBody =
@@ -259,8 +202,8 @@ async fn compressed_registration_body() {
         common::namesrv_crc(&deflated).to_string(),
     );
     req.body = deflated.into();
-    let resp = client.invoke_namesrv(&ts.addr, req, TIMEOUT).await.unwrap();
+    let resp = ts.call(req).await;
     assert_eq!(resp.code, 0, "{}", resp.remark_str());
-    assert_eq!(perms(&route(&client, &ts.addr, "U").await.unwrap()), [7]);
-    ts.server.shutdown().await;
+    assert_eq!(perms(&ts.route("U").await.unwrap()), [7]);
+    ts.stop().await;
 }

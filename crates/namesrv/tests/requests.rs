@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::{read_frame, route, route_request, send_frame, start, Broker, TIMEOUT};
+use common::{read_frame, route_request, send_frame, start, Broker};
 use remoting::headers::{
     CommandHeader, GetKVConfigResponseHeader, QueryDataVersionResponseHeader,
     WipeWritePermOfBrokerResponseHeader,
@@ -53,7 +53,7 @@ async fn a_broker_request_gets_request_code_not_supported_at_once_and_is_counted
     let counts = ts.server.unsupported_request_counts();
     assert_eq!(counts.get(&36), Some(&2));
     assert_eq!(counts.get(&9999), Some(&1));
-    ts.server.shutdown().await;
+    ts.stop().await;
 }
 
 #[tokio::test]
@@ -78,18 +78,14 @@ async fn garbage_on_one_connection_does_not_disturb_another() {
         let resp = read_frame(&mut good, &mut good_buf).await.unwrap();
         assert_eq!(resp.code, 17);
     }
-    ts.server.shutdown().await;
+    ts.stop().await;
 }
 
 #[tokio::test]
 async fn route_json_keys_depend_on_the_client_version() {
     let ts = start(&[]).await;
-    let client = common::client();
     let broker = Broker::new("b1", 0, "127.0.0.1:10911");
-    client
-        .invoke_namesrv(&ts.addr, broker.register(&[("T", 6)], 1), TIMEOUT)
-        .await
-        .unwrap();
+    ts.call(broker.register(&[("T", 6)], 1)).await;
     for (version, quoted) in [
         (63, false),
         (121, false),
@@ -98,10 +94,7 @@ async fn route_json_keys_depend_on_the_client_version() {
         (409, true),
         (474, true),
     ] {
-        let resp = client
-            .invoke_namesrv(&ts.addr, route_request("T", version), TIMEOUT)
-            .await
-            .unwrap();
+        let resp = ts.call(route_request("T", version)).await;
         assert_eq!(resp.code, 0);
         let text = std::str::from_utf8(&resp.body).unwrap();
         let expected_keys = if quoted {
@@ -123,17 +116,14 @@ async fn route_json_keys_depend_on_the_client_version() {
     }
     // acceptStandardJsonOnly asks for quoted keys whatever the version.
     let req = route_request("T", 63).with_ext("acceptStandardJsonOnly", "true");
-    let resp = client.invoke_namesrv(&ts.addr, req, TIMEOUT).await.unwrap();
+    let resp = ts.call(req).await;
     assert!(serde_json::from_slice::<serde_json::Value>(&resp.body).is_ok());
     // Cluster info is always written with bare keys.
-    let resp = client
-        .invoke_namesrv(
-            &ts.addr,
-            RemotingCommand::request(RequestCode::GET_BROKER_CLUSTER_INFO),
-            TIMEOUT,
-        )
-        .await
-        .unwrap();
+    let resp = ts
+        .call(RemotingCommand::request(
+            RequestCode::GET_BROKER_CLUSTER_INFO,
+        ))
+        .await;
     let text = std::str::from_utf8(&resp.body).unwrap();
     assert_eq!(
         text,
@@ -144,17 +134,13 @@ async fn route_json_keys_depend_on_the_client_version() {
         info.broker_addr_table["b1"].broker_addrs[&0],
         "127.0.0.1:10911"
     );
-    ts.server.shutdown().await;
+    ts.stop().await;
 }
 
 #[tokio::test]
 async fn missing_topic_is_topic_not_exist() {
     let ts = start(&[]).await;
-    let client = common::client();
-    let resp = client
-        .invoke_namesrv(&ts.addr, route_request("Nope", 474), TIMEOUT)
-        .await
-        .unwrap();
+    let resp = ts.call(route_request("Nope", 474)).await;
     assert_eq!(resp.code, 17);
     assert!(resp.body.is_empty());
     assert!(
@@ -163,16 +149,13 @@ async fn missing_topic_is_topic_not_exist() {
         "{}",
         resp.remark_str()
     );
-    let resp = client
-        .invoke_namesrv(
-            &ts.addr,
-            RemotingCommand::request(RequestCode::GET_ROUTEINFO_BY_TOPIC),
-            TIMEOUT,
-        )
-        .await
-        .unwrap();
+    let resp = ts
+        .call(RemotingCommand::request(
+            RequestCode::GET_ROUTEINFO_BY_TOPIC,
+        ))
+        .await;
     assert_eq!(resp.code, 1, "missing topic header");
-    ts.server.shutdown().await;
+    ts.stop().await;
 }
 
 fn kv(code: i32, ns: &str, key: Option<&str>, value: Option<&str>) -> RemotingCommand {
@@ -189,39 +172,19 @@ fn kv(code: i32, ns: &str, key: Option<&str>, value: Option<&str>) -> RemotingCo
 #[tokio::test]
 async fn kv_config_round_trip_survives_a_restart() {
     let ts = start(&[]).await;
-    let client = common::client();
     let put = kv(
         RequestCode::PUT_KV_CONFIG,
         "ORDER_TOPIC_CONFIG",
         Some("T"),
         Some("b1:4"),
     );
-    assert_eq!(
-        client
-            .invoke_namesrv(&ts.addr, put, TIMEOUT)
-            .await
-            .unwrap()
-            .code,
-        0
-    );
+    assert_eq!(ts.call(put).await.code, 0);
     let put = kv(RequestCode::PUT_KV_CONFIG, "ns", Some("k"), Some("v"));
-    assert_eq!(
-        client
-            .invoke_namesrv(&ts.addr, put, TIMEOUT)
-            .await
-            .unwrap()
-            .code,
-        0
-    );
+    assert_eq!(ts.call(put).await.code, 0);
 
-    let resp = client
-        .invoke_namesrv(
-            &ts.addr,
-            kv(RequestCode::GET_KV_CONFIG, "ns", Some("k"), None),
-            TIMEOUT,
-        )
-        .await
-        .unwrap();
+    let resp = ts
+        .call(kv(RequestCode::GET_KV_CONFIG, "ns", Some("k"), None))
+        .await;
     assert_eq!(resp.code, 0);
     assert_eq!(
         GetKVConfigResponseHeader::from_command(&resp)
@@ -230,14 +193,9 @@ async fn kv_config_round_trip_survives_a_restart() {
             .as_deref(),
         Some("v")
     );
-    let resp = client
-        .invoke_namesrv(
-            &ts.addr,
-            kv(RequestCode::GET_KVLIST_BY_NAMESPACE, "ns", None, None),
-            TIMEOUT,
-        )
-        .await
-        .unwrap();
+    let resp = ts
+        .call(kv(RequestCode::GET_KVLIST_BY_NAMESPACE, "ns", None, None))
+        .await;
     assert_eq!(
         from_fastjson::<KVTable>(&resp.body).unwrap().table["k"],
         "v"
@@ -245,63 +203,36 @@ async fn kv_config_round_trip_survives_a_restart() {
 
     // A registering broker gets the ORDER_TOPIC_CONFIG table back.
     let broker = Broker::new("b1", 0, "127.0.0.1:10911");
-    let resp = client
-        .invoke_namesrv(&ts.addr, broker.register(&[("T", 6)], 1), TIMEOUT)
-        .await
-        .unwrap();
+    let resp = ts.call(broker.register(&[("T", 6)], 1)).await;
     assert_eq!(
         from_fastjson::<KVTable>(&resp.body).unwrap().table["T"],
         "b1:4"
     );
 
     let del = kv(RequestCode::DELETE_KV_CONFIG, "ns", Some("k"), None);
-    assert_eq!(
-        client
-            .invoke_namesrv(&ts.addr, del, TIMEOUT)
-            .await
-            .unwrap()
-            .code,
-        0
-    );
-    let resp = client
-        .invoke_namesrv(
-            &ts.addr,
-            kv(RequestCode::GET_KV_CONFIG, "ns", Some("k"), None),
-            TIMEOUT,
-        )
-        .await
-        .unwrap();
+    assert_eq!(ts.call(del).await.code, 0);
+    let resp = ts
+        .call(kv(RequestCode::GET_KV_CONFIG, "ns", Some("k"), None))
+        .await;
     assert_eq!(resp.code, 22);
     assert_eq!(resp.remark_str(), "No config item, Namespace: ns Key: k");
-    let resp = client
-        .invoke_namesrv(
-            &ts.addr,
-            kv(RequestCode::GET_KVLIST_BY_NAMESPACE, "none", None, None),
-            TIMEOUT,
-        )
-        .await
-        .unwrap();
+    let resp = ts
+        .call(kv(RequestCode::GET_KVLIST_BY_NAMESPACE, "none", None, None))
+        .await;
     assert_eq!(resp.code, 22);
 
     // Restart on the same file.
     let kv_path = ts.dir.path().join("kvConfig.json");
-    ts.server.shutdown().await;
-    client.shutdown().await;
-    let ts = common::start_in(ts.dir, &kv_path, &[("orderMessageEnable", "true")]).await;
-    let client = common::client();
-    let resp = client
-        .invoke_namesrv(
-            &ts.addr,
-            kv(
-                RequestCode::GET_KV_CONFIG,
-                "ORDER_TOPIC_CONFIG",
-                Some("T"),
-                None,
-            ),
-            TIMEOUT,
-        )
-        .await
-        .unwrap();
+    let dir = ts.stop().await;
+    let ts = common::start_in(dir, &kv_path, &[("orderMessageEnable", "true")]).await;
+    let resp = ts
+        .call(kv(
+            RequestCode::GET_KV_CONFIG,
+            "ORDER_TOPIC_CONFIG",
+            Some("T"),
+            None,
+        ))
+        .await;
     assert_eq!(
         GetKVConfigResponseHeader::from_command(&resp)
             .unwrap()
@@ -310,27 +241,16 @@ async fn kv_config_round_trip_survives_a_restart() {
         Some("b1:4")
     );
     // With orderMessageEnable the route carries the order config.
-    client
-        .invoke_namesrv(&ts.addr, broker.register(&[("T", 6)], 1), TIMEOUT)
-        .await
-        .unwrap();
+    ts.call(broker.register(&[("T", 6)], 1)).await;
     assert_eq!(
-        route(&client, &ts.addr, "T")
-            .await
-            .unwrap()
-            .order_topic_conf
-            .as_deref(),
+        ts.route("T").await.unwrap().order_topic_conf.as_deref(),
         Some("b1:4")
     );
-    ts.server.shutdown().await;
+    ts.stop().await;
 }
 
-async fn topic_list(
-    client: &remoting::client::RemotingClient,
-    ts: &common::TestServer,
-    req: RemotingCommand,
-) -> Vec<String> {
-    let resp = client.invoke_namesrv(&ts.addr, req, TIMEOUT).await.unwrap();
+async fn topic_list(ts: &common::TestServer, req: RemotingCommand) -> Vec<String> {
+    let resp = ts.call(req).await;
     assert_eq!(resp.code, 0, "{}", resp.remark_str());
     from_fastjson::<TopicList>(&resp.body)
         .unwrap()
@@ -342,48 +262,29 @@ async fn topic_list(
 #[tokio::test]
 async fn topics_cluster_info_delete_and_permissions() {
     let ts = start(&[]).await;
-    let client = common::client();
     let b1 = Broker::new("b1", 0, "127.0.0.1:10911");
     let mut b2 = Broker::new("b2", 0, "127.0.0.1:10912");
     b2.cluster = "D".into();
-    client
-        .invoke_namesrv(&ts.addr, b1.register(&[("T", 6), ("U", 6)], 1), TIMEOUT)
-        .await
-        .unwrap();
-    client
-        .invoke_namesrv(&ts.addr, b2.register(&[("T", 6), ("V", 6)], 1), TIMEOUT)
-        .await
-        .unwrap();
+    ts.call(b1.register(&[("T", 6), ("U", 6)], 1)).await;
+    ts.call(b2.register(&[("T", 6), ("V", 6)], 1)).await;
 
     let by_cluster = |c: &str| {
         RemotingCommand::request(RequestCode::GET_TOPICS_BY_CLUSTER).with_ext("cluster", c)
     };
-    assert_eq!(
-        topic_list(&client, &ts, by_cluster("C")).await,
-        ["T", "U", "b1"]
-    );
-    assert_eq!(
-        topic_list(&client, &ts, by_cluster("D")).await,
-        ["T", "V", "b2"]
-    );
+    assert_eq!(topic_list(&ts, by_cluster("C")).await, ["T", "U", "b1"]);
+    assert_eq!(topic_list(&ts, by_cluster("D")).await, ["T", "V", "b2"]);
     let all = RemotingCommand::request(RequestCode::GET_ALL_TOPIC_LIST_FROM_NAMESERVER);
-    assert_eq!(
-        topic_list(&client, &ts, all).await,
-        ["T", "U", "V", "b1", "b2"]
-    );
+    assert_eq!(topic_list(&ts, all).await, ["T", "U", "V", "b1", "b2"]);
     let sys = RemotingCommand::request(RequestCode::GET_SYSTEM_TOPIC_LIST_FROM_NS);
-    assert_eq!(topic_list(&client, &ts, sys).await, ["C", "D", "b1", "b2"]);
+    assert_eq!(topic_list(&ts, sys).await, ["C", "D", "b1", "b2"]);
     let unit = RemotingCommand::request(RequestCode::GET_UNIT_TOPIC_LIST);
-    assert!(topic_list(&client, &ts, unit).await.is_empty());
+    assert!(topic_list(&ts, unit).await.is_empty());
 
-    let resp = client
-        .invoke_namesrv(
-            &ts.addr,
-            RemotingCommand::request(RequestCode::GET_BROKER_CLUSTER_INFO),
-            TIMEOUT,
-        )
-        .await
-        .unwrap();
+    let resp = ts
+        .call(RemotingCommand::request(
+            RequestCode::GET_BROKER_CLUSTER_INFO,
+        ))
+        .await;
     let info: ClusterInfo = from_fastjson(&resp.body).unwrap();
     assert_eq!(
         info.cluster_addr_table["C"].iter().collect::<Vec<_>>(),
@@ -395,15 +296,8 @@ async fn topics_cluster_info_delete_and_permissions() {
     let delete = RemotingCommand::request(RequestCode::DELETE_TOPIC_IN_NAMESRV)
         .with_ext("topic", "T")
         .with_ext("clusterName", "C");
-    assert_eq!(
-        client
-            .invoke_namesrv(&ts.addr, delete, TIMEOUT)
-            .await
-            .unwrap()
-            .code,
-        0
-    );
-    let r = route(&client, &ts.addr, "T").await.unwrap();
+    assert_eq!(ts.call(delete).await.code, 0);
+    let r = ts.route("T").await.unwrap();
     assert_eq!(
         r.broker_datas
             .iter()
@@ -413,57 +307,34 @@ async fn topics_cluster_info_delete_and_permissions() {
     );
     let delete =
         RemotingCommand::request(RequestCode::DELETE_TOPIC_IN_NAMESRV).with_ext("topic", "T");
-    assert_eq!(
-        client
-            .invoke_namesrv(&ts.addr, delete, TIMEOUT)
-            .await
-            .unwrap()
-            .code,
-        0
-    );
-    assert!(route(&client, &ts.addr, "T").await.is_none());
+    assert_eq!(ts.call(delete).await.code, 0);
+    assert!(ts.route("T").await.is_none());
 
     // Wipe and restore write permission of b1.
     let wipe = RemotingCommand::request(RequestCode::WIPE_WRITE_PERM_OF_BROKER)
         .with_ext("brokerName", "b1");
-    let resp = client
-        .invoke_namesrv(&ts.addr, wipe, TIMEOUT)
-        .await
-        .unwrap();
+    let resp = ts.call(wipe).await;
     assert_eq!(
         WipeWritePermOfBrokerResponseHeader::from_command(&resp)
             .unwrap()
             .wipe_topic_count,
         2
     );
-    assert_eq!(
-        common::perms(&route(&client, &ts.addr, "U").await.unwrap()),
-        [4]
-    );
+    assert_eq!(common::perms(&ts.route("U").await.unwrap()), [4]);
     let add = RemotingCommand::request(RequestCode::ADD_WRITE_PERM_OF_BROKER)
         .with_ext("brokerName", "b1");
-    let resp = client.invoke_namesrv(&ts.addr, add, TIMEOUT).await.unwrap();
+    let resp = ts.call(add).await;
     assert_eq!(resp.ext("addTopicCount"), Some("2"));
-    assert_eq!(
-        common::perms(&route(&client, &ts.addr, "U").await.unwrap()),
-        [6]
-    );
+    assert_eq!(common::perms(&ts.route("U").await.unwrap()), [6]);
 
     // Register a topic route directly.
     let body = r#"{"queueDatas":[{"brokerName":"b2","perm":6,"readQueueNums":2,"writeQueueNums":2,"topicSysFlag":0}]}"#;
     let register = RemotingCommand::request(RequestCode::REGISTER_TOPIC_IN_NAMESRV)
         .with_ext("topic", "W")
         .with_body(body);
+    assert_eq!(ts.call(register).await.code, 0);
     assert_eq!(
-        client
-            .invoke_namesrv(&ts.addr, register, TIMEOUT)
-            .await
-            .unwrap()
-            .code,
-        0
-    );
-    assert_eq!(
-        route(&client, &ts.addr, "W").await.unwrap().queue_datas[0].read_queue_nums,
+        ts.route("W").await.unwrap().queue_datas[0].read_queue_nums,
         2
     );
 
@@ -471,10 +342,7 @@ async fn topics_cluster_info_delete_and_permissions() {
     let member = RemotingCommand::request(RequestCode::GET_BROKER_MEMBER_GROUP)
         .with_ext("clusterName", "C")
         .with_ext("brokerName", "b1");
-    let resp = client
-        .invoke_namesrv(&ts.addr, member, TIMEOUT)
-        .await
-        .unwrap();
+    let resp = ts.call(member).await;
     assert!(std::str::from_utf8(&resp.body)
         .unwrap()
         .contains(r#"{0:"127.0.0.1:10911"}"#));
@@ -483,18 +351,14 @@ async fn topics_cluster_info_delete_and_permissions() {
         group.broker_member_group.broker_addrs[&0],
         "127.0.0.1:10911"
     );
-    ts.server.shutdown().await;
+    ts.stop().await;
 }
 
 #[tokio::test]
 async fn heartbeat_and_data_version() {
     let ts = start(&[]).await;
-    let client = common::client();
     let b1 = Broker::new("b1", 0, "127.0.0.1:10911");
-    client
-        .invoke_namesrv(&ts.addr, b1.register(&[("T", 6)], 3), TIMEOUT)
-        .await
-        .unwrap();
+    ts.call(b1.register(&[("T", 6)], 3)).await;
     let query = |counter: i64| {
         let version = DataVersion {
             counter,
@@ -508,20 +372,14 @@ async fn heartbeat_and_data_version() {
             .with_ext("brokerId", 0)
             .with_body(serde_json::to_vec(&version).unwrap())
     };
-    let resp = client
-        .invoke_namesrv(&ts.addr, query(3), TIMEOUT)
-        .await
-        .unwrap();
+    let resp = ts.call(query(3)).await;
     assert!(
         !QueryDataVersionResponseHeader::from_command(&resp)
             .unwrap()
             .changed
     );
     assert_eq!(from_fastjson::<DataVersion>(&resp.body).unwrap().counter, 3);
-    let resp = client
-        .invoke_namesrv(&ts.addr, query(4), TIMEOUT)
-        .await
-        .unwrap();
+    let resp = ts.call(query(4)).await;
     assert!(
         QueryDataVersionResponseHeader::from_command(&resp)
             .unwrap()
@@ -541,27 +399,16 @@ async fn heartbeat_and_data_version() {
             .last_update
     };
     let before = last_update();
-    assert_eq!(
-        client
-            .invoke_namesrv(&ts.addr, heartbeat, TIMEOUT)
-            .await
-            .unwrap()
-            .code,
-        0
-    );
+    assert_eq!(ts.call(heartbeat).await.code, 0);
     assert!(last_update() > before);
-    ts.server.shutdown().await;
+    ts.stop().await;
 }
 
 #[tokio::test]
 async fn namesrv_config_get_and_update() {
     let ts = start(&[]).await;
-    let client = common::client();
     let get = || RemotingCommand::request(RequestCode::GET_NAMESRV_CONFIG);
-    let resp = client
-        .invoke_namesrv(&ts.addr, get(), TIMEOUT)
-        .await
-        .unwrap();
+    let resp = ts.call(get()).await;
     let props = namesrv::parse_properties(std::str::from_utf8(&resp.body).unwrap());
     assert_eq!(props["enableTopicList"], "true");
     assert_eq!(props["listenPort"], "0");
@@ -569,32 +416,20 @@ async fn namesrv_config_get_and_update() {
     let update = |body: &str| {
         RemotingCommand::request(RequestCode::UPDATE_NAMESRV_CONFIG).with_body(body.to_string())
     };
-    let resp = client
-        .invoke_namesrv(&ts.addr, update("kvConfigPath=/etc/x\n"), TIMEOUT)
-        .await
-        .unwrap();
+    let resp = ts.call(update("kvConfigPath=/etc/x\n")).await;
     assert_eq!(
         (resp.code, resp.remark_str()),
         (16, "Can not update config in black list.")
     );
-    let resp = client
-        .invoke_namesrv(&ts.addr, update("enableTopicList=maybe\n"), TIMEOUT)
-        .await
-        .unwrap();
+    let resp = ts.call(update("enableTopicList=maybe\n")).await;
     assert_eq!(resp.code, 1);
     assert!(resp.remark_str().contains("enableTopicList"));
-    let resp = client
-        .invoke_namesrv(&ts.addr, update("enableTopicList=false\n"), TIMEOUT)
-        .await
-        .unwrap();
+    let resp = ts.call(update("enableTopicList=false\n")).await;
     assert_eq!(resp.code, 0);
     assert!(!ts.server.config().enable_topic_list);
     let by_cluster =
         RemotingCommand::request(RequestCode::GET_TOPICS_BY_CLUSTER).with_ext("cluster", "C");
-    let resp = client
-        .invoke_namesrv(&ts.addr, by_cluster, TIMEOUT)
-        .await
-        .unwrap();
+    let resp = ts.call(by_cluster).await;
     assert_eq!((resp.code, resp.remark_str()), (1, "disable"));
-    ts.server.shutdown().await;
+    ts.stop().await;
 }

@@ -749,57 +749,39 @@ impl Normalizer<'_> {
     }
 
     fn object(&mut self, out: &mut String, depth: usize) -> Result<(), RemotingError> {
-        self.expect(b'{', out)?;
-        self.skip_ws();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-            out.push('}');
-            return Ok(());
-        }
-        loop {
-            self.key(out, depth)?;
-            self.expect(b':', out)?;
-            self.value(out, depth)?;
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    out.push(',');
-                }
-                Some(b'}') => {
-                    self.pos += 1;
-                    out.push('}');
-                    return Ok(());
-                }
-                _ => return Err(self.error("expected ',' or '}'")),
-            }
-        }
+        self.sequence(out, b'{', b'}', |me, out| {
+            me.key(out, depth)?;
+            me.expect(b':', out)?;
+            me.value(out, depth)
+        })
     }
 
     fn array(&mut self, out: &mut String, depth: usize) -> Result<(), RemotingError> {
-        self.expect(b'[', out)?;
+        self.sequence(out, b'[', b']', |me, out| me.value(out, depth))
+    }
+
+    /// Copies `open`, then `item`s separated by commas, then `close`.
+    fn sequence(
+        &mut self,
+        out: &mut String,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self, &mut String) -> Result<(), RemotingError>,
+    ) -> Result<(), RemotingError> {
+        self.expect(open, out)?;
         self.skip_ws();
-        if self.peek() == Some(b']') {
-            self.pos += 1;
-            out.push(']');
-            return Ok(());
-        }
-        loop {
-            self.value(out, depth)?;
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    out.push(',');
+        if self.peek() != Some(close) {
+            loop {
+                item(self, out)?;
+                self.skip_ws();
+                if self.peek() != Some(b',') {
+                    break;
                 }
-                Some(b']') => {
-                    self.pos += 1;
-                    out.push(']');
-                    return Ok(());
-                }
-                _ => return Err(self.error("expected ',' or ']'")),
+                self.pos += 1;
+                out.push(',');
             }
         }
+        self.expect(close, out)
     }
 }
 

@@ -86,8 +86,6 @@ pub(crate) struct ConsumeQueue {
     max_units: AtomicU64,
     /// First readable unit (the queue's min offset).
     min_units: AtomicU64,
-    /// End of the last unit's record in the CommitLog.
-    max_phys_end: AtomicU64,
     /// Units below this are on disk.
     flushed_units: AtomicU64,
 }
@@ -102,7 +100,6 @@ impl ConsumeQueue {
             files: loaded.queue,
             max_units: AtomicU64::new(0),
             min_units: AtomicU64::new(0),
-            max_phys_end: AtomicU64::new(0),
             flushed_units: AtomicU64::new(0),
         };
         let end = cq.find_end();
@@ -152,15 +149,6 @@ impl ConsumeQueue {
     fn set_bounds(&self, min: u64, max: u64) {
         self.min_units.store(min, Ordering::Release);
         self.max_units.store(max, Ordering::Release);
-        let end = if max > min {
-            self.raw_unit(max - 1)
-                .filter(|u| !u.is_blank())
-                .map(|u| u.phys_offset as u64 + u.size as u64)
-                .unwrap_or(0)
-        } else {
-            0
-        };
-        self.max_phys_end.store(end, Ordering::Release);
     }
 
     /// Drops units whose record starts at or after `phys` (and unwritten holes before them),
@@ -192,11 +180,6 @@ impl ConsumeQueue {
         self.min_units.load(Ordering::Acquire)
     }
 
-    /// End of the last unit's record in the CommitLog (0 if empty).
-    pub(crate) fn max_phys_end(&self) -> u64 {
-        self.max_phys_end.load(Ordering::Acquire)
-    }
-
     /// Writes the unit for queue offset `qoff`. Units already present (a replay) are left
     /// alone; a gap before `qoff` is filled with blank units. Dispatcher only.
     pub(crate) fn put(&self, qoff: u64, unit: CqUnit) -> Result<()> {
@@ -221,8 +204,6 @@ impl ConsumeQueue {
             }
         }
         self.write_unit(qoff, unit)?;
-        self.max_phys_end
-            .store(unit.phys_offset as u64 + unit.size as u64, Ordering::Release);
         self.max_units.store(qoff + 1, Ordering::Release);
         Ok(())
     }
@@ -378,7 +359,6 @@ mod tests {
         assert_eq!(cq.max_offset(), 25);
         assert_eq!(cq.unit(3), Some(unit(300)));
         assert_eq!(cq.units_from(8).unwrap().len(), 2 * 20);
-        assert_eq!(cq.max_phys_end(), 2500);
         assert_eq!(cq.first_unflushed_phys(), Some(0));
         cq.flush(0).unwrap();
         assert_eq!(cq.first_unflushed_phys(), None);
@@ -387,7 +367,7 @@ mod tests {
         assert_eq!(cq.max_offset(), 25);
         cq.truncate_from_phys(1250).unwrap();
         assert_eq!(cq.max_offset(), 13);
-        assert_eq!(cq.max_phys_end(), 1300);
+        assert_eq!(cq.unit(12), Some(unit(1200)));
         drop(cq);
         let cq = ConsumeQueue::load(dir.path(), "T", 0, 200).unwrap();
         assert_eq!(cq.max_offset(), 13);

@@ -19,7 +19,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use parking_lot::RwLock;
 
@@ -407,7 +406,7 @@ impl IndexService {
         if Self::last_indexed(&files).is_some_and(|l| req.phys_offset <= l) {
             return Ok(());
         }
-        let mut put = |files: &mut Files, key: &str| -> Result<()> {
+        let put = |files: &mut Files, key: &str| -> Result<()> {
             let full = format!("{}#{}", req.topic, key);
             loop {
                 if files.list.last().map_or(true, |f| f.is_full()) {
@@ -524,9 +523,6 @@ impl IndexService {
         self.files.read().list.len()
     }
 }
-
-/// Shared handle.
-pub(crate) type SharedIndex = Arc<IndexService>;
 
 #[cfg(test)]
 mod tests {

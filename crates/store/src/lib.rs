@@ -1,1 +1,44 @@
-//! placeholder
+//! Apogee's storage engine: everything a RocketMQ-compatible broker keeps on disk, behind
+//! [`MessageStore`]. It knows nothing of request codes.
+//!
+//! Layout under `storePathRootDir` (upstream's, so file names and record bytes match):
+//! - `commitlog/<20-digit offset>`: every message, in segments ([`message`] has the record
+//!   layout);
+//! - `consumequeue/<topic>/<queueId>/<20-digit offset>`: 20-byte units per queue;
+//! - `index/<yyyyMMddHHmmssSSS>`: key lookup;
+//! - `checkpoint`, `abort`, `lock`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), store::StoreError> {
+//! use store::{AcceptAll, MessageInner, MessageStore, StoreConfig};
+//! let store = MessageStore::open(StoreConfig::new("/tmp/apogee-store"))?;
+//! let put = store.put_message(MessageInner::new("TopicTest", 0, "hello")).await?;
+//! let got = store.get_messages("TopicTest", 0, put.queue_offset, 32, 1 << 20, &AcceptAll);
+//! assert_eq!(got.messages.len(), 1);
+//! store.shutdown()?;
+//! # Ok(()) }
+//! ```
+
+mod checkpoint;
+mod clean;
+mod clock;
+mod commit_log;
+pub mod config;
+pub mod consume_queue;
+mod dispatch;
+pub mod error;
+mod flush;
+mod index;
+mod mapped_file;
+pub mod message;
+mod signal;
+mod store;
+
+pub use config::{BrokerRole, FlushDiskType, StoreConfig};
+pub use consume_queue::{CqUnit, CQ_STORE_UNIT_SIZE};
+pub use error::{Result, StoreError};
+pub use message::{MessageExt, MessageInner};
+pub use store::{
+    AcceptAll, GetMessageStatus, GetResult, MessageFilter, MessageStore, PutResult, PutStatus, QueryResult,
+    QueueGrowth, QueueListener,
+};

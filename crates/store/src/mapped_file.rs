@@ -313,10 +313,6 @@ impl MappedFileQueue {
         })
     }
 
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     pub(crate) fn file_size(&self) -> u64 {
         self.file_size
     }

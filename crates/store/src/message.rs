@@ -620,7 +620,7 @@ pub fn parse_record(buf: &[u8], check_crc: bool) -> Result<Parsed<'_>, RecordErr
         )));
     }
     if check_crc {
-        let computed = body_crc(body);
+        let computed = self::body_crc(body);
         if computed != body_crc {
             return Err(RecordError::CrcMismatch {
                 stored: body_crc,

@@ -13,7 +13,8 @@ use remoting::client::{ClientConfig, RemotingClient};
 use remoting::codec;
 use remoting::headers::{CommandHeader, GetRouteInfoRequestHeader, RegisterBrokerRequestHeader};
 use remoting::protocol::{
-    from_fastjson, RegisterBrokerBody, TopicConfig, TopicConfigSerializeWrapper, TopicRouteData,
+    from_fastjson, BrokerData, RegisterBrokerBody, TopicConfig, TopicConfigSerializeWrapper,
+    TopicRouteData,
 };
 use remoting::{NameServerAddr, RemotingCommand, RequestCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +26,45 @@ pub struct TestServer {
     pub server: NameServer,
     pub addr: NameServerAddr,
     pub dir: tempfile::TempDir,
+    /// A client of its own, for requests whose connection does not matter.
+    pub client: RemotingClient,
+}
+
+impl TestServer {
+    /// Sends `req` and returns the answer.
+    pub async fn call(&self, req: RemotingCommand) -> RemotingCommand {
+        self.client
+            .invoke_namesrv(&self.addr, req, TIMEOUT)
+            .await
+            .unwrap()
+    }
+
+    /// The route of `topic` as a current client gets it (`None` for TOPIC_NOT_EXIST).
+    pub async fn route(&self, topic: &str) -> Option<TopicRouteData> {
+        let resp = self.call(route_request(topic, 474)).await;
+        match resp.code {
+            0 => Some(from_fastjson(&resp.body).unwrap()),
+            17 => None,
+            other => panic!("unexpected route answer {other}: {}", resp.remark_str()),
+        }
+    }
+
+    /// Names of the broker groups the server knows.
+    pub fn groups(&self) -> Vec<String> {
+        self.server
+            .route_info()
+            .cluster_info()
+            .broker_addr_table
+            .into_keys()
+            .collect()
+    }
+
+    /// Stops the client and the server; returns the temp dir (with the KV file).
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.client.shutdown().await;
+        self.server.shutdown().await;
+        self.dir
+    }
 }
 
 /// A NameServer on 127.0.0.1:0 with `props` on top of the test defaults.
@@ -48,7 +88,12 @@ pub async fn start_in(
     let config = NamesrvConfig::from_properties(&all).unwrap();
     let server = NameServer::start(config).await.unwrap();
     let addr = NameServerAddr::parse(&server.local_addr().to_string()).unwrap();
-    TestServer { server, addr, dir }
+    TestServer {
+        server,
+        addr,
+        dir,
+        client: client(),
+    }
 }
 
 pub fn client() -> RemotingClient {
@@ -160,25 +205,13 @@ pub fn route_request(topic: &str, version: i32) -> RemotingCommand {
     req
 }
 
-/// The route of `topic` as a current client gets it (`None` for TOPIC_NOT_EXIST).
-pub async fn route(
-    client: &RemotingClient,
-    addr: &NameServerAddr,
-    topic: &str,
-) -> Option<TopicRouteData> {
-    let resp = client
-        .invoke_namesrv(addr, route_request(topic, 474), TIMEOUT)
-        .await
-        .unwrap();
-    match resp.code {
-        0 => Some(from_fastjson(&resp.body).unwrap()),
-        17 => None,
-        other => panic!("unexpected route answer {other}: {}", resp.remark_str()),
-    }
-}
-
 pub fn perms(route: &TopicRouteData) -> Vec<i32> {
     route.queue_datas.iter().map(|q| q.perm).collect()
+}
+
+/// Broker ids of a group.
+pub fn ids(group: &BrokerData) -> Vec<i64> {
+    group.broker_addrs.keys().copied().collect()
 }
 
 /// Polls `check` every 10 ms until it returns `Some`, failing after `TIMEOUT`.

@@ -1,0 +1,574 @@
+//! [`BrokerConfig`]: every broker setting, under upstream's `broker.conf` key names
+//! (`BrokerConfig`, `NettyServerConfig` and `MessageStoreConfig` keys), built from a parsed
+//! properties map ([`BrokerConfig::from_properties`]) and mapped onto the store's
+//! [`StoreConfig`] ([`BrokerConfig::store_config`]).
+//!
+//! Keys upstream has but Apogee does not need (thread pool sizes, Netty tuning, ...) are
+//! accepted and ignored; unknown keys are logged; a value that does not parse is an error
+//! naming the key.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use remoting::NameServerAddr;
+use store::config::{BrokerRole, FlushDiskType, StoreConfig};
+
+use crate::error::BrokerError;
+
+/// Upstream's default delay levels.
+pub const DEFAULT_DELAY_LEVELS: &str = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h";
+
+/// Conversion of one setting from and to its properties text.
+trait Setting: Sized {
+    const EXPECTED: &'static str;
+    fn parse_setting(raw: &str) -> Option<Self>;
+    fn format_setting(&self) -> String;
+}
+
+macro_rules! parsed_settings {
+    ($($t:ty => $expected:literal),*) => {$(
+        impl Setting for $t {
+            const EXPECTED: &'static str = $expected;
+            fn parse_setting(raw: &str) -> Option<Self> {
+                raw.parse().ok()
+            }
+            fn format_setting(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+
+parsed_settings!(
+    u16 => "a port number (0-65535)",
+    i32 => "an integer",
+    i64 => "an integer",
+    u32 => "a non-negative integer",
+    u64 => "a non-negative integer",
+    usize => "a non-negative integer",
+    IpAddr => "an IP address",
+    String => "a string"
+);
+
+impl Setting for bool {
+    const EXPECTED: &'static str = "true or false";
+    fn parse_setting(raw: &str) -> Option<Self> {
+        match raw.to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        }
+    }
+    fn format_setting(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Setting for PathBuf {
+    const EXPECTED: &'static str = "a path";
+    fn parse_setting(raw: &str) -> Option<Self> {
+        (!raw.is_empty()).then(|| PathBuf::from(raw))
+    }
+    fn format_setting(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+impl<T: Setting> Setting for Option<T> {
+    const EXPECTED: &'static str = T::EXPECTED;
+    fn parse_setting(raw: &str) -> Option<Self> {
+        if raw.is_empty() {
+            Some(None)
+        } else {
+            T::parse_setting(raw).map(Some)
+        }
+    }
+    fn format_setting(&self) -> String {
+        self.as_ref().map(T::format_setting).unwrap_or_default()
+    }
+}
+
+impl Setting for BrokerRole {
+    const EXPECTED: &'static str = "ASYNC_MASTER, SYNC_MASTER or SLAVE";
+    fn parse_setting(raw: &str) -> Option<Self> {
+        match raw {
+            "ASYNC_MASTER" => Some(BrokerRole::AsyncMaster),
+            "SYNC_MASTER" => Some(BrokerRole::SyncMaster),
+            "SLAVE" => Some(BrokerRole::Slave),
+            _ => None,
+        }
+    }
+    fn format_setting(&self) -> String {
+        match self {
+            BrokerRole::AsyncMaster => "ASYNC_MASTER",
+            BrokerRole::SyncMaster => "SYNC_MASTER",
+            BrokerRole::Slave => "SLAVE",
+        }
+        .to_string()
+    }
+}
+
+impl Setting for FlushDiskType {
+    const EXPECTED: &'static str = "ASYNC_FLUSH or SYNC_FLUSH";
+    fn parse_setting(raw: &str) -> Option<Self> {
+        match raw {
+            "ASYNC_FLUSH" => Some(FlushDiskType::AsyncFlush),
+            "SYNC_FLUSH" => Some(FlushDiskType::SyncFlush),
+            _ => None,
+        }
+    }
+    fn format_setting(&self) -> String {
+        match self {
+            FlushDiskType::AsyncFlush => "ASYNC_FLUSH",
+            FlushDiskType::SyncFlush => "SYNC_FLUSH",
+        }
+        .to_string()
+    }
+}
+
+/// Upstream keys accepted with no effect here (thread pools, queue capacities, Netty tuning,
+/// features Apogee does not have).
+const IGNORED_KEYS: &[&str] = &[
+    "rocketmqHome",
+    "brokerConfigPath",
+    "configBlackList",
+    "sendMessageThreadPoolNums",
+    "putMessageFutureThreadPoolNums",
+    "pullMessageThreadPoolNums",
+    "processReplyMessageThreadPoolNums",
+    "queryMessageThreadPoolNums",
+    "adminBrokerThreadPoolNums",
+    "clientManageThreadPoolNums",
+    "consumerManageThreadPoolNums",
+    "heartbeatThreadPoolNums",
+    "endTransactionThreadPoolNums",
+    "sendThreadPoolQueueCapacity",
+    "putThreadPoolQueueCapacity",
+    "pullThreadPoolQueueCapacity",
+    "replyThreadPoolQueueCapacity",
+    "queryThreadPoolQueueCapacity",
+    "clientManagerThreadPoolQueueCapacity",
+    "consumerManagerThreadPoolQueueCapacity",
+    "heartbeatThreadPoolQueueCapacity",
+    "endTransactionPoolQueueCapacity",
+    "useReentrantLockWhenPutMessage",
+    "waitTimeMillsInSendQueue",
+    "waitTimeMillsInPullQueue",
+    "waitTimeMillsInHeartbeatQueue",
+    "waitTimeMillsInTransactionQueue",
+    "brokerFastFailureEnable",
+    "osPageCacheBusyTimeOutMills",
+    "transientStorePoolEnable",
+    "transientStorePoolSize",
+    "fastFailIfNoBufferInStorePool",
+    "warmMapedFileEnable",
+    "aclEnable",
+    "enableDLegerCommitLog",
+    "messageStorePlugIn",
+    "fetchNamesrvAddrByAddressServer",
+    "filterServerNums",
+    "highSpeedMode",
+    "commercialEnable",
+    "transferMsgByHeap",
+    "enableCalcFilterBitMap",
+    "enablePropertyFilter",
+    "filterSupportRetry",
+    "compressedRegister",
+    "forceRegister",
+    "isolateLogEnable",
+    "enableDetailStat",
+    "serverWorkerThreads",
+    "serverCallbackExecutorThreads",
+    "serverSelectorThreads",
+    "serverOnewaySemaphoreValue",
+    "serverAsyncSemaphoreValue",
+    "serverChannelMaxIdleTimeSeconds",
+    "serverSocketSndBufSize",
+    "serverSocketRcvBufSize",
+    "serverPooledByteBufAllocatorEnable",
+    "useEpollNativeSelector",
+    "clientWorkerThreads",
+    "clientCallbackExecutorThreads",
+    "maxTransferBytesOnMessageInMemory",
+];
+
+/// Declares [`BrokerConfig`]: `field: Type = "upstreamKey", default;` per setting.
+macro_rules! broker_config {
+    ($($(#[$meta:meta])* $field:ident: $ty:ty = $key:literal, $default:expr;)*) => {
+        /// Broker settings. Field docs name the `broker.conf` key.
+        #[derive(Clone, Debug, PartialEq)]
+        pub struct BrokerConfig {
+            $($(#[$meta])* pub $field: $ty,)*
+        }
+
+        impl Default for BrokerConfig {
+            fn default() -> Self {
+                BrokerConfig { $($field: $default,)* }
+            }
+        }
+
+        impl BrokerConfig {
+            /// Every key this configuration understands.
+            pub const KEYS: &'static [&'static str] = &[$($key),*];
+
+            /// Sets `key` from its text; `None` when the key is not one of ours.
+            fn set(&mut self, key: &str, raw: &str) -> Option<Result<(), BrokerError>> {
+                match key {
+                    $($key => Some(match <$ty as Setting>::parse_setting(raw) {
+                        Some(value) => {
+                            self.$field = value;
+                            Ok(())
+                        }
+                        None => Err(BrokerError::Config(format!(
+                            "config key `{}` has value `{}`, expected {}",
+                            key, raw, <$ty as Setting>::EXPECTED
+                        ))),
+                    }),)*
+                    _ => None,
+                }
+            }
+
+            /// Every setting as `key=value` lines (the GET_BROKER_CONFIG body).
+            pub fn to_properties(&self) -> String {
+                let mut out = String::new();
+                $(
+                    out.push_str($key);
+                    out.push('=');
+                    out.push_str(&Setting::format_setting(&self.$field));
+                    out.push('\n');
+                )*
+                out
+            }
+        }
+    };
+}
+
+broker_config! {
+    /// `brokerClusterName`.
+    broker_cluster_name: String = "brokerClusterName", "DefaultCluster".to_string();
+    /// `brokerName`: the broker group.
+    broker_name: String = "brokerName", "broker-a".to_string();
+    /// `brokerId`: 0 is the master, others are slaves.
+    broker_id: i64 = "brokerId", 0;
+    /// `brokerRole`.
+    broker_role: BrokerRole = "brokerRole", BrokerRole::AsyncMaster;
+    /// `flushDiskType`.
+    flush_disk_type: FlushDiskType = "flushDiskType", FlushDiskType::AsyncFlush;
+    /// `namesrvAddr`: `host:port;host:port`.
+    namesrv_addr: String = "namesrvAddr", String::new();
+    /// `listenPort`: client port (0 picks a free one).
+    listen_port: u16 = "listenPort", 10911;
+    /// `bindAddress`: address to listen on.
+    bind_address: IpAddr = "bindAddress", IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    /// `haListenPort`: replication port; default `listenPort + 1`.
+    ha_listen_port: Option<u16> = "haListenPort", None;
+    /// `brokerIP1`: address advertised to NameServers and clients; default: the first
+    /// non-loopback IPv4 address of the host, else 127.0.0.1.
+    broker_ip1: Option<IpAddr> = "brokerIP1", None;
+    /// `brokerIP2`: address advertised for replication; default `brokerIP1`.
+    broker_ip2: Option<IpAddr> = "brokerIP2", None;
+    /// `storePathRootDir`.
+    store_path_root_dir: PathBuf = "storePathRootDir", default_store_root();
+    /// `storePathCommitLog`: default `<storePathRootDir>/commitlog`.
+    store_path_commit_log: Option<PathBuf> = "storePathCommitLog", None;
+    /// `brokerPermission`: 6 read-write, 4 read-only, 2 write-only.
+    broker_permission: i32 = "brokerPermission", 6;
+    /// `autoCreateTopicEnable`: create unknown topics on first send (from `TBW102`).
+    auto_create_topic_enable: bool = "autoCreateTopicEnable", true;
+    /// `autoCreateSubscriptionGroup`.
+    auto_create_subscription_group: bool = "autoCreateSubscriptionGroup", true;
+    /// `clusterTopicEnable`: a topic named after the cluster.
+    cluster_topic_enable: bool = "clusterTopicEnable", true;
+    /// `brokerTopicEnable`: a topic named after the broker.
+    broker_topic_enable: bool = "brokerTopicEnable", true;
+    /// `traceTopicEnable`: create `msgTraceTopicName`.
+    trace_topic_enable: bool = "traceTopicEnable", false;
+    /// `msgTraceTopicName`.
+    msg_trace_topic_name: String = "msgTraceTopicName", "RMQ_SYS_TRACE_TOPIC".to_string();
+    /// `defaultTopicQueueNums`: queues of an auto-created topic.
+    default_topic_queue_nums: i32 = "defaultTopicQueueNums", 8;
+    /// `messageDelayLevel`: delay of each level (`ms`, `s`, `m`, `h`, `d` units).
+    message_delay_level: String = "messageDelayLevel", DEFAULT_DELAY_LEVELS.to_string();
+    /// `maxMessageSize` (bytes).
+    max_message_size: usize = "maxMessageSize", 4 * 1024 * 1024;
+    /// `fileReservedTime` (hours).
+    file_reserved_time: u64 = "fileReservedTime", 72;
+    /// `deleteWhen`: hours of the day when expired files are deleted.
+    delete_when: String = "deleteWhen", "04".to_string();
+    /// `diskMaxUsedSpaceRatio` (percent).
+    disk_max_used_space_ratio: u32 = "diskMaxUsedSpaceRatio", 75;
+    /// `mappedFileSizeCommitLog` (bytes).
+    mapped_file_size_commit_log: u64 = "mappedFileSizeCommitLog", 1024 * 1024 * 1024;
+    /// `mappedFileSizeConsumeQueue` (bytes).
+    mapped_file_size_consume_queue: u64 = "mappedFileSizeConsumeQueue", 300_000 * 20;
+    /// `flushIntervalCommitLog` (ms).
+    flush_interval_commit_log: u64 = "flushIntervalCommitLog", 500;
+    /// `syncFlushTimeout` (ms).
+    sync_flush_timeout: u64 = "syncFlushTimeout", 5_000;
+    /// `messageIndexEnable`.
+    message_index_enable: bool = "messageIndexEnable", true;
+    /// `slaveReadEnable`: let a master suggest the slave for pulls of cold data.
+    slave_read_enable: bool = "slaveReadEnable", false;
+    /// `longPollingEnable`: hold pulls with no new data.
+    long_polling_enable: bool = "longPollingEnable", true;
+    /// `shortPollingTimeMills` (ms): hold time when long polling is off.
+    short_polling_time_mills: u64 = "shortPollingTimeMills", 1_000;
+    /// `notifyConsumerIdsChangedEnable`.
+    notify_consumer_ids_changed_enable: bool = "notifyConsumerIdsChangedEnable", true;
+    /// `registerNameServerPeriod` (ms) between registrations.
+    register_name_server_period: u64 = "registerNameServerPeriod", 30_000;
+    /// `registerBrokerTimeoutMills` (ms).
+    register_broker_timeout_mills: u64 = "registerBrokerTimeoutMills", 6_000;
+    /// `regionId`: answered in send responses (`MSG_REGION`).
+    region_id: String = "regionId", "DefaultRegion".to_string();
+    /// `traceOn`: answered in send responses (`TRACE_ON`).
+    trace_on: bool = "traceOn", true;
+    /// `rejectTransactionMessage`.
+    reject_transaction_message: bool = "rejectTransactionMessage", false;
+    /// `transactionTimeOut` (ms): a half message younger than this is not checked yet.
+    transaction_time_out: u64 = "transactionTimeOut", 6_000;
+    /// `transactionCheckMax`: checks of one half message before it is discarded.
+    transaction_check_max: i32 = "transactionCheckMax", 15;
+    /// `transactionCheckInterval` (ms) between check passes.
+    transaction_check_interval: u64 = "transactionCheckInterval", 60_000;
+    /// `flushConsumerOffsetInterval` (ms) between persists of the config files.
+    flush_consumer_offset_interval: u64 = "flushConsumerOffsetInterval", 5_000;
+    /// `channelExpiredTimeout` (ms): a client silent this long is dropped.
+    channel_expired_timeout: u64 = "channelExpiredTimeout", 120_000;
+    /// `rebalanceLockMaxLiveTime` (ms): a queue lock not renewed this long expires.
+    rebalance_lock_max_live_time: u64 = "rebalanceLockMaxLiveTime", 60_000;
+    /// `maxFrameSize` (bytes): larger frames close the connection.
+    max_frame_size: usize = "maxFrameSize", remoting::codec::DEFAULT_MAX_FRAME_SIZE;
+    /// `maxConnections`: connections served at once.
+    max_connections: usize = "maxConnections", 10_000;
+}
+
+fn default_store_root() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    home.join("store")
+}
+
+impl BrokerConfig {
+    /// Defaults overridden by `props` (upstream key names). Unknown keys are logged and
+    /// skipped; a value that does not parse, or settings that cannot work together, are an
+    /// error naming the key.
+    pub fn from_properties(props: &HashMap<String, String>) -> Result<BrokerConfig, BrokerError> {
+        let mut config = BrokerConfig::default();
+        config.update(props)?;
+        Ok(config)
+    }
+
+    /// Applies `props` on top of this configuration; on error nothing is changed.
+    pub fn update(&mut self, props: &HashMap<String, String>) -> Result<(), BrokerError> {
+        let mut next = self.clone();
+        let mut keys: Vec<&String> = props.keys().collect();
+        keys.sort();
+        for key in keys {
+            let raw = props[key].trim();
+            match next.set(key, raw) {
+                Some(result) => result?,
+                None if IGNORED_KEYS.contains(&key.as_str()) => {
+                    tracing::debug!(key = %key, "broker config key has no effect in Apogee")
+                }
+                None => tracing::warn!(key = %key, "unknown broker config key ignored"),
+            }
+        }
+        next.validate()?;
+        *self = next;
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), BrokerError> {
+        parse_delay_levels(&self.message_delay_level)?;
+        if self.broker_name.trim().is_empty() {
+            return Err(BrokerError::Config("config key `brokerName` is empty".into()));
+        }
+        if self.broker_cluster_name.trim().is_empty() {
+            return Err(BrokerError::Config(
+                "config key `brokerClusterName` is empty".into(),
+            ));
+        }
+        if self.broker_id < 0 {
+            return Err(BrokerError::Config(format!(
+                "config key `brokerId` has value `{}`, expected 0 (master) or a positive slave id",
+                self.broker_id
+            )));
+        }
+        if self.default_topic_queue_nums <= 0 {
+            return Err(BrokerError::Config(format!(
+                "config key `defaultTopicQueueNums` has value `{}`, expected a positive number",
+                self.default_topic_queue_nums
+            )));
+        }
+        let addrs = self.namesrv_addr.split([';', ',']).map(str::trim);
+        for addr in addrs.filter(|a| !a.is_empty()) {
+            if NameServerAddr::parse(addr).is_none() {
+                return Err(BrokerError::Config(format!(
+                    "config key `namesrvAddr` has entry `{addr}`, expected host:port"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The NameServers to register with.
+    pub fn name_servers(&self) -> Vec<NameServerAddr> {
+        NameServerAddr::parse_list(&self.namesrv_addr)
+    }
+
+    /// Whether this broker is a slave.
+    pub fn is_slave(&self) -> bool {
+        self.broker_role == BrokerRole::Slave
+    }
+
+    /// `bindAddress:listenPort`.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind_address, self.listen_port)
+    }
+
+    /// The IP advertised to NameServers and written into message ids.
+    pub fn advertised_ip(&self) -> IpAddr {
+        self.broker_ip1.unwrap_or_else(local_ipv4)
+    }
+
+    /// Delay of each level (index 0 is level 1).
+    pub fn delay_levels(&self) -> Vec<Duration> {
+        // Validated when the config was built.
+        parse_delay_levels(&self.message_delay_level).unwrap_or_default()
+    }
+
+    /// The store's configuration.
+    pub fn store_config(&self) -> StoreConfig {
+        let mut store = StoreConfig::new(&self.store_path_root_dir);
+        store.store_path_commit_log = self.store_path_commit_log.clone();
+        store.flush_disk_type = self.flush_disk_type;
+        store.broker_role = self.broker_role;
+        store.max_message_size = self.max_message_size;
+        store.file_reserved_time = self.file_reserved_time;
+        store.delete_when = self.delete_when.clone();
+        store.disk_max_used_space_ratio = self.disk_max_used_space_ratio;
+        store.mapped_file_size_commit_log = self.mapped_file_size_commit_log;
+        store.mapped_file_size_consume_queue = self.mapped_file_size_consume_queue;
+        store.flush_interval_commit_log = self.flush_interval_commit_log;
+        store.sync_flush_timeout = self.sync_flush_timeout;
+        store.message_index_enable = self.message_index_enable;
+        // The store only uses the levels for the tag code of scheduled messages and does not
+        // know the `ms` unit: give it whole seconds (the delay service keeps exact times).
+        store.message_delay_level = self
+            .delay_levels()
+            .iter()
+            .map(|d| format!("{}s", d.as_millis().div_ceil(1000).max(1)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        store
+    }
+}
+
+/// Parses `messageDelayLevel`: whitespace-separated `<n><unit>` with unit `ms`, `s`, `m`, `h`
+/// or `d`.
+pub fn parse_delay_levels(text: &str) -> Result<Vec<Duration>, BrokerError> {
+    let levels: Vec<Duration> = text
+        .split_whitespace()
+        .map(|level| {
+            let digits = level.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+            let unit = &level[digits.len()..];
+            let millis: u64 = match unit {
+                "ms" => 1,
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                _ => 0,
+            };
+            match digits.parse::<u64>() {
+                Ok(n) if millis > 0 => Ok(Duration::from_millis(n * millis)),
+                _ => Err(BrokerError::Config(format!(
+                    "config key `messageDelayLevel` has level `{level}`, expected a number with unit ms, s, m, h or d"
+                ))),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    if levels.is_empty() {
+        return Err(BrokerError::Config(
+            "config key `messageDelayLevel` has no levels".into(),
+        ));
+    }
+    Ok(levels)
+}
+
+/// First non-loopback IPv4 address of the host, else 127.0.0.1.
+fn local_ipv4() -> IpAddr {
+    if_addrs::get_if_addrs()
+        .ok()
+        .and_then(|ifs| {
+            ifs.into_iter()
+                .map(|i| i.ip())
+                .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        })
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_upstream_keys() {
+        let c = BrokerConfig::from_properties(&props(&[
+            ("brokerClusterName", "C1"),
+            ("brokerName", "b1"),
+            ("brokerId", "0"),
+            ("brokerRole", "SYNC_MASTER"),
+            ("flushDiskType", "SYNC_FLUSH"),
+            ("namesrvAddr", "127.0.0.1:9876;127.0.0.2:9876"),
+            ("listenPort", "10921"),
+            ("brokerIP1", "10.0.0.5"),
+            ("sendMessageThreadPoolNums", "64"),
+            ("someFutureKey", "x"),
+            ("messageDelayLevel", "100ms 1s 2m"),
+        ]))
+        .unwrap();
+        assert_eq!(c.broker_role, BrokerRole::SyncMaster);
+        assert_eq!(c.flush_disk_type, FlushDiskType::SyncFlush);
+        assert_eq!(c.name_servers().len(), 2);
+        assert_eq!(c.advertised_ip().to_string(), "10.0.0.5");
+        assert_eq!(
+            c.delay_levels(),
+            vec![
+                Duration::from_millis(100),
+                Duration::from_secs(1),
+                Duration::from_secs(120)
+            ]
+        );
+        let store = c.store_config();
+        assert_eq!(store.message_delay_level, "1s 1s 120s");
+        assert!(store.delay_levels_ms().is_ok());
+        assert!(c.to_properties().contains("brokerName=b1\n"));
+    }
+
+    #[test]
+    fn bad_values_are_errors_naming_the_key() {
+        for (k, v) in [
+            ("listenPort", "http"),
+            ("brokerRole", "MASTER"),
+            ("autoCreateTopicEnable", "yes"),
+            ("messageDelayLevel", "1x"),
+            ("namesrvAddr", "nohost"),
+            ("brokerId", "-1"),
+        ] {
+            let err = BrokerConfig::from_properties(&props(&[(k, v)])).unwrap_err();
+            assert!(err.to_string().contains(k), "{err}");
+        }
+    }
+}

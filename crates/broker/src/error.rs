@@ -1,0 +1,30 @@
+//! [`BrokerError`]: what can go wrong starting or running a broker. Request handlers do not
+//! return it: they answer each bad request with an upstream response code and a remark.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Errors of the broker library.
+#[derive(Debug, Error)]
+pub enum BrokerError {
+    /// A setting is invalid; the message names the key.
+    #[error("invalid broker config: {0}")]
+    Config(String),
+    /// The message store failed.
+    #[error("store error: {0}")]
+    Store(#[from] store::error::StoreError),
+    /// The network layer failed (binding the port, talking to a NameServer).
+    #[error("remoting error: {0}")]
+    Remoting(#[from] remoting::RemotingError),
+    /// A config file (`topics.json`, ...) cannot be read or written.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A config file holds something that is not its JSON shape.
+    #[error("cannot parse {path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+}
