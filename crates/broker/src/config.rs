@@ -385,7 +385,9 @@ impl BrokerConfig {
     fn validate(&self) -> Result<(), BrokerError> {
         parse_delay_levels(&self.message_delay_level)?;
         if self.broker_name.trim().is_empty() {
-            return Err(BrokerError::Config("config key `brokerName` is empty".into()));
+            return Err(BrokerError::Config(
+                "config key `brokerName` is empty".into(),
+            ));
         }
         if self.broker_cluster_name.trim().is_empty() {
             return Err(BrokerError::Config(

@@ -1,7 +1,9 @@
 //! The `apogee` binary: one executable whose subcommands start Apogee's processes and tools.
 //! Config files and environment variables are read here only; libraries take typed configs.
 
+mod broker_cmd;
 mod namesrv_cmd;
+mod standalone_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +18,10 @@ struct Cli {
 enum Command {
     /// Run a NameServer (upstream `mqnamesrv`).
     Namesrv(namesrv_cmd::NamesrvArgs),
+    /// Run a broker (upstream `mqbroker`) from a `broker.conf`.
+    Broker(broker_cmd::BrokerArgs),
+    /// Run a NameServer and one master broker in one process (ports 9876 and 10911).
+    Standalone(standalone_cmd::StandaloneArgs),
 }
 
 fn init_logging() {
@@ -25,6 +31,22 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_target(true)
         .init();
+}
+
+/// Reads a Java `.properties` config file (`key=value` lines with upstream key names); an empty
+/// map without a file.
+pub(crate) fn read_properties(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    use anyhow::Context;
+    match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            Ok(namesrv::parse_properties(&text))
+        }
+        None => Ok(Default::default()),
+    }
 }
 
 /// Resolves when the process receives SIGINT or SIGTERM.
@@ -47,6 +69,8 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Namesrv(args) => namesrv_cmd::run(args).await,
+            Command::Broker(args) => broker_cmd::run(args).await,
+            Command::Standalone(args) => standalone_cmd::run(args).await,
         }
     })
 }

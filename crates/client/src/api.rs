@@ -63,7 +63,11 @@ fn broker_error(addr: &BrokerAddr, resp: &RemotingCommand) -> ClientError {
 
 impl ClientApi {
     /// Requests through `transport`; NameServers are tried in the order given.
-    pub fn new(transport: Arc<dyn Transport>, namesrvs: Vec<NameServerAddr>, timeout: Duration) -> Self {
+    pub fn new(
+        transport: Arc<dyn Transport>,
+        namesrvs: Vec<NameServerAddr>,
+        timeout: Duration,
+    ) -> Self {
         ClientApi {
             transport,
             namesrvs,
@@ -117,7 +121,9 @@ impl ClientApi {
                 }
             }
         }
-        Err(last.map(ClientError::from).unwrap_or_else(|| ClientError::NoRoute(topic.into())))
+        Err(last
+            .map(ClientError::from)
+            .unwrap_or_else(|| ClientError::NoRoute(topic.into())))
     }
 
     /// SEND_MESSAGE_V2 (or SEND_BATCH_MESSAGE when `header.batch`), waiting for the answer.
@@ -200,13 +206,19 @@ impl ClientApi {
     ) -> Result<Option<i64>> {
         let resp = self
             .transport
-            .invoke(addr, request(RequestCode::QUERY_CONSUMER_OFFSET, header), self.timeout)
+            .invoke(
+                addr,
+                request(RequestCode::QUERY_CONSUMER_OFFSET, header),
+                self.timeout,
+            )
             .await?;
         if resp.code == ResponseCode::QUERY_NOT_FOUND {
             return Ok(None);
         }
         let resp = ok(addr, resp)?;
-        Ok(Some(QueryConsumerOffsetResponseHeader::from_command(&resp)?.offset))
+        Ok(Some(
+            QueryConsumerOffsetResponseHeader::from_command(&resp)?.offset,
+        ))
     }
 
     /// UPDATE_CONSUMER_OFFSET, oneway (as Java and Rust clients send it).
@@ -227,7 +239,11 @@ impl ClientApi {
     ) -> Result<()> {
         let resp = self
             .transport
-            .invoke(addr, request(RequestCode::UPDATE_CONSUMER_OFFSET, header), self.timeout)
+            .invoke(
+                addr,
+                request(RequestCode::UPDATE_CONSUMER_OFFSET, header),
+                self.timeout,
+            )
             .await?;
         ok(addr, resp).map(|_| ())
     }
@@ -242,7 +258,11 @@ impl ClientApi {
         };
         let resp = self
             .transport
-            .invoke(addr, request(RequestCode::GET_MAX_OFFSET, &header), self.timeout)
+            .invoke(
+                addr,
+                request(RequestCode::GET_MAX_OFFSET, &header),
+                self.timeout,
+            )
             .await?;
         Ok(GetMaxOffsetResponseHeader::from_command(&ok(addr, resp)?)?.offset)
     }
@@ -256,13 +276,22 @@ impl ClientApi {
         };
         let resp = self
             .transport
-            .invoke(addr, request(RequestCode::GET_MIN_OFFSET, &header), self.timeout)
+            .invoke(
+                addr,
+                request(RequestCode::GET_MIN_OFFSET, &header),
+                self.timeout,
+            )
             .await?;
         Ok(GetMinOffsetResponseHeader::from_command(&ok(addr, resp)?)?.offset)
     }
 
     /// SEARCH_OFFSET_BY_TIMESTAMP: the first offset stored at or after `timestamp` (ms).
-    pub async fn search_offset(&self, addr: &BrokerAddr, mq: &MessageQueue, timestamp: i64) -> Result<i64> {
+    pub async fn search_offset(
+        &self,
+        addr: &BrokerAddr,
+        mq: &MessageQueue,
+        timestamp: i64,
+    ) -> Result<i64> {
         let header = SearchOffsetRequestHeader {
             topic: mq.topic.clone(),
             queue_id: mq.queue_id,
@@ -272,7 +301,11 @@ impl ClientApi {
         };
         let resp = self
             .transport
-            .invoke(addr, request(RequestCode::SEARCH_OFFSET_BY_TIMESTAMP, &header), self.timeout)
+            .invoke(
+                addr,
+                request(RequestCode::SEARCH_OFFSET_BY_TIMESTAMP, &header),
+                self.timeout,
+            )
             .await?;
         Ok(SearchOffsetResponseHeader::from_command(&ok(addr, resp)?)?.offset)
     }
@@ -287,7 +320,11 @@ impl ClientApi {
     ) -> Result<()> {
         let resp = self
             .transport
-            .invoke(addr, request(RequestCode::CONSUMER_SEND_MSG_BACK, header), timeout)
+            .invoke(
+                addr,
+                request(RequestCode::CONSUMER_SEND_MSG_BACK, header),
+                timeout,
+            )
             .await?;
         ok(addr, resp).map(|_| ())
     }
@@ -306,7 +343,11 @@ impl ClientApi {
         };
         let resp = self
             .transport
-            .invoke(addr, request(RequestCode::GET_CONSUMER_LIST_BY_GROUP, &header), self.timeout)
+            .invoke(
+                addr,
+                request(RequestCode::GET_CONSUMER_LIST_BY_GROUP, &header),
+                self.timeout,
+            )
             .await?;
         let resp = ok(addr, resp)?;
         Ok(GetConsumerListByGroupResponseBody::decode(&resp.body)?.consumer_id_list)
@@ -332,7 +373,10 @@ impl ClientApi {
     ) -> Result<()> {
         let cmd = RemotingCommand::request(RequestCode::UNLOCK_BATCH_MQ).with_body(body.encode()?);
         if oneway {
-            return Ok(self.transport.invoke_oneway(addr, cmd.into_oneway()).await?);
+            return Ok(self
+                .transport
+                .invoke_oneway(addr, cmd.into_oneway())
+                .await?);
         }
         ok(addr, self.transport.invoke(addr, cmd, self.timeout).await?).map(|_| ())
     }
@@ -357,7 +401,11 @@ impl ClientApi {
     ) -> Result<()> {
         let resp = self
             .transport
-            .invoke(addr, request(RequestCode::UNREGISTER_CLIENT, header), self.timeout)
+            .invoke(
+                addr,
+                request(RequestCode::UNREGISTER_CLIENT, header),
+                self.timeout,
+            )
             .await?;
         debug!(broker = %addr, code = resp.code, "unregistered client");
         ok(addr, resp).map(|_| ())

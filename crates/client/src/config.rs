@@ -214,7 +214,9 @@ mod tests {
         c.resolve_instance_name();
         let pid = std::process::id().to_string();
         assert!(c.instance_name.starts_with(&format!("{pid}#")));
-        let named = ClientConfig::new("127.0.0.1:9876").unwrap().instance_name("x");
+        let named = ClientConfig::new("127.0.0.1:9876")
+            .unwrap()
+            .instance_name("x");
         let mut resolved = named.clone();
         resolved.resolve_instance_name();
         assert_eq!(resolved.instance_name, "x");

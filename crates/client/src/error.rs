@@ -1,5 +1,6 @@
 //! [`ClientError`]: everything a producer or consumer call can fail with.
 
+use remoting::message::MessageError;
 use remoting::{RemotingError, ResponseCode};
 use thiserror::Error;
 
@@ -49,6 +50,12 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<MessageError> for ClientError {
+    fn from(e: MessageError) -> Self {
+        ClientError::Remoting(e.into())
+    }
 }
 
 impl ClientError {

@@ -60,10 +60,23 @@ impl LatencyFaultTolerance {
     /// Records a call to `broker_name` that took `latency_ms`; `isolation` charges the
     /// failed-call latency instead; `reachable` is false when the broker could not be reached.
     pub fn update(&self, broker_name: &str, latency_ms: u64, isolation: bool, reachable: bool) {
-        self.update_at(Instant::now(), broker_name, latency_ms, isolation, reachable);
+        self.update_at(
+            Instant::now(),
+            broker_name,
+            latency_ms,
+            isolation,
+            reachable,
+        );
     }
 
-    fn update_at(&self, now: Instant, broker: &str, latency_ms: u64, isolation: bool, reachable: bool) {
+    fn update_at(
+        &self,
+        now: Instant,
+        broker: &str,
+        latency_ms: u64,
+        isolation: bool,
+        reachable: bool,
+    ) {
         if !self.enabled {
             return;
         }

@@ -13,7 +13,6 @@ use remoting::broker_headers::*;
 use remoting::client::{ClientConfig as RemotingClientConfig, RemotingClient};
 use remoting::headers::CommandHeader;
 use remoting::message::{MessageExt, UniqIdGenerator};
-use remoting::protocol::TopicRouteData;
 use remoting::server::{Connection, HandlerFuture, RequestHandler};
 use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
 use tokio_util::sync::CancellationToken;
@@ -36,7 +35,11 @@ pub(crate) trait ConsumerHandle: Send + Sync + 'static {
     /// Answer to GET_CONSUMER_RUNNING_INFO.
     fn running_info(&self) -> ConsumerRunningInfo;
     /// RESET_CONSUMER_CLIENT_OFFSET for `topic`.
-    fn reset_offsets(&self, topic: String, offsets: BTreeMap<MessageQueue, i64>) -> BoxFuture<'static, ()>;
+    fn reset_offsets(
+        &self,
+        topic: String,
+        offsets: BTreeMap<MessageQueue, i64>,
+    ) -> BoxFuture<'static, ()>;
     /// Commits the offsets of every owned queue.
     fn persist_offsets(&self) -> BoxFuture<'static, ()>;
 }
@@ -87,13 +90,21 @@ impl ClientInstance {
     }
 
     /// An instance over `transport` (brokers' own requests are not answered).
-    pub fn with_transport(mut config: ClientConfig, transport: Arc<dyn Transport>) -> Result<Arc<Self>> {
+    #[cfg(test)]
+    pub fn with_transport(
+        mut config: ClientConfig,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Arc<Self>> {
         config.validate()?;
         config.resolve_instance_name();
         Ok(Arc::new(Self::build(config, transport, None)))
     }
 
-    fn build(config: ClientConfig, transport: Arc<dyn Transport>, remoting: Option<RemotingClient>) -> Self {
+    fn build(
+        config: ClientConfig,
+        transport: Arc<dyn Transport>,
+        remoting: Option<RemotingClient>,
+    ) -> Self {
         let client_id = config.client_id();
         let ip = config
             .client_ip
@@ -101,7 +112,11 @@ impl ClientInstance {
             .unwrap_or_else(|_| crate::config::local_ip());
         let seed: i32 = rand::random();
         ClientInstance {
-            api: ClientApi::new(transport, config.namesrv_addr.clone(), config.mq_client_api_timeout),
+            api: ClientApi::new(
+                transport,
+                config.namesrv_addr.clone(),
+                config.mq_client_api_timeout,
+            ),
             routes: RouteCache::new(),
             fault: LatencyFaultTolerance::new(config.send_latency_enable),
             uniq: UniqIdGenerator::new(ip, std::process::id(), seed),
@@ -212,9 +227,13 @@ impl ClientInstance {
     pub fn start_background(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         let routes = self.config.poll_name_server_interval;
-        self.spawn_periodic(routes, weak.clone(), |i| Box::pin(async move { i.refresh_routes().await }));
+        self.spawn_periodic(routes, weak.clone(), |i| {
+            Box::pin(async move { i.refresh_routes().await })
+        });
         let beats = self.config.heartbeat_broker_interval;
-        self.spawn_periodic(beats, weak.clone(), |i| Box::pin(async move { i.send_heartbeats().await }));
+        self.spawn_periodic(beats, weak.clone(), |i| {
+            Box::pin(async move { i.send_heartbeats().await })
+        });
         let persist = self.config.persist_consumer_offset_interval;
         self.spawn_periodic(persist, weak, |i| {
             Box::pin(async move {
@@ -243,7 +262,9 @@ impl ClientInstance {
                     _ = stop.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                let Some(instance) = weak.upgrade() else { break };
+                let Some(instance) = weak.upgrade() else {
+                    break;
+                };
                 job(instance).await;
             }
         });
@@ -281,15 +302,6 @@ impl ClientInstance {
         }
         info!(client_id = %self.client_id, "client shut down");
     }
-
-    /// The route of `topic`, fetching it when not cached.
-    pub async fn route_or_fetch(&self, topic: &str) -> Result<Option<Arc<TopicRouteData>>> {
-        if let Some(r) = self.routes.route(topic) {
-            return Ok(Some(r));
-        }
-        self.update_route(topic).await?;
-        Ok(self.routes.route(topic))
-    }
 }
 
 /// Answers requests brokers send to this client.
@@ -315,7 +327,11 @@ async fn handle_broker_request(
     req: RemotingCommand,
 ) -> Option<RemotingCommand> {
     let fail = |req: &RemotingCommand, remark: String| {
-        Some(RemotingCommand::response_to(req, ResponseCode::SYSTEM_ERROR, Some(remark)))
+        Some(RemotingCommand::response_to(
+            req,
+            ResponseCode::SYSTEM_ERROR,
+            Some(remark),
+        ))
     };
     match req.code {
         RequestCode::NOTIFY_CONSUMER_IDS_CHANGED => {
@@ -336,10 +352,18 @@ async fn handle_broker_request(
                 Err(e) => return fail(&req, e.to_string()),
             };
             let Some(c) = instance.consumer(&h.consumer_group) else {
-                return fail(&req, format!("The Consumer Group <{}> not exist in this consumer", h.consumer_group));
+                return fail(
+                    &req,
+                    format!(
+                        "The Consumer Group <{}> not exist in this consumer",
+                        h.consumer_group
+                    ),
+                );
             };
             match c.running_info().encode() {
-                Ok(body) => Some(RemotingCommand::response_to(&req, ResponseCode::SUCCESS, None).with_body(body)),
+                Ok(body) => Some(
+                    RemotingCommand::response_to(&req, ResponseCode::SUCCESS, None).with_body(body),
+                ),
                 Err(e) => fail(&req, e.to_string()),
             }
         }
@@ -351,7 +375,11 @@ async fn handle_broker_request(
                     if let Some(c) = instance.consumer(&h.group) {
                         c.reset_offsets(h.topic, body.offset_table).await;
                     }
-                    Some(RemotingCommand::response_to(&req, ResponseCode::SUCCESS, None))
+                    Some(RemotingCommand::response_to(
+                        &req,
+                        ResponseCode::SUCCESS,
+                        None,
+                    ))
                 }
                 Err(e) => fail(&req, e.to_string()),
             }

@@ -1,1 +1,45 @@
-//! placeholder
+//! Apogee's RocketMQ-protocol client: producers, push consumers and the send-back path that
+//! never misroutes. It talks to any RocketMQ-compatible cluster (Apogee or Apache RocketMQ)
+//! over the remoting protocol, with upstream's names, defaults and behaviour.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`config`] | [`ClientConfig`]: NameServers, client id, intervals, timeouts |
+//! | [`transport`] | [`Transport`]: typed-address requests ([`remoting::client::RemotingClient`] implements it) |
+//! | [`api`] | one typed method per request (send, pull, offsets, send-back, heartbeat, locks, ...) |
+//! | [`route`] | route cache, publish and subscribe queues, broker address lookups |
+//! | [`fault`] | latency fault tolerance (avoid a failing broker group for a while) |
+//! | [`producer`] | [`Producer`], [`TransactionProducer`], the send path with retries |
+//! | [`consumer`] | allocation strategies, process queues, offset stores, send-back decision, push consumer |
+//!
+//! Addresses are typed: a broker request can only be given a [`remoting::BrokerAddr`], and
+//! the send-back path has no NameServer address at all, so a CONSUMER_SEND_MSG_BACK can
+//! never reach a NameServer (upstream issue #8963).
+
+pub mod api;
+pub mod config;
+pub mod consumer;
+pub mod error;
+pub mod fault;
+pub(crate) mod instance;
+pub mod producer;
+pub mod route;
+pub mod transport;
+
+pub use config::ClientConfig;
+pub use error::{ClientError, Result};
+pub use producer::{
+    LocalTransactionState, Producer, ProducerConfig, SendResult, SendStatus, TransactionListener,
+    TransactionProducer, TransactionSendResult,
+};
+pub use transport::Transport;
+
+/// Prefix of a consumer group's retry topic (`MixAll.RETRY_GROUP_TOPIC_PREFIX`).
+pub const RETRY_GROUP_TOPIC_PREFIX: &str = "%RETRY%";
+/// Prefix of a consumer group's dead-letter topic (`MixAll.DLQ_GROUP_TOPIC_PREFIX`).
+pub const DLQ_GROUP_TOPIC_PREFIX: &str = "%DLQ%";
+
+/// The retry topic of `group`: `%RETRY%group`.
+pub fn retry_topic(group: &str) -> String {
+    format!("{RETRY_GROUP_TOPIC_PREFIX}{group}")
+}

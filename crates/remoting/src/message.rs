@@ -569,6 +569,10 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Bytes of a record's fixed-size fields (every row of the table but the hosts, the body,
+/// the topic and the properties, plus the body's length word).
+const RECORD_FIXED_LEN: usize = 72;
+
 fn host_len(addr: &SocketAddr) -> usize {
     match addr {
         SocketAddr::V4(_) => 8,
@@ -720,20 +724,9 @@ impl MessageExt {
     pub fn encoded_len(&self) -> usize {
         let props = self.message.properties.to_wire_string();
         let topic_len_size = if self.message.topic.len() > 127 { 2 } else { 1 };
-        4 + 4
-            + 4
-            + 4
-            + 4
-            + 8
-            + 8
-            + 4
-            + 8
+        RECORD_FIXED_LEN
             + host_len(&self.born_host)
-            + 8
             + host_len(&self.store_host)
-            + 4
-            + 8
-            + 4
             + self.message.body.len()
             + topic_len_size
             + self.message.topic.len()

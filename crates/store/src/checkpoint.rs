@@ -64,7 +64,8 @@ impl Checkpoint {
         if crc != crc32fast::hash(&b[..CRC_AT]) {
             return None;
         }
-        let i = |at: usize| -> Option<i64> { Some(i64::from_be_bytes(b[at..at + 8].try_into().ok()?)) };
+        let i =
+            |at: usize| -> Option<i64> { Some(i64::from_be_bytes(b[at..at + 8].try_into().ok()?)) };
         Some(Checkpoint {
             physic_msg_timestamp: i(0)?,
             logics_msg_timestamp: i(8)?,
@@ -94,7 +95,9 @@ impl CheckpointFile {
             .open(&path)
             .map_err(|e| StoreError::io(&path, e))?;
         let mut buf = vec![0u8; FILE_SIZE];
-        let n = file.read_at(&mut buf, 0).map_err(|e| StoreError::io(&path, e))?;
+        let n = file
+            .read_at(&mut buf, 0)
+            .map_err(|e| StoreError::io(&path, e))?;
         let cp = Checkpoint::decode(&buf[..n]);
         if cp.is_none() && n > 0 {
             tracing::warn!(file = %path.display(), "checkpoint unreadable (torn or foreign); recovering from the start of the CommitLog");
@@ -214,7 +217,10 @@ mod tests {
         remove_abort_marker(dir.path()).unwrap();
         assert!(!abort_marker_exists(dir.path()));
         let lock = DirLock::acquire(dir.path()).unwrap();
-        assert!(matches!(DirLock::acquire(dir.path()), Err(StoreError::Locked(_))));
+        assert!(matches!(
+            DirLock::acquire(dir.path()),
+            Err(StoreError::Locked(_))
+        ));
         drop(lock);
         assert!(DirLock::acquire(dir.path()).is_ok());
     }

@@ -60,27 +60,45 @@ impl Inner {
     /// One retention pass; `manual` acts as if it were `deleteWhen` time. Returns the number of
     /// CommitLog segments deleted.
     pub(crate) fn clean(&self, manual: bool) -> Result<usize> {
-        let dirs = [self.config.commit_log_dir(), self.config.consume_queue_dir()];
-        let used = dirs.iter().filter_map(|d| disk_used_ratio(d)).fold(0.0f64, f64::max);
+        let dirs = [
+            self.config.commit_log_dir(),
+            self.config.consume_queue_dir(),
+        ];
+        let used = dirs
+            .iter()
+            .filter_map(|d| disk_used_ratio(d))
+            .fold(0.0f64, f64::max);
         let space = space_decision(used, &self.config);
         if space.disk_full != self.disk_full.swap(space.disk_full, Ordering::AcqRel) {
             if space.disk_full {
                 tracing::error!(used_ratio = used, "disk nearly full; refusing writes");
             } else {
-                tracing::info!(used_ratio = used, "disk space back to normal; accepting writes");
+                tracing::info!(
+                    used_ratio = used,
+                    "disk space back to normal; accepting writes"
+                );
             }
         }
-        let time_up = manual || is_time_to_delete(&self.config.delete_when, local_time(now_ms()).hour);
+        let time_up =
+            manual || is_time_to_delete(&self.config.delete_when, local_time(now_ms()).hour);
         let mut deleted = 0;
         if time_up || space.space_to_delete {
             let force = space.clean_immediately && self.config.clean_file_forcibly_enable;
             deleted = self.delete_expired_segments(force)?;
             if deleted == 0 && space.space_to_delete {
-                tracing::warn!(used_ratio = used, "disk space is short but no segment could be deleted");
+                tracing::warn!(
+                    used_ratio = used,
+                    "disk space is short but no segment could be deleted"
+                );
             }
         }
         let cl_min = self.commit_log.min_offset();
-        let queues: Vec<_> = self.queues.read().values().flat_map(|m| m.values().cloned()).collect();
+        let queues: Vec<_> = self
+            .queues
+            .read()
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect();
         for q in queues {
             q.delete_expired(cl_min)?;
         }
@@ -96,13 +114,22 @@ impl Inner {
         let files = self.commit_log.files().files();
         let now = SystemTime::now();
         let mut deleted = 0;
-        for f in files.iter().take(files.len().saturating_sub(1)).take(DELETE_FILES_BATCH_MAX) {
-            let expired = f.modified()?.checked_add(reserved).is_some_and(|t| now >= t);
+        for f in files
+            .iter()
+            .take(files.len().saturating_sub(1))
+            .take(DELETE_FILES_BATCH_MAX)
+        {
+            let expired = f
+                .modified()?
+                .checked_add(reserved)
+                .is_some_and(|t| now >= t);
             if !(expired || force) || f.end() > dispatched {
                 break;
             }
             if deleted > 0 && self.config.delete_commit_log_files_interval > 0 {
-                std::thread::sleep(Duration::from_millis(self.config.delete_commit_log_files_interval));
+                std::thread::sleep(Duration::from_millis(
+                    self.config.delete_commit_log_files_interval,
+                ));
             }
             tracing::info!(file = %f.path().display(), force, "deleting CommitLog segment");
             self.commit_log.remove_first(1)?;

@@ -54,7 +54,7 @@ pub struct StoreConfig {
     /// (10,000).
     pub flush_commit_log_thorough_interval: u64,
     /// `syncFlushTimeout`: ms a `SYNC_FLUSH` write waits for its fsync before it is answered
-    /// with `FLUSH_DISK_TIMEOUT` (5,000).
+    /// with `FLUSH_DISK_TIMEOUT` (5,000; 0 means do not wait).
     pub sync_flush_timeout: u64,
     /// `flushIntervalConsumeQueue`: ms between ConsumeQueue/Index flushes and checkpoints (1,000).
     pub flush_interval_consume_queue: u64,

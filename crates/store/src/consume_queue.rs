@@ -92,8 +92,13 @@ pub(crate) struct ConsumeQueue {
 
 impl ConsumeQueue {
     /// Opens (or creates) the queue in `dir` and finds its end.
-    pub(crate) fn load(dir: &Path, topic: &str, queue_id: i32, file_size: u64) -> Result<ConsumeQueue> {
-        let loaded = MappedFileQueue::load(dir, file_size)?;
+    pub(crate) fn load(
+        dir: &Path,
+        topic: &str,
+        queue_id: i32,
+        file_size: u64,
+    ) -> Result<ConsumeQueue> {
+        let loaded = MappedFileQueue::load(dir, file_size, true)?;
         let cq = ConsumeQueue {
             topic: topic.to_string(),
             queue_id,
@@ -103,7 +108,11 @@ impl ConsumeQueue {
             flushed_units: AtomicU64::new(0),
         };
         let end = cq.find_end();
-        let min = cq.files.first().map(|f| f.start() / CQ_STORE_UNIT_SIZE).unwrap_or(0);
+        let min = cq
+            .files
+            .first()
+            .map(|f| f.start() / CQ_STORE_UNIT_SIZE)
+            .unwrap_or(0);
         cq.set_bounds(min.min(end), end);
         cq.flushed_units.store(end, Ordering::Release);
         Ok(cq)
@@ -158,7 +167,9 @@ impl ConsumeQueue {
         let mut end = self.max_offset();
         while end > min {
             match self.raw_unit(end - 1) {
-                Some(u) if u.is_present() && (u.is_blank() || (u.phys_offset as u64) < phys) => break,
+                Some(u) if u.is_present() && (u.is_blank() || (u.phys_offset as u64) < phys) => {
+                    break
+                }
                 _ => end -= 1,
             }
         }
@@ -193,7 +204,8 @@ impl ConsumeQueue {
             let f = self.files.create(start)?;
             self.fill_blank(&f, start / CQ_STORE_UNIT_SIZE, qoff)?;
             self.min_units.store(qoff, Ordering::Release);
-            self.flushed_units.store(start / CQ_STORE_UNIT_SIZE, Ordering::Release);
+            self.flushed_units
+                .store(start / CQ_STORE_UNIT_SIZE, Ordering::Release);
         } else if qoff > cur {
             tracing::warn!(topic = %self.topic, queue = self.queue_id, expected = cur, got = qoff,
                 "ConsumeQueue gap; filling with blank units");
@@ -274,7 +286,11 @@ impl ConsumeQueue {
             return None;
         }
         let u = self.raw_unit(n)?;
-        Some(if u.is_blank() { 0 } else { u.phys_offset as u64 })
+        Some(if u.is_blank() {
+            0
+        } else {
+            u.phys_offset as u64
+        })
     }
 
     /// Deletes files (never the last) whose units all point below `cl_min`, then moves the
@@ -283,8 +299,12 @@ impl ConsumeQueue {
         let files = self.files.files();
         let mut n = 0;
         for f in files.iter().take(files.len().saturating_sub(1)) {
-            let last_unit = CqUnit::decode(&f.slice(f.size() - CQ_STORE_UNIT_SIZE, CQ_STORE_UNIT_SIZE));
-            if last_unit.is_present() && !last_unit.is_blank() && (last_unit.phys_offset as u64) < cl_min {
+            let last_unit =
+                CqUnit::decode(&f.slice(f.size() - CQ_STORE_UNIT_SIZE, CQ_STORE_UNIT_SIZE));
+            if last_unit.is_present()
+                && !last_unit.is_blank()
+                && (last_unit.phys_offset as u64) < cl_min
+            {
                 n += 1;
             } else {
                 break;
@@ -299,7 +319,11 @@ impl ConsumeQueue {
 
     /// Moves the min offset to the first unit whose record is at or after `cl_min`.
     pub(crate) fn correct_min_offset(&self, cl_min: u64) {
-        let first_file = self.files.first().map(|f| f.start() / CQ_STORE_UNIT_SIZE).unwrap_or(0);
+        let first_file = self
+            .files
+            .first()
+            .map(|f| f.start() / CQ_STORE_UNIT_SIZE)
+            .unwrap_or(0);
         let (mut lo, mut hi) = (self.min_offset().max(first_file), self.max_offset());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;

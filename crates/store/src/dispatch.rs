@@ -12,7 +12,9 @@ use crate::commit_log::counts_in_queue;
 use crate::consume_queue::{ConsumeQueue, CqUnit};
 use crate::error::Result;
 use crate::index::IndexRequest;
-use crate::message::{find_property, parse_record, property, tags_code, Parsed, RecordView, SCHEDULE_TOPIC};
+use crate::message::{
+    find_property, parse_record, property, tags_code, Parsed, RecordView, SCHEDULE_TOPIC,
+};
 use crate::store::{Inner, QueueGrowth};
 
 /// Why a dispatch pass stopped before its limit.
@@ -69,9 +71,13 @@ impl Inner {
 
     fn dispatch_one(&self, v: &RecordView<'_>, at: u64) -> Result<()> {
         let props: &str = &v.properties;
-        let mut tag = find_property(props, property::TAGS).map(tags_code).unwrap_or(0);
+        let mut tag = find_property(props, property::TAGS)
+            .map(tags_code)
+            .unwrap_or(0);
         if v.topic == SCHEDULE_TOPIC {
-            if let Some(level) = find_property(props, property::DELAY).and_then(|d| d.parse::<usize>().ok()) {
+            if let Some(level) =
+                find_property(props, property::DELAY).and_then(|d| d.parse::<usize>().ok())
+            {
                 if level > 0 && !self.delay_levels.is_empty() {
                     let level = level.min(self.delay_levels.len());
                     tag = v.store_timestamp + self.delay_levels[level - 1];
@@ -89,7 +95,8 @@ impl Inner {
                     tags_code: tag,
                 },
             )?;
-            self.dispatched_ts.store(v.store_timestamp, Ordering::Release);
+            self.dispatched_ts
+                .store(v.store_timestamp, Ordering::Release);
             let listeners = self.listeners.read();
             if !listeners.is_empty() {
                 let ev = QueueGrowth {
@@ -119,7 +126,11 @@ impl Inner {
     }
 
     /// The ConsumeQueue of (topic, queue), created if missing.
-    pub(crate) fn find_or_create_queue(&self, topic: &str, queue_id: i32) -> Result<Arc<ConsumeQueue>> {
+    pub(crate) fn find_or_create_queue(
+        &self,
+        topic: &str,
+        queue_id: i32,
+    ) -> Result<Arc<ConsumeQueue>> {
         if let Some(q) = self.find_queue(topic, queue_id) {
             return Ok(q);
         }
@@ -128,8 +139,17 @@ impl Inner {
         if let Some(q) = per_topic.get(&queue_id) {
             return Ok(Arc::clone(q));
         }
-        let dir = self.config.consume_queue_dir().join(topic).join(queue_id.to_string());
-        let q = Arc::new(ConsumeQueue::load(&dir, topic, queue_id, self.config.consume_queue_file_size())?);
+        let dir = self
+            .config
+            .consume_queue_dir()
+            .join(topic)
+            .join(queue_id.to_string());
+        let q = Arc::new(ConsumeQueue::load(
+            &dir,
+            topic,
+            queue_id,
+            self.config.consume_queue_file_size(),
+        )?);
         per_topic.insert(queue_id, Arc::clone(&q));
         Ok(q)
     }
@@ -182,9 +202,11 @@ impl Inner {
                 return;
             }
             let seen = self.dispatch_limit();
-            self.signals.dispatch.wait_unless(Duration::from_millis(10), || {
-                self.dispatch_limit() != seen || self.stopping.load(Ordering::Acquire)
-            });
+            self.signals
+                .dispatch
+                .wait_unless(Duration::from_millis(10), || {
+                    self.dispatch_limit() != seen || self.stopping.load(Ordering::Acquire)
+                });
         }
     }
 }

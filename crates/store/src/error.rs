@@ -54,7 +54,9 @@ pub enum StoreError {
     #[error("store directory {0} is locked by another process")]
     Locked(PathBuf),
     /// Replicated bytes do not start where this CommitLog ends.
-    #[error("replicated data at offset {offset} does not continue the CommitLog (ends at {expected})")]
+    #[error(
+        "replicated data at offset {offset} does not continue the CommitLog (ends at {expected})"
+    )]
     ReplicationGap {
         /// Offset the data was meant for.
         offset: u64,

@@ -104,7 +104,7 @@ struct IndexFile {
 impl IndexFile {
     fn open(path: &Path, slots: u64, entries: u64) -> Result<IndexFile> {
         let size = HEADER_SIZE + slots * SLOT_SIZE + entries * ENTRY_SIZE;
-        let (file, old_len) = MappedFile::open(path, 0, size)?;
+        let (file, old_len) = MappedFile::open(path, 0, size, true)?;
         let mut header = Header::decode(&file.slice(0, HEADER_SIZE));
         if old_len == 0 || header.index_count < 1 {
             header = Header {
@@ -122,7 +122,10 @@ impl IndexFile {
             return Err(StoreError::Corrupt {
                 path: path.to_path_buf(),
                 offset: 36,
-                reason: format!("indexCount {} exceeds maxIndexNum {entries}", f.header.index_count),
+                reason: format!(
+                    "indexCount {} exceeds maxIndexNum {entries}",
+                    f.header.index_count
+                ),
             });
         }
         f.write_header();
@@ -232,7 +235,11 @@ impl IndexFile {
             if e.key_hash == hash && t >= begin && t <= end && e.phy_offset >= 0 {
                 out.push(e.phy_offset as u64);
             }
-            if e.prev_index <= 0 || e.prev_index as u64 >= self.count() || e.prev_index == next || t < begin {
+            if e.prev_index <= 0
+                || e.prev_index as u64 >= self.count()
+                || e.prev_index == next
+                || t < begin
+            {
                 break;
             }
             next = e.prev_index;
@@ -339,7 +346,11 @@ impl IndexService {
         names.sort();
         let mut list = Vec::with_capacity(names.len());
         for name in names {
-            list.push(IndexFile::open(&dir.join(name), slots as u64, entries as u64)?);
+            list.push(IndexFile::open(
+                &dir.join(name),
+                slots as u64,
+                entries as u64,
+            )?);
         }
         Ok(IndexService {
             dir: dir.to_path_buf(),
@@ -381,6 +392,11 @@ impl IndexService {
         Ok(())
     }
 
+    /// Whether there is no Index file.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.files.read().list.is_empty()
+    }
+
     /// CommitLog offset of the last record with an entry, if any.
     fn last_indexed(files: &Files) -> Option<u64> {
         files
@@ -409,7 +425,7 @@ impl IndexService {
         let put = |files: &mut Files, key: &str| -> Result<()> {
             let full = format!("{}#{}", req.topic, key);
             loop {
-                if files.list.last().map_or(true, |f| f.is_full()) {
+                if files.list.last().is_none_or(|f| f.is_full()) {
                     self.new_file(files)?;
                 }
                 let Some(f) = files.list.last_mut() else {
@@ -425,7 +441,10 @@ impl IndexService {
             put(&mut files, u)?;
         }
         if let Some(keys) = keys {
-            for k in keys.split(property::KEY_SEPARATOR).filter(|k| !k.is_empty()) {
+            for k in keys
+                .split(property::KEY_SEPARATOR)
+                .filter(|k| !k.is_empty())
+            {
                 put(&mut files, k)?;
             }
         }
@@ -434,7 +453,14 @@ impl IndexService {
 
     /// CommitLog offsets of records with `topic#key` stored within `[begin, end]` (ms), newest
     /// first, at most `max`.
-    pub(crate) fn query(&self, topic: &str, key: &str, max: usize, begin: i64, end: i64) -> IndexHits {
+    pub(crate) fn query(
+        &self,
+        topic: &str,
+        key: &str,
+        max: usize,
+        begin: i64,
+        end: i64,
+    ) -> IndexHits {
         let files = self.files.read();
         let mut hits = IndexHits::default();
         if let Some(last) = files.list.last() {
@@ -579,7 +605,8 @@ mod tests {
             let key = format!("k{}", i % 4);
             let uniq = format!("u{i}");
             let props = encode_properties([("KEYS", key.as_str()), ("UNIQ_KEY", uniq.as_str())]);
-            svc.build(&req(&props, i * 100, 1_000_000 + i as i64 * 1000)).unwrap();
+            svc.build(&req(&props, i * 100, 1_000_000 + i as i64 * 1000))
+                .unwrap();
         }
         // Replays are ignored.
         let props = encode_properties([("KEYS", "k0")]);
@@ -588,29 +615,53 @@ mod tests {
         assert_eq!(svc.file_count(), 10);
         let hits = svc.query("T", "k1", 64, 0, i64::MAX);
         assert_eq!(hits.phys_offsets, vec![1700, 1300, 900, 500, 100]);
-        assert_eq!(svc.query("T", "u7", 64, 0, i64::MAX).phys_offsets, vec![700]);
+        assert_eq!(
+            svc.query("T", "u7", 64, 0, i64::MAX).phys_offsets,
+            vec![700]
+        );
         assert_eq!(svc.query("T", "k1", 2, 0, i64::MAX).phys_offsets.len(), 2);
         assert_eq!(
             svc.query("T", "k1", 64, 1_012_000, i64::MAX).phys_offsets,
             vec![1700, 1300]
         );
-        assert!(svc.query("Other", "k1", 64, 0, i64::MAX).phys_offsets.is_empty());
+        assert!(svc
+            .query("Other", "k1", 64, 0, i64::MAX)
+            .phys_offsets
+            .is_empty());
         svc.truncate_from_phys(1250).unwrap();
-        assert_eq!(svc.query("T", "k1", 64, 0, i64::MAX).phys_offsets, vec![900, 500, 100]);
-        assert!(svc.query("T", "u13", 64, 0, i64::MAX).phys_offsets.is_empty());
-        assert_eq!(svc.query("T", "u12", 64, 0, i64::MAX).phys_offsets, vec![1200]);
+        assert_eq!(
+            svc.query("T", "k1", 64, 0, i64::MAX).phys_offsets,
+            vec![900, 500, 100]
+        );
+        assert!(svc
+            .query("T", "u13", 64, 0, i64::MAX)
+            .phys_offsets
+            .is_empty());
+        assert_eq!(
+            svc.query("T", "u12", 64, 0, i64::MAX).phys_offsets,
+            vec![1200]
+        );
         // Rebuilding continues after the cut.
         let props = encode_properties([("KEYS", "k1")]);
         svc.build(&req(&props, 1300, 1_013_000)).unwrap();
-        assert_eq!(svc.query("T", "k1", 64, 0, i64::MAX).phys_offsets, vec![1300, 900, 500, 100]);
+        assert_eq!(
+            svc.query("T", "k1", 64, 0, i64::MAX).phys_offsets,
+            vec![1300, 900, 500, 100]
+        );
         svc.flush().unwrap();
         assert_eq!(svc.first_unflushed_phys(), None);
         let before = svc.file_count();
         assert!(svc.delete_expired(450).unwrap() > 0);
         assert!(svc.file_count() < before);
-        assert_eq!(svc.query("T", "k1", 64, 0, i64::MAX).phys_offsets, vec![1300, 900, 500]);
+        assert_eq!(
+            svc.query("T", "k1", 64, 0, i64::MAX).phys_offsets,
+            vec![1300, 900, 500]
+        );
         drop(svc);
         let svc = IndexService::load(dir.path(), 3, 5).unwrap();
-        assert_eq!(svc.query("T", "k1", 64, 0, i64::MAX).phys_offsets, vec![1300, 900, 500]);
+        assert_eq!(
+            svc.query("T", "k1", 64, 0, i64::MAX).phys_offsets,
+            vec![1300, 900, 500]
+        );
     }
 }

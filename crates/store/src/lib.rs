@@ -39,6 +39,6 @@ pub use consume_queue::{CqUnit, CQ_STORE_UNIT_SIZE};
 pub use error::{Result, StoreError};
 pub use message::{MessageExt, MessageInner};
 pub use store::{
-    AcceptAll, GetMessageStatus, GetResult, MessageFilter, MessageStore, PutResult, PutStatus, QueryResult,
-    QueueGrowth, QueueListener,
+    AcceptAll, GetMessageStatus, GetResult, MessageFilter, MessageStore, PutResult, PutStatus,
+    QueryResult, QueueGrowth, QueueListener, StoreStats,
 };

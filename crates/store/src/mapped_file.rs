@@ -69,7 +69,14 @@ pub(crate) fn file_name(offset: u64) -> String {
 impl MappedFile {
     /// Opens (creating if needed) `path` as a file of exactly `size` bytes and maps it.
     /// Returns the file and its length before it was extended.
-    pub(crate) fn open(path: &Path, start: u64, size: u64) -> Result<(MappedFile, u64)> {
+    /// With `prealloc`, disk blocks are reserved up front (`fallocate`); without, the file is
+    /// sparse and only written with `pwrite` (which reports a full disk as an error).
+    pub(crate) fn open(
+        path: &Path,
+        start: u64,
+        size: u64,
+        prealloc: bool,
+    ) -> Result<(MappedFile, u64)> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -86,7 +93,12 @@ impl MappedFile {
             });
         }
         if old_len < size {
-            if let Err(e) = preallocate(&file, old_len, size - old_len) {
+            let grown = if prealloc {
+                preallocate(&file, old_len, size - old_len)
+            } else {
+                file.set_len(size)
+            };
+            if let Err(e) = grown {
                 let err = StoreError::io(path, e);
                 if old_len == 0 {
                     let _ = fs::remove_file(path);
@@ -148,7 +160,11 @@ impl MappedFile {
     /// may look at it until the writer publishes it, and no other `&mut` to it may exist.
     #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn slot_mut(&self, pos: u64, len: usize) -> &mut [u8] {
-        assert!(pos + len as u64 <= self.size, "write past the end of {:?}", self.path);
+        assert!(
+            pos + len as u64 <= self.size,
+            "write past the end of {:?}",
+            self.path
+        );
         std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(pos as usize), len)
     }
 
@@ -160,6 +176,22 @@ impl MappedFile {
         self.slot_mut(pos, data.len()).copy_from_slice(data);
     }
 
+    /// Writes `data` at `pos` (file-relative) with `pwrite`, through the page cache.
+    pub(crate) fn write_through(&self, pos: u64, data: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        if pos + data.len() as u64 > self.size {
+            return Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                offset: self.start + pos,
+                reason: "write past the end of the file".into(),
+            });
+        }
+        self.file
+            .write_all_at(data, pos)
+            .map_err(|e| StoreError::io(&self.path, e))
+    }
+
+    pub(crate) fn sync_data_tmp(&self) -> Result<()> { self.file.sync_data().map_err(|e| StoreError::io(&self.path, e)) }
     /// Makes `[from, to)` (file-relative) durable.
     pub(crate) fn flush_range(&self, from: u64, to: u64) -> Result<()> {
         let to = to.min(self.size);
@@ -203,6 +235,29 @@ impl MappedFile {
         self.flush_range(from, self.size)
     }
 
+    /// Faults `[pos, pos + len)` (file-relative) in for writing, so later writes there take no
+    /// page fault. Contents are unchanged, so this is safe while the writer works nearby.
+    pub(crate) fn populate_for_write(&self, pos: u64, len: u64) -> Result<()> {
+        let page = OS_PAGE_SIZE as usize;
+        let start = (pos as usize) & !(page - 1);
+        let end = ((pos + len).min(self.size)) as usize;
+        if end <= start {
+            return Ok(());
+        }
+        // SAFETY: the range lies inside our mapping; MADV_POPULATE_WRITE does not change data.
+        let rc = unsafe {
+            libc::madvise(
+                self.map.as_mut_ptr().add(start).cast(),
+                end - start,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+        if rc != 0 {
+            return Err(StoreError::io(&self.path, std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
     /// Last modification time of the file.
     pub(crate) fn modified(&self) -> Result<SystemTime> {
         self.file
@@ -224,7 +279,14 @@ impl MappedFile {
 /// Reserves disk blocks for `[offset, offset + len)` and sets the file length.
 fn preallocate(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
     // SAFETY: plain syscall on an fd we own.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset as libc::off_t, len as libc::off_t) };
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            0,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
     if rc == 0 {
         return Ok(());
     }
@@ -240,6 +302,7 @@ fn preallocate(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
 pub(crate) struct MappedFileQueue {
     dir: PathBuf,
     file_size: u64,
+    prealloc: bool,
     files: RwLock<Vec<Arc<MappedFile>>>,
 }
 
@@ -254,7 +317,8 @@ pub(crate) struct Loaded {
 impl MappedFileQueue {
     /// Loads every file of `dir` (creating `dir` if needed). Files must be contiguous and of
     /// full size, except that the last may be short; it is then extended with zeros.
-    pub(crate) fn load(dir: &Path, file_size: u64) -> Result<Loaded> {
+    /// `prealloc` as in [`MappedFile::open`].
+    pub(crate) fn load(dir: &Path, file_size: u64, prealloc: bool) -> Result<Loaded> {
         fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let mut names = Vec::new();
         for entry in fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
@@ -288,7 +352,9 @@ impl MappedFileQueue {
                 }
             }
             let is_last = i + 1 == names.len();
-            let len = fs::metadata(&path).map_err(|e| StoreError::io(&path, e))?.len();
+            let len = fs::metadata(&path)
+                .map_err(|e| StoreError::io(&path, e))?
+                .len();
             if len != file_size && !is_last {
                 return Err(StoreError::Corrupt {
                     path,
@@ -296,7 +362,7 @@ impl MappedFileQueue {
                     reason: format!("file is {len} bytes, expected {file_size}"),
                 });
             }
-            let (mf, old_len) = MappedFile::open(&path, start, file_size)?;
+            let (mf, old_len) = MappedFile::open(&path, start, file_size, prealloc)?;
             if old_len < file_size {
                 tracing::warn!(file = %path.display(), old_len, "last file was short; extended with zeros");
                 short_last = Some(old_len);
@@ -307,6 +373,7 @@ impl MappedFileQueue {
             queue: MappedFileQueue {
                 dir: dir.to_path_buf(),
                 file_size,
+                prealloc,
                 files: RwLock::new(files),
             },
             short_last,
@@ -342,27 +409,47 @@ impl MappedFileQueue {
             return None;
         }
         let idx = ((offset - first.start()) / self.file_size) as usize;
-        files.get(idx).filter(|f| f.start() <= offset && offset < f.end()).cloned()
+        files
+            .get(idx)
+            .filter(|f| f.start() <= offset && offset < f.end())
+            .cloned()
     }
 
-    /// Creates the file starting at `start`, which must be the end of the last file (or any
-    /// multiple of the file size when the queue is empty).
+    /// The file starting at `start`: the last file if it starts there, else a new file, which
+    /// must follow the last one (any multiple of the file size when the queue is empty).
     pub(crate) fn create(&self, start: u64) -> Result<Arc<MappedFile>> {
         let mut files = self.files.write();
         if let Some(last) = files.last() {
+            if last.start() == start {
+                return Ok(Arc::clone(last));
+            }
             if last.end() != start {
                 return Err(StoreError::Corrupt {
                     path: self.dir.join(file_name(start)),
                     offset: start,
-                    reason: format!("new file would not follow the last one (ends at {})", last.end()),
+                    reason: format!(
+                        "new file would not follow the last one (ends at {})",
+                        last.end()
+                    ),
                 });
             }
         }
         let path = self.dir.join(file_name(start));
-        let (mf, _) = MappedFile::open(&path, start, self.file_size)?;
+        let (mf, _) = MappedFile::open(&path, start, self.file_size, self.prealloc)?;
         let mf = Arc::new(mf);
         files.push(Arc::clone(&mf));
         Ok(mf)
+    }
+
+    /// Removes files that start at or after `offset` (files created ahead of the writer).
+    pub(crate) fn remove_from(&self, offset: u64) -> Result<()> {
+        let mut files = self.files.write();
+        while files.last().is_some_and(|f| f.start() >= offset) {
+            if let Some(f) = files.pop() {
+                f.remove()?;
+            }
+        }
+        Ok(())
     }
 
     /// Makes `[from, to)` durable across however many files it spans.
@@ -384,12 +471,8 @@ impl MappedFileQueue {
     /// Removes files that start at or after `offset` and zeroes the file holding `offset` from
     /// there on. Recovery only.
     pub(crate) fn truncate(&self, offset: u64) -> Result<()> {
-        let mut files = self.files.write();
-        while files.last().is_some_and(|f| f.start() >= offset) {
-            if let Some(f) = files.pop() {
-                f.remove()?;
-            }
-        }
+        self.remove_from(offset)?;
+        let files = self.files.read();
         if let Some(last) = files.last() {
             if offset < last.end() {
                 last.zero_from(offset - last.start())?;
@@ -431,7 +514,7 @@ mod tests {
     #[test]
     fn create_find_flush_truncate() {
         let dir = tempfile::tempdir().unwrap();
-        let q = MappedFileQueue::load(dir.path(), 4096).unwrap().queue;
+        let q = MappedFileQueue::load(dir.path(), 4096, true).unwrap().queue;
         assert!(q.is_empty());
         let a = q.create(0).unwrap();
         let b = q.create(4096).unwrap();
@@ -445,7 +528,9 @@ mod tests {
         assert_eq!(q.find(4096).unwrap().start(), 4096);
         assert!(q.find(8192).is_none());
         assert_eq!(
-            fs::read(dir.path().join("00000000000000004096")).unwrap().len(),
+            fs::read(dir.path().join("00000000000000004096"))
+                .unwrap()
+                .len(),
             4096
         );
         q.truncate(11).unwrap();
@@ -458,7 +543,7 @@ mod tests {
             .unwrap();
         f.set_len(100).unwrap();
         drop((a, b, q));
-        let loaded = MappedFileQueue::load(dir.path(), 4096).unwrap();
+        let loaded = MappedFileQueue::load(dir.path(), 4096, true).unwrap();
         assert_eq!(loaded.short_last, Some(100));
         assert_eq!(loaded.queue.last().unwrap().slice(10, 1)[0], b'a');
     }
@@ -469,14 +554,14 @@ mod tests {
         fs::write(dir.path().join(file_name(0)), vec![0u8; 4096]).unwrap();
         fs::write(dir.path().join(file_name(8192)), vec![0u8; 4096]).unwrap();
         assert!(matches!(
-            MappedFileQueue::load(dir.path(), 4096),
+            MappedFileQueue::load(dir.path(), 4096, true),
             Err(StoreError::Corrupt { .. })
         ));
         fs::remove_file(dir.path().join(file_name(8192))).unwrap();
         fs::write(dir.path().join(file_name(4096)), vec![0u8; 4096]).unwrap();
         fs::write(dir.path().join(file_name(0)), vec![0u8; 100]).unwrap();
         assert!(matches!(
-            MappedFileQueue::load(dir.path(), 4096),
+            MappedFileQueue::load(dir.path(), 4096, true),
             Err(StoreError::Corrupt { .. })
         ));
     }

@@ -203,10 +203,27 @@ pub struct RecordStamp {
 }
 
 /// Length of a v1 record with these field sizes (upstream `calMsgLength`).
-pub fn record_len(sys_flag: i32, body_len: usize, topic_len: usize, properties_len: usize) -> usize {
+pub fn record_len(
+    sys_flag: i32,
+    body_len: usize,
+    topic_len: usize,
+    properties_len: usize,
+) -> usize {
     let born_host = host_len(sys_flag & sys_flag::BORNHOST_V6_FLAG != 0);
     let store_host = host_len(sys_flag & sys_flag::STOREHOSTADDRESS_V6_FLAG != 0);
-    4 + 4 + 4 + 4 + 4 + 8 + 8 + 4 + 8 + born_host + 8 + store_host + 4 + 8
+    4 + 4
+        + 4
+        + 4
+        + 4
+        + 8
+        + 8
+        + 4
+        + 8
+        + born_host
+        + 8
+        + store_host
+        + 4
+        + 8
         + 4
         + body_len
         + 1
@@ -328,7 +345,7 @@ fn hex_upper(raw: &[u8]) -> String {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
@@ -446,6 +463,8 @@ pub enum RecordError {
 }
 
 /// What a position in the CommitLog holds.
+// Parsed once per record on the dispatch path; boxing the view would allocate per record.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Parsed<'a> {
     /// A message record.
@@ -519,13 +538,19 @@ impl<'a> Reader<'a> {
         }
     }
     fn i16(&mut self) -> Result<i16, RecordError> {
-        Ok(i16::from_be_bytes(self.take(2)?.try_into().unwrap_or([0; 2])))
+        Ok(i16::from_be_bytes(
+            self.take(2)?.try_into().unwrap_or([0; 2]),
+        ))
     }
     fn i32(&mut self) -> Result<i32, RecordError> {
-        Ok(i32::from_be_bytes(self.take(4)?.try_into().unwrap_or([0; 4])))
+        Ok(i32::from_be_bytes(
+            self.take(4)?.try_into().unwrap_or([0; 4]),
+        ))
     }
     fn i64(&mut self) -> Result<i64, RecordError> {
-        Ok(i64::from_be_bytes(self.take(8)?.try_into().unwrap_or([0; 8])))
+        Ok(i64::from_be_bytes(
+            self.take(8)?.try_into().unwrap_or([0; 8]),
+        ))
     }
     fn host(&mut self, v6: bool) -> Result<SocketAddr, RecordError> {
         let ip_len = if v6 { 16 } else { 4 };
@@ -563,7 +588,9 @@ pub fn parse_record(buf: &[u8], check_crc: bool) -> Result<Parsed<'_>, RecordErr
         MESSAGE_MAGIC_CODE | MESSAGE_MAGIC_CODE_V2 => {}
         BLANK_MAGIC_CODE => {
             if total < END_FILE_MIN_BLANK_LENGTH as i32 {
-                return Err(RecordError::BadLength(format!("blank marker of {total} bytes")));
+                return Err(RecordError::BadLength(format!(
+                    "blank marker of {total} bytes"
+                )));
             }
             return Ok(Parsed::Blank(total as u32));
         }
@@ -911,7 +938,10 @@ mod tests {
         ));
         let mut bad = buf.clone();
         bad[4] = 0;
-        assert!(matches!(parse_record(&bad, true), Err(RecordError::BadMagic(_))));
+        assert!(matches!(
+            parse_record(&bad, true),
+            Err(RecordError::BadMagic(_))
+        ));
         let body_at = msg.record_len() - 2 - 7 - 1 - 1 - 2;
         let mut bad = buf.clone();
         bad[body_at] ^= 0xFF;
@@ -935,11 +965,16 @@ mod tests {
 
     fn arb_addr() -> impl Strategy<Value = SocketAddr> {
         prop_oneof![
-            (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::new(IpAddr::from(ip), p)),
+            (any::<[u8; 4]>(), any::<u16>())
+                .prop_map(|(ip, p)| SocketAddr::new(IpAddr::from(ip), p)),
             (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, p)| {
                 let v6 = Ipv6Addr::from(ip);
                 // Mapped addresses decode as IPv4; keep the property about real IPv6.
-                let v6 = if v6.to_ipv4_mapped().is_some() { Ipv6Addr::LOCALHOST } else { v6 };
+                let v6 = if v6.to_ipv4_mapped().is_some() {
+                    Ipv6Addr::LOCALHOST
+                } else {
+                    v6
+                };
                 SocketAddr::new(IpAddr::V6(v6), p)
             }),
         ]

@@ -31,7 +31,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
 use crate::checkpoint::{self, Checkpoint, CheckpointFile, DirLock};
-use crate::commit_log::{Appended, CommitLog};
+use crate::commit_log::{Appended, CommitLog, WriteMode};
 use crate::config::{BrokerRole, FlushDiskType, StoreConfig};
 use crate::consume_queue::{ConsumeQueue, CqUnit, CQ_STORE_UNIT_SIZE};
 use crate::dispatch::Stall;
@@ -45,6 +45,9 @@ use crate::signal::Signal;
 /// whose oldest unflushed entry is further behind the dispatcher is flushed even if it has
 /// fewer dirty pages than the configured minimum.
 const MAX_REPLAY_BYTES: u64 = 128 * 1024 * 1024;
+
+/// How far past the end of the CommitLog the warm-up thread keeps pages faulted in.
+const WARM_AHEAD: u64 = 32 * 1024 * 1024;
 
 /// Outcome of a put whose bytes are in the CommitLog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +223,15 @@ pub struct QueueGrowth<'a> {
 /// must return quickly (hand work to another task).
 pub type QueueListener = Arc<dyn Fn(&QueueGrowth<'_>) + Send + Sync>;
 
+/// Counters for monitoring and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// CommitLog flushes (`msync` calls that wrote something) since open.
+    pub commit_log_flushes: u64,
+    /// `SYNC_FLUSH` writers that waited for a flush since open.
+    pub flush_waiters: u64,
+}
+
 /// Flush progress published to `SYNC_FLUSH` waiters.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct FlushState {
@@ -232,6 +244,7 @@ pub(crate) struct Signals {
     pub(crate) flush: Signal,
     pub(crate) dispatch: Signal,
     pub(crate) housekeeping: Signal,
+    pub(crate) warm: Signal,
 }
 
 /// Shared state of the store; the threads hold it through an `Arc`.
@@ -249,6 +262,7 @@ pub(crate) struct Inner {
     pub(crate) listeners: RwLock<Vec<QueueListener>>,
     pub(crate) flush_state: watch::Sender<FlushState>,
     pub(crate) waiters_registered: AtomicU64,
+    pub(crate) flushes: AtomicU64,
     pub(crate) flush_wake_at: AtomicU64,
     pub(crate) signals: Signals,
     pub(crate) stopping: AtomicBool,
@@ -290,7 +304,12 @@ impl std::fmt::Debug for MessageStore {
 
 fn total_memory() -> u64 {
     // SAFETY: sysconf has no preconditions.
-    let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
     if pages > 0 && size > 0 {
         pages as u64 * size as u64
     } else {
@@ -310,12 +329,26 @@ impl MessageStore {
         let (cp_file, cp) = CheckpointFile::open(&root)?;
         let aborted = checkpoint::abort_marker_exists(&root);
 
-        let loaded = MappedFileQueue::load(&config.commit_log_dir(), config.mapped_file_size_commit_log)?;
+        let mode = match config.flush_disk_type {
+            FlushDiskType::AsyncFlush => WriteMode::Mmap,
+            FlushDiskType::SyncFlush => WriteMode::Pwrite,
+        };
+        // Segments written through the mapping are preallocated so a full disk cannot turn
+        // into SIGBUS; `pwrite` reports it as an error, and sparse segments fsync faster.
+        let loaded = MappedFileQueue::load(
+            &config.commit_log_dir(),
+            config.mapped_file_size_commit_log,
+            mode == WriteMode::Mmap,
+        )?;
         let short_last = loaded.short_last;
-        let commit_log = CommitLog::new(loaded.queue, config.max_message_size);
+        let commit_log = CommitLog::new(loaded.queue, config.max_message_size, mode);
         let queues = load_queues(&config)?;
         let index = if config.message_index_enable {
-            Some(IndexService::load(&config.index_dir(), config.max_hash_slot_num, config.max_index_num)?)
+            Some(IndexService::load(
+                &config.index_dir(),
+                config.max_hash_slot_num,
+                config.max_index_num,
+            )?)
         } else {
             None
         };
@@ -334,6 +367,7 @@ impl MessageStore {
             listeners: RwLock::new(Vec::new()),
             flush_state,
             waiters_registered: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
             flush_wake_at: AtomicU64::new(0),
             signals: Signals::default(),
             stopping: AtomicBool::new(false),
@@ -376,7 +410,10 @@ impl MessageStore {
         let inner = self.inner();
         let appended = inner.append(msgs)?;
         let status = inner.await_flush(appended.end_offset).await?;
-        let store_host = msgs.first().map(|m| m.store_host).unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
+        let store_host = msgs
+            .first()
+            .map(|m| m.store_host)
+            .unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
         Ok(PutResult {
             status,
             wrote_offset: appended.wrote_offset as i64,
@@ -406,7 +443,8 @@ impl MessageStore {
         max_bytes: usize,
         filter: &dyn MessageFilter,
     ) -> GetResult {
-        self.inner().get_messages(topic, queue_id, offset, max_count, max_bytes, filter)
+        self.inner()
+            .get_messages(topic, queue_id, offset, max_count, max_bytes, filter)
     }
 
     /// The record at CommitLog offset `phys_offset`, if a message starts there.
@@ -425,18 +463,31 @@ impl MessageStore {
 
     /// Min offset of a queue (0 if it does not exist).
     pub fn min_offset(&self, topic: &str, queue_id: i32) -> i64 {
-        self.inner().find_queue(topic, queue_id).map(|q| q.min_offset() as i64).unwrap_or(0)
+        self.inner()
+            .find_queue(topic, queue_id)
+            .map(|q| q.min_offset() as i64)
+            .unwrap_or(0)
     }
 
     /// Max offset of a queue: one past the last message (0 if it does not exist).
     pub fn max_offset(&self, topic: &str, queue_id: i32) -> i64 {
-        self.inner().find_queue(topic, queue_id).map(|q| q.max_offset() as i64).unwrap_or(0)
+        self.inner()
+            .find_queue(topic, queue_id)
+            .map(|q| q.max_offset() as i64)
+            .unwrap_or(0)
     }
 
     /// CommitLog offset of the message at a queue offset.
-    pub fn commit_log_offset_in_queue(&self, topic: &str, queue_id: i32, offset: i64) -> Option<i64> {
+    pub fn commit_log_offset_in_queue(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        offset: i64,
+    ) -> Option<i64> {
         let q = self.inner().find_queue(topic, queue_id)?;
-        q.unit(u64::try_from(offset).ok()?).filter(|u| !u.is_blank()).map(|u| u.phys_offset)
+        q.unit(u64::try_from(offset).ok()?)
+            .filter(|u| !u.is_blank())
+            .map(|u| u.phys_offset)
     }
 
     /// First queue offset whose message was stored at or after `timestamp` (ms); the max
@@ -484,7 +535,14 @@ impl MessageStore {
 
     /// Messages of `topic` whose `KEYS` contain `key` or whose `UNIQ_KEY` is `key`, stored
     /// within `[begin, end]` ms, newest first, at most `max` (capped by `maxMsgsNumBatch`).
-    pub fn query_by_key(&self, topic: &str, key: &str, max: usize, begin: i64, end: i64) -> QueryResult {
+    pub fn query_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        max: usize,
+        begin: i64,
+        end: i64,
+    ) -> QueryResult {
         let inner = self.inner();
         let Some(index) = &inner.index else {
             return QueryResult::default();
@@ -504,8 +562,9 @@ impl MessageStore {
                 Ok(Parsed::Message(v)) => {
                     v.topic == topic
                         && (message::find_property(&v.properties, property::UNIQ_KEY) == Some(key)
-                            || message::find_property(&v.properties, property::KEYS)
-                                .is_some_and(|ks| ks.split(property::KEY_SEPARATOR).any(|k| k == key)))
+                            || message::find_property(&v.properties, property::KEYS).is_some_and(
+                                |ks| ks.split(property::KEY_SEPARATOR).any(|k| k == key),
+                            ))
                 }
                 _ => false,
             };
@@ -536,6 +595,14 @@ impl MessageStore {
         self.inner().dispatched.load(Ordering::Acquire) as i64
     }
 
+    /// Counters since open.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            commit_log_flushes: self.inner().flushes.load(Ordering::Relaxed),
+            flush_waiters: self.inner().waiters_registered.load(Ordering::Relaxed),
+        }
+    }
+
     /// Registers a listener told about every message that reaches a ConsumeQueue.
     pub fn subscribe_queue_growth(&self, listener: QueueListener) {
         self.inner().listeners.write().push(listener);
@@ -546,7 +613,9 @@ impl MessageStore {
     pub fn append_replicated(&self, phys_offset: i64, data: &[u8]) -> Result<i64> {
         let inner = self.inner();
         if inner.config.broker_role != BrokerRole::Slave {
-            return Err(StoreError::NotWritable("only a slave appends replicated data".into()));
+            return Err(StoreError::NotWritable(
+                "only a slave appends replicated data".into(),
+            ));
         }
         inner.check_writable()?;
         let offset = u64::try_from(phys_offset).map_err(|_| StoreError::ReplicationGap {
@@ -562,7 +631,9 @@ impl MessageStore {
     /// CommitLog bytes from `from`, up to `max_len` and at most to the end of the segment (for
     /// the master's HA stream). `None` when nothing is there yet.
     pub fn read_commit_log(&self, from: i64, max_len: usize) -> Option<Bytes> {
-        self.inner().commit_log.read_from(u64::try_from(from).ok()?, max_len as u64)
+        self.inner()
+            .commit_log
+            .read_from(u64::try_from(from).ok()?, max_len as u64)
     }
 
     /// Runs one retention pass now, as if it were `deleteWhen` time; returns segments deleted.
@@ -629,8 +700,15 @@ fn load_queues(config: &StoreConfig) -> Result<HashMap<String, HashMap<i32, Arc<
                 tracing::warn!(path = %q_entry.path().display(), "ignoring unexpected ConsumeQueue entry");
                 continue;
             };
-            let cq = ConsumeQueue::load(&q_entry.path(), &topic, queue_id, config.consume_queue_file_size())?;
-            out.entry(topic.clone()).or_default().insert(queue_id, Arc::new(cq));
+            let cq = ConsumeQueue::load(
+                &q_entry.path(),
+                &topic,
+                queue_id,
+                config.consume_queue_file_size(),
+            )?;
+            out.entry(topic.clone())
+                .or_default()
+                .insert(queue_id, Arc::new(cq));
         }
     }
     Ok(out)
@@ -638,20 +716,36 @@ fn load_queues(config: &StoreConfig) -> Result<HashMap<String, HashMap<i32, Arc<
 
 impl Inner {
     fn all_queues(&self) -> Vec<Arc<ConsumeQueue>> {
-        self.queues.read().values().flat_map(|m| m.values().cloned()).collect()
+        self.queues
+            .read()
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect()
     }
 
     /// Recovery; see the module docs.
-    fn recover(&self, cp: Option<Checkpoint>, aborted: bool, short_last: Option<u64>) -> Result<()> {
+    fn recover(
+        &self,
+        cp: Option<Checkpoint>,
+        aborted: bool,
+        short_last: Option<u64>,
+    ) -> Result<()> {
         let cl = &self.commit_log;
         let cp_flushed = cp.map(|c| c.commit_log_flushed).unwrap_or(0);
         let clean = !aborted && short_last.is_none() && cp.is_some() && cl.is_clean_end(cp_flushed);
         let tail = if clean {
-            tracing::info!(offset = cp_flushed, "clean shutdown; starting without a CommitLog scan");
+            tracing::info!(
+                offset = cp_flushed,
+                "clean shutdown; starting without a CommitLog scan"
+            );
             cp_flushed
         } else {
             let from = cp
-                .map(|c| c.commit_log_flushed.min(c.consume_queue_safe).min(c.index_safe))
+                .map(|c| {
+                    c.commit_log_flushed
+                        .min(c.consume_queue_safe)
+                        .min(c.index_safe)
+                })
                 .unwrap_or(0);
             let end = cl.scan(from, self.config.check_crc_on_recover);
             let last = cl.files().last();
@@ -677,7 +771,11 @@ impl Inner {
             if let Some(why) = &end.damage {
                 tracing::warn!(offset = end.tail, %why, "cutting torn CommitLog tail");
             }
-            tracing::info!(from, tail = end.tail, "CommitLog recovered after an unclean stop");
+            tracing::info!(
+                from,
+                tail = end.tail,
+                "CommitLog recovered after an unclean stop"
+            );
             cl.truncate(end.tail)?;
             end.tail
         };
@@ -685,8 +783,15 @@ impl Inner {
         cl.files().flush(cl.min_offset(), tail)?;
 
         // Units and entries the checkpoint does not vouch for are rebuilt from the CommitLog.
-        let cq_cut = cp.map(|c| c.consume_queue_safe).unwrap_or(0).min(tail);
-        let idx_cut = cp.map(|c| c.index_safe).unwrap_or(0).min(tail);
+        // With no ConsumeQueue (or no Index file) at all, rebuild them from the whole log.
+        let mut cq_cut = cp.map(|c| c.consume_queue_safe).unwrap_or(0).min(tail);
+        if self.queues.read().is_empty() {
+            cq_cut = 0;
+        }
+        let mut idx_cut = cp.map(|c| c.index_safe).unwrap_or(0).min(tail);
+        if self.index.as_ref().is_some_and(|i| i.is_empty()) {
+            idx_cut = 0;
+        }
         for q in self.all_queues() {
             q.truncate_from_phys(cq_cut)?;
         }
@@ -767,6 +872,9 @@ impl Inner {
         threads.push(spawn("store-flush", Inner::run_flusher)?);
         threads.push(spawn("store-dispatch", Inner::run_dispatcher)?);
         threads.push(spawn("store-housekeeping", Inner::run_housekeeping)?);
+        if self.commit_log.mode() == WriteMode::Mmap {
+            threads.push(spawn("store-warm", Inner::run_warmer)?);
+        }
         Ok(())
     }
 
@@ -791,31 +899,42 @@ impl Inner {
 
     fn append(&self, msgs: &[MessageInner]) -> Result<Appended> {
         if self.config.broker_role == BrokerRole::Slave {
-            return Err(StoreError::NotWritable("a slave does not accept writes".into()));
+            return Err(StoreError::NotWritable(
+                "a slave does not accept writes".into(),
+            ));
         }
         self.check_writable()?;
         let appended = self.commit_log.append(msgs)?;
         if self.config.flush_disk_type == FlushDiskType::AsyncFlush {
             self.signals.dispatch.notify();
         }
+        if self.commit_log.mode() == WriteMode::Mmap
+            && appended.end_offset + WARM_AHEAD / 2 > self.commit_log.warmed()
+        {
+            self.signals.warm.notify();
+        }
         Ok(appended)
     }
 
     /// Waits until `end` is flushed under `SYNC_FLUSH` (returns at once under `ASYNC_FLUSH`).
     async fn await_flush(&self, end: u64) -> Result<PutStatus> {
-        if self.config.flush_disk_type == FlushDiskType::AsyncFlush || self.commit_log.flushed() >= end {
+        if self.config.flush_disk_type == FlushDiskType::AsyncFlush
+            || self.commit_log.flushed() >= end
+        {
             return Ok(PutStatus::PutOk);
+        }
+        let timeout = self.config.sync_flush_timeout();
+        if timeout.is_zero() {
+            self.signals.flush.notify();
+            return Ok(PutStatus::FlushDiskTimeout);
         }
         let mut rx = self.flush_state.subscribe();
         let n = self.waiters_registered.fetch_add(1, Ordering::SeqCst) + 1;
         if n >= self.flush_wake_at.load(Ordering::SeqCst) {
             self.signals.flush.notify();
         }
-        let waited = tokio::time::timeout(
-            self.config.sync_flush_timeout(),
-            rx.wait_for(|s| s.flushed >= end || s.failed),
-        )
-        .await;
+        let waited =
+            tokio::time::timeout(timeout, rx.wait_for(|s| s.flushed >= end || s.failed)).await;
         match waited {
             Err(_) => Ok(PutStatus::FlushDiskTimeout),
             Ok(Ok(state)) if state.flushed >= end => Ok(PutStatus::PutOk),
@@ -830,7 +949,8 @@ impl Inner {
 
     pub(crate) fn store_time_of(&self, q: &ConsumeQueue, qoff: u64) -> Option<i64> {
         let u = q.unit(qoff).filter(|u| !u.is_blank())?;
-        self.commit_log.store_timestamp_at(u.phys_offset as u64, u.size as u64)
+        self.commit_log
+            .store_timestamp_at(u.phys_offset as u64, u.size as u64)
     }
 
     fn get_messages(
@@ -850,30 +970,57 @@ impl Inner {
             }
         };
         let Some(q) = self.find_queue(topic, queue_id) else {
-            return GetResult::empty(GetMessageStatus::NoMatchedLogicQueue, correct(offset, 0), 0, 0);
+            return GetResult::empty(
+                GetMessageStatus::NoMatchedLogicQueue,
+                correct(offset, 0),
+                0,
+                0,
+            );
         };
         let (min, max) = (q.min_offset() as i64, q.max_offset() as i64);
         if max == 0 {
-            return GetResult::empty(GetMessageStatus::NoMessageInQueue, correct(offset, 0), min, max);
+            return GetResult::empty(
+                GetMessageStatus::NoMessageInQueue,
+                correct(offset, 0),
+                min,
+                max,
+            );
         }
         if offset < min {
-            return GetResult::empty(GetMessageStatus::OffsetTooSmall, correct(offset, min), min, max);
+            return GetResult::empty(
+                GetMessageStatus::OffsetTooSmall,
+                correct(offset, min),
+                min,
+                max,
+            );
         }
         if offset == max {
             return GetResult::empty(GetMessageStatus::OffsetOverflowOne, offset, min, max);
         }
         if offset > max {
-            return GetResult::empty(GetMessageStatus::OffsetOverflowBadly, correct(offset, max), min, max);
+            return GetResult::empty(
+                GetMessageStatus::OffsetOverflowBadly,
+                correct(offset, max),
+                min,
+                max,
+            );
         }
         let Some(units) = q.units_from(offset as u64) else {
-            let next = (offset as u64 * CQ_STORE_UNIT_SIZE / self.config.consume_queue_file_size() + 1)
+            let next = (offset as u64 * CQ_STORE_UNIT_SIZE / self.config.consume_queue_file_size()
+                + 1)
                 * self.config.consume_queue_file_size()
                 / CQ_STORE_UNIT_SIZE;
-            return GetResult::empty(GetMessageStatus::OffsetFoundNull, correct(offset, next as i64), min, max);
+            return GetResult::empty(
+                GetMessageStatus::OffsetFoundNull,
+                correct(offset, next as i64),
+                min,
+                max,
+            );
         };
         let max_count = max_count.max(1);
         let max_py = self.commit_log.max_offset();
-        let memory = self.total_memory * self.config.access_message_in_memory_max_ratio as u64 / 100;
+        let memory =
+            self.total_memory * self.config.access_message_in_memory_max_ratio as u64 / 100;
         let max_scan = 16_000usize.max(max_count * CQ_STORE_UNIT_SIZE as usize);
         let mut res = GetResult::empty(GetMessageStatus::NoMatchedMessage, offset, min, max);
         let mut next_file_start: Option<u64> = None;
@@ -920,7 +1067,14 @@ impl Inner {
     }
 
     /// Upstream `isTheBatchFull`, plus the caller's byte cap.
-    fn batch_full(&self, size: usize, max_count: usize, max_bytes: usize, res: &GetResult, in_disk: bool) -> bool {
+    fn batch_full(
+        &self,
+        size: usize,
+        max_count: usize,
+        max_bytes: usize,
+        res: &GetResult,
+        in_disk: bool,
+    ) -> bool {
         let (total, count) = (res.buffer_total_size, res.messages.len());
         if total == 0 || count == 0 {
             return false;
@@ -930,24 +1084,72 @@ impl Inner {
         }
         let c = &self.config;
         let (cap_bytes, cap_count) = if in_disk {
-            (c.max_transfer_bytes_on_message_in_disk, c.max_transfer_count_on_message_in_disk)
+            (
+                c.max_transfer_bytes_on_message_in_disk,
+                c.max_transfer_count_on_message_in_disk,
+            )
         } else {
-            (c.max_transfer_bytes_on_message_in_memory, c.max_transfer_count_on_message_in_memory)
+            (
+                c.max_transfer_bytes_on_message_in_memory,
+                c.max_transfer_count_on_message_in_memory,
+            )
         };
         total + size > cap_bytes || count + 1 > cap_count
+    }
+
+    /// Body of the warm-up thread: keeps the pages just past the end of the CommitLog faulted
+    /// in (see `CommitLog::warm`).
+    fn run_warmer(self: Arc<Self>) {
+        let mut complained = false;
+        loop {
+            if self.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            match self.commit_log.warm(WARM_AHEAD) {
+                Ok(true) => continue,
+                Ok(false) => complained = false,
+                Err(StoreError::Io { source, .. })
+                    if source.raw_os_error() == Some(libc::EINVAL) =>
+                {
+                    tracing::info!(
+                        "kernel lacks MADV_POPULATE_WRITE; appends fault pages in themselves"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    if !complained {
+                        tracing::warn!(error = %e, "pre-faulting CommitLog pages failed; retrying");
+                        complained = true;
+                    }
+                    self.signals.warm.wait_unless(Duration::from_secs(1), || {
+                        self.stopping.load(Ordering::Acquire)
+                    });
+                    continue;
+                }
+            }
+            self.signals
+                .warm
+                .wait_unless(Duration::from_millis(100), || {
+                    self.stopping.load(Ordering::Acquire)
+                        || self.commit_log.max_offset() + WARM_AHEAD / 2 > self.commit_log.warmed()
+                });
+        }
     }
 
     /// Body of the housekeeping thread: ConsumeQueue/Index flush + checkpoint, and retention.
     fn run_housekeeping(self: Arc<Self>) {
         let flush_every = Duration::from_millis(self.config.flush_interval_consume_queue.max(1));
         let clean_every = Duration::from_millis(self.config.clean_resource_interval.max(1));
-        let thorough_every = Duration::from_millis(self.config.flush_consume_queue_thorough_interval);
+        let thorough_every =
+            Duration::from_millis(self.config.flush_consume_queue_thorough_interval);
         let mut last_thorough = Instant::now();
         let mut last_clean = Instant::now();
         loop {
             self.signals
                 .housekeeping
-                .wait_unless(flush_every.min(clean_every), || self.stopping.load(Ordering::Acquire));
+                .wait_unless(flush_every.min(clean_every), || {
+                    self.stopping.load(Ordering::Acquire)
+                });
             if self.stopping.load(Ordering::Acquire) {
                 return;
             }
@@ -971,7 +1173,11 @@ impl Inner {
     /// then records in the checkpoint the offsets below which everything is on disk.
     fn flush_logics_and_checkpoint(&self, thorough: bool) -> Result<()> {
         let dispatched = self.dispatched.load(Ordering::Acquire);
-        let least = if thorough { 0 } else { self.config.flush_consume_queue_least_pages };
+        let least = if thorough {
+            0
+        } else {
+            self.config.flush_consume_queue_least_pages
+        };
         let mut cq_safe = dispatched;
         for q in self.all_queues() {
             let lagging = q
@@ -1006,6 +1212,7 @@ impl Inner {
         self.signals.flush.notify();
         self.signals.dispatch.notify();
         self.signals.housekeeping.notify();
+        self.signals.warm.notify();
         let threads: Vec<_> = self.threads.lock().drain(..).collect();
         for t in threads {
             if t.join().is_err() {
@@ -1027,6 +1234,7 @@ impl Inner {
         if let Some(index) = &self.index {
             index.flush()?;
         }
+        self.commit_log.remove_unused_segments()?;
         self.write_checkpoint(self.commit_log.flushed(), reached, reached)?;
         let _ = self.flush_state.send_replace(FlushState {
             flushed: self.commit_log.flushed(),

@@ -30,13 +30,23 @@ pub trait AllocateStrategy: Send + Sync + 'static {
 }
 
 /// Index of `current_cid` in `cid_all`, when allocation can proceed.
-fn check(group: &str, current_cid: &str, mq_all: &[MessageQueue], cid_all: &[String]) -> Option<usize> {
+fn check(
+    group: &str,
+    current_cid: &str,
+    mq_all: &[MessageQueue],
+    cid_all: &[String],
+) -> Option<usize> {
     if current_cid.is_empty() || mq_all.is_empty() || cid_all.is_empty() {
         return None;
     }
     let index = cid_all.iter().position(|c| c == current_cid);
     if index.is_none() {
-        info!(group, current_cid, ?cid_all, "consumer id not in the group's list yet");
+        info!(
+            group,
+            current_cid,
+            ?cid_all,
+            "consumer id not in the group's list yet"
+        );
     }
     index
 }
@@ -60,7 +70,13 @@ impl AllocateStrategy for AllocateMessageQueueAveragely {
         "AVG"
     }
 
-    fn allocate(&self, group: &str, cid: &str, mq_all: &[MessageQueue], cid_all: &[String]) -> Vec<MessageQueue> {
+    fn allocate(
+        &self,
+        group: &str,
+        cid: &str,
+        mq_all: &[MessageQueue],
+        cid_all: &[String],
+    ) -> Vec<MessageQueue> {
         let Some(index) = check(group, cid, mq_all, cid_all) else {
             return Vec::new();
         };
@@ -92,7 +108,13 @@ impl AllocateStrategy for AllocateMessageQueueAveragelyByCircle {
         "AVG_BY_CIRCLE"
     }
 
-    fn allocate(&self, group: &str, cid: &str, mq_all: &[MessageQueue], cid_all: &[String]) -> Vec<MessageQueue> {
+    fn allocate(
+        &self,
+        group: &str,
+        cid: &str,
+        mq_all: &[MessageQueue],
+        cid_all: &[String],
+    ) -> Vec<MessageQueue> {
         let Some(index) = check(group, cid, mq_all, cid_all) else {
             return Vec::new();
         };
@@ -114,7 +136,9 @@ pub struct AllocateMessageQueueConsistentHash {
 
 impl Default for AllocateMessageQueueConsistentHash {
     fn default() -> Self {
-        AllocateMessageQueueConsistentHash { virtual_node_cnt: 10 }
+        AllocateMessageQueueConsistentHash {
+            virtual_node_cnt: 10,
+        }
     }
 }
 
@@ -122,7 +146,9 @@ impl Default for AllocateMessageQueueConsistentHash {
 /// number.
 fn md5_hash(key: &str) -> u64 {
     let digest = Md5::digest(key.as_bytes());
-    digest[..4].iter().fold(0u64, |h, b| (h << 8) | u64::from(*b))
+    digest[..4]
+        .iter()
+        .fold(0u64, |h, b| (h << 8) | u64::from(*b))
 }
 
 impl AllocateStrategy for AllocateMessageQueueConsistentHash {
@@ -130,7 +156,13 @@ impl AllocateStrategy for AllocateMessageQueueConsistentHash {
         "CONSISTENT_HASH"
     }
 
-    fn allocate(&self, group: &str, cid: &str, mq_all: &[MessageQueue], cid_all: &[String]) -> Vec<MessageQueue> {
+    fn allocate(
+        &self,
+        group: &str,
+        cid: &str,
+        mq_all: &[MessageQueue],
+        cid_all: &[String],
+    ) -> Vec<MessageQueue> {
         if check(group, cid, mq_all, cid_all).is_none() {
             return Vec::new();
         }
@@ -206,11 +238,21 @@ mod tests {
                     .collect()
             })
             .collect();
-        assert_eq!(got, vec![vec![0, 1, 2], vec![3, 4, 5], vec![6, 7], vec![8, 9]]);
+        assert_eq!(
+            got,
+            vec![vec![0, 1, 2], vec![3, 4, 5], vec![6, 7], vec![8, 9]]
+        );
         // More consumers than queues: the last ones get nothing.
         let many = cids(12);
-        assert!(AllocateMessageQueueAveragely.allocate("g", &many[11], &all, &many).is_empty());
-        assert_eq!(AllocateMessageQueueAveragely.allocate("g", &many[3], &all, &many).len(), 1);
+        assert!(AllocateMessageQueueAveragely
+            .allocate("g", &many[11], &all, &many)
+            .is_empty());
+        assert_eq!(
+            AllocateMessageQueueAveragely
+                .allocate("g", &many[3], &all, &many)
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -279,9 +279,8 @@ impl ProcessQueue {
     /// Snapshot for GET_CONSUMER_RUNNING_INFO.
     pub fn info(&self, commit_offset: i64) -> remoting::broker_headers::ProcessQueueInfo {
         let held = self.held.lock();
-        let since_epoch = |t: Instant| {
-            remoting::message::now_millis() - t.elapsed().as_millis() as i64
-        };
+        let since_epoch =
+            |t: Instant| remoting::message::now_millis() - t.elapsed().as_millis() as i64;
         remoting::broker_headers::ProcessQueueInfo {
             commit_offset,
             cached_msg_min_offset: held.msgs.keys().next().copied().unwrap_or(0),
@@ -352,7 +351,10 @@ mod tests {
         let pq = ProcessQueue::new();
         pq.put_messages((0..5).map(|o| msg(o, "a")).collect());
         let batch = pq.take_messages(2);
-        assert_eq!(batch.iter().map(|m| m.queue_offset).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(
+            batch.iter().map(|m| m.queue_offset).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
         assert_eq!(pq.min_offset(), Some(0));
         // Suspend: put back and take again, same order.
         pq.make_messages_to_consume_again(batch);
@@ -376,12 +378,17 @@ mod tests {
     fn behind_count_from_max_offset_property() {
         let pq = ProcessQueue::new();
         let mut m = msg(3, "a");
-        m.message.properties.insert(MessageConst::PROPERTY_MAX_OFFSET, "10");
+        m.message
+            .properties
+            .insert(MessageConst::PROPERTY_MAX_OFFSET, "10");
         pq.put_messages(vec![m]);
         assert_eq!(pq.behind(), 7);
         pq.set_locked(true);
         assert!(pq.is_locked() && !pq.is_lock_expired());
         let info = pq.info(3);
-        assert_eq!((info.cached_msg_count, info.commit_offset, info.locked), (1, 3, true));
+        assert_eq!(
+            (info.cached_msg_count, info.commit_offset, info.locked),
+            (1, 3, true)
+        );
     }
 }

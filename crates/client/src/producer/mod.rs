@@ -34,8 +34,10 @@ use crate::config::ClientConfig;
 use crate::error::Result;
 use crate::instance::ClientInstance;
 
-pub(crate) use send::{CommunicationMode, SendEngine};
-pub use transaction::{LocalTransactionState, TransactionListener, TransactionProducer, TransactionSendResult};
+pub(crate) use send::{check_group_name, check_topic, CommunicationMode, SendEngine};
+pub use transaction::{
+    LocalTransactionState, TransactionListener, TransactionProducer, TransactionSendResult,
+};
 
 /// Topic whose route auto-created topics borrow (`TopicValidator.AUTO_CREATE_TOPIC_KEY_TOPIC`).
 pub const AUTO_CREATE_TOPIC_KEY_TOPIC: &str = "TBW102";
@@ -169,15 +171,16 @@ impl Producer {
     /// Starts a producer: its own client instance, route refresh and heartbeats.
     pub async fn start(client: ClientConfig, config: ProducerConfig) -> Result<Self> {
         let instance = ClientInstance::new(client)?;
-        Ok(Self::start_on(instance, config))
+        Self::start_on(instance, config)
     }
 
-    pub(crate) fn start_on(instance: Arc<ClientInstance>, config: ProducerConfig) -> Self {
+    pub(crate) fn start_on(instance: Arc<ClientInstance>, config: ProducerConfig) -> Result<Self> {
+        check_group_name(&config.producer_group)?;
         instance.register_producer(&config.producer_group);
         instance.start_background();
-        Producer {
+        Ok(Producer {
             engine: Arc::new(SendEngine::new(instance, config)),
-        }
+        })
     }
 
     pub(crate) fn engine(&self) -> &Arc<SendEngine> {
@@ -198,7 +201,9 @@ impl Producer {
 
     /// [`send`](Self::send) with another total timeout.
     pub async fn send_with_timeout(&self, msg: Message, timeout: Duration) -> Result<SendResult> {
-        self.engine.send(msg, CommunicationMode::Sync, timeout).await
+        self.engine
+            .send(msg, CommunicationMode::Sync, timeout)
+            .await
     }
 
     /// Sends in the background; the handle yields the result (`retryTimesWhenSendAsyncFailed`).

@@ -1,0 +1,206 @@
+//! [`Broker`]: a running broker — the store, the managers, the remoting server with the
+//! request handlers, and the background tasks (registration, delay delivery, transaction
+//! checks, housekeeping), each stopped and awaited by [`Broker::shutdown`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use remoting::client::{ClientConfig, RemotingClient};
+use remoting::server::{RemotingServer, ServerConfig};
+use store::MessageStore;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+
+use crate::clients::{ConsumerManager, ProducerManager};
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::handlers;
+use crate::lock::RebalanceLockManager;
+use crate::long_poll::PullWaiters;
+use crate::offset::ConsumerOffsetManager;
+use crate::register;
+use crate::schedule::{self, DelayOffsets};
+use crate::state::BrokerState;
+use crate::subscription::SubscriptionGroupManager;
+use crate::topic::TopicConfigManager;
+use crate::transaction::{self, TransactionOps};
+
+/// How often silent clients are looked for.
+const CLIENT_SCAN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A running broker.
+pub struct Broker {
+    server: RemotingServer,
+    state: Arc<BrokerState>,
+    tasks: Vec<JoinHandle<()>>,
+    client: RemotingClient,
+}
+
+impl Broker {
+    /// Opens the store (recovering it if needed), loads the config files, binds
+    /// `bindAddress:listenPort`, registers with the NameServers and starts the services.
+    pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        let store_config = config.store_config();
+        let store = tokio::task::spawn_blocking(move || MessageStore::open(store_config))
+            .await
+            .map_err(|e| BrokerError::Config(format!("store open task failed: {e}")))??;
+        let root = config.store_path_root_dir.clone();
+        let waiters = Arc::new(PullWaiters::default());
+        {
+            let waiters = waiters.clone();
+            store.subscribe_queue_growth(Arc::new(move |g: &store::QueueGrowth<'_>| {
+                waiters.notify(g.topic, g.queue_id)
+            }));
+        }
+        let (stopping, _) = watch::channel(false);
+        let state = Arc::new(BrokerState {
+            topics: TopicConfigManager::load(&config)?,
+            groups: SubscriptionGroupManager::load(&config)?,
+            offsets: ConsumerOffsetManager::load(&root)?,
+            consumers: ConsumerManager::default(),
+            producers: ProducerManager::default(),
+            locks: RebalanceLockManager::new(Duration::from_millis(
+                config.rebalance_lock_max_live_time,
+            )),
+            waiters,
+            delay_levels: config.delay_levels(),
+            delay_offsets: DelayOffsets::load(&root)?,
+            transactions: TransactionOps::default(),
+            tasks: TaskTracker::new(),
+            stopping,
+            started: Instant::now(),
+            stats: Default::default(),
+            store: store.clone(),
+            store_host: Default::default(),
+            config: RwLock::new(config.clone()),
+        });
+        let server_config = ServerConfig {
+            listen: config.listen_addr(),
+            max_frame_size: config.max_frame_size,
+            max_connections: config.max_connections,
+        };
+        let server = match RemotingServer::start(server_config, handlers::dispatcher(&state)).await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                store.shutdown()?;
+                return Err(e.into());
+            }
+        };
+        let advertised = SocketAddr::new(config.advertised_ip(), server.local_addr().port());
+        // Nothing has read it yet unless a request raced us; then it holds the same address
+        // for a fixed port, and the configured one for port 0 (fixed up here for later reads).
+        let _ = state.store_host.set(advertised);
+
+        let client = RemotingClient::new(ClientConfig::default());
+        let mut tasks = vec![
+            tokio::spawn(register::run(state.clone(), client.clone())),
+            tokio::spawn(housekeeping(state.clone())),
+        ];
+        if !config.is_slave() {
+            for level in 1..=state.delay_levels.len() as i32 {
+                tasks.push(tokio::spawn(schedule::run_level(state.clone(), level)));
+            }
+            tasks.push(tokio::spawn(transaction::run_checks(state.clone())));
+        }
+        tracing::info!(
+            addr = %advertised,
+            broker = %config.broker_name,
+            cluster = %config.broker_cluster_name,
+            "broker started"
+        );
+        Ok(Broker {
+            server,
+            state,
+            tasks,
+            client,
+        })
+    }
+
+    /// The address the server is bound to (the real port when `listenPort` was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// `brokerIP1:port`, the address registered with the NameServers.
+    pub fn broker_addr(&self) -> String {
+        self.state.broker_addr()
+    }
+
+    /// The configuration in force (UPDATE_BROKER_CONFIG may have changed it).
+    pub fn config(&self) -> BrokerConfig {
+        self.state.config.read().clone()
+    }
+
+    /// Stops everything in order: held pulls and services are told to stop, the server closes
+    /// every connection and awaits its handlers, the services end (registration unregisters),
+    /// config files are persisted and the store is flushed and closed.
+    pub async fn shutdown(self) {
+        let _ = self.state.stopping.send(true);
+        self.server.shutdown().await;
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::error!("broker task failed: {e}");
+            }
+        }
+        self.state.tasks.close();
+        self.state.tasks.wait().await;
+        self.client.shutdown().await;
+        persist_all(&self.state);
+        if let Err(e) = self.state.store.shutdown() {
+            tracing::error!(error = %e, "store shutdown failed");
+        }
+        tracing::info!("broker stopped");
+    }
+}
+
+fn persist_all(state: &BrokerState) {
+    let results = [
+        state.offsets.persist(),
+        state.delay_offsets.persist(),
+        state.topics.persist(),
+        state.groups.persist(),
+    ];
+    for r in results {
+        if let Err(e) = r {
+            tracing::error!(error = %e, "cannot persist broker config");
+        }
+    }
+}
+
+/// Persists offsets every `flushConsumerOffsetInterval` and drops silent clients.
+async fn housekeeping(state: Arc<BrokerState>) {
+    let mut stop = state.stop_signal();
+    let mut last_scan = Instant::now();
+    loop {
+        let interval =
+            Duration::from_millis(state.config.read().flush_consumer_offset_interval.max(100));
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        for r in [state.offsets.persist(), state.delay_offsets.persist()] {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "cannot persist offsets");
+            }
+        }
+        if last_scan.elapsed() >= CLIENT_SCAN_INTERVAL {
+            last_scan = Instant::now();
+            let expiry = Duration::from_millis(state.config.read().channel_expired_timeout);
+            let mut expired = state.consumers.scan_expired(expiry);
+            expired.extend(state.producers.scan_expired(expiry));
+            expired.sort_unstable();
+            expired.dedup();
+            for id in expired {
+                tracing::info!(conn = id, "client connection expired");
+                handlers::connection_closed(&state, id);
+            }
+        }
+    }
+}

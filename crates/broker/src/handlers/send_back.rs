@@ -1,0 +1,133 @@
+//! CONSUMER_SEND_MSG_BACK (36): a consumer failed a message; re-read it by its CommitLog
+//! offset and write it to `%RETRY%<group>` with a delay level (0 means 3 + reconsumeTimes), or
+//! to `%DLQ%<group>` (one queue) once `reconsumeTimes >= maxReconsumeTimes` or when the delay
+//! level is negative. The copy carries `RECONSUME_TIME` + 1, `ORIGIN_MESSAGE_ID` and
+//! `RETRY_TOPIC`.
+
+use std::sync::Arc;
+
+use rand::Rng;
+use remoting::broker_headers::ConsumerSendMsgBackRequestHeader;
+use remoting::message::{MessageConst, Properties};
+use remoting::protocol::perm;
+use remoting::server::Connection;
+use remoting::{RemotingCommand, ResponseCode};
+use store::MessageExt;
+
+use super::{parse_header, reply, success};
+use crate::schedule::to_schedule;
+use crate::state::{reput_inner, BrokerState};
+use crate::topic::{dlq_topic, retry_topic};
+
+pub(crate) async fn handle(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Option<RemotingCommand> {
+    let h = parse_header!(ConsumerSendMsgBackRequestHeader, req);
+    match send_back(&state, &h).await {
+        Ok(()) => Some(success(&req)),
+        Err((code, remark)) => reply(&req, code, remark),
+    }
+}
+
+async fn send_back(
+    state: &BrokerState,
+    h: &ConsumerSendMsgBackRequestHeader,
+) -> Result<(), (i32, String)> {
+    let (slave, auto_group) = {
+        let c = state.config.read();
+        (c.is_slave(), c.auto_create_subscription_group)
+    };
+    if slave {
+        return Err((
+            ResponseCode::SYSTEM_ERROR,
+            "broker role is slave, it does not accept send-back".into(),
+        ));
+    }
+    let sys_err = |e: crate::error::BrokerError| (ResponseCode::SYSTEM_ERROR, e.to_string());
+    let Some(group) = state.groups.find(&h.group, auto_group).map_err(sys_err)? else {
+        return Err((
+            ResponseCode::SUBSCRIPTION_GROUP_NOT_EXIST,
+            format!("subscription group not exist, {}", h.group),
+        ));
+    };
+    if !state.writable() {
+        return Err((
+            ResponseCode::NO_PERMISSION,
+            format!(
+                "the broker[{}] sending message is forbidden",
+                state.broker_addr()
+            ),
+        ));
+    }
+    if group.retry_queue_nums <= 0 {
+        return Ok(());
+    }
+    let mut topic = retry_topic(&h.group);
+    let mut queue_id = rand::thread_rng().gen_range(0..group.retry_queue_nums);
+    let retry_config = state
+        .topics
+        .create_if_missing(
+            &topic,
+            group.retry_queue_nums,
+            perm::PERM_READ | perm::PERM_WRITE,
+            0,
+        )
+        .map_err(sys_err)?;
+    if !perm::is_writeable(retry_config.perm) {
+        return Err((
+            ResponseCode::NO_PERMISSION,
+            format!("the topic[{topic}] sending message is forbidden"),
+        ));
+    }
+    let ext = state
+        .store
+        .message_by_offset(h.offset)
+        .and_then(|r| MessageExt::decode(&r).ok())
+        .ok_or_else(|| {
+            (
+                ResponseCode::SYSTEM_ERROR,
+                format!("look message by offset failed, {}", h.offset),
+            )
+        })?;
+    let mut props = Properties::parse(&ext.properties);
+    if !props.contains(MessageConst::PROPERTY_RETRY_TOPIC) {
+        props.insert(MessageConst::PROPERTY_RETRY_TOPIC, ext.topic.clone());
+    }
+    props.remove(MessageConst::PROPERTY_WAIT_STORE_MSG_OK);
+    let max = h.max_reconsume_times.unwrap_or(group.retry_max_times);
+    let mut delay_level = h.delay_level;
+    let to_dlq = ext.reconsume_times >= max || delay_level < 0;
+    if to_dlq {
+        topic = dlq_topic(&h.group);
+        queue_id = 0;
+        state
+            .topics
+            .create_if_missing(&topic, 1, perm::PERM_READ | perm::PERM_WRITE, 0)
+            .map_err(sys_err)?;
+        props.remove(MessageConst::PROPERTY_DELAY_TIME_LEVEL);
+    } else if delay_level == 0 {
+        delay_level = 3 + ext.reconsume_times;
+    }
+    let origin = props
+        .get(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID)
+        .map(str::to_string)
+        .unwrap_or_else(|| ext.msg_id());
+    props.insert(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID, origin);
+    let mut msg = reput_inner(&ext, state.store_host());
+    msg.topic = topic;
+    msg.queue_id = queue_id;
+    msg.reconsume_times = ext.reconsume_times + 1;
+    msg.properties = props.to_wire_string();
+    if !to_dlq {
+        to_schedule(&mut msg, &mut props, delay_level, state.delay_levels.len());
+    } else {
+        tracing::info!(group = %h.group, msg_id = %ext.msg_id(), "message moved to the DLQ");
+    }
+    state
+        .put(vec![msg])
+        .await
+        .map(|_| ())
+        .map_err(|e| (e.code, e.remark))
+}

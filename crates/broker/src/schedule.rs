@@ -1,0 +1,220 @@
+//! Delayed messages. A message with delay level `n` is written to `SCHEDULE_TOPIC_XXXX`
+//! queue `n - 1` with its real topic and queue in `REAL_TOPIC` / `REAL_QID`; one task per
+//! level reads that queue in order and, when a message's time has come (store time + the
+//! level's delay), writes it to its real queue. Each level's progress (the next queue offset
+//! to deliver) is persisted in `config/delayOffset.json` as upstream does
+//! (`{"offsetTable":{1:5,2:0}}`), so a restart neither loses nor repeats deliveries beyond
+//! the last persist.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use remoting::message::{now_millis, MessageConst, Properties};
+use remoting::protocol::{from_fastjson, to_fastjson, KeyStyle};
+use serde::{Deserialize, Serialize};
+use store::{AcceptAll, GetMessageStatus, MessageExt};
+
+use crate::error::BrokerError;
+use crate::persist;
+use crate::state::{reput_inner, BrokerState};
+use crate::topic::SCHEDULE_TOPIC;
+
+/// Messages read per pass of a level task.
+const BATCH: usize = 32;
+/// Pause after a failed delivery before it is tried again.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+#[derive(Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct DelayOffsetFile {
+    offset_table: BTreeMap<i32, i64>,
+}
+
+/// Next queue offset to deliver, per delay level.
+pub(crate) struct DelayOffsets {
+    path: PathBuf,
+    table: Mutex<BTreeMap<i32, i64>>,
+}
+
+impl DelayOffsets {
+    pub(crate) fn load(root: &Path) -> Result<DelayOffsets, BrokerError> {
+        let path = root.join("config").join("delayOffset.json");
+        let mut table = BTreeMap::new();
+        if let Some(data) = persist::read_optional(&path)? {
+            let file: DelayOffsetFile = from_fastjson(&data).map_err(|e| BrokerError::Parse {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            table = file.offset_table;
+        }
+        Ok(DelayOffsets {
+            path,
+            table: Mutex::new(table),
+        })
+    }
+
+    pub(crate) fn get(&self, level: i32) -> i64 {
+        self.table.lock().get(&level).copied().unwrap_or(0)
+    }
+
+    fn set(&self, level: i32, offset: i64) {
+        self.table.lock().insert(level, offset);
+    }
+
+    /// Every level's progress (GET_ALL_DELAY_OFFSET, runtime info).
+    pub(crate) fn snapshot(&self) -> BTreeMap<i32, i64> {
+        self.table.lock().clone()
+    }
+
+    pub(crate) fn persist(&self) -> Result<(), BrokerError> {
+        let file = DelayOffsetFile {
+            offset_table: self.snapshot(),
+        };
+        persist::write_atomic(&self.path, &to_fastjson(&file, KeyStyle::Bare)?)
+    }
+}
+
+/// Queue of `SCHEDULE_TOPIC_XXXX` that holds `level` (levels start at 1).
+pub(crate) fn queue_of_level(level: i32) -> i32 {
+    level - 1
+}
+
+/// Turns `msg` (properties already parsed into `props`) into a delayed one: real topic and
+/// queue saved in properties, written to the level's schedule queue. `level` is clamped to
+/// the configured levels.
+pub(crate) fn to_schedule(
+    msg: &mut store::MessageInner,
+    props: &mut Properties,
+    level: i32,
+    levels: usize,
+) {
+    let level = level.clamp(1, levels.max(1) as i32);
+    props.insert(MessageConst::PROPERTY_REAL_TOPIC, msg.topic.clone());
+    props.insert(
+        MessageConst::PROPERTY_REAL_QUEUE_ID,
+        msg.queue_id.to_string(),
+    );
+    props.insert(MessageConst::PROPERTY_DELAY_TIME_LEVEL, level.to_string());
+    msg.topic = SCHEDULE_TOPIC.to_string();
+    msg.queue_id = queue_of_level(level);
+    msg.properties = props.to_wire_string();
+}
+
+/// Delivers the messages of one level until the broker stops.
+pub(crate) async fn run_level(state: Arc<BrokerState>, level: i32) {
+    let Some(delay) = state.delay_levels.get((level - 1) as usize).copied() else {
+        return;
+    };
+    let queue = queue_of_level(level);
+    let mut stop = state.stop_signal();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let wait = deliver_due(&state, level, queue, delay).await;
+        let offset = state.delay_offsets.get(level);
+        let store = state.store.clone();
+        let has_more = move || store.max_offset(SCHEDULE_TOPIC, queue) > offset;
+        match wait {
+            // Nothing stored past our offset: sleep until the queue grows.
+            None => {
+                state
+                    .waiters
+                    .wait_for_growth(
+                        SCHEDULE_TOPIC,
+                        queue,
+                        Duration::from_secs(10),
+                        has_more,
+                        std::future::pending(),
+                        stop.clone(),
+                    )
+                    .await;
+            }
+            Some(d) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+/// Delivers due messages of a level; returns how long to wait for the next one to become due
+/// (`None`: no message waiting).
+async fn deliver_due(
+    state: &BrokerState,
+    level: i32,
+    queue: i32,
+    delay: Duration,
+) -> Option<Duration> {
+    loop {
+        let offset = state.delay_offsets.get(level);
+        let got =
+            state
+                .store
+                .get_messages(SCHEDULE_TOPIC, queue, offset, BATCH, usize::MAX, &AcceptAll);
+        match got.status {
+            GetMessageStatus::Found => {}
+            GetMessageStatus::OffsetTooSmall | GetMessageStatus::OffsetOverflowBadly => {
+                // Retention removed old messages, or the store was replaced: resync.
+                let next = got.next_begin_offset;
+                tracing::warn!(
+                    level,
+                    offset,
+                    next,
+                    "delay queue offset out of range, moving"
+                );
+                state.delay_offsets.set(level, next);
+                continue;
+            }
+            _ => return None,
+        }
+        for (record, queue_offset) in got.messages.iter().zip(&got.message_queue_offsets) {
+            let Ok(ext) = MessageExt::decode(record) else {
+                tracing::error!(level, queue_offset, "unreadable delayed message skipped");
+                state.delay_offsets.set(level, queue_offset + 1);
+                continue;
+            };
+            let due = ext.store_timestamp + delay.as_millis() as i64;
+            let now = now_millis();
+            if due > now {
+                return Some(Duration::from_millis((due - now) as u64));
+            }
+            if let Err(remark) = deliver(state, &ext).await {
+                tracing::warn!(level, queue_offset, %remark, "delayed delivery failed, will retry");
+                return Some(RETRY_PAUSE);
+            }
+            state.delay_offsets.set(level, queue_offset + 1);
+        }
+        if got.messages.is_empty() {
+            return None;
+        }
+    }
+}
+
+/// Writes a due message to its real topic and queue.
+async fn deliver(state: &BrokerState, ext: &MessageExt) -> Result<(), String> {
+    let mut props = Properties::parse(&ext.properties);
+    let Some(topic) = props
+        .get(MessageConst::PROPERTY_REAL_TOPIC)
+        .map(str::to_string)
+    else {
+        // Nothing to deliver to: drop it rather than block the level.
+        tracing::error!(msg_id = %ext.msg_id(), "delayed message without REAL_TOPIC dropped");
+        return Ok(());
+    };
+    let queue_id = props
+        .get(MessageConst::PROPERTY_REAL_QUEUE_ID)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or(0);
+    props.remove(MessageConst::PROPERTY_DELAY_TIME_LEVEL);
+    let mut msg = reput_inner(ext, state.store_host());
+    msg.topic = topic;
+    msg.queue_id = queue_id;
+    msg.properties = props.to_wire_string();
+    state.put(vec![msg]).await.map(|_| ()).map_err(|e| e.remark)
+}

@@ -1,0 +1,152 @@
+//! [`BrokerState`]: everything the request handlers and background services share, and the
+//! few operations several of them need (writing a message, the broker's address).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use remoting::protocol::perm;
+use remoting::ResponseCode;
+use store::{MessageInner, MessageStore, PutResult, PutStatus, StoreError};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::clients::{ConsumerManager, ProducerManager};
+use crate::config::BrokerConfig;
+use crate::lock::RebalanceLockManager;
+use crate::long_poll::PullWaiters;
+use crate::offset::ConsumerOffsetManager;
+use crate::schedule::DelayOffsets;
+use crate::subscription::SubscriptionGroupManager;
+use crate::topic::TopicConfigManager;
+use crate::transaction::TransactionOps;
+
+/// Counters shown by GET_BROKER_RUNTIME_INFO.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) put_messages: AtomicU64,
+    pub(crate) got_messages: AtomicU64,
+}
+
+/// Shared state of a running broker.
+pub(crate) struct BrokerState {
+    pub(crate) config: RwLock<BrokerConfig>,
+    pub(crate) store: MessageStore,
+    /// `brokerIP1:port` once the server is bound.
+    pub(crate) store_host: OnceLock<SocketAddr>,
+    pub(crate) topics: TopicConfigManager,
+    pub(crate) groups: SubscriptionGroupManager,
+    pub(crate) offsets: ConsumerOffsetManager,
+    pub(crate) consumers: ConsumerManager,
+    pub(crate) producers: ProducerManager,
+    pub(crate) locks: RebalanceLockManager,
+    pub(crate) waiters: Arc<PullWaiters>,
+    pub(crate) delay_levels: Vec<Duration>,
+    pub(crate) delay_offsets: DelayOffsets,
+    pub(crate) transactions: TransactionOps,
+    /// Short-lived tasks (notifications, check-backs); awaited on shutdown.
+    pub(crate) tasks: TaskTracker,
+    /// Becomes true when the broker stops; long-lived tasks and held pulls watch it.
+    pub(crate) stopping: watch::Sender<bool>,
+    pub(crate) started: Instant,
+    pub(crate) stats: Stats,
+}
+
+/// A write that failed, as a response code and remark.
+pub(crate) struct PutError {
+    pub(crate) code: i32,
+    pub(crate) remark: String,
+}
+
+impl BrokerState {
+    /// The broker's address as clients and NameServers know it (`brokerIP1:listenPort`).
+    pub(crate) fn store_host(&self) -> SocketAddr {
+        *self.store_host.get_or_init(|| {
+            let c = self.config.read();
+            SocketAddr::new(c.advertised_ip(), c.listen_port)
+        })
+    }
+
+    /// `ip:port` text of [`Self::store_host`].
+    pub(crate) fn broker_addr(&self) -> String {
+        self.store_host().to_string()
+    }
+
+    /// Whether the broker accepts writes (master with write permission).
+    pub(crate) fn writable(&self) -> bool {
+        let c = self.config.read();
+        !c.is_slave() && perm::is_writeable(c.broker_permission)
+    }
+
+    /// A receiver that sees `true` when the broker stops.
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// Appends one message (or a batch when `msgs` has several) and maps store failures to
+    /// upstream codes. `FLUSH_DISK_TIMEOUT` is reported in the result's status, not as an error.
+    pub(crate) async fn put(&self, msgs: Vec<MessageInner>) -> Result<PutResult, PutError> {
+        let n = msgs.len() as u64;
+        if msgs.is_empty() {
+            return Err(map_store_error(StoreError::IllegalMessage(
+                "no message to write".into(),
+            )));
+        }
+        // A one-element batch is written exactly as a single message.
+        let result = self.store.put_messages(msgs).await;
+        match result {
+            Ok(r) => {
+                self.stats.put_messages.fetch_add(n, Ordering::Relaxed);
+                Ok(r)
+            }
+            Err(e) => Err(map_store_error(e)),
+        }
+    }
+}
+
+/// Response code of a store failure (as upstream's `PutMessageStatus` mapping).
+fn map_store_error(e: StoreError) -> PutError {
+    let code = match &e {
+        StoreError::MessageTooLarge { .. } | StoreError::IllegalMessage(_) => {
+            ResponseCode::MESSAGE_ILLEGAL
+        }
+        StoreError::DiskFull { .. } | StoreError::NotWritable(_) => {
+            ResponseCode::SERVICE_NOT_AVAILABLE
+        }
+        _ => ResponseCode::SYSTEM_ERROR,
+    };
+    tracing::warn!(error = %e, "message write failed");
+    PutError {
+        code,
+        remark: e.to_string(),
+    }
+}
+
+/// Response code of a successful write: SUCCESS, or FLUSH_DISK_TIMEOUT when the flush policy
+/// did not hold in time.
+pub(crate) fn put_status_code(r: &PutResult) -> i32 {
+    match r.status {
+        PutStatus::PutOk => ResponseCode::SUCCESS,
+        PutStatus::FlushDiskTimeout => ResponseCode::FLUSH_DISK_TIMEOUT,
+    }
+}
+
+/// A stored message made ready to be written again (delay delivery, retry, transaction
+/// commit): same body, flags, hosts and times; the caller changes topic, queue and properties.
+pub(crate) fn reput_inner(ext: &store::MessageExt, store_host: SocketAddr) -> MessageInner {
+    MessageInner {
+        topic: ext.topic.clone(),
+        queue_id: ext.queue_id,
+        flag: ext.flag,
+        body: ext.body.clone(),
+        properties: ext.properties.clone(),
+        sys_flag: ext.sys_flag,
+        born_timestamp: ext.born_timestamp,
+        born_host: ext.born_host,
+        store_host,
+        reconsume_times: ext.reconsume_times,
+        prepared_transaction_offset: ext.prepared_transaction_offset,
+    }
+}

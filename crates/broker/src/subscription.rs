@@ -1,0 +1,201 @@
+//! [`SubscriptionGroupManager`]: consumer group configs (`config/subscriptionGroup.json`),
+//! created on demand when `autoCreateSubscriptionGroup` is on, as upstream.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use parking_lot::RwLock;
+use remoting::protocol::{from_fastjson, to_fastjson, DataVersion, KeyStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::persist;
+use crate::topic::next_version;
+
+/// One consumer group's settings (upstream `SubscriptionGroupConfig`, fields in fastjson's
+/// alphabetical order).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SubscriptionGroupConfig {
+    pub broker_id: i64,
+    pub consume_broadcast_enable: bool,
+    pub consume_enable: bool,
+    pub consume_from_min_enable: bool,
+    pub group_name: String,
+    pub notify_consumer_ids_changed_enable: bool,
+    /// Deliveries before a message goes to the DLQ.
+    pub retry_max_times: i32,
+    pub retry_queue_nums: i32,
+    pub which_broker_when_consume_slowly: i64,
+}
+
+impl Default for SubscriptionGroupConfig {
+    fn default() -> Self {
+        SubscriptionGroupConfig {
+            broker_id: 0,
+            consume_broadcast_enable: true,
+            consume_enable: true,
+            consume_from_min_enable: true,
+            group_name: String::new(),
+            notify_consumer_ids_changed_enable: true,
+            retry_max_times: 16,
+            retry_queue_nums: 1,
+            which_broker_when_consume_slowly: 1,
+        }
+    }
+}
+
+impl SubscriptionGroupConfig {
+    /// Defaults for `group`.
+    pub fn new(group: &str) -> Self {
+        SubscriptionGroupConfig {
+            group_name: group.to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+/// `subscriptionGroup.json` and the SUBSCRIPTIONGROUP bodies of the admin requests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SubscriptionGroupWrapper {
+    pub data_version: DataVersion,
+    pub subscription_group_table: BTreeMap<String, SubscriptionGroupConfig>,
+}
+
+/// Groups upstream's broker knows from the start.
+const SYSTEM_GROUPS: &[&str] = &[
+    "TOOLS_CONSUMER",
+    "FILTERSRV_CONSUMER",
+    "SELF_TEST_C_GROUP",
+    "CID_ONS-HTTP-PROXY",
+    "CID_ONSAPI_PULL",
+    "CID_ONSAPI_PERMISSION",
+    "CID_ONSAPI_OWNER",
+    "CID_SYS_RMQ_TRANS",
+];
+
+/// The broker's consumer groups.
+pub struct SubscriptionGroupManager {
+    path: PathBuf,
+    table: RwLock<SubscriptionGroupWrapper>,
+}
+
+impl SubscriptionGroupManager {
+    /// Loads `config/subscriptionGroup.json` (if any) over the system groups.
+    pub fn load(config: &BrokerConfig) -> Result<SubscriptionGroupManager, BrokerError> {
+        let path = config
+            .store_path_root_dir
+            .join("config")
+            .join("subscriptionGroup.json");
+        let mut wrapper = SubscriptionGroupWrapper::default();
+        for g in SYSTEM_GROUPS {
+            wrapper
+                .subscription_group_table
+                .insert(g.to_string(), SubscriptionGroupConfig::new(g));
+        }
+        if let Some(data) = persist::read_optional(&path)? {
+            let stored: SubscriptionGroupWrapper =
+                from_fastjson(&data).map_err(|e| BrokerError::Parse {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            wrapper.data_version = stored.data_version;
+            wrapper
+                .subscription_group_table
+                .extend(stored.subscription_group_table);
+        }
+        Ok(SubscriptionGroupManager {
+            path,
+            table: RwLock::new(wrapper),
+        })
+    }
+
+    /// The group's config; created with defaults when missing and `auto_create` is set.
+    pub fn find(
+        &self,
+        group: &str,
+        auto_create: bool,
+    ) -> Result<Option<SubscriptionGroupConfig>, BrokerError> {
+        if let Some(c) = self.table.read().subscription_group_table.get(group) {
+            return Ok(Some(c.clone()));
+        }
+        if !auto_create {
+            return Ok(None);
+        }
+        let created = SubscriptionGroupConfig::new(group);
+        {
+            let mut t = self.table.write();
+            t.subscription_group_table
+                .entry(group.to_string())
+                .or_insert_with(|| created.clone());
+            next_version(&mut t.data_version);
+        }
+        tracing::info!(group, "auto-created subscription group");
+        self.persist()?;
+        Ok(Some(created))
+    }
+
+    /// Creates or replaces a group (UPDATE_AND_CREATE_SUBSCRIPTIONGROUP).
+    pub fn update(&self, config: SubscriptionGroupConfig) -> Result<(), BrokerError> {
+        {
+            let mut t = self.table.write();
+            t.subscription_group_table
+                .insert(config.group_name.clone(), config);
+            next_version(&mut t.data_version);
+        }
+        self.persist()
+    }
+
+    /// Removes a group; returns whether it existed.
+    pub fn delete(&self, group: &str) -> Result<bool, BrokerError> {
+        let existed = {
+            let mut t = self.table.write();
+            let existed = t.subscription_group_table.remove(group).is_some();
+            if existed {
+                next_version(&mut t.data_version);
+            }
+            existed
+        };
+        if existed {
+            self.persist()?;
+        }
+        Ok(existed)
+    }
+
+    /// A copy of every group.
+    pub fn snapshot(&self) -> SubscriptionGroupWrapper {
+        self.table.read().clone()
+    }
+
+    /// Writes `config/subscriptionGroup.json`.
+    pub fn persist(&self) -> Result<(), BrokerError> {
+        let data = to_fastjson(&*self.table.read(), KeyStyle::Quoted)?;
+        persist::write_atomic(&self.path, &data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_create_update_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = BrokerConfig {
+            store_path_root_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        let m = SubscriptionGroupManager::load(&c).unwrap();
+        assert!(m.find("G", false).unwrap().is_none());
+        assert_eq!(m.find("G", true).unwrap().unwrap().retry_max_times, 16);
+        let mut g2 = SubscriptionGroupConfig::new("G2");
+        g2.retry_max_times = 3;
+        m.update(g2).unwrap();
+        let again = SubscriptionGroupManager::load(&c).unwrap();
+        assert!(again.find("G", false).unwrap().is_some());
+        assert_eq!(again.find("G2", false).unwrap().unwrap().retry_max_times, 3);
+        assert!(again.delete("G2").unwrap());
+    }
+}

@@ -1,0 +1,305 @@
+//! Transactional messages. A half message waits in `RMQ_SYS_TRANS_HALF_TOPIC` queue 0 (see the
+//! send handler); END_TRANSACTION commits it (written to its real topic) or rolls it back,
+//! and either way an op record (body: the half message's queue offset, tag `d`) goes to
+//! `RMQ_SYS_TRANS_OP_HALF_TOPIC`. Every `transactionCheckInterval` a check pass walks the half
+//! queue from its progress offset: resolved halves are skipped, halves younger than
+//! `transactionTimeOut` end the pass, halves checked `transactionCheckMax` times are dropped,
+//! and the others are written again (check count + 1) and CHECK_TRANSACTION_STATE is sent to a
+//! producer of their group, which answers with END_TRANSACTION.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use rand::seq::SliceRandom;
+use remoting::broker_headers::CheckTransactionStateRequestHeader;
+use remoting::headers::CommandHeader;
+use remoting::message::{now_millis, MessageConst, Properties};
+use remoting::protocol::perm;
+use remoting::{RemotingCommand, RequestCode};
+use store::{AcceptAll, GetMessageStatus, MessageExt, MessageInner};
+
+use crate::state::{reput_inner, BrokerState, PutError};
+use crate::topic::{TRANS_HALF_TOPIC, TRANS_OP_HALF_TOPIC};
+
+/// Group under which the check pass keeps its progress in the half queue.
+pub(crate) const CHECK_GROUP: &str = "CID_SYS_RMQ_TRANS";
+/// Tag of op records that resolve a half message.
+const REMOVE_TAG: &str = "d";
+/// Messages read per step of a check pass.
+const BATCH: usize = 32;
+
+/// Half messages known to be resolved, from op records.
+#[derive(Default)]
+pub(crate) struct TransactionOps {
+    inner: Mutex<OpsInner>,
+}
+
+#[derive(Default)]
+struct OpsInner {
+    /// Queue offsets (in the half queue) of resolved halves.
+    done: BTreeSet<i64>,
+    /// Next op-queue offset to read.
+    op_read: i64,
+}
+
+impl TransactionOps {
+    fn mark_done(&self, half_offset: i64) {
+        self.inner.lock().done.insert(half_offset);
+    }
+
+    /// Reads op records written since the last call.
+    fn refresh(&self, state: &BrokerState) {
+        let mut inner = self.inner.lock();
+        loop {
+            let got = state.store.get_messages(
+                TRANS_OP_HALF_TOPIC,
+                0,
+                inner.op_read,
+                BATCH,
+                usize::MAX,
+                &AcceptAll,
+            );
+            match got.status {
+                GetMessageStatus::Found => {}
+                GetMessageStatus::OffsetTooSmall => {
+                    inner.op_read = got.next_begin_offset;
+                    continue;
+                }
+                _ => return,
+            }
+            for (record, qo) in got.messages.iter().zip(&got.message_queue_offsets) {
+                if let Ok(ext) = MessageExt::decode(record) {
+                    if let Some(half) = std::str::from_utf8(&ext.body)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<i64>().ok())
+                    {
+                        inner.done.insert(half);
+                    }
+                }
+                inner.op_read = qo + 1;
+            }
+        }
+    }
+
+    /// Whether the half at `offset` is resolved; forgets offsets below `progress`.
+    fn is_done(&self, offset: i64) -> bool {
+        self.inner.lock().done.contains(&offset)
+    }
+
+    fn prune_below(&self, progress: i64) {
+        let mut inner = self.inner.lock();
+        inner.done = inner.done.split_off(&progress);
+    }
+}
+
+/// Makes sure the transaction system topics exist (one queue each).
+pub(crate) fn ensure_topics(state: &BrokerState, topic: &str) {
+    if let Err(e) = state
+        .topics
+        .create_if_missing(topic, 1, perm::PERM_READ | perm::PERM_WRITE, 0)
+    {
+        tracing::warn!(error = %e, topic, "cannot create transaction topic");
+    }
+}
+
+/// Queue offset of the first copy of a half message that was written again for a check.
+pub(crate) fn origin_offset(props: &Properties) -> Option<i64> {
+    props
+        .get(MessageConst::PROPERTY_TRANSACTION_PREPARED_QUEUE_OFFSET)
+        .and_then(|o| o.parse().ok())
+}
+
+/// Whether the half message at `queue_offset` (with `props`) is already resolved.
+pub(crate) fn is_resolved(state: &BrokerState, queue_offset: i64, props: &Properties) -> bool {
+    state.transactions.refresh(state);
+    state.transactions.is_done(queue_offset)
+        || origin_offset(props).is_some_and(|o| state.transactions.is_done(o))
+}
+
+/// Records that the half message at `half_queue_offset` is resolved (commit or rollback);
+/// with `origin`, the first copy of a half written again for a check is resolved too, so no
+/// copy is checked (or committed) again.
+pub(crate) async fn write_op(
+    state: &BrokerState,
+    half_queue_offset: i64,
+    origin: Option<i64>,
+) -> Result<(), PutError> {
+    if let Some(origin) = origin.filter(|o| *o != half_queue_offset) {
+        write_one_op(state, origin).await?;
+    }
+    write_one_op(state, half_queue_offset).await
+}
+
+async fn write_one_op(state: &BrokerState, half_queue_offset: i64) -> Result<(), PutError> {
+    ensure_topics(state, TRANS_OP_HALF_TOPIC);
+    let mut props = Properties::new();
+    props.insert(MessageConst::PROPERTY_TAGS, REMOVE_TAG);
+    let mut op = MessageInner::new(TRANS_OP_HALF_TOPIC, 0, half_queue_offset.to_string());
+    op.properties = props.to_wire_string();
+    op.born_timestamp = now_millis();
+    op.born_host = state.store_host();
+    op.store_host = state.store_host();
+    state.put(vec![op]).await?;
+    state.transactions.mark_done(half_queue_offset);
+    Ok(())
+}
+
+/// Runs check passes until the broker stops.
+pub(crate) async fn run_checks(state: Arc<BrokerState>) {
+    let mut stop = state.stop_signal();
+    loop {
+        let interval =
+            Duration::from_millis(state.config.read().transaction_check_interval.max(10));
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        check_once(&state).await;
+    }
+}
+
+/// One pass over the half queue.
+async fn check_once(state: &BrokerState) {
+    if state.config.read().is_slave() {
+        return;
+    }
+    state.transactions.refresh(state);
+    let (timeout_ms, check_max) = {
+        let c = state.config.read();
+        (c.transaction_time_out as i64, c.transaction_check_max)
+    };
+    let mut progress = state
+        .offsets
+        .query(CHECK_GROUP, TRANS_HALF_TOPIC, 0)
+        .unwrap_or_else(|| state.store.min_offset(TRANS_HALF_TOPIC, 0));
+    let start = progress;
+    'pass: loop {
+        let got =
+            state
+                .store
+                .get_messages(TRANS_HALF_TOPIC, 0, progress, BATCH, usize::MAX, &AcceptAll);
+        match got.status {
+            GetMessageStatus::Found => {}
+            GetMessageStatus::OffsetTooSmall => {
+                progress = got.next_begin_offset;
+                continue;
+            }
+            _ => break,
+        }
+        for (record, &qo) in got.messages.iter().zip(&got.message_queue_offsets) {
+            if state.transactions.is_done(qo) {
+                progress = qo + 1;
+                continue;
+            }
+            let Ok(ext) = MessageExt::decode(record) else {
+                progress = qo + 1;
+                continue;
+            };
+            let props = Properties::parse(&ext.properties);
+            if origin_offset(&props).is_some_and(|o| state.transactions.is_done(o)) {
+                progress = qo + 1;
+                continue;
+            }
+            let immunity = props
+                .get(MessageConst::PROPERTY_CHECK_IMMUNITY_TIME_IN_SECONDS)
+                .and_then(|s| s.parse::<i64>().ok())
+                .map(|s| s * 1000)
+                .unwrap_or(timeout_ms);
+            if now_millis() - ext.store_timestamp < immunity {
+                break 'pass;
+            }
+            let checks: i32 = props
+                .get(MessageConst::PROPERTY_TRANSACTION_CHECK_TIMES)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            if checks >= check_max {
+                tracing::warn!(msg_id = %ext.msg_id(), checks, "half message checked too often, dropped");
+                progress = qo + 1;
+                continue;
+            }
+            if let Err(e) = check_back(state, &ext, props, checks + 1).await {
+                tracing::warn!(remark = %e.remark, "cannot re-write half message; check stops");
+                break 'pass;
+            }
+            progress = qo + 1;
+        }
+    }
+    if progress != start {
+        state
+            .offsets
+            .commit(CHECK_GROUP, TRANS_HALF_TOPIC, 0, progress);
+        state.transactions.prune_below(progress);
+    }
+}
+
+/// Writes the half again with a higher check count and asks a producer of its group.
+async fn check_back(
+    state: &BrokerState,
+    ext: &MessageExt,
+    mut props: Properties,
+    checks: i32,
+) -> Result<(), PutError> {
+    props.insert(
+        MessageConst::PROPERTY_TRANSACTION_CHECK_TIMES,
+        checks.to_string(),
+    );
+    let mut copy = reput_inner(ext, state.store_host());
+    copy.properties = props.to_wire_string();
+    let put = state.put(vec![copy]).await?;
+    let group = props
+        .get(MessageConst::PROPERTY_PRODUCER_GROUP)
+        .unwrap_or("")
+        .to_string();
+    let channels = state.producers.channels(&group);
+    let Some(channel) = channels.choose(&mut rand::thread_rng()).cloned() else {
+        tracing::debug!(%group, "no producer online for a transaction check");
+        return Ok(());
+    };
+    let Some(record) = state.store.message_by_offset(put.wrote_offset) else {
+        return Ok(());
+    };
+    let Ok((mut client_ext, _)) = remoting::message::MessageExt::decode(&record, false) else {
+        return Ok(());
+    };
+    if let Some(real) = props.get(MessageConst::PROPERTY_REAL_TOPIC) {
+        client_ext.message.topic = real.to_string();
+    }
+    if let Some(q) = props
+        .get(MessageConst::PROPERTY_REAL_QUEUE_ID)
+        .and_then(|q| q.parse().ok())
+    {
+        client_ext.queue_id = q;
+    }
+    let mut body = BytesMut::new();
+    if client_ext.encode(&mut body).is_err() {
+        return Ok(());
+    }
+    let uniq = props
+        .get(MessageConst::PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX)
+        .map(str::to_string);
+    let header = CheckTransactionStateRequestHeader {
+        topic: Some(client_ext.message.topic.clone()),
+        tran_state_table_offset: put.queue_offset,
+        commit_log_offset: put.wrote_offset,
+        msg_id: uniq.clone(),
+        transaction_id: uniq,
+        offset_msg_id: Some(put.msg_id()),
+        bname: Some(state.config.read().broker_name.clone()),
+    };
+    let mut cmd =
+        RemotingCommand::request(RequestCode::CHECK_TRANSACTION_STATE).with_body(body.freeze());
+    header.write_to(&mut cmd);
+    let conn = channel.conn;
+    state.tasks.spawn(async move {
+        if let Err(e) = conn.send_oneway(cmd).await {
+            tracing::debug!(error = %e, "cannot send transaction check");
+        }
+    });
+    Ok(())
+}

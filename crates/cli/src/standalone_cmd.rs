@@ -1,0 +1,78 @@
+//! `apogee standalone`: a NameServer and one master broker in one process, topic
+//! auto-creation on, upstream's default ports (9876, 10911): the quickest way to a working
+//! RocketMQ endpoint on one machine.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use broker::{Broker, BrokerConfig};
+use clap::Args;
+use namesrv::{NameServer, NamesrvConfig};
+
+#[derive(Args, Debug)]
+pub struct StandaloneArgs {
+    /// Directory for the message store and config files (default `$HOME/apogee-standalone`).
+    #[arg(long = "data-dir")]
+    data_dir: Option<PathBuf>,
+    /// NameServer port.
+    #[arg(long = "namesrv-port", default_value_t = 9876)]
+    namesrv_port: u16,
+    /// Broker port.
+    #[arg(long = "broker-port", default_value_t = 10911)]
+    broker_port: u16,
+    /// Address the broker advertises to clients.
+    #[arg(long = "broker-ip", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    broker_ip: IpAddr,
+}
+
+pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let data_dir = args.data_dir.unwrap_or_else(|| {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join("apogee-standalone")
+    });
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let namesrv_config = NamesrvConfig {
+        listen_port: args.namesrv_port,
+        kv_config_path: data_dir.join("namesrv").join("kvConfig.json"),
+        ..NamesrvConfig::default()
+    };
+    let namesrv = NameServer::start(namesrv_config)
+        .await
+        .context("cannot start the NameServer")?;
+    let broker_config = BrokerConfig {
+        broker_cluster_name: "DefaultCluster".into(),
+        broker_name: "broker-a".into(),
+        namesrv_addr: format!("127.0.0.1:{}", namesrv.local_addr().port()),
+        listen_port: args.broker_port,
+        broker_ip1: Some(args.broker_ip),
+        store_path_root_dir: data_dir.join("store"),
+        auto_create_topic_enable: true,
+        auto_create_subscription_group: true,
+        ..BrokerConfig::default()
+    };
+    let broker = match Broker::start(broker_config).await {
+        Ok(b) => b,
+        Err(e) => {
+            namesrv.shutdown().await;
+            return Err(e).context("cannot start the broker");
+        }
+    };
+    tracing::info!(
+        namesrv = %namesrv.local_addr(),
+        broker = %broker.broker_addr(),
+        data_dir = %data_dir.display(),
+        start_ms = started.elapsed().as_millis() as u64,
+        "Apogee standalone ready"
+    );
+    crate::shutdown_signal().await?;
+    tracing::info!("shutting down");
+    broker.shutdown().await;
+    namesrv.shutdown().await;
+    Ok(())
+}

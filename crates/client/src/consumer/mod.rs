@@ -1,0 +1,9 @@
+//! Consumers: queue allocation, process queues, offset stores, subscriptions, the send-back
+//! decision, and the push consumer built from them.
+
+pub mod allocate;
+pub mod offset_store;
+pub mod process_queue;
+pub mod push;
+pub mod send_back;
+pub mod subscription;
