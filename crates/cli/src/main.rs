@@ -8,7 +8,11 @@ mod standalone_cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "apogee", version, about = "Apogee: a RocketMQ-compatible message queue")]
+#[command(
+    name = "apogee",
+    version,
+    about = "Apogee: a RocketMQ-compatible message queue"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

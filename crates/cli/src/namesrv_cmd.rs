@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use namesrv::{parse_properties, NameServer, NamesrvConfig};
+use namesrv::{NameServer, NamesrvConfig};
 
 #[derive(Args, Debug)]
 pub struct NamesrvArgs {
@@ -18,14 +18,7 @@ pub struct NamesrvArgs {
 }
 
 pub async fn run(args: NamesrvArgs) -> anyhow::Result<()> {
-    let mut props = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config file {}", path.display()))?;
-            parse_properties(&text)
-        }
-        None => Default::default(),
-    };
+    let mut props = crate::read_properties(args.config.as_deref())?;
     if let Some(port) = args.listen_port {
         props.insert("listenPort".to_string(), port.to_string());
     }

@@ -99,7 +99,8 @@ fn main() {
     // `APOGEE_BENCH_ONLY=async|sync` runs one part.
     let only = std::env::var("APOGEE_BENCH_ONLY").unwrap_or_default();
     if only != "async" {
-        bench_sync(tmp.path(), &rt);
+        bench_sync(tmp.path(), &rt, false);
+        bench_sync(tmp.path(), &rt, true);
     }
     if only != "sync" {
         bench_async(tmp.path(), &rt);
@@ -186,7 +187,7 @@ fn bench_async(tmp: &Path, rt: &tokio::runtime::Runtime) {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn bench_sync(tmp: &Path, rt: &tokio::runtime::Runtime) {
+fn bench_sync(tmp: &Path, rt: &tokio::runtime::Runtime, warm: bool) {
     // --- SYNC_FLUSH, 64 writers, group commit. This disk's fsync rate drifts a lot from one
     // second to the next, so probes and store runs alternate, and the runs are compared with
     // the mean of the probes taken around them.
@@ -194,6 +195,7 @@ fn bench_sync(tmp: &Path, rt: &tokio::runtime::Runtime) {
     let dir = tmp.join("sync");
     let mut c = StoreConfig::new(&dir);
     c.flush_disk_type = FlushDiskType::SyncFlush;
+    c.warm_mapped_file_enable = warm;
     let store = MessageStore::open(c).unwrap();
     let writers: u64 = 64;
     let group_bytes = writers as usize * (BODY + 100);
@@ -248,7 +250,7 @@ fn bench_sync(tmp: &Path, rt: &tokio::runtime::Runtime) {
         group_bytes / 1024
     );
     println!(
-        "SYNC_FLUSH, {writers} writers: {rate:.0} msg/s, {:.0} fsync/s, {:.1} writers per group commit",
+        "SYNC_FLUSH, {writers} writers, warmMapedFileEnable={warm}: {rate:.0} msg/s, {:.0} fsync/s, {:.1} writers per group commit",
         flushes as f64 / secs,
         msgs as f64 / flushes.max(1) as f64
     );

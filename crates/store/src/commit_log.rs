@@ -76,6 +76,8 @@ pub(crate) struct CommitLog {
     max_message_size: usize,
     mode: WriteMode,
     writer: Mutex<Writer>,
+    /// Held while the warm-up thread writes zeros and while staged records are written.
+    zero_lock: Mutex<()>,
     max_offset: AtomicU64,
     /// End of the last appended record, readable or still staged.
     appended: AtomicU64,
@@ -105,6 +107,7 @@ impl CommitLog {
             segment_size,
             max_message_size,
             mode,
+            zero_lock: Mutex::new(()),
             writer: Mutex::new(Writer {
                 pos: 0,
                 staged: Vec::new(),
@@ -342,6 +345,7 @@ impl CommitLog {
     fn commit_locked(&self, w: &mut Writer) -> Result<()> {
         if !w.staged.is_empty() {
             if let Some(file) = &w.staged_file {
+                let _z = self.zero_lock.lock();
                 file.write_through(w.staged_rel, &w.staged)?;
             }
             w.staged.clear();
@@ -367,19 +371,25 @@ impl CommitLog {
         Ok(f)
     }
 
-    /// Faults in (for writing) the region up to `ahead` bytes past the end of the log (but
-    /// not beyond the next segment), creating the next segment when the region reaches it, so appends take no page faults
-    /// (zero-filling a fresh page costs about as much as writing it). Returns whether it did
-    /// anything. Called by the warm-up thread only.
+    /// Prepares the region up to `ahead` bytes past the end of the log (but not beyond the
+    /// next segment), creating the next segment when the region reaches it. `Mmap` mode: faults
+    /// the pages in for writing, so appends take no page faults (zero-filling a fresh page
+    /// costs about as much as writing it). `Pwrite` mode (`warmMapedFileEnable`): writes zeros
+    /// to disk, so a group commit's fsync finds allocated, initialized blocks and has no block
+    /// or extent metadata to write. Returns whether it did anything. Warm-up thread only.
     pub(crate) fn warm(&self, ahead: u64) -> Result<bool> {
         const CHUNK: u64 = 2 * 1024 * 1024;
         let page = crate::mapped_file::OS_PAGE_SIZE;
-        let head = self.max_offset();
+        let head = self.appended();
         // At most up to the end of the segment after the current one.
         let target = (head + ahead).min(head - head % self.segment_size + 2 * self.segment_size);
         let mut did = false;
         loop {
-            let from = self.warmed.load(Ordering::Acquire).max(head - head % page);
+            let floor = match self.mode {
+                WriteMode::Mmap => head - head % page,
+                WriteMode::Pwrite => head.div_ceil(page) * page,
+            };
+            let from = self.warmed.load(Ordering::Acquire).max(floor);
             if from >= target {
                 return Ok(did);
             }
@@ -389,7 +399,21 @@ impl CommitLog {
                 None => self.files.create(start)?,
             };
             let end = (from + CHUNK).min(file.end()).min(target);
-            file.populate_for_write(from - file.start(), end - from)?;
+            match self.mode {
+                WriteMode::Mmap => file.populate_for_write(from - file.start(), end - from)?,
+                WriteMode::Pwrite => {
+                    {
+                        // No commit runs while the zeros are written, and they only go past
+                        // every appended record, so they can never land on data.
+                        let _z = self.zero_lock.lock();
+                        if from < self.appended() {
+                            return Ok(did);
+                        }
+                        file.write_zeros(from - file.start(), end - from)?;
+                    }
+                    file.write_out(from - file.start(), end - from)?;
+                }
+            }
             self.warmed.store(end, Ordering::Release);
             did = true;
         }
@@ -451,8 +475,15 @@ impl CommitLog {
             return Ok(from);
         }
         let t1 = std::time::Instant::now();
-        if std::env::var_os("FDSYNC").is_some() { for f in self.files.files() { if f.end() > from && f.start() < target { f.sync_data_tmp()?; } } } else {
-        self.files.flush(from, target)?; }
+        if std::env::var_os("FDSYNC").is_some() {
+            for f in self.files.files() {
+                if f.end() > from && f.start() < target {
+                    f.sync_data_tmp()?;
+                }
+            }
+        } else {
+            self.files.flush(from, target)?;
+        }
         MS.fetch_add(t1.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.flushed.store(target, Ordering::Release);
         Ok(target)

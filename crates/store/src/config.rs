@@ -63,6 +63,10 @@ pub struct StoreConfig {
     /// `flushConsumeQueueThoroughInterval`: ms after which every dirty ConsumeQueue and the Index
     /// are flushed regardless of size (60,000).
     pub flush_consume_queue_thorough_interval: u64,
+    /// `warmMapedFileEnable`: under `SYNC_FLUSH`, write zeros ahead of the writer so each
+    /// group-commit fsync finds initialized blocks (about 1.5x faster small fsyncs on
+    /// ext4/xfs) at the cost of writing every CommitLog byte twice (false).
+    pub warm_mapped_file_enable: bool,
     /// `maxMessageSize`: largest body accepted, bytes (4 MiB).
     pub max_message_size: usize,
     /// `checkCRCOnRecover`: verify body CRCs while recovering (true).
@@ -129,6 +133,7 @@ impl Default for StoreConfig {
             flush_interval_consume_queue: 1_000,
             flush_consume_queue_least_pages: 2,
             flush_consume_queue_thorough_interval: 60_000,
+            warm_mapped_file_enable: false,
             max_message_size: 4 * 1024 * 1024,
             check_crc_on_recover: true,
             file_reserved_time: 72,

@@ -191,7 +191,44 @@ impl MappedFile {
             .map_err(|e| StoreError::io(&self.path, e))
     }
 
-    pub(crate) fn sync_data_tmp(&self) -> Result<()> { self.file.sync_data().map_err(|e| StoreError::io(&self.path, e)) }
+    pub(crate) fn sync_data_tmp(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| StoreError::io(&self.path, e))
+    }
+    /// Writes zeros to `[pos, pos + len)` (file-relative) with `pwrite`.
+    pub(crate) fn write_zeros(&self, pos: u64, len: u64) -> Result<()> {
+        const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut at = pos;
+        while at < pos + len {
+            let n = (pos + len - at).min(ZEROS.len() as u64) as usize;
+            self.write_through(at, &ZEROS[..n])?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Starts and waits for the write-out of `[pos, pos + len)` (file-relative), without the
+    /// cache flush of an fsync.
+    pub(crate) fn write_out(&self, pos: u64, len: u64) -> Result<()> {
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        // SAFETY: plain syscall on an fd we own.
+        let rc = unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                pos as libc::off64_t,
+                len as libc::off64_t,
+                flags,
+            )
+        };
+        if rc != 0 {
+            return Err(StoreError::io(&self.path, std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
     /// Makes `[from, to)` (file-relative) durable.
     pub(crate) fn flush_range(&self, from: u64, to: u64) -> Result<()> {
         let to = to.min(self.size);

@@ -872,7 +872,7 @@ impl Inner {
         threads.push(spawn("store-flush", Inner::run_flusher)?);
         threads.push(spawn("store-dispatch", Inner::run_dispatcher)?);
         threads.push(spawn("store-housekeeping", Inner::run_housekeeping)?);
-        if self.commit_log.mode() == WriteMode::Mmap {
+        if self.warms() {
             threads.push(spawn("store-warm", Inner::run_warmer)?);
         }
         Ok(())
@@ -908,9 +908,7 @@ impl Inner {
         if self.config.flush_disk_type == FlushDiskType::AsyncFlush {
             self.signals.dispatch.notify();
         }
-        if self.commit_log.mode() == WriteMode::Mmap
-            && appended.end_offset + WARM_AHEAD / 2 > self.commit_log.warmed()
-        {
+        if self.warms() && appended.end_offset + WARM_AHEAD / 2 > self.commit_log.warmed() {
             self.signals.warm.notify();
         }
         Ok(appended)
@@ -1097,6 +1095,11 @@ impl Inner {
         total + size > cap_bytes || count + 1 > cap_count
     }
 
+    /// Whether the warm-up thread runs: always for mapped writes, on request for `pwrite`.
+    fn warms(&self) -> bool {
+        self.commit_log.mode() == WriteMode::Mmap || self.config.warm_mapped_file_enable
+    }
+
     /// Body of the warm-up thread: keeps the pages just past the end of the CommitLog faulted
     /// in (see `CommitLog::warm`).
     fn run_warmer(self: Arc<Self>) {
@@ -1131,7 +1134,7 @@ impl Inner {
                 .warm
                 .wait_unless(Duration::from_millis(100), || {
                     self.stopping.load(Ordering::Acquire)
-                        || self.commit_log.max_offset() + WARM_AHEAD / 2 > self.commit_log.warmed()
+                        || self.commit_log.appended() + WARM_AHEAD / 2 > self.commit_log.warmed()
                 });
         }
     }
