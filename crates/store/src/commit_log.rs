@@ -23,8 +23,6 @@ use crate::message::{
     END_FILE_MIN_BLANK_LENGTH, MAX_PROPERTIES_LENGTH, MAX_TOPIC_LENGTH,
 };
 
-pub static PW: AtomicU64 = AtomicU64::new(0);
-pub static MS: AtomicU64 = AtomicU64::new(0);
 /// What one append wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Appended {
@@ -459,12 +457,10 @@ impl CommitLog {
     /// Flushes everything written so far if at least `least_pages` pages are dirty (0: always).
     /// Only the flush thread (or shutdown, after it stopped) calls this.
     pub(crate) fn flush(&self, least_pages: u32) -> Result<u64> {
-        let t0 = std::time::Instant::now();
         if self.mode == WriteMode::Pwrite {
             let mut w = self.writer.lock();
             self.commit_locked(&mut w)?;
         }
-        PW.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let target = self.max_offset();
         let from = self.flushed();
         if target <= from {
@@ -474,17 +470,7 @@ impl CommitLog {
         if least_pages > 0 && target / page - from / page < least_pages as u64 {
             return Ok(from);
         }
-        let t1 = std::time::Instant::now();
-        if std::env::var_os("FDSYNC").is_some() {
-            for f in self.files.files() {
-                if f.end() > from && f.start() < target {
-                    f.sync_data_tmp()?;
-                }
-            }
-        } else {
-            self.files.flush(from, target)?;
-        }
-        MS.fetch_add(t1.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.files.flush(from, target)?;
         self.flushed.store(target, Ordering::Release);
         Ok(target)
     }

@@ -10,7 +10,9 @@
 //! `msync`, publishes it, and so releases every waiter at or below it at once. To fill each
 //! fsync, the thread first waits (briefly, bounded by half the last fsync's duration) until as
 //! many writers are waiting as the previous fsync released: writers released together come back
-//! together, and one fsync then covers them all instead of splitting them in two groups.
+//! together, and one fsync then covers them all instead of splitting them in two groups. The
+//! window is polled (yielding the CPU), not slept in: a futex wake-up can cost as much as the
+//! whole wait on a VM. `SYNC_FLUSH` writes go through `pwrite` (see `WriteMode::Pwrite`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -50,9 +52,6 @@ impl Inner {
         let mut last_group: u64 = 0;
         let mut last_fsync = Duration::from_micros(200);
         let mut covered: u64 = self.waiters_registered.load(Ordering::Acquire);
-        let (mut t_idle, mut t_win, mut t_fs, mut cycles) =
-            (Duration::ZERO, Duration::ZERO, Duration::ZERO, 0u64);
-        let mut mark = Instant::now();
         loop {
             let stopping = self.stopping.load(Ordering::Acquire);
             let work = || {
@@ -61,29 +60,19 @@ impl Inner {
             };
             if !stopping && !work() {
                 // Upstream also wakes every 10 ms to flush writes that did not wait.
-                self.flush_wake_at.store(0, Ordering::SeqCst);
                 self.signals
                     .flush
                     .wait_unless(Duration::from_millis(10), work);
-                t_idle += mark.elapsed();
-                mark = Instant::now();
                 continue;
             }
             if stopping {
                 self.flush_commit_log(0);
-                if std::env::var_os("FLUSHSTATS").is_some() {
-                    eprintln!("cycles {cycles} idle {t_idle:?} window {t_win:?} fsync {t_fs:?} pwrite {}ms msync {}ms", crate::commit_log::PW.load(Ordering::Relaxed)/1_000_000, crate::commit_log::MS.load(Ordering::Relaxed)/1_000_000);
-                }
                 return;
             }
-            let w0 = Instant::now();
             if last_group > 1 {
                 let window =
                     (last_fsync / 2).clamp(Duration::from_micros(50), Duration::from_millis(2));
                 let deadline = Instant::now() + window;
-                // Writers notify only when their registration reaches this count.
-                self.flush_wake_at
-                    .store(covered + last_group, Ordering::SeqCst);
                 let enough = || {
                     self.waiters_registered.load(Ordering::SeqCst) - covered >= last_group
                         || self.stopping.load(Ordering::Acquire)
@@ -96,12 +85,8 @@ impl Inner {
             }
             let registered = self.waiters_registered.load(Ordering::Acquire);
             let start = Instant::now();
-            t_win += start - w0;
             self.flush_commit_log(0);
             last_fsync = start.elapsed();
-            t_fs += last_fsync;
-            cycles += 1;
-            mark = Instant::now();
             last_group = registered - covered;
             covered = registered;
         }

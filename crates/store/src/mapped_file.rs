@@ -191,14 +191,9 @@ impl MappedFile {
             .map_err(|e| StoreError::io(&self.path, e))
     }
 
-    pub(crate) fn sync_data_tmp(&self) -> Result<()> {
-        self.file
-            .sync_data()
-            .map_err(|e| StoreError::io(&self.path, e))
-    }
     /// Writes zeros to `[pos, pos + len)` (file-relative) with `pwrite`.
     pub(crate) fn write_zeros(&self, pos: u64, len: u64) -> Result<()> {
-        const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let mut at = pos;
         while at < pos + len {
             let n = (pos + len - at).min(ZEROS.len() as u64) as usize;

@@ -263,7 +263,6 @@ pub(crate) struct Inner {
     pub(crate) flush_state: watch::Sender<FlushState>,
     pub(crate) waiters_registered: AtomicU64,
     pub(crate) flushes: AtomicU64,
-    pub(crate) flush_wake_at: AtomicU64,
     pub(crate) signals: Signals,
     pub(crate) stopping: AtomicBool,
     stopped: AtomicBool,
@@ -368,7 +367,6 @@ impl MessageStore {
             flush_state,
             waiters_registered: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
-            flush_wake_at: AtomicU64::new(0),
             signals: Signals::default(),
             stopping: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
@@ -927,10 +925,8 @@ impl Inner {
             return Ok(PutStatus::FlushDiskTimeout);
         }
         let mut rx = self.flush_state.subscribe();
-        let n = self.waiters_registered.fetch_add(1, Ordering::SeqCst) + 1;
-        if n >= self.flush_wake_at.load(Ordering::SeqCst) {
-            self.signals.flush.notify();
-        }
+        self.waiters_registered.fetch_add(1, Ordering::SeqCst);
+        self.signals.flush.notify();
         let waited =
             tokio::time::timeout(timeout, rx.wait_for(|s| s.flushed >= end || s.failed)).await;
         match waited {

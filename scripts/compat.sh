@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs the two third-party RocketMQ clients in ../shared/compat (the C++ client and the
+# JavaScript ali-ons) against `apogee standalone`: each produces N messages, consumes them in a
+# fresh group, fails every 10th once so it is sent back, and must report ok.
+#   usage: scripts/compat.sh [N]          (N defaults to 200)
+# Needs python3 (with venv) and node/npm; installs the clients into $COMPAT_DIR (outside the repo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${1:-200}"
+COMPAT="${COMPAT_SRC:-../shared/compat}"
+if [ ! -f "$COMPAT/run.sh" ]; then
+  echo "compat: $COMPAT not found; skipping the third-party client check" >&2
+  exit 0
+fi
+
+bash "$COMPAT/install.sh"
+cargo build -q -p apogee-cli
+BIN=target/debug/apogee
+
+WORK="$(mktemp -d)"
+PIDFILE="$WORK/pid"
+cleanup() {
+  if [ -f "$PIDFILE" ]; then kill "$(cat "$PIDFILE")" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Two free loopback ports for the NameServer and the broker.
+read -r NS_PORT BROKER_PORT < <(python3 -c '
+import socket
+s=[socket.socket() for _ in range(2)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*[x.getsockname()[1] for x in s])')
+NS="127.0.0.1:$NS_PORT"
+
+RUST_LOG=warn "$BIN" standalone --data-dir "$WORK/data" --namesrv-port "$NS_PORT" \
+  --broker-port "$BROKER_PORT" >"$WORK/standalone.log" 2>&1 &
+echo $! >"$PIDFILE"
+
+# Wait until the broker has registered: the cluster list names it.
+for _ in $(seq 1 100); do
+  if "$BIN" admin clusterList -n "$NS" >/dev/null 2>&1; then break; fi
+  sleep 0.1
+done
+for t in COMPAT_cpp COMPAT_js; do
+  "$BIN" admin updateTopic -n "$NS" -c DefaultCluster -t "$t" -r 4 -w 4 >/dev/null
+done
+
+rc=0
+LOGDIR="$WORK/logs" bash "$COMPAT/run.sh" --namesrv "$NS" --n "$N" --timeout 120 || rc=$?
+if [ "$rc" != 0 ]; then
+  echo "compat: FAILED; standalone log tail:" >&2
+  tail -n 50 "$WORK/standalone.log" >&2 || true
+  tail -n 30 "$WORK"/logs/*.err >&2 || true
+fi
+exit "$rc"
