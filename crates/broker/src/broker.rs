@@ -17,12 +17,14 @@ use tokio_util::task::TaskTracker;
 use crate::clients::{ConsumerManager, ProducerManager};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::ha::{self, HaState};
 use crate::handlers;
 use crate::lock::RebalanceLockManager;
 use crate::long_poll::PullWaiters;
 use crate::offset::ConsumerOffsetManager;
 use crate::register;
 use crate::schedule::{self, DelayOffsets};
+use crate::slave_sync;
 use crate::state::BrokerState;
 use crate::subscription::SubscriptionGroupManager;
 use crate::topic::TopicConfigManager;
@@ -56,6 +58,7 @@ impl Broker {
             }));
         }
         let (stopping, _) = watch::channel(false);
+        let client = RemotingClient::new(ClientConfig::default());
         let state = Arc::new(BrokerState {
             topics: TopicConfigManager::load(&config)?,
             groups: SubscriptionGroupManager::load(&config)?,
@@ -76,7 +79,12 @@ impl Broker {
             store: store.clone(),
             store_host: Default::default(),
             config: RwLock::new(config.clone()),
+            ha: HaState::default(),
+            client: client.clone(),
         });
+        state
+            .ha
+            .set_master_ha_addr(config.ha_master_address.clone());
         let server_config = ServerConfig {
             listen: config.listen_addr(),
             max_frame_size: config.max_frame_size,
@@ -95,11 +103,23 @@ impl Broker {
         // for a fixed port, and the configured one for port 0 (fixed up here for later reads).
         let _ = state.store_host.set(advertised);
 
-        let client = RemotingClient::new(ClientConfig::default());
-        let mut tasks = vec![
-            tokio::spawn(register::run(state.clone(), client.clone())),
-            tokio::spawn(housekeeping(state.clone())),
-        ];
+        let mut tasks = Vec::new();
+        if config.is_slave() {
+            tasks.push(tokio::spawn(ha::slave::run(state.clone())));
+            tasks.push(tokio::spawn(slave_sync::run(state.clone())));
+        } else {
+            let listener = match ha::master::bind(&state).await {
+                Ok(l) => l,
+                Err(e) => {
+                    server.shutdown().await;
+                    store.shutdown()?;
+                    return Err(BrokerError::HaBind(e));
+                }
+            };
+            tasks.push(tokio::spawn(ha::master::run(state.clone(), listener)));
+        }
+        tasks.push(tokio::spawn(register::run(state.clone(), client.clone())));
+        tasks.push(tokio::spawn(housekeeping(state.clone())));
         if !config.is_slave() {
             for level in 1..=state.delay_levels.len() as i32 {
                 tasks.push(tokio::spawn(schedule::run_level(state.clone(), level)));
@@ -128,6 +148,11 @@ impl Broker {
     /// `brokerIP1:port`, the address registered with the NameServers.
     pub fn broker_addr(&self) -> String {
         self.state.broker_addr()
+    }
+
+    /// The bound replication port (a master's `haListenPort`); `None` on a slave.
+    pub fn ha_port(&self) -> Option<u16> {
+        self.state.ha.listen_port.get().copied()
     }
 
     /// The configuration in force (UPDATE_BROKER_CONFIG may have changed it).

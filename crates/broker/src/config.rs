@@ -309,8 +309,10 @@ broker_config! {
     sync_flush_timeout: u64 = "syncFlushTimeout", 5_000;
     /// `messageIndexEnable`.
     message_index_enable: bool = "messageIndexEnable", true;
-    /// `slaveReadEnable`: let a master suggest the slave for pulls of cold data.
-    slave_read_enable: bool = "slaveReadEnable", false;
+    /// `slaveReadEnable`: a slave serves pulls (else it answers `SYSTEM_BUSY`, as 5.x), and a
+    /// master suggests the slave for pulls of cold data. On by default in Apogee (upstream:
+    /// off), so consumption continues from the slave when the master is gone.
+    slave_read_enable: bool = "slaveReadEnable", true;
     /// `longPollingEnable`: hold pulls with no new data.
     long_polling_enable: bool = "longPollingEnable", true;
     /// `shortPollingTimeMills` (ms): hold time when long polling is off.
@@ -341,6 +343,27 @@ broker_config! {
     rebalance_lock_max_live_time: u64 = "rebalanceLockMaxLiveTime", 60_000;
     /// `maxFrameSize` (bytes): larger frames close the connection.
     max_frame_size: usize = "maxFrameSize", remoting::codec::DEFAULT_MAX_FRAME_SIZE;
+    /// `enableActingMaster` (sent in REGISTER_BROKER): while the group's master is gone, a
+    /// NameServer with `supportActingMaster` may list this group's lowest-id slave as broker 0
+    /// (read-only); that slave then accepts CONSUMER_SEND_MSG_BACK and writes the retry
+    /// message to a live master of another group of the cluster. On by default in Apogee.
+    enable_acting_master: bool = "enableActingMaster", true;
+    /// `haMasterAddress`: the master's HA address (`ip:port`) for a slave; default: the
+    /// `haServerAddr` the NameServer answers to registration.
+    ha_master_address: Option<String> = "haMasterAddress", None;
+    /// `haSendHeartbeatInterval` (ms): idle master -> slave heartbeat frames and slave offset
+    /// reports.
+    ha_send_heartbeat_interval: u64 = "haSendHeartbeatInterval", 5_000;
+    /// `haHousekeepingInterval` (ms): a replication connection silent this long is closed.
+    ha_housekeeping_interval: u64 = "haHousekeepingInterval", 20_000;
+    /// `haTransferBatchSize` (bytes): largest CommitLog chunk per HA frame.
+    ha_transfer_batch_size: usize = "haTransferBatchSize", 32 * 1024;
+    /// `haMaxGapNotInSync` (bytes): a SYNC_MASTER whose slaves lag more than this answers
+    /// `SLAVE_NOT_AVAILABLE` at once instead of waiting.
+    ha_max_gap_not_in_sync: u64 = "haMaxGapNotInSync", 256 * 1024 * 1024;
+    /// `slaveSynchronizeInterval` (ms, Apogee key; upstream fixed 10 s): how often a slave
+    /// copies topics, groups, consumer offsets and delay progress from its master.
+    slave_synchronize_interval: u64 = "slaveSynchronizeInterval", 10_000;
     /// `maxConnections`: connections served at once.
     max_connections: usize = "maxConnections", 10_000;
 }

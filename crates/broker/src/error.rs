@@ -17,6 +17,9 @@ pub enum BrokerError {
     /// The network layer failed (binding the port, talking to a NameServer).
     #[error("remoting error: {0}")]
     Remoting(#[from] remoting::RemotingError),
+    /// The replication (HA) port cannot be bound.
+    #[error("cannot bind the HA port: {0}")]
+    HaBind(#[source] std::io::Error),
     /// A config file (`topics.json`, ...) cannot be read or written.
     #[error("I/O error on {path}: {source}")]
     Io {

@@ -106,8 +106,9 @@ impl ConsumerOffsetManager {
         });
     }
 
-    /// Writes `config/consumerOffset.json`.
-    pub fn persist(&self) -> Result<(), BrokerError> {
+    /// Every offset in upstream's `ConsumerOffsetSerializeWrapper` shape (the file's, and the
+    /// GET_ALL_CONSUMER_OFFSET body).
+    pub fn encode(&self) -> Result<Vec<u8>, BrokerError> {
         let file = OffsetFile {
             offset_table: self
                 .table
@@ -116,7 +117,35 @@ impl ConsumerOffsetManager {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };
-        persist::write_atomic(&self.path, &to_fastjson(&file, KeyStyle::Bare)?)
+        Ok(to_fastjson(&file, KeyStyle::Bare)?)
+    }
+
+    /// Merges a master's GET_ALL_CONSUMER_OFFSET body into this (slave's) table keeping the
+    /// larger offset of each queue, so offsets committed to the slave while the master was
+    /// away are not overwritten by the master's older ones. Returns the queues that moved.
+    pub fn merge_max(&self, body: &[u8]) -> Result<usize, BrokerError> {
+        let file: OffsetFile = from_fastjson(body).map_err(|e| BrokerError::Parse {
+            path: PathBuf::from("<GET_ALL_CONSUMER_OFFSET body>"),
+            reason: e.to_string(),
+        })?;
+        let mut moved = 0;
+        let mut table = self.table.write();
+        for (k, queues) in file.offset_table {
+            let local = table.entry(k).or_default();
+            for (q, offset) in queues {
+                let cur = local.entry(q).or_insert(-1);
+                if offset > *cur {
+                    *cur = offset;
+                    moved += 1;
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Writes `config/consumerOffset.json`.
+    pub fn persist(&self) -> Result<(), BrokerError> {
+        persist::write_atomic(&self.path, &self.encode()?)
     }
 }
 
@@ -137,6 +166,11 @@ mod tests {
         assert_eq!(again.query("G", "T", 1), Some(7));
         assert_eq!(again.query("G", "T", 2), None);
         assert_eq!(again.topics_of_group("G"), vec!["T".to_string()]);
+        let master = br#"{"offsetTable":{"T@G":{0:10,1:9},"U@G":{0:3}}}"#;
+        assert_eq!(again.merge_max(master).unwrap(), 2);
+        assert_eq!(again.query("G", "T", 0), Some(12));
+        assert_eq!(again.query("G", "T", 1), Some(9));
+        assert_eq!(again.query("G", "U", 0), Some(3));
         again.remove_topic("T");
         assert_eq!(again.query("G", "T", 0), None);
     }

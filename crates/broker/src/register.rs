@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use remoting::client::RemotingClient;
 use remoting::headers::{
-    CommandHeader, RegisterBrokerRequestHeader, UnRegisterBrokerRequestHeader,
+    CommandHeader, RegisterBrokerRequestHeader, RegisterBrokerResponseHeader,
+    UnRegisterBrokerRequestHeader,
 };
 use remoting::protocol::RegisterBrokerBody;
-use remoting::{RemotingCommand, RequestCode, ResponseCode};
+use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
 
 use crate::state::BrokerState;
 
@@ -27,8 +28,12 @@ pub(crate) fn body_crc32(body: &[u8]) -> i32 {
 fn ha_server_addr(state: &BrokerState) -> String {
     let c = state.config.read();
     let ip = c.broker_ip2.unwrap_or_else(|| c.advertised_ip());
-    let port = c
-        .ha_listen_port
+    let port = state
+        .ha
+        .listen_port
+        .get()
+        .copied()
+        .or(c.ha_listen_port)
         .unwrap_or_else(|| state.store_host().port().saturating_add(1));
     format!("{ip}:{port}")
 }
@@ -44,7 +49,7 @@ pub(crate) async fn register_all(state: &BrokerState, client: &RemotingClient) {
             ha_server_addr: String::new(),
             broker_id: c.broker_id,
             heartbeat_timeout_millis: None,
-            enable_acting_master: None,
+            enable_acting_master: Some(c.enable_acting_master),
             compressed: false,
             body_crc32: None,
             zone_name: None,
@@ -71,13 +76,21 @@ pub(crate) async fn register_all(state: &BrokerState, client: &RemotingClient) {
         body_crc32: Some(body_crc32(&body)),
         ..header
     };
+    let mut answered = false;
+    let mut master: Option<RegisterBrokerResponseHeader> = None;
     for ns in name_servers {
         let mut cmd =
             RemotingCommand::request(RequestCode::REGISTER_BROKER).with_body(body.clone());
         header.write_to(&mut cmd);
         match client.invoke_namesrv(&ns, cmd, timeout).await {
             Ok(resp) if resp.code == ResponseCode::SUCCESS => {
-                tracing::debug!(namesrv = %ns, "registered")
+                tracing::debug!(namesrv = %ns, "registered");
+                answered = true;
+                if let Ok(h) = RegisterBrokerResponseHeader::from_command(&resp) {
+                    if h.master_addr.as_deref().is_some_and(|a| !a.is_empty()) {
+                        master = Some(h);
+                    }
+                }
             }
             Ok(resp) => {
                 tracing::warn!(namesrv = %ns, code = resp.code, remark = resp.remark_str(), "registration refused")
@@ -85,6 +98,30 @@ pub(crate) async fn register_all(state: &BrokerState, client: &RemotingClient) {
             Err(e) => tracing::warn!(namesrv = %ns, error = %e, "registration failed"),
         }
     }
+    if answered && state.config.read().is_slave() {
+        learn_master(state, master);
+    }
+}
+
+/// A slave takes its master's addresses from the registration answer (`masterAddr`,
+/// `haServerAddr`); no master in any answer means the master is gone.
+fn learn_master(state: &BrokerState, answer: Option<RegisterBrokerResponseHeader>) {
+    let configured_ha = state.config.read().ha_master_address.clone();
+    let (addr, ha) = match answer {
+        Some(h) => (
+            h.master_addr.as_deref().and_then(BrokerAddr::parse),
+            h.ha_server_addr.filter(|a| !a.is_empty()),
+        ),
+        None => (None, None),
+    };
+    {
+        let mut cur = state.ha.master_addr.write();
+        if *cur != addr {
+            tracing::info!(master = ?addr, "master address changed");
+            *cur = addr;
+        }
+    }
+    state.ha.set_master_ha_addr(configured_ha.or(ha));
 }
 
 /// Registers at start, periodically and on topic changes, until the broker stops; then

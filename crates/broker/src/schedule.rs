@@ -69,11 +69,31 @@ impl DelayOffsets {
         self.table.lock().clone()
     }
 
-    pub(crate) fn persist(&self) -> Result<(), BrokerError> {
+    /// Every level's progress in upstream's `delayOffset.json` shape (the file's, and the
+    /// GET_ALL_DELAY_OFFSET body).
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, BrokerError> {
         let file = DelayOffsetFile {
             offset_table: self.snapshot(),
         };
-        persist::write_atomic(&self.path, &to_fastjson(&file, KeyStyle::Bare)?)
+        Ok(to_fastjson(&file, KeyStyle::Bare)?)
+    }
+
+    /// Merges a master's GET_ALL_DELAY_OFFSET body, keeping each level's larger offset.
+    pub(crate) fn merge_max(&self, body: &[u8]) -> Result<(), BrokerError> {
+        let file: DelayOffsetFile = from_fastjson(body).map_err(|e| BrokerError::Parse {
+            path: PathBuf::from("<GET_ALL_DELAY_OFFSET body>"),
+            reason: e.to_string(),
+        })?;
+        let mut table = self.table.lock();
+        for (level, offset) in file.offset_table {
+            let cur = table.entry(level).or_insert(offset);
+            *cur = (*cur).max(offset);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn persist(&self) -> Result<(), BrokerError> {
+        persist::write_atomic(&self.path, &self.encode()?)
     }
 }
 

@@ -7,14 +7,17 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
+use remoting::client::RemotingClient;
 use remoting::protocol::perm;
 use remoting::ResponseCode;
-use store::{MessageInner, MessageStore, PutResult, PutStatus, StoreError};
+use store::{BrokerRole, MessageInner, MessageStore, PutResult, PutStatus, StoreError};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::clients::{ConsumerManager, ProducerManager};
 use crate::config::BrokerConfig;
+use crate::ha::acks::SlaveWait;
+use crate::ha::HaState;
 use crate::lock::RebalanceLockManager;
 use crate::long_poll::PullWaiters;
 use crate::offset::ConsumerOffsetManager;
@@ -52,6 +55,10 @@ pub(crate) struct BrokerState {
     pub(crate) stopping: watch::Sender<bool>,
     pub(crate) started: Instant,
     pub(crate) stats: Stats,
+    /// Replication: master's written end and slave acks, slave's master addresses.
+    pub(crate) ha: HaState,
+    /// Outgoing requests (NameServers, the master, other groups' masters).
+    pub(crate) client: RemotingClient,
 }
 
 /// A write that failed, as a response code and remark.
@@ -99,10 +106,45 @@ impl BrokerState {
         match result {
             Ok(r) => {
                 self.stats.put_messages.fetch_add(n, Ordering::Relaxed);
+                self.ha
+                    .note_written(r.wrote_offset + i64::from(r.wrote_bytes.max(0)));
                 Ok(r)
             }
             Err(e) => Err(map_store_error(e)),
         }
+    }
+
+    /// [`Self::put`] for a client's write, answered with its response code: SUCCESS, or
+    /// FLUSH_DISK_TIMEOUT when the flush policy did not hold in time; under `SYNC_MASTER`
+    /// also FLUSH_SLAVE_TIMEOUT when no slave acknowledged within `syncFlushTimeout` and
+    /// SLAVE_NOT_AVAILABLE when no slave is connected or in sync. The wait for the slave is
+    /// asynchronous (see [`crate::ha::acks`]).
+    pub(crate) async fn put_acked(
+        &self,
+        msgs: Vec<MessageInner>,
+    ) -> Result<(PutResult, i32), PutError> {
+        let r = self.put(msgs).await?;
+        if r.status == PutStatus::FlushDiskTimeout {
+            return Ok((r, ResponseCode::FLUSH_DISK_TIMEOUT));
+        }
+        let (sync, timeout, gap) = {
+            let c = self.config.read();
+            (
+                c.broker_role == BrokerRole::SyncMaster,
+                Duration::from_millis(c.sync_flush_timeout),
+                c.ha_max_gap_not_in_sync,
+            )
+        };
+        if !sync {
+            return Ok((r, ResponseCode::SUCCESS));
+        }
+        let end = r.wrote_offset + i64::from(r.wrote_bytes.max(0));
+        let code = match self.ha.acks.wait(end, timeout, gap).await {
+            SlaveWait::Acked => ResponseCode::SUCCESS,
+            SlaveWait::Timeout => ResponseCode::FLUSH_SLAVE_TIMEOUT,
+            SlaveWait::NotAvailable => ResponseCode::SLAVE_NOT_AVAILABLE,
+        };
+        Ok((r, code))
     }
 }
 
@@ -121,15 +163,6 @@ fn map_store_error(e: StoreError) -> PutError {
     PutError {
         code,
         remark: e.to_string(),
-    }
-}
-
-/// Response code of a successful write: SUCCESS, or FLUSH_DISK_TIMEOUT when the flush policy
-/// did not hold in time.
-pub(crate) fn put_status_code(r: &PutResult) -> i32 {
-    match r.status {
-        PutStatus::PutOk => ResponseCode::SUCCESS,
-        PutStatus::FlushDiskTimeout => ResponseCode::FLUSH_DISK_TIMEOUT,
     }
 }
 

@@ -164,6 +164,22 @@ impl SubscriptionGroupManager {
         Ok(existed)
     }
 
+    /// A slave takes its master's groups (GET_ALL_SUBSCRIPTIONGROUP_CONFIG) when they or their
+    /// data version differ from ours.
+    pub(crate) fn replace_from_master(
+        &self,
+        master: SubscriptionGroupWrapper,
+    ) -> Result<(), BrokerError> {
+        {
+            let mut t = self.table.write();
+            if t.data_version == master.data_version && t.subscription_group_table == master.subscription_group_table {
+                return Ok(());
+            }
+            *t = master;
+        }
+        self.persist()
+    }
+
     /// A copy of every group.
     pub fn snapshot(&self) -> SubscriptionGroupWrapper {
         self.table.read().clone()

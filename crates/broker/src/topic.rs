@@ -259,6 +259,23 @@ impl TopicConfigManager {
         Ok(created)
     }
 
+    /// A slave takes its master's topics (GET_ALL_TOPIC_CONFIG) when they or their data
+    /// version differ from ours; returns whether anything changed.
+    pub(crate) fn replace_from_master(
+        &self,
+        master: TopicConfigSerializeWrapper,
+    ) -> Result<bool, BrokerError> {
+        {
+            let mut t = self.table.write();
+            if t.data_version == master.data_version && t.topic_config_table == master.topic_config_table {
+                return Ok(false);
+            }
+            *t = master;
+        }
+        self.after_change()?;
+        Ok(true)
+    }
+
     fn after_change(&self) -> Result<(), BrokerError> {
         self.changed.notify_one();
         self.persist()

@@ -1,8 +1,11 @@
 //! The `apogee` binary: one executable whose subcommands start Apogee's processes and tools.
 //! Config files and environment variables are read here only; libraries take typed configs.
 
+mod admin;
+mod bench;
 mod broker_cmd;
 mod namesrv_cmd;
+mod quickstart_cmd;
 mod standalone_cmd;
 
 use clap::{Parser, Subcommand};
@@ -26,14 +29,22 @@ enum Command {
     Broker(broker_cmd::BrokerArgs),
     /// Run a NameServer and one master broker in one process (ports 9876 and 10911).
     Standalone(standalone_cmd::StandaloneArgs),
+    /// Administer a cluster (upstream `mqadmin`): topics, groups, brokers, messages.
+    Admin(admin::AdminArgs),
+    /// Measure produce, consume and end-to-end throughput and latency.
+    Bench(bench::BenchArgs),
+    /// Start an embedded server, produce and consume a few hundred messages, and exit.
+    Quickstart(quickstart_cmd::QuickstartArgs),
 }
 
-fn init_logging() {
+/// Logs to stderr; `default` applies when `RUST_LOG` is not set.
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true)
+        .with_writer(std::io::stderr)
         .init();
 }
 
@@ -64,9 +75,24 @@ pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    init_logging();
+/// Runs the command; an error is printed with its causes on one line and exits with status 1.
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    // The tools print their own output; only warnings from the libraries are wanted there.
+    let tool = matches!(
+        cli.command,
+        Command::Admin(_) | Command::Bench(_) | Command::Quickstart(_)
+    );
+    init_logging(if tool { "warn" } else { "info" });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -75,6 +101,9 @@ fn main() -> anyhow::Result<()> {
             Command::Namesrv(args) => namesrv_cmd::run(args).await,
             Command::Broker(args) => broker_cmd::run(args).await,
             Command::Standalone(args) => standalone_cmd::run(args).await,
+            Command::Admin(args) => admin::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::Quickstart(args) => quickstart_cmd::run(args).await,
         }
     })
 }

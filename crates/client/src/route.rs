@@ -8,7 +8,7 @@
 //! - Address lookups return `Option<BrokerAddr>`: a missing master is `None`, never a
 //!   fallback to some other kind of address.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -190,6 +190,8 @@ fn parse_addr(bd: &BrokerData, text: &str) -> Option<BrokerAddr> {
 struct CacheInner {
     routes: HashMap<String, Arc<TopicRouteData>>,
     publish: HashMap<String, Arc<TopicPublishInfo>>,
+    /// Topics whose route was set by [`RouteCache::pin`]: refreshes leave them alone.
+    pinned: HashSet<String>,
 }
 
 /// Routes by topic, with their publish infos, shared by a client's producers and consumers.
@@ -205,15 +207,34 @@ impl RouteCache {
     }
 
     /// Stores `route` for `topic`; returns whether it differs from the cached one.
+    /// A pinned topic keeps its route.
     pub fn update(&self, topic: &str, route: TopicRouteData) -> bool {
         let mut inner = self.inner.write();
-        if inner.routes.get(topic).is_some_and(|old| **old == route) {
+        if inner.pinned.contains(topic) || inner.routes.get(topic).is_some_and(|old| **old == route)
+        {
             return false;
         }
+        Self::store(&mut inner, topic, route);
+        true
+    }
+
+    /// Sets `topic`'s route to `route` until [`unpin`](Self::unpin): NameServer refreshes
+    /// no longer replace it (to test or work around a NameServer's view).
+    pub fn pin(&self, topic: &str, route: TopicRouteData) {
+        let mut inner = self.inner.write();
+        inner.pinned.insert(topic.to_string());
+        Self::store(&mut inner, topic, route);
+    }
+
+    /// Lets refreshes replace `topic`'s route again.
+    pub fn unpin(&self, topic: &str) {
+        self.inner.write().pinned.remove(topic);
+    }
+
+    fn store(inner: &mut CacheInner, topic: &str, route: TopicRouteData) {
         let publish = Arc::new(TopicPublishInfo::from_route(topic, &route));
         inner.publish.insert(topic.to_string(), publish);
         inner.routes.insert(topic.to_string(), Arc::new(route));
-        true
     }
 
     /// Forgets `topic`.
@@ -221,6 +242,7 @@ impl RouteCache {
         let mut inner = self.inner.write();
         inner.routes.remove(topic);
         inner.publish.remove(topic);
+        inner.pinned.remove(topic);
     }
 
     /// The cached route of `topic`.

@@ -99,7 +99,8 @@ pub struct StoreConfig {
     pub max_index_num: u32,
     /// `maxMsgsNumBatch`: most results of one key query (64).
     pub max_msgs_num_batch: usize,
-    /// `messageDelayLevel`: delay of each level, for the tag code of scheduled messages.
+    /// `messageDelayLevel`: delay of each level (`<n><ms|s|m|h|d>`, space-separated), for
+    /// the tag code of scheduled messages.
     pub message_delay_level: String,
     /// `brokerRole`.
     pub broker_role: BrokerRole,
@@ -202,8 +203,10 @@ impl StoreConfig {
         self.message_delay_level
             .split_whitespace()
             .map(|level| {
-                let (num, unit) = level.split_at(level.len().saturating_sub(1));
+                let num = level.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+                let unit = &level[num.len()..];
                 let factor = match unit {
+                    "ms" => 1,
                     "s" => 1_000,
                     "m" => 60_000,
                     "h" => 3_600_000,
@@ -261,6 +264,9 @@ mod tests {
         assert_eq!(levels.len(), 18);
         assert_eq!(levels[0], 1_000);
         assert_eq!(levels[17], 7_200_000);
+        let mut c2 = c.clone();
+        c2.message_delay_level = "500ms 2d".into();
+        assert_eq!(c2.delay_levels_ms().unwrap(), vec![500, 172_800_000]);
         assert!(c.validate().is_ok());
     }
 

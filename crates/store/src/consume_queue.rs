@@ -42,8 +42,12 @@ impl CqUnit {
         tags_code: 0,
     };
 
-    /// Decodes a unit from 20 bytes.
+    /// Decodes a unit from 20 bytes (missing bytes read as zeros).
     pub fn decode(b: &[u8]) -> CqUnit {
+        let mut full = [0u8; 20];
+        let n = b.len().min(20);
+        full[..n].copy_from_slice(&b[..n]);
+        let b = &full;
         let mut p = [0u8; 8];
         p.copy_from_slice(&b[0..8]);
         let mut s = [0u8; 4];

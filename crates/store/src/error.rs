@@ -81,3 +81,18 @@ impl StoreError {
 
 /// Result alias of the store.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_space_is_disk_full() {
+        let full = StoreError::io("/x", io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(matches!(full, StoreError::DiskFull { .. }));
+        let quota = StoreError::io("/x", io::Error::from_raw_os_error(libc::EDQUOT));
+        assert!(matches!(quota, StoreError::DiskFull { .. }));
+        let other = StoreError::io("/x", io::Error::from_raw_os_error(libc::EIO));
+        assert!(matches!(other, StoreError::Io { .. }));
+    }
+}

@@ -8,7 +8,7 @@
 //! as waiting and awaits the published flushed offset (a `watch` channel), without holding a
 //! thread. The flush thread takes the current end of the log, makes it durable with one
 //! `msync`, publishes it, and so releases every waiter at or below it at once. To fill each
-//! fsync, the thread first waits (briefly, bounded by half the last fsync's duration) until as
+//! fsync, the thread first waits (briefly, bounded by 3/4 of the last fsync's duration) until as
 //! many writers are waiting as the previous fsync released: writers released together come back
 //! together, and one fsync then covers them all instead of splitting them in two groups. The
 //! window is polled (yielding the CPU), not slept in: a futex wake-up can cost as much as the
@@ -71,7 +71,7 @@ impl Inner {
             }
             if last_group > 1 {
                 let window =
-                    (last_fsync / 2).clamp(Duration::from_micros(50), Duration::from_millis(2));
+                    (last_fsync * 3 / 4).clamp(Duration::from_micros(50), Duration::from_millis(2));
                 let deadline = Instant::now() + window;
                 let enough = || {
                     self.waiters_registered.load(Ordering::SeqCst) - covered >= last_group

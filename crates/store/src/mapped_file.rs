@@ -1,11 +1,14 @@
 //! Memory-mapped, fixed-size files named by the 20-digit offset of their first byte, and the
 //! ordered queue of them that makes up a CommitLog or a ConsumeQueue.
 //!
-//! Why mmap (not `pwrite`): a 1 KiB append must cost about a memcpy to reach 1M msg/s, and a
-//! pull must hand out the stored bytes without copying them. Writes go straight into the shared
-//! mapping (no syscall), reads are [`Bytes`] slices that keep the mapping alive, and a flush is
-//! an `msync` of the dirty range. Every file is preallocated with `fallocate` when created, so
-//! a full disk is an error at creation time rather than a `SIGBUS` on a later page fault.
+//! Why mmap: a 1 KiB append must cost about a memcpy to reach 1M msg/s, and a pull must hand
+//! out the stored bytes without copying them. Under `ASYNC_FLUSH` writes go straight into the
+//! shared mapping (no syscall); reads are always [`Bytes`] slices that keep the mapping alive,
+//! and a flush is an `msync` of the dirty range. Files written through the mapping are
+//! preallocated with `fallocate` when created, so a full disk is an error at creation time
+//! rather than a `SIGBUS` on a later page fault. Under `SYNC_FLUSH` the CommitLog is written
+//! with `pwrite` instead (see `commit_log::WriteMode`): it reports a full disk as an error,
+//! and fsyncs are much cheaper for pages never dirtied through a mapping.
 //!
 //! Concurrency contract (the reason for the `unsafe` below): each file has one writer at a
 //! time (the CommitLog's put lock, or the dispatcher for ConsumeQueues), which only writes at

@@ -3,10 +3,17 @@
 //! housekeeping threads, and retention. It knows nothing of request codes.
 //!
 //! Threads (each stopped and joined by [`MessageStore::shutdown`]):
-//! - flush: CommitLog flush (async interval or group commit, see [`crate::flush`]);
-//! - dispatch: CommitLog -> ConsumeQueue / Index / listeners (see [`crate::dispatch`]);
+//! - flush: CommitLog flush (async interval or group commit, see `flush.rs`);
+//! - dispatch: CommitLog -> ConsumeQueue / Index / listeners (see `dispatch.rs`);
 //! - housekeeping: ConsumeQueue and Index flush and checkpoint every
-//!   `flushIntervalConsumeQueue` ms, retention every `cleanResourceInterval` ms.
+//!   `flushIntervalConsumeQueue` ms, retention every `cleanResourceInterval` ms;
+//! - warm-up: prepares the CommitLog region just past its end (pre-faulted pages under
+//!   `ASYNC_FLUSH`; zeros on disk under `SYNC_FLUSH` with `warmMapedFileEnable`).
+//!
+//! Writes: `ASYNC_FLUSH` encodes records straight into the mapped segment (a memcpy per
+//! message, no syscall); `SYNC_FLUSH` stages them and the flush thread writes each group with
+//! one `pwrite` before its fsync (see `commit_log::WriteMode`). Reads are always zero-copy
+//! slices of the mapped segments.
 //!
 //! Recovery at [`MessageStore::open`]:
 //! - clean stop (no `abort` marker, valid checkpoint whose CommitLog offset is where the data
@@ -267,6 +274,7 @@ pub(crate) struct Inner {
     pub(crate) stopping: AtomicBool,
     stopped: AtomicBool,
     poisoned: Mutex<Option<String>>,
+    is_poisoned: AtomicBool,
     pub(crate) disk_full: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     total_memory: u64,
@@ -371,6 +379,7 @@ impl MessageStore {
             stopping: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             poisoned: Mutex::new(None),
+            is_poisoned: AtomicBool::new(false),
             disk_full: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             _lock: lock,
@@ -778,7 +787,11 @@ impl Inner {
             end.tail
         };
         cl.set_recovered(tail, HashMap::new());
-        cl.files().flush(cl.min_offset(), tail)?;
+        // What the scan accepted may still be only in the page cache (the previous process
+        // was killed, not the machine): make it durable before the checkpoint vouches for it.
+        if !clean {
+            cl.files().flush(cp_flushed.min(tail), tail)?;
+        }
 
         // Units and entries the checkpoint does not vouch for are rebuilt from the CommitLog.
         // With no ConsumeQueue (or no Index file) at all, rebuild them from the whole log.
@@ -878,14 +891,17 @@ impl Inner {
 
     pub(crate) fn poison(&self, why: String) {
         self.poisoned.lock().get_or_insert(why);
+        self.is_poisoned.store(true, Ordering::Release);
     }
 
     fn check_writable(&self) -> Result<()> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(StoreError::NotWritable("store is shut down".into()));
         }
-        if let Some(why) = self.poisoned.lock().as_ref() {
-            return Err(StoreError::NotWritable(why.clone()));
+        if self.is_poisoned.load(Ordering::Acquire) {
+            if let Some(why) = self.poisoned.lock().as_ref() {
+                return Err(StoreError::NotWritable(why.clone()));
+            }
         }
         if self.disk_full.load(Ordering::Acquire) {
             return Err(StoreError::DiskFull {

@@ -38,6 +38,7 @@ fn config(dir: &Path, mode: &str) -> StoreConfig {
     c.mapped_file_size_consume_queue = CQ_UNITS * 20;
     c.max_hash_slot_num = 512;
     c.max_index_num = 2048;
+    c.disk_space_warning_level_ratio = 100;
     c
 }
 
@@ -156,7 +157,13 @@ fn crash_cycles(mode: &str, cycles: usize, seed: u64) {
     let mut acks: Vec<Ack> = Vec::new();
     let started = Instant::now();
     for run in 0..cycles {
-        let (mut child, rx) = spawn_writer(dir.path(), mode, run);
+        // Under SYNC_FLUSH every other run also pre-writes zeros (warmMapedFileEnable).
+        let child_mode = if mode == "sync" && run % 2 == 1 {
+            "sync+warm"
+        } else {
+            mode
+        };
+        let (mut child, rx) = spawn_writer(dir.path(), child_mode, run);
         // Wait until the child has recovered and writes, then let it run a random while.
         let ready = rx
             .recv_timeout(Duration::from_secs(20))

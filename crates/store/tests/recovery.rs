@@ -18,6 +18,10 @@ fn config(dir: &Path) -> StoreConfig {
     c.mapped_file_size_consume_queue = 64 * 20;
     c.max_hash_slot_num = 64;
     c.max_index_num = 256;
+    // Whatever the disk of the machine running the tests, retention stays time-based.
+    c.disk_max_used_space_ratio = 100;
+    c.disk_space_clean_forcibly_ratio = 100;
+    c.disk_space_warning_level_ratio = 100;
     c
 }
 

@@ -19,6 +19,10 @@ fn config(dir: &Path) -> StoreConfig {
     c.mapped_file_size_consume_queue = 50 * 20;
     c.max_hash_slot_num = 64;
     c.max_index_num = 256;
+    // Whatever the disk of the machine running the tests, retention stays time-based.
+    c.disk_max_used_space_ratio = 100;
+    c.disk_space_clean_forcibly_ratio = 100;
+    c.disk_space_warning_level_ratio = 100;
     c
 }
 
@@ -270,6 +274,7 @@ async fn sync_flush_acknowledges_after_fsync_and_reports_timeouts() {
     c.sync_flush_timeout = 0;
     let store = MessageStore::open(c).unwrap();
     let mut timeouts = 0;
+    let mut offsets = Vec::new();
     for i in 0..20 {
         let r = store
             .put_message(msg("S", 0, &format!("t{i}"), "t", b"late"))
@@ -278,9 +283,21 @@ async fn sync_flush_acknowledges_after_fsync_and_reports_timeouts() {
         if r.status == PutStatus::FlushDiskTimeout {
             timeouts += 1;
         }
-        assert!(store.message_by_offset(r.wrote_offset).is_some());
+        offsets.push(r.wrote_offset);
     }
     assert!(timeouts > 0);
+    // The messages were stored all the same: readable once the flush thread writes them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while offsets
+        .iter()
+        .any(|&o| store.message_by_offset(o).is_none())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed-out puts never became readable"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     store.shutdown().unwrap();
 }
 

@@ -36,6 +36,7 @@ pub(crate) const CODES: &[i32] = &[
     RequestCode::GET_BROKER_CONFIG,
     RequestCode::UPDATE_BROKER_CONFIG,
     RequestCode::GET_ALL_DELAY_OFFSET,
+    RequestCode::GET_ALL_CONSUMER_OFFSET,
 ];
 
 type Answer = Result<RemotingCommand, (i32, String)>;
@@ -63,19 +64,16 @@ pub(crate) async fn handle(
             Ok(success(&req).with_body(text.into_bytes()))
         }
         RequestCode::UPDATE_BROKER_CONFIG => update_config(&state, &req),
-        RequestCode::GET_ALL_DELAY_OFFSET => {
-            #[derive(Serialize)]
-            #[serde(rename_all = "camelCase")]
-            struct DelayOffsets {
-                offset_table: BTreeMap<i32, i64>,
-            }
-            let body = DelayOffsets {
-                offset_table: state.delay_offsets.snapshot(),
-            };
-            to_fastjson(&body, KeyStyle::Bare)
-                .map(|b| success(&req).with_body(b))
-                .map_err(|e| (ResponseCode::SYSTEM_ERROR, e.to_string()))
-        }
+        RequestCode::GET_ALL_DELAY_OFFSET => state
+            .delay_offsets
+            .encode()
+            .map(|b| success(&req).with_body(b))
+            .map_err(sys),
+        RequestCode::GET_ALL_CONSUMER_OFFSET => state
+            .offsets
+            .encode()
+            .map(|b| success(&req).with_body(b))
+            .map_err(sys),
         _ => Ok(RemotingCommand::not_supported(&req)),
     };
     Some(match answer {

@@ -89,10 +89,23 @@ fn check(
     req: &RemotingCommand,
     h: &PullMessageRequestHeader,
 ) -> Result<TagFilter, Refusal> {
-    let (broker_perm, auto_group) = {
+    let (broker_perm, auto_group, slave_refuses) = {
         let c = state.config.read();
-        (c.broker_permission, c.auto_create_subscription_group)
+        (
+            c.broker_permission,
+            c.auto_create_subscription_group,
+            c.is_slave() && !c.slave_read_enable,
+        )
     };
+    if slave_refuses {
+        return Err((
+            ResponseCode::SYSTEM_BUSY,
+            format!(
+                "the slave[{}] pulling message is forbidden (slaveReadEnable=false)",
+                state.broker_addr()
+            ),
+        ));
+    }
     if !perm::is_readable(broker_perm) {
         return Err((
             ResponseCode::NO_PERMISSION,

@@ -16,7 +16,7 @@ use store::MessageInner;
 
 use super::{parse_header, reply};
 use crate::schedule::to_schedule;
-use crate::state::{put_status_code, BrokerState};
+use crate::state::BrokerState;
 use crate::topic::{
     dlq_topic, is_not_allowed_send_topic, validate_topic_name, RETRY_GROUP_TOPIC_PREFIX,
     TRANS_HALF_TOPIC,
@@ -210,10 +210,10 @@ async fn send(
         msgs.push(msg);
     }
 
-    let result = state.put(msgs).await.map_err(|e| (e.code, e.remark))?;
+    let (result, code) = state.put_acked(msgs).await.map_err(|e| (e.code, e.remark))?;
     let msg_id = result.msg_ids().join(",");
     Ok(
-        RemotingCommand::response_to(req, put_status_code(&result), None)
+        RemotingCommand::response_to(req, code, None)
             .with_ext("msgId", msg_id)
             .with_ext("queueId", queue_id)
             .with_ext("queueOffset", result.queue_offset)

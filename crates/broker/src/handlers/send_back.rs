@@ -3,6 +3,9 @@
 //! to `%DLQ%<group>` (one queue) once `reconsumeTimes >= maxReconsumeTimes` or when the delay
 //! level is negative. The copy carries `RECONSUME_TIME` + 1, `ORIGIN_MESSAGE_ID` and
 //! `RETRY_TOPIC`.
+//!
+//! A slave (an acting master while its group's master is gone) forwards the retry copy to a
+//! live master of its cluster instead ([`acting`]).
 
 use std::sync::Arc;
 
@@ -15,7 +18,10 @@ use remoting::{RemotingCommand, ResponseCode};
 use store::MessageExt;
 
 use super::{parse_header, reply, success};
+
+mod acting;
 use crate::schedule::to_schedule;
+use crate::subscription::SubscriptionGroupConfig;
 use crate::state::{reput_inner, BrokerState};
 use crate::topic::{dlq_topic, retry_topic};
 
@@ -39,12 +45,6 @@ async fn send_back(
         let c = state.config.read();
         (c.is_slave(), c.auto_create_subscription_group)
     };
-    if slave {
-        return Err((
-            ResponseCode::SYSTEM_ERROR,
-            "broker role is slave, it does not accept send-back".into(),
-        ));
-    }
     let sys_err = |e: crate::error::BrokerError| (ResponseCode::SYSTEM_ERROR, e.to_string());
     let Some(group) = state.groups.find(&h.group, auto_group).map_err(sys_err)? else {
         return Err((
@@ -52,6 +52,9 @@ async fn send_back(
             format!("subscription group not exist, {}", h.group),
         ));
     };
+    if slave {
+        return acting::forward(state, h, &group).await;
+    }
     if !state.writable() {
         return Err((
             ResponseCode::NO_PERMISSION,
@@ -81,53 +84,89 @@ async fn send_back(
             format!("the topic[{topic}] sending message is forbidden"),
         ));
     }
-    let ext = state
-        .store
-        .message_by_offset(h.offset)
-        .and_then(|r| MessageExt::decode(&r).ok())
-        .ok_or_else(|| {
-            (
-                ResponseCode::SYSTEM_ERROR,
-                format!("look message by offset failed, {}", h.offset),
-            )
-        })?;
-    let mut props = Properties::parse(&ext.properties);
-    if !props.contains(MessageConst::PROPERTY_RETRY_TOPIC) {
-        props.insert(MessageConst::PROPERTY_RETRY_TOPIC, ext.topic.clone());
-    }
-    props.remove(MessageConst::PROPERTY_WAIT_STORE_MSG_OK);
-    let max = h.max_reconsume_times.unwrap_or(group.retry_max_times);
-    let mut delay_level = h.delay_level;
-    let to_dlq = ext.reconsume_times >= max || delay_level < 0;
-    if to_dlq {
+    let retry = Retry::prepare(state, h, &group)?;
+    let mut props = retry.props;
+    if retry.to_dlq {
         topic = dlq_topic(&h.group);
         queue_id = 0;
         state
             .topics
             .create_if_missing(&topic, 1, perm::PERM_READ | perm::PERM_WRITE, 0)
             .map_err(sys_err)?;
-        props.remove(MessageConst::PROPERTY_DELAY_TIME_LEVEL);
-    } else if delay_level == 0 {
-        delay_level = 3 + ext.reconsume_times;
+        tracing::info!(group = %h.group, msg_id = %retry.ext.msg_id(), "message moved to the DLQ");
     }
-    let origin = props
-        .get(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID)
-        .map(str::to_string)
-        .unwrap_or_else(|| ext.msg_id());
-    props.insert(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID, origin);
-    let mut msg = reput_inner(&ext, state.store_host());
+    let mut msg = reput_inner(&retry.ext, state.store_host());
     msg.topic = topic;
     msg.queue_id = queue_id;
-    msg.reconsume_times = ext.reconsume_times + 1;
+    msg.reconsume_times = retry.ext.reconsume_times + 1;
     msg.properties = props.to_wire_string();
-    if !to_dlq {
-        to_schedule(&mut msg, &mut props, delay_level, state.delay_levels.len());
-    } else {
-        tracing::info!(group = %h.group, msg_id = %ext.msg_id(), "message moved to the DLQ");
+    if !retry.to_dlq {
+        to_schedule(
+            &mut msg,
+            &mut props,
+            retry.delay_level,
+            state.delay_levels.len(),
+        );
     }
     state
-        .put(vec![msg])
+        .put_acked(vec![msg])
         .await
+        // Written is enough (as upstream's `isOk`): a flush or slave timeout must not make
+        // the consumer send the message back a second time.
         .map(|_| ())
         .map_err(|e| (e.code, e.remark))
+}
+
+/// The failed message re-read from the CommitLog and what its retry copy needs.
+struct Retry {
+    ext: MessageExt,
+    /// Properties of the copy: `RETRY_TOPIC`, `ORIGIN_MESSAGE_ID`; no `WAIT` flag; no `DELAY`
+    /// for the DLQ.
+    props: Properties,
+    to_dlq: bool,
+    /// Delay level of a retry (0 already replaced by 3 + reconsumeTimes).
+    delay_level: i32,
+}
+
+impl Retry {
+    fn prepare(
+        state: &BrokerState,
+        h: &ConsumerSendMsgBackRequestHeader,
+        group: &SubscriptionGroupConfig,
+    ) -> Result<Retry, (i32, String)> {
+        let ext = state
+            .store
+            .message_by_offset(h.offset)
+            .and_then(|r| MessageExt::decode(&r).ok())
+            .ok_or_else(|| {
+                (
+                    ResponseCode::SYSTEM_ERROR,
+                    format!("look message by offset failed, {}", h.offset),
+                )
+            })?;
+        let mut props = Properties::parse(&ext.properties);
+        if !props.contains(MessageConst::PROPERTY_RETRY_TOPIC) {
+            props.insert(MessageConst::PROPERTY_RETRY_TOPIC, ext.topic.clone());
+        }
+        props.remove(MessageConst::PROPERTY_WAIT_STORE_MSG_OK);
+        let max = h.max_reconsume_times.unwrap_or(group.retry_max_times);
+        let mut delay_level = h.delay_level;
+        let to_dlq = ext.reconsume_times >= max || delay_level < 0;
+        if to_dlq {
+            props.remove(MessageConst::PROPERTY_DELAY_TIME_LEVEL);
+        } else if delay_level == 0 {
+            delay_level = 3 + ext.reconsume_times;
+        }
+        let origin = props
+            .get(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID)
+            .map(str::to_string)
+            .unwrap_or_else(|| ext.msg_id());
+        props.insert(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID, origin);
+        Ok(Retry {
+            ext,
+            props,
+            to_dlq,
+            delay_level,
+        })
+    }
 }

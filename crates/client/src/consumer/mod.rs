@@ -4,6 +4,8 @@
 pub mod allocate;
 pub mod offset_store;
 pub mod process_queue;
+pub mod pull;
 pub mod push;
+pub mod queues;
 pub mod send_back;
 pub mod subscription;

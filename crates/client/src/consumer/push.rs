@@ -37,25 +37,23 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use remoting::broker_headers::*;
 use remoting::message::{now_millis, MessageConst, MessageExt};
-use remoting::protocol::MASTER_ID;
-use remoting::ResponseCode;
+use remoting::protocol::{TopicRouteData, MASTER_ID};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::allocate::{AllocateMessageQueueAveragely, AllocateStrategy};
-use super::offset_store::{
-    LocalFileOffsetStore, OffsetStore, ReadOffsetType, RemoteBrokerOffsetStore,
-};
+use super::offset_store::{LocalFileOffsetStore, OffsetStore, RemoteBrokerOffsetStore};
 use super::process_queue::{ProcessQueue, REBALANCE_LOCK_INTERVAL};
-use super::send_back::{send_back, SendBackOutcome};
-use super::subscription::{build_subscription, matches};
+use super::queues::{group_consumer_ids, process_pull, start_offset, PullStatus};
+use super::send_back::{send_back, SendBackCounters, SendBackCounts, SendBackOutcome};
+use super::subscription::build_subscription;
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
 use crate::instance::{ClientInstance, ConsumerHandle};
 use crate::producer::{ProducerConfig, SendEngine, CLIENT_INNER_PRODUCER_GROUP};
+use crate::retry_topic;
 use crate::route::find_subscribe_addr;
-use crate::{retry_topic, RETRY_GROUP_TOPIC_PREFIX};
 
 /// Pause before a message whose send-back failed is consumed again.
 pub const LOCAL_RETRY_DELAY: Duration = Duration::from_secs(5);
@@ -245,6 +243,16 @@ impl PushConsumerConfig {
         self
     }
 
+    pub fn suspend_current_queue_time(mut self, d: Duration) -> Self {
+        self.suspend_current_queue_time = d;
+        self
+    }
+
+    pub fn pull_interval(mut self, d: Duration) -> Self {
+        self.pull_interval = d;
+        self
+    }
+
     pub fn rebalance_interval(mut self, d: Duration) -> Self {
         self.rebalance_interval = d;
         self
@@ -297,6 +305,7 @@ struct PushInner {
     pull_from: Mutex<HashMap<MessageQueue, i64>>,
     permits: Arc<Semaphore>,
     rebalance: Arc<Notify>,
+    send_backs: SendBackCounters,
     started_at: i64,
     stop: CancellationToken,
 }
@@ -356,6 +365,7 @@ impl PushConsumer {
             queues: Mutex::new(BTreeMap::new()),
             pull_from: Mutex::new(HashMap::new()),
             rebalance: Arc::new(Notify::new()),
+            send_backs: SendBackCounters::default(),
             started_at: now_millis(),
         });
         let instance = &inner.instance;
@@ -387,6 +397,32 @@ impl PushConsumer {
     /// Queues this consumer currently owns.
     pub fn assigned_queues(&self) -> BTreeSet<MessageQueue> {
         self.inner.queues.lock().keys().cloned().collect()
+    }
+
+    /// How failed messages were handed back so far (send-back, re-send, local retry).
+    pub fn send_back_counts(&self) -> SendBackCounts {
+        self.inner.send_backs.snapshot()
+    }
+
+    /// The route of `topic` as this consumer sees it.
+    pub fn topic_route(&self, topic: &str) -> Option<TopicRouteData> {
+        self.inner
+            .instance
+            .routes
+            .route(topic)
+            .map(|r| (*r).clone())
+    }
+
+    /// Pins `topic`'s route as this consumer (and its inner producer) sees it: NameServer
+    /// refreshes no longer replace it until [`unpin_route`](Self::unpin_route). Meant for
+    /// tests and for working around a NameServer's wrong view.
+    pub fn pin_route(&self, topic: &str, route: TopicRouteData) {
+        self.inner.instance.routes.pin(topic, route);
+    }
+
+    /// Lets NameServer refreshes replace `topic`'s route again.
+    pub fn unpin_route(&self, topic: &str) {
+        self.inner.instance.routes.unpin(topic);
     }
 
     /// Rebalances now instead of waiting for the next round.
@@ -467,9 +503,7 @@ impl PushInner {
         };
         let mq_all: Vec<MessageQueue> = all.into_iter().collect();
         let mine: BTreeSet<MessageQueue> = if self.is_clustering() {
-            let mut cids = self.consumer_ids(topic).await?;
-            cids.sort();
-            cids.dedup();
+            let cids = group_consumer_ids(instance, topic, &self.config.consumer_group).await?;
             self.config
                 .allocate_strategy
                 .allocate(
@@ -484,32 +518,6 @@ impl PushInner {
             mq_all.into_iter().collect()
         };
         Ok(self.update_process_queues(topic, &mine).await)
-    }
-
-    /// The group's consumer ids, from a broker of `topic` (its master when there is one).
-    async fn consumer_ids(&self, topic: &str) -> Result<Vec<String>> {
-        let route = self
-            .instance
-            .routes
-            .route(topic)
-            .ok_or_else(|| ClientError::NoRoute(topic.to_string()))?;
-        let mut last = None;
-        for bd in &route.broker_datas {
-            let Some(found) = find_subscribe_addr(bd, MASTER_ID, false) else {
-                continue;
-            };
-            match self
-                .instance
-                .api
-                .consumer_id_list(&found.addr, &self.config.consumer_group)
-                .await
-            {
-                Ok(ids) if !ids.is_empty() => return Ok(ids),
-                Ok(_) => {}
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| ClientError::BrokerNotFound(format!("any broker of {topic}"))))
     }
 
     /// Drops queues no longer owned and starts pulling new ones; returns whether anything
@@ -574,46 +582,20 @@ impl PushInner {
         info!(queue = %mq, "queue released");
     }
 
-    /// Where a newly owned queue starts (upstream `computePullFromWhereWithException`).
+    /// Where a newly owned queue starts.
     async fn compute_pull_from_where(&self, mq: &MessageQueue) -> Result<i64> {
-        if let Some(o) = self
-            .offsets
-            .read_offset(mq, ReadOffsetType::ReadFromStore)
-            .await?
-            .filter(|o| *o >= 0)
-        {
-            return Ok(o);
-        }
-        let retry = mq.topic.starts_with(RETRY_GROUP_TOPIC_PREFIX);
-        let broker = self.broker_for_admin(mq).await?;
-        let api = &self.instance.api;
-        match self.config.consume_from_where {
-            ConsumeFromWhere::ConsumeFromFirstOffset => Ok(0),
-            ConsumeFromWhere::ConsumeFromTimestamp if !retry => {
-                let ts = self
-                    .config
-                    .consume_timestamp
-                    .unwrap_or(self.started_at - 30 * 60 * 1000);
-                api.search_offset(&broker, mq, ts).await
-            }
-            _ if retry => Ok(0),
-            _ => api.max_offset(&broker, mq).await,
-        }
-    }
-
-    async fn broker_for_admin(&self, mq: &MessageQueue) -> Result<remoting::BrokerAddr> {
-        let find = || {
-            self.instance
-                .routes
-                .broker_data(&mq.topic, &mq.broker_name)
-                .and_then(|bd| find_subscribe_addr(&bd, MASTER_ID, false))
-        };
-        if find().is_none() {
-            self.instance.update_route(&mq.topic).await?;
-        }
-        find()
-            .map(|f| f.addr)
-            .ok_or_else(|| ClientError::BrokerNotFound(mq.broker_name.clone()))
+        let ts = self
+            .config
+            .consume_timestamp
+            .unwrap_or(self.started_at - 30 * 60 * 1000);
+        start_offset(
+            &self.instance,
+            &self.offsets,
+            mq,
+            self.config.consume_from_where,
+            ts,
+        )
+        .await
     }
 
     /// LOCK_BATCH_MQ for one queue at its master.
@@ -743,30 +725,6 @@ impl PushInner {
         }
     }
 
-    /// Prepares pulled messages for the listener: client-side tag filter, MIN/MAX_OFFSET,
-    /// and the original topic back on retry messages.
-    fn prepare(
-        &self,
-        mut msgs: Vec<MessageExt>,
-        sub: &SubscriptionData,
-        min: i64,
-        max: i64,
-    ) -> Vec<MessageExt> {
-        msgs.retain(|m| matches(sub, m));
-        let retry = retry_topic(&self.config.consumer_group);
-        for m in &mut msgs {
-            let p = &mut m.message.properties;
-            p.insert(MessageConst::PROPERTY_MIN_OFFSET, min.to_string());
-            p.insert(MessageConst::PROPERTY_MAX_OFFSET, max.to_string());
-            if m.message.topic == retry {
-                if let Some(original) = m.message.property(MessageConst::PROPERTY_RETRY_TOPIC) {
-                    m.message.topic = original.to_string();
-                }
-            }
-        }
-        msgs
-    }
-
     /// Hands pulled messages to the consume service.
     fn dispatch(
         self: &Arc<Self>,
@@ -830,6 +788,7 @@ impl PushInner {
                     self.max_reconsume_times(),
                 )
                 .await;
+                self.send_backs.record(&outcome);
                 if let SendBackOutcome::Failed(_) = outcome {
                     let mut again = msg.clone();
                     again.reconsume_times += 1;
@@ -992,6 +951,7 @@ async fn consume_orderly(inner: Arc<PushInner>, mq: MessageQueue, pq: Arc<Proces
                             max,
                         )
                         .await;
+                        inner.send_backs.record(&outcome);
                         if let SendBackOutcome::Failed(_) = outcome {
                             stuck = true;
                             m.reconsume_times += 1;
@@ -1087,11 +1047,11 @@ async fn pull_loop(
         };
         let header = inner.pull_header(&mq, next_offset, &sub, found.slave);
         let timeout = cfg.consumer_timeout_when_suspend;
-        let result = inner
-            .instance
-            .api
-            .pull_message(&found.addr, &header, timeout)
-            .await;
+        // A held long-poll must not delay shutdown.
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = inner.instance.api.pull_message(&found.addr, &header, timeout) => r,
+        };
         let raw = match result {
             Ok(r) => r,
             Err(e) => {
@@ -1106,42 +1066,26 @@ async fn pull_loop(
             .pull_from
             .lock()
             .insert(mq.clone(), raw.header.suggest_which_broker_id);
-        let h = &raw.header;
-        match raw.code {
-            ResponseCode::SUCCESS => {
-                let msgs = match MessageExt::decode_all(&raw.body, true) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        error!(queue = %mq, error = %e, "undecodable pull body; skipping to nextBeginOffset");
-                        Vec::new()
-                    }
-                };
-                let msgs = inner.prepare(msgs, &sub, h.min_offset, h.max_offset);
-                next_offset = h.next_begin_offset;
-                if msgs.is_empty() {
-                    if pq.msg_count() == 0 {
-                        inner.offsets.update_offset(&mq, next_offset, true);
-                    }
-                } else {
-                    let first = pq.put_messages(msgs.clone());
-                    inner.dispatch(&mq, &pq, msgs, first);
-                }
+        let result = process_pull(&mq, raw, &sub, Some(&cfg.consumer_group));
+        match result.pull_status {
+            PullStatus::Found => {
+                next_offset = result.next_begin_offset;
+                let msgs = result.msg_found_list;
+                let first = pq.put_messages(msgs.clone());
+                inner.dispatch(&mq, &pq, msgs, first);
             }
-            ResponseCode::PULL_NOT_FOUND | ResponseCode::PULL_RETRY_IMMEDIATELY => {
-                next_offset = h.next_begin_offset;
+            PullStatus::NoNewMsg | PullStatus::NoMatchedMsg => {
+                next_offset = result.next_begin_offset;
                 if pq.msg_count() == 0 {
                     inner.offsets.update_offset(&mq, next_offset, true);
                 }
             }
-            _ => {
+            PullStatus::OffsetIllegal => {
                 // PULL_OFFSET_MOVED: restart the queue from the broker's offset.
-                warn!(queue = %mq, from = next_offset, to = h.next_begin_offset, "pull offset illegal; resetting");
+                let to = result.next_begin_offset;
+                warn!(queue = %mq, from = next_offset, to, "pull offset illegal; resetting");
                 pq.set_dropped(true);
-                if let Err(e) = inner
-                    .offsets
-                    .update_and_push(&mq, h.next_begin_offset)
-                    .await
-                {
+                if let Err(e) = inner.offsets.update_and_push(&mq, to).await {
                     warn!(queue = %mq, error = %e, "offset reset not stored");
                 }
                 inner.queues.lock().remove(&mq);

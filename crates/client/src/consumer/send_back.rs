@@ -14,6 +14,7 @@
 //! route lists it and can only produce a [`BrokerAddr`]: there is no NameServer address in
 //! this path, so a send-back cannot reach a NameServer (upstream issue #8963).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use remoting::broker_headers::{ConsumerSendMsgBackRequestHeader, MessageQueue};
@@ -182,6 +183,44 @@ pub enum SendBackOutcome {
     Resent(SendResult),
     /// Both failed: consume it again locally later, and do not commit past it.
     Failed(ClientError),
+}
+
+/// How many failed messages took each path (see [`SendBackOutcome`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendBackCounts {
+    /// Accepted by the master's CONSUMER_SEND_MSG_BACK.
+    pub sent_back: u64,
+    /// Re-sent to `%RETRY%group` through the producer path.
+    pub resent: u64,
+    /// Neither worked: kept for local reconsumption.
+    pub failed: u64,
+}
+
+/// Thread-safe [`SendBackCounts`].
+#[derive(Debug, Default)]
+pub(crate) struct SendBackCounters {
+    sent_back: AtomicU64,
+    resent: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl SendBackCounters {
+    pub fn record(&self, outcome: &SendBackOutcome) {
+        let counter = match outcome {
+            SendBackOutcome::SentBack => &self.sent_back,
+            SendBackOutcome::Resent(_) => &self.resent,
+            SendBackOutcome::Failed(_) => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> SendBackCounts {
+        SendBackCounts {
+            sent_back: self.sent_back.load(Ordering::Relaxed),
+            resent: self.resent.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Runs the send-back for a message pulled from `mq` (steps 1 and 2 of the module docs) with

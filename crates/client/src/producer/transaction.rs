@@ -164,6 +164,11 @@ impl TransactionProducer {
         if let Err(e) = self.end_transaction(&msg, &send_result, state).await {
             warn!(error = %e, "END_TRANSACTION failed; the broker will check back");
         }
+        // Upstream's transaction id is the message's UNIQ_KEY when the broker names none.
+        let mut send_result = send_result;
+        if send_result.transaction_id.is_none() {
+            send_result.transaction_id = Some(send_result.msg_id.clone());
+        }
         Ok(TransactionSendResult {
             send_result,
             local_transaction_state: state,

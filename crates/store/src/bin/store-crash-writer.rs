@@ -2,7 +2,8 @@
 //! concurrent writers until it is killed, printing one line per acknowledged message:
 //! `<commitlog offset> <queue id> <queue offset> <key>`.
 //!
-//! Usage: `store-crash-writer <dir> <sync|async> <run id> <segment bytes> <cq units>`.
+//! Usage: `store-crash-writer <dir> <sync|sync+warm|async> <run id> <segment bytes> <cq units>`
+//! (`sync+warm`: `SYNC_FLUSH` with `warmMapedFileEnable`).
 //! The body of each message is derived from its key (see `body_for`), so a reader can check
 //! it is intact.
 
@@ -22,14 +23,15 @@ fn body_for(key: &str) -> Vec<u8> {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 6 {
-        bail!("usage: store-crash-writer <dir> <sync|async> <run id> <segment bytes> <cq units>");
+        bail!("usage: store-crash-writer <dir> <sync|sync+warm|async> <run id> <segment bytes> <cq units>");
     }
     let mut config = StoreConfig::new(&args[1]);
     config.flush_disk_type = match args[2].as_str() {
-        "sync" => FlushDiskType::SyncFlush,
+        "sync" | "sync+warm" => FlushDiskType::SyncFlush,
         "async" => FlushDiskType::AsyncFlush,
         other => bail!("bad flush mode {other}"),
     };
+    config.warm_mapped_file_enable = args[2] == "sync+warm";
     let run = args[3].clone();
     config.mapped_file_size_commit_log = args[4].parse().context("segment bytes")?;
     config.mapped_file_size_consume_queue = args[5].parse::<u64>().context("cq units")? * 20;

@@ -1,0 +1,144 @@
+//! The master side of replication: a listener on the HA port and, per slave connection, a
+//! reader of the slave's offset reports (they release `SYNC_MASTER` waiters) and a writer
+//! that streams CommitLog bytes from the offset the slave first reported.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{HaError, FRAME_HEADER_LEN};
+use crate::state::BrokerState;
+
+/// Longest pause between two looks at the CommitLog end when no write woke the writer.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Binds the HA port: `haListenPort`, else `listenPort + 1`, else (listen port 0) any port.
+pub(crate) async fn bind(state: &BrokerState) -> Result<TcpListener, std::io::Error> {
+    let (ip, port) = {
+        let c = state.config.read();
+        let port = match c.ha_listen_port {
+            Some(p) => p,
+            None if c.listen_port == 0 => 0,
+            None => state.store_host().port().saturating_add(1),
+        };
+        (c.bind_address, port)
+    };
+    let listener = TcpListener::bind(SocketAddr::new(ip, port)).await?;
+    let _ = state.ha.listen_port.set(listener.local_addr()?.port());
+    Ok(listener)
+}
+
+/// Accepts slaves until the broker stops.
+pub(crate) async fn run(state: Arc<BrokerState>, listener: TcpListener) {
+    let mut stop = state.stop_signal();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tracing::info!(%peer, "slave connected for replication");
+                let state2 = state.clone();
+                state.tasks.spawn(async move {
+                    state2.ha.acks.slave_connected();
+                    let r = serve(&state2, stream).await;
+                    state2.ha.acks.slave_disconnected();
+                    match r {
+                        Ok(()) => tracing::info!(%peer, "replication connection closed"),
+                        Err(e) => tracing::warn!(%peer, error = %e, "replication connection ended"),
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "HA accept failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+fn timeouts(state: &BrokerState) -> (Duration, Duration, usize) {
+    let c = state.config.read();
+    (
+        Duration::from_millis(c.ha_send_heartbeat_interval.max(10)),
+        Duration::from_millis(c.ha_housekeeping_interval.max(100)),
+        c.ha_transfer_batch_size.max(1024),
+    )
+}
+
+async fn read_report(rd: &mut OwnedReadHalf, silent: Duration) -> Result<i64, HaError> {
+    let mut buf = [0u8; 8];
+    match tokio::time::timeout(silent, rd.read_exact(&mut buf)).await {
+        Ok(r) => {
+            r?;
+            Ok(i64::from_be_bytes(buf))
+        }
+        Err(_) => Err(HaError::Timeout),
+    }
+}
+
+async fn serve(state: &Arc<BrokerState>, stream: TcpStream) -> Result<(), HaError> {
+    stream.set_nodelay(true)?;
+    let (_, silent, _) = timeouts(state);
+    let (mut rd, wr) = stream.into_split();
+    let start = read_report(&mut rd, silent).await?;
+    if start < 0 {
+        return Err(HaError::Protocol(format!("negative slave offset {start}")));
+    }
+    state.ha.acks.ack(start);
+    let mut stop = state.stop_signal();
+    let reader = async {
+        loop {
+            let offset = read_report(&mut rd, silent).await?;
+            state.ha.acks.ack(offset);
+        }
+    };
+    tokio::select! {
+        r = reader => r,
+        r = stream_log(state, wr, start) => r,
+        _ = stop.changed() => Ok(()),
+    }
+}
+
+/// Writes CommitLog bytes from `next` on, and a heartbeat frame when idle.
+async fn stream_log(
+    state: &BrokerState,
+    mut wr: OwnedWriteHalf,
+    mut next: i64,
+) -> Result<(), HaError> {
+    let (heartbeat, _, batch) = timeouts(state);
+    let mut written = state.ha.written.subscribe();
+    let mut last_write = Instant::now();
+    let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + batch);
+    loop {
+        if let Some(chunk) = state.store.read_commit_log(next, batch) {
+            frame.clear();
+            frame.extend_from_slice(&next.to_be_bytes());
+            frame.extend_from_slice(&(chunk.len() as i32).to_be_bytes());
+            frame.extend_from_slice(&chunk);
+            wr.write_all(&frame).await?;
+            next += chunk.len() as i64;
+            last_write = Instant::now();
+            continue;
+        }
+        if last_write.elapsed() >= heartbeat {
+            let mut hb = [0u8; FRAME_HEADER_LEN];
+            hb[..8].copy_from_slice(&next.to_be_bytes());
+            wr.write_all(&hb).await?;
+            last_write = Instant::now();
+        }
+        let idle = heartbeat.saturating_sub(last_write.elapsed()).min(POLL);
+        tokio::select! {
+            _ = written.changed() => {}
+            _ = tokio::time::sleep(idle) => {}
+        }
+    }
+}

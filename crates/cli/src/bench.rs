@@ -1,0 +1,563 @@
+//! `apogee bench produce|consume|e2e`: load generator and meter that speaks only the RocketMQ
+//! protocol (through the client crate), so any RocketMQ-compatible cluster can be measured.
+//!
+//! - `produce`: `--concurrency` senders (or that many sends in flight with `--async`), each
+//!   sending `--batch` messages of `--size` bytes per request; latency is per request.
+//! - `consume`: a push consumer in `--group`; latency is store-to-consume age from the send
+//!   time that bench producers write in the first 8 bytes of every body (big-endian
+//!   microseconds since the epoch), falling back to the born timestamp.
+//! - `e2e`: both at once, on a fresh consumer group; latency is send-to-consume.
+//!
+//! A progress line is drawn every second on stderr; the summary gives msg/s, MB/s (10^6
+//! bytes), latency percentiles from an HDR histogram (microsecond resolution) and errors.
+//! `--json` prints the summary as one JSON object on stdout.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use client::consumer::push::{
+    ConsumeConcurrentlyStatus, MessageListener, PushConsumer, PushConsumerConfig,
+};
+use client::{ClientConfig, Producer, ProducerConfig};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use remoting::broker_headers::ConsumeFromWhere;
+use remoting::message::{Message, MessageExt};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Produce,
+    Consume,
+    E2e,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum From {
+    First,
+    Last,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    mode: Mode,
+    /// NameServer addresses (default `$NAMESRV_ADDR`, else 127.0.0.1:9876).
+    #[arg(short = 'n', long = "namesrvAddr")]
+    namesrv: Option<String>,
+    /// Topic.
+    #[arg(long, default_value = "BenchmarkTest")]
+    topic: String,
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Senders (sync) or sends in flight (--async); consume threads for consume.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Messages per send request (SEND_BATCH_MESSAGE when > 1); listener batch for consume.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Run time in seconds (default 10 unless --count is given).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Stop after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Send asynchronously (up to --concurrency in flight) instead of with sync senders.
+    #[arg(long = "async")]
+    is_async: bool,
+    /// Consumer group (consume, e2e) or producer group (produce).
+    #[arg(long)]
+    group: Option<String>,
+    /// Tag put on every message (produce) or subscribed to (consume).
+    #[arg(long)]
+    tags: Option<String>,
+    /// Where a new consumer group starts.
+    #[arg(long = "from", value_enum, default_value = "last")]
+    from: From,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Counters and the latency histogram one side of a run fills.
+struct Meter {
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    errors: AtomicU64,
+    hist: Mutex<Histogram<u64>>,
+}
+
+impl Meter {
+    fn new() -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Meter {
+            messages: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            // 1 µs .. 1 h, 3 significant digits.
+            hist: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3)?),
+        }))
+    }
+
+    fn record(&self, micros: u64) {
+        let mut h = self.hist.lock().unwrap_or_else(|e| e.into_inner());
+        h.saturating_record(micros.max(1));
+    }
+
+    fn summary(&self, mode: &str, seconds: f64) -> serde_json::Value {
+        let h = self.hist.lock().unwrap_or_else(|e| e.into_inner());
+        let messages = self.messages.load(Ordering::Relaxed);
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        let secs = seconds.max(1e-9);
+        let ms = |q: f64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                h.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
+        json!({
+            "mode": mode,
+            "messages": messages,
+            "errors": self.errors.load(Ordering::Relaxed),
+            "seconds": round3(seconds),
+            "msgs_per_sec": round3(messages as f64 / secs),
+            "mb_per_sec": round3(bytes as f64 / secs / 1e6),
+            "p50_ms": ms(0.5),
+            "p90_ms": ms(0.9),
+            "p99_ms": ms(0.99),
+            "p999_ms": ms(0.999),
+            "max_ms": if h.is_empty() { 0.0 } else { h.max() as f64 / 1000.0 },
+        })
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let namesrv = crate::admin::namesrv_list(args.namesrv.as_deref())?;
+    if args.concurrency == 0 || args.batch == 0 {
+        anyhow::bail!("--concurrency and --batch must be at least 1");
+    }
+    let duration = match (args.duration, args.count) {
+        (Some(d), _) => Some(Duration::from_secs(d)),
+        (None, Some(_)) => None,
+        (None, None) => Some(Duration::from_secs(10)),
+    };
+    let summary = match args.mode {
+        Mode::Produce => {
+            let meter = Meter::new()?;
+            let secs = produce(&args, &namesrv, duration, meter.clone()).await?;
+            meter.summary("produce", secs)
+        }
+        Mode::Consume => consume_only(&args, &namesrv, duration).await?,
+        Mode::E2e => e2e(&args, &namesrv, duration).await?,
+    };
+    report(&args, &summary)
+}
+
+fn report(args: &BenchArgs, s: &serde_json::Value) -> anyhow::Result<()> {
+    if args.json {
+        return crate::admin::write_stdout(&s.to_string());
+    }
+    let mut text = format!(
+        "{} {}: {} messages in {:.2} s, {} errors\n  throughput: {:.0} msg/s, {:.2} MB/s\n  latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        s["mode"].as_str().unwrap_or(""),
+        args.topic,
+        s["messages"],
+        s["seconds"].as_f64().unwrap_or(0.0),
+        s["errors"],
+        s["msgs_per_sec"].as_f64().unwrap_or(0.0),
+        s["mb_per_sec"].as_f64().unwrap_or(0.0),
+        s["p50_ms"].as_f64().unwrap_or(0.0),
+        s["p90_ms"].as_f64().unwrap_or(0.0),
+        s["p99_ms"].as_f64().unwrap_or(0.0),
+        s["p999_ms"].as_f64().unwrap_or(0.0),
+        s["max_ms"].as_f64().unwrap_or(0.0),
+    );
+    if let Some(p) = s.get("produce") {
+        text.push_str(&format!(
+            "\n  produce: {} messages, {:.0} msg/s, send p99 {:.3} ms, {} errors",
+            p["messages"],
+            p["msgs_per_sec"].as_f64().unwrap_or(0.0),
+            p["p99_ms"].as_f64().unwrap_or(0.0),
+            p["errors"]
+        ));
+    }
+    crate::admin::write_stdout(&text)
+}
+
+/// Draws `label` progress every second until `stop` is set.
+fn spawn_progress(
+    label: &'static str,
+    meter: Arc<Meter>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed:>4} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        let (mut last_msgs, mut last_bytes) = (0, 0);
+        loop {
+            tick.tick().await;
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let msgs = meter.messages.load(Ordering::Relaxed);
+            let bytes = meter.bytes.load(Ordering::Relaxed);
+            let line = format!(
+                "{label}: {msgs} msgs  {} msg/s  {:.1} MB/s  errors {}",
+                msgs - last_msgs,
+                (bytes - last_bytes) as f64 / 1e6,
+                meter.errors.load(Ordering::Relaxed)
+            );
+            (last_msgs, last_bytes) = (msgs, bytes);
+            if bar.is_hidden() {
+                eprintln!("{:>4}s {line}", started.elapsed().as_secs());
+            } else {
+                bar.set_message(line);
+            }
+        }
+        bar.finish_and_clear();
+    })
+}
+
+/// Stops senders when the duration is over or the message budget is spent.
+struct Budget {
+    deadline: Option<Instant>,
+    count: Option<u64>,
+    claimed: AtomicU64,
+}
+
+impl Budget {
+    /// Claims up to `n` messages; 0 when the run is over.
+    fn claim(&self, n: usize) -> usize {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return 0;
+        }
+        let n = n as u64;
+        let before = self.claimed.fetch_add(n, Ordering::Relaxed);
+        match self.count {
+            Some(c) if before >= c => 0,
+            Some(c) => (c - before).min(n) as usize,
+            None => n as usize,
+        }
+    }
+}
+
+/// A bench message: body of `size` bytes starting with the send time.
+fn bench_message(topic: &str, template: &[u8], tags: Option<&str>) -> Message {
+    let mut body = template.to_vec();
+    if body.len() >= 8 {
+        body[..8].copy_from_slice(&now_micros().to_be_bytes());
+    }
+    let msg = Message::new(topic.to_string(), body);
+    match tags {
+        Some(t) => msg.with_tags(t.to_string()),
+        None => msg,
+    }
+}
+
+/// Runs the producers; returns the elapsed seconds.
+async fn produce(
+    args: &BenchArgs,
+    namesrv: &str,
+    duration: Option<Duration>,
+    meter: Arc<Meter>,
+) -> anyhow::Result<f64> {
+    let group = args
+        .group
+        .clone()
+        .unwrap_or_else(|| "bench_producer".to_string());
+    let producer = Producer::start(ClientConfig::new(namesrv)?, ProducerConfig::new(group))
+        .await
+        .context("cannot start the producer")?;
+    // Resolve the route once up front so a missing topic fails fast and clearly.
+    producer
+        .fetch_publish_queues(&args.topic)
+        .await
+        .with_context(|| format!("cannot get a route for topic `{}`", args.topic))?;
+    let started = Instant::now();
+    let budget = Arc::new(Budget {
+        deadline: duration.map(|d| started + d),
+        count: args.count,
+        claimed: AtomicU64::new(0),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = spawn_progress("produce", meter.clone(), stop.clone());
+    let template: Arc<[u8]> = vec![b'a'; args.size].into();
+    let tags = args.tags.clone();
+    let batch = args.batch;
+    let mut workers = Vec::new();
+    let permits = Arc::new(Semaphore::new(args.concurrency));
+    let senders = if args.is_async { 1 } else { args.concurrency };
+    for _ in 0..senders {
+        let (producer, meter, budget, template, tags, topic, permits) = (
+            producer.clone(),
+            meter.clone(),
+            budget.clone(),
+            template.clone(),
+            tags.clone(),
+            args.topic.clone(),
+            permits.clone(),
+        );
+        let is_async = args.is_async;
+        workers.push(tokio::spawn(async move {
+            let mut inflight = tokio::task::JoinSet::new();
+            loop {
+                let n = budget.claim(batch);
+                if n == 0 {
+                    break;
+                }
+                let msgs: Vec<Message> = (0..n)
+                    .map(|_| bench_message(&topic, &template, tags.as_deref()))
+                    .collect();
+                let task = send_once(producer.clone(), msgs, meter.clone(), template.len());
+                if is_async {
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        break;
+                    };
+                    inflight.spawn(async move {
+                        task.await;
+                        drop(permit);
+                    });
+                    while inflight.try_join_next().is_some() {}
+                } else {
+                    task.await;
+                }
+            }
+            while inflight.join_next().await.is_some() {}
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _ = progress.await;
+    producer.shutdown().await;
+    Ok(secs)
+}
+
+/// Sends `msgs` as one request (a batch when more than one) and records the outcome.
+async fn send_once(producer: Producer, mut msgs: Vec<Message>, meter: Arc<Meter>, size: usize) {
+    let n = msgs.len() as u64;
+    let t0 = Instant::now();
+    let result = if msgs.len() == 1 {
+        match msgs.pop() {
+            Some(m) => producer.send(m).await.map(|_| ()),
+            None => return,
+        }
+    } else {
+        producer.send_batch(msgs).await.map(|_| ())
+    };
+    match result {
+        Ok(()) => {
+            meter.record(t0.elapsed().as_micros() as u64);
+            meter.messages.fetch_add(n, Ordering::Relaxed);
+            meter.bytes.fetch_add(n * size as u64, Ordering::Relaxed);
+        }
+        Err(e) => {
+            if meter.errors.fetch_add(n, Ordering::Relaxed) == 0 {
+                tracing::warn!(error = %e, "send failed");
+            }
+        }
+    }
+}
+
+/// Send time of a consumed message in microseconds since the epoch: from its body (written
+/// by bench producers), else its born timestamp.
+fn sent_micros(m: &MessageExt, now: u64) -> u64 {
+    let body = &m.message.body;
+    let sent = match body.get(..8) {
+        Some(head) => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(head);
+            u64::from_be_bytes(b)
+        }
+        None => 0,
+    };
+    // A body not written by bench: fall back to the born timestamp (ms).
+    if sent == 0 || sent > now || now - sent > 3_600_000_000 {
+        (m.born_timestamp.max(0) as u64) * 1000
+    } else {
+        sent
+    }
+}
+
+/// Starts a push consumer that records into `meter`; `first` is set at the first message.
+/// Messages sent before `since` (µs since the epoch) are not counted.
+async fn start_consumer(
+    args: &BenchArgs,
+    since: u64,
+    namesrv: &str,
+    group: &str,
+    from: ConsumeFromWhere,
+    meter: Arc<Meter>,
+    first: Arc<Mutex<Option<Instant>>>,
+) -> anyhow::Result<PushConsumer> {
+    let mut config = PushConsumerConfig::new(group)
+        .consume_from_where(from)
+        .consume_thread_max(args.concurrency.clamp(1, 64))
+        .consume_message_batch_max_size(if args.batch > 1 { args.batch } else { 32 })
+        .pull_batch_size(32)
+        .rebalance_interval(Duration::from_secs(2));
+    config.pull_threshold_for_queue = 4096;
+    let expr = args.tags.clone().unwrap_or_else(|| "*".to_string());
+    let client = ClientConfig::new(namesrv)?.poll_name_server_interval(Duration::from_secs(5));
+    let listener = MessageListener::concurrently(move |msgs, _ctx| {
+        {
+            let mut f = first.lock().unwrap_or_else(|e| e.into_inner());
+            f.get_or_insert_with(Instant::now);
+        }
+        let (mut bytes, mut count) = (0u64, 0u64);
+        let now = now_micros();
+        {
+            let mut h = meter.hist.lock().unwrap_or_else(|e| e.into_inner());
+            for m in msgs {
+                let sent = sent_micros(m, now);
+                if sent < since {
+                    continue;
+                }
+                h.saturating_record(now.saturating_sub(sent).max(1));
+                bytes += m.message.body.len() as u64;
+                count += 1;
+            }
+        }
+        meter.bytes.fetch_add(bytes, Ordering::Relaxed);
+        meter.messages.fetch_add(count, Ordering::Relaxed);
+        ConsumeConcurrentlyStatus::ConsumeSuccess
+    });
+    PushConsumer::start(
+        client,
+        config,
+        &[(args.topic.as_str(), expr.as_str())],
+        listener,
+    )
+    .await
+    .context("cannot start the consumer")
+}
+
+/// Polls `done` every 10 ms until it holds or `deadline` passes.
+async fn wait_until(deadline: Option<Instant>, mut done: impl FnMut() -> bool) {
+    while !done() && deadline.is_none_or(|d| Instant::now() < d) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn consume_only(
+    args: &BenchArgs,
+    namesrv: &str,
+    duration: Option<Duration>,
+) -> anyhow::Result<serde_json::Value> {
+    let meter = Meter::new()?;
+    let first = Arc::new(Mutex::new(None));
+    let group = args
+        .group
+        .clone()
+        .unwrap_or_else(|| "bench_consumer".to_string());
+    let from = match args.from {
+        From::First => ConsumeFromWhere::ConsumeFromFirstOffset,
+        From::Last => ConsumeFromWhere::ConsumeFromLastOffset,
+    };
+    let started = Instant::now();
+    let consumer =
+        start_consumer(args, 0, namesrv, &group, from, meter.clone(), first.clone()).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = spawn_progress("consume", meter.clone(), stop.clone());
+    let deadline = duration.map(|d| started + d);
+    let count = args.count;
+    wait_until(deadline, || {
+        count.is_some_and(|c| meter.messages.load(Ordering::Relaxed) >= c)
+    })
+    .await;
+    let end = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    let _ = progress.await;
+    consumer.shutdown().await;
+    let since = first
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or(started);
+    Ok(meter.summary(
+        "consume",
+        end.saturating_duration_since(since).as_secs_f64(),
+    ))
+}
+
+async fn e2e(
+    args: &BenchArgs,
+    namesrv: &str,
+    duration: Option<Duration>,
+) -> anyhow::Result<serde_json::Value> {
+    let consumed = Meter::new()?;
+    let produced = Meter::new()?;
+    let group = args
+        .group
+        .clone()
+        .unwrap_or_else(|| format!("bench_e2e_{}", std::process::id()));
+    let first = Arc::new(Mutex::new(None));
+    // A new group may start at offset 0 (upstream brokers do that while the queue's start
+    // is still in memory): count only what this run sends.
+    let consumer = start_consumer(
+        args,
+        now_micros(),
+        namesrv,
+        &group,
+        ConsumeFromWhere::ConsumeFromLastOffset,
+        consumed.clone(),
+        first,
+    )
+    .await?;
+    // Produce only once the consumer owns queues, so nothing is skipped.
+    wait_until(Some(Instant::now() + Duration::from_secs(10)), || {
+        !consumer.assigned_queues().is_empty()
+    })
+    .await;
+    if consumer.assigned_queues().is_empty() {
+        consumer.shutdown().await;
+        anyhow::bail!("the consumer got no queue of `{}` within 10 s", args.topic);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = spawn_progress("e2e consumed", consumed.clone(), stop.clone());
+    let secs = produce(args, namesrv, duration, produced.clone()).await;
+    let secs = match secs {
+        Ok(s) => s,
+        Err(e) => {
+            consumer.shutdown().await;
+            return Err(e);
+        }
+    };
+    // Let the consumer catch up with what was acknowledged (bounded).
+    let target = produced.messages.load(Ordering::Relaxed);
+    wait_until(Some(Instant::now() + Duration::from_secs(10)), || {
+        consumed.messages.load(Ordering::Relaxed) >= target
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = progress.await;
+    consumer.shutdown().await;
+    let mut summary = consumed.summary("e2e", secs);
+    summary["errors"] = json!(produced.errors.load(Ordering::Relaxed));
+    summary["produce"] = produced.summary("produce", secs);
+    Ok(summary)
+}

@@ -1,0 +1,223 @@
+//! Runs the `apogee` binary's tools (admin, bench, quickstart) against a NameServer and a
+//! broker started in this test process on ephemeral 127.0.0.1 ports.
+
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use broker::{Broker, BrokerConfig};
+use namesrv::{NameServer, NamesrvConfig};
+
+struct Cluster {
+    namesrv: NameServer,
+    broker: Broker,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let namesrv = NameServer::start(NamesrvConfig {
+            listen_port: 0,
+            kv_config_path: dir.path().join("kv.json"),
+            ..NamesrvConfig::default()
+        })
+        .await
+        .unwrap();
+        let broker = Broker::start(BrokerConfig {
+            broker_cluster_name: "TestCluster".into(),
+            broker_name: "broker-t".into(),
+            namesrv_addr: format!("127.0.0.1:{}", namesrv.local_addr().port()),
+            listen_port: 0,
+            broker_ip1: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            store_path_root_dir: dir.path().join("store"),
+            ..BrokerConfig::default()
+        })
+        .await
+        .unwrap();
+        Cluster {
+            namesrv,
+            broker,
+            _dir: dir,
+        }
+    }
+
+    fn ns(&self) -> String {
+        format!("127.0.0.1:{}", self.namesrv.local_addr().port())
+    }
+
+    async fn stop(self) {
+        self.broker.shutdown().await;
+        self.namesrv.shutdown().await;
+    }
+}
+
+async fn apogee(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_apogee"))
+        .args(args)
+        .env_remove("NAMESRV_ADDR")
+        .output()
+        .await
+        .unwrap()
+}
+
+fn stdout_json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Creates `topic` on the broker and waits until the NameServer routes it.
+async fn create_topic(c: &Cluster, topic: &str) {
+    let ns = c.ns();
+    let broker = c.broker.broker_addr();
+    let out = apogee(&[
+        "admin",
+        "updateTopic",
+        "-n",
+        &ns,
+        "-b",
+        &broker,
+        "-t",
+        topic,
+        "-r",
+        "4",
+        "-w",
+        "4",
+        "--json",
+    ])
+    .await;
+    let created = stdout_json(&out);
+    assert_eq!(created["brokers"][0], broker.as_str());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = apogee(&["admin", "topicList", "-n", &ns, "--json"]).await;
+        let list = stdout_json(&out);
+        if list.as_array().unwrap().iter().any(|t| t == topic) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "topic never listed: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_topic_then_list_and_route() {
+    let c = Cluster::start().await;
+    create_topic(&c, "ToolsTopic").await;
+    let out = apogee(&[
+        "admin",
+        "topicRoute",
+        "-n",
+        &c.ns(),
+        "-t",
+        "ToolsTopic",
+        "--json",
+    ])
+    .await;
+    let route = stdout_json(&out);
+    assert_eq!(route["queueDatas"][0]["writeQueueNums"], 4);
+    assert_eq!(route["queueDatas"][0]["readQueueNums"], 4);
+    assert_eq!(route["brokerDatas"][0]["brokerName"], "broker-t");
+    let out = apogee(&["admin", "topicRoute", "-n", &c.ns(), "-t", "ToolsTopic"]).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("broker-t"));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_exit_non_zero_with_a_reason() {
+    // A port nothing listens on.
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out = apogee(&["admin", "topicList", "-n", &format!("127.0.0.1:{closed}")]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach any NameServer"), "{err}");
+
+    let c = Cluster::start().await;
+    let out = apogee(&["admin", "topicRoute", "-n", &c.ns(), "-t", "NoSuchTopic"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("topic `NoSuchTopic` does not exist"), "{err}");
+
+    let out = apogee(&["admin", "topicList", "--no-such-flag"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_produce_prints_the_summary_keys() {
+    let c = Cluster::start().await;
+    create_topic(&c, "BenchTopic").await;
+    let out = apogee(&[
+        "bench",
+        "produce",
+        "-n",
+        &c.ns(),
+        "--topic",
+        "BenchTopic",
+        "--count",
+        "200",
+        "--json",
+        "--concurrency",
+        "8",
+    ])
+    .await;
+    let s = stdout_json(&out);
+    for key in [
+        "mode",
+        "messages",
+        "errors",
+        "seconds",
+        "msgs_per_sec",
+        "mb_per_sec",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "p999_ms",
+        "max_ms",
+    ] {
+        assert!(s.get(key).is_some(), "missing {key} in {s}");
+    }
+    assert_eq!(s["mode"], "produce");
+    assert_eq!(s["messages"], 200);
+    assert_eq!(s["errors"], 0);
+    // The messages are there: the topic's queues hold 200 in total.
+    let out = apogee(&[
+        "admin",
+        "topicStatus",
+        "-n",
+        &c.ns(),
+        "-t",
+        "BenchTopic",
+        "--json",
+    ])
+    .await;
+    let total: i64 = stdout_json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["max_offset"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 200);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_exits_zero() {
+    let out = apogee(&["quickstart", "--messages", "100"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Consumed 100 messages"), "{text}");
+    assert!(text.contains("reconsumeTimes=1"), "{text}");
+}

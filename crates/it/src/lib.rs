@@ -1,0 +1,314 @@
+//! Harness for Apogee's scenario tests (`tests/`): a NameServer and brokers started
+//! in-process over real TCP on 127.0.0.1 ephemeral ports, each broker with its own temp
+//! store and its own tokio runtime on its own thread, so that a broker can be *killed*:
+//! [`BrokerNode::kill`] drops that runtime without [`broker::Broker::shutdown`] — no
+//! UNREGISTER_BROKER, no final persist of offsets or configs, every socket closed at once (the
+//! NameServer drops the broker when its connection closes, as for a `kill -9`). The CommitLog
+//! bytes already written stay, as the page cache keeps them for a killed process.
+//! [`BrokerNode::restart`] starts it again on the same store and ports.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use broker::{Broker, BrokerConfig};
+use namesrv::{NameServer, NamesrvConfig};
+use remoting::client::{ClientConfig, RemotingClient};
+use remoting::headers::{CommandHeader, GetRouteInfoRequestHeader};
+use remoting::protocol::{from_fastjson, TopicRouteData};
+use remoting::{NameServerAddr, RemotingCommand, RequestCode, ResponseCode};
+pub use store::BrokerRole;
+use tokio::sync::oneshot;
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A NameServer on an ephemeral port that drops silent brokers after `expiry`.
+pub async fn start_namesrv(expiry: Duration) -> NameServer {
+    let mut config = NamesrvConfig::default();
+    config.listen_port = 0;
+    config.bind_address = LOCALHOST;
+    config.broker_channel_expired_time = expiry;
+    config.scan_not_active_broker_interval = Duration::from_millis(200);
+    NameServer::start(config).await.expect("namesrv starts")
+}
+
+/// Broker settings for a test: loopback, ephemeral ports, fast registration, replication
+/// heartbeats and slave synchronisation, a store under `dir`.
+pub fn broker_config(
+    namesrv: SocketAddr,
+    cluster: &str,
+    name: &str,
+    id: i64,
+    role: BrokerRole,
+    dir: PathBuf,
+) -> BrokerConfig {
+    BrokerConfig {
+        broker_cluster_name: cluster.into(),
+        broker_name: name.into(),
+        broker_id: id,
+        broker_role: role,
+        namesrv_addr: namesrv.to_string(),
+        listen_port: 0,
+        bind_address: LOCALHOST,
+        broker_ip1: Some(LOCALHOST),
+        store_path_root_dir: dir,
+        mapped_file_size_commit_log: 16 * 1024 * 1024,
+        mapped_file_size_consume_queue: 30_000 * 20,
+        register_name_server_period: 300,
+        slave_synchronize_interval: 300,
+        ha_send_heartbeat_interval: 500,
+        ha_housekeeping_interval: 3_000,
+        flush_consumer_offset_interval: 200,
+        ..BrokerConfig::default()
+    }
+}
+
+/// A broker running on its own runtime and thread.
+pub struct BrokerNode {
+    config: BrokerConfig,
+    /// `ip:port` clients and the NameServer know.
+    pub addr: String,
+    /// The replication port of a master.
+    pub ha_port: Option<u16>,
+    stop: Option<oneshot::Sender<bool>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BrokerNode {
+    /// Starts a broker; returns once it is listening.
+    pub fn start(config: BrokerConfig) -> BrokerNode {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<bool>();
+        let cfg = config.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let broker = Broker::start(cfg).await.expect("broker starts");
+                let _ = ready_tx.send((broker.broker_addr(), broker.local_addr(), broker.ha_port()));
+                let graceful = stop_rx.await.unwrap_or(false);
+                if graceful {
+                    broker.shutdown().await;
+                } else {
+                    // Killed: nothing is unregistered or persisted; dropping the runtime
+                    // below ends every task and closes every socket.
+                    drop(broker);
+                }
+            });
+            drop(rt);
+        });
+        let (addr, local, ha_port) = ready_rx.recv().expect("broker started");
+        let mut config = config;
+        // A restart reuses the same ports.
+        config.listen_port = local.port();
+        config.ha_listen_port = ha_port.or(config.ha_listen_port);
+        BrokerNode {
+            config,
+            addr,
+            ha_port,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// The configuration it runs with (ports fixed to the bound ones).
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    fn end(&mut self, graceful: bool) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(graceful);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Kills the broker abruptly (see the crate docs).
+    pub fn kill(&mut self) {
+        self.end(false);
+    }
+
+    /// Starts the broker again on the same store and ports.
+    pub fn restart(&mut self) {
+        self.end(true);
+        *self = BrokerNode::start(self.config.clone());
+    }
+
+    /// Stops it cleanly.
+    pub fn stop(&mut self) {
+        self.end(true);
+    }
+}
+
+impl Drop for BrokerNode {
+    fn drop(&mut self) {
+        self.end(true);
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true; panics naming `what` after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The route of `topic` as the NameServer answers it now (`None`: TOPIC_NOT_EXIST).
+pub async fn route(client: &RemotingClient, namesrv: SocketAddr, topic: &str) -> Option<TopicRouteData> {
+    let ns = NameServerAddr::parse(&namesrv.to_string()).expect("namesrv addr");
+    let mut cmd = RemotingCommand::request(RequestCode::GET_ROUTEINFO_BY_TOPIC);
+    GetRouteInfoRequestHeader {
+        topic: topic.into(),
+        accept_standard_json_only: None,
+    }
+    .write_to(&mut cmd);
+    let resp = client
+        .invoke_namesrv(&ns, cmd, Duration::from_secs(3))
+        .await
+        .ok()?;
+    if resp.code != ResponseCode::SUCCESS {
+        return None;
+    }
+    from_fastjson(&resp.body).ok()
+}
+
+/// A raw remoting client for requests a test makes by hand.
+pub fn raw_client() -> RemotingClient {
+    RemotingClient::new(ClientConfig::default())
+}
+
+/// Raw requests a test makes to brokers.
+pub mod raw {
+    use std::time::Duration;
+
+    use remoting::broker_headers::{
+        GetMaxOffsetRequestHeader, PullMessageRequestHeader, SendMessageRequestHeader,
+        SendMessageRequestHeaderV2,
+    };
+    use remoting::client::RemotingClient;
+    use remoting::headers::CommandHeader;
+    use remoting::message::{MessageExt, Properties};
+    use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
+
+    const T: Duration = Duration::from_secs(5);
+
+    fn addr(a: &str) -> BrokerAddr {
+        BrokerAddr::parse(a).expect("broker addr")
+    }
+
+    /// SEND_MESSAGE_V2 of `body` to queue `queue` of `topic` (created from TBW102 if new);
+    /// returns the response (code, `msgId` ext).
+    pub async fn send(
+        client: &RemotingClient,
+        broker: &str,
+        topic: &str,
+        queue: i32,
+        body: &[u8],
+    ) -> RemotingCommand {
+        let mut props = Properties::new();
+        props.insert("WAIT", "true");
+        let h = SendMessageRequestHeader {
+            producer_group: "PG".into(),
+            topic: topic.into(),
+            default_topic: "TBW102".into(),
+            default_topic_queue_nums: 4,
+            queue_id: queue,
+            sys_flag: 0,
+            born_timestamp: 0,
+            flag: 0,
+            properties: Some(props.to_wire_string()),
+            reconsume_times: Some(0),
+            unit_mode: Some(false),
+            batch: Some(false),
+            max_reconsume_times: None,
+            bname: None,
+        };
+        let mut cmd =
+            RemotingCommand::request(RequestCode::SEND_MESSAGE_V2).with_body(body.to_vec());
+        SendMessageRequestHeaderV2::from(h).write_to(&mut cmd);
+        client.invoke(&addr(broker), cmd, T).await.expect("send answered")
+    }
+
+    /// GET_MAX_OFFSET of a queue (-1 when the request fails).
+    pub async fn max_offset(client: &RemotingClient, broker: &str, topic: &str, queue: i32) -> i64 {
+        let mut cmd = RemotingCommand::request(RequestCode::GET_MAX_OFFSET);
+        GetMaxOffsetRequestHeader {
+            topic: topic.into(),
+            queue_id: queue,
+            committed: None,
+            bname: None,
+        }
+        .write_to(&mut cmd);
+        match client.invoke(&addr(broker), cmd, T).await {
+            Ok(r) if r.code == ResponseCode::SUCCESS => r
+                .ext("offset")
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(-1),
+            _ => -1,
+        }
+    }
+
+    /// PULL_MESSAGE without suspension: the messages from `offset` on.
+    pub async fn pull(
+        client: &RemotingClient,
+        broker: &str,
+        group: &str,
+        topic: &str,
+        queue: i32,
+        offset: i64,
+    ) -> Vec<MessageExt> {
+        let mut cmd = RemotingCommand::request(RequestCode::PULL_MESSAGE);
+        PullMessageRequestHeader {
+            consumer_group: group.into(),
+            topic: topic.into(),
+            queue_id: queue,
+            queue_offset: offset,
+            max_msg_nums: 32,
+            sys_flag: 0,
+            commit_offset: 0,
+            suspend_timeout_millis: 0,
+            subscription: Some("*".into()),
+            sub_version: 0,
+            expression_type: Some("TAG".into()),
+            max_msg_bytes: None,
+            request_source: None,
+            proxy_frowardclient_id: None,
+            bname: None,
+        }
+        .write_to(&mut cmd);
+        match client.invoke(&addr(broker), cmd, T).await {
+            Ok(r) if r.code == ResponseCode::SUCCESS => {
+                let d = MessageExt::decode_all(&r.body, true);
+                if let Err(e) = &d { println!("DBG decode {e}"); }
+                d.unwrap_or_default()
+            }
+            Ok(r) => { println!("DBG {} {}", r.code, r.remark_str()); Vec::new() }
+            _ => Vec::new(),
+        }
+    }
+
+    /// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP with defaults.
+    pub async fn create_group(client: &RemotingClient, broker: &str, group: &str) {
+        let body = format!(r#"{{"groupName":"{group}"}}"#);
+        let cmd = RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+            .with_body(body.into_bytes());
+        let r = client.invoke(&addr(broker), cmd, T).await.expect("answered");
+        assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+    }
+}
