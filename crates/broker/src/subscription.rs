@@ -172,7 +172,9 @@ impl SubscriptionGroupManager {
     ) -> Result<(), BrokerError> {
         {
             let mut t = self.table.write();
-            if t.data_version == master.data_version && t.subscription_group_table == master.subscription_group_table {
+            if t.data_version == master.data_version
+                && t.subscription_group_table == master.subscription_group_table
+            {
                 return Ok(());
             }
             *t = master;

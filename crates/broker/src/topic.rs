@@ -267,7 +267,9 @@ impl TopicConfigManager {
     ) -> Result<bool, BrokerError> {
         {
             let mut t = self.table.write();
-            if t.data_version == master.data_version && t.topic_config_table == master.topic_config_table {
+            if t.data_version == master.data_version
+                && t.topic_config_table == master.topic_config_table
+            {
                 return Ok(false);
             }
             *t = master;

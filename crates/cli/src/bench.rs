@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// Stop after this many messages.
     #[arg(long)]
     count: Option<u64>,
+    /// Limit sending to this many messages per second in total (open loop, for latency at a
+    /// given load).
+    #[arg(long)]
+    rate: Option<u64>,
     /// Send asynchronously (up to --concurrency in flight) instead of with sync senders.
     #[arg(long = "async")]
     is_async: bool,
@@ -241,26 +245,35 @@ fn spawn_progress(
     })
 }
 
-/// Stops senders when the duration is over or the message budget is spent.
+/// Stops senders when the duration is over or the message budget is spent, and paces them
+/// with `--rate`.
 struct Budget {
+    started: Instant,
     deadline: Option<Instant>,
     count: Option<u64>,
+    rate: Option<u64>,
     claimed: AtomicU64,
 }
 
 impl Budget {
-    /// Claims up to `n` messages; 0 when the run is over.
-    fn claim(&self, n: usize) -> usize {
+    /// Claims up to `n` messages, waiting for their turn under `--rate`; 0 when the run is
+    /// over.
+    async fn claim(&self, n: usize) -> usize {
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
             return 0;
         }
         let n = n as u64;
         let before = self.claimed.fetch_add(n, Ordering::Relaxed);
-        match self.count {
-            Some(c) if before >= c => 0,
-            Some(c) => (c - before).min(n) as usize,
-            None => n as usize,
+        let granted = match self.count {
+            Some(c) if before >= c => return 0,
+            Some(c) => (c - before).min(n),
+            None => n,
+        };
+        if let Some(rate) = self.rate.filter(|r| *r > 0) {
+            let due = self.started + Duration::from_secs_f64(before as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
         }
+        granted as usize
     }
 }
 
@@ -298,8 +311,10 @@ async fn produce(
         .with_context(|| format!("cannot get a route for topic `{}`", args.topic))?;
     let started = Instant::now();
     let budget = Arc::new(Budget {
+        started,
         deadline: duration.map(|d| started + d),
         count: args.count,
+        rate: args.rate,
         claimed: AtomicU64::new(0),
     });
     let stop = Arc::new(AtomicBool::new(false));
@@ -324,7 +339,7 @@ async fn produce(
         workers.push(tokio::spawn(async move {
             let mut inflight = tokio::task::JoinSet::new();
             loop {
-                let n = budget.claim(batch);
+                let n = budget.claim(batch).await;
                 if n == 0 {
                     break;
                 }

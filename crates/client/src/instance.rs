@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::ClientApi;
 use crate::config::ClientConfig;
+use crate::consumer::offset_store::OffsetStore;
 use crate::error::Result;
 use crate::fault::LatencyFaultTolerance;
 use crate::route::RouteCache;
@@ -42,6 +43,25 @@ pub(crate) trait ConsumerHandle: Send + Sync + 'static {
     ) -> BoxFuture<'static, ()>;
     /// Commits the offsets of every owned queue.
     fn persist_offsets(&self) -> BoxFuture<'static, ()>;
+    /// The consumer's offsets.
+    fn offsets(&self) -> &OffsetStore;
+    /// Answer to GET_CONSUMER_STATUS_FROM_CLIENT: the offsets of `topic`'s queues.
+    fn consumer_status(&self, topic: &str) -> BTreeMap<MessageQueue, i64> {
+        self.offsets()
+            .snapshot(None)
+            .into_iter()
+            .filter(|(mq, _)| mq.topic == topic)
+            .collect()
+    }
+    /// CONSUME_MESSAGE_DIRECTLY: runs the listener on `msg`; `None` when this consumer has
+    /// no listener (pull consumers).
+    fn consume_message_directly(
+        &self,
+        _msg: MessageExt,
+        _broker_name: Option<String>,
+    ) -> BoxFuture<'static, Option<ConsumeMessageDirectlyResult>> {
+        Box::pin(async { None })
+    }
 }
 
 /// What the instance needs from a transactional producer (CHECK_TRANSACTION_STATE).
@@ -382,6 +402,51 @@ async fn handle_broker_request(
                     ))
                 }
                 Err(e) => fail(&req, e.to_string()),
+            }
+        }
+        RequestCode::GET_CONSUMER_STATUS_FROM_CLIENT => {
+            let h = match GetConsumerStatusRequestHeader::from_command(&req) {
+                Ok(h) => h,
+                Err(e) => return fail(&req, e.to_string()),
+            };
+            let body = GetConsumerStatusBody {
+                message_queue_table: instance
+                    .consumer(&h.group)
+                    .map(|c| c.consumer_status(&h.topic))
+                    .unwrap_or_default(),
+            };
+            match body.encode() {
+                Ok(body) => Some(
+                    RemotingCommand::response_to(&req, ResponseCode::SUCCESS, None).with_body(body),
+                ),
+                Err(e) => fail(&req, e.to_string()),
+            }
+        }
+        RequestCode::CONSUME_MESSAGE_DIRECTLY => {
+            let h = match ConsumeMessageDirectlyResultRequestHeader::from_command(&req) {
+                Ok(h) => h,
+                Err(e) => return fail(&req, e.to_string()),
+            };
+            let msg = match MessageExt::decode(&req.body, true) {
+                Ok((m, _)) => m,
+                Err(e) => return fail(&req, e.to_string()),
+            };
+            let result = match instance.consumer(&h.consumer_group) {
+                Some(c) => c.consume_message_directly(msg, h.broker_name).await,
+                None => None,
+            };
+            match result.map(|r| r.encode()) {
+                Some(Ok(body)) => Some(
+                    RemotingCommand::response_to(&req, ResponseCode::SUCCESS, None).with_body(body),
+                ),
+                Some(Err(e)) => fail(&req, e.to_string()),
+                None => fail(
+                    &req,
+                    format!(
+                        "The Consumer Group <{}> not exist in this consumer",
+                        h.consumer_group
+                    ),
+                ),
             }
         }
         RequestCode::CHECK_TRANSACTION_STATE => {

@@ -26,11 +26,13 @@ const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// A NameServer on an ephemeral port that drops silent brokers after `expiry`.
 pub async fn start_namesrv(expiry: Duration) -> NameServer {
-    let mut config = NamesrvConfig::default();
-    config.listen_port = 0;
-    config.bind_address = LOCALHOST;
-    config.broker_channel_expired_time = expiry;
-    config.scan_not_active_broker_interval = Duration::from_millis(200);
+    let config = NamesrvConfig {
+        listen_port: 0,
+        bind_address: LOCALHOST,
+        broker_channel_expired_time: expiry,
+        scan_not_active_broker_interval: Duration::from_millis(200),
+        ..NamesrvConfig::default()
+    };
     NameServer::start(config).await.expect("namesrv starts")
 }
 
@@ -90,7 +92,8 @@ impl BrokerNode {
                 .expect("runtime");
             rt.block_on(async move {
                 let broker = Broker::start(cfg).await.expect("broker starts");
-                let _ = ready_tx.send((broker.broker_addr(), broker.local_addr(), broker.ha_port()));
+                let _ =
+                    ready_tx.send((broker.broker_addr(), broker.local_addr(), broker.ha_port()));
                 let graceful = stop_rx.await.unwrap_or(false);
                 if graceful {
                     broker.shutdown().await;
@@ -170,7 +173,11 @@ where
 }
 
 /// The route of `topic` as the NameServer answers it now (`None`: TOPIC_NOT_EXIST).
-pub async fn route(client: &RemotingClient, namesrv: SocketAddr, topic: &str) -> Option<TopicRouteData> {
+pub async fn route(
+    client: &RemotingClient,
+    namesrv: SocketAddr,
+    topic: &str,
+) -> Option<TopicRouteData> {
     let ns = NameServerAddr::parse(&namesrv.to_string()).expect("namesrv addr");
     let mut cmd = RemotingCommand::request(RequestCode::GET_ROUTEINFO_BY_TOPIC);
     GetRouteInfoRequestHeader {
@@ -242,7 +249,10 @@ pub mod raw {
         let mut cmd =
             RemotingCommand::request(RequestCode::SEND_MESSAGE_V2).with_body(body.to_vec());
         SendMessageRequestHeaderV2::from(h).write_to(&mut cmd);
-        client.invoke(&addr(broker), cmd, T).await.expect("send answered")
+        client
+            .invoke(&addr(broker), cmd, T)
+            .await
+            .expect("send answered")
     }
 
     /// GET_MAX_OFFSET of a queue (-1 when the request fails).
@@ -256,10 +266,9 @@ pub mod raw {
         }
         .write_to(&mut cmd);
         match client.invoke(&addr(broker), cmd, T).await {
-            Ok(r) if r.code == ResponseCode::SUCCESS => r
-                .ext("offset")
-                .and_then(|o| o.parse().ok())
-                .unwrap_or(-1),
+            Ok(r) if r.code == ResponseCode::SUCCESS => {
+                r.ext("offset").and_then(|o| o.parse().ok()).unwrap_or(-1)
+            }
             _ => -1,
         }
     }
@@ -280,7 +289,8 @@ pub mod raw {
             queue_id: queue,
             queue_offset: offset,
             max_msg_nums: 32,
-            sys_flag: 0,
+            // FLAG_SUBSCRIPTION: the subscription travels in the header (no heartbeat).
+            sys_flag: 0b100,
             commit_offset: 0,
             suspend_timeout_millis: 0,
             subscription: Some("*".into()),
@@ -294,11 +304,8 @@ pub mod raw {
         .write_to(&mut cmd);
         match client.invoke(&addr(broker), cmd, T).await {
             Ok(r) if r.code == ResponseCode::SUCCESS => {
-                let d = MessageExt::decode_all(&r.body, true);
-                if let Err(e) = &d { println!("DBG decode {e}"); }
-                d.unwrap_or_default()
+                MessageExt::decode_all(&r.body, true).unwrap_or_default()
             }
-            Ok(r) => { println!("DBG {} {}", r.code, r.remark_str()); Vec::new() }
             _ => Vec::new(),
         }
     }
@@ -308,7 +315,39 @@ pub mod raw {
         let body = format!(r#"{{"groupName":"{group}"}}"#);
         let cmd = RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
             .with_body(body.into_bytes());
-        let r = client.invoke(&addr(broker), cmd, T).await.expect("answered");
+        let r = client
+            .invoke(&addr(broker), cmd, T)
+            .await
+            .expect("answered");
         assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
     }
+}
+
+/// QUERY_CONSUMER_OFFSET on one broker (`None` when it has none or does not answer).
+pub async fn committed_offset(
+    client: &RemotingClient,
+    broker: &str,
+    group: &str,
+    topic: &str,
+    queue: i32,
+) -> Option<i64> {
+    use remoting::broker_headers::QueryConsumerOffsetRequestHeader;
+    let mut cmd = RemotingCommand::request(RequestCode::QUERY_CONSUMER_OFFSET);
+    QueryConsumerOffsetRequestHeader {
+        consumer_group: group.into(),
+        topic: topic.into(),
+        queue_id: queue,
+        set_zero_if_not_found: Some(false),
+        bname: None,
+    }
+    .write_to(&mut cmd);
+    let addr = remoting::BrokerAddr::parse(broker)?;
+    let r = client
+        .invoke(&addr, cmd, Duration::from_secs(3))
+        .await
+        .ok()?;
+    if r.code != ResponseCode::SUCCESS {
+        return None;
+    }
+    r.ext("offset")?.parse().ok()
 }

@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use it::{broker_config, raw, raw_client, route, start_namesrv, wait_until, BrokerNode, BrokerRole};
+use it::{
+    broker_config, raw, raw_client, route, start_namesrv, wait_until, BrokerNode, BrokerRole,
+};
 use remoting::broker_headers::ConsumerSendMsgBackRequestHeader;
 use remoting::headers::CommandHeader;
 use remoting::message::{decode_message_id, MessageConst};
@@ -19,14 +21,30 @@ const GROUP: &str = "GroupRepl";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slave_replicates_and_acting_master_forwards_send_back() {
-    let _ = tracing_subscriber::fmt().with_env_filter("warn,broker=debug").try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn,broker=debug")
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let ns = start_namesrv(Duration::from_secs(3)).await;
     let nsa = ns.local_addr();
     let p = |n: &str| dir.path().join(n);
-    let mut m1 = BrokerNode::start(broker_config(nsa, "C", "b1", 0, BrokerRole::AsyncMaster, p("m1")));
+    let mut m1 = BrokerNode::start(broker_config(
+        nsa,
+        "C",
+        "b1",
+        0,
+        BrokerRole::AsyncMaster,
+        p("m1"),
+    ));
     let s1 = BrokerNode::start(broker_config(nsa, "C", "b1", 1, BrokerRole::Slave, p("s1")));
-    let m2 = BrokerNode::start(broker_config(nsa, "C", "b2", 0, BrokerRole::AsyncMaster, p("m2")));
+    let m2 = BrokerNode::start(broker_config(
+        nsa,
+        "C",
+        "b2",
+        0,
+        BrokerRole::AsyncMaster,
+        p("m2"),
+    ));
     let client = raw_client();
 
     let mut ids = Vec::new();
@@ -36,10 +54,14 @@ async fn slave_replicates_and_acting_master_forwards_send_back() {
         ids.push(r.ext("msgId").unwrap().to_string());
     }
     // The queue comes by replication, the topic config by slave synchronisation.
-    wait_until("the slave to serve the queue", Duration::from_secs(10), || {
-        let (c, a) = (client.clone(), s1.addr.clone());
-        async move { raw::pull(&c, &a, GROUP, TOPIC, 0, 0).await.len() == 20 }
-    })
+    wait_until(
+        "the slave to serve the queue",
+        Duration::from_secs(10),
+        || {
+            let (c, a) = (client.clone(), s1.addr.clone());
+            async move { raw::pull(&c, &a, GROUP, TOPIC, 0, 0).await.len() == 20 }
+        },
+    )
     .await;
     let on_slave = raw::pull(&client, &s1.addr, GROUP, TOPIC, 0, 0).await;
     assert_eq!(on_slave.len(), 20, "pulled from the slave");
@@ -58,18 +80,22 @@ async fn slave_replicates_and_acting_master_forwards_send_back() {
 
     let killed = Instant::now();
     m1.kill();
-    wait_until("the slave to be listed as acting master", Duration::from_secs(10), || {
-        let (c, s) = (client.clone(), s1.addr.clone());
-        async move {
-            route(&c, nsa, TOPIC).await.is_some_and(|r| {
-                r.broker_datas.iter().any(|b| {
-                    b.broker_name == "b1"
-                        && b.enable_acting_master
-                        && b.broker_addrs.get(&MASTER_ID) == Some(&s)
+    wait_until(
+        "the slave to be listed as acting master",
+        Duration::from_secs(10),
+        || {
+            let (c, s) = (client.clone(), s1.addr.clone());
+            async move {
+                route(&c, nsa, TOPIC).await.is_some_and(|r| {
+                    r.broker_datas.iter().any(|b| {
+                        b.broker_name == "b1"
+                            && b.enable_acting_master
+                            && b.broker_addrs.get(&MASTER_ID) == Some(&s)
+                    })
                 })
-            })
-        }
-    })
+            }
+        },
+    )
     .await;
     println!("acting master listed {:?} after the kill", killed.elapsed());
     let acting = route(&client, nsa, TOPIC)
@@ -96,7 +122,11 @@ async fn slave_replicates_and_acting_master_forwards_send_back() {
     }
     .write_to(&mut cmd);
     let r = client
-        .invoke(&BrokerAddr::parse(&acting).unwrap(), cmd, Duration::from_secs(5))
+        .invoke(
+            &BrokerAddr::parse(&acting).unwrap(),
+            cmd,
+            Duration::from_secs(5),
+        )
         .await
         .unwrap();
     assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
@@ -112,7 +142,10 @@ async fn slave_replicates_and_acting_master_forwards_send_back() {
     let m = &got[0];
     assert_eq!(&m.message.body[..], b"m3");
     assert_eq!(m.reconsume_times, 1);
-    assert_eq!(m.message.property(MessageConst::PROPERTY_RETRY_TOPIC), Some(TOPIC));
+    assert_eq!(
+        m.message.property(MessageConst::PROPERTY_RETRY_TOPIC),
+        Some(TOPIC)
+    );
     assert_eq!(
         m.message.property(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID),
         Some(ids[3].as_str())
@@ -128,7 +161,14 @@ async fn acting_master_without_live_master_answers_a_clear_error() {
     let ns = start_namesrv(Duration::from_secs(3)).await;
     let nsa = ns.local_addr();
     let p = |n: &str| dir.path().join(n);
-    let mut m1 = BrokerNode::start(broker_config(nsa, "C", "b1", 0, BrokerRole::AsyncMaster, p("m1")));
+    let mut m1 = BrokerNode::start(broker_config(
+        nsa,
+        "C",
+        "b1",
+        0,
+        BrokerRole::AsyncMaster,
+        p("m1"),
+    ));
     let s1 = BrokerNode::start(broker_config(nsa, "C", "b1", 1, BrokerRole::Slave, p("s1")));
     let client = raw_client();
     let r = raw::send(&client, &m1.addr, TOPIC, 0, b"only").await;
@@ -153,11 +193,19 @@ async fn acting_master_without_live_master_answers_a_clear_error() {
     }
     .write_to(&mut cmd);
     let r = client
-        .invoke(&BrokerAddr::parse(&s1.addr).unwrap(), cmd, Duration::from_secs(5))
+        .invoke(
+            &BrokerAddr::parse(&s1.addr).unwrap(),
+            cmd,
+            Duration::from_secs(5),
+        )
         .await
         .unwrap();
     assert_eq!(r.code, ResponseCode::SYSTEM_ERROR);
-    assert!(r.remark_str().contains("no live master"), "{}", r.remark_str());
+    assert!(
+        r.remark_str().contains("no live master"),
+        "{}",
+        r.remark_str()
+    );
     drop(s1);
     ns.shutdown().await;
 }
@@ -168,7 +216,14 @@ async fn restarted_master_streams_to_its_slave_again() {
     let ns = start_namesrv(Duration::from_secs(3)).await;
     let nsa = ns.local_addr();
     let p = |n: &str| dir.path().join(n);
-    let mut m1 = BrokerNode::start(broker_config(nsa, "C", "b1", 0, BrokerRole::SyncMaster, p("m1")));
+    let mut m1 = BrokerNode::start(broker_config(
+        nsa,
+        "C",
+        "b1",
+        0,
+        BrokerRole::SyncMaster,
+        p("m1"),
+    ));
     let s1 = BrokerNode::start(broker_config(nsa, "C", "b1", 1, BrokerRole::Slave, p("s1")));
     let client = raw_client();
     let first = wait_for_sync_slave(&client, &m1.addr).await;
@@ -177,10 +232,14 @@ async fn restarted_master_streams_to_its_slave_again() {
     // The first sends after the restart may find the slave not reconnected yet.
     let second = wait_for_sync_slave(&client, &m1.addr).await;
     assert!(second > first);
-    wait_until("the slave to have everything", Duration::from_secs(10), || {
-        let (c, a) = (client.clone(), s1.addr.clone());
-        async move { raw::max_offset(&c, &a, TOPIC, 1).await == second + 1 }
-    })
+    wait_until(
+        "the slave to have everything",
+        Duration::from_secs(10),
+        || {
+            let (c, a) = (client.clone(), s1.addr.clone());
+            async move { raw::max_offset(&c, &a, TOPIC, 1).await == second + 1 }
+        },
+    )
     .await;
     drop(s1);
     drop(m1);
@@ -197,7 +256,11 @@ async fn wait_for_sync_slave(client: &remoting::client::RemotingClient, master: 
             return r.ext("queueOffset").unwrap().parse().unwrap();
         }
         assert!(
-            [ResponseCode::SLAVE_NOT_AVAILABLE, ResponseCode::FLUSH_SLAVE_TIMEOUT].contains(&r.code),
+            [
+                ResponseCode::SLAVE_NOT_AVAILABLE,
+                ResponseCode::FLUSH_SLAVE_TIMEOUT
+            ]
+            .contains(&r.code),
             "unexpected {} {}",
             r.code,
             r.remark_str()
@@ -240,7 +303,10 @@ async fn throughput(role: BrokerRole, n: usize, window: usize) -> f64 {
     rate
 }
 
+/// A benchmark (noisy on a shared machine): `cargo test -p apogee-it --test replication --
+/// --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
 async fn sync_master_keeps_at_least_half_of_async_throughput() {
     let (n, window) = (3000, 64);
     let async_rate = throughput(BrokerRole::AsyncMaster, n, window).await;

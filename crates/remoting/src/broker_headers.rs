@@ -834,6 +834,88 @@ impl ResetOffsetBody {
     }
 }
 
+/// Answer to GET_CONSUMER_STATUS_FROM_CLIENT (`GetConsumerStatusBody`): the consumer's
+/// offsets of one topic's queues.
+///
+/// ```
+/// use remoting::broker_headers::{GetConsumerStatusBody, MessageQueue};
+///
+/// let mut status = GetConsumerStatusBody::default();
+/// status.message_queue_table.insert(MessageQueue::new("T", "b", 0), 7);
+/// let json = String::from_utf8(status.encode().unwrap()).unwrap();
+/// assert_eq!(
+///     json,
+///     r#"{"consumerTable":{},"messageQueueTable":{{"brokerName":"b","queueId":0,"topic":"T"}:7}}"#
+/// );
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GetConsumerStatusBody {
+    pub message_queue_table: BTreeMap<MessageQueue, i64>,
+}
+
+impl GetConsumerStatusBody {
+    /// Writes the body as fastjson does (queue objects as map keys).
+    pub fn encode(&self) -> Result<Vec<u8>, RemotingError> {
+        let mut out = String::from("{\"consumerTable\":{},\"messageQueueTable\":");
+        write_mq_map(&mut out, &self.message_queue_table)?;
+        out.push('}');
+        Ok(out.into_bytes())
+    }
+}
+
+/// Outcome of a directly consumed message (`CMResult`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(non_camel_case_types)]
+pub enum CMResult {
+    CR_SUCCESS,
+    CR_LATER,
+    CR_ROLLBACK,
+    CR_COMMIT,
+    CR_THROW_EXCEPTION,
+    CR_RETURN_NULL,
+}
+
+/// Answer to CONSUME_MESSAGE_DIRECTLY (`ConsumeMessageDirectlyResult`).
+///
+/// ```
+/// use remoting::broker_headers::{CMResult, ConsumeMessageDirectlyResult};
+///
+/// let r = ConsumeMessageDirectlyResult {
+///     order: false,
+///     auto_commit: true,
+///     consume_result: Some(CMResult::CR_SUCCESS),
+///     remark: None,
+///     spent_time_mills: 3,
+/// };
+/// let json = String::from_utf8(r.encode().unwrap()).unwrap();
+/// assert_eq!(
+///     json,
+///     r#"{"autoCommit":true,"consumeResult":"CR_SUCCESS","order":false,"spentTimeMills":3}"#
+/// );
+/// assert_eq!(ConsumeMessageDirectlyResult::decode(json.as_bytes()).unwrap(), r);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ConsumeMessageDirectlyResult {
+    pub auto_commit: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consume_result: Option<CMResult>,
+    pub order: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remark: Option<String>,
+    pub spent_time_mills: i64,
+}
+
+impl ConsumeMessageDirectlyResult {
+    pub fn encode(&self) -> Result<Vec<u8>, RemotingError> {
+        Ok(json_text(self)?.into_bytes())
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Self, RemotingError> {
+        from_fastjson(body)
+    }
+}
+
 /// Per-queue state in [`ConsumerRunningInfo`] (`ProcessQueueInfo`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

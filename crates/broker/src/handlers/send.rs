@@ -210,16 +210,17 @@ async fn send(
         msgs.push(msg);
     }
 
-    let (result, code) = state.put_acked(msgs).await.map_err(|e| (e.code, e.remark))?;
+    let (result, code) = state
+        .put_acked(msgs)
+        .await
+        .map_err(|e| (e.code, e.remark))?;
     let msg_id = result.msg_ids().join(",");
-    Ok(
-        RemotingCommand::response_to(req, code, None)
-            .with_ext("msgId", msg_id)
-            .with_ext("queueId", queue_id)
-            .with_ext("queueOffset", result.queue_offset)
-            .with_ext(MessageConst::PROPERTY_MSG_REGION, region)
-            .with_ext(MessageConst::PROPERTY_TRACE_SWITCH, trace_on),
-    )
+    Ok(RemotingCommand::response_to(req, code, None)
+        .with_ext("msgId", msg_id)
+        .with_ext("queueId", queue_id)
+        .with_ext("queueOffset", result.queue_offset)
+        .with_ext(MessageConst::PROPERTY_MSG_REGION, region)
+        .with_ext(MessageConst::PROPERTY_TRACE_SWITCH, trace_on))
 }
 
 /// Turns a transactional message into a half message: real topic and queue saved in

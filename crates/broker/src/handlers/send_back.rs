@@ -21,8 +21,8 @@ use super::{parse_header, reply, success};
 
 mod acting;
 use crate::schedule::to_schedule;
-use crate::subscription::SubscriptionGroupConfig;
 use crate::state::{reput_inner, BrokerState};
+use crate::subscription::SubscriptionGroupConfig;
 use crate::topic::{dlq_topic, retry_topic};
 
 pub(crate) async fn handle(

@@ -2,6 +2,7 @@
 //! decision, and the push consumer built from them.
 
 pub mod allocate;
+pub mod lite_pull;
 pub mod offset_store;
 pub mod process_queue;
 pub mod pull;

@@ -412,6 +412,10 @@ impl ConsumerHandle for PullInner {
         })
     }
 
+    fn offsets(&self) -> &OffsetStore {
+        &self.offsets
+    }
+
     fn persist_offsets(&self) -> BoxFuture<'static, ()> {
         let mqs: BTreeSet<MessageQueue> = self.offsets.snapshot(None).into_keys().collect();
         let store = self.offsets.clone();

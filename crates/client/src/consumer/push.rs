@@ -1236,6 +1236,73 @@ impl ConsumerHandle for PushInner {
         })
     }
 
+    fn consume_message_directly(
+        &self,
+        msg: MessageExt,
+        broker_name: Option<String>,
+    ) -> BoxFuture<'static, Option<ConsumeMessageDirectlyResult>> {
+        let listener = self.listener.clone();
+        let retry = retry_topic(&self.config.consumer_group);
+        Box::pin(async move {
+            let mut msg = msg;
+            if msg.message.topic == retry {
+                if let Some(original) = msg.message.property(MessageConst::PROPERTY_RETRY_TOPIC) {
+                    msg.message.topic = original.to_string();
+                }
+            }
+            let mq = MessageQueue::new(
+                msg.message.topic.clone(),
+                broker_name.unwrap_or_default(),
+                msg.queue_id,
+            );
+            let order = listener.is_orderly();
+            let started = std::time::Instant::now();
+            info!(
+                msg_id = msg.msg_id(),
+                "consuming a message directly at a broker's request"
+            );
+            let call = tokio::task::spawn_blocking(move || match listener {
+                MessageListener::Concurrently(f) => {
+                    let mut ctx = ConsumeConcurrentlyContext {
+                        message_queue: mq,
+                        delay_level_when_next_consume: 0,
+                        ack_index: i32::MAX,
+                    };
+                    match f(std::slice::from_ref(&msg), &mut ctx) {
+                        ConsumeConcurrentlyStatus::ConsumeSuccess => CMResult::CR_SUCCESS,
+                        ConsumeConcurrentlyStatus::ReconsumeLater => CMResult::CR_LATER,
+                    }
+                }
+                MessageListener::Orderly(f) => {
+                    let mut ctx = ConsumeOrderlyContext {
+                        message_queue: mq,
+                        suspend_current_queue_time: None,
+                    };
+                    match f(std::slice::from_ref(&msg), &mut ctx) {
+                        ConsumeOrderlyStatus::Success => CMResult::CR_SUCCESS,
+                        ConsumeOrderlyStatus::SuspendCurrentQueueAMoment => CMResult::CR_LATER,
+                    }
+                }
+            })
+            .await;
+            let (consume_result, remark) = match call {
+                Ok(r) => (r, None),
+                Err(e) => (CMResult::CR_THROW_EXCEPTION, Some(e.to_string())),
+            };
+            Some(ConsumeMessageDirectlyResult {
+                auto_commit: true,
+                consume_result: Some(consume_result),
+                order,
+                remark,
+                spent_time_mills: started.elapsed().as_millis() as i64,
+            })
+        })
+    }
+
+    fn offsets(&self) -> &OffsetStore {
+        &self.offsets
+    }
+
     fn persist_offsets(&self) -> BoxFuture<'static, ()> {
         let mqs: BTreeSet<MessageQueue> = self.queues.lock().keys().cloned().collect();
         let store = self.offsets.clone();

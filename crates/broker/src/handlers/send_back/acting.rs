@@ -85,8 +85,8 @@ pub(super) async fn forward(
     }
     let mut last = String::new();
     for (name, addr) in masters {
-        let mut cmd =
-            RemotingCommand::request(RequestCode::SEND_MESSAGE_V2).with_body(retry.ext.body.clone());
+        let mut cmd = RemotingCommand::request(RequestCode::SEND_MESSAGE_V2)
+            .with_body(retry.ext.body.clone());
         SendMessageRequestHeaderV2::from(header.clone()).write_to(&mut cmd);
         match state.client.invoke(&addr, cmd, TIMEOUT).await {
             Ok(resp) if resp.code == ResponseCode::SUCCESS => {
