@@ -52,7 +52,11 @@ async fn pull_consumer_pulls_filters_blocks_and_stores_offsets() {
         .unwrap();
     assert_eq!(queues, vec![MessageQueue::new("PullTopic", "broker-a", 0)]);
     let mq = &queues[0];
-    assert_eq!(consumer.max_offset(mq).await.unwrap(), 10);
+    // The broker indexes messages in the background.
+    eventually("10 messages indexed", || async {
+        consumer.max_offset(mq).await.unwrap() == 10
+    })
+    .await;
     assert_eq!(consumer.min_offset(mq).await.unwrap(), 0);
 
     let r = consumer.pull(mq, "TagA", 0, 32).await.unwrap();

@@ -11,15 +11,6 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-const CLIENT_CAPTURES: &[&str] = &[
-    "java-4.9.8.jsonl",
-    "java-4.9.8-rocketmq-header.jsonl",
-    "cpp-0.4.4.jsonl",
-    "ali-ons-3.12.0.jsonl",
-    "rust-client-1.0.0.jsonl",
-    "mqadmin-4.9.8.jsonl",
-];
-
 /// Sends one captured frame and, for a two-way request, checks and returns the answer.
 async fn replay(
     stream: &mut TcpStream,
@@ -111,7 +102,7 @@ async fn client_route_queries_answered_like_4_9_8() {
         replay(&mut stream, &mut buf, line).await;
     }
     let mut compared = 0;
-    for file in CLIENT_CAPTURES {
+    for file in testkit::CLIENT_CAPTURES {
         let Some(lines) = capture(file) else { return };
         for request in lines
             .iter()

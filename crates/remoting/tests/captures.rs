@@ -1,54 +1,26 @@
 //! Real frames recorded between upstream 4.9.8 and several clients (/work/shared/captures):
 //! every frame must decode, agree with the recorded header, and re-encode faithfully.
 
-use std::path::PathBuf;
-
-use base64::Engine as _;
 use bytes::BytesMut;
 use remoting::codec::{decode, encode, DEFAULT_MAX_FRAME_SIZE};
 use remoting::{LanguageCode, RemotingCommand, SerializeType};
 use serde_json::Value;
 
-const FILES: &[&str] = &[
-    "java-4.9.8.jsonl",
-    "java-4.9.8-rocketmq-header.jsonl",
-    "cpp-0.4.4.jsonl",
-    "ali-ons-3.12.0.jsonl",
-    "rust-client-1.0.0.jsonl",
-    "mqadmin-4.9.8.jsonl",
-    "broker-4.9.8-to-namesrv.jsonl",
-];
-
-fn captures_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/captures");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!("note: {} is absent; capture tests skipped", dir.display());
-        None
-    }
-}
-
 /// `(file:line, recorded line, whole frame)` of every recorded frame.
 fn frames() -> Vec<(String, Value, Vec<u8>)> {
-    let Some(dir) = captures_dir() else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
-    for file in FILES {
-        let path = dir.join(file);
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            println!("note: {} is absent; skipped", path.display());
-            continue;
+    let files = testkit::CLIENT_CAPTURES
+        .iter()
+        .chain(std::iter::once(&testkit::BROKER_CAPTURE));
+    for file in files {
+        let Some(lines) = testkit::capture(file) else {
+            return Vec::new();
         };
-        for (i, line) in text.lines().enumerate() {
-            let v: Value = serde_json::from_str(line).unwrap();
-            let Some(b64) = v["frame_b64"].as_str() else {
+        for (i, v) in lines.into_iter().enumerate() {
+            if v["frame_b64"].is_null() {
                 continue;
-            };
-            let frame = base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .unwrap();
+            }
+            let frame = testkit::b64(&v["frame_b64"]);
             out.push((format!("{file}:{}", i + 1), v, frame));
         }
     }

@@ -3,50 +3,21 @@
 //! and writing it back in the same key style gives the captured bytes (with the
 //! `enableActingMaster` we always add).
 
-use std::path::PathBuf;
-
-use base64::Engine;
 use remoting::protocol::{
     from_fastjson, parse_fastjson, to_fastjson, ClusterInfo, KeyStyle, RegisterBrokerBody,
     TopicRouteData,
 };
 use serde_json::Value;
 
-fn capture(file: &str) -> Option<Vec<Value>> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/captures")
-        .join(file);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("note: capture {} not found, test skipped", path.display());
-        return None;
-    };
-    Some(
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect(),
-    )
-}
-
 fn body(line: &Value) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD
-        .decode(line["body_b64"].as_str().unwrap())
-        .unwrap()
+    testkit::b64(&line["body_b64"])
 }
-
-const FILES: &[&str] = &[
-    "java-4.9.8.jsonl",
-    "java-4.9.8-rocketmq-header.jsonl",
-    "cpp-0.4.4.jsonl",
-    "ali-ons-3.12.0.jsonl",
-    "rust-client-1.0.0.jsonl",
-    "mqadmin-4.9.8.jsonl",
-];
 
 /// Successful answers to `req_code` in every client capture.
 fn answers(req_code: i64) -> Vec<(String, Value)> {
     let mut found = Vec::new();
-    for file in FILES {
-        let Some(lines) = capture(file) else {
+    for file in testkit::CLIENT_CAPTURES {
+        let Some(lines) = testkit::capture(file) else {
             return Vec::new();
         };
         for line in lines {
@@ -135,7 +106,7 @@ fn captured_cluster_info_round_trips() {
 
 #[test]
 fn captured_register_broker_bodies_parse() {
-    let Some(lines) = capture("broker-4.9.8-to-namesrv.jsonl") else {
+    let Some(lines) = testkit::capture("broker-4.9.8-to-namesrv.jsonl") else {
         return;
     };
     let mut parsed = 0;

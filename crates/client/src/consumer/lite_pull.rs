@@ -47,7 +47,7 @@ use super::offset_store::{
     LocalFileOffsetStore, OffsetStore, ReadOffsetType, RemoteBrokerOffsetStore,
 };
 use super::pull::{pull_queue, PullFrom};
-use super::queues::{admin_broker, group_consumer_ids, start_offset, PullStatus};
+use super::queues::{admin_broker, group_consumer_ids, rebalance_wait, start_offset, PullStatus};
 use super::subscription::build_subscription;
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
@@ -523,10 +523,12 @@ impl LiteInner {
         }
     }
 
-    async fn rebalance(self: &Arc<Self>) {
+    /// Returns whether every topic could be rebalanced.
+    async fn rebalance(self: &Arc<Self>) -> bool {
         if *self.mode.lock() != Mode::Subscribe {
-            return;
+            return true;
         }
+        let mut complete = true;
         let topics: Vec<String> = self.subscriptions.lock().keys().cloned().collect();
         let mut changed = false;
         for topic in topics {
@@ -534,10 +536,10 @@ impl LiteInner {
             if instance.routes.route(&topic).is_none() {
                 if let Err(e) = instance.update_route(&topic).await {
                     debug!(topic, error = %e, "no route yet");
-                    continue;
                 }
             }
             let Some(all) = instance.routes.subscribe_queues(&topic) else {
+                complete = false;
                 continue;
             };
             let mine: BTreeSet<MessageQueue> = match self.config.message_model {
@@ -573,14 +575,15 @@ impl LiteInner {
         if changed {
             self.instance.send_heartbeats().await;
         }
+        complete
     }
 }
 
 async fn rebalance_loop(weak: std::sync::Weak<LiteInner>, stop: CancellationToken) {
     loop {
         let Some(inner) = weak.upgrade() else { return };
-        inner.rebalance().await;
-        let interval = inner.config.rebalance_interval;
+        let complete = inner.rebalance().await;
+        let interval = rebalance_wait(complete, inner.config.rebalance_interval);
         let notified = async { inner.rebalance.notified().await };
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -45,7 +45,7 @@ use tracing::{debug, error, info, warn};
 use super::allocate::{AllocateMessageQueueAveragely, AllocateStrategy};
 use super::offset_store::{LocalFileOffsetStore, OffsetStore, RemoteBrokerOffsetStore};
 use super::process_queue::{ProcessQueue, REBALANCE_LOCK_INTERVAL};
-use super::queues::{group_consumer_ids, process_pull, start_offset, PullStatus};
+use super::queues::{group_consumer_ids, process_pull, rebalance_wait, start_offset, PullStatus};
 use super::send_back::{send_back, SendBackCounters, SendBackCounts, SendBackOutcome};
 use super::subscription::build_subscription;
 use crate::config::ClientConfig;
@@ -468,12 +468,17 @@ impl PushInner {
     }
 
     /// One rebalance of every subscribed topic (upstream `RebalanceImpl.doRebalance`).
-    async fn do_rebalance(self: &Arc<Self>) {
+    /// Returns whether every topic could be rebalanced.
+    async fn do_rebalance(self: &Arc<Self>) -> bool {
         let mut changed = false;
+        let mut complete = true;
         for topic in self.subscriptions.keys() {
             match self.rebalance_topic(topic).await {
                 Ok(c) => changed |= c,
-                Err(e) => warn!(topic, error = %e, "rebalance failed"),
+                Err(e) => {
+                    complete = false;
+                    warn!(topic, error = %e, "rebalance failed; retrying soon");
+                }
             }
         }
         // Queues of topics no longer subscribed.
@@ -491,6 +496,7 @@ impl PushInner {
         if changed {
             self.instance.send_heartbeats().await;
         }
+        complete
     }
 
     async fn rebalance_topic(self: &Arc<Self>, topic: &str) -> Result<bool> {
@@ -1104,8 +1110,8 @@ async fn pull_loop(
 async fn rebalance_loop(weak: std::sync::Weak<PushInner>, stop: CancellationToken) {
     loop {
         let Some(inner) = weak.upgrade() else { return };
-        inner.do_rebalance().await;
-        let interval = inner.config.rebalance_interval;
+        let complete = inner.do_rebalance().await;
+        let interval = rebalance_wait(complete, inner.config.rebalance_interval);
         let notified = async {
             inner.rebalance.notified().await;
         };

@@ -2,6 +2,8 @@
 //! list, the broker to ask about a queue, where a newly owned queue starts, and turning a
 //! raw pull answer into a [`PullResult`].
 
+use std::time::Duration;
+
 use remoting::broker_headers::{ConsumeFromWhere, MessageQueue, SubscriptionData};
 use remoting::message::{MessageConst, MessageExt};
 use remoting::protocol::MASTER_ID;
@@ -15,6 +17,20 @@ use crate::error::{ClientError, Result};
 use crate::instance::ClientInstance;
 use crate::route::find_subscribe_addr;
 use crate::RETRY_GROUP_TOPIC_PREFIX;
+
+/// Pause before the next rebalance after one that could not finish (a topic without a
+/// route yet, such as a retry topic the broker has just created, or no member list).
+pub const REBALANCE_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// How long to wait before the next rebalance: `interval`, or [`REBALANCE_RETRY_DELAY`]
+/// when the last one was incomplete (upstream waits the full 20 s).
+pub(crate) fn rebalance_wait(complete: bool, interval: Duration) -> Duration {
+    if complete {
+        interval
+    } else {
+        interval.min(REBALANCE_RETRY_DELAY)
+    }
+}
 
 /// The consumer ids of `group`, sorted and deduplicated, from a broker of `topic` (its
 /// master when there is one), as every member must see the same list.

@@ -3,10 +3,8 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use bytes::BytesMut;
 use namesrv::{NameServer, NamesrvConfig};
 use remoting::client::{ClientConfig, RemotingClient};
@@ -253,24 +251,5 @@ pub async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<Re
     .expect("no frame within the timeout")
 }
 
-/// Lines of a wire capture, or `None` (with a note) when the captures are not there.
-pub fn capture(file: &str) -> Option<Vec<serde_json::Value>> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/captures")
-        .join(file);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("note: capture {} not found, test skipped", path.display());
-        return None;
-    };
-    Some(
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect(),
-    )
-}
-
-pub fn b64(value: &serde_json::Value) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD
-        .decode(value.as_str().unwrap_or(""))
-        .unwrap()
-}
+#[allow(unused_imports)] // not every test binary uses both
+pub use testkit::{b64, capture};

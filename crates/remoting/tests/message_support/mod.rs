@@ -6,7 +6,6 @@
 
 use std::path::PathBuf;
 
-use base64::Engine;
 use bytes::BytesMut;
 use remoting::codec;
 use remoting::RemotingCommand;
@@ -38,12 +37,9 @@ impl Frame {
 /// Every frame of every capture file, in file then line order; `None` (with a printed note)
 /// when the captures are not there.
 pub fn load_all() -> Option<Vec<Frame>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/captures");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        println!("note: {} not found; capture tests skipped", dir.display());
-        return None;
-    };
-    let mut files: Vec<PathBuf> = entries
+    let dir = testkit::captures_dir()?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
         .collect();
@@ -51,12 +47,8 @@ pub fn load_all() -> Option<Vec<Frame>> {
     let mut frames = Vec::new();
     for path in files {
         let file = path.file_name().unwrap().to_string_lossy().to_string();
-        let text = std::fs::read_to_string(&path).unwrap();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let json: Value = serde_json::from_str(line).unwrap();
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(json["frame_b64"].as_str().unwrap())
-                .unwrap();
+        for json in testkit::capture(&file)? {
+            let raw = testkit::b64(&json["frame_b64"]);
             let mut buf = BytesMut::from(&raw[..]);
             let cmd = codec::decode(&mut buf, codec::DEFAULT_MAX_FRAME_SIZE)
                 .unwrap_or_else(|e| panic!("{file}: frame does not decode: {e}"))
