@@ -128,12 +128,7 @@ async fn without_a_master_in_the_route_the_message_is_resent_through_the_produce
         failing_consumer(&cluster, "CG_fallback", "FallbackTopic", 1, 16).await;
     // The consumer's route of the topic lists broker-a with only a "slave" (id 1), which is
     // the real broker serving pulls: the situation of upstream issue #8963.
-    let mut route = consumer.topic_route("FallbackTopic").unwrap();
-    for bd in &mut route.broker_datas {
-        let master = bd.broker_addrs.remove(&0).unwrap();
-        bd.broker_addrs.insert(1, master);
-    }
-    consumer.pin_route("FallbackTopic", route);
+    pin_masterless(&consumer, "FallbackTopic");
 
     let producer = Producer::start(cluster.client_config(), ProducerConfig::new("PG_fallback"))
         .await
@@ -182,12 +177,7 @@ async fn max_reconsume_times_leads_to_the_dlq_on_both_paths() {
         cluster.create_topic(topic, 1).await;
         let (consumer, mut rx) = failing_consumer(&cluster, group, topic, i32::MAX, max).await;
         if pin {
-            let mut route = consumer.topic_route(topic).unwrap();
-            for bd in &mut route.broker_datas {
-                let master = bd.broker_addrs.remove(&0).unwrap();
-                bd.broker_addrs.insert(1, master);
-            }
-            consumer.pin_route(topic, route);
+            pin_masterless(&consumer, topic);
         }
         let producer = Producer::start(cluster.client_config(), ProducerConfig::new("PG_dlq"))
             .await
@@ -232,5 +222,111 @@ async fn max_reconsume_times_leads_to_the_dlq_on_both_paths() {
         consumer.shutdown().await;
         producer.shutdown().await;
     }
+    cluster.stop().await;
+}
+
+/// Makes the consumer's route of `topic` list every group without a master: the real
+/// broker is listed as slave 1 (it serves pulls, but nothing is sent to a master).
+fn pin_masterless(consumer: &PushConsumer, topic: &str) {
+    let mut route = consumer.topic_route(topic).unwrap();
+    for bd in &mut route.broker_datas {
+        let master = bd.broker_addrs.remove(&0).unwrap();
+        bd.broker_addrs.insert(1, master);
+    }
+    consumer.pin_route(topic, route);
+}
+
+/// Neither a send-back nor a re-send is possible (no master anywhere in the consumer's
+/// routes): the message is consumed again locally, and the queue's offset is not committed
+/// past it meanwhile, even when later messages succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_both_paths_fail_the_message_is_retried_locally_and_its_offset_held() {
+    let cluster = Cluster::start().await;
+    cluster.create_topic("LocalRetryTopic", 1).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+    let gate_rx = std::sync::Mutex::new(gate_rx);
+    let consumer = PushConsumer::start(
+        cluster.client_config(),
+        PushConsumerConfig::new("CG_local")
+            .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+            .local_retry_delay(Duration::from_millis(100)),
+        &[("LocalRetryTopic", "*")],
+        MessageListener::concurrently(move |msgs, _| {
+            let mut status = ConsumeConcurrentlyStatus::ConsumeSuccess;
+            for m in msgs {
+                tx.send(m.clone()).unwrap();
+                if &m.message.body[..] == b"held" {
+                    match m.reconsume_times {
+                        0 => status = ConsumeConcurrentlyStatus::ReconsumeLater,
+                        // The second attempt waits for the test, then succeeds.
+                        _ => gate_rx.lock().unwrap().recv().unwrap(),
+                    }
+                }
+            }
+            status
+        }),
+    )
+    .await
+    .unwrap();
+    let retry = "%RETRY%CG_local";
+    support::eventually("the retry topic route", || async {
+        consumer.topic_route(retry).is_some()
+    })
+    .await;
+    pin_masterless(&consumer, "LocalRetryTopic");
+    pin_masterless(&consumer, retry);
+
+    let producer = Producer::start(cluster.client_config(), ProducerConfig::new("PG_local"))
+        .await
+        .unwrap();
+    for body in ["held", "after"] {
+        producer
+            .send(Message::new("LocalRetryTopic", body))
+            .await
+            .unwrap();
+    }
+    let got = collect(&mut rx, 3).await;
+    let mut seen: Vec<(String, i32)> = got
+        .iter()
+        .map(|m| {
+            (
+                String::from_utf8(m.message.body.to_vec()).unwrap(),
+                m.reconsume_times,
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("after".to_string(), 0),
+            ("held".to_string(), 0),
+            ("held".to_string(), 1)
+        ]
+    );
+    assert_eq!(
+        consumer.send_back_counts(),
+        SendBackCounts {
+            sent_back: 0,
+            resent: 0,
+            failed: 1
+        }
+    );
+    // While "held" is being consumed again, the queue's committed offset stays before it
+    // although "after" succeeded (several persist rounds pass meanwhile).
+    let mq = remoting::broker_headers::MessageQueue::new("LocalRetryTopic", "broker-a", 0);
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let committed = support::committed_offset(&cluster, "CG_local", &mq).await;
+        assert_eq!(committed.unwrap_or(0), 0);
+    }
+    gate_tx.send(()).unwrap();
+    support::eventually("the offset past both messages", || async {
+        support::committed_offset(&cluster, "CG_local", &mq).await == Some(2)
+    })
+    .await;
+    consumer.shutdown().await;
+    producer.shutdown().await;
     cluster.stop().await;
 }

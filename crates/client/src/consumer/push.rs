@@ -176,6 +176,9 @@ pub struct PushConsumerConfig {
     pub rebalance_interval: Duration,
     /// Broadcasting offsets directory (default `$HOME/.rocketmq_offsets`).
     pub local_offset_store_dir: Option<PathBuf>,
+    /// Pause before a message that could be neither consumed nor sent back is consumed
+    /// again ([`LOCAL_RETRY_DELAY`], upstream's fixed 5 s).
+    pub local_retry_delay: Duration,
 }
 
 impl PushConsumerConfig {
@@ -200,6 +203,7 @@ impl PushConsumerConfig {
             consumer_timeout_when_suspend: Duration::from_secs(30),
             rebalance_interval: Duration::from_secs(20),
             local_offset_store_dir: None,
+            local_retry_delay: LOCAL_RETRY_DELAY,
         }
     }
 
@@ -260,6 +264,11 @@ impl PushConsumerConfig {
 
     pub fn local_offset_store_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.local_offset_store_dir = Some(dir.into());
+        self
+    }
+
+    pub fn local_retry_delay(mut self, d: Duration) -> Self {
+        self.local_retry_delay = d;
         self
     }
 
@@ -832,7 +841,7 @@ fn stamp_consume_start(msgs: &mut [MessageExt]) {
     }
 }
 
-/// Runs the listener on a batch, then again after [`LOCAL_RETRY_DELAY`] on the messages
+/// Runs the listener on a batch, then again after `local_retry_delay` on the messages
 /// that could be neither consumed nor sent back, until none is left.
 async fn consume_concurrently(
     inner: Arc<PushInner>,
@@ -879,7 +888,7 @@ async fn consume_concurrently(
         }
         tokio::select! {
             _ = inner.stop.cancelled() => return,
-            _ = tokio::time::sleep(LOCAL_RETRY_DELAY) => {}
+            _ = tokio::time::sleep(inner.config.local_retry_delay) => {}
         }
     }
 }

@@ -270,3 +270,27 @@ pub async fn pull_all(
     consumer.shutdown().await;
     out
 }
+
+/// The offset `group` committed for `mq` on its broker (QUERY_CONSUMER_OFFSET, without
+/// joining the group); `None` when the broker has none.
+pub async fn committed_offset(
+    cluster: &Cluster,
+    group: &str,
+    mq: &remoting::broker_headers::MessageQueue,
+) -> Option<i64> {
+    let api = ClientApi::new(
+        Arc::new(cluster.admin.clone()),
+        vec![NameServerAddr::parse(&cluster.namesrv_addr()).unwrap()],
+        Duration::from_secs(3),
+    );
+    let header = remoting::broker_headers::QueryConsumerOffsetRequestHeader {
+        consumer_group: group.to_string(),
+        topic: mq.topic.clone(),
+        queue_id: mq.queue_id,
+        set_zero_if_not_found: None,
+        bname: Some(mq.broker_name.clone()),
+    };
+    api.query_consumer_offset(&cluster.broker_addr(&mq.broker_name), &header)
+        .await
+        .unwrap()
+}
