@@ -1114,13 +1114,22 @@ impl Inner {
 
     /// Body of the warm-up thread: keeps the pages just past the end of the CommitLog faulted
     /// in (see `CommitLog::warm`).
+    ///
+    /// How far ahead it works grows with what has been written since the store opened (twice
+    /// that, up to [`WARM_AHEAD`]): an idle broker keeps no pre-faulted pages resident, while a
+    /// busy one reaches the full window within its first few megabytes of writes.
     fn run_warmer(self: Arc<Self>) {
+        let base = self.commit_log.appended();
+        let ahead = || {
+            let written = self.commit_log.appended().saturating_sub(base);
+            written.saturating_mul(2).min(WARM_AHEAD)
+        };
         let mut complained = false;
         loop {
             if self.stopping.load(Ordering::Acquire) {
                 return;
             }
-            match self.commit_log.warm(WARM_AHEAD) {
+            match self.commit_log.warm(ahead()) {
                 Ok(true) => continue,
                 Ok(false) => complained = false,
                 Err(StoreError::Io { source, .. })
@@ -1146,7 +1155,7 @@ impl Inner {
                 .warm
                 .wait_unless(Duration::from_millis(100), || {
                     self.stopping.load(Ordering::Acquire)
-                        || self.commit_log.appended() + WARM_AHEAD / 2 > self.commit_log.warmed()
+                        || self.commit_log.appended() + ahead() / 2 > self.commit_log.warmed()
                 });
         }
     }
