@@ -1,4 +1,4 @@
-//! Apogee's RocketMQ-protocol client: producers, push consumers and the send-back path that
+//! Apogee's RocketMQ-protocol client: producers, push, pull and lite-pull consumers, and the send-back path that
 //! never misroutes. It talks to any RocketMQ-compatible cluster (Apogee or Apache RocketMQ)
 //! over the remoting protocol, with upstream's names, defaults and behaviour.
 //!
@@ -10,7 +10,7 @@
 //! | [`route`] | route cache, publish and subscribe queues, broker address lookups |
 //! | [`fault`] | latency fault tolerance (avoid a failing broker group for a while) |
 //! | [`producer`] | [`Producer`], [`TransactionProducer`], the send path with retries |
-//! | [`consumer`] | allocation strategies, process queues, offset stores, send-back decision, push consumer |
+//! | [`consumer`] | allocation strategies, process queues, offset stores, send-back decision, push, pull and lite-pull consumers |
 //!
 //! Addresses are typed: a broker request can only be given a [`remoting::BrokerAddr`], and
 //! the send-back path has no NameServer address at all, so a CONSUMER_SEND_MSG_BACK can

@@ -44,7 +44,7 @@ use tracing::{debug, info, warn};
 
 use super::allocate::{AllocateMessageQueueAveragely, AllocateStrategy};
 use super::offset_store::{
-    LocalFileOffsetStore, OffsetStore, ReadOffsetType, RemoteBrokerOffsetStore,
+    offsets_dir, LocalFileOffsetStore, OffsetStore, ReadOffsetType, RemoteBrokerOffsetStore,
 };
 use super::pull::{pull_queue, PullFrom};
 use super::queues::{admin_broker, group_consumer_ids, rebalance_wait, start_offset, PullStatus};
@@ -206,13 +206,7 @@ impl LitePullConsumer {
                 OffsetStore::Remote(RemoteBrokerOffsetStore::new(instance.clone(), &group))
             }
             MessageModel::Broadcasting => {
-                let dir = config
-                    .local_offset_store_dir
-                    .clone()
-                    .or_else(|| {
-                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".rocketmq_offsets"))
-                    })
-                    .unwrap_or_else(|| PathBuf::from(".rocketmq_offsets"));
+                let dir = offsets_dir(config.local_offset_store_dir.as_deref());
                 OffsetStore::Local(LocalFileOffsetStore::new(&dir, &instance.client_id, &group))
             }
         };

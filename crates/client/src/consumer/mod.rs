@@ -1,5 +1,6 @@
 //! Consumers: queue allocation, process queues, offset stores, subscriptions, the send-back
-//! decision, and the push consumer built from them.
+//! decision, the queue steps they share ([`queues`]), and the push, pull and lite-pull
+//! consumers built from them.
 
 pub mod allocate;
 pub mod lite_pull;

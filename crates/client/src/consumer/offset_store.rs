@@ -170,6 +170,15 @@ impl LocalFileOffsetStore {
     }
 }
 
+/// Where broadcasting offsets files live: `configured`, else `$HOME/.rocketmq_offsets`
+/// (upstream's `rocketmq.client.localOffsetStoreDir` default).
+pub fn offsets_dir(configured: Option<&Path>) -> PathBuf {
+    configured
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".rocketmq_offsets")))
+        .unwrap_or_else(|| PathBuf::from(".rocketmq_offsets"))
+}
+
 /// Clustering consumers' offsets, kept on the broker.
 pub struct RemoteBrokerOffsetStore {
     instance: Arc<ClientInstance>,

@@ -1,7 +1,7 @@
 //! The pull consumer (upstream `DefaultMQPullConsumer`): the application picks queues and
 //! offsets itself. It fetches a topic's queues, pulls a queue at an offset (at once, or
 //! holding the request on the broker until a message arrives), and keeps offsets on the
-//! broker. [`pull_queue`] is the pull step shared with the lite-pull consumer.
+//! broker. Its pull step (`pull_queue`) is shared with the lite-pull consumer.
 //!
 //! ```no_run
 //! use client::consumer::pull::{PullConsumer, PullConsumerConfig};

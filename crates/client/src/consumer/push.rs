@@ -43,7 +43,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::allocate::{AllocateMessageQueueAveragely, AllocateStrategy};
-use super::offset_store::{LocalFileOffsetStore, OffsetStore, RemoteBrokerOffsetStore};
+use super::offset_store::{
+    offsets_dir, LocalFileOffsetStore, OffsetStore, RemoteBrokerOffsetStore,
+};
 use super::process_queue::{ProcessQueue, REBALANCE_LOCK_INTERVAL};
 use super::queues::{group_consumer_ids, process_pull, rebalance_wait, start_offset, PullStatus};
 use super::send_back::{send_back, SendBackCounters, SendBackCounts, SendBackOutcome};
@@ -348,13 +350,7 @@ impl PushConsumer {
                 OffsetStore::Remote(RemoteBrokerOffsetStore::new(instance.clone(), &group))
             }
             MessageModel::Broadcasting => {
-                let dir = config
-                    .local_offset_store_dir
-                    .clone()
-                    .or_else(|| {
-                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".rocketmq_offsets"))
-                    })
-                    .unwrap_or_else(|| PathBuf::from(".rocketmq_offsets"));
+                let dir = offsets_dir(config.local_offset_store_dir.as_deref());
                 OffsetStore::Local(LocalFileOffsetStore::new(&dir, &instance.client_id, &group))
             }
         };
