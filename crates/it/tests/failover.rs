@@ -163,7 +163,7 @@ async fn start_consumer(
     .unwrap()
 }
 
-async fn wait_all_consumed(log: &Arc<Mutex<Log>>, acked: &[String], consumer: &PushConsumer) {
+async fn wait_all_consumed(log: &Arc<Mutex<Log>>, acked: &[String], consumer: &PushConsumer, c: &Cluster) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         {
@@ -176,6 +176,13 @@ async fn wait_all_consumed(log: &Arc<Mutex<Log>>, acked: &[String], consumer: &P
                 eprintln!("ASSIGNED {:?}", consumer.assigned_queues());
                 eprintln!("ROUTE {:?}", consumer.topic_route(TOPIC));
                 eprintln!("RETRY ROUTE {:?}", consumer.topic_route(&format!("%RETRY%{GROUP}")));
+                let raw = raw_client();
+                for q in 0..4 {
+                    let mx = it::raw::max_offset(&raw, &c.s1.addr, TOPIC, q).await;
+                    let co = committed_offset(&raw, &c.s1.addr, GROUP, TOPIC, q).await;
+                    let p = it::raw::pull(&raw, &c.s1.addr, GROUP, TOPIC, q, 0).await;
+                    eprintln!("S1 q{q} max {mx} committed {co:?} pulled {:?}", p.iter().map(|m| String::from_utf8_lossy(&m.message.body).to_string()).collect::<Vec<_>>());
+                }
                 panic!("timed out");
             }
         }
@@ -283,7 +290,7 @@ async fn master_down(fail_third: bool) {
     gate.store(true, Ordering::Release);
     wait_acting_master(&c).await;
     produce(&producer, 120, 60, &mut acked).await;
-    wait_all_consumed(&log, &acked, &consumer).await;
+    wait_all_consumed(&log, &acked, &consumer, &c).await;
     let first = log
         .lock()
         .first_after
@@ -361,7 +368,7 @@ async fn master_recovering(fail_third: bool) {
     )
     .await;
     produce(&producer, 90, 90, &mut acked).await;
-    wait_all_consumed(&log, &acked, &consumer).await;
+    wait_all_consumed(&log, &acked, &consumer, &c).await;
     // Window: what the consumer may hold uncommitted per queue.
     let window = 8;
     for (q, o) in before {
