@@ -85,6 +85,17 @@ impl Broker {
         state
             .ha
             .set_master_ha_addr(config.ha_master_address.clone());
+        if config.is_slave() {
+            // Replicated messages of a topic whose config is not synchronised yet.
+            let weak = Arc::downgrade(&state);
+            store.subscribe_queue_growth(Arc::new(move |g: &store::QueueGrowth<'_>| {
+                if let Some(state) = weak.upgrade() {
+                    if let Err(e) = state.topics.learn_replicated(g.topic, g.queue_id) {
+                        tracing::warn!(topic = g.topic, error = %e, "cannot record a replicated topic");
+                    }
+                }
+            }));
+        }
         let server_config = ServerConfig {
             listen: config.listen_addr(),
             max_frame_size: config.max_frame_size,
@@ -218,14 +229,7 @@ async fn housekeeping(state: Arc<BrokerState>) {
         if last_scan.elapsed() >= CLIENT_SCAN_INTERVAL {
             last_scan = Instant::now();
             let expiry = Duration::from_millis(state.config.read().channel_expired_timeout);
-            let mut expired = state.consumers.scan_expired(expiry);
-            expired.extend(state.producers.scan_expired(expiry));
-            expired.sort_unstable();
-            expired.dedup();
-            for id in expired {
-                tracing::info!(conn = id, "client connection expired");
-                handlers::connection_closed(&state, id);
-            }
+            handlers::remove_expired(&state, expiry);
         }
     }
 }

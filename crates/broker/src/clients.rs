@@ -2,6 +2,14 @@
 //! subscriptions, from heartbeats) and [`ProducerManager`] (producer groups and their
 //! connections, used for transaction check-backs and admin listings). A connection that closes
 //! or stays silent past `channelExpiredTimeout` is removed from every group.
+//!
+//! A group's members are client ids; one client may reach the broker over several connections
+//! (each heartbeats), and stays a member while any of them is registered. Membership changes
+//! (a client id joining or leaving) are what [`ConsumerManager`] reports, so a second
+//! connection of a known client, or the close of one of its connections, is not a change.
+//! Every check and removal happens under the manager's one write lock, so a heartbeat racing
+//! the close (or expiry) of its own connection can neither leave a dead entry behind nor lose a
+//! live one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -34,6 +42,11 @@ pub struct ConsumerGroupInfo {
 }
 
 impl ConsumerGroupInfo {
+    /// Whether `client_id` has a registered connection in the group.
+    fn has_client(&self, client_id: &str) -> bool {
+        self.channels.values().any(|c| c.client_id == client_id)
+    }
+
     /// Client ids of the live consumers, sorted.
     pub fn client_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self
@@ -66,9 +79,14 @@ pub struct ConsumerManager {
 }
 
 impl ConsumerManager {
-    /// Records a heartbeat; returns true when the group's membership changed (a new client).
+    /// Records a heartbeat; returns true when the group's membership changed (a new client
+    /// id). A heartbeat whose connection has already closed is ignored: the close handler has
+    /// run, or will run, and must not find it missing or leave it behind.
     pub fn register(&self, reg: ConsumerRegistration) -> bool {
         let mut groups = self.groups.write();
+        if reg.channel.conn.is_closed() {
+            return false;
+        }
         let info = groups
             .entry(reg.group.clone())
             .or_insert_with(|| ConsumerGroupInfo {
@@ -81,9 +99,8 @@ impl ConsumerManager {
         info.consume_type = reg.consume_type;
         info.message_model = reg.message_model;
         info.consume_from_where = reg.consume_from_where;
-        let id = reg.channel.conn.id();
-        let is_new = !info.channels.contains_key(&id);
-        info.channels.insert(id, reg.channel);
+        let is_new = !info.has_client(&reg.channel.client_id);
+        info.channels.insert(reg.channel.conn.id(), reg.channel);
         if !reg.without_sub {
             let mut next = HashMap::new();
             for sub in reg.subscriptions {
@@ -103,48 +120,85 @@ impl ConsumerManager {
         is_new
     }
 
-    /// Removes `client_id`'s connection from `group`; returns the remaining connections when
-    /// membership changed.
+    /// Removes connection `conn_id` from `group`; returns the remaining connections when
+    /// membership changed (its client has no other connection in the group).
     pub fn unregister(&self, group: &str, conn_id: u64) -> Option<Vec<Connection>> {
         let mut groups = self.groups.write();
         let info = groups.get_mut(group)?;
-        info.channels.remove(&conn_id)?;
+        let gone = info.channels.remove(&conn_id)?;
+        let left = !info.has_client(&gone.client_id);
         let rest: Vec<Connection> = info.channels.values().map(|c| c.conn.clone()).collect();
         if info.channels.is_empty() {
             groups.remove(group);
         }
-        Some(rest)
+        left.then_some(rest)
     }
 
     /// Removes a closed connection from every group; returns `(group, remaining connections)`
-    /// of each group it left.
-    pub fn connection_closed(&self, conn_id: u64) -> Vec<(String, Vec<Connection>)> {
+    /// of each group whose membership changed.
+    pub fn connection_closed(&self, conn_id: u64) -> Vec<ClientLeft> {
+        self.remove_where(|id, _| id == conn_id)
+    }
+
+    /// Removes connections that are closed or silent for longer than `expiry`, judged and
+    /// removed under one lock (a heartbeat arriving meanwhile keeps its connection); returns
+    /// what [`Self::connection_closed`] does.
+    pub fn remove_expired(&self, expiry: Duration) -> Vec<ClientLeft> {
+        let now = Instant::now();
+        self.remove_where(|_, ch| is_expired(ch, now, expiry))
+    }
+
+    fn remove_where(&self, doomed: impl Fn(u64, &ClientChannel) -> bool) -> Vec<ClientLeft> {
         let mut groups = self.groups.write();
         let mut changed = Vec::new();
         for (name, info) in groups.iter_mut() {
-            if info.channels.remove(&conn_id).is_some() {
-                changed.push((
-                    name.clone(),
-                    info.channels.values().map(|c| c.conn.clone()).collect(),
-                ));
+            let mut gone = Vec::new();
+            info.channels.retain(|id, ch| {
+                let drop = doomed(*id, ch);
+                if drop {
+                    tracing::info!(group = %name, client = %ch.client_id, conn = id, "consumer connection removed");
+                    gone.push(ch.client_id.clone());
+                }
+                !drop
+            });
+            if gone.iter().any(|client| !info.has_client(client)) {
+                changed.push(ClientLeft {
+                    group: name.clone(),
+                    rest: info.channels.values().map(|c| c.conn.clone()).collect(),
+                });
             }
         }
         groups.retain(|_, info| !info.channels.is_empty());
         changed
     }
 
-    /// Drops connections silent for longer than `expiry`; returns the connection ids dropped.
-    pub fn scan_expired(&self, expiry: Duration) -> Vec<u64> {
-        let now = Instant::now();
-        let mut expired = Vec::new();
-        for info in self.groups.read().values() {
-            for (id, ch) in &info.channels {
-                if ch.conn.is_closed() || now.duration_since(ch.last_update) > expiry {
-                    expired.push(*id);
+    /// The connection to reach `client_id` of `group` by: its most recently heard-from live
+    /// one.
+    pub fn find_channel(&self, group: &str, client_id: &str) -> Option<ClientChannel> {
+        self.groups
+            .read()
+            .get(group)?
+            .channels
+            .values()
+            .filter(|c| c.client_id == client_id && !c.conn.is_closed())
+            .max_by_key(|c| c.last_update)
+            .cloned()
+    }
+
+    /// One live connection per client of `group` (the most recently heard-from), by client id.
+    pub fn client_channels(&self, group: &str) -> BTreeMap<String, ClientChannel> {
+        let mut by_client: BTreeMap<String, ClientChannel> = BTreeMap::new();
+        if let Some(info) = self.groups.read().get(group) {
+            for ch in info.channels.values().filter(|c| !c.conn.is_closed()) {
+                match by_client.get(&ch.client_id) {
+                    Some(known) if known.last_update >= ch.last_update => {}
+                    _ => {
+                        by_client.insert(ch.client_id.clone(), ch.clone());
+                    }
                 }
             }
         }
-        expired
+        by_client
     }
 
     /// A copy of a group.
@@ -176,6 +230,17 @@ impl ConsumerManager {
     }
 }
 
+/// A client that left a consumer group, as the group's remaining connections see it.
+pub struct ClientLeft {
+    pub group: String,
+    /// The group's connections after the removal (to notify).
+    pub rest: Vec<Connection>,
+}
+
+fn is_expired(ch: &ClientChannel, now: Instant, expiry: Duration) -> bool {
+    ch.conn.is_closed() || now.duration_since(ch.last_update) > expiry
+}
+
 /// Producer groups and their connections.
 #[derive(Default)]
 pub struct ProducerManager {
@@ -183,10 +248,14 @@ pub struct ProducerManager {
 }
 
 impl ProducerManager {
-    /// Records a producer heartbeat.
+    /// Records a producer heartbeat (ignored when its connection has already closed, as for
+    /// consumers).
     pub fn register(&self, group: &str, channel: ClientChannel) {
-        self.groups
-            .write()
+        let mut groups = self.groups.write();
+        if channel.conn.is_closed() {
+            return;
+        }
+        groups
             .entry(group.to_string())
             .or_default()
             .insert(channel.conn.id(), channel);
@@ -212,16 +281,14 @@ impl ProducerManager {
         groups.retain(|_, chs| !chs.is_empty());
     }
 
-    /// Connection ids silent for longer than `expiry` (or closed).
-    pub fn scan_expired(&self, expiry: Duration) -> Vec<u64> {
+    /// Removes connections that are closed or silent for longer than `expiry`.
+    pub fn remove_expired(&self, expiry: Duration) {
         let now = Instant::now();
-        self.groups
-            .read()
-            .values()
-            .flat_map(|chs| chs.iter())
-            .filter(|(_, ch)| ch.conn.is_closed() || now.duration_since(ch.last_update) > expiry)
-            .map(|(id, _)| *id)
-            .collect()
+        let mut groups = self.groups.write();
+        for chs in groups.values_mut() {
+            chs.retain(|_, ch| !is_expired(ch, now, expiry));
+        }
+        groups.retain(|_, chs| !chs.is_empty());
     }
 
     /// The group's live connections.

@@ -14,8 +14,9 @@ pub enum BrokerError {
     /// The message store failed.
     #[error("store error: {0}")]
     Store(#[from] store::error::StoreError),
-    /// The network layer failed (binding the port, talking to a NameServer).
-    #[error("remoting error: {0}")]
+    /// The network layer failed (binding the port, talking to a NameServer). Shown as the
+    /// remoting error itself, whose text already names the address and the cause.
+    #[error(transparent)]
     Remoting(#[from] remoting::RemotingError),
     /// The replication (HA) port cannot be bound.
     #[error("cannot bind the HA port: {0}")]

@@ -1,5 +1,7 @@
 //! Registration with the NameServers: REGISTER_BROKER (103, two-way) to every NameServer at
-//! start, every `registerNameServerPeriod` and whenever the topic table changes; body
+//! start, every `registerNameServerPeriod` and whenever the topic table changes, except that a
+//! change made only of auto-created topics (first send, `%RETRY%` groups) is registered with a
+//! oneway 103, which the NameServer does not answer, as upstream does; body
 //! `{"filterServerList":[],"topicConfigSerializeWrapper":{...}}` with `bodyCrc32` (upstream's
 //! CRC32 of the body, masked to 31 bits) and `compressed:"false"` in the header.
 //! UNREGISTER_BROKER (104) on a clean stop.
@@ -38,8 +40,9 @@ fn ha_server_addr(state: &BrokerState) -> String {
     format!("{ip}:{port}")
 }
 
-/// Registers with every NameServer once; failures are logged.
-pub(crate) async fn register_all(state: &BrokerState, client: &RemotingClient) {
+/// Registers with every NameServer once (`oneway`: without waiting for answers); failures are
+/// logged.
+pub(crate) async fn register_all(state: &BrokerState, client: &RemotingClient, oneway: bool) {
     let (name_servers, timeout, header) = {
         let c = state.config.read();
         let header = RegisterBrokerRequestHeader {
@@ -82,6 +85,12 @@ pub(crate) async fn register_all(state: &BrokerState, client: &RemotingClient) {
         let mut cmd =
             RemotingCommand::request(RequestCode::REGISTER_BROKER).with_body(body.clone());
         header.write_to(&mut cmd);
+        if oneway {
+            if let Err(e) = client.invoke_namesrv_oneway(&ns, cmd).await {
+                tracing::warn!(namesrv = %ns, error = %e, "oneway registration failed");
+            }
+            continue;
+        }
         match client.invoke_namesrv(&ns, cmd, timeout).await {
             Ok(resp) if resp.code == ResponseCode::SUCCESS => {
                 tracing::debug!(namesrv = %ns, "registered");
@@ -128,13 +137,15 @@ fn learn_master(state: &BrokerState, answer: Option<RegisterBrokerResponseHeader
 /// unregisters.
 pub(crate) async fn run(state: Arc<BrokerState>, client: RemotingClient) {
     let mut stop = state.stop_signal();
+    let mut oneway = false;
     loop {
-        register_all(&state, &client).await;
+        register_all(&state, &client, oneway).await;
         let period =
             Duration::from_millis(state.config.read().register_name_server_period).max(MIN_PERIOD);
+        oneway = false;
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
-            _ = state.topics.changed() => {}
+            _ = state.topics.changed() => oneway = state.topics.take_only_auto_created(),
             _ = stop.changed() => {}
         }
         if *stop.borrow() {

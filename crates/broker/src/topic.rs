@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::RwLock;
 use remoting::protocol::{from_fastjson, to_fastjson, KeyStyle};
@@ -86,6 +87,10 @@ pub struct TopicConfigManager {
     table: RwLock<TopicConfigSerializeWrapper>,
     /// Wakes the registration task after a change.
     changed: Notify,
+    /// Since the registration task last looked: a topic was auto-created (first send,
+    /// retry / DLQ / system topics), and any other change happened.
+    auto_created: AtomicBool,
+    other_change: AtomicBool,
 }
 
 impl TopicConfigManager {
@@ -120,6 +125,8 @@ impl TopicConfigManager {
             path,
             table: RwLock::new(wrapper),
             changed: Notify::new(),
+            auto_created: AtomicBool::new(false),
+            other_change: AtomicBool::new(false),
         })
     }
 
@@ -141,6 +148,14 @@ impl TopicConfigManager {
     /// Resolves when a topic was created, changed or deleted since the last call returned.
     pub async fn changed(&self) {
         self.changed.notified().await
+    }
+
+    /// Whether the changes since the last call were only auto-created topics (upstream then
+    /// registers with a oneway 103); clears the record.
+    pub(crate) fn take_only_auto_created(&self) -> bool {
+        let other = self.other_change.swap(false, Ordering::SeqCst);
+        let auto = self.auto_created.swap(false, Ordering::SeqCst);
+        auto && !other
     }
 
     /// Creates or replaces a topic (UPDATE_AND_CREATE_TOPIC).
@@ -224,7 +239,7 @@ impl TopicConfigManager {
             queues = created.write_queue_nums,
             "auto-created topic"
         );
-        self.after_change()?;
+        self.after_auto_create()?;
         Ok(Some(created))
     }
 
@@ -255,8 +270,48 @@ impl TopicConfigManager {
             tc
         };
         tracing::info!(topic, "created topic");
-        self.after_change()?;
+        self.after_auto_create()?;
         Ok(created)
+    }
+
+    /// A slave learns `topic` from replicated data: a message of `queue_id` reached its
+    /// ConsumeQueue. If the master's config of the topic has not been synchronised yet (the
+    /// master may die first), the topic is added with read-write perms and `queue_id + 1`
+    /// queues, or grown to that many, so the slave serves pulls and offsets of every queue it
+    /// holds data for. The next synchronisation from the master replaces it. Returns whether
+    /// anything changed.
+    pub(crate) fn learn_replicated(&self, topic: &str, queue_id: i32) -> Result<bool, BrokerError> {
+        let known = |t: &TopicConfigSerializeWrapper| {
+            t.topic_config_table
+                .get(topic)
+                .is_some_and(|tc| tc.read_queue_nums > queue_id)
+        };
+        if known(&self.table.read()) {
+            return Ok(false);
+        }
+        {
+            let mut t = self.table.write();
+            if known(&t) {
+                return Ok(false);
+            }
+            let queues = queue_id + 1;
+            let tc = t
+                .topic_config_table
+                .entry(topic.to_string())
+                .or_insert_with(|| TopicConfig {
+                    topic_name: topic.to_string(),
+                    perm: perm::PERM_READ | perm::PERM_WRITE,
+                    read_queue_nums: 0,
+                    write_queue_nums: 0,
+                    ..TopicConfig::default()
+                });
+            tc.read_queue_nums = tc.read_queue_nums.max(queues);
+            tc.write_queue_nums = tc.write_queue_nums.max(queues);
+            next_version(&mut t.data_version);
+        }
+        tracing::info!(topic, queue_id, "topic learnt from replicated data");
+        self.after_change()?;
+        Ok(true)
     }
 
     /// A slave takes its master's topics (GET_ALL_TOPIC_CONFIG) when they or their data
@@ -279,6 +334,13 @@ impl TopicConfigManager {
     }
 
     fn after_change(&self) -> Result<(), BrokerError> {
+        self.other_change.store(true, Ordering::SeqCst);
+        self.changed.notify_one();
+        self.persist()
+    }
+
+    fn after_auto_create(&self) -> Result<(), BrokerError> {
+        self.auto_created.store(true, Ordering::SeqCst);
         self.changed.notify_one();
         self.persist()
     }

@@ -8,32 +8,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use remoting::broker_headers::{
-    ConsumerData, GetConsumerListByGroupResponseBody, HeartbeatData, LockBatchRequestBody,
-    LockBatchResponseBody, MessageQueue, SubscriptionData,
+    GetConsumerListByGroupResponseBody, LockBatchRequestBody, LockBatchResponseBody, MessageQueue,
 };
 use remoting::client::{ClientConfig, RemotingClient};
 use remoting::protocol::{parse_fastjson, KVTable};
 use remoting::server::Connection;
 use remoting::{RemotingCommand, RequestCode, SerializeType};
 use tokio::sync::mpsc;
-
-fn consumer_heartbeat(client_id: &str, group: &str, topic: &str) -> RemotingCommand {
-    let hb = HeartbeatData {
-        client_id: client_id.into(),
-        consumer_data_set: vec![ConsumerData {
-            group_name: group.into(),
-            subscription_data_set: vec![SubscriptionData {
-                topic: topic.into(),
-                sub_string: "*".into(),
-                sub_version: 1,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    RemotingCommand::request(RequestCode::HEART_BEAT).with_body(hb.encode().unwrap())
-}
 
 fn notify_capture() -> (RemotingClient, mpsc::UnboundedReceiver<RemotingCommand>) {
     let (tx, rx) = mpsc::unbounded_channel();

@@ -85,10 +85,27 @@ fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `e` and its causes joined by `": "`, leaving out a cause whose text the line already ends
+/// with (errors that print their source as part of their own message).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -111,4 +128,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Quickstart(args) => quickstart_cmd::run(args).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let bind = remoting::RemotingError::Io {
+            addr: "0.0.0.0:10911".into(),
+            source: io,
+        };
+        let e =
+            anyhow::Error::from(broker::BrokerError::from(bind)).context("cannot start the broker");
+        assert_eq!(
+            error_chain(&e),
+            "cannot start the broker: I/O error talking to 0.0.0.0:10911: Address already in use"
+        );
+    }
 }

@@ -24,16 +24,23 @@ use tokio::sync::oneshot;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-/// A NameServer on an ephemeral port that drops silent brokers after `expiry`.
-pub async fn start_namesrv(expiry: Duration) -> NameServer {
-    let config = NamesrvConfig {
+/// NameServer settings for a test: an ephemeral loopback port, silent brokers dropped after
+/// `expiry` (checked every 200 ms).
+pub fn namesrv_config(expiry: Duration) -> NamesrvConfig {
+    NamesrvConfig {
         listen_port: 0,
         bind_address: LOCALHOST,
         broker_channel_expired_time: expiry,
         scan_not_active_broker_interval: Duration::from_millis(200),
         ..NamesrvConfig::default()
-    };
-    NameServer::start(config).await.expect("namesrv starts")
+    }
+}
+
+/// A NameServer started with [`namesrv_config`].
+pub async fn start_namesrv(expiry: Duration) -> NameServer {
+    NameServer::start(namesrv_config(expiry))
+        .await
+        .expect("namesrv starts")
 }
 
 /// Broker settings for a test: loopback, ephemeral ports, fast registration, replication

@@ -1,39 +1,60 @@
 //! The two failover scenarios of issue 6, with Apogee's producer and push consumer: one
-//! NameServer, group `b1` (master + slave), group `b2` (master).
+//! NameServer, group `b1` (a `SYNC_MASTER` and its slave, so that an acknowledged message is
+//! on the slave), group `b2` (a master).
 //!
-//! 1. **Master down**: the consumer has pulled part of the backlog when b1's master is killed
-//!    (its listener is held until then); the rest of b1's queues is consumed from the slave.
+//! 1. **Master down**: the consumer holds part of b1's backlog (its listener is held until
+//!    the kill) while a producer keeps sending; b1's master is killed; the rest of b1's queues
+//!    is consumed from the slave.
 //! 2. **Master recovering, routes disagree**: the consumer starts while b1's master is down
-//!    (its route lists the slave as acting master) and never refreshes it; b1's master is
-//!    restarted, the producer's fresh route sends to it again, and the consumer keeps
-//!    consuming b1 from the slave, which replicates the new messages.
+//!    and its routes are then frozen (b1 without its master; pinned, as with a very long
+//!    `pollNameServerInterval`, so the test does not depend on when the retry topic's route
+//!    settles); b1's master is restarted, the
+//!    producer's fresh route sends to it again, and the consumer keeps consuming b1 from the
+//!    slave, which replicates the new messages.
 //!
 //! Each runs with a listener failing every 3rd message on first delivery, and with one that
-//! never fails (duplicates counted). Asserted: no CONSUMER_SEND_MSG_BACK reached the
-//! NameServer, every acknowledged message consumed successfully, every failed one redelivered
-//! with RECONSUME_TIME >= 1 and its ORIGIN_MESSAGE_ID, nothing in a DLQ; in scenario 2 the
-//! committed offsets of b1's queues are not reset when the master returns.
+//! never fails (duplicates counted), with the NameServer's acting master on (b1's slave listed
+//! as broker id 0: send-backs go to it and it forwards them to b2) and, with failures, off
+//! (b1 has no id 0 in the route: the client re-sends through its producer path). Asserted: no
+//! CONSUMER_SEND_MSG_BACK reached the NameServer, every acknowledged message consumed
+//! successfully, every failed one redelivered with RECONSUME_TIME >= 1 and its
+//! ORIGIN_MESSAGE_ID, nothing in a DLQ; in scenario 2 the consumer's route stays stale and the
+//! offsets committed to the slave do not move back by more than the in-flight window.
+//!
+//! Printed: the time from the kill to the first message consumed from the slave, duplicates.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use client::consumer::push::{
     ConsumeConcurrentlyStatus, MessageListener, PushConsumer, PushConsumerConfig,
 };
+use client::producer::SendStatus;
 use client::{ClientConfig, Producer, ProducerConfig};
 use it::{
-    broker_config, committed_offset, raw_client, route, start_namesrv, wait_until, BrokerNode,
-    BrokerRole,
+    broker_config, committed_offset, namesrv_config, raw, raw_client, route, wait_until,
+    BrokerNode, BrokerRole,
 };
 use parking_lot::Mutex;
 use remoting::message::{Message, MessageConst};
 use remoting::protocol::MASTER_ID;
+use tokio::task::JoinHandle;
 
 const TOPIC: &str = "TopicFailover";
 const GROUP: &str = "GroupFailover";
+const DLQ: &str = "%DLQ%GroupFailover";
 const CONSUMER_SEND_MSG_BACK: i32 = 36;
+/// Messages the consumer pulls per request, and holds per queue before it stops pulling.
+const PULL_BATCH: i32 = 4;
+const PULL_THRESHOLD: usize = 4;
+/// With consumption held, the consumer has pulled at most this many messages of a queue
+/// (it pulls while it holds no more than the threshold): any message of b1 at a higher queue
+/// offset consumed after the kill came from the slave.
+const HELD_PER_QUEUE: i64 = PULL_THRESHOLD as i64 + PULL_BATCH as i64;
+/// Each wait for an event of the scenario.
+const WAIT: Duration = Duration::from_secs(20);
 
 #[derive(Default)]
 struct Log {
@@ -43,22 +64,32 @@ struct Log {
     failed: HashSet<String>,
     /// keys redelivered with RECONSUME_TIME >= 1 and an ORIGIN_MESSAGE_ID.
     redelivered_ok: HashSet<String>,
-    /// keys seen in a DLQ topic, or redelivered without the retry properties.
+    /// keys redelivered without the retry properties.
     bad: Vec<String>,
-    first_after: Option<Instant>,
+    /// When a message of b1 was first consumed that the master cannot have served.
+    first_from_slave: Option<Instant>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Scenario {
+    fail_third: bool,
+    acting_master: bool,
 }
 
 struct Cluster {
-    _dir: tempfile::TempDir,
     ns: namesrv::NameServer,
     m1: BrokerNode,
     s1: BrokerNode,
     m2: BrokerNode,
+    // Last: the stores outlive the brokers.
+    _dir: tempfile::TempDir,
 }
 
-async fn cluster() -> Cluster {
+async fn cluster(acting_master: bool) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
-    let ns = start_namesrv(Duration::from_secs(3)).await;
+    let mut ns_config = namesrv_config(Duration::from_secs(3));
+    ns_config.support_acting_master = acting_master;
+    let ns = namesrv::NameServer::start(ns_config).await.unwrap();
     let nsa = ns.local_addr();
     let cfg = |name: &str, id: i64, role: BrokerRole| {
         let mut c = broker_config(
@@ -70,18 +101,18 @@ async fn cluster() -> Cluster {
             dir.path().join(format!("{name}-{id}")),
         );
         // Short delay levels keep retries quick (level 3 = the consumer's first retry).
-        c.message_delay_level = "100ms 200ms 300ms 300ms 300ms 300ms 300ms 300ms 300ms 300ms 300ms 300ms 300ms 300ms 300ms 300ms 300ms 300ms".into();
+        c.message_delay_level = "100ms 100ms 100ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms".into();
         c
     };
-    let m1 = BrokerNode::start(cfg("b1", 0, BrokerRole::AsyncMaster));
+    let m1 = BrokerNode::start(cfg("b1", 0, BrokerRole::SyncMaster));
     let s1 = BrokerNode::start(cfg("b1", 1, BrokerRole::Slave));
     let m2 = BrokerNode::start(cfg("b2", 0, BrokerRole::AsyncMaster));
     Cluster {
-        _dir: dir,
         ns,
         m1,
         s1,
         m2,
+        _dir: dir,
     }
 }
 
@@ -98,41 +129,85 @@ fn client_config(ns: std::net::SocketAddr, poll: Duration, name: &str) -> Client
     c
 }
 
-async fn produce(p: &Producer, from: usize, n: usize, acked: &mut Vec<String>) {
-    for i in from..from + n {
-        let key = format!("k{i}");
-        let msg = Message::new(TOPIC, key.clone().into_bytes()).with_keys([key.as_str()]);
-        if p.send(msg).await.is_ok() {
-            acked.push(key);
+async fn start_producer(ns: std::net::SocketAddr) -> Arc<Producer> {
+    let p = Producer::start(
+        client_config(ns, Duration::from_millis(200), "producer"),
+        ProducerConfig::new("PG").send_msg_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
+    Arc::new(p)
+}
+
+/// Sends `k<from>`, `k<from+1>`, ...; returns the keys acknowledged (SEND_OK).
+async fn send_one(p: &Producer, i: usize, acked: &Mutex<Vec<String>>) {
+    let key = format!("k{i}");
+    let msg = Message::new(TOPIC, key.clone().into_bytes()).with_keys([key.as_str()]);
+    if let Ok(r) = p.send(msg).await {
+        if r.send_status == SendStatus::SendOk {
+            acked.lock().push(key);
         }
     }
 }
 
-async fn start_consumer(
-    ns: std::net::SocketAddr,
-    poll: Duration,
-    fail_third: bool,
-    gate: Arc<AtomicBool>,
+async fn produce(p: &Producer, from: usize, n: usize, acked: &Mutex<Vec<String>>) {
+    for i in from..from + n {
+        send_one(p, i, acked).await;
+    }
+}
+
+/// A producer sending from `k<from>` on until `stop` is set (the load during a failover).
+fn produce_until(
+    p: Arc<Producer>,
+    from: usize,
+    acked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut i = from;
+        while !stop.load(Ordering::Acquire) {
+            send_one(&p, i, &acked).await;
+            i += 1;
+            // About 500 messages a second: load, without flooding a 2-core machine.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+}
+
+struct Consuming {
+    consumer: PushConsumer,
     log: Arc<Mutex<Log>>,
-) -> PushConsumer {
+    /// Consumption waits while false.
+    gate: Arc<AtomicBool>,
+    /// Listener calls for b1's queues (made while held, too).
+    b1_calls: Arc<AtomicUsize>,
+}
+
+/// `slave_from`: a message of b1 at this queue offset or higher can only come from the slave.
+async fn start_consumer(ns: std::net::SocketAddr, s: Scenario, slave_from: i64) -> Consuming {
+    let log = Arc::new(Mutex::new(Log::default()));
+    let gate = Arc::new(AtomicBool::new(true));
+    let b1_calls = Arc::new(AtomicUsize::new(0));
     let mut config = PushConsumerConfig::new(GROUP)
-        .pull_batch_size(4)
+        .pull_batch_size(PULL_BATCH)
         .consume_thread_max(4)
         .rebalance_interval(Duration::from_millis(500));
-    config.pull_threshold_for_queue = 4;
-    let listener = MessageListener::concurrently(move |msgs, _ctx| {
-        while !gate.load(Ordering::Acquire) {
-            std::thread::sleep(Duration::from_millis(5));
+    config.pull_threshold_for_queue = PULL_THRESHOLD;
+    let (l, g, calls) = (log.clone(), gate.clone(), b1_calls.clone());
+    let listener = MessageListener::concurrently(move |msgs, ctx| {
+        let from_b1 = ctx.message_queue.broker_name == "b1" && ctx.message_queue.topic == TOPIC;
+        if from_b1 {
+            calls.fetch_add(1, Ordering::AcqRel);
         }
-        let mut log = log.lock();
+        while !g.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let mut log = l.lock();
         let mut status = ConsumeConcurrentlyStatus::ConsumeSuccess;
         for m in msgs {
             let key = String::from_utf8_lossy(&m.message.body).to_string();
-            if m.message.topic.starts_with("%DLQ%") {
-                log.bad.push(format!("{key} in DLQ"));
-            }
             let n: usize = key.trim_start_matches('k').parse().unwrap_or(0);
-            if m.reconsume_times == 0 && fail_third && n.is_multiple_of(3) {
+            if m.reconsume_times == 0 && s.fail_third && n.is_multiple_of(3) {
                 log.failed.insert(key);
                 status = ConsumeConcurrentlyStatus::ReconsumeLater;
                 continue;
@@ -148,271 +223,331 @@ async fn start_consumer(
                         .push(format!("{key} redelivered without ORIGIN_MESSAGE_ID"));
                 }
             }
-            log.first_after.get_or_insert_with(Instant::now);
+            if from_b1 && m.queue_offset >= slave_from {
+                log.first_from_slave.get_or_insert_with(Instant::now);
+            }
             *log.ok.entry(key).or_default() += 1;
         }
         status
     });
-    PushConsumer::start(
-        client_config(ns, poll, "consumer"),
+    let consumer = PushConsumer::start(
+        client_config(ns, Duration::from_millis(200), "consumer"),
         config,
         &[(TOPIC, "*")],
         listener,
     )
     .await
-    .unwrap()
+    .unwrap();
+    Consuming {
+        consumer,
+        log,
+        gate,
+        b1_calls,
+    }
 }
 
-async fn wait_all_consumed(log: &Arc<Mutex<Log>>, acked: &[String], consumer: &PushConsumer, c: &Cluster) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+/// Waits until every acknowledged message was consumed successfully and every failed one
+/// redelivered; on timeout, prints what is missing and where the consumer pulls from.
+async fn wait_all_consumed(c: &Cluster, con: &Consuming, acked: &[String]) {
+    let deadline = Instant::now() + WAIT;
     loop {
-        {
-            let l = log.lock();
-            let missing: Vec<_> = acked.iter().filter(|k| !l.ok.contains_key(*k)).collect();
-            let unre: Vec<_> = l.failed.iter().filter(|k| !l.redelivered_ok.contains(*k)).collect();
-            if missing.is_empty() && unre.is_empty() { return; }
-            if Instant::now() > deadline {
-                eprintln!("MISSING {missing:?}\nNOT REDELIVERED {unre:?}");
-                eprintln!("ASSIGNED {:?}", consumer.assigned_queues());
-                eprintln!("ROUTE {:?}", consumer.topic_route(TOPIC));
-                eprintln!("RETRY ROUTE {:?}", consumer.topic_route(&format!("%RETRY%{GROUP}")));
-                let raw = raw_client();
-                for q in 0..4 {
-                    let mx = it::raw::max_offset(&raw, &c.s1.addr, TOPIC, q).await;
-                    let co = committed_offset(&raw, &c.s1.addr, GROUP, TOPIC, q).await;
-                    let p = it::raw::pull(&raw, &c.s1.addr, GROUP, TOPIC, q, 0).await;
-                    eprintln!("S1 q{q} max {mx} committed {co:?} pulled {:?}", p.iter().map(|m| String::from_utf8_lossy(&m.message.body).to_string()).collect::<Vec<_>>());
-                }
-                panic!("timed out");
+        let (missing, not_redelivered) = {
+            let l = con.log.lock();
+            let missing: Vec<String> = acked
+                .iter()
+                .filter(|k| !l.ok.contains_key(*k))
+                .cloned()
+                .collect();
+            let not_redelivered: Vec<String> = l
+                .failed
+                .iter()
+                .filter(|k| !l.redelivered_ok.contains(*k))
+                .cloned()
+                .collect();
+            (missing, not_redelivered)
+        };
+        if missing.is_empty() && not_redelivered.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            let raw = raw_client();
+            for q in 0..4 {
+                let max = raw::max_offset(&raw, &c.s1.addr, TOPIC, q).await;
+                let committed = committed_offset(&raw, &c.s1.addr, GROUP, TOPIC, q).await;
+                eprintln!("b1 slave queue {q}: max offset {max}, committed {committed:?}");
             }
+            eprintln!("assigned: {:?}", con.consumer.assigned_queues());
+            eprintln!("consumer's route: {:?}", con.consumer.topic_route(TOPIC));
+            eprintln!("send-backs: {:?}", con.consumer.send_back_counts());
+            panic!(
+                "timed out: {} acknowledged not consumed {missing:?}; failed not redelivered {not_redelivered:?}",
+                missing.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-#[allow(dead_code)]
-async fn wait_all_consumed_old(log: &Arc<Mutex<Log>>, acked: &[String]) {
-    wait_until(
-        "every acknowledged message consumed, every failure redelivered",
-        Duration::from_secs(60),
-        || {
-            let log = log.clone();
-            let acked = acked.to_vec();
-            async move {
-                let l = log.lock();
-                acked.iter().all(|k| l.ok.contains_key(k))
-                    && l.failed.iter().all(|k| l.redelivered_ok.contains(k))
-            }
-        },
-    )
-    .await;
-}
-
-fn check(name: &str, c: &Cluster, log: &Log, acked: &[String]) -> usize {
-    assert!(log.bad.is_empty(), "{name}: {:?}", log.bad);
+/// The assertions common to both scenarios; returns the duplicate consumptions.
+async fn check(name: &str, c: &Cluster, con: &Consuming, acked: &[String]) -> usize {
     let send_backs =
         c.ns.unsupported_request_counts()
             .get(&CONSUMER_SEND_MSG_BACK)
             .copied()
             .unwrap_or(0);
     assert_eq!(send_backs, 0, "{name}: send-backs reached the NameServer");
+    let raw = raw_client();
+    for broker in [&c.m1.addr, &c.s1.addr, &c.m2.addr] {
+        let dlq = raw::max_offset(&raw, broker, DLQ, 0).await;
+        assert!(dlq <= 0, "{name}: {dlq} messages in {broker}'s DLQ");
+    }
+    let log = con.log.lock();
+    assert!(log.bad.is_empty(), "{name}: {:?}", log.bad);
     let dups: usize = log
         .ok
         .values()
         .map(|n| (*n as usize).saturating_sub(1))
         .sum();
     println!(
-        "{name}: {} acknowledged, {} failed on first delivery and redelivered, {dups} duplicate consumptions",
+        "{name}: {} acknowledged, {} failed on first delivery and redelivered, {dups} duplicate consumptions, send-backs {:?}",
         acked.len(),
-        log.failed.len()
+        log.failed.len(),
+        con.consumer.send_back_counts(),
     );
     dups
 }
 
-async fn wait_acting_master(c: &Cluster) {
+fn b1_master_in(route: &remoting::protocol::TopicRouteData) -> Option<&String> {
+    route
+        .broker_datas
+        .iter()
+        .find(|b| b.broker_name == "b1")
+        .and_then(|b| b.broker_addrs.get(&MASTER_ID))
+}
+
+/// Waits until the NameServer's route of the topic lists `master` (or none) as b1's id 0.
+async fn wait_b1_master(c: &Cluster, master: Option<&str>) {
     let client = raw_client();
-    let slave = c.s1.addr.clone();
     let nsa = c.ns.local_addr();
+    let want = master.map(str::to_string);
     wait_until(
-        "b1's slave listed as acting master",
-        Duration::from_secs(10),
+        &format!("the NameServer to list {want:?} as b1's master"),
+        WAIT,
         || {
-            let (client, slave) = (client.clone(), slave.clone());
+            let (client, want) = (client.clone(), want.clone());
             async move {
-                route(&client, nsa, TOPIC).await.is_some_and(|r| {
-                    r.broker_datas.iter().any(|b| {
-                        b.broker_name == "b1" && b.broker_addrs.get(&MASTER_ID) == Some(&slave)
-                    })
-                })
+                route(&client, nsa, TOPIC)
+                    .await
+                    .is_some_and(|r| b1_master_in(&r).cloned() == want)
             }
         },
     )
     .await;
 }
 
-async fn master_down(fail_third: bool) {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
-    let mut c = cluster().await;
+/// b1's id 0 once its master is gone: the slave when acting master is on, else nobody.
+fn b1_without_master(c: &Cluster, s: Scenario) -> Option<&str> {
+    s.acting_master.then_some(c.s1.addr.as_str())
+}
+
+async fn master_down(s: Scenario) -> usize {
+    let mut c = cluster(s.acting_master).await;
     let nsa = c.ns.local_addr();
-    let producer = Producer::start(
-        client_config(nsa, Duration::from_millis(300), "producer"),
-        ProducerConfig::new("PG"),
-    )
-    .await
-    .unwrap();
-    let mut acked = Vec::new();
-    produce(&producer, 0, 120, &mut acked).await;
-    let gate = Arc::new(AtomicBool::new(false));
-    let log = Arc::new(Mutex::new(Log::default()));
-    let consumer = start_consumer(
-        nsa,
-        Duration::from_millis(300),
-        fail_third,
-        gate.clone(),
-        log.clone(),
-    )
+    let producer = start_producer(nsa).await;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    // A backlog of 15 messages per queue: more than the consumer holds before the kill.
+    produce(&producer, 0, 120, &acked).await;
+    let con = start_consumer(nsa, s, HELD_PER_QUEUE).await;
+    con.gate.store(false, Ordering::Release);
+    wait_until("the consumer to hold messages of b1", WAIT, || {
+        let calls = con.b1_calls.clone();
+        async move { calls.load(Ordering::Acquire) > 0 }
+    })
     .await;
-    // Let the consumer own b1's queues and hold a few messages, then kill the master under load.
-    wait_until(
-        "the consumer to own b1's queues",
-        Duration::from_secs(10),
-        || {
-            let q = consumer.assigned_queues();
-            async move {
-                q.iter()
-                    .any(|mq| mq.broker_name == "b1" && mq.topic == TOPIC)
-            }
-        },
-    )
-    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = produce_until(producer.clone(), 1_000, acked.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let killed = Instant::now();
     c.m1.kill();
-    gate.store(true, Ordering::Release);
-    wait_acting_master(&c).await;
-    produce(&producer, 120, 60, &mut acked).await;
-    wait_all_consumed(&log, &acked, &consumer, &c).await;
-    let first = log
-        .lock()
-        .first_after
-        .map(|t| t.saturating_duration_since(killed));
-    println!("master down (fail every 3rd: {fail_third}): first message consumed {first:?} after the kill, all consumed {:?} after it", killed.elapsed());
-    check(
-        &format!("master down, fail={fail_third}"),
-        &c,
-        &log.lock(),
-        &acked,
+    con.gate.store(true, Ordering::Release);
+    wait_b1_master(&c, b1_without_master(&c, s)).await;
+    // Load goes on for a while after the NameServer noticed.
+    let after = acked.lock().len();
+    wait_until("60 more messages acknowledged", WAIT, || {
+        let acked = acked.clone();
+        async move { acked.lock().len() >= after + 60 }
+    })
+    .await;
+    stop.store(true, Ordering::Release);
+    load.await.unwrap();
+    let acked = acked.lock().clone();
+    wait_all_consumed(&c, &con, &acked).await;
+    let first = con.log.lock().first_from_slave.map(|t| t - killed);
+    let name = format!("master down, {s:?}");
+    println!(
+        "{name}: first message consumed from the slave {first:?} after the kill, all consumed {:?} after it",
+        killed.elapsed()
     );
-    consumer.shutdown().await;
+    assert!(first.is_some(), "{name}: nothing consumed from the slave");
+    let dups = check(&name, &c, &con, &acked).await;
+    con.consumer.shutdown().await;
     producer.shutdown().await;
+    dups
 }
 
-async fn master_recovering(fail_third: bool) {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
-    let mut c = cluster().await;
+async fn master_recovering(s: Scenario) -> usize {
+    let mut c = cluster(s.acting_master).await;
     let nsa = c.ns.local_addr();
-    let producer = Producer::start(
-        client_config(nsa, Duration::from_millis(300), "producer"),
-        ProducerConfig::new("PG"),
-    )
-    .await
-    .unwrap();
-    let mut acked = Vec::new();
-    produce(&producer, 0, 90, &mut acked).await;
+    let producer = start_producer(nsa).await;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    produce(&producer, 0, 90, &acked).await;
     let killed = Instant::now();
     c.m1.kill();
-    wait_acting_master(&c).await;
-    let gate = Arc::new(AtomicBool::new(true));
-    let log = Arc::new(Mutex::new(Log::default()));
-    // The consumer's route is taken now (b1: the slave as acting master) and never refreshed.
-    let consumer = start_consumer(
-        nsa,
-        Duration::from_secs(3600),
-        fail_third,
-        gate,
-        log.clone(),
-    )
+    wait_b1_master(&c, b1_without_master(&c, s)).await;
+    // The consumer's routes are taken now (b1 without its master), once they list every
+    // group, and never refreshed: pinned, as with a very long pollNameServerInterval.
+    let con = start_consumer(nsa, s, 0).await;
+    let retry = format!("%RETRY%{GROUP}");
+    let expected = b1_without_master(&c, s).map(str::to_string);
+    wait_until("the consumer's routes of both topics", WAIT, || {
+        let (topic, retry) = (
+            con.consumer.topic_route(TOPIC),
+            con.consumer.topic_route(&retry),
+        );
+        let expected = expected.clone();
+        async move {
+            let both = |r: &Option<remoting::protocol::TopicRouteData>| {
+                r.as_ref().is_some_and(|r| {
+                    ["b1", "b2"]
+                        .iter()
+                        .all(|b| r.queue_datas.iter().any(|q| q.broker_name == *b))
+                })
+            };
+            both(&topic)
+                && both(&retry)
+                && topic.as_ref().and_then(b1_master_in).cloned() == expected
+        }
+    })
     .await;
-    wait_until(
-        "part of the backlog consumed",
-        Duration::from_secs(30),
-        || {
-            let log = log.clone();
-            async move { log.lock().ok.len() >= 30 }
-        },
-    )
+    for t in [TOPIC, retry.as_str()] {
+        con.consumer
+            .pin_route(t, con.consumer.topic_route(t).unwrap());
+    }
+    wait_until("part of the backlog consumed", WAIT, || {
+        let log = con.log.clone();
+        async move { log.lock().ok.len() >= 30 }
+    })
     .await;
-    println!("master recovering (fail every 3rd: {fail_third}): first message consumed {:?} after the kill", log.lock().first_after.map(|t| t.saturating_duration_since(killed)));
+    let first = con.log.lock().first_from_slave.map(|t| t - killed);
+    let name = format!("master recovering, {s:?}");
     // Offsets the consumer committed to the slave while the master was away.
     let raw = raw_client();
-    let mut before = HashMap::new();
-    for q in 0..8 {
+    let mut before = BTreeMap::new();
+    for q in 0..4 {
         if let Some(o) = committed_offset(&raw, &c.s1.addr, GROUP, TOPIC, q).await {
             before.insert(q, o);
         }
     }
     c.m1.restart();
+    wait_b1_master(&c, Some(&c.m1.addr)).await;
     let m1 = c.m1.addr.clone();
-    wait_until(
-        "the producer to see b1's master again",
-        Duration::from_secs(10),
-        || {
-            let (r, m1) = (raw.clone(), m1.clone());
-            async move {
-                route(&r, nsa, TOPIC).await.is_some_and(|rt| {
-                    rt.broker_datas.iter().any(|b| {
-                        b.broker_name == "b1" && b.broker_addrs.get(&MASTER_ID) == Some(&m1)
-                    })
-                })
-            }
-        },
-    )
+    wait_until("the producer to write to b1 again", WAIT, || {
+        let p = producer.clone();
+        async move {
+            p.fetch_publish_queues(TOPIC)
+                .await
+                .is_ok_and(|qs| qs.iter().any(|q| q.broker_name == "b1"))
+        }
+    })
     .await;
-    produce(&producer, 90, 90, &mut acked).await;
-    wait_all_consumed(&log, &acked, &consumer, &c).await;
-    // Window: what the consumer may hold uncommitted per queue.
-    let window = 8;
-    for (q, o) in before {
-        wait_until(
-            "the slave's offsets not reset",
-            Duration::from_secs(10),
-            || {
-                let (r, s) = (raw.clone(), c.s1.addr.clone());
-                async move {
-                    committed_offset(&r, &s, GROUP, TOPIC, q)
-                        .await
-                        .is_some_and(|now| now + window >= o)
-                }
-            },
-        )
-        .await;
-    }
-    check(
-        &format!("master recovering, fail={fail_third}"),
-        &c,
-        &log.lock(),
-        &acked,
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = produce_until(producer.clone(), 1_000, acked.clone(), stop.clone());
+    let after = acked.lock().len();
+    wait_until("90 messages acknowledged after the restart", WAIT, || {
+        let acked = acked.clone();
+        async move { acked.lock().len() >= after + 90 }
+    })
+    .await;
+    stop.store(true, Ordering::Release);
+    load.await.unwrap();
+    let acked = acked.lock().clone();
+    wait_all_consumed(&c, &con, &acked).await;
+    // The routes really disagreed all along.
+    let consumer_route = con.consumer.topic_route(TOPIC).unwrap();
+    assert_ne!(
+        b1_master_in(&consumer_route),
+        Some(&m1),
+        "{name}: the consumer's route was refreshed"
     );
-    consumer.shutdown().await;
+    // The window: what the consumer may hold uncommitted per queue.
+    for (q, o) in before {
+        let now = committed_offset(&raw, &c.s1.addr, GROUP, TOPIC, q).await;
+        assert!(
+            now.is_some_and(|now| now + HELD_PER_QUEUE >= o),
+            "{name}: queue {q}'s offset on the slave went from {o} to {now:?}"
+        );
+    }
+    println!("{name}: first message consumed {first:?} after the kill");
+    let dups = check(&name, &c, &con, &acked).await;
+    con.consumer.shutdown().await;
     producer.shutdown().await;
-    let _ = &c.m2;
+    dups
 }
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+const FAILING: Scenario = Scenario {
+    fail_third: true,
+    acting_master: true,
+};
+const NEVER_FAILING: Scenario = Scenario {
+    fail_third: false,
+    acting_master: true,
+};
+const FAILING_NO_ACTING_MASTER: Scenario = Scenario {
+    fail_third: true,
+    acting_master: false,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn master_down_with_failures() {
-    master_down(true).await;
+    init_tracing();
+    master_down(FAILING).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn master_down_with_failures_no_acting_master() {
+    init_tracing();
+    master_down(FAILING_NO_ACTING_MASTER).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn master_down_without_failures() {
-    master_down(false).await;
+    init_tracing();
+    let dups = master_down(NEVER_FAILING).await;
+    println!("master down, consumption never failing: {dups} duplicates");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn master_recovering_routes_disagree_with_failures() {
-    master_recovering(true).await;
+    init_tracing();
+    master_recovering(FAILING).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn master_recovering_routes_disagree_with_failures_no_acting_master() {
+    init_tracing();
+    master_recovering(FAILING_NO_ACTING_MASTER).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn master_recovering_routes_disagree_without_failures() {
-    master_recovering(false).await;
+    init_tracing();
+    let dups = master_recovering(NEVER_FAILING).await;
+    println!("master recovering, consumption never failing: {dups} duplicates");
 }

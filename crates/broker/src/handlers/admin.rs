@@ -1,14 +1,13 @@
 //! The admin requests `mqadmin` sends to a broker: topics (17, 215, 21), subscription groups
 //! (200, 207, 201), runtime info (28), connections (203, 204), consume and topic stats (208,
-//! 202, with fastjson's queue-object map keys), offset reset (222), broker config (26, 25),
-//! and the delay offsets (45).
+//! 202, with fastjson's queue-object map keys), broker config (26, 25), and the delay offsets
+//! (45). The admin requests the broker passes on to consumers are in `forward`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use remoting::broker_headers::{MessageQueue, ResetOffsetBody, ResetOffsetRequestHeader};
-use remoting::headers::CommandHeader;
+use remoting::broker_headers::MessageQueue;
 use remoting::protocol::{perm, to_fastjson, KVTable, KeyStyle, TopicConfig};
 use remoting::server::Connection;
 use remoting::{RemotingCommand, RequestCode, ResponseCode};
@@ -32,14 +31,13 @@ pub(crate) const CODES: &[i32] = &[
     RequestCode::GET_PRODUCER_CONNECTION_LIST,
     RequestCode::GET_CONSUME_STATS,
     RequestCode::GET_TOPIC_STATS_INFO,
-    RequestCode::INVOKE_BROKER_TO_RESET_OFFSET,
     RequestCode::GET_BROKER_CONFIG,
     RequestCode::UPDATE_BROKER_CONFIG,
     RequestCode::GET_ALL_DELAY_OFFSET,
     RequestCode::GET_ALL_CONSUMER_OFFSET,
 ];
 
-type Answer = Result<RemotingCommand, (i32, String)>;
+pub(super) type Answer = Result<RemotingCommand, (i32, String)>;
 
 pub(crate) async fn handle(
     state: Arc<BrokerState>,
@@ -58,7 +56,6 @@ pub(crate) async fn handle(
         RequestCode::GET_PRODUCER_CONNECTION_LIST => producer_connections(&state, &req),
         RequestCode::GET_CONSUME_STATS => consume_stats(&state, &req),
         RequestCode::GET_TOPIC_STATS_INFO => topic_stats(&state, &req),
-        RequestCode::INVOKE_BROKER_TO_RESET_OFFSET => reset_offset(&state, &req).await,
         RequestCode::GET_BROKER_CONFIG => {
             let text = state.config.read().to_properties();
             Ok(success(&req).with_body(text.into_bytes()))
@@ -82,7 +79,7 @@ pub(crate) async fn handle(
     })
 }
 
-fn sys(e: crate::error::BrokerError) -> (i32, String) {
+pub(super) fn sys(e: crate::error::BrokerError) -> (i32, String) {
     (ResponseCode::SYSTEM_ERROR, e.to_string())
 }
 
@@ -351,10 +348,21 @@ fn mq_keyed_body<T: Serialize>(
     field: &str,
     map: &BTreeMap<MessageQueue, T>,
 ) -> Result<Vec<u8>, (i32, String)> {
-    let err = |e: serde_json::Error| (ResponseCode::SYSTEM_ERROR, e.to_string());
     let mut out = String::from("{");
     out.push_str(prefix);
-    out.push_str(&format!("\"{field}\":{{"));
+    out.push_str(&format!("\"{field}\":"));
+    push_mq_map(&mut out, map)?;
+    out.push('}');
+    Ok(out.into_bytes())
+}
+
+/// Appends `{{mq}:value,...}`, a map keyed by queue objects as fastjson writes it.
+pub(super) fn push_mq_map<T: Serialize>(
+    out: &mut String,
+    map: &BTreeMap<MessageQueue, T>,
+) -> Result<(), (i32, String)> {
+    let err = |e: serde_json::Error| (ResponseCode::SYSTEM_ERROR, e.to_string());
+    out.push('{');
     for (i, (mq, v)) in map.iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -363,8 +371,8 @@ fn mq_keyed_body<T: Serialize>(
         out.push(':');
         out.push_str(&serde_json::to_string(v).map_err(err)?);
     }
-    out.push_str("}}");
-    Ok(out.into_bytes())
+    out.push('}');
+    Ok(())
 }
 
 fn consume_stats(state: &BrokerState, req: &RemotingCommand) -> Answer {
@@ -450,55 +458,6 @@ fn topic_stats(state: &BrokerState, req: &RemotingCommand) -> Answer {
     }
     let body = mq_keyed_body("", "offsetTable", &table)?;
     Ok(success(req).with_body(body))
-}
-
-async fn reset_offset(state: &BrokerState, req: &RemotingCommand) -> Answer {
-    let h = match ResetOffsetRequestHeader::from_command(req) {
-        Ok(h) => h,
-        Err(e) => {
-            return Err((ResponseCode::SYSTEM_ERROR, e.to_string()));
-        }
-    };
-    let Some(tc) = state.topics.select(&h.topic) else {
-        return Err((
-            ResponseCode::TOPIC_NOT_EXIST,
-            format!("[reset-offset] topic not exist. topic={}", h.topic),
-        ));
-    };
-    let broker_name = state.config.read().broker_name.clone();
-    let mut body = ResetOffsetBody::default();
-    for q in 0..tc.read_queue_nums {
-        if h.queue_id.is_some_and(|id| id >= 0 && id != q) {
-            continue;
-        }
-        let offset = match h.offset.filter(|o| *o >= 0) {
-            Some(o) => o,
-            None if h.timestamp < 0 => state.store.max_offset(&h.topic, q),
-            None => state.store.offset_by_time(&h.topic, q, h.timestamp),
-        };
-        state.offsets.commit(&h.group, &h.topic, q, offset);
-        body.offset_table.insert(
-            MessageQueue::new(h.topic.clone(), broker_name.clone(), q),
-            offset,
-        );
-    }
-    let encoded = body
-        .encode()
-        .map_err(|e| (ResponseCode::SYSTEM_ERROR, e.to_string()))?;
-    if let Some(info) = state.consumers.group(&h.group) {
-        for ch in info.channels.values() {
-            let mut cmd = RemotingCommand::request(RequestCode::RESET_CONSUMER_CLIENT_OFFSET)
-                .with_body(encoded.clone());
-            h.write_to(&mut cmd);
-            let conn = ch.conn.clone();
-            state.tasks.spawn(async move {
-                if let Err(e) = conn.send_oneway(cmd).await {
-                    tracing::debug!(error = %e, "cannot tell a consumer to reset offsets");
-                }
-            });
-        }
-    }
-    Ok(success(req).with_body(encoded))
 }
 
 /// Parses `key=value` lines (the UPDATE_BROKER_CONFIG body, written by upstream's

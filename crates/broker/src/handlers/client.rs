@@ -3,7 +3,7 @@
 //! to a group's clients when its membership changes (join, leave, connection closed).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use remoting::broker_headers::{
     HeartbeatData, LockBatchRequestBody, LockBatchResponseBody, UnlockBatchRequestBody,
@@ -14,7 +14,7 @@ use remoting::server::Connection;
 use remoting::{RemotingCommand, RequestCode, ResponseCode};
 
 use super::{parse_header, reply, success};
-use crate::clients::{ClientChannel, ConsumerRegistration};
+use crate::clients::{ClientChannel, ClientLeft, ConsumerRegistration};
 use crate::state::BrokerState;
 use crate::topic::retry_topic;
 
@@ -172,12 +172,22 @@ fn notify_connections(state: &BrokerState, group: &str, conns: Vec<Connection>) 
     }
 }
 
-/// Removes a closed (or expired) connection from every group and tells the groups it left.
+/// Removes a closed connection from every group and tells the groups a client left.
 pub(crate) fn connection_closed(state: &BrokerState, conn_id: u64) {
     state.producers.connection_closed(conn_id);
-    for (group, rest) in state.consumers.connection_closed(conn_id) {
-        tracing::info!(%group, "consumer connection closed");
-        let notify = state.config.read().notify_consumer_ids_changed_enable;
+    notify_left(state, state.consumers.connection_closed(conn_id));
+}
+
+/// Removes connections closed or silent past `expiry` and tells the groups a client left.
+pub(crate) fn remove_expired(state: &BrokerState, expiry: Duration) {
+    state.producers.remove_expired(expiry);
+    notify_left(state, state.consumers.remove_expired(expiry));
+}
+
+fn notify_left(state: &BrokerState, left: Vec<ClientLeft>) {
+    let notify = state.config.read().notify_consumer_ids_changed_enable;
+    for ClientLeft { group, rest } in left {
+        tracing::info!(%group, "consumer left the group");
         if notify && !rest.is_empty() {
             notify_connections(state, &group, rest);
         }

@@ -6,6 +6,7 @@
 mod admin;
 mod client;
 mod consumer;
+mod forward;
 mod pull;
 mod query;
 mod send;
@@ -20,7 +21,7 @@ use remoting::{RemotingCommand, RemotingError, RequestCode, ResponseCode};
 
 use crate::state::BrokerState;
 
-pub(crate) use client::connection_closed;
+pub(crate) use client::remove_expired;
 
 /// Routes each code of `codes` to `f`.
 fn route<F, Fut>(d: &mut Dispatcher, state: &Arc<BrokerState>, codes: &[i32], f: F)
@@ -88,6 +89,7 @@ pub(crate) fn dispatcher(state: &Arc<BrokerState>) -> Dispatcher {
         query::handle,
     );
     route(&mut d, state, admin::CODES, admin::handle);
+    route(&mut d, state, forward::CODES, forward::handle);
     d.set_listener(Arc::new(ClientHousekeeping(state.clone())));
     d
 }

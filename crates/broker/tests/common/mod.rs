@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use broker::{Broker, BrokerConfig};
 use bytes::Bytes;
 use namesrv::{NameServer, NamesrvConfig};
+use remoting::broker_headers::{ConsumerData, HeartbeatData, SubscriptionData};
 use remoting::client::{ClientConfig, RemotingClient};
 use remoting::message::{MessageExt, MessageSysFlag, Properties};
 use remoting::server::RequestHandler;
@@ -279,4 +280,23 @@ pub fn pull_request(
         .with_ext("suspendTimeoutMillis", suspend_ms)
         .with_ext("subscription", subscription)
         .with_ext("subVersion", 0)
+}
+
+/// HEART_BEAT of consumer `client_id` in `group`, subscribed to every tag of `topic`.
+pub fn consumer_heartbeat(client_id: &str, group: &str, topic: &str) -> RemotingCommand {
+    let hb = HeartbeatData {
+        client_id: client_id.into(),
+        consumer_data_set: vec![ConsumerData {
+            group_name: group.into(),
+            subscription_data_set: vec![SubscriptionData {
+                topic: topic.into(),
+                sub_string: "*".into(),
+                sub_version: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    RemotingCommand::request(RequestCode::HEART_BEAT).with_body(hb.encode().unwrap())
 }
