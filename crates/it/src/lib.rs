@@ -317,6 +317,20 @@ pub mod raw {
         }
     }
 
+    /// UPDATE_AND_CREATE_TOPIC: `topic` with `queues` read and write queues, read-write.
+    pub async fn create_topic(client: &RemotingClient, broker: &str, topic: &str, queues: i32) {
+        let cmd = RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_TOPIC)
+            .with_ext("topic", topic)
+            .with_ext("readQueueNums", queues)
+            .with_ext("writeQueueNums", queues)
+            .with_ext("perm", 6);
+        let r = client
+            .invoke(&addr(broker), cmd, T)
+            .await
+            .expect("answered");
+        assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+    }
+
     /// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP with defaults.
     pub async fn create_group(client: &RemotingClient, broker: &str, group: &str) {
         let body = format!(r#"{{"groupName":"{group}"}}"#);

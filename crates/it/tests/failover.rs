@@ -107,6 +107,12 @@ async fn cluster(acting_master: bool) -> Cluster {
     let m1 = BrokerNode::start(cfg("b1", 0, BrokerRole::SyncMaster));
     let s1 = BrokerNode::start(cfg("b1", 1, BrokerRole::Slave));
     let m2 = BrokerNode::start(cfg("b2", 0, BrokerRole::AsyncMaster));
+    // The topic exists on both masters from the start (with auto-creation, only the masters
+    // the producer's first sends reach would get it).
+    let raw = raw_client();
+    for m in [&m1, &m2] {
+        raw::create_topic(&raw, &m.addr, TOPIC, 4).await;
+    }
     Cluster {
         ns,
         m1,
@@ -119,7 +125,7 @@ async fn cluster(acting_master: bool) -> Cluster {
 fn client_config(ns: std::net::SocketAddr, poll: Duration, name: &str) -> ClientConfig {
     let mut c = ClientConfig::new(&ns.to_string())
         .unwrap()
-        .instance_name(name);
+        .instance_name(format!("{name}-{}", ns.port()));
     c.client_ip = "127.0.0.1".into();
     c.poll_name_server_interval = poll;
     c.heartbeat_broker_interval = Duration::from_millis(500);
@@ -184,9 +190,15 @@ struct Consuming {
 }
 
 /// `slave_from`: a message of b1 at this queue offset or higher can only come from the slave.
-async fn start_consumer(ns: std::net::SocketAddr, s: Scenario, slave_from: i64) -> Consuming {
+/// `held`: consumption waits until the gate is opened.
+async fn start_consumer(
+    ns: std::net::SocketAddr,
+    s: Scenario,
+    slave_from: i64,
+    held: bool,
+) -> Consuming {
     let log = Arc::new(Mutex::new(Log::default()));
-    let gate = Arc::new(AtomicBool::new(true));
+    let gate = Arc::new(AtomicBool::new(!held));
     let b1_calls = Arc::new(AtomicUsize::new(0));
     let mut config = PushConsumerConfig::new(GROUP)
         .pull_batch_size(PULL_BATCH)
@@ -276,6 +288,16 @@ async fn wait_all_consumed(c: &Cluster, con: &Consuming, acked: &[String]) {
                 let committed = committed_offset(&raw, &c.s1.addr, GROUP, TOPIC, q).await;
                 eprintln!("b1 slave queue {q}: max offset {max}, committed {committed:?}");
             }
+            for b in [&c.m2.addr, &c.s1.addr] {
+                let retry = format!("%RETRY%{GROUP}");
+                let rmax = raw::max_offset(&raw, b, &retry, 0).await;
+                let rco = committed_offset(&raw, b, GROUP, &retry, 0).await;
+                let mut sched = Vec::new();
+                for q in 0..4 {
+                    sched.push(raw::max_offset(&raw, b, "SCHEDULE_TOPIC_XXXX", q).await);
+                }
+                eprintln!("{b}: retry max {rmax} committed {rco:?}; schedule {sched:?}");
+            }
             eprintln!("assigned: {:?}", con.consumer.assigned_queues());
             eprintln!("consumer's route: {:?}", con.consumer.topic_route(TOPIC));
             eprintln!("send-backs: {:?}", con.consumer.send_back_counts());
@@ -350,6 +372,39 @@ fn b1_without_master(c: &Cluster, s: Scenario) -> Option<&str> {
     s.acting_master.then_some(c.s1.addr.as_str())
 }
 
+/// Waits until the consumer's routes of the topic and of its retry topic list queues of b1
+/// and b2, and its route of the topic lists `b1_master` as b1's id 0 (the steady state a
+/// failover starts from: a send-back re-sent to the retry topic has a live group to go to).
+async fn wait_consumer_routes(con: &Consuming, b1_master: Option<&str>) {
+    let retry = format!("%RETRY%{GROUP}");
+    let expected = b1_master.map(str::to_string);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (topic, retry) = (
+            con.consumer.topic_route(TOPIC),
+            con.consumer.topic_route(&retry),
+        );
+        let both = |r: &Option<remoting::protocol::TopicRouteData>| {
+            r.as_ref().is_some_and(|r| {
+                ["b1", "b2"]
+                    .iter()
+                    .all(|b| r.queue_datas.iter().any(|q| q.broker_name == *b))
+            })
+        };
+        if both(&topic)
+            && both(&retry)
+            && topic.as_ref().and_then(b1_master_in).cloned() == expected
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the consumer's routes are not complete: {topic:?} {retry:?}, want b1's master {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn master_down(s: Scenario) -> usize {
     let mut c = cluster(s.acting_master).await;
     let nsa = c.ns.local_addr();
@@ -357,8 +412,9 @@ async fn master_down(s: Scenario) -> usize {
     let acked = Arc::new(Mutex::new(Vec::new()));
     // A backlog of 15 messages per queue: more than the consumer holds before the kill.
     produce(&producer, 0, 120, &acked).await;
-    let con = start_consumer(nsa, s, HELD_PER_QUEUE).await;
-    con.gate.store(false, Ordering::Release);
+    // Held from the start: nothing fails (and goes to the master's delay queue) before the kill.
+    let con = start_consumer(nsa, s, HELD_PER_QUEUE, true).await;
+    wait_consumer_routes(&con, Some(&c.m1.addr)).await;
     wait_until("the consumer to hold messages of b1", WAIT, || {
         let calls = con.b1_calls.clone();
         async move { calls.load(Ordering::Acquire) > 0 }
@@ -406,29 +462,9 @@ async fn master_recovering(s: Scenario) -> usize {
     wait_b1_master(&c, b1_without_master(&c, s)).await;
     // The consumer's routes are taken now (b1 without its master), once they list every
     // group, and never refreshed: pinned, as with a very long pollNameServerInterval.
-    let con = start_consumer(nsa, s, 0).await;
+    let con = start_consumer(nsa, s, 0, false).await;
     let retry = format!("%RETRY%{GROUP}");
-    let expected = b1_without_master(&c, s).map(str::to_string);
-    wait_until("the consumer's routes of both topics", WAIT, || {
-        let (topic, retry) = (
-            con.consumer.topic_route(TOPIC),
-            con.consumer.topic_route(&retry),
-        );
-        let expected = expected.clone();
-        async move {
-            let both = |r: &Option<remoting::protocol::TopicRouteData>| {
-                r.as_ref().is_some_and(|r| {
-                    ["b1", "b2"]
-                        .iter()
-                        .all(|b| r.queue_datas.iter().any(|q| q.broker_name == *b))
-                })
-            };
-            both(&topic)
-                && both(&retry)
-                && topic.as_ref().and_then(b1_master_in).cloned() == expected
-        }
-    })
-    .await;
+    wait_consumer_routes(&con, b1_without_master(&c, s)).await;
     for t in [TOPIC, retry.as_str()] {
         con.consumer
             .pin_route(t, con.consumer.topic_route(t).unwrap());
