@@ -20,8 +20,13 @@ BIN=target/debug/apogee
 WORK="$(mktemp -d)"
 PIDFILE="$WORK/pid"
 cleanup() {
-  if [ -f "$PIDFILE" ]; then kill "$(cat "$PIDFILE")" 2>/dev/null || true; fi
-  rm -rf "$WORK"
+  if [ -f "$PIDFILE" ]; then
+    pid="$(cat "$PIDFILE")"
+    kill "$pid" 2>/dev/null || true
+    # Let the server finish its clean shutdown (it flushes the store) before removing its files.
+    wait "$pid" 2>/dev/null || true
+  fi
+  rm -rf "$WORK" || true
 }
 trap cleanup EXIT
 

@@ -2,11 +2,17 @@
 //! memory and persisted (`config/consumerOffset.json`, upstream's shape
 //! `{"offsetTable":{"topic@group":{0:12,1:7}}}` with bare queue-id keys) every
 //! `flushConsumerOffsetInterval` and on shutdown.
+//!
+//! On a slave it also remembers which offsets consumers committed to it directly (while its
+//! master was gone, or while a consumer's route still lacked the master): slave
+//! synchronisation pushes those to the master when they are ahead of the master's (see
+//! [`ConsumerOffsetManager::merge_max`]), so that a returning master does not hand out older
+//! offsets.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use remoting::protocol::{from_fastjson, to_fastjson, KeyStyle};
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +32,27 @@ struct OffsetFile {
 pub struct ConsumerOffsetManager {
     path: PathBuf,
     table: RwLock<HashMap<String, BTreeMap<i32, i64>>>,
+    /// Slave: `(topic@group, queue)` committed here by consumers and not yet known to the
+    /// master at that value or higher.
+    unpushed: Mutex<BTreeSet<(String, i32)>>,
+}
+
+/// One queue's committed offset, as pushed by a slave to its master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueOffset {
+    pub topic: String,
+    pub group: String,
+    pub queue_id: i32,
+    pub offset: i64,
+}
+
+/// What [`ConsumerOffsetManager::merge_max`] did.
+#[derive(Debug, Default)]
+pub struct Merged {
+    /// Queues whose offset rose to the master's.
+    pub moved: usize,
+    /// Offsets committed to this slave that are ahead of the master's: to push to it.
+    pub ahead: Vec<QueueOffset>,
 }
 
 fn key(topic: &str, group: &str) -> String {
@@ -47,6 +74,7 @@ impl ConsumerOffsetManager {
         Ok(ConsumerOffsetManager {
             path,
             table: RwLock::new(table),
+            unpushed: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -57,6 +85,43 @@ impl ConsumerOffsetManager {
             .entry(key(topic, group))
             .or_default()
             .insert(queue_id, offset);
+    }
+
+    /// Records `offset` committed by a consumer to this slave; it is pushed to the master by
+    /// slave synchronisation while it is ahead of the master's.
+    pub fn commit_on_slave(&self, group: &str, topic: &str, queue_id: i32, offset: i64) {
+        let k = key(topic, group);
+        let mut table = self.table.write();
+        table.entry(k.clone()).or_default().insert(queue_id, offset);
+        self.unpushed.lock().insert((k, queue_id));
+    }
+
+    /// Records `offset` unless the queue already has a larger one (a slave's push: it must
+    /// never move an offset a consumer committed to the master since backwards). Returns
+    /// whether it was recorded.
+    pub fn commit_max(&self, group: &str, topic: &str, queue_id: i32, offset: i64) -> bool {
+        let mut table = self.table.write();
+        let cur = table
+            .entry(key(topic, group))
+            .or_default()
+            .entry(queue_id)
+            .or_insert(-1);
+        let raised = offset > *cur;
+        if raised {
+            *cur = offset;
+        }
+        raised
+    }
+
+    /// Notes that the master answered the push of `pushed`: the queue stops waiting for a
+    /// push unless a newer offset was committed here meanwhile.
+    pub fn pushed(&self, pushed: &QueueOffset) {
+        let k = key(&pushed.topic, &pushed.group);
+        let table = self.table.read();
+        let current = table.get(&k).and_then(|m| m.get(&pushed.queue_id).copied());
+        if current.is_none_or(|c| c <= pushed.offset) {
+            self.unpushed.lock().remove(&(k, pushed.queue_id));
+        }
     }
 
     /// The committed offset, `None` when there is none.
@@ -122,25 +187,46 @@ impl ConsumerOffsetManager {
 
     /// Merges a master's GET_ALL_CONSUMER_OFFSET body into this (slave's) table keeping the
     /// larger offset of each queue, so offsets committed to the slave while the master was
-    /// away are not overwritten by the master's older ones. Returns the queues that moved.
-    pub fn merge_max(&self, body: &[u8]) -> Result<usize, BrokerError> {
+    /// away are not overwritten by the master's older ones. Also lists the offsets committed
+    /// to this slave that the master lacks or has lower ([`Merged::ahead`]); those the master
+    /// has caught up with stop waiting for a push.
+    pub fn merge_max(&self, body: &[u8]) -> Result<Merged, BrokerError> {
         let file: OffsetFile = from_fastjson(body).map_err(|e| BrokerError::Parse {
             path: PathBuf::from("<GET_ALL_CONSUMER_OFFSET body>"),
             reason: e.to_string(),
         })?;
-        let mut moved = 0;
+        let mut merged = Merged::default();
         let mut table = self.table.write();
+        let mut unpushed = self.unpushed.lock();
+        unpushed.retain(|(k, q)| {
+            let master = file.offset_table.get(k).and_then(|m| m.get(q).copied());
+            let Some(local) = table.get(k).and_then(|m| m.get(q).copied()) else {
+                return false;
+            };
+            if master.is_some_and(|m| m >= local) {
+                return false;
+            }
+            if let Some((topic, group)) = k.split_once(TOPIC_GROUP_SEPARATOR) {
+                merged.ahead.push(QueueOffset {
+                    topic: topic.to_string(),
+                    group: group.to_string(),
+                    queue_id: *q,
+                    offset: local,
+                });
+            }
+            true
+        });
         for (k, queues) in file.offset_table {
             let local = table.entry(k).or_default();
             for (q, offset) in queues {
                 let cur = local.entry(q).or_insert(-1);
                 if offset > *cur {
                     *cur = offset;
-                    moved += 1;
+                    merged.moved += 1;
                 }
             }
         }
-        Ok(moved)
+        Ok(merged)
     }
 
     /// Writes `config/consumerOffset.json`.
@@ -167,11 +253,45 @@ mod tests {
         assert_eq!(again.query("G", "T", 2), None);
         assert_eq!(again.topics_of_group("G"), vec!["T".to_string()]);
         let master = br#"{"offsetTable":{"T@G":{0:10,1:9},"U@G":{0:3}}}"#;
-        assert_eq!(again.merge_max(master).unwrap(), 2);
+        assert_eq!(again.merge_max(master).unwrap().moved, 2);
         assert_eq!(again.query("G", "T", 0), Some(12));
         assert_eq!(again.query("G", "T", 1), Some(9));
         assert_eq!(again.query("G", "U", 0), Some(3));
         again.remove_topic("T");
         assert_eq!(again.query("G", "T", 0), None);
+    }
+
+    #[test]
+    fn offsets_committed_to_a_slave_are_pushed_until_the_master_has_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let slave = ConsumerOffsetManager::load(dir.path()).unwrap();
+        slave.commit("G", "T", 0, 5); // learnt from the master: never pushed
+        slave.commit_on_slave("G", "T", 1, 20);
+        slave.commit_on_slave("G", "T", 2, 8);
+        let master = br#"{"offsetTable":{"T@G":{0:4,1:10,2:8}}}"#;
+        let merged = slave.merge_max(master).unwrap();
+        let ahead = QueueOffset {
+            topic: "T".into(),
+            group: "G".into(),
+            queue_id: 1,
+            offset: 20,
+        };
+        assert_eq!(merged.ahead, vec![ahead.clone()]);
+        assert_eq!(slave.query("G", "T", 1), Some(20));
+        // A newer commit lands before the master answers the push: still to push.
+        slave.commit_on_slave("G", "T", 1, 25);
+        slave.pushed(&ahead);
+        assert_eq!(slave.merge_max(master).unwrap().ahead[0].offset, 25);
+        slave.pushed(&QueueOffset {
+            offset: 25,
+            ..ahead
+        });
+        assert!(slave.merge_max(master).unwrap().ahead.is_empty());
+
+        // The master side never lowers an offset on a push.
+        assert!(slave.commit_max("G", "T", 1, 30));
+        assert!(!slave.commit_max("G", "T", 1, 29));
+        assert_eq!(slave.query("G", "T", 1), Some(30));
+        assert!(slave.commit_max("G", "U", 0, 0));
     }
 }

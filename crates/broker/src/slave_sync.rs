@@ -4,16 +4,26 @@
 //! (43) and GET_ALL_DELAY_OFFSET (45). Topics and groups are replaced when their data version
 //! differs; consumer offsets and delay progress are merged keeping the larger value, so
 //! offsets committed to this slave while the master was away survive the master's return
-//! (upstream overwrites them).
+//! (upstream overwrites them). Offsets consumers committed to this slave that are ahead of the
+//! master's are then pushed to the master with UPDATE_CONSUMER_OFFSET (15) carrying
+//! [`KEEP_LARGER`], which the master applies only if it raises its offset: a returning
+//! master learns them before a consumer reads them from it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use remoting::broker_headers::UpdateConsumerOffsetRequestHeader;
+use remoting::headers::CommandHeader;
 use remoting::protocol::{from_fastjson, TopicConfigSerializeWrapper};
 use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
 
+use crate::offset::QueueOffset;
 use crate::state::BrokerState;
 use crate::subscription::SubscriptionGroupWrapper;
+
+/// Extension field of a slave's UPDATE_CONSUMER_OFFSET push (`"true"`): apply the offset only
+/// if it is larger than the one the broker has (a consumer's own commit always sets it).
+pub(crate) const KEEP_LARGER: &str = "keepLarger";
 
 /// Timeout of each request to the master.
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -71,7 +81,10 @@ async fn sync_once(state: &BrokerState, master: &BrokerAddr) -> Result<(), Strin
         .map_err(|e| e.to_string())?;
 
     let body = fetch(state, master, RequestCode::GET_ALL_CONSUMER_OFFSET).await?;
-    state.offsets.merge_max(&body).map_err(|e| e.to_string())?;
+    let merged = state.offsets.merge_max(&body).map_err(|e| e.to_string())?;
+    for ahead in merged.ahead {
+        push_offset(state, master, ahead).await?;
+    }
 
     let body = fetch(state, master, RequestCode::GET_ALL_DELAY_OFFSET).await?;
     state
@@ -79,5 +92,50 @@ async fn sync_once(state: &BrokerState, master: &BrokerAddr) -> Result<(), Strin
         .merge_max(&body)
         .map_err(|e| e.to_string())?;
     tracing::debug!(master = %master, "synchronised from master");
+    Ok(())
+}
+
+/// Pushes an offset committed to this slave to the master.
+async fn push_offset(
+    state: &BrokerState,
+    master: &BrokerAddr,
+    offset: QueueOffset,
+) -> Result<(), String> {
+    let mut cmd = RemotingCommand::request(RequestCode::UPDATE_CONSUMER_OFFSET);
+    UpdateConsumerOffsetRequestHeader {
+        consumer_group: offset.group.clone(),
+        topic: offset.topic.clone(),
+        queue_id: offset.queue_id,
+        commit_offset: offset.offset,
+        bname: None,
+    }
+    .write_to(&mut cmd);
+    let cmd = cmd.with_ext(KEEP_LARGER, true);
+    let resp = state
+        .client
+        .invoke(master, cmd, TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    if resp.code == ResponseCode::SUCCESS {
+        tracing::info!(
+            master = %master,
+            topic = %offset.topic,
+            group = %offset.group,
+            queue = offset.queue_id,
+            offset = offset.offset,
+            "pushed a consumer offset committed to this slave to the master"
+        );
+    } else {
+        // Permanent (e.g. the master no longer has the topic): not retried.
+        tracing::warn!(
+            master = %master,
+            code = resp.code,
+            remark = resp.remark_str(),
+            topic = %offset.topic,
+            group = %offset.group,
+            "master refused a consumer offset committed to this slave"
+        );
+    }
+    state.offsets.pushed(&offset);
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Offsets and group membership queries: QUERY_CONSUMER_OFFSET (14), UPDATE_CONSUMER_OFFSET
-//! (15, two-way or oneway), SEARCH_OFFSET_BY_TIMESTAMP (29), GET_MAX_OFFSET (30),
+//! (15, two-way or oneway; a slave's push of an offset committed to it only raises one), SEARCH_OFFSET_BY_TIMESTAMP (29), GET_MAX_OFFSET (30),
 //! GET_MIN_OFFSET (31), GET_EARLIEST_MSG_STORETIME (32) and GET_CONSUMER_LIST_BY_GROUP (38).
 
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use remoting::server::Connection;
 use remoting::{RemotingCommand, RequestCode, ResponseCode};
 
 use super::{parse_header, reply, success};
+use crate::slave_sync::KEEP_LARGER;
 use crate::state::BrokerState;
 
 pub(crate) async fn handle(
@@ -49,9 +50,16 @@ pub(crate) async fn handle(
                     format!("Topic {} not exist!", h.topic),
                 );
             }
-            state
-                .offsets
-                .commit(&h.consumer_group, &h.topic, h.queue_id, h.commit_offset);
+            let (group, topic, q, offset) =
+                (&h.consumer_group, &h.topic, h.queue_id, h.commit_offset);
+            if req.ext(KEEP_LARGER) == Some("true") {
+                // A slave's push of an offset committed to it (see `slave_sync`).
+                state.offsets.commit_max(group, topic, q, offset);
+            } else if state.config.read().is_slave() {
+                state.offsets.commit_on_slave(group, topic, q, offset);
+            } else {
+                state.offsets.commit(group, topic, q, offset);
+            }
             Some(success(&req))
         }
         RequestCode::GET_MAX_OFFSET => {

@@ -48,7 +48,7 @@ use super::offset_store::{
 };
 use super::process_queue::{ProcessQueue, REBALANCE_LOCK_INTERVAL};
 use super::queues::{group_consumer_ids, process_pull, rebalance_wait, start_offset, PullStatus};
-use super::send_back::{send_back, SendBackCounters, SendBackCounts, SendBackOutcome};
+use super::send_back::{local_retry, send_back, SendBackCounters, SendBackCounts, SendBackOutcome};
 use super::subscription::build_subscription;
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
@@ -801,9 +801,7 @@ impl PushInner {
                 .await;
                 self.send_backs.record(&outcome);
                 if let SendBackOutcome::Failed(_) = outcome {
-                    let mut again = msg.clone();
-                    again.reconsume_times += 1;
-                    back_failed.push(again);
+                    back_failed.push(local_retry(msg));
                 }
             }
         } else {
@@ -965,7 +963,7 @@ async fn consume_orderly(inner: Arc<PushInner>, mq: MessageQueue, pq: Arc<Proces
                         inner.send_backs.record(&outcome);
                         if let SendBackOutcome::Failed(_) = outcome {
                             stuck = true;
-                            m.reconsume_times += 1;
+                            m = local_retry(&m);
                         }
                     } else {
                         stuck = true;

@@ -142,14 +142,11 @@ pub fn retry_message(
         properties: msg.message.properties.clone(),
         body: msg.message.body.clone(),
     };
-    let origin = msg
-        .message
-        .property(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID)
-        .filter(|o| !o.trim().is_empty())
-        .unwrap_or_else(|| msg.msg_id())
-        .to_string();
     let p = &mut m.properties;
-    p.insert(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID, origin);
+    p.insert(
+        MessageConst::PROPERTY_ORIGIN_MESSAGE_ID,
+        origin_message_id(msg),
+    );
     p.insert(
         MessageConst::PROPERTY_RETRY_TOPIC,
         msg.message.topic.clone(),
@@ -172,6 +169,32 @@ pub fn retry_message(
     };
     p.insert(MessageConst::PROPERTY_DELAY_TIME_LEVEL, level.to_string());
     m
+}
+
+/// The id a retry of `msg` carries as `ORIGIN_MESSAGE_ID`: the one it already has (it is a
+/// retry itself), else its message id.
+fn origin_message_id(msg: &MessageExt) -> String {
+    msg.message
+        .property(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID)
+        .filter(|o| !o.trim().is_empty())
+        .unwrap_or_else(|| msg.msg_id())
+        .to_string()
+}
+
+/// The copy of `msg` consumed again locally when neither the send-back nor the re-send
+/// worked (step 3 of the module docs). It is the same message, so it keeps its id and queue
+/// offset; like any redelivery it counts one more reconsumption and carries
+/// `ORIGIN_MESSAGE_ID`, so a listener sees the same retry properties as for a message that
+/// came back through `%RETRY%group`.
+pub fn local_retry(msg: &MessageExt) -> MessageExt {
+    let mut again = msg.clone();
+    again.reconsume_times += 1;
+    let origin = origin_message_id(msg);
+    again
+        .message
+        .properties
+        .insert(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID, origin);
+    again
 }
 
 /// How a send-back ended.
@@ -267,10 +290,24 @@ pub(crate) async fn send_back(
         "send-back falls back to re-sending the message to the retry topic"
     );
     let timeout = producer.config().send_msg_timeout;
-    match producer
-        .send(message, CommunicationMode::Sync, timeout)
-        .await
-    {
+    let first = producer
+        .send(message.clone(), CommunicationMode::Sync, timeout)
+        .await;
+    let result = match first {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            // Every attempt failed: the cached route of the retry topic may list only groups
+            // that are gone. Ask the NameServer once and try again.
+            warn!(group = consumer_group, msg_id = msg.msg_id(), error = %e, "re-send to the retry topic failed; refreshing its route");
+            if let Err(e) = instance.update_route(&message.topic).await {
+                warn!(topic = %message.topic, error = %e, "route refresh failed");
+            }
+            producer
+                .send(message, CommunicationMode::Sync, timeout)
+                .await
+        }
+    };
+    match result {
         Ok(r) => SendBackOutcome::Resent(r),
         Err(e) => {
             warn!(group = consumer_group, msg_id = msg.msg_id(), error = %e, "re-send to the retry topic failed; will consume again locally");
@@ -297,6 +334,36 @@ mod tests {
         m.reconsume_times = 1;
         m.commit_log_offset = 4242;
         m
+    }
+
+    #[test]
+    fn a_local_retry_is_the_same_message_with_retry_properties() {
+        let msg = failed_msg();
+        let again = local_retry(&msg);
+        assert_eq!(again.reconsume_times, 2);
+        assert_eq!(again.queue_offset, msg.queue_offset);
+        assert_eq!(again.msg_id(), "UNIQ1");
+        assert_eq!(
+            again
+                .message
+                .property(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID),
+            Some("UNIQ1")
+        );
+        assert_eq!(again.message.topic, "T");
+        // A retry of a retry keeps the first origin.
+        let mut retried = msg.clone();
+        retried
+            .message
+            .properties
+            .insert(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID, "FIRST");
+        let again = local_retry(&local_retry(&retried));
+        assert_eq!(again.reconsume_times, 3);
+        assert_eq!(
+            again
+                .message
+                .property(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID),
+            Some("FIRST")
+        );
     }
 
     #[test]
@@ -533,8 +600,16 @@ mod tests {
             h
         }
 
+        /// The only request a send-back may make to a NameServer: the retry topic's route,
+        /// after every re-send attempt failed.
+        fn assert_retry_route_lookup(addr: &NameServerAddr, cmd: &RemotingCommand, port: u16) {
+            assert_eq!(addr.to_string(), format!("127.0.0.1:{port}"));
+            assert_eq!(cmd.code, RequestCode::GET_ROUTEINFO_BY_TOPIC);
+            assert_eq!(cmd.ext("topic"), Some("%RETRY%G"));
+        }
+
         #[tokio::test]
-        async fn a_route_with_no_master_makes_no_request_to_any_nameserver() {
+        async fn a_route_with_no_master_sends_nothing_but_a_route_lookup_to_a_nameserver() {
             let (slave, retry_master, namesrv) = (closed_port(), closed_port(), closed_port());
             let s = setup(&[(1, slave)], retry_master, namesrv);
             let mq = MessageQueue::new("T", "broker-a", 0);
@@ -546,9 +621,7 @@ mod tests {
             assert!(!calls.is_empty());
             for call in &calls {
                 match call {
-                    Call::NameServer(addr, cmd) => {
-                        panic!("request {} sent to NameServer {addr}", cmd.code)
-                    }
+                    Call::NameServer(addr, cmd) => assert_retry_route_lookup(addr, cmd, namesrv),
                     Call::Broker(addr, cmd) => {
                         // Nothing to the message's (masterless) group, no send-back at all.
                         assert_eq!(addr.as_str(), format!("127.0.0.1:{retry_master}"));
@@ -557,8 +630,10 @@ mod tests {
                     }
                 }
             }
-            // The inner producer tried 1 + retryTimesWhenSendFailed times.
-            assert_eq!(calls.len(), 3);
+            // The inner producer tried 1 + retryTimesWhenSendFailed times, asked the
+            // NameServer for the retry topic's route once, and tried again.
+            assert_eq!(calls.len(), 7);
+            assert!(matches!(calls[3], Call::NameServer(..)));
             s.instance.shutdown().await;
         }
 
@@ -585,7 +660,7 @@ mod tests {
             assert!(calls.len() > 1);
             for call in &calls[1..] {
                 match call {
-                    Call::NameServer(..) => panic!("NameServer contacted"),
+                    Call::NameServer(addr, cmd) => assert_retry_route_lookup(addr, cmd, namesrv),
                     Call::Broker(addr, cmd) => {
                         assert_eq!(addr.as_str(), format!("127.0.0.1:{retry_master}"));
                         assert_retry_send(cmd);
