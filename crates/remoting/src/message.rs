@@ -1005,38 +1005,18 @@ pub fn now_millis() -> i64 {
 
 /// `(first ms of the UTC month holding t, first ms of the next month)`.
 fn month_window(t: i64) -> (i64, i64) {
-    const DAY: i64 = 86_400_000;
-    let (y, m, _) = civil_from_days(t.div_euclid(DAY));
+    use chrono::{DateTime, Datelike, NaiveDate};
+    let date = DateTime::from_timestamp_millis(t)
+        .unwrap_or_default()
+        .date_naive();
+    let (y, m) = (date.year(), date.month());
     let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-    (
-        days_from_civil(y, m, 1) * DAY,
-        days_from_civil(ny, nm, 1) * DAY,
-    )
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of day `z` since 1970-01-01 (inverse of [`days_from_civil`]).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    let start_ms = |y: i32, m: u32| {
+        NaiveDate::from_ymd_opt(y, m, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map_or(0, |d| d.and_utc().timestamp_millis())
+    };
+    (start_ms(y, m), start_ms(ny, nm))
 }
 
 /// Encodes messages into a `SEND_BATCH_MESSAGE` body (upstream `MessageDecoder.encodeMessages`;
@@ -1147,11 +1127,8 @@ mod tests {
         assert_eq!(next, 1_796_083_200_000); // 2026-12-01T00:00:00Z
         assert_eq!(month_window(0), (0, 31 * 86_400_000));
         // December rolls into January.
-        let dec = days_from_civil(2025, 12, 15) * 86_400_000;
-        assert_eq!(
-            month_window(dec).1,
-            days_from_civil(2026, 1, 1) * 86_400_000
-        );
+        let dec = 1_765_756_800_000; // 2025-12-15T00:00:00Z
+        assert_eq!(month_window(dec).1, 1_767_225_600_000); // 2026-01-01T00:00:00Z
     }
 
     #[test]

@@ -360,19 +360,10 @@ pub(crate) fn table(header: &[&str]) -> Table {
 
 /// `yyyy-MM-dd HH:mm:ss.SSS` (UTC) of epoch milliseconds.
 pub(crate) fn format_millis(ms: i64) -> String {
-    if ms <= 0 {
-        return "-".to_string();
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(t) if ms > 0 => t.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+        _ => "-".to_string(),
     }
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms.rem_euclid(1000)
-    )
 }
 
 /// Epoch milliseconds of a `-s`/`-b`/`-e` time flag: `now`, epoch milliseconds, or
@@ -384,56 +375,13 @@ pub(crate) fn parse_time(s: &str) -> anyhow::Result<i64> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }
-    let bad =
-        || anyhow!("invalid time `{s}`: use `now`, epoch milliseconds or yyyy-MM-dd#HH:mm:ss:SSS");
-    let (date, time) = s.split_once('#').ok_or_else(bad)?;
-    let d: Vec<i64> = date
-        .split('-')
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .map_err(|_| bad())?;
-    let t: Vec<i64> = time
-        .split(':')
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .map_err(|_| bad())?;
-    let ([y, mo, da], [h, mi, se, ms]) = (d.as_slice(), t.as_slice()) else {
-        return Err(bad());
-    };
-    let days = days_from_civil(*y, *mo, *da);
-    Ok((((days * 24 + h) * 60 + mi) * 60 + se) * 1000 + ms)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since 1970-01-01 (inverse of [`days_from_civil`]).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
+    // chrono's `%3f` wants a `.` before the milliseconds; upstream writes `:`.
+    let (head, millis) = s.rsplit_once(':').unwrap_or((s, ""));
+    chrono::NaiveDateTime::parse_from_str(&format!("{head}.{millis}"), "%Y-%m-%d#%H:%M:%S%.3f")
+        .map(|t| t.and_utc().timestamp_millis())
+        .map_err(|_| {
+            anyhow!("invalid time `{s}`: use `now`, epoch milliseconds or yyyy-MM-dd#HH:mm:ss:SSS")
+        })
 }
 
 #[cfg(test)]
