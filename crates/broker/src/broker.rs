@@ -131,10 +131,8 @@ impl Broker {
         }
         tasks.push(tokio::spawn(register::run(state.clone(), client.clone())));
         tasks.push(tokio::spawn(housekeeping(state.clone())));
+        tasks.push(tokio::spawn(schedule::run(state.clone())));
         if !config.is_slave() {
-            for level in 1..=state.delay_levels.len() as i32 {
-                tasks.push(tokio::spawn(schedule::run_level(state.clone(), level)));
-            }
             tasks.push(tokio::spawn(transaction::run_checks(state.clone())));
         }
         tracing::info!(

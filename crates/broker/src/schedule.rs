@@ -5,19 +5,34 @@
 //! to deliver) is persisted in `config/delayOffset.json` as upstream does
 //! (`{"offsetTable":{1:5,2:0}}`), so a restart neither loses nor repeats deliveries beyond
 //! the last persist.
+//!
+//! **Acting master.** A slave runs the same tasks on its replicated `SCHEDULE_TOPIC_XXXX`,
+//! but delivers only while its master is gone ([`delivers_here`]): it then sends each due
+//! message to a live master of the cluster (as the acting master's send-back does) and keeps
+//! its own progress. A master starting up first asks its group's slaves (found at the
+//! NameServer) for their progress with GET_ALL_DELAY_OFFSET carrying [`MASTER_RETURNED`]; a
+//! slave receiving it stops delivering, waits for a delivery in flight and answers; the
+//! master keeps each level's larger offset, so nothing the slave delivered is delivered
+//! again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use parking_lot::Mutex;
+use remoting::broker_headers::SendMessageRequestHeader;
 use remoting::message::{now_millis, MessageConst, Properties};
 use remoting::protocol::{from_fastjson, to_fastjson, KeyStyle};
+use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
 use serde::{Deserialize, Serialize};
 use store::{AcceptAll, GetMessageStatus, MessageExt};
+use tokio::task::JoinSet;
 
 use crate::error::BrokerError;
+use crate::handlers::send_back::acting;
 use crate::persist;
 use crate::state::{reput_inner, BrokerState};
 use crate::topic::SCHEDULE_TOPIC;
@@ -26,6 +41,16 @@ use crate::topic::SCHEDULE_TOPIC;
 const BATCH: usize = 32;
 /// Pause after a failed delivery before it is tried again.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// How often a slave checks whether it should deliver.
+const IDLE_CHECK: Duration = Duration::from_millis(200);
+/// Timeout of a returning master's request to a slave.
+const SLAVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Extension field of GET_ALL_DELAY_OFFSET (`"true"`) sent by a master that starts up to its
+/// slaves: it takes delayed delivery back.
+pub(crate) const MASTER_RETURNED: &str = "masterReturned";
+/// Producer group and default topic named in a slave's forwarded delivery.
+const PRODUCER_GROUP: &str = "SCHEDULE_PRODUCER";
+const DEFAULT_TOPIC: &str = "TBW102";
 
 #[derive(Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -37,6 +62,9 @@ struct DelayOffsetFile {
 pub(crate) struct DelayOffsets {
     path: PathBuf,
     table: Mutex<BTreeMap<i32, i64>>,
+    /// Held (shared) by each delivery with its progress update; taken exclusively by a slave
+    /// handing delivery back to its master.
+    delivering: tokio::sync::RwLock<()>,
 }
 
 impl DelayOffsets {
@@ -53,6 +81,7 @@ impl DelayOffsets {
         Ok(DelayOffsets {
             path,
             table: Mutex::new(table),
+            delivering: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -123,8 +152,82 @@ pub(crate) fn to_schedule(
     msg.properties = props.to_wire_string();
 }
 
+/// Runs delayed delivery until the broker stops: on a master after learning its slaves'
+/// progress, one task per level.
+pub(crate) async fn run(state: Arc<BrokerState>) {
+    if !state.config.read().is_slave() {
+        learn_slave_progress(&state).await;
+    }
+    let mut levels = JoinSet::new();
+    for level in 1..=state.delay_levels.len() as i32 {
+        levels.spawn(run_level(state.clone(), level));
+    }
+    while levels.join_next().await.is_some() {}
+}
+
+/// Whether this broker delivers delayed messages now: a master always; a slave only as an
+/// acting master — `enableActingMaster` on, no master at the NameServer, no replication
+/// connection, and no returning master has taken delivery back since the connection was
+/// last up.
+fn delivers_here(state: &BrokerState) -> bool {
+    let c = state.config.read();
+    if !c.is_slave() {
+        return true;
+    }
+    c.enable_acting_master
+        && state.ha.master_addr.read().is_none()
+        && !state.ha.link_up.load(Ordering::Acquire)
+        && !state.ha.master_back.load(Ordering::Acquire)
+}
+
+/// A slave answering its returning master: stops delivering and waits for a delivery in
+/// flight, so that the progress it answers next is final.
+pub(crate) async fn hand_back(state: &BrokerState) {
+    state.ha.master_back.store(true, Ordering::Release);
+    let _idle = state.delay_offsets.delivering.write().await;
+    tracing::info!("the master returned: delayed delivery handed back");
+}
+
+/// A master starting up merges the delay progress of its group's slaves (keeping each
+/// level's larger offset): what a slave delivered as acting master is not delivered again.
+async fn learn_slave_progress(state: &BrokerState) {
+    let info = match acting::cluster_info(state).await {
+        Ok(i) => i,
+        Err((_, e)) => {
+            tracing::warn!(error = %e, "cannot find the slaves to learn their delay progress");
+            return;
+        }
+    };
+    let name = state.config.read().broker_name.clone();
+    let me = state.broker_addr();
+    let Some(group) = info.broker_addr_table.get(&name) else {
+        return;
+    };
+    for addr in group.broker_addrs.values().filter(|a| **a != me) {
+        let Some(slave) = BrokerAddr::parse(addr) else {
+            continue;
+        };
+        let cmd = RemotingCommand::request(RequestCode::GET_ALL_DELAY_OFFSET)
+            .with_ext(MASTER_RETURNED, true);
+        match state.client.invoke(&slave, cmd, SLAVE_TIMEOUT).await {
+            Ok(r) if r.code == ResponseCode::SUCCESS => {
+                match state.delay_offsets.merge_max(&r.body) {
+                    Ok(()) => tracing::info!(slave = %addr, "learnt a slave's delay progress"),
+                    Err(e) => tracing::warn!(slave = %addr, error = %e, "bad delay progress"),
+                }
+            }
+            Ok(r) => {
+                tracing::warn!(slave = %addr, code = r.code, remark = r.remark_str(), "slave refused its delay progress")
+            }
+            Err(e) => {
+                tracing::warn!(slave = %addr, error = %e, "cannot ask a slave for its delay progress")
+            }
+        }
+    }
+}
+
 /// Delivers the messages of one level until the broker stops.
-pub(crate) async fn run_level(state: Arc<BrokerState>, level: i32) {
+async fn run_level(state: Arc<BrokerState>, level: i32) {
     let Some(delay) = state.delay_levels.get((level - 1) as usize).copied() else {
         return;
     };
@@ -133,6 +236,13 @@ pub(crate) async fn run_level(state: Arc<BrokerState>, level: i32) {
     loop {
         if *stop.borrow() {
             return;
+        }
+        if !delivers_here(&state) {
+            tokio::select! {
+                _ = tokio::time::sleep(IDLE_CHECK) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
         }
         let wait = deliver_due(&state, level, queue, delay).await;
         let offset = state.delay_offsets.get(level);
@@ -204,6 +314,10 @@ async fn deliver_due(
             if due > now {
                 return Some(Duration::from_millis((due - now) as u64));
             }
+            let _delivering = state.delay_offsets.delivering.read().await;
+            if !delivers_here(state) {
+                return Some(IDLE_CHECK);
+            }
             if let Err(remark) = deliver(state, &ext).await {
                 tracing::warn!(level, queue_offset, %remark, "delayed delivery failed, will retry");
                 return Some(RETRY_PAUSE);
@@ -216,7 +330,8 @@ async fn deliver_due(
     }
 }
 
-/// Writes a due message to its real topic and queue.
+/// Writes a due message to its real topic and queue; an acting slave sends it to a live
+/// master instead.
 async fn deliver(state: &BrokerState, ext: &MessageExt) -> Result<(), String> {
     let mut props = Properties::parse(&ext.properties);
     let Some(topic) = props
@@ -232,6 +347,31 @@ async fn deliver(state: &BrokerState, ext: &MessageExt) -> Result<(), String> {
         .and_then(|q| q.parse().ok())
         .unwrap_or(0);
     props.remove(MessageConst::PROPERTY_DELAY_TIME_LEVEL);
+    if state.config.read().is_slave() {
+        let header = SendMessageRequestHeader {
+            producer_group: PRODUCER_GROUP.into(),
+            topic: topic.clone(),
+            default_topic: DEFAULT_TOPIC.into(),
+            default_topic_queue_nums: 1,
+            queue_id,
+            sys_flag: ext.sys_flag,
+            born_timestamp: ext.born_timestamp,
+            flag: ext.flag,
+            max_reconsume_times: props
+                .get(MessageConst::PROPERTY_MAX_RECONSUME_TIMES)
+                .and_then(|m| m.parse().ok()),
+            properties: Some(props.to_wire_string()),
+            reconsume_times: Some(ext.reconsume_times),
+            unit_mode: Some(false),
+            batch: Some(false),
+            bname: None,
+        };
+        let target = acting::send_to_live_master(state, &header, &ext.body)
+            .await
+            .map_err(|(_, remark)| remark)?;
+        tracing::info!(msg_id = %ext.msg_id(), %topic, %target, "acting master delivered a delayed message");
+        return Ok(());
+    }
     let mut msg = reput_inner(ext, state.store_host());
     msg.topic = topic;
     msg.queue_id = queue_id;

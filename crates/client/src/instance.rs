@@ -89,6 +89,10 @@ pub(crate) struct ClientInstance {
     remoting: Option<RemotingClient>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+    /// Held by a send-back's fallback re-send from its first attempt to its last, so that one
+    /// re-send's route refresh cannot replace the route another one is sending with (the
+    /// fallback is rare and its re-sends go one at a time).
+    pub fallback_resend: tokio::sync::Mutex<()>,
 }
 
 impl ClientInstance {
@@ -146,6 +150,7 @@ impl ClientInstance {
             remoting,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            fallback_resend: tokio::sync::Mutex::new(()),
             client_id,
             config,
         }

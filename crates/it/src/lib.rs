@@ -74,6 +74,26 @@ pub fn broker_config(
     }
 }
 
+/// [`broker_config`] for broker `name`, id `id` of cluster `C` with its store in
+/// `<dir>/<name>-<id>` and `messageDelayLevel` = `delay_levels` (tests shorten the delays).
+pub fn cluster_broker_config(
+    namesrv: SocketAddr,
+    dir: &std::path::Path,
+    (name, id, role): (&str, i64, BrokerRole),
+    delay_levels: &str,
+) -> BrokerConfig {
+    let mut c = broker_config(
+        namesrv,
+        "C",
+        name,
+        id,
+        role,
+        dir.join(format!("{name}-{id}")),
+    );
+    c.message_delay_level = delay_levels.into();
+    c
+}
+
 /// A broker running on its own runtime and thread.
 pub struct BrokerNode {
     config: BrokerConfig,
@@ -235,8 +255,23 @@ pub mod raw {
         queue: i32,
         body: &[u8],
     ) -> RemotingCommand {
+        send_with(client, broker, topic, queue, body, &[]).await
+    }
+
+    /// [`send`] with extra message properties (e.g. `DELAY`).
+    pub async fn send_with(
+        client: &RemotingClient,
+        broker: &str,
+        topic: &str,
+        queue: i32,
+        body: &[u8],
+        properties: &[(&str, &str)],
+    ) -> RemotingCommand {
         let mut props = Properties::new();
         props.insert("WAIT", "true");
+        for (k, v) in properties {
+            props.insert(*k, *v);
+        }
         let h = SendMessageRequestHeader {
             producer_group: "PG".into(),
             topic: topic.into(),
@@ -371,4 +406,25 @@ pub async fn committed_offset(
         return None;
     }
     r.ext("offset")?.parse().ok()
+}
+
+/// Waits until QUERY_CONSUMER_OFFSET on `broker` answers `want` for queues `0..queues` of
+/// `topic`; panics naming `what` after `timeout`.
+pub async fn wait_committed(
+    client: &RemotingClient,
+    broker: &str,
+    (group, topic, queues): (&str, &str, i32),
+    want: i64,
+    what: &str,
+    timeout: Duration,
+) {
+    wait_until(what, timeout, || async move {
+        for q in 0..queues {
+            if committed_offset(client, broker, group, topic, q).await != Some(want) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
 }

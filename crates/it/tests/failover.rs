@@ -23,6 +23,8 @@
 //!
 //! Printed: the time from the kill to the first message consumed from the slave, duplicates.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -32,9 +34,10 @@ use client::consumer::push::{
     ConsumeConcurrentlyStatus, MessageListener, PushConsumer, PushConsumerConfig,
 };
 use client::producer::SendStatus;
-use client::{ClientConfig, Producer, ProducerConfig};
+use client::{Producer, ProducerConfig};
+use common::client_config;
 use it::{
-    broker_config, committed_offset, namesrv_config, raw, raw_client, route, wait_until,
+    cluster_broker_config, committed_offset, namesrv_config, raw, raw_client, route, wait_until,
     BrokerNode, BrokerRole,
 };
 use parking_lot::Mutex;
@@ -91,18 +94,9 @@ async fn cluster(acting_master: bool) -> Cluster {
     ns_config.support_acting_master = acting_master;
     let ns = namesrv::NameServer::start(ns_config).await.unwrap();
     let nsa = ns.local_addr();
+    // Short delay levels keep retries quick (level 3 = the consumer's first retry).
     let cfg = |name: &str, id: i64, role: BrokerRole| {
-        let mut c = broker_config(
-            nsa,
-            "C",
-            name,
-            id,
-            role,
-            dir.path().join(format!("{name}-{id}")),
-        );
-        // Short delay levels keep retries quick (level 3 = the consumer's first retry).
-        c.message_delay_level = "100ms 100ms 100ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms".into();
-        c
+        cluster_broker_config(nsa, dir.path(), (name, id, role), "100ms 100ms 100ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms 200ms")
     };
     let m1 = BrokerNode::start(cfg("b1", 0, BrokerRole::SyncMaster));
     let s1 = BrokerNode::start(cfg("b1", 1, BrokerRole::Slave));
@@ -120,19 +114,6 @@ async fn cluster(acting_master: bool) -> Cluster {
         m2,
         _dir: dir,
     }
-}
-
-fn client_config(ns: std::net::SocketAddr, poll: Duration, name: &str) -> ClientConfig {
-    let mut c = ClientConfig::new(&ns.to_string())
-        .unwrap()
-        .instance_name(format!("{name}-{}", ns.port()));
-    c.client_ip = "127.0.0.1".into();
-    c.poll_name_server_interval = poll;
-    c.heartbeat_broker_interval = Duration::from_millis(500);
-    c.persist_consumer_offset_interval = Duration::from_millis(200);
-    c.pull_time_delay_when_exception = Duration::from_millis(100);
-    c.mq_client_api_timeout = Duration::from_secs(2);
-    c
 }
 
 async fn start_producer(ns: std::net::SocketAddr) -> Arc<Producer> {

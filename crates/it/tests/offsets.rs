@@ -3,15 +3,17 @@
 //! them), so the master answers QUERY_CONSUMER_OFFSET with them and a fresh consumer of the
 //! same group does not consume those messages again.
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use client::consumer::push::PushConsumerConfig;
 use client::consumer::push::{ConsumeConcurrentlyStatus, MessageListener, PushConsumer};
-use client::ClientConfig;
+use common::client_config;
 use it::{
-    broker_config, committed_offset, raw, raw_client, route, start_namesrv, wait_until, BrokerNode,
+    broker_config, raw, raw_client, route, start_namesrv, wait_committed, wait_until, BrokerNode,
     BrokerRole,
 };
 use parking_lot::Mutex;
@@ -28,19 +30,6 @@ const PER_QUEUE: i64 = 10;
 const BEFORE_KILL: i64 = 3;
 const WAIT: Duration = Duration::from_secs(20);
 
-fn client_config(ns: std::net::SocketAddr, name: &str) -> ClientConfig {
-    let mut c = ClientConfig::new(&ns.to_string())
-        .unwrap()
-        .instance_name(format!("{name}-{}", ns.port()));
-    c.client_ip = "127.0.0.1".into();
-    c.poll_name_server_interval = Duration::from_millis(200);
-    c.heartbeat_broker_interval = Duration::from_millis(500);
-    c.persist_consumer_offset_interval = Duration::from_millis(200);
-    c.pull_time_delay_when_exception = Duration::from_millis(100);
-    c.mq_client_api_timeout = Duration::from_secs(2);
-    c
-}
-
 /// A push consumer of GROUP recording every body it consumes.
 async fn consumer(ns: std::net::SocketAddr, name: &str) -> (PushConsumer, Arc<Mutex<Vec<String>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -53,7 +42,7 @@ async fn consumer(ns: std::net::SocketAddr, name: &str) -> (PushConsumer, Arc<Mu
         ConsumeConcurrentlyStatus::ConsumeSuccess
     });
     let c = PushConsumer::start(
-        client_config(ns, name),
+        client_config(ns, Duration::from_millis(200), name),
         PushConsumerConfig::new(GROUP).rebalance_interval(Duration::from_millis(500)),
         &[(TOPIC, "*")],
         listener,
@@ -88,18 +77,7 @@ async fn wait_offsets(
     want: i64,
     what: &str,
 ) {
-    wait_until(what, WAIT, || {
-        let (c, b) = (client.clone(), broker.to_string());
-        async move {
-            for q in 0..QUEUES {
-                if committed_offset(&c, &b, GROUP, TOPIC, q).await != Some(want) {
-                    return false;
-                }
-            }
-            true
-        }
-    })
-    .await;
+    wait_committed(client, broker, (GROUP, TOPIC, QUEUES), want, what, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -8,6 +8,8 @@
 //!    with `RECONSUME_TIME` >= 1 and its `ORIGIN_MESSAGE_ID`, and its offset is committed
 //!    once it was consumed successfully.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,9 +18,9 @@ use std::time::Duration;
 use client::consumer::push::{
     ConsumeConcurrentlyStatus, MessageListener, PushConsumer, PushConsumerConfig,
 };
-use client::ClientConfig;
+use common::client_config;
 use it::{
-    broker_config, committed_offset, namesrv_config, raw, raw_client, route, wait_until,
+    cluster_broker_config, namesrv_config, raw, raw_client, route, wait_committed, wait_until,
     BrokerNode, BrokerRole,
 };
 use parking_lot::Mutex;
@@ -58,16 +60,7 @@ async fn cluster(with_b2: bool) -> Cluster {
     let ns = namesrv::NameServer::start(nsc).await.unwrap();
     let nsa = ns.local_addr();
     let cfg = |name: &str, id: i64, role: BrokerRole| {
-        let mut c = broker_config(
-            nsa,
-            "C",
-            name,
-            id,
-            role,
-            dir.path().join(format!("{name}-{id}")),
-        );
-        c.message_delay_level = "100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms".into();
-        c
+        cluster_broker_config(nsa, dir.path(), (name, id, role), "100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms")
     };
     let m1 = BrokerNode::start(cfg("b1", 0, BrokerRole::AsyncMaster));
     let s1 = BrokerNode::start(cfg("b1", 1, BrokerRole::Slave));
@@ -139,16 +132,8 @@ async fn consumer(ns: std::net::SocketAddr) -> Consuming {
         }
         status
     });
-    let mut c = ClientConfig::new(&ns.to_string())
-        .unwrap()
-        .instance_name(format!("retry-route-{}", ns.port()));
-    c.client_ip = "127.0.0.1".into();
     // Routes are fetched at start and never polled again.
-    c.poll_name_server_interval = Duration::from_secs(3600);
-    c.heartbeat_broker_interval = Duration::from_millis(500);
-    c.persist_consumer_offset_interval = Duration::from_millis(200);
-    c.pull_time_delay_when_exception = Duration::from_millis(100);
-    c.mq_client_api_timeout = Duration::from_secs(2);
+    let c = client_config(ns, Duration::from_secs(3600), "retry-route");
     let config = PushConsumerConfig::new(GROUP)
         .rebalance_interval(Duration::from_millis(500))
         .local_retry_delay(Duration::from_millis(200));
@@ -280,17 +265,14 @@ async fn with_no_live_master_the_message_is_consumed_again_locally() {
     // bring it back and read what the consumer commits there.
     c.m1.restart();
     let client = raw_client();
-    wait_until("the offsets committed", WAIT, || {
-        let (client, m1) = (client.clone(), c.m1.addr.clone());
-        async move {
-            for q in 0..QUEUES {
-                if committed_offset(&client, &m1, GROUP, TOPIC, q).await != Some(PER_QUEUE) {
-                    return false;
-                }
-            }
-            true
-        }
-    })
+    wait_committed(
+        &client,
+        &c.m1.addr,
+        (GROUP, TOPIC, QUEUES),
+        PER_QUEUE,
+        "the offsets committed",
+        WAIT,
+    )
     .await;
     assert!(c.m2.is_none());
     con.consumer.shutdown().await;

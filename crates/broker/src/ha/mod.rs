@@ -20,6 +20,7 @@ pub(crate) mod acks;
 pub(crate) mod master;
 pub(crate) mod slave;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
 use parking_lot::RwLock;
@@ -60,6 +61,11 @@ pub(crate) struct HaState {
     pub(crate) master_ha_addr: watch::Sender<Option<String>>,
     /// Slave: the master's broker address, learnt at registration; `None` while it is gone.
     pub(crate) master_addr: RwLock<Option<BrokerAddr>>,
+    /// Slave: the replication connection to the master is up.
+    pub(crate) link_up: AtomicBool,
+    /// Slave: a returning master took delayed delivery back (see `schedule`); cleared when
+    /// the replication connection to it, once up, drops again.
+    pub(crate) master_back: AtomicBool,
 }
 
 impl HaState {

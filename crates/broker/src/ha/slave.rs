@@ -1,8 +1,9 @@
 //! The slave side of replication: connects to the master's HA address (from `haMasterAddress`
 //! or the registration answer), reports its CommitLog end, and appends every frame it
 //! receives verbatim. Reconnects (after a short pause) when the connection ends or the
-//! master's address changes.
+//! master's address changes. Keeps [`HaState::link_up`](super::HaState) current.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,14 +32,21 @@ pub(crate) async fn run(state: Arc<BrokerState>) {
                 }
             }
             Some(addr) => {
-                tokio::select! {
+                let changed = tokio::select! {
                     r = replicate(&state, &addr) => {
                         if let Err(e) = r {
                             tracing::info!(master = %addr, error = %e, "replication interrupted");
                         }
+                        false
                     }
-                    _ = master.changed() => continue,
+                    _ = master.changed() => true,
                     _ = stop.changed() => return,
+                };
+                if state.ha.link_up.swap(false, Ordering::AcqRel) {
+                    state.ha.master_back.store(false, Ordering::Release);
+                }
+                if changed {
+                    continue;
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(RECONNECT_PAUSE) => {}
@@ -62,6 +70,7 @@ async fn replicate(state: &BrokerState, addr: &str) -> Result<(), HaError> {
         .await
         .map_err(|_| HaError::Timeout)??;
     stream.set_nodelay(true)?;
+    state.ha.link_up.store(true, Ordering::Release);
     let (mut rd, mut wr) = stream.into_split();
     let mut reported = state.store.commit_log_max_offset();
     wr.write_all(&reported.to_be_bytes()).await?;

@@ -14,6 +14,7 @@ use remoting::{RemotingCommand, RequestCode, ResponseCode};
 use serde::Serialize;
 
 use super::success;
+use crate::schedule;
 use crate::state::BrokerState;
 use crate::subscription::SubscriptionGroupConfig;
 use crate::topic::validate_topic_name;
@@ -61,11 +62,17 @@ pub(crate) async fn handle(
             Ok(success(&req).with_body(text.into_bytes()))
         }
         RequestCode::UPDATE_BROKER_CONFIG => update_config(&state, &req),
-        RequestCode::GET_ALL_DELAY_OFFSET => state
-            .delay_offsets
-            .encode()
-            .map(|b| success(&req).with_body(b))
-            .map_err(sys),
+        RequestCode::GET_ALL_DELAY_OFFSET => {
+            let returned = req.ext(schedule::MASTER_RETURNED) == Some("true");
+            if returned && state.config.read().is_slave() {
+                schedule::hand_back(&state).await;
+            }
+            state
+                .delay_offsets
+                .encode()
+                .map(|b| success(&req).with_body(b))
+                .map_err(sys)
+        }
         RequestCode::GET_ALL_CONSUMER_OFFSET => state
             .offsets
             .encode()

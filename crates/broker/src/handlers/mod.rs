@@ -10,7 +10,7 @@ mod forward;
 mod pull;
 mod query;
 mod send;
-mod send_back;
+pub(crate) mod send_back;
 mod transaction;
 
 use std::future::Future;

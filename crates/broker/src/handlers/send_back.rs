@@ -19,7 +19,7 @@ use store::MessageExt;
 
 use super::{parse_header, reply, success};
 
-mod acting;
+pub(crate) mod acting;
 use crate::schedule::to_schedule;
 use crate::state::{reput_inner, BrokerState};
 use crate::subscription::SubscriptionGroupConfig;

@@ -6,9 +6,13 @@
 //! 2. Otherwise send **no request at all** for it, and re-send the message through the
 //!    producer path to `%RETRY%group` (any writable master) with `ORIGIN_MESSAGE_ID`,
 //!    `RETRY_TOPIC`, `RECONSUME_TIME` + 1, `MAX_RECONSUME_TIMES` and the delay level, and
-//!    without `TRAN_MSG`. The same happens when the send-back itself fails.
+//!    without `TRAN_MSG`. The same happens when the send-back itself fails. If every attempt
+//!    fails, the retry topic's route is refreshed from the NameServer once and the re-send
+//!    tried again (the cached route may list only groups that are gone). Re-sends of one
+//!    client go one at a time, so that one's refresh cannot pull the route from under another.
 //! 3. If that fails too, the caller keeps the message in its process queue (so its offset is
-//!    not committed past it) and consumes it again after a pause.
+//!    not committed past it) and consumes it again after a pause, as [`local_retry`] makes
+//!    it: the same message with one more reconsumption and `ORIGIN_MESSAGE_ID`.
 //!
 //! [`decide_send_back`] is step 1/2 as a pure function. It takes the group as the consumer's
 //! route lists it and can only produce a [`BrokerAddr`]: there is no NameServer address in
@@ -290,6 +294,7 @@ pub(crate) async fn send_back(
         "send-back falls back to re-sending the message to the retry topic"
     );
     let timeout = producer.config().send_msg_timeout;
+    let _one_at_a_time = instance.fallback_resend.lock().await;
     let first = producer
         .send(message.clone(), CommunicationMode::Sync, timeout)
         .await;

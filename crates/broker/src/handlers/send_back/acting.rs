@@ -6,7 +6,8 @@
 //! level), `reconsumeTimes` + 1 and `maxReconsumeTimes`. The receiving master applies the one
 //! DLQ rule (`reconsumeTimes > max` after the increment); a negative delay level (straight to
 //! the DLQ) is sent with `maxReconsumeTimes` 0. With no live master anywhere, the answer is
-//! SYSTEM_ERROR saying so, and the consumer falls back to its own re-send.
+//! SYSTEM_ERROR saying so, and the consumer falls back to its own re-send. The acting
+//! master's delayed delivery (`schedule`) forwards due messages the same way.
 
 use std::time::Duration;
 
@@ -72,12 +73,30 @@ pub(super) async fn forward(
         max_reconsume_times: Some(max),
         bname: None,
     };
+    let target = send_to_live_master(state, &header, &retry.ext.body).await?;
+    tracing::info!(
+        group = %h.group,
+        target = %target,
+        msg_id = %retry.ext.msg_id(),
+        "acting master forwarded a retry message"
+    );
+    Ok(())
+}
+
+/// Sends SEND_MESSAGE_V2 with `header` and `body` to the live masters of our cluster in
+/// random order until one accepts it; returns that group's name. SYSTEM_ERROR when there is
+/// no live master or none accepts it.
+pub(crate) async fn send_to_live_master(
+    state: &BrokerState,
+    header: &SendMessageRequestHeader,
+    body: &[u8],
+) -> Result<String, (i32, String)> {
     let masters = live_masters(state).await?;
     if masters.is_empty() {
         return Err((
             ResponseCode::SYSTEM_ERROR,
             format!(
-                "acting master {}: no live master in cluster {} to take the retry message",
+                "acting master {}: no live master in cluster {} to take the message",
                 state.broker_addr(),
                 state.config.read().broker_cluster_name
             ),
@@ -85,37 +104,47 @@ pub(super) async fn forward(
     }
     let mut last = String::new();
     for (name, addr) in masters {
-        let mut cmd = RemotingCommand::request(RequestCode::SEND_MESSAGE_V2)
-            .with_body(retry.ext.body.clone());
+        let mut cmd =
+            RemotingCommand::request(RequestCode::SEND_MESSAGE_V2).with_body(body.to_vec());
         SendMessageRequestHeaderV2::from(header.clone()).write_to(&mut cmd);
         match state.client.invoke(&addr, cmd, TIMEOUT).await {
-            Ok(resp) if resp.code == ResponseCode::SUCCESS => {
-                tracing::info!(
-                    group = %h.group,
-                    target = %name,
-                    msg_id = %retry.ext.msg_id(),
-                    "acting master forwarded a retry message"
-                );
-                return Ok(());
-            }
+            Ok(resp) if resp.code == ResponseCode::SUCCESS => return Ok(name),
             Ok(resp) => last = format!("{name} answered {}: {}", resp.code, resp.remark_str()),
             Err(e) => last = format!("{name}: {e}"),
         }
-        tracing::warn!(group = %h.group, error = %last, "forwarding a retry message failed");
+        tracing::warn!(topic = %header.topic, error = %last, "forwarding a message to a live master failed");
     }
     Err((
         ResponseCode::SYSTEM_ERROR,
-        format!("acting master could not forward the retry message: {last}"),
+        format!("acting master could not forward the message: {last}"),
     ))
 }
 
 /// `(brokerName, master address)` of every group of our cluster that has a master, in random
-/// order, from the first NameServer that answers.
+/// order.
 async fn live_masters(state: &BrokerState) -> Result<Vec<(String, BrokerAddr)>, (i32, String)> {
-    let (name_servers, cluster) = {
-        let c = state.config.read();
-        (c.name_servers(), c.broker_cluster_name.clone())
-    };
+    let info = cluster_info(state).await?;
+    let cluster = state.config.read().broker_cluster_name.clone();
+    let names = info
+        .cluster_addr_table
+        .get(&cluster)
+        .cloned()
+        .unwrap_or_default();
+    let mut out: Vec<(String, BrokerAddr)> = names
+        .iter()
+        .filter_map(|n| info.broker_addr_table.get(n))
+        .filter_map(|bd| {
+            let addr = BrokerAddr::parse(bd.master_addr()?)?;
+            Some((bd.broker_name.clone(), addr))
+        })
+        .collect();
+    out.shuffle(&mut rand::thread_rng());
+    Ok(out)
+}
+
+/// GET_BROKER_CLUSTER_INFO from the first NameServer that answers.
+pub(crate) async fn cluster_info(state: &BrokerState) -> Result<ClusterInfo, (i32, String)> {
+    let name_servers = state.config.read().name_servers();
     let mut last = String::from("no NameServer configured");
     for ns in name_servers {
         let cmd = RemotingCommand::request(RequestCode::GET_BROKER_CLUSTER_INFO);
@@ -130,31 +159,13 @@ async fn live_masters(state: &BrokerState) -> Result<Vec<(String, BrokerAddr)>, 
                 continue;
             }
         };
-        let info: ClusterInfo = match from_fastjson(&resp.body) {
-            Ok(i) => i,
-            Err(e) => {
-                last = format!("{ns}: bad cluster info: {e}");
-                continue;
-            }
-        };
-        let names = info
-            .cluster_addr_table
-            .get(&cluster)
-            .cloned()
-            .unwrap_or_default();
-        let mut out: Vec<(String, BrokerAddr)> = names
-            .iter()
-            .filter_map(|n| info.broker_addr_table.get(n))
-            .filter_map(|bd| {
-                let addr = BrokerAddr::parse(bd.master_addr()?)?;
-                Some((bd.broker_name.clone(), addr))
-            })
-            .collect();
-        out.shuffle(&mut rand::thread_rng());
-        return Ok(out);
+        match from_fastjson(&resp.body) {
+            Ok(info) => return Ok(info),
+            Err(e) => last = format!("{ns}: bad cluster info: {e}"),
+        }
     }
     Err((
         ResponseCode::SYSTEM_ERROR,
-        format!("acting master cannot read the cluster from a NameServer: {last}"),
+        format!("cannot read the cluster from a NameServer: {last}"),
     ))
 }
