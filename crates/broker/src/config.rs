@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use remoting::properties::{apply_properties, SettingFormat};
 use remoting::NameServerAddr;
 use store::config::{BrokerRole, FlushDiskType, StoreConfig};
 
@@ -20,79 +21,12 @@ use crate::error::BrokerError;
 /// Upstream's default delay levels.
 pub const DEFAULT_DELAY_LEVELS: &str = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h";
 
-/// Conversion of one setting from and to its properties text.
-trait Setting: Sized {
-    const EXPECTED: &'static str;
-    fn parse_setting(raw: &str) -> Option<Self>;
-    fn format_setting(&self) -> String;
-}
+/// The `broker.conf` text of the store's enums (upstream's constant names).
+struct StoreEnum;
 
-macro_rules! parsed_settings {
-    ($($t:ty => $expected:literal),*) => {$(
-        impl Setting for $t {
-            const EXPECTED: &'static str = $expected;
-            fn parse_setting(raw: &str) -> Option<Self> {
-                raw.parse().ok()
-            }
-            fn format_setting(&self) -> String {
-                self.to_string()
-            }
-        }
-    )*};
-}
-
-parsed_settings!(
-    u16 => "a port number (0-65535)",
-    i32 => "an integer",
-    i64 => "an integer",
-    u32 => "a non-negative integer",
-    u64 => "a non-negative integer",
-    usize => "a non-negative integer",
-    IpAddr => "an IP address",
-    String => "a string"
-);
-
-impl Setting for bool {
-    const EXPECTED: &'static str = "true or false";
-    fn parse_setting(raw: &str) -> Option<Self> {
-        match raw.to_ascii_lowercase().as_str() {
-            "true" => Some(true),
-            "false" => Some(false),
-            _ => None,
-        }
-    }
-    fn format_setting(&self) -> String {
-        self.to_string()
-    }
-}
-
-impl Setting for PathBuf {
-    const EXPECTED: &'static str = "a path";
-    fn parse_setting(raw: &str) -> Option<Self> {
-        (!raw.is_empty()).then(|| PathBuf::from(raw))
-    }
-    fn format_setting(&self) -> String {
-        self.display().to_string()
-    }
-}
-
-impl<T: Setting> Setting for Option<T> {
-    const EXPECTED: &'static str = T::EXPECTED;
-    fn parse_setting(raw: &str) -> Option<Self> {
-        if raw.is_empty() {
-            Some(None)
-        } else {
-            T::parse_setting(raw).map(Some)
-        }
-    }
-    fn format_setting(&self) -> String {
-        self.as_ref().map(T::format_setting).unwrap_or_default()
-    }
-}
-
-impl Setting for BrokerRole {
+impl SettingFormat<BrokerRole> for StoreEnum {
     const EXPECTED: &'static str = "ASYNC_MASTER, SYNC_MASTER or SLAVE";
-    fn parse_setting(raw: &str) -> Option<Self> {
+    fn parse(raw: &str) -> Option<BrokerRole> {
         match raw {
             "ASYNC_MASTER" => Some(BrokerRole::AsyncMaster),
             "SYNC_MASTER" => Some(BrokerRole::SyncMaster),
@@ -100,8 +34,8 @@ impl Setting for BrokerRole {
             _ => None,
         }
     }
-    fn format_setting(&self) -> String {
-        match self {
+    fn format(value: &BrokerRole) -> String {
+        match value {
             BrokerRole::AsyncMaster => "ASYNC_MASTER",
             BrokerRole::SyncMaster => "SYNC_MASTER",
             BrokerRole::Slave => "SLAVE",
@@ -110,17 +44,17 @@ impl Setting for BrokerRole {
     }
 }
 
-impl Setting for FlushDiskType {
+impl SettingFormat<FlushDiskType> for StoreEnum {
     const EXPECTED: &'static str = "ASYNC_FLUSH or SYNC_FLUSH";
-    fn parse_setting(raw: &str) -> Option<Self> {
+    fn parse(raw: &str) -> Option<FlushDiskType> {
         match raw {
             "ASYNC_FLUSH" => Some(FlushDiskType::AsyncFlush),
             "SYNC_FLUSH" => Some(FlushDiskType::SyncFlush),
             _ => None,
         }
     }
-    fn format_setting(&self) -> String {
-        match self {
+    fn format(value: &FlushDiskType) -> String {
+        match value {
             FlushDiskType::AsyncFlush => "ASYNC_FLUSH",
             FlushDiskType::SyncFlush => "SYNC_FLUSH",
         }
@@ -194,178 +128,130 @@ const IGNORED_KEYS: &[&str] = &[
     "maxTransferBytesOnMessageInMemory",
 ];
 
-/// Declares [`BrokerConfig`]: `field: Type = "upstreamKey", default;` per setting.
-macro_rules! broker_config {
-    ($($(#[$meta:meta])* $field:ident: $ty:ty = $key:literal, $default:expr;)*) => {
-        /// Broker settings. Field docs name the `broker.conf` key.
-        #[derive(Clone, Debug, PartialEq)]
-        pub struct BrokerConfig {
-            $($(#[$meta])* pub $field: $ty,)*
-        }
-
-        impl Default for BrokerConfig {
-            fn default() -> Self {
-                BrokerConfig { $($field: $default,)* }
-            }
-        }
-
-        impl BrokerConfig {
-            /// Every key this configuration understands.
-            pub const KEYS: &'static [&'static str] = &[$($key),*];
-
-            /// Sets `key` from its text; `None` when the key is not one of ours.
-            fn set(&mut self, key: &str, raw: &str) -> Option<Result<(), BrokerError>> {
-                match key {
-                    $($key => Some(match <$ty as Setting>::parse_setting(raw) {
-                        Some(value) => {
-                            self.$field = value;
-                            Ok(())
-                        }
-                        None => Err(BrokerError::Config(format!(
-                            "config key `{}` has value `{}`, expected {}",
-                            key, raw, <$ty as Setting>::EXPECTED
-                        ))),
-                    }),)*
-                    _ => None,
-                }
-            }
-
-            /// Every setting as `key=value` lines (the GET_BROKER_CONFIG body).
-            pub fn to_properties(&self) -> String {
-                let mut out = String::new();
-                $(
-                    out.push_str($key);
-                    out.push('=');
-                    out.push_str(&Setting::format_setting(&self.$field));
-                    out.push('\n');
-                )*
-                out
-            }
-        }
-    };
-}
-
-broker_config! {
-    /// `brokerClusterName`.
-    broker_cluster_name: String = "brokerClusterName", "DefaultCluster".to_string();
-    /// `brokerName`: the broker group.
-    broker_name: String = "brokerName", "broker-a".to_string();
-    /// `brokerId`: 0 is the master, others are slaves.
-    broker_id: i64 = "brokerId", 0;
-    /// `brokerRole`.
-    broker_role: BrokerRole = "brokerRole", BrokerRole::AsyncMaster;
-    /// `flushDiskType`.
-    flush_disk_type: FlushDiskType = "flushDiskType", FlushDiskType::AsyncFlush;
-    /// `namesrvAddr`: `host:port;host:port`.
-    namesrv_addr: String = "namesrvAddr", String::new();
-    /// `listenPort`: client port (0 picks a free one).
-    listen_port: u16 = "listenPort", 10911;
-    /// `bindAddress`: address to listen on.
-    bind_address: IpAddr = "bindAddress", IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-    /// `haListenPort`: replication port; default `listenPort + 1`.
-    ha_listen_port: Option<u16> = "haListenPort", None;
-    /// `brokerIP1`: address advertised to NameServers and clients; default: the first
-    /// non-loopback IPv4 address of the host, else 127.0.0.1.
-    broker_ip1: Option<IpAddr> = "brokerIP1", None;
-    /// `brokerIP2`: address advertised for replication; default `brokerIP1`.
-    broker_ip2: Option<IpAddr> = "brokerIP2", None;
-    /// `storePathRootDir`.
-    store_path_root_dir: PathBuf = "storePathRootDir", default_store_root();
-    /// `storePathCommitLog`: default `<storePathRootDir>/commitlog`.
-    store_path_commit_log: Option<PathBuf> = "storePathCommitLog", None;
-    /// `brokerPermission`: 6 read-write, 4 read-only, 2 write-only.
-    broker_permission: i32 = "brokerPermission", 6;
-    /// `autoCreateTopicEnable`: create unknown topics on first send (from `TBW102`).
-    auto_create_topic_enable: bool = "autoCreateTopicEnable", true;
-    /// `autoCreateSubscriptionGroup`.
-    auto_create_subscription_group: bool = "autoCreateSubscriptionGroup", true;
-    /// `clusterTopicEnable`: a topic named after the cluster.
-    cluster_topic_enable: bool = "clusterTopicEnable", true;
-    /// `brokerTopicEnable`: a topic named after the broker.
-    broker_topic_enable: bool = "brokerTopicEnable", true;
-    /// `traceTopicEnable`: create `msgTraceTopicName`.
-    trace_topic_enable: bool = "traceTopicEnable", false;
-    /// `msgTraceTopicName`.
-    msg_trace_topic_name: String = "msgTraceTopicName", "RMQ_SYS_TRACE_TOPIC".to_string();
-    /// `defaultTopicQueueNums`: queues of an auto-created topic.
-    default_topic_queue_nums: i32 = "defaultTopicQueueNums", 8;
-    /// `messageDelayLevel`: delay of each level (`ms`, `s`, `m`, `h`, `d` units).
-    message_delay_level: String = "messageDelayLevel", DEFAULT_DELAY_LEVELS.to_string();
-    /// `maxMessageSize` (bytes).
-    max_message_size: usize = "maxMessageSize", 4 * 1024 * 1024;
-    /// `fileReservedTime` (hours).
-    file_reserved_time: u64 = "fileReservedTime", 72;
-    /// `deleteWhen`: hours of the day when expired files are deleted.
-    delete_when: String = "deleteWhen", "04".to_string();
-    /// `diskMaxUsedSpaceRatio` (percent).
-    disk_max_used_space_ratio: u32 = "diskMaxUsedSpaceRatio", 75;
-    /// `mappedFileSizeCommitLog` (bytes).
-    mapped_file_size_commit_log: u64 = "mappedFileSizeCommitLog", 1024 * 1024 * 1024;
-    /// `mappedFileSizeConsumeQueue` (bytes).
-    mapped_file_size_consume_queue: u64 = "mappedFileSizeConsumeQueue", 300_000 * 20;
-    /// `flushIntervalCommitLog` (ms).
-    flush_interval_commit_log: u64 = "flushIntervalCommitLog", 500;
-    /// `syncFlushTimeout` (ms).
-    sync_flush_timeout: u64 = "syncFlushTimeout", 5_000;
-    /// `messageIndexEnable`.
-    message_index_enable: bool = "messageIndexEnable", true;
-    /// `slaveReadEnable`: a slave serves pulls (else it answers `SYSTEM_BUSY`, as 5.x), and a
-    /// master suggests the slave for pulls of cold data. On by default in Apogee (upstream:
-    /// off), so consumption continues from the slave when the master is gone.
-    slave_read_enable: bool = "slaveReadEnable", true;
-    /// `longPollingEnable`: hold pulls with no new data.
-    long_polling_enable: bool = "longPollingEnable", true;
-    /// `shortPollingTimeMills` (ms): hold time when long polling is off.
-    short_polling_time_mills: u64 = "shortPollingTimeMills", 1_000;
-    /// `notifyConsumerIdsChangedEnable`.
-    notify_consumer_ids_changed_enable: bool = "notifyConsumerIdsChangedEnable", true;
-    /// `registerNameServerPeriod` (ms) between registrations.
-    register_name_server_period: u64 = "registerNameServerPeriod", 30_000;
-    /// `registerBrokerTimeoutMills` (ms).
-    register_broker_timeout_mills: u64 = "registerBrokerTimeoutMills", 6_000;
-    /// `regionId`: answered in send responses (`MSG_REGION`).
-    region_id: String = "regionId", "DefaultRegion".to_string();
-    /// `traceOn`: answered in send responses (`TRACE_ON`).
-    trace_on: bool = "traceOn", true;
-    /// `rejectTransactionMessage`.
-    reject_transaction_message: bool = "rejectTransactionMessage", false;
-    /// `transactionTimeOut` (ms): a half message younger than this is not checked yet.
-    transaction_time_out: u64 = "transactionTimeOut", 6_000;
-    /// `transactionCheckMax`: checks of one half message before it is discarded.
-    transaction_check_max: i32 = "transactionCheckMax", 15;
-    /// `transactionCheckInterval` (ms) between check passes.
-    transaction_check_interval: u64 = "transactionCheckInterval", 60_000;
-    /// `flushConsumerOffsetInterval` (ms) between persists of the config files.
-    flush_consumer_offset_interval: u64 = "flushConsumerOffsetInterval", 5_000;
-    /// `channelExpiredTimeout` (ms): a client silent this long is dropped.
-    channel_expired_timeout: u64 = "channelExpiredTimeout", 120_000;
-    /// `rebalanceLockMaxLiveTime` (ms): a queue lock not renewed this long expires.
-    rebalance_lock_max_live_time: u64 = "rebalanceLockMaxLiveTime", 60_000;
-    /// `maxFrameSize` (bytes): larger frames close the connection.
-    max_frame_size: usize = "maxFrameSize", remoting::codec::DEFAULT_MAX_FRAME_SIZE;
-    /// `enableActingMaster` (sent in REGISTER_BROKER): while the group's master is gone, a
-    /// NameServer with `supportActingMaster` may list this group's lowest-id slave as broker 0
-    /// (read-only); that slave then accepts CONSUMER_SEND_MSG_BACK and writes the retry
-    /// message to a live master of another group of the cluster. On by default in Apogee.
-    enable_acting_master: bool = "enableActingMaster", true;
-    /// `haMasterAddress`: the master's HA address (`ip:port`) for a slave; default: the
-    /// `haServerAddr` the NameServer answers to registration.
-    ha_master_address: Option<String> = "haMasterAddress", None;
-    /// `haSendHeartbeatInterval` (ms): idle master -> slave heartbeat frames and slave offset
-    /// reports.
-    ha_send_heartbeat_interval: u64 = "haSendHeartbeatInterval", 5_000;
-    /// `haHousekeepingInterval` (ms): a replication connection silent this long is closed.
-    ha_housekeeping_interval: u64 = "haHousekeepingInterval", 20_000;
-    /// `haTransferBatchSize` (bytes): largest CommitLog chunk per HA frame.
-    ha_transfer_batch_size: usize = "haTransferBatchSize", 32 * 1024;
-    /// `haMaxGapNotInSync` (bytes): a SYNC_MASTER whose slaves lag more than this answers
-    /// `SLAVE_NOT_AVAILABLE` at once instead of waiting.
-    ha_max_gap_not_in_sync: u64 = "haMaxGapNotInSync", 256 * 1024 * 1024;
-    /// `slaveSynchronizeInterval` (ms, Apogee key; upstream fixed 10 s): how often a slave
-    /// copies topics, groups, consumer offsets and delay progress from its master.
-    slave_synchronize_interval: u64 = "slaveSynchronizeInterval", 10_000;
-    /// `maxConnections`: connections served at once.
-    max_connections: usize = "maxConnections", 10_000;
+remoting::settings_struct! {
+    /// Broker settings. Field docs name the `broker.conf` key.
+    pub struct BrokerConfig {
+        /// `brokerClusterName`.
+        broker_cluster_name: String = "brokerClusterName", "DefaultCluster".to_string();
+        /// `brokerName`: the broker group.
+        broker_name: String = "brokerName", "broker-a".to_string();
+        /// `brokerId`: 0 is the master, others are slaves.
+        broker_id: i64 = "brokerId", 0;
+        /// `brokerRole`.
+        broker_role: BrokerRole as StoreEnum = "brokerRole", BrokerRole::AsyncMaster;
+        /// `flushDiskType`.
+        flush_disk_type: FlushDiskType as StoreEnum = "flushDiskType", FlushDiskType::AsyncFlush;
+        /// `namesrvAddr`: `host:port;host:port`.
+        namesrv_addr: String = "namesrvAddr", String::new();
+        /// `listenPort`: client port (0 picks a free one).
+        listen_port: u16 = "listenPort", 10911;
+        /// `bindAddress`: address to listen on.
+        bind_address: IpAddr = "bindAddress", IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        /// `haListenPort`: replication port; default `listenPort + 1`.
+        ha_listen_port: Option<u16> = "haListenPort", None;
+        /// `brokerIP1`: address advertised to NameServers and clients; default: the first
+        /// non-loopback IPv4 address of the host, else 127.0.0.1.
+        broker_ip1: Option<IpAddr> = "brokerIP1", None;
+        /// `brokerIP2`: address advertised for replication; default `brokerIP1`.
+        broker_ip2: Option<IpAddr> = "brokerIP2", None;
+        /// `storePathRootDir`.
+        store_path_root_dir: PathBuf = "storePathRootDir", default_store_root();
+        /// `storePathCommitLog`: default `<storePathRootDir>/commitlog`.
+        store_path_commit_log: Option<PathBuf> = "storePathCommitLog", None;
+        /// `brokerPermission`: 6 read-write, 4 read-only, 2 write-only.
+        broker_permission: i32 = "brokerPermission", 6;
+        /// `autoCreateTopicEnable`: create unknown topics on first send (from `TBW102`).
+        auto_create_topic_enable: bool = "autoCreateTopicEnable", true;
+        /// `autoCreateSubscriptionGroup`.
+        auto_create_subscription_group: bool = "autoCreateSubscriptionGroup", true;
+        /// `clusterTopicEnable`: a topic named after the cluster.
+        cluster_topic_enable: bool = "clusterTopicEnable", true;
+        /// `brokerTopicEnable`: a topic named after the broker.
+        broker_topic_enable: bool = "brokerTopicEnable", true;
+        /// `traceTopicEnable`: create `msgTraceTopicName`.
+        trace_topic_enable: bool = "traceTopicEnable", false;
+        /// `msgTraceTopicName`.
+        msg_trace_topic_name: String = "msgTraceTopicName", "RMQ_SYS_TRACE_TOPIC".to_string();
+        /// `defaultTopicQueueNums`: queues of an auto-created topic.
+        default_topic_queue_nums: i32 = "defaultTopicQueueNums", 8;
+        /// `messageDelayLevel`: delay of each level (`ms`, `s`, `m`, `h`, `d` units).
+        message_delay_level: String = "messageDelayLevel", DEFAULT_DELAY_LEVELS.to_string();
+        /// `maxMessageSize` (bytes).
+        max_message_size: usize = "maxMessageSize", 4 * 1024 * 1024;
+        /// `fileReservedTime` (hours).
+        file_reserved_time: u64 = "fileReservedTime", 72;
+        /// `deleteWhen`: hours of the day when expired files are deleted.
+        delete_when: String = "deleteWhen", "04".to_string();
+        /// `diskMaxUsedSpaceRatio` (percent).
+        disk_max_used_space_ratio: u32 = "diskMaxUsedSpaceRatio", 75;
+        /// `mappedFileSizeCommitLog` (bytes).
+        mapped_file_size_commit_log: u64 = "mappedFileSizeCommitLog", 1024 * 1024 * 1024;
+        /// `mappedFileSizeConsumeQueue` (bytes).
+        mapped_file_size_consume_queue: u64 = "mappedFileSizeConsumeQueue", 300_000 * 20;
+        /// `flushIntervalCommitLog` (ms).
+        flush_interval_commit_log: u64 = "flushIntervalCommitLog", 500;
+        /// `syncFlushTimeout` (ms).
+        sync_flush_timeout: u64 = "syncFlushTimeout", 5_000;
+        /// `messageIndexEnable`.
+        message_index_enable: bool = "messageIndexEnable", true;
+        /// `slaveReadEnable`: a slave serves pulls (else it answers `SYSTEM_BUSY`, as 5.x), and a
+        /// master suggests the slave for pulls of cold data. On by default in Apogee (upstream:
+        /// off), so consumption continues from the slave when the master is gone.
+        slave_read_enable: bool = "slaveReadEnable", true;
+        /// `longPollingEnable`: hold pulls with no new data.
+        long_polling_enable: bool = "longPollingEnable", true;
+        /// `shortPollingTimeMills` (ms): hold time when long polling is off.
+        short_polling_time_mills: u64 = "shortPollingTimeMills", 1_000;
+        /// `notifyConsumerIdsChangedEnable`.
+        notify_consumer_ids_changed_enable: bool = "notifyConsumerIdsChangedEnable", true;
+        /// `registerNameServerPeriod` (ms) between registrations.
+        register_name_server_period: u64 = "registerNameServerPeriod", 30_000;
+        /// `registerBrokerTimeoutMills` (ms).
+        register_broker_timeout_mills: u64 = "registerBrokerTimeoutMills", 6_000;
+        /// `regionId`: answered in send responses (`MSG_REGION`).
+        region_id: String = "regionId", "DefaultRegion".to_string();
+        /// `traceOn`: answered in send responses (`TRACE_ON`).
+        trace_on: bool = "traceOn", true;
+        /// `rejectTransactionMessage`.
+        reject_transaction_message: bool = "rejectTransactionMessage", false;
+        /// `transactionTimeOut` (ms): a half message younger than this is not checked yet.
+        transaction_time_out: u64 = "transactionTimeOut", 6_000;
+        /// `transactionCheckMax`: checks of one half message before it is discarded.
+        transaction_check_max: i32 = "transactionCheckMax", 15;
+        /// `transactionCheckInterval` (ms) between check passes.
+        transaction_check_interval: u64 = "transactionCheckInterval", 60_000;
+        /// `flushConsumerOffsetInterval` (ms) between persists of the config files.
+        flush_consumer_offset_interval: u64 = "flushConsumerOffsetInterval", 5_000;
+        /// `channelExpiredTimeout` (ms): a client silent this long is dropped.
+        channel_expired_timeout: u64 = "channelExpiredTimeout", 120_000;
+        /// `rebalanceLockMaxLiveTime` (ms): a queue lock not renewed this long expires.
+        rebalance_lock_max_live_time: u64 = "rebalanceLockMaxLiveTime", 60_000;
+        /// `maxFrameSize` (bytes): larger frames close the connection.
+        max_frame_size: usize = "maxFrameSize", remoting::codec::DEFAULT_MAX_FRAME_SIZE;
+        /// `enableActingMaster` (sent in REGISTER_BROKER): while the group's master is gone, a
+        /// NameServer with `supportActingMaster` may list this group's lowest-id slave as broker 0
+        /// (read-only); that slave then accepts CONSUMER_SEND_MSG_BACK and writes the retry
+        /// message to a live master of another group of the cluster. On by default in Apogee.
+        enable_acting_master: bool = "enableActingMaster", true;
+        /// `haMasterAddress`: the master's HA address (`ip:port`) for a slave; default: the
+        /// `haServerAddr` the NameServer answers to registration.
+        ha_master_address: Option<String> = "haMasterAddress", None;
+        /// `haSendHeartbeatInterval` (ms): idle master -> slave heartbeat frames and slave offset
+        /// reports.
+        ha_send_heartbeat_interval: u64 = "haSendHeartbeatInterval", 5_000;
+        /// `haHousekeepingInterval` (ms): a replication connection silent this long is closed.
+        ha_housekeeping_interval: u64 = "haHousekeepingInterval", 20_000;
+        /// `haTransferBatchSize` (bytes): largest CommitLog chunk per HA frame.
+        ha_transfer_batch_size: usize = "haTransferBatchSize", 32 * 1024;
+        /// `haMaxGapNotInSync` (bytes): a SYNC_MASTER whose slaves lag more than this answers
+        /// `SLAVE_NOT_AVAILABLE` at once instead of waiting.
+        ha_max_gap_not_in_sync: u64 = "haMaxGapNotInSync", 256 * 1024 * 1024;
+        /// `slaveSynchronizeInterval` (ms, Apogee key; upstream fixed 10 s): how often a slave
+        /// copies topics, groups, consumer offsets and delay progress from its master.
+        slave_synchronize_interval: u64 = "slaveSynchronizeInterval", 10_000;
+        /// `maxConnections`: connections served at once.
+        max_connections: usize = "maxConnections", 10_000;
+    }
 }
 
 fn default_store_root() -> PathBuf {
@@ -388,18 +274,8 @@ impl BrokerConfig {
     /// Applies `props` on top of this configuration; on error nothing is changed.
     pub fn update(&mut self, props: &HashMap<String, String>) -> Result<(), BrokerError> {
         let mut next = self.clone();
-        let mut keys: Vec<&String> = props.keys().collect();
-        keys.sort();
-        for key in keys {
-            let raw = props[key].trim();
-            match next.set(key, raw) {
-                Some(result) => result?,
-                None if IGNORED_KEYS.contains(&key.as_str()) => {
-                    tracing::debug!(key = %key, "broker config key has no effect in Apogee")
-                }
-                None => tracing::warn!(key = %key, "unknown broker config key ignored"),
-            }
-        }
+        apply_properties(props, IGNORED_KEYS, "broker", |key, raw| next.set(key, raw))
+            .map_err(|e| BrokerError::Config(e.to_string()))?;
         next.validate()?;
         *self = next;
         Ok(())

@@ -1,12 +1,13 @@
 //! NameServer configuration: [`NamesrvConfig`] with upstream's key names (`NamesrvConfig`,
-//! `NettyServerConfig`), read from a Java `.properties` text ([`parse_properties`],
-//! [`NamesrvConfig::from_properties`]) and written back as one (GET_NAMESRV_CONFIG).
+//! `NettyServerConfig`), read from a Java `.properties` text ([`NamesrvConfig::from_properties`],
+//! text format in [`remoting::properties`]) and written back as one (GET_NAMESRV_CONFIG).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use remoting::properties::{apply_properties, InvalidSetting};
 use thiserror::Error;
 
 use crate::route::RouteConfig;
@@ -24,69 +25,13 @@ pub enum ConfigError {
     Blacklisted(String),
 }
 
-/// Conversion of one config field from and to its properties text.
-trait ConfigValue: Sized {
-    const EXPECTED: &'static str;
-    fn parse_config(raw: &str) -> Option<Self>;
-    fn format_config(&self) -> String;
-}
-
-macro_rules! from_str_config_values {
-    ($($t:ty => $expected:literal),*) => {$(
-        impl ConfigValue for $t {
-            const EXPECTED: &'static str = $expected;
-            fn parse_config(raw: &str) -> Option<Self> {
-                raw.parse().ok()
-            }
-            fn format_config(&self) -> String {
-                self.to_string()
-            }
+impl From<InvalidSetting> for ConfigError {
+    fn from(e: InvalidSetting) -> Self {
+        ConfigError::InvalidValue {
+            key: e.key,
+            value: e.value,
+            expected: e.expected,
         }
-    )*};
-}
-
-from_str_config_values!(
-    u16 => "a port number (0-65535)",
-    u64 => "a non-negative integer",
-    usize => "a non-negative integer",
-    IpAddr => "an IP address",
-    String => "a string"
-);
-
-impl ConfigValue for bool {
-    const EXPECTED: &'static str = "true or false";
-    fn parse_config(raw: &str) -> Option<Self> {
-        if raw.eq_ignore_ascii_case("true") {
-            Some(true)
-        } else if raw.eq_ignore_ascii_case("false") {
-            Some(false)
-        } else {
-            None
-        }
-    }
-    fn format_config(&self) -> String {
-        self.to_string()
-    }
-}
-
-/// Durations are written in milliseconds, as upstream's `...Interval` keys are.
-impl ConfigValue for Duration {
-    const EXPECTED: &'static str = "a duration in milliseconds";
-    fn parse_config(raw: &str) -> Option<Self> {
-        raw.parse().ok().map(Duration::from_millis)
-    }
-    fn format_config(&self) -> String {
-        self.as_millis().to_string()
-    }
-}
-
-impl ConfigValue for PathBuf {
-    const EXPECTED: &'static str = "a file path";
-    fn parse_config(raw: &str) -> Option<Self> {
-        (!raw.is_empty()).then(|| PathBuf::from(raw))
-    }
-    fn format_config(&self) -> String {
-        self.display().to_string()
     }
 }
 
@@ -121,96 +66,47 @@ const IGNORED_KEYS: &[&str] = &[
     "useEpollNativeSelector",
 ];
 
-/// Declares [`NamesrvConfig`]: one `field: Type = "upstreamKey", default;` per setting.
-macro_rules! namesrv_config {
-    ($($(#[$meta:meta])* $field:ident: $ty:ty = $key:literal, $default:expr;)*) => {
-        /// NameServer settings. Field docs name the properties key.
-        #[derive(Clone, Debug, PartialEq)]
-        pub struct NamesrvConfig {
-            $($(#[$meta])* pub $field: $ty,)*
-        }
-
-        impl Default for NamesrvConfig {
-            fn default() -> Self {
-                NamesrvConfig { $($field: $default,)* }
-            }
-        }
-
-        impl NamesrvConfig {
-            /// Every key this configuration understands.
-            pub const KEYS: &'static [&'static str] = &[$($key),*];
-
-            /// Sets `key` from its text; `None` when the key is not one of ours.
-            fn set(&mut self, key: &str, raw: &str) -> Option<Result<(), ConfigError>> {
-                match key {
-                    $($key => Some(match <$ty as ConfigValue>::parse_config(raw) {
-                        Some(value) => {
-                            self.$field = value;
-                            Ok(())
-                        }
-                        None => Err(ConfigError::InvalidValue {
-                            key: key.to_string(),
-                            value: raw.to_string(),
-                            expected: <$ty as ConfigValue>::EXPECTED,
-                        }),
-                    }),)*
-                    _ => None,
-                }
-            }
-
-            /// Every setting as `key=value` lines (the GET_NAMESRV_CONFIG body).
-            pub fn to_properties(&self) -> String {
-                let mut out = String::new();
-                $(
-                    out.push_str($key);
-                    out.push('=');
-                    out.push_str(&ConfigValue::format_config(&self.$field));
-                    out.push('\n');
-                )*
-                out
-            }
-        }
-    };
-}
-
-namesrv_config! {
-    /// `listenPort`: TCP port (0 picks a free one).
-    listen_port: u16 = "listenPort", 9876;
-    /// `bindAddress`: address to listen on.
-    bind_address: IpAddr = "bindAddress", IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-    /// `kvConfigPath`: file of the KV config (written atomically on every change). Defaults
-    /// to upstream's `~/namesrv/kvConfig.json` (from `$HOME`; the working directory without it).
-    kv_config_path: PathBuf = "kvConfigPath", default_kv_config_path();
-    /// `scanNotActiveBrokerInterval` (ms): how often expired brokers are looked for.
-    scan_not_active_broker_interval: Duration = "scanNotActiveBrokerInterval", Duration::from_secs(5);
-    /// `brokerChannelExpiredTime` (ms): a broker not heard from for this long is removed,
-    /// unless its registration sets its own `heartbeatTimeoutMillis`.
-    broker_channel_expired_time: Duration = "brokerChannelExpiredTime", Duration::from_secs(120);
-    /// `supportActingMaster`: list a master-less group's lowest-id slave as broker 0 (for
-    /// groups whose brokers registered with `enableActingMaster=true`). Upstream's default is
-    /// false.
-    support_acting_master: bool = "supportActingMaster", true;
-    /// `orderMessageEnable`: fill routes' `orderTopicConf` from the ORDER_TOPIC_CONFIG KV namespace.
-    order_message_enable: bool = "orderMessageEnable", false;
-    /// `returnOrderTopicConfigToBroker`: answer REGISTER_BROKER with the ORDER_TOPIC_CONFIG table.
-    return_order_topic_config_to_broker: bool = "returnOrderTopicConfigToBroker", true;
-    /// `enableAllTopicList`: serve GET_ALL_TOPIC_LIST_FROM_NAMESERVER.
-    enable_all_topic_list: bool = "enableAllTopicList", true;
-    /// `enableTopicList`: serve the by-cluster and unit topic lists.
-    enable_topic_list: bool = "enableTopicList", true;
-    /// `deleteTopicWithBrokerRegistration`: a registration drops the broker's topics it no
-    /// longer lists.
-    delete_topic_with_broker_registration: bool = "deleteTopicWithBrokerRegistration", false;
-    /// `needWaitForService`: refuse route queries for `waitSecondsForService` after start.
-    need_wait_for_service: bool = "needWaitForService", false;
-    /// `waitSecondsForService` (s).
-    wait_seconds_for_service: u64 = "waitSecondsForService", 45;
-    /// `configBlackList`: `;`-separated keys UPDATE_NAMESRV_CONFIG may not change.
-    config_black_list: String = "configBlackList", "configBlackList;configStorePath;kvConfigPath".to_string();
-    /// `maxFrameSize` (bytes): larger frames close the connection.
-    max_frame_size: usize = "maxFrameSize", remoting::codec::DEFAULT_MAX_FRAME_SIZE;
-    /// `maxConnections`: connections served at once.
-    max_connections: usize = "maxConnections", 10_000;
+remoting::settings_struct! {
+    /// NameServer settings. Field docs name the properties key.
+    pub struct NamesrvConfig {
+        /// `listenPort`: TCP port (0 picks a free one).
+        listen_port: u16 = "listenPort", 9876;
+        /// `bindAddress`: address to listen on.
+        bind_address: IpAddr = "bindAddress", IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        /// `kvConfigPath`: file of the KV config (written atomically on every change). Defaults
+        /// to upstream's `~/namesrv/kvConfig.json` (from `$HOME`; the working directory without it).
+        kv_config_path: PathBuf = "kvConfigPath", default_kv_config_path();
+        /// `scanNotActiveBrokerInterval` (ms): how often expired brokers are looked for.
+        scan_not_active_broker_interval: Duration = "scanNotActiveBrokerInterval", Duration::from_secs(5);
+        /// `brokerChannelExpiredTime` (ms): a broker not heard from for this long is removed,
+        /// unless its registration sets its own `heartbeatTimeoutMillis`.
+        broker_channel_expired_time: Duration = "brokerChannelExpiredTime", Duration::from_secs(120);
+        /// `supportActingMaster`: list a master-less group's lowest-id slave as broker 0 (for
+        /// groups whose brokers registered with `enableActingMaster=true`). Upstream's default is
+        /// false.
+        support_acting_master: bool = "supportActingMaster", true;
+        /// `orderMessageEnable`: fill routes' `orderTopicConf` from the ORDER_TOPIC_CONFIG KV namespace.
+        order_message_enable: bool = "orderMessageEnable", false;
+        /// `returnOrderTopicConfigToBroker`: answer REGISTER_BROKER with the ORDER_TOPIC_CONFIG table.
+        return_order_topic_config_to_broker: bool = "returnOrderTopicConfigToBroker", true;
+        /// `enableAllTopicList`: serve GET_ALL_TOPIC_LIST_FROM_NAMESERVER.
+        enable_all_topic_list: bool = "enableAllTopicList", true;
+        /// `enableTopicList`: serve the by-cluster and unit topic lists.
+        enable_topic_list: bool = "enableTopicList", true;
+        /// `deleteTopicWithBrokerRegistration`: a registration drops the broker's topics it no
+        /// longer lists.
+        delete_topic_with_broker_registration: bool = "deleteTopicWithBrokerRegistration", false;
+        /// `needWaitForService`: refuse route queries for `waitSecondsForService` after start.
+        need_wait_for_service: bool = "needWaitForService", false;
+        /// `waitSecondsForService` (s).
+        wait_seconds_for_service: u64 = "waitSecondsForService", 45;
+        /// `configBlackList`: `;`-separated keys UPDATE_NAMESRV_CONFIG may not change.
+        config_black_list: String = "configBlackList", "configBlackList;configStorePath;kvConfigPath".to_string();
+        /// `maxFrameSize` (bytes): larger frames close the connection.
+        max_frame_size: usize = "maxFrameSize", remoting::codec::DEFAULT_MAX_FRAME_SIZE;
+        /// `maxConnections`: connections served at once.
+        max_connections: usize = "maxConnections", 10_000;
+    }
 }
 
 fn default_kv_config_path() -> PathBuf {
@@ -232,18 +128,9 @@ impl NamesrvConfig {
     /// Applies `props` on top of this configuration; on error nothing is changed.
     pub fn update(&mut self, props: &HashMap<String, String>) -> Result<(), ConfigError> {
         let mut next = self.clone();
-        let mut keys: Vec<&String> = props.keys().collect();
-        keys.sort();
-        for key in keys {
-            let raw = props[key].trim();
-            match next.set(key, raw) {
-                Some(result) => result?,
-                None if IGNORED_KEYS.contains(&key.as_str()) => {
-                    tracing::debug!(key = %key, "NameServer config key has no effect in Apogee")
-                }
-                None => tracing::warn!(key = %key, "unknown NameServer config key ignored"),
-            }
-        }
+        apply_properties(props, IGNORED_KEYS, "NameServer", |key, raw| {
+            next.set(key, raw)
+        })?;
         *self = next;
         Ok(())
     }
@@ -280,120 +167,11 @@ impl NamesrvConfig {
     }
 }
 
-/// Parses Java `.properties` text: `key=value`, `key: value` or `key value` per line; `#` and
-/// `!` start comment lines; a line ending in an odd number of backslashes continues on the next
-/// one; `\t`, `\n`, `\r`, `\f`, `\uXXXX` and `\<char>` escapes are decoded. Unlike Java, values
-/// are trimmed at the end too. Later duplicates win. Never fails: odd lines become odd keys.
-pub fn parse_properties(text: &str) -> HashMap<String, String> {
-    let mut props = HashMap::new();
-    let mut lines = text.lines();
-    while let Some(first) = lines.next() {
-        let mut logical = first.trim_start().to_string();
-        if logical.is_empty() || logical.starts_with('#') || logical.starts_with('!') {
-            continue;
-        }
-        while ends_with_continuation(&logical) {
-            logical.pop();
-            match lines.next() {
-                Some(next) => logical.push_str(next.trim_start()),
-                None => break,
-            }
-        }
-        let (key, value) = split_key_value(&logical);
-        props.insert(unescape(key), unescape(value).trim_end().to_string());
-    }
-    props
-}
-
-fn ends_with_continuation(line: &str) -> bool {
-    line.chars().rev().take_while(|c| *c == '\\').count() % 2 == 1
-}
-
-/// Splits at the first unescaped `=`, `:` or whitespace (whitespace around it is skipped).
-fn split_key_value(line: &str) -> (&str, &str) {
-    let mut escaped = false;
-    for (i, c) in line.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' => escaped = true,
-            '=' | ':' => return (&line[..i], line[i + 1..].trim_start()),
-            c if c.is_whitespace() => {
-                let rest = line[i..].trim_start();
-                let rest = rest
-                    .strip_prefix('=')
-                    .or_else(|| rest.strip_prefix(':'))
-                    .unwrap_or(rest);
-                return (&line[..i], rest.trim_start());
-            }
-            _ => {}
-        }
-    }
-    (line, "")
-}
-
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('t') => out.push('\t'),
-            Some('n') => out.push('\n'),
-            Some('r') => out.push('\r'),
-            Some('f') => out.push('\u{c}'),
-            Some('u') => {
-                let hex: String = chars.clone().take(4).collect();
-                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
-                    Some(decoded) if hex.len() == 4 => {
-                        out.push(decoded);
-                        chars.nth(3);
-                    }
-                    _ => out.push('u'),
-                }
-            }
-            Some(other) => out.push(other),
-            None => {}
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use remoting::properties::parse_properties;
+
     use super::*;
-
-    #[test]
-    fn parses_java_properties() {
-        let text =
-            "# comment\n! also comment\n\nlistenPort=9877\n  kvConfigPath : /tmp/kv.json  \n\
-                    key\\=with\\:seps = a\\tb\nspaced value here\nlong=one,\\\n    two\nempty=\n\
-                    uni=\\u0041\\u00e9\ntrailing\\\\=x\n";
-        let p = parse_properties(text);
-        assert_eq!(p["listenPort"], "9877");
-        assert_eq!(p["kvConfigPath"], "/tmp/kv.json");
-        assert_eq!(p["key=with:seps"], "a\tb");
-        assert_eq!(p["spaced"], "value here");
-        assert_eq!(p["long"], "one,two");
-        assert_eq!(p["empty"], "");
-        assert_eq!(p["uni"], "Aé");
-        assert_eq!(p["trailing\\"], "x");
-        assert_eq!(p.len(), 8);
-    }
-
-    #[test]
-    fn odd_input_does_not_panic() {
-        for text in [
-            "\\", "a\\", "=", ":x", "\\u12", "\\uZZZZ", "k=\\u00", "é=ü\\",
-        ] {
-            let _ = parse_properties(text);
-        }
-    }
 
     #[test]
     fn config_from_properties() {

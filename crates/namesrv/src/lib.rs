@@ -26,7 +26,8 @@ pub mod kv;
 pub mod route;
 mod server;
 
-pub use config::{parse_properties, ConfigError, NamesrvConfig};
+pub use config::{ConfigError, NamesrvConfig};
 pub use error::NamesrvError;
+pub use remoting::properties::parse_properties;
 pub use route::RouteInfoManager;
 pub use server::NameServer;

@@ -21,6 +21,7 @@ pub mod error;
 pub mod header;
 pub mod headers;
 pub mod message;
+pub mod properties;
 pub mod protocol;
 pub mod server;
 

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use remoting::broker_headers::MessageQueue;
+use remoting::properties::parse_properties;
 use remoting::protocol::{perm, to_fastjson, KVTable, KeyStyle, TopicConfig};
 use remoting::server::Connection;
 use remoting::{RemotingCommand, RequestCode, ResponseCode};
@@ -467,7 +468,7 @@ fn topic_stats(state: &BrokerState, req: &RemotingCommand) -> Answer {
     Ok(success(req).with_body(body))
 }
 
-/// Parses `key=value` lines (the UPDATE_BROKER_CONFIG body, written by upstream's
+/// Parses the UPDATE_BROKER_CONFIG body (Java properties text, written by upstream's
 /// `MixAll.properties2String`).
 fn parse_config_body(body: &[u8]) -> Result<HashMap<String, String>, (i32, String)> {
     let text = std::str::from_utf8(body).map_err(|_| {
@@ -476,13 +477,7 @@ fn parse_config_body(body: &[u8]) -> Result<HashMap<String, String>, (i32, Strin
             "config body is not UTF-8".to_string(),
         )
     })?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect())
+    Ok(parse_properties(text))
 }
 
 /// Keys that cannot change while the broker runs.

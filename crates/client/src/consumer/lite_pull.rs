@@ -43,11 +43,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::allocate::{AllocateMessageQueueAveragely, AllocateStrategy};
-use super::offset_store::{
-    offsets_dir, LocalFileOffsetStore, OffsetStore, ReadOffsetType, RemoteBrokerOffsetStore,
-};
+use super::offset_store::{OffsetStore, ReadOffsetType};
 use super::pull::{pull_queue, PullFrom};
-use super::queues::{admin_broker, group_consumer_ids, rebalance_wait, start_offset, PullStatus};
+use super::queues::{
+    admin_broker, check_pull_settings, group_consumer_ids, rebalance_wait, running_info,
+    start_offset, store_reset_offsets, PullStatus,
+};
 use super::subscription::build_subscription;
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
@@ -189,28 +190,15 @@ impl LitePullConsumer {
     /// [`assign`](Self::assign).
     pub async fn start(client: ClientConfig, config: LitePullConsumerConfig) -> Result<Self> {
         crate::producer::check_group_name(&config.consumer_group)?;
-        if !(1..=1024).contains(&config.pull_batch_size) {
-            return Err(ClientError::Config(
-                "pullBatchSize must be in 1..=1024".into(),
-            ));
-        }
-        if config.rebalance_interval.is_zero() {
-            return Err(ClientError::Config(
-                "the rebalance interval must be positive".into(),
-            ));
-        }
+        check_pull_settings(config.pull_batch_size, config.rebalance_interval)?;
         let instance = ClientInstance::new(client)?;
         let group = config.consumer_group.clone();
-        let offsets = match config.message_model {
-            MessageModel::Clustering => {
-                OffsetStore::Remote(RemoteBrokerOffsetStore::new(instance.clone(), &group))
-            }
-            MessageModel::Broadcasting => {
-                let dir = offsets_dir(config.local_offset_store_dir.as_deref());
-                OffsetStore::Local(LocalFileOffsetStore::new(&dir, &instance.client_id, &group))
-            }
-        };
-        offsets.load()?;
+        let offsets = OffsetStore::open(
+            &instance,
+            &group,
+            config.message_model,
+            config.local_offset_store_dir.as_deref(),
+        )?;
         let inner = Arc::new(LiteInner {
             stop: instance.shutdown.child_token(),
             instance,
@@ -681,18 +669,12 @@ impl ConsumerHandle for LiteInner {
     }
 
     fn running_info(&self) -> ConsumerRunningInfo {
-        let mut info = ConsumerRunningInfo::default();
-        let p = &mut info.properties;
-        p.insert(
-            ConsumerRunningInfo::PROP_CONSUME_TYPE.into(),
-            ConsumeType::ConsumeActively.name().into(),
+        let mut info = running_info(
+            ConsumeType::ConsumeActively,
+            self.started_at,
+            &self.config.consumer_group,
         );
-        p.insert(
-            ConsumerRunningInfo::PROP_CONSUMER_START_TIMESTAMP.into(),
-            self.started_at.to_string(),
-        );
-        p.insert("consumerGroup".into(), self.config.consumer_group.clone());
-        p.insert(
+        info.properties.insert(
             "messageModel".into(),
             self.config.message_model.name().into(),
         );
@@ -708,11 +690,7 @@ impl ConsumerHandle for LiteInner {
         // Stored now; owned queues move to them on the next rebalance or seek.
         let store = self.offsets.clone();
         Box::pin(async move {
-            for (mq, offset) in offsets {
-                if let Err(e) = store.update_and_push(&mq, offset).await {
-                    warn!(queue = %mq, error = %e, "reset offset not stored");
-                }
-            }
+            store_reset_offsets(&store, offsets).await;
         })
     }
 

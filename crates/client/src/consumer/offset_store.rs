@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use remoting::broker_headers::{
-    MessageQueue, QueryConsumerOffsetRequestHeader, ResetOffsetBody,
+    MessageModel, MessageQueue, QueryConsumerOffsetRequestHeader, ResetOffsetBody,
     UpdateConsumerOffsetRequestHeader,
 };
 use remoting::protocol::MASTER_ID;
@@ -269,6 +269,27 @@ pub enum OffsetStore {
 }
 
 impl OffsetStore {
+    /// The store of a consumer of `group` in `model` (the broker's for clustering, a local
+    /// file under `local_dir` or its default for broadcasting), with its stored offsets loaded.
+    pub(crate) fn open(
+        instance: &Arc<ClientInstance>,
+        group: &str,
+        model: MessageModel,
+        local_dir: Option<&Path>,
+    ) -> Result<OffsetStore> {
+        let store = match model {
+            MessageModel::Clustering => {
+                OffsetStore::Remote(RemoteBrokerOffsetStore::new(instance.clone(), group))
+            }
+            MessageModel::Broadcasting => {
+                let dir = offsets_dir(local_dir);
+                OffsetStore::Local(LocalFileOffsetStore::new(&dir, &instance.client_id, group))
+            }
+        };
+        store.load()?;
+        Ok(store)
+    }
+
     fn table(&self) -> &OffsetTable {
         match self {
             OffsetStore::Remote(r) => r.table(),

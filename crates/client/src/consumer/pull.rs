@@ -42,7 +42,7 @@ use remoting::protocol::MASTER_ID;
 use tracing::{info, warn};
 
 use super::offset_store::{OffsetStore, ReadOffsetType, RemoteBrokerOffsetStore};
-use super::queues::{admin_broker, process_pull, PullResult};
+use super::queues::{admin_broker, process_pull, running_info, store_reset_offsets, PullResult};
 use super::send_back::{send_back, SendBackOutcome};
 use super::subscription::build_subscription;
 use crate::config::ClientConfig;
@@ -382,17 +382,11 @@ impl ConsumerHandle for PullInner {
     fn rebalance_now(&self) {}
 
     fn running_info(&self) -> ConsumerRunningInfo {
-        let mut info = ConsumerRunningInfo::default();
-        let p = &mut info.properties;
-        p.insert(
-            ConsumerRunningInfo::PROP_CONSUME_TYPE.into(),
-            ConsumeType::ConsumeActively.name().into(),
+        let mut info = running_info(
+            ConsumeType::ConsumeActively,
+            self.started_at,
+            &self.config.consumer_group,
         );
-        p.insert(
-            ConsumerRunningInfo::PROP_CONSUMER_START_TIMESTAMP.into(),
-            self.started_at.to_string(),
-        );
-        p.insert("consumerGroup".into(), self.config.consumer_group.clone());
         info.subscription_set = self.consumer_data().subscription_data_set;
         info
     }
@@ -404,11 +398,7 @@ impl ConsumerHandle for PullInner {
     ) -> BoxFuture<'static, ()> {
         let store = self.offsets.clone();
         Box::pin(async move {
-            for (mq, offset) in offsets {
-                if let Err(e) = store.update_and_push(&mq, offset).await {
-                    warn!(queue = %mq, error = %e, "reset offset not stored");
-                }
-            }
+            store_reset_offsets(&store, offsets).await;
         })
     }
 

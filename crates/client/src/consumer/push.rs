@@ -43,11 +43,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::allocate::{AllocateMessageQueueAveragely, AllocateStrategy};
-use super::offset_store::{
-    offsets_dir, LocalFileOffsetStore, OffsetStore, RemoteBrokerOffsetStore,
-};
+use super::offset_store::OffsetStore;
 use super::process_queue::{ProcessQueue, REBALANCE_LOCK_INTERVAL};
-use super::queues::{group_consumer_ids, process_pull, rebalance_wait, start_offset, PullStatus};
+use super::queues::{
+    check_pull_settings, group_consumer_ids, process_pull, rebalance_wait, running_info,
+    start_offset, store_reset_offsets, PullStatus,
+};
 use super::send_back::{local_retry, send_back, SendBackCounters, SendBackCounts, SendBackOutcome};
 use super::subscription::build_subscription;
 use crate::config::ClientConfig;
@@ -284,16 +285,7 @@ impl PushConsumerConfig {
                 "consumeThreadMax and consumeMessageBatchMaxSize must be positive".into(),
             ));
         }
-        if !(1..=1024).contains(&self.pull_batch_size) {
-            return Err(ClientError::Config(
-                "pullBatchSize must be in 1..=1024".into(),
-            ));
-        }
-        if self.rebalance_interval.is_zero() {
-            return Err(ClientError::Config(
-                "the rebalance interval must be positive".into(),
-            ));
-        }
+        check_pull_settings(self.pull_batch_size, self.rebalance_interval)?;
         Ok(())
     }
 }
@@ -345,16 +337,12 @@ impl PushConsumer {
             subs.insert(retry.clone(), build_subscription(&retry, "*")?);
         }
         let instance = ClientInstance::new(client)?;
-        let offsets = match config.message_model {
-            MessageModel::Clustering => {
-                OffsetStore::Remote(RemoteBrokerOffsetStore::new(instance.clone(), &group))
-            }
-            MessageModel::Broadcasting => {
-                let dir = offsets_dir(config.local_offset_store_dir.as_deref());
-                OffsetStore::Local(LocalFileOffsetStore::new(&dir, &instance.client_id, &group))
-            }
-        };
-        offsets.load()?;
+        let offsets = OffsetStore::open(
+            &instance,
+            &group,
+            config.message_model,
+            config.local_offset_store_dir.as_deref(),
+        )?;
         let inner = Arc::new(PushInner {
             inner_producer: SendEngine::new(
                 instance.clone(),
@@ -1162,23 +1150,19 @@ impl ConsumerHandle for PushInner {
     }
 
     fn running_info(&self) -> ConsumerRunningInfo {
-        let mut info = ConsumerRunningInfo::default();
+        let mut info = running_info(
+            ConsumeType::ConsumePassively,
+            self.started_at,
+            &self.config.consumer_group,
+        );
         let p = &mut info.properties;
         p.insert(
             ConsumerRunningInfo::PROP_CONSUME_ORDERLY.into(),
             self.listener.is_orderly().to_string(),
         );
         p.insert(
-            ConsumerRunningInfo::PROP_CONSUME_TYPE.into(),
-            ConsumeType::ConsumePassively.name().into(),
-        );
-        p.insert(
             ConsumerRunningInfo::PROP_THREADPOOL_CORE_SIZE.into(),
             self.config.consume_thread_max.to_string(),
-        );
-        p.insert(
-            ConsumerRunningInfo::PROP_CONSUMER_START_TIMESTAMP.into(),
-            self.started_at.to_string(),
         );
         p.insert(
             ConsumerRunningInfo::PROP_NAMESERVER_ADDR.into(),
@@ -1190,7 +1174,6 @@ impl ConsumerHandle for PushInner {
                 .collect::<Vec<_>>()
                 .join(";"),
         );
-        p.insert("consumerGroup".into(), self.config.consumer_group.clone());
         p.insert(
             "messageModel".into(),
             self.config.message_model.name().into(),
@@ -1236,11 +1219,7 @@ impl ConsumerHandle for PushInner {
         let store = self.offsets.clone();
         let notify_rebalance = self.rebalance_signal();
         Box::pin(async move {
-            for (mq, offset) in offsets {
-                if let Err(e) = store.update_and_push(&mq, offset).await {
-                    warn!(queue = %mq, error = %e, "reset offset not stored");
-                }
-            }
+            store_reset_offsets(&store, offsets).await;
             notify_rebalance();
         })
     }

@@ -1,14 +1,18 @@
 //! Queue-level steps shared by the push, pull and lite-pull consumers: the group's member
 //! list, the broker to ask about a queue, where a newly owned queue starts, and turning a
-//! raw pull answer into a [`PullResult`].
+//! raw pull answer into a [`PullResult`], the running-info properties they all report, and
+//! storing offsets a broker resets.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use remoting::broker_headers::{ConsumeFromWhere, MessageQueue, SubscriptionData};
+use remoting::broker_headers::{
+    ConsumeFromWhere, ConsumeType, ConsumerRunningInfo, MessageQueue, SubscriptionData,
+};
 use remoting::message::{MessageConst, MessageExt};
 use remoting::protocol::MASTER_ID;
 use remoting::{BrokerAddr, ResponseCode};
-use tracing::error;
+use tracing::{error, warn};
 
 use super::offset_store::{OffsetStore, ReadOffsetType};
 use super::subscription::matches;
@@ -21,6 +25,56 @@ use crate::RETRY_GROUP_TOPIC_PREFIX;
 /// Pause before the next rebalance after one that could not finish (a topic without a
 /// route yet, such as a retry topic the broker has just created, or no member list).
 pub const REBALANCE_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Checks the settings every pulling consumer shares: `pullBatchSize` in 1..=1024 and a
+/// positive rebalance interval.
+pub(crate) fn check_pull_settings(
+    pull_batch_size: i32,
+    rebalance_interval: Duration,
+) -> Result<()> {
+    if !(1..=1024).contains(&pull_batch_size) {
+        return Err(ClientError::Config(
+            "pullBatchSize must be in 1..=1024".into(),
+        ));
+    }
+    if rebalance_interval.is_zero() {
+        return Err(ClientError::Config(
+            "the rebalance interval must be positive".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A [`ConsumerRunningInfo`] with the properties every consumer reports: how it consumes,
+/// when it started and its group.
+pub(crate) fn running_info(
+    consume_type: ConsumeType,
+    started_at: i64,
+    group: &str,
+) -> ConsumerRunningInfo {
+    let mut info = ConsumerRunningInfo::default();
+    let p = &mut info.properties;
+    p.insert(
+        ConsumerRunningInfo::PROP_CONSUME_TYPE.into(),
+        consume_type.name().into(),
+    );
+    p.insert(
+        ConsumerRunningInfo::PROP_CONSUMER_START_TIMESTAMP.into(),
+        started_at.to_string(),
+    );
+    p.insert("consumerGroup".into(), group.to_string());
+    info
+}
+
+/// Stores the offsets a broker reset (RESET_CONSUMER_CLIENT_OFFSET) and pushes them to the
+/// broker; one that cannot be stored is logged and skipped.
+pub(crate) async fn store_reset_offsets(store: &OffsetStore, offsets: BTreeMap<MessageQueue, i64>) {
+    for (mq, offset) in offsets {
+        if let Err(e) = store.update_and_push(&mq, offset).await {
+            warn!(queue = %mq, error = %e, "reset offset not stored");
+        }
+    }
+}
 
 /// How long to wait before the next rebalance: `interval`, or [`REBALANCE_RETRY_DELAY`]
 /// when the last one was incomplete (upstream waits the full 20 s).

@@ -3,11 +3,11 @@
 //! the running server (route rules, topic-list switches, ...); listening settings only take
 //! effect on the next start, and nothing is written to disk.
 
+use remoting::properties::parse_properties;
 use remoting::server::Connection;
 use remoting::{RemotingCommand, RemotingError, ResponseCode};
 
 use super::{failure, success};
-use crate::config::parse_properties;
 use crate::server::NamesrvState;
 
 pub(super) fn update(
