@@ -524,7 +524,11 @@ impl CommitLog {
 
     /// Scans records from the start of the segment holding `from` (or the first segment) to
     /// the first byte that is not a whole valid record, and reports where and why it stopped.
-    pub(crate) fn scan(&self, from: u64, check_crc: bool) -> ScanEnd {
+    ///
+    /// `limit` is where real bytes end (the original length of a last file that was found
+    /// short and extended with zeros): a record reaching past it is torn, even when its body
+    /// CRC holds (the CRC does not cover the topic and properties at the end of a record).
+    pub(crate) fn scan(&self, from: u64, check_crc: bool, limit: u64) -> ScanEnd {
         let files = self.files.files();
         let Some(first) = files.first() else {
             return ScanEnd {
@@ -545,6 +549,14 @@ impl CommitLog {
                 let at = file.start() + rel as u64;
                 match parse_record(&data[rel..], check_crc) {
                     Ok(Parsed::Message(v)) => {
+                        if at + v.total_size as u64 > limit {
+                            return ScanEnd {
+                                tail: at,
+                                damage: Some(format!(
+                                    "record at {at} reaches past the end of the file at {limit}"
+                                )),
+                            };
+                        }
                         if v.physical_offset != at as i64 {
                             return ScanEnd {
                                 tail: at,
@@ -679,7 +691,7 @@ mod tests {
             assert_eq!(&x[..56], &y[..56]);
             assert_eq!(&x[64..3000], &y[64..3000]);
         }
-        assert_eq!(mb.scan(0, true).damage, None);
+        assert_eq!(mb.scan(0, true, u64::MAX).damage, None);
     }
 
     #[test]
@@ -702,7 +714,7 @@ mod tests {
         let ext = MessageExt::decode(&rec).unwrap();
         assert_eq!(ext.queue_offset, 3);
         assert_eq!(ext.commit_log_offset as u64, ends[3].wrote_offset);
-        let end = cl.scan(0, true);
+        let end = cl.scan(0, true, u64::MAX);
         assert_eq!(end.tail, cl.max_offset());
         assert_eq!(end.damage, None);
         // Another queue starts at 0; a prepared message takes no queue offset.
@@ -757,11 +769,11 @@ mod tests {
         let file = cl.files().last().unwrap();
         // Damage the second record's body: the scan stops at its start.
         unsafe { file.write_at(b.wrote_offset + 150, b"\xFF") };
-        let end = cl.scan(0, true);
+        let end = cl.scan(0, true, u64::MAX);
         assert_eq!(end.tail, a.end_offset);
         assert!(end.damage.unwrap().contains("CRC"));
         cl.truncate(end.tail).unwrap();
-        let end = cl.scan(0, true);
+        let end = cl.scan(0, true, u64::MAX);
         assert_eq!(
             end,
             ScanEnd {

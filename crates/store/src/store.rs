@@ -754,8 +754,12 @@ impl Inner {
                         .min(c.index_safe)
                 })
                 .unwrap_or(0);
-            let end = cl.scan(from, self.config.check_crc_on_recover);
             let last = cl.files().last();
+            let limit = match (short_last, &last) {
+                (Some(len), Some(f)) => f.start() + len,
+                _ => u64::MAX,
+            };
+            let end = cl.scan(from, self.config.check_crc_on_recover, limit);
             let cut_by_hand = match (short_last, &last) {
                 (Some(len), Some(f)) => end.tail >= f.start() && end.tail <= f.start() + len,
                 _ => false,
