@@ -35,16 +35,22 @@ pub(crate) trait ConsumerHandle: Send + Sync + 'static {
     fn rebalance_now(&self);
     /// Answer to GET_CONSUMER_RUNNING_INFO.
     fn running_info(&self) -> ConsumerRunningInfo;
-    /// RESET_CONSUMER_CLIENT_OFFSET for `topic`.
+    /// RESET_CONSUMER_CLIENT_OFFSET for `topic`. By default the offsets are stored; owned
+    /// queues move to them on the next rebalance or seek.
     fn reset_offsets(
         &self,
-        topic: String,
+        _topic: String,
         offsets: BTreeMap<MessageQueue, i64>,
-    ) -> BoxFuture<'static, ()>;
+    ) -> BoxFuture<'static, ()> {
+        let store = Arc::clone(self.offsets());
+        Box::pin(async move {
+            crate::consumer::queues::store_reset_offsets(&store, offsets).await;
+        })
+    }
     /// Commits the offsets of every owned queue.
     fn persist_offsets(&self) -> BoxFuture<'static, ()>;
     /// The consumer's offsets.
-    fn offsets(&self) -> &OffsetStore;
+    fn offsets(&self) -> &Arc<OffsetStore>;
     /// Answer to GET_CONSUMER_STATUS_FROM_CLIENT: the offsets of `topic`'s queues.
     fn consumer_status(&self, topic: &str) -> BTreeMap<MessageQueue, i64> {
         self.offsets()

@@ -47,7 +47,7 @@ use super::offset_store::{OffsetStore, ReadOffsetType};
 use super::pull::{pull_queue, PullFrom};
 use super::queues::{
     admin_broker, check_pull_settings, group_consumer_ids, rebalance_wait, running_info,
-    start_offset, store_reset_offsets, PullStatus,
+    start_offset, PullStatus,
 };
 use super::subscription::build_subscription;
 use crate::config::ClientConfig;
@@ -682,19 +682,7 @@ impl ConsumerHandle for LiteInner {
         info
     }
 
-    fn reset_offsets(
-        &self,
-        _topic: String,
-        offsets: BTreeMap<MessageQueue, i64>,
-    ) -> BoxFuture<'static, ()> {
-        // Stored now; owned queues move to them on the next rebalance or seek.
-        let store = self.offsets.clone();
-        Box::pin(async move {
-            store_reset_offsets(&store, offsets).await;
-        })
-    }
-
-    fn offsets(&self) -> &OffsetStore {
+    fn offsets(&self) -> &Arc<OffsetStore> {
         &self.offsets
     }
 

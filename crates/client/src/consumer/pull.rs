@@ -30,7 +30,7 @@
 //! # }
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ use remoting::protocol::MASTER_ID;
 use tracing::{info, warn};
 
 use super::offset_store::{OffsetStore, ReadOffsetType, RemoteBrokerOffsetStore};
-use super::queues::{admin_broker, process_pull, running_info, store_reset_offsets, PullResult};
+use super::queues::{admin_broker, process_pull, running_info, PullResult};
 use super::send_back::{send_back, SendBackOutcome};
 use super::subscription::build_subscription;
 use crate::config::ClientConfig;
@@ -391,18 +391,7 @@ impl ConsumerHandle for PullInner {
         info
     }
 
-    fn reset_offsets(
-        &self,
-        _topic: String,
-        offsets: BTreeMap<MessageQueue, i64>,
-    ) -> BoxFuture<'static, ()> {
-        let store = self.offsets.clone();
-        Box::pin(async move {
-            store_reset_offsets(&store, offsets).await;
-        })
-    }
-
-    fn offsets(&self) -> &OffsetStore {
+    fn offsets(&self) -> &Arc<OffsetStore> {
         &self.offsets
     }
 

@@ -1287,7 +1287,7 @@ impl ConsumerHandle for PushInner {
         })
     }
 
-    fn offsets(&self) -> &OffsetStore {
+    fn offsets(&self) -> &Arc<OffsetStore> {
         &self.offsets
     }
 
