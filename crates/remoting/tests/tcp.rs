@@ -752,3 +752,42 @@ async fn connection_limit_holds_extra_connections() {
     second.shutdown().await;
     server.shutdown().await;
 }
+
+/// A client that stops reading (its responses pile up until the socket buffers are full) and a
+/// client that stopped in the middle of a frame stall only themselves: another client keeps
+/// getting answers at once.
+#[tokio::test]
+async fn a_slow_reader_and_a_dead_sender_do_not_stall_other_clients() {
+    let server = RemotingServer::start(config(), echo_dispatcher())
+        .await
+        .unwrap();
+    // Slow reader: 64 requests with 1 MiB bodies echoed back, and it never reads.
+    let mut slow = TcpStream::connect(server.local_addr()).await.unwrap();
+    let body = vec![7u8; 1 << 20];
+    for _ in 0..64 {
+        let req = RemotingCommand::request(ECHO).with_body(body.clone());
+        let mut buf = BytesMut::new();
+        encode(&req, &mut buf).unwrap();
+        if tokio::time::timeout(Duration::from_millis(200), slow.write_all(&buf))
+            .await
+            .is_err()
+        {
+            break; // the server stopped reading from us: its writes to us are blocked
+        }
+    }
+    // Dead sender: half a frame, then silence.
+    let mut dead = TcpStream::connect(server.local_addr()).await.unwrap();
+    dead.write_all(&[0, 0, 1, 0, 0, 0]).await.unwrap();
+
+    let c = client();
+    let addr = broker(&server);
+    for i in 0..20 {
+        let resp = c
+            .invoke(&addr, RemotingCommand::request(ECHO).with_ext("i", i), LONG)
+            .await
+            .unwrap();
+        assert_eq!(resp.ext("i"), Some(i.to_string().as_str()));
+    }
+    drop((slow, dead));
+    server.shutdown().await;
+}
