@@ -21,6 +21,9 @@ use store::{AcceptAll, FlushDiskType, MessageInner, MessageStore, StoreConfig};
 
 const BODY: usize = 1024;
 
+/// Errors stop the benchmark with a message instead of a panic.
+type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
 fn message(topic: &str, queue: i32, body: &Bytes, props: String) -> MessageInner {
     let mut m = MessageInner::new(topic, queue, body.clone());
     m.properties = props;
@@ -30,7 +33,11 @@ fn message(topic: &str, queue: i32, body: &Bytes, props: String) -> MessageInner
 
 /// Appends `n` 1 KiB messages (unique key each, 4 queues) from one writer; returns
 /// (seconds, bytes, dispatch lag after the last append).
-fn append_run(store: &MessageStore, rt: &tokio::runtime::Runtime, n: u64) -> (f64, u64, Duration) {
+fn append_run(
+    store: &MessageStore,
+    rt: &tokio::runtime::Runtime,
+    n: u64,
+) -> BenchResult<(f64, u64, Duration)> {
     let body = Bytes::from(vec![b'x'; BODY]);
     rt.block_on(async {
         let start = Instant::now();
@@ -40,55 +47,52 @@ fn append_run(store: &MessageStore, rt: &tokio::runtime::Runtime, n: u64) -> (f6
             let props = encode_properties([("TAGS", "TagA"), ("KEYS", key.as_str())]);
             let r = store
                 .put_message(message("BenchAsync", (i % 4) as i32, &body, props))
-                .await
-                .unwrap();
+                .await?;
             bytes += r.wrote_bytes as u64;
         }
         let append = start.elapsed().as_secs_f64();
         let lag_start = Instant::now();
         assert!(store.wait_dispatched(Duration::from_secs(60)));
-        (append, bytes, lag_start.elapsed())
+        Ok((append, bytes, lag_start.elapsed()))
     })
 }
 
 /// fsyncs per second for `chunk`-byte appends, each followed by `fdatasync`.
-fn fsync_rate(dir: &Path, chunk: usize, for_how_long: Duration) -> f64 {
+fn fsync_rate(dir: &Path, chunk: usize, for_how_long: Duration) -> BenchResult<f64> {
     let path = dir.join("fsync-probe");
     let mut f = OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
-        .open(&path)
-        .unwrap();
+        .open(&path)?;
     let data = vec![7u8; chunk];
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed() < for_how_long {
-        f.write_all(&data).unwrap();
-        f.sync_data().unwrap();
+        f.write_all(&data)?;
+        f.sync_data()?;
         n += 1;
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
     drop(f);
-    std::fs::remove_file(path).unwrap();
-    rate
+    std::fs::remove_file(path)?;
+    Ok(rate)
 }
 
-fn main() {
+fn main() -> BenchResult {
     // `cargo bench` passes `--bench`; `cargo test --benches` would pass nothing: skip then.
     if !std::env::args().any(|a| a == "--bench") {
-        return;
+        return Ok(());
     }
     let base = std::env::var_os("APOGEE_BENCH_DIR").map(std::path::PathBuf::from);
     let tmp = match &base {
-        Some(b) => tempfile::tempdir_in(b).unwrap(),
-        None => tempfile::tempdir().unwrap(),
+        Some(b) => tempfile::tempdir_in(b)?,
+        None => tempfile::tempdir()?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()
-        .unwrap();
+        .build()?;
 
     println!(
         "== apogee-store benchmark (1 KiB bodies, {} cores)",
@@ -99,12 +103,13 @@ fn main() {
     // `APOGEE_BENCH_ONLY=async|sync` runs one part.
     let only = std::env::var("APOGEE_BENCH_ONLY").unwrap_or_default();
     if only != "sync" {
-        bench_async(tmp.path(), &rt);
+        bench_async(tmp.path(), &rt)?;
     }
     if only != "async" {
-        bench_sync(tmp.path(), &rt, false);
-        bench_sync(tmp.path(), &rt, true);
+        bench_sync(tmp.path(), &rt, false)?;
+        bench_sync(tmp.path(), &rt, true)?;
     }
+    Ok(())
 }
 
 /// How fast this machine backs memory it has not touched yet (GB/s): every appended page
@@ -122,7 +127,7 @@ fn fresh_memory_rate() -> f64 {
     size as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
-fn bench_async(tmp: &Path, rt: &tokio::runtime::Runtime) {
+fn bench_async(tmp: &Path, rt: &tokio::runtime::Runtime) -> BenchResult {
     println!(
         "fresh-memory fault-in rate of this VM: {:.2} GB/s",
         fresh_memory_rate()
@@ -133,22 +138,22 @@ fn bench_async(tmp: &Path, rt: &tokio::runtime::Runtime) {
     let n: u64 = 2_000_000;
     let mut c = StoreConfig::new(tmp.join("async-warmup"));
     c.flush_disk_type = FlushDiskType::AsyncFlush;
-    let store = MessageStore::open(c).unwrap();
-    let (secs, bytes, _) = append_run(&store, rt, n);
+    let store = MessageStore::open(c)?;
+    let (secs, bytes, _) = append_run(&store, rt, n)?;
     println!(
         "ASYNC_FLUSH append, 1 writer, fresh memory: {:.0} msg/s, {:.0} MB/s",
         n as f64 / secs,
         bytes as f64 / secs / 1e6
     );
-    store.shutdown().unwrap();
+    store.shutdown()?;
     drop(store);
-    std::fs::remove_dir_all(tmp.join("async-warmup")).unwrap();
+    std::fs::remove_dir_all(tmp.join("async-warmup"))?;
 
     let dir = tmp.join("async");
     let mut c = StoreConfig::new(&dir);
     c.flush_disk_type = FlushDiskType::AsyncFlush;
-    let store = MessageStore::open(c).unwrap();
-    let (append_secs, bytes, dispatch_lag) = append_run(&store, rt, n);
+    let store = MessageStore::open(c)?;
+    let (append_secs, bytes, dispatch_lag) = append_run(&store, rt, n)?;
     let dispatch_secs = append_secs + dispatch_lag.as_secs_f64();
     println!(
         "ASYNC_FLUSH append, 1 writer: {:.0} msg/s, {:.0} MB/s ({n} msgs in {append_secs:.2} s)",
@@ -201,12 +206,13 @@ fn bench_async(tmp: &Path, rt: &tokio::runtime::Runtime) {
         "hot reads, copied into a response buffer: {:.2} GB/s",
         copied as f64 / secs / 1e9
     );
-    store.shutdown().unwrap();
+    store.shutdown()?;
     drop(store);
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
 }
 
-fn bench_sync(tmp: &Path, rt: &tokio::runtime::Runtime, warm: bool) {
+fn bench_sync(tmp: &Path, rt: &tokio::runtime::Runtime, warm: bool) -> BenchResult {
     // --- SYNC_FLUSH, 64 writers, group commit. This disk's fsync rate drifts a lot from one
     // second to the next, so probes and store runs alternate, and the runs are compared with
     // the mean of the probes taken around them.
@@ -215,15 +221,15 @@ fn bench_sync(tmp: &Path, rt: &tokio::runtime::Runtime, warm: bool) {
     let mut c = StoreConfig::new(&dir);
     c.flush_disk_type = FlushDiskType::SyncFlush;
     c.warm_mapped_file_enable = warm;
-    let store = MessageStore::open(c).unwrap();
+    let store = MessageStore::open(c)?;
     let writers: u64 = 64;
     let group_bytes = writers as usize * (BODY + 100);
-    let probe = |tmp: &Path| {
-        let small = fsync_rate(tmp, 4096, Duration::from_millis(700));
-        let group = fsync_rate(tmp, group_bytes, Duration::from_millis(700));
-        (small, group)
+    let probe = |tmp: &Path| -> BenchResult<(f64, f64)> {
+        let small = fsync_rate(tmp, 4096, Duration::from_millis(700))?;
+        let group = fsync_rate(tmp, group_bytes, Duration::from_millis(700))?;
+        Ok((small, group))
     };
-    let mut probes = vec![probe(tmp)];
+    let mut probes = vec![probe(tmp)?];
     let (mut msgs, mut secs, mut flushes) = (0u64, 0f64, 0u64);
     for _ in 0..3 {
         let run_for = Duration::from_secs(2);
@@ -239,26 +245,26 @@ fn bench_sync(tmp: &Path, rt: &tokio::runtime::Runtime, warm: bool) {
                     let mut n = 0u64;
                     while start.elapsed() < run_for {
                         let m = message("BenchSync", (w % 8) as i32, &body, props.clone());
-                        store.put_message(m).await.unwrap();
+                        store.put_message(m).await?;
                         n += 1;
                     }
-                    n
+                    BenchResult::Ok(n)
                 }));
             }
             let mut total = 0;
             for t in tasks {
-                total += t.await.unwrap();
+                total += t.await??;
             }
-            (total, start.elapsed().as_secs_f64())
-        });
+            BenchResult::Ok((total, start.elapsed().as_secs_f64()))
+        })?;
         msgs += m;
         secs += s;
         flushes += store.stats().commit_log_flushes - before.commit_log_flushes;
-        probes.push(probe(tmp));
+        probes.push(probe(tmp)?);
     }
-    store.shutdown().unwrap();
+    store.shutdown()?;
     drop(store);
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&dir)?;
     let n = probes.len() as f64;
     let small = probes.iter().map(|p| p.0).sum::<f64>() / n;
     let group = probes.iter().map(|p| p.1).sum::<f64>() / n;
@@ -280,4 +286,5 @@ fn bench_sync(tmp: &Path, rt: &tokio::runtime::Runtime, warm: bool) {
             f * writers as f64
         );
     }
+    Ok(())
 }
