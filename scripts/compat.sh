@@ -30,23 +30,49 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Two free loopback ports for the NameServer and the broker.
-read -r NS_PORT BROKER_PORT < <(python3 -c '
+# Free loopback ports for the NameServer and the broker (whose HA port is the next one up).
+free_ports() {
+  python3 -c '
 import socket
-s=[socket.socket() for _ in range(2)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])')
-NS="127.0.0.1:$NS_PORT"
+def free(port=0):
+    s = socket.socket(); s.bind(("127.0.0.1", port)); return s
+while True:
+    ns, br = free(), free()
+    try:
+        ha = free(br.getsockname()[1] + 1)
+    except OSError:
+        continue
+    print(ns.getsockname()[1], br.getsockname()[1]); break'
+}
 
-RUST_LOG=warn "$BIN" standalone --data-dir "$WORK/data" --namesrv-port "$NS_PORT" \
-  --broker-port "$BROKER_PORT" >"$WORK/standalone.log" 2>&1 &
-echo $! >"$PIDFILE"
-
-# Wait until the broker has registered: the cluster list names it.
-for _ in $(seq 1 100); do
-  if "$BIN" admin clusterList -n "$NS" >/dev/null 2>&1; then break; fi
-  sleep 0.1
+# A port picked above can be taken by another process before the server binds it: then the
+# server exits, and it is started again on other ports.
+started=""
+for attempt in 1 2 3 4 5; do
+  read -r NS_PORT BROKER_PORT < <(free_ports)
+  NS="127.0.0.1:$NS_PORT"
+  RUST_LOG=warn "$BIN" standalone --data-dir "$WORK/data$attempt" --namesrv-port "$NS_PORT" \
+    --broker-port "$BROKER_PORT" >"$WORK/standalone.log" 2>&1 &
+  echo $! >"$PIDFILE"
+  # Ready when the cluster list names the broker; give up on this try if the server exits.
+  for _ in $(seq 1 100); do
+    if "$BIN" admin clusterList -n "$NS" 2>/dev/null | grep -q ":$BROKER_PORT"; then
+      started=yes
+      break
+    fi
+    kill -0 "$(cat "$PIDFILE")" 2>/dev/null || break
+    sleep 0.1
+  done
+  [ -n "$started" ] && break
+  echo "compat: standalone did not start (attempt $attempt):" >&2
+  tail -n 5 "$WORK/standalone.log" >&2 || true
+  kill "$(cat "$PIDFILE")" 2>/dev/null || true
+  wait "$(cat "$PIDFILE")" 2>/dev/null || true
 done
+if [ -z "$started" ]; then
+  echo "compat: FAILED to start apogee standalone" >&2
+  exit 1
+fi
 for t in COMPAT_cpp COMPAT_js; do
   "$BIN" admin updateTopic -n "$NS" -c DefaultCluster -t "$t" -r 4 -w 4 >/dev/null
 done
