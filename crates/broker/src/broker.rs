@@ -183,7 +183,7 @@ impl Broker {
         self.state.tasks.close();
         self.state.tasks.wait().await;
         self.client.shutdown().await;
-        persist_all(&self.state);
+        persist_all(&self.state).await;
         if let Err(e) = self.state.store.shutdown() {
             tracing::error!(error = %e, "store shutdown failed");
         }
@@ -191,14 +191,16 @@ impl Broker {
     }
 }
 
-fn persist_all(state: &BrokerState) {
-    let results = [
-        state.offsets.persist(),
-        state.delay_offsets.persist(),
-        state.topics.persist(),
-        state.groups.persist(),
-    ];
-    for r in results {
+/// Writes every config file with the latest state and waits until they are durable (the
+/// writes run in parallel on the files' writer threads).
+async fn persist_all(state: &BrokerState) {
+    let (offsets, delay_offsets, topics, groups) = tokio::join!(
+        state.offsets.flush(),
+        state.delay_offsets.flush(),
+        state.topics.flush(),
+        state.groups.flush(),
+    );
+    for r in [offsets, delay_offsets, topics, groups] {
         if let Err(e) = r {
             tracing::error!(error = %e, "cannot persist broker config");
         }
@@ -219,11 +221,9 @@ async fn housekeeping(state: Arc<BrokerState>) {
         if *stop.borrow() {
             return;
         }
-        for r in [state.offsets.persist(), state.delay_offsets.persist()] {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "cannot persist offsets");
-            }
-        }
+        // Written off this thread; a failure is logged by the file's writer.
+        state.offsets.persist();
+        state.delay_offsets.persist();
         if last_scan.elapsed() >= CLIENT_SCAN_INTERVAL {
             last_scan = Instant::now();
             let expiry = Duration::from_millis(state.config.read().channel_expired_timeout);

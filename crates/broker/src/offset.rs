@@ -1,7 +1,8 @@
 //! [`ConsumerOffsetManager`]: committed consumer offsets per `topic@group` and queue, kept in
 //! memory and persisted (`config/consumerOffset.json`, upstream's shape
 //! `{"offsetTable":{"topic@group":{0:12,1:7}}}` with bare queue-id keys) every
-//! `flushConsumerOffsetInterval` and on shutdown.
+//! `flushConsumerOffsetInterval` and on shutdown by the file's [`Persister`], off the caller's
+//! thread.
 //!
 //! On a slave it also remembers which offsets consumers committed to it directly (while its
 //! master was gone, or while a consumer's route still lacked the master): slave
@@ -11,13 +12,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use remoting::protocol::{from_fastjson, to_fastjson, KeyStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::error::BrokerError;
-use crate::persist;
+use crate::persist::{self, Persister};
 
 const TOPIC_GROUP_SEPARATOR: char = '@';
 
@@ -30,8 +32,9 @@ struct OffsetFile {
 
 /// Committed offsets, keyed `topic@group` then queue id.
 pub struct ConsumerOffsetManager {
-    path: PathBuf,
-    table: RwLock<HashMap<String, BTreeMap<i32, i64>>>,
+    table: Arc<RwLock<OffsetTable>>,
+    /// The only writer of `config/consumerOffset.json`.
+    persister: Persister,
     /// Slave: `(topic@group, queue)` committed here by consumers and not yet known to the
     /// master at that value or higher.
     unpushed: Mutex<BTreeSet<(String, i32)>>,
@@ -55,6 +58,20 @@ pub struct Merged {
     pub ahead: Vec<QueueOffset>,
 }
 
+type OffsetTable = HashMap<String, BTreeMap<i32, i64>>;
+
+/// `table` in upstream's `ConsumerOffsetSerializeWrapper` shape.
+fn encode_table(table: &RwLock<OffsetTable>) -> Result<Vec<u8>, BrokerError> {
+    let file = OffsetFile {
+        offset_table: table
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    Ok(to_fastjson(&file, KeyStyle::Bare)?)
+}
+
 fn key(topic: &str, group: &str) -> String {
     format!("{topic}{TOPIC_GROUP_SEPARATOR}{group}")
 }
@@ -71,9 +88,14 @@ impl ConsumerOffsetManager {
             })?;
             table.extend(file.offset_table);
         }
+        let table = Arc::new(RwLock::new(table));
+        let persister = {
+            let table = table.clone();
+            Persister::new(path, move || encode_table(&table))?
+        };
         Ok(ConsumerOffsetManager {
-            path,
-            table: RwLock::new(table),
+            table,
+            persister,
             unpushed: Mutex::new(BTreeSet::new()),
         })
     }
@@ -174,15 +196,7 @@ impl ConsumerOffsetManager {
     /// Every offset in upstream's `ConsumerOffsetSerializeWrapper` shape (the file's, and the
     /// GET_ALL_CONSUMER_OFFSET body).
     pub fn encode(&self) -> Result<Vec<u8>, BrokerError> {
-        let file = OffsetFile {
-            offset_table: self
-                .table
-                .read()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        };
-        Ok(to_fastjson(&file, KeyStyle::Bare)?)
+        encode_table(&self.table)
     }
 
     /// Merges a master's GET_ALL_CONSUMER_OFFSET body into this (slave's) table keeping the
@@ -229,9 +243,22 @@ impl ConsumerOffsetManager {
         Ok(merged)
     }
 
-    /// Writes `config/consumerOffset.json`.
-    pub fn persist(&self) -> Result<(), BrokerError> {
-        persist::write_atomic(&self.path, &self.encode()?)
+    /// Asks for `config/consumerOffset.json` to be rewritten with the current offsets and
+    /// returns at once: the file's writer thread writes it soon after (see
+    /// [`Persister::request`]). Not durable yet when it returns: see [`Self::flush`].
+    pub fn persist(&self) {
+        self.persister.request();
+    }
+
+    /// Writes `config/consumerOffset.json` with every offset committed before the call and
+    /// resolves once it is durable (the I/O runs on the file's writer thread).
+    pub async fn flush(&self) -> Result<(), BrokerError> {
+        self.persister.flush().await
+    }
+
+    /// [`Self::flush`] blocking the calling thread: not for async runtime threads.
+    pub fn persist_now(&self) -> Result<(), BrokerError> {
+        self.persister.persist_now()
     }
 }
 
@@ -245,7 +272,7 @@ mod tests {
         let m = ConsumerOffsetManager::load(dir.path()).unwrap();
         m.commit("G", "T", 0, 12);
         m.commit("G", "T", 1, 7);
-        m.persist().unwrap();
+        m.persist_now().unwrap();
         let text = std::fs::read_to_string(dir.path().join("config/consumerOffset.json")).unwrap();
         assert_eq!(text, r#"{"offsetTable":{"T@G":{0:12,1:7}}}"#);
         let again = ConsumerOffsetManager::load(dir.path()).unwrap();
@@ -259,6 +286,34 @@ mod tests {
         assert_eq!(again.query("G", "U", 0), Some(3));
         again.remove_topic("T");
         assert_eq!(again.query("G", "T", 0), None);
+    }
+
+    /// Commits racing periodic persists and a final one (shutdown's): once the writes asked
+    /// for are done, the file holds every queue's latest offset.
+    #[test]
+    fn concurrent_persists_leave_the_latest_offsets_on_disk() {
+        const THREADS: i32 = 8;
+        const COMMITS: i64 = 40;
+        let dir = tempfile::tempdir().unwrap();
+        let m = ConsumerOffsetManager::load(dir.path()).unwrap();
+        std::thread::scope(|s| {
+            for q in 0..THREADS {
+                let m = &m;
+                s.spawn(move || {
+                    for offset in 1..=COMMITS {
+                        m.commit("G", "T", q, offset);
+                        m.persist();
+                    }
+                });
+            }
+        });
+        m.persister.settle().unwrap();
+        let on_disk = std::fs::read(dir.path().join("config/consumerOffset.json")).unwrap();
+        assert_eq!(on_disk, m.encode().unwrap());
+        let again = ConsumerOffsetManager::load(dir.path()).unwrap();
+        for q in 0..THREADS {
+            assert_eq!(again.query("G", "T", q), Some(COMMITS));
+        }
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! level reads that queue in order and, when a message's time has come (store time + the
 //! level's delay), writes it to its real queue. Each level's progress (the next queue offset
 //! to deliver) is persisted in `config/delayOffset.json` as upstream does
-//! (`{"offsetTable":{1:5,2:0}}`), so a restart neither loses nor repeats deliveries beyond
-//! the last persist.
+//! (`{"offsetTable":{1:5,2:0}}`, written by the file's [`Persister`] off the caller's thread),
+//! so a restart neither loses nor repeats deliveries beyond the last persist.
 //!
 //! **Acting master.** A slave runs the same tasks on its replicated `SCHEDULE_TOPIC_XXXX`,
 //! but delivers only while its master is gone ([`delivers_here`]): it then sends each due
@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 
 use crate::error::BrokerError;
 use crate::handlers::send_back::acting;
-use crate::persist;
+use crate::persist::{self, Persister};
 use crate::state::{reput_inner, BrokerState};
 use crate::topic::SCHEDULE_TOPIC;
 
@@ -60,8 +60,9 @@ struct DelayOffsetFile {
 
 /// Next queue offset to deliver, per delay level.
 pub(crate) struct DelayOffsets {
-    path: PathBuf,
-    table: Mutex<BTreeMap<i32, i64>>,
+    table: Arc<Mutex<BTreeMap<i32, i64>>>,
+    /// The only writer of `config/delayOffset.json`.
+    persister: Persister,
     /// Held (shared) by each delivery with its progress update; taken exclusively by a slave
     /// handing delivery back to its master.
     delivering: tokio::sync::RwLock<()>,
@@ -78,9 +79,14 @@ impl DelayOffsets {
             })?;
             table = file.offset_table;
         }
+        let table = Arc::new(Mutex::new(table));
+        let persister = {
+            let table = table.clone();
+            Persister::new(path, move || encode_table(table.lock().clone()))?
+        };
         Ok(DelayOffsets {
-            path,
-            table: Mutex::new(table),
+            table,
+            persister,
             delivering: tokio::sync::RwLock::new(()),
         })
     }
@@ -101,10 +107,7 @@ impl DelayOffsets {
     /// Every level's progress in upstream's `delayOffset.json` shape (the file's, and the
     /// GET_ALL_DELAY_OFFSET body).
     pub(crate) fn encode(&self) -> Result<Vec<u8>, BrokerError> {
-        let file = DelayOffsetFile {
-            offset_table: self.snapshot(),
-        };
-        Ok(to_fastjson(&file, KeyStyle::Bare)?)
+        encode_table(self.snapshot())
     }
 
     /// Merges a master's GET_ALL_DELAY_OFFSET body, keeping each level's larger offset.
@@ -121,9 +124,25 @@ impl DelayOffsets {
         Ok(())
     }
 
-    pub(crate) fn persist(&self) -> Result<(), BrokerError> {
-        persist::write_atomic(&self.path, &self.encode()?)
+    /// Asks for `config/delayOffset.json` to be rewritten and returns at once (see
+    /// [`Persister::request`]).
+    pub(crate) fn persist(&self) {
+        self.persister.request();
     }
+
+    /// Writes `config/delayOffset.json` with the progress made before the call and resolves
+    /// once it is durable (the I/O runs on the file's writer thread).
+    pub(crate) async fn flush(&self) -> Result<(), BrokerError> {
+        self.persister.flush().await
+    }
+}
+
+/// Every level's progress in upstream's `delayOffset.json` shape.
+fn encode_table(offset_table: BTreeMap<i32, i64>) -> Result<Vec<u8>, BrokerError> {
+    Ok(to_fastjson(
+        &DelayOffsetFile { offset_table },
+        KeyStyle::Bare,
+    )?)
 }
 
 /// Queue of `SCHEDULE_TOPIC_XXXX` that holds `level` (levels start at 1).

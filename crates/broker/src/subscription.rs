@@ -1,8 +1,9 @@
 //! [`SubscriptionGroupManager`]: consumer group configs (`config/subscriptionGroup.json`),
-//! created on demand when `autoCreateSubscriptionGroup` is on, as upstream.
+//! created on demand when `autoCreateSubscriptionGroup` is on, as upstream. Changes are written
+//! by the file's [`Persister`], off the caller's thread.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::sync::Arc;
 
 use parking_lot::RwLock;
 use remoting::protocol::{from_fastjson, to_fastjson, DataVersion, KeyStyle};
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
-use crate::persist;
+use crate::persist::{self, Persister};
 use crate::topic::next_version;
 
 /// One consumer group's settings (upstream `SubscriptionGroupConfig`, fields in fastjson's
@@ -78,8 +79,9 @@ const SYSTEM_GROUPS: &[&str] = &[
 
 /// The broker's consumer groups.
 pub struct SubscriptionGroupManager {
-    path: PathBuf,
-    table: RwLock<SubscriptionGroupWrapper>,
+    table: Arc<RwLock<SubscriptionGroupWrapper>>,
+    /// The only writer of `config/subscriptionGroup.json`.
+    persister: Persister,
 }
 
 impl SubscriptionGroupManager {
@@ -106,10 +108,14 @@ impl SubscriptionGroupManager {
                 .subscription_group_table
                 .extend(stored.subscription_group_table);
         }
-        Ok(SubscriptionGroupManager {
-            path,
-            table: RwLock::new(wrapper),
-        })
+        let table = Arc::new(RwLock::new(wrapper));
+        let persister = {
+            let table = table.clone();
+            Persister::new(path, move || {
+                Ok(to_fastjson(&*table.read(), KeyStyle::Quoted)?)
+            })?
+        };
+        Ok(SubscriptionGroupManager { table, persister })
     }
 
     /// The group's config; created with defaults when missing and `auto_create` is set.
@@ -133,7 +139,7 @@ impl SubscriptionGroupManager {
             next_version(&mut t.data_version);
         }
         tracing::info!(group, "auto-created subscription group");
-        self.persist()?;
+        self.persist();
         Ok(Some(created))
     }
 
@@ -145,7 +151,8 @@ impl SubscriptionGroupManager {
                 .insert(config.group_name.clone(), config);
             next_version(&mut t.data_version);
         }
-        self.persist()
+        self.persist();
+        Ok(())
     }
 
     /// Removes a group; returns whether it existed.
@@ -159,7 +166,7 @@ impl SubscriptionGroupManager {
             existed
         };
         if existed {
-            self.persist()?;
+            self.persist();
         }
         Ok(existed)
     }
@@ -179,7 +186,8 @@ impl SubscriptionGroupManager {
             }
             *t = master;
         }
-        self.persist()
+        self.persist();
+        Ok(())
     }
 
     /// A copy of every group.
@@ -187,10 +195,22 @@ impl SubscriptionGroupManager {
         self.table.read().clone()
     }
 
-    /// Writes `config/subscriptionGroup.json`.
-    pub fn persist(&self) -> Result<(), BrokerError> {
-        let data = to_fastjson(&*self.table.read(), KeyStyle::Quoted)?;
-        persist::write_atomic(&self.path, &data)
+    /// Asks for `config/subscriptionGroup.json` to be rewritten with the current groups and
+    /// returns at once: the file's writer thread writes it soon after (see
+    /// [`Persister::request`]). Not durable yet when it returns: see [`Self::flush`].
+    pub fn persist(&self) {
+        self.persister.request();
+    }
+
+    /// Writes `config/subscriptionGroup.json` with every change made before the call and
+    /// resolves once it is durable (the I/O runs on the file's writer thread).
+    pub async fn flush(&self) -> Result<(), BrokerError> {
+        self.persister.flush().await
+    }
+
+    /// [`Self::flush`] blocking the calling thread: not for async runtime threads.
+    pub fn persist_now(&self) -> Result<(), BrokerError> {
+        self.persister.persist_now()
     }
 }
 
@@ -211,6 +231,7 @@ mod tests {
         let mut g2 = SubscriptionGroupConfig::new("G2");
         g2.retry_max_times = 3;
         m.update(g2).unwrap();
+        m.persist_now().unwrap();
         let again = SubscriptionGroupManager::load(&c).unwrap();
         assert!(again.find("G", false).unwrap().is_some());
         assert_eq!(again.find("G2", false).unwrap().unwrap().retry_max_times, 3);

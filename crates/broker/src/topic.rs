@@ -1,11 +1,12 @@
 //! [`TopicConfigManager`]: the broker's topics (`config/topics.json`), the system topics it
 //! creates at start as upstream does, and the auto-creation rules (from `TBW102` on first send,
-//! `%RETRY%`/`%DLQ%` topics on demand). Every change bumps the data version, is persisted and
-//! wakes the registration task so the NameServers learn of it.
+//! `%RETRY%`/`%DLQ%` topics on demand). Every change bumps the data version, asks the file's
+//! [`Persister`] for a write (which happens off the caller's thread) and wakes the
+//! registration task so the NameServers learn of it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use parking_lot::RwLock;
 use remoting::protocol::{from_fastjson, to_fastjson, KeyStyle};
@@ -14,7 +15,7 @@ use tokio::sync::Notify;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
-use crate::persist;
+use crate::persist::{self, Persister};
 
 /// Topic producers name as `defaultTopic` when sending to a topic that does not exist yet.
 pub const AUTO_CREATE_TOPIC_KEY_TOPIC: &str = "TBW102";
@@ -83,8 +84,9 @@ pub fn next_version(v: &mut DataVersion) {
 
 /// The broker's topics.
 pub struct TopicConfigManager {
-    path: PathBuf,
-    table: RwLock<TopicConfigSerializeWrapper>,
+    table: Arc<RwLock<TopicConfigSerializeWrapper>>,
+    /// The only writer of `config/topics.json`.
+    persister: Persister,
     /// Wakes the registration task after a change.
     changed: Notify,
     /// Since the registration task last looked: a topic was auto-created (first send,
@@ -121,9 +123,16 @@ impl TopicConfigManager {
                 wrapper.topic_config_table.insert(name, tc);
             }
         }
+        let table = Arc::new(RwLock::new(wrapper));
+        let persister = {
+            let table = table.clone();
+            Persister::new(path, move || {
+                Ok(to_fastjson(&*table.read(), KeyStyle::Quoted)?)
+            })?
+        };
         Ok(TopicConfigManager {
-            path,
-            table: RwLock::new(wrapper),
+            table,
+            persister,
             changed: Notify::new(),
             auto_created: AtomicBool::new(false),
             other_change: AtomicBool::new(false),
@@ -165,7 +174,8 @@ impl TopicConfigManager {
             t.topic_config_table.insert(tc.topic_name.clone(), tc);
             next_version(&mut t.data_version);
         }
-        self.after_change()
+        self.after_change();
+        Ok(())
     }
 
     /// Removes a topic; returns whether it existed.
@@ -179,7 +189,7 @@ impl TopicConfigManager {
             existed
         };
         if existed {
-            self.after_change()?;
+            self.after_change();
         }
         Ok(existed)
     }
@@ -239,7 +249,7 @@ impl TopicConfigManager {
             queues = created.write_queue_nums,
             "auto-created topic"
         );
-        self.after_auto_create()?;
+        self.after_auto_create();
         Ok(Some(created))
     }
 
@@ -270,7 +280,7 @@ impl TopicConfigManager {
             tc
         };
         tracing::info!(topic, "created topic");
-        self.after_auto_create()?;
+        self.after_auto_create();
         Ok(created)
     }
 
@@ -310,7 +320,7 @@ impl TopicConfigManager {
             next_version(&mut t.data_version);
         }
         tracing::info!(topic, queue_id, "topic learnt from replicated data");
-        self.after_change()?;
+        self.after_change();
         Ok(true)
     }
 
@@ -329,29 +339,38 @@ impl TopicConfigManager {
             }
             *t = master;
         }
-        self.after_change()?;
+        self.after_change();
         Ok(true)
     }
 
-    fn after_change(&self) -> Result<(), BrokerError> {
+    fn after_change(&self) {
         self.other_change.store(true, Ordering::SeqCst);
         self.changed.notify_one();
-        self.persist()
+        self.persist();
     }
 
-    fn after_auto_create(&self) -> Result<(), BrokerError> {
+    fn after_auto_create(&self) {
         self.auto_created.store(true, Ordering::SeqCst);
         self.changed.notify_one();
-        self.persist()
+        self.persist();
     }
 
-    /// Writes `config/topics.json`.
-    pub fn persist(&self) -> Result<(), BrokerError> {
-        let data = {
-            let t = self.table.read();
-            to_fastjson(&*t, KeyStyle::Quoted)?
-        };
-        persist::write_atomic(&self.path, &data)
+    /// Asks for `config/topics.json` to be rewritten with the current topics and returns at
+    /// once: the file's writer thread writes it soon after (see [`Persister::request`]); safe
+    /// on the send path. Not durable yet when it returns: see [`Self::flush`].
+    pub fn persist(&self) {
+        self.persister.request();
+    }
+
+    /// Writes `config/topics.json` with every change made before the call and resolves once
+    /// it is durable (the I/O runs on the file's writer thread, not the caller's).
+    pub async fn flush(&self) -> Result<(), BrokerError> {
+        self.persister.flush().await
+    }
+
+    /// [`Self::flush`] blocking the calling thread: not for async runtime threads.
+    pub fn persist_now(&self) -> Result<(), BrokerError> {
+        self.persister.persist_now()
     }
 }
 
@@ -439,12 +458,45 @@ mod tests {
         assert!(m.create_in_send("X", "NOPE", 4, 0, true).unwrap().is_none());
         let dlq = m.create_if_missing(&dlq_topic("G"), 1, 6, 0).unwrap();
         assert_eq!(dlq.write_queue_nums, 1);
+        m.persist_now().unwrap();
 
         let again = TopicConfigManager::load(&c).unwrap();
         assert_eq!(again.select("NEW").unwrap().write_queue_nums, 4);
         assert!(again.select("%DLQ%G").is_some());
         assert!(again.delete("NEW").unwrap());
         assert!(!again.delete("NEW").unwrap());
+    }
+
+    /// Many auto-creates at once (each asks for a persist): once the writes they asked for are
+    /// done, the file holds every topic. Fails when concurrent persists race on one temporary
+    /// file or an older snapshot is renamed last.
+    #[test]
+    fn concurrent_auto_creates_leave_the_latest_topics_on_disk() {
+        const THREADS: usize = 8;
+        const TOPICS: usize = 25;
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        let m = TopicConfigManager::load(&c).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let m = &m;
+                s.spawn(move || {
+                    for i in 0..TOPICS {
+                        m.create_if_missing(&format!("T{t}_{i}"), 4, 6, 0).unwrap();
+                    }
+                });
+            }
+        });
+        m.persister.settle().unwrap();
+        let on_disk = std::fs::read(c.store_path_root_dir.join("config/topics.json")).unwrap();
+        let on_disk: TopicConfigSerializeWrapper = from_fastjson(&on_disk).unwrap();
+        assert_eq!(on_disk, m.snapshot());
+        let again = TopicConfigManager::load(&c).unwrap();
+        for t in 0..THREADS {
+            for i in 0..TOPICS {
+                assert!(again.select(&format!("T{t}_{i}")).is_some(), "T{t}_{i}");
+            }
+        }
     }
 
     #[test]
