@@ -288,31 +288,35 @@ mod tests {
         assert_eq!(again.query("G", "T", 0), None);
     }
 
-    /// Commits racing periodic persists and a final one (shutdown's): once the writes asked
-    /// for are done, the file holds every queue's latest offset.
+    /// Rounds of commits each followed by a persist, all at once (the periodic persist, a
+    /// shutdown, ...): once the writes asked for are done, the file holds every queue's latest
+    /// offset. Fails when an older snapshot is renamed last.
     #[test]
     fn concurrent_persists_leave_the_latest_offsets_on_disk() {
         const THREADS: i32 = 8;
-        const COMMITS: i64 = 40;
+        const ROUNDS: i64 = 10;
         let dir = tempfile::tempdir().unwrap();
         let m = ConsumerOffsetManager::load(dir.path()).unwrap();
-        std::thread::scope(|s| {
-            for q in 0..THREADS {
-                let m = &m;
-                s.spawn(move || {
-                    for offset in 1..=COMMITS {
+        let file = dir.path().join("config/consumerOffset.json");
+        for offset in 1..=ROUNDS {
+            let start = std::sync::Barrier::new(THREADS as usize);
+            std::thread::scope(|s| {
+                for q in 0..THREADS {
+                    let (m, start) = (&m, &start);
+                    s.spawn(move || {
+                        start.wait();
                         m.commit("G", "T", q, offset);
                         m.persist();
-                    }
-                });
-            }
-        });
-        m.persister.settle().unwrap();
-        let on_disk = std::fs::read(dir.path().join("config/consumerOffset.json")).unwrap();
-        assert_eq!(on_disk, m.encode().unwrap());
+                    });
+                }
+            });
+            m.persister.settle().unwrap();
+            let on_disk = std::fs::read(&file).unwrap();
+            assert_eq!(on_disk, m.encode().unwrap(), "round {offset}");
+        }
         let again = ConsumerOffsetManager::load(dir.path()).unwrap();
         for q in 0..THREADS {
-            assert_eq!(again.query("G", "T", q), Some(COMMITS));
+            assert_eq!(again.query("G", "T", q), Some(ROUNDS));
         }
     }
 

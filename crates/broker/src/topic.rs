@@ -467,34 +467,38 @@ mod tests {
         assert!(!again.delete("NEW").unwrap());
     }
 
-    /// Many auto-creates at once (each asks for a persist): once the writes they asked for are
-    /// done, the file holds every topic. Fails when concurrent persists race on one temporary
-    /// file or an older snapshot is renamed last.
+    /// Rounds of auto-creates at once (each asks for a persist): once the writes they asked
+    /// for are done, the file holds every topic. Fails when concurrent persists race on one
+    /// temporary file (an auto-create fails) or an older snapshot is renamed last.
     #[test]
     fn concurrent_auto_creates_leave_the_latest_topics_on_disk() {
         const THREADS: usize = 8;
-        const TOPICS: usize = 25;
+        const ROUNDS: usize = 10;
         let dir = tempfile::tempdir().unwrap();
         let c = config(dir.path());
         let m = TopicConfigManager::load(&c).unwrap();
-        std::thread::scope(|s| {
-            for t in 0..THREADS {
-                let m = &m;
-                s.spawn(move || {
-                    for i in 0..TOPICS {
-                        m.create_if_missing(&format!("T{t}_{i}"), 4, 6, 0).unwrap();
-                    }
-                });
-            }
-        });
-        m.persister.settle().unwrap();
-        let on_disk = std::fs::read(c.store_path_root_dir.join("config/topics.json")).unwrap();
-        let on_disk: TopicConfigSerializeWrapper = from_fastjson(&on_disk).unwrap();
-        assert_eq!(on_disk, m.snapshot());
+        let file = c.store_path_root_dir.join("config/topics.json");
+        for round in 0..ROUNDS {
+            let start = std::sync::Barrier::new(THREADS);
+            std::thread::scope(|s| {
+                for t in 0..THREADS {
+                    let (m, start) = (&m, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        m.create_if_missing(&format!("T{t}_{round}"), 4, 6, 0)
+                            .unwrap();
+                    });
+                }
+            });
+            m.persister.settle().unwrap();
+            let on_disk: TopicConfigSerializeWrapper =
+                from_fastjson(&std::fs::read(&file).unwrap()).unwrap();
+            assert_eq!(on_disk, m.snapshot(), "round {round}");
+        }
         let again = TopicConfigManager::load(&c).unwrap();
         for t in 0..THREADS {
-            for i in 0..TOPICS {
-                assert!(again.select(&format!("T{t}_{i}")).is_some(), "T{t}_{i}");
+            for round in 0..ROUNDS {
+                assert!(again.select(&format!("T{t}_{round}")).is_some());
             }
         }
     }

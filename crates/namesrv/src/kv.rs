@@ -201,7 +201,12 @@ mod tests {
                 .flat_map(|w| w.join().unwrap())
                 .collect();
             stop.store(true, Ordering::Relaxed);
-            assert!(errors.is_empty(), "concurrent writes failed: {errors:?}");
+            assert!(
+                errors.is_empty(),
+                "{} concurrent writes failed, first: {:?}",
+                errors.len(),
+                errors.first()
+            );
             assert_eq!(reader.join().unwrap(), 0, "a reader saw a torn file");
         });
         assert!(KvConfigManager::load(&path).is_ok());
