@@ -15,7 +15,7 @@ use remoting::{BrokerAddr, NameServerAddr, RemotingCommand, RequestCode, Respons
 use tracing::{debug, warn};
 
 use crate::error::{ClientError, Result};
-use crate::producer::{SendResult, SendStatus};
+use crate::send_result::{SendResult, SendStatus};
 use crate::transport::Transport;
 
 /// Answer to a pull before message decoding (upstream `PullResultExt`).

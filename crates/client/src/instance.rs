@@ -21,7 +21,6 @@ use tracing::{debug, info, warn};
 
 use crate::api::ClientApi;
 use crate::config::ClientConfig;
-use crate::consumer::offset_store::OffsetStore;
 use crate::error::Result;
 use crate::fault::LatencyFaultTolerance;
 use crate::route::RouteCache;
@@ -42,19 +41,16 @@ pub(crate) trait ConsumerHandle: Send + Sync + 'static {
         _topic: String,
         offsets: BTreeMap<MessageQueue, i64>,
     ) -> BoxFuture<'static, ()> {
-        let store = Arc::clone(self.offsets());
-        Box::pin(async move {
-            crate::consumer::queues::store_reset_offsets(&store, offsets).await;
-        })
+        self.offsets().store_reset(offsets)
     }
     /// Commits the offsets of every owned queue.
     fn persist_offsets(&self) -> BoxFuture<'static, ()>;
     /// The consumer's offsets.
-    fn offsets(&self) -> &Arc<OffsetStore>;
+    fn offsets(&self) -> Arc<dyn ConsumerOffsets>;
     /// Answer to GET_CONSUMER_STATUS_FROM_CLIENT: the offsets of `topic`'s queues.
     fn consumer_status(&self, topic: &str) -> BTreeMap<MessageQueue, i64> {
         self.offsets()
-            .snapshot(None)
+            .in_memory()
             .into_iter()
             .filter(|(mq, _)| mq.topic == topic)
             .collect()
@@ -68,6 +64,17 @@ pub(crate) trait ConsumerHandle: Send + Sync + 'static {
     ) -> BoxFuture<'static, Option<ConsumeMessageDirectlyResult>> {
         Box::pin(async { None })
     }
+}
+
+/// What the instance needs from a consumer's offset store (the store itself lives in
+/// [`consumer::offset_store`](super::consumer::offset_store) and uses the instance, so the
+/// instance only sees this).
+pub(crate) trait ConsumerOffsets: Send + Sync + 'static {
+    /// The offsets held in memory, by queue.
+    fn in_memory(&self) -> BTreeMap<MessageQueue, i64>;
+    /// Stores offsets a broker reset (RESET_CONSUMER_CLIENT_OFFSET) and pushes them to the
+    /// broker; one that cannot be stored is logged and skipped.
+    fn store_reset(self: Arc<Self>, offsets: BTreeMap<MessageQueue, i64>) -> BoxFuture<'static, ()>;
 }
 
 /// What the instance needs from a transactional producer (CHECK_TRANSACTION_STATE).

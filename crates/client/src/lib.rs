@@ -7,6 +7,7 @@
 //! | [`config`] | [`ClientConfig`]: NameServers, client id, intervals, timeouts |
 //! | [`transport`] | [`Transport`]: typed-address requests ([`remoting::client::RemotingClient`] implements it) |
 //! | [`api`] | one typed method per request (send, pull, offsets, send-back, heartbeat, locks, ...) |
+//! | [`send_result`] | [`SendResult`], [`SendStatus`]: what a send returns |
 //! | [`route`] | route cache, publish and subscribe queues, broker address lookups |
 //! | [`fault`] | latency fault tolerance (avoid a failing broker group for a while) |
 //! | [`producer`] | [`Producer`], [`TransactionProducer`], the send path with retries |
@@ -24,6 +25,7 @@ pub mod fault;
 pub(crate) mod instance;
 pub mod producer;
 pub mod route;
+pub mod send_result;
 pub mod transport;
 
 pub use config::ClientConfig;

@@ -52,7 +52,7 @@ use super::queues::{
 use super::subscription::build_subscription;
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
-use crate::instance::{ClientInstance, ConsumerHandle};
+use crate::instance::{ClientInstance, ConsumerHandle, ConsumerOffsets};
 
 /// Pause when the consumer holds more unpolled messages than it may.
 const FLOW_CONTROL_DELAY: Duration = Duration::from_millis(50);
@@ -682,8 +682,8 @@ impl ConsumerHandle for LiteInner {
         info
     }
 
-    fn offsets(&self) -> &Arc<OffsetStore> {
-        &self.offsets
+    fn offsets(&self) -> Arc<dyn ConsumerOffsets> {
+        self.offsets.clone()
     }
 
     fn persist_offsets(&self) -> BoxFuture<'static, ()> {

@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+
 use parking_lot::Mutex;
 use remoting::broker_headers::{
     MessageModel, MessageQueue, QueryConsumerOffsetRequestHeader, ResetOffsetBody,
@@ -21,7 +23,7 @@ use remoting::protocol::MASTER_ID;
 use tracing::{debug, warn};
 
 use crate::error::{ClientError, Result};
-use crate::instance::ClientInstance;
+use crate::instance::{ClientInstance, ConsumerOffsets};
 use crate::route::{find_subscribe_addr, FoundBroker};
 
 /// Where [`OffsetStore::read_offset`] looks.
@@ -372,6 +374,22 @@ impl OffsetStore {
     /// In-memory offsets of `mqs`.
     pub fn snapshot(&self, mqs: Option<&BTreeSet<MessageQueue>>) -> BTreeMap<MessageQueue, i64> {
         self.table().snapshot(mqs)
+    }
+}
+
+impl ConsumerOffsets for OffsetStore {
+    fn in_memory(&self) -> BTreeMap<MessageQueue, i64> {
+        self.snapshot(None)
+    }
+
+    fn store_reset(self: Arc<Self>, offsets: BTreeMap<MessageQueue, i64>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            for (mq, offset) in offsets {
+                if let Err(e) = self.update_and_push(&mq, offset).await {
+                    warn!(queue = %mq, error = %e, "reset offset not stored");
+                }
+            }
+        })
     }
 }
 

@@ -47,7 +47,7 @@ use super::send_back::{send_back, SendBackOutcome};
 use super::subscription::build_subscription;
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
-use crate::instance::{ClientInstance, ConsumerHandle};
+use crate::instance::{ClientInstance, ConsumerHandle, ConsumerOffsets};
 use crate::producer::{ProducerConfig, SendEngine, CLIENT_INNER_PRODUCER_GROUP};
 use crate::route::find_subscribe_addr;
 
@@ -391,8 +391,8 @@ impl ConsumerHandle for PullInner {
         info
     }
 
-    fn offsets(&self) -> &Arc<OffsetStore> {
-        &self.offsets
+    fn offsets(&self) -> Arc<dyn ConsumerOffsets> {
+        self.offsets.clone()
     }
 
     fn persist_offsets(&self) -> BoxFuture<'static, ()> {

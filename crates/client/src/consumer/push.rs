@@ -47,13 +47,13 @@ use super::offset_store::OffsetStore;
 use super::process_queue::{ProcessQueue, REBALANCE_LOCK_INTERVAL};
 use super::queues::{
     check_pull_settings, group_consumer_ids, process_pull, rebalance_wait, running_info,
-    start_offset, store_reset_offsets, PullStatus,
+    start_offset, PullStatus,
 };
 use super::send_back::{local_retry, send_back, SendBackCounters, SendBackCounts, SendBackOutcome};
 use super::subscription::build_subscription;
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
-use crate::instance::{ClientInstance, ConsumerHandle};
+use crate::instance::{ClientInstance, ConsumerHandle, ConsumerOffsets};
 use crate::producer::{ProducerConfig, SendEngine, CLIENT_INNER_PRODUCER_GROUP};
 use crate::retry_topic;
 use crate::route::find_subscribe_addr;
@@ -1219,7 +1219,7 @@ impl ConsumerHandle for PushInner {
         let store = self.offsets.clone();
         let notify_rebalance = self.rebalance_signal();
         Box::pin(async move {
-            store_reset_offsets(&store, offsets).await;
+            store.store_reset(offsets).await;
             notify_rebalance();
         })
     }
@@ -1287,8 +1287,8 @@ impl ConsumerHandle for PushInner {
         })
     }
 
-    fn offsets(&self) -> &Arc<OffsetStore> {
-        &self.offsets
+    fn offsets(&self) -> Arc<dyn ConsumerOffsets> {
+        self.offsets.clone()
     }
 
     fn persist_offsets(&self) -> BoxFuture<'static, ()> {

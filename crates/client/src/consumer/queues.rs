@@ -1,9 +1,7 @@
 //! Queue-level steps shared by the push, pull and lite-pull consumers: the group's member
-//! list, the broker to ask about a queue, where a newly owned queue starts, and turning a
-//! raw pull answer into a [`PullResult`], the running-info properties they all report, and
-//! storing offsets a broker resets.
+//! list, the broker to ask about a queue, where a newly owned queue starts, turning a raw
+//! pull answer into a [`PullResult`], and the running-info properties they all report.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use remoting::broker_headers::{
@@ -12,7 +10,7 @@ use remoting::broker_headers::{
 use remoting::message::{MessageConst, MessageExt};
 use remoting::protocol::MASTER_ID;
 use remoting::{BrokerAddr, ResponseCode};
-use tracing::{error, warn};
+use tracing::error;
 
 use super::offset_store::{OffsetStore, ReadOffsetType};
 use super::subscription::matches;
@@ -64,16 +62,6 @@ pub(crate) fn running_info(
     );
     p.insert("consumerGroup".into(), group.to_string());
     info
-}
-
-/// Stores the offsets a broker reset (RESET_CONSUMER_CLIENT_OFFSET) and pushes them to the
-/// broker; one that cannot be stored is logged and skipped.
-pub(crate) async fn store_reset_offsets(store: &OffsetStore, offsets: BTreeMap<MessageQueue, i64>) {
-    for (mq, offset) in offsets {
-        if let Err(e) = store.update_and_push(&mq, offset).await {
-            warn!(queue = %mq, error = %e, "reset offset not stored");
-        }
-    }
 }
 
 /// How long to wait before the next rebalance: `interval`, or [`REBALANCE_RETRY_DELAY`]

@@ -34,6 +34,7 @@ use crate::config::ClientConfig;
 use crate::error::Result;
 use crate::instance::ClientInstance;
 
+pub use crate::send_result::{SendResult, SendStatus};
 pub(crate) use send::{check_group_name, check_topic, CommunicationMode, SendEngine};
 pub use transaction::{
     LocalTransactionState, TransactionListener, TransactionProducer, TransactionSendResult,
@@ -135,30 +136,6 @@ impl ProducerConfig {
         self.retry_another_broker_when_not_store_ok = retry;
         self
     }
-}
-
-/// How a broker acknowledged a send (`SendStatus`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SendStatus {
-    SendOk,
-    FlushDiskTimeout,
-    FlushSlaveTimeout,
-    SlaveNotAvailable,
-}
-
-/// Result of a send (`SendResult`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SendResult {
-    pub send_status: SendStatus,
-    /// The client id(s) (`UNIQ_KEY`; comma-separated for a batch).
-    pub msg_id: String,
-    /// The broker's id(s): store host + commit-log offset.
-    pub offset_msg_id: String,
-    pub message_queue: MessageQueue,
-    pub queue_offset: i64,
-    pub transaction_id: Option<String>,
-    pub region_id: String,
-    pub trace_on: bool,
 }
 
 /// A started producer. Cheap to clone; clones share the connection and routes.
