@@ -83,7 +83,8 @@ pub struct LitePullConsumerConfig {
     /// How often subscribed topics are rebalanced (`topicMetadataCheckIntervalMillis`, 30 s;
     /// also on NOTIFY_CONSUMER_IDS_CHANGED).
     pub rebalance_interval: Duration,
-    /// Broadcasting offsets directory (default `$HOME/.rocketmq_offsets`).
+    /// Broadcasting offsets directory; required in broadcasting mode (no default: upstream's
+    /// `$HOME/.rocketmq_offsets` is for an application to choose).
     pub local_offset_store_dir: Option<PathBuf>,
 }
 

@@ -77,8 +77,9 @@ pub struct LocalFileOffsetStore {
 }
 
 impl LocalFileOffsetStore {
-    /// The store of `group` for client `client_id` under `dir` (upstream's default dir is
-    /// `~/.rocketmq_offsets`).
+    /// The store of `group` for client `client_id` under `dir`. The library has no default
+    /// dir: upstream's is `$HOME/.rocketmq_offsets`, and only an application decides to use
+    /// a home directory.
     pub fn new(dir: &Path, client_id: &str, group: &str) -> Self {
         LocalFileOffsetStore {
             path: dir.join(client_id).join(group).join("offsets.json"),
@@ -172,15 +173,6 @@ impl LocalFileOffsetStore {
     }
 }
 
-/// Where broadcasting offsets files live: `configured`, else `$HOME/.rocketmq_offsets`
-/// (upstream's `rocketmq.client.localOffsetStoreDir` default).
-pub fn offsets_dir(configured: Option<&Path>) -> PathBuf {
-    configured
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".rocketmq_offsets")))
-        .unwrap_or_else(|| PathBuf::from(".rocketmq_offsets"))
-}
-
 /// Clustering consumers' offsets, kept on the broker.
 pub struct RemoteBrokerOffsetStore {
     instance: Arc<ClientInstance>,
@@ -264,7 +256,7 @@ impl RemoteBrokerOffsetStore {
     }
 }
 
-/// The offset store of a push consumer.
+/// The offset store of a consumer: the broker's (clustering) or a local file (broadcasting).
 pub enum OffsetStore {
     Remote(RemoteBrokerOffsetStore),
     Local(LocalFileOffsetStore),
@@ -272,7 +264,9 @@ pub enum OffsetStore {
 
 impl OffsetStore {
     /// The store of a consumer of `group` in `model` (the broker's for clustering, a local
-    /// file under `local_dir` or its default for broadcasting), with its stored offsets loaded.
+    /// file under `local_dir` for broadcasting), with its stored offsets loaded. A
+    /// broadcasting consumer without `local_dir` is a [`ClientError::Config`]: the caller
+    /// chooses where offsets files go.
     pub(crate) fn open(
         instance: &Arc<ClientInstance>,
         group: &str,
@@ -284,8 +278,14 @@ impl OffsetStore {
                 OffsetStore::Remote(RemoteBrokerOffsetStore::new(instance.clone(), group))
             }
             MessageModel::Broadcasting => {
-                let dir = offsets_dir(local_dir);
-                OffsetStore::Local(LocalFileOffsetStore::new(&dir, &instance.client_id, group))
+                let dir = local_dir.ok_or_else(|| {
+                    ClientError::Config(
+                        "a broadcasting consumer needs local_offset_store_dir (upstream uses \
+                         $HOME/.rocketmq_offsets)"
+                            .into(),
+                    )
+                })?;
+                OffsetStore::Local(LocalFileOffsetStore::new(dir, &instance.client_id, group))
             }
         };
         store.load()?;
@@ -472,5 +472,30 @@ mod tests {
                 .unwrap(),
             Some(2)
         );
+    }
+
+    #[tokio::test]
+    async fn broadcasting_needs_a_directory_from_the_caller() {
+        let config = crate::ClientConfig::new("127.0.0.1:9876")
+            .unwrap()
+            .client_ip("127.0.0.1")
+            .instance_name("offsets-dir-test");
+        let transport = Arc::new(remoting::client::RemotingClient::new(Default::default()));
+        let instance = ClientInstance::with_transport(config, transport).unwrap();
+        let err = OffsetStore::open(&instance, "G", MessageModel::Broadcasting, None)
+            .err()
+            .expect("no directory, no local store");
+        assert!(matches!(err, ClientError::Config(_)), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            OffsetStore::open(&instance, "G", MessageModel::Broadcasting, Some(dir.path())).unwrap();
+        let OffsetStore::Local(local) = &store else {
+            panic!("broadcasting keeps offsets locally");
+        };
+        assert!(local.path().starts_with(dir.path()));
+        // Clustering needs no directory.
+        OffsetStore::open(&instance, "G", MessageModel::Clustering, None).unwrap();
+        instance.shutdown().await;
     }
 }

@@ -177,7 +177,8 @@ pub struct PushConsumerConfig {
     pub consumer_timeout_when_suspend: Duration,
     /// How often queues are rebalanced (20 s).
     pub rebalance_interval: Duration,
-    /// Broadcasting offsets directory (default `$HOME/.rocketmq_offsets`).
+    /// Broadcasting offsets directory; required in broadcasting mode (no default: upstream's
+    /// `$HOME/.rocketmq_offsets` is for an application to choose).
     pub local_offset_store_dir: Option<PathBuf>,
     /// Pause before a message that could be neither consumed nor sent back is consumed
     /// again ([`LOCAL_RETRY_DELAY`], upstream's fixed 5 s).
