@@ -74,7 +74,8 @@ pub(crate) trait ConsumerOffsets: Send + Sync + 'static {
     fn in_memory(&self) -> BTreeMap<MessageQueue, i64>;
     /// Stores offsets a broker reset (RESET_CONSUMER_CLIENT_OFFSET) and pushes them to the
     /// broker; one that cannot be stored is logged and skipped.
-    fn store_reset(self: Arc<Self>, offsets: BTreeMap<MessageQueue, i64>) -> BoxFuture<'static, ()>;
+    fn store_reset(self: Arc<Self>, offsets: BTreeMap<MessageQueue, i64>)
+        -> BoxFuture<'static, ()>;
 }
 
 /// What the instance needs from a transactional producer (CHECK_TRANSACTION_STATE).

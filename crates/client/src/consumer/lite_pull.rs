@@ -40,15 +40,13 @@ use remoting::broker_headers::*;
 use remoting::message::{now_millis, MessageExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::allocate::{AllocateMessageQueueAveragely, AllocateStrategy};
 use super::offset_store::{OffsetStore, ReadOffsetType};
 use super::pull::{pull_queue, PullFrom};
-use super::queues::{
-    admin_broker, check_pull_settings, group_consumer_ids, rebalance_wait, running_info,
-    start_offset, PullStatus,
-};
+use super::queues::{admin_broker, check_pull_settings, running_info, start_offset, PullStatus};
+use super::rebalance::{rebalance_loop, QueueOwner, Rebalancer, Rebalancing};
 use super::subscription::build_subscription;
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
@@ -174,6 +172,7 @@ struct LiteInner {
     instance: Arc<ClientInstance>,
     config: LitePullConsumerConfig,
     offsets: Arc<OffsetStore>,
+    rebalancer: Rebalancer,
     pull_from: PullFrom,
     mode: Mutex<Mode>,
     subscriptions: Mutex<BTreeMap<String, SubscriptionData>>,
@@ -201,6 +200,12 @@ impl LitePullConsumer {
             config.local_offset_store_dir.as_deref(),
         )?;
         let inner = Arc::new(LiteInner {
+            rebalancer: Rebalancer::new(
+                &group,
+                &instance.client_id,
+                config.message_model,
+                config.allocate_strategy.clone(),
+            ),
             stop: instance.shutdown.child_token(),
             instance,
             config,
@@ -505,74 +510,36 @@ impl LiteInner {
             self.spawn_pull(mq, offset, generation, stop);
         }
     }
+}
 
-    /// Returns whether every topic could be rebalanced.
-    async fn rebalance(self: &Arc<Self>) -> bool {
-        if *self.mode.lock() != Mode::Subscribe {
-            return true;
-        }
-        let mut complete = true;
-        let topics: Vec<String> = self.subscriptions.lock().keys().cloned().collect();
-        let mut changed = false;
-        for topic in topics {
-            let instance = &self.instance;
-            if instance.routes.route(&topic).is_none() {
-                if let Err(e) = instance.update_route(&topic).await {
-                    debug!(topic, error = %e, "no route yet");
-                }
-            }
-            let Some(all) = instance.routes.subscribe_queues(&topic) else {
-                complete = false;
-                continue;
-            };
-            let mine: BTreeSet<MessageQueue> = match self.config.message_model {
-                MessageModel::Broadcasting => all,
-                MessageModel::Clustering => {
-                    let cids =
-                        match group_consumer_ids(instance, &topic, &self.config.consumer_group)
-                            .await
-                        {
-                            Ok(c) => c,
-                            Err(e) => {
-                                warn!(topic, error = %e, "rebalance failed");
-                                continue;
-                            }
-                        };
-                    let mq_all: Vec<MessageQueue> = all.into_iter().collect();
-                    self.config
-                        .allocate_strategy
-                        .allocate(
-                            &self.config.consumer_group,
-                            &instance.client_id,
-                            &mq_all,
-                            &cids,
-                        )
-                        .into_iter()
-                        .collect()
-                }
-            };
-            let before = self.owned.lock().len();
-            self.update_owned(&mine, Some(&topic)).await;
-            changed |= before != self.owned.lock().len();
-        }
-        if changed {
-            self.instance.send_heartbeats().await;
-        }
-        complete
+impl QueueOwner for Arc<LiteInner> {
+    fn owned(&self) -> BTreeSet<MessageQueue> {
+        self.owned.lock().keys().cloned().collect()
+    }
+
+    fn assign<'a>(&'a self, topic: &'a str, mine: &'a BTreeSet<MessageQueue>) -> BoxFuture<'a, ()> {
+        Box::pin(self.update_owned(mine, Some(topic)))
     }
 }
 
-async fn rebalance_loop(weak: std::sync::Weak<LiteInner>, stop: CancellationToken) {
-    loop {
-        let Some(inner) = weak.upgrade() else { return };
-        let complete = inner.rebalance().await;
-        let interval = rebalance_wait(complete, inner.config.rebalance_interval);
-        let notified = async { inner.rebalance.notified().await };
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-            _ = notified => {}
-        }
+impl Rebalancing for LiteInner {
+    /// Rebalances the subscribed topics; queues given with `assign` are never rebalanced.
+    fn rebalance_round(self: Arc<Self>) -> BoxFuture<'static, bool> {
+        Box::pin(async move {
+            if *self.mode.lock() != Mode::Subscribe {
+                return true;
+            }
+            let topics: Vec<String> = self.subscriptions.lock().keys().cloned().collect();
+            self.rebalancer.round(&*self.instance, &self, &topics).await
+        })
+    }
+
+    fn rebalance_interval(&self) -> Duration {
+        self.config.rebalance_interval
+    }
+
+    fn rebalance_requested(&self) -> &Notify {
+        &self.rebalance
     }
 }
 

@@ -1,6 +1,6 @@
 //! Consumers: queue allocation, process queues, offset stores, subscriptions, the send-back
-//! decision, the queue steps they share ([`queues`]), and the push, pull and lite-pull
-//! consumers built from them.
+//! decision, the queue steps they share ([`queues`]), the rebalance round ([`rebalance`]),
+//! and the push, pull and lite-pull consumers built from them.
 
 pub mod allocate;
 pub mod lite_pull;
@@ -9,5 +9,6 @@ pub mod process_queue;
 pub mod pull;
 pub mod push;
 pub mod queues;
+pub mod rebalance;
 pub mod send_back;
 pub mod subscription;

@@ -382,7 +382,10 @@ impl ConsumerOffsets for OffsetStore {
         self.snapshot(None)
     }
 
-    fn store_reset(self: Arc<Self>, offsets: BTreeMap<MessageQueue, i64>) -> BoxFuture<'static, ()> {
+    fn store_reset(
+        self: Arc<Self>,
+        offsets: BTreeMap<MessageQueue, i64>,
+    ) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             for (mq, offset) in offsets {
                 if let Err(e) = self.update_and_push(&mq, offset).await {
@@ -488,8 +491,8 @@ mod tests {
         assert!(matches!(err, ClientError::Config(_)), "{err}");
 
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            OffsetStore::open(&instance, "G", MessageModel::Broadcasting, Some(dir.path())).unwrap();
+        let store = OffsetStore::open(&instance, "G", MessageModel::Broadcasting, Some(dir.path()))
+            .unwrap();
         let OffsetStore::Local(local) = &store else {
             panic!("broadcasting keeps offsets locally");
         };

@@ -45,10 +45,8 @@ use tracing::{debug, error, info, warn};
 use super::allocate::{AllocateMessageQueueAveragely, AllocateStrategy};
 use super::offset_store::OffsetStore;
 use super::process_queue::{ProcessQueue, REBALANCE_LOCK_INTERVAL};
-use super::queues::{
-    check_pull_settings, group_consumer_ids, process_pull, rebalance_wait, running_info,
-    start_offset, PullStatus,
-};
+use super::queues::{check_pull_settings, process_pull, running_info, start_offset, PullStatus};
+use super::rebalance::{rebalance_loop, QueueOwner, Rebalancer, Rebalancing};
 use super::send_back::{local_retry, send_back, SendBackCounters, SendBackCounts, SendBackOutcome};
 use super::subscription::build_subscription;
 use crate::config::ClientConfig;
@@ -303,6 +301,7 @@ struct PushInner {
     subscriptions: BTreeMap<String, SubscriptionData>,
     listener: MessageListener,
     offsets: Arc<OffsetStore>,
+    rebalancer: Rebalancer,
     inner_producer: SendEngine,
     queues: Mutex<BTreeMap<MessageQueue, Arc<ProcessQueue>>>,
     /// Broker id each queue should be pulled from next (the broker's suggestion).
@@ -345,6 +344,12 @@ impl PushConsumer {
             config.local_offset_store_dir.as_deref(),
         )?;
         let inner = Arc::new(PushInner {
+            rebalancer: Rebalancer::new(
+                &group,
+                &instance.client_id,
+                config.message_model,
+                config.allocate_strategy.clone(),
+            ),
             inner_producer: SendEngine::new(
                 instance.clone(),
                 ProducerConfig::new(CLIENT_INNER_PRODUCER_GROUP),
@@ -461,72 +466,9 @@ impl PushInner {
         }
     }
 
-    /// One rebalance of every subscribed topic (upstream `RebalanceImpl.doRebalance`).
-    /// Returns whether every topic could be rebalanced.
-    async fn do_rebalance(self: &Arc<Self>) -> bool {
-        let mut changed = false;
-        let mut complete = true;
-        for topic in self.subscriptions.keys() {
-            match self.rebalance_topic(topic).await {
-                Ok(c) => changed |= c,
-                Err(e) => {
-                    complete = false;
-                    warn!(topic, error = %e, "rebalance failed; retrying soon");
-                }
-            }
-        }
-        // Queues of topics no longer subscribed.
-        let stale: Vec<MessageQueue> = self
-            .queues
-            .lock()
-            .keys()
-            .filter(|mq| !self.subscriptions.contains_key(&mq.topic))
-            .cloned()
-            .collect();
-        for mq in stale {
-            self.drop_queue(&mq).await;
-            changed = true;
-        }
-        if changed {
-            self.instance.send_heartbeats().await;
-        }
-        complete
-    }
-
-    async fn rebalance_topic(self: &Arc<Self>, topic: &str) -> Result<bool> {
-        let instance = &self.instance;
-        if instance.routes.route(topic).is_none() {
-            instance.update_route(topic).await?;
-        }
-        let Some(all) = instance.routes.subscribe_queues(topic) else {
-            return Err(ClientError::NoRoute(topic.to_string()));
-        };
-        let mq_all: Vec<MessageQueue> = all.into_iter().collect();
-        let mine: BTreeSet<MessageQueue> = if self.is_clustering() {
-            let cids = group_consumer_ids(instance, topic, &self.config.consumer_group).await?;
-            self.config
-                .allocate_strategy
-                .allocate(
-                    &self.config.consumer_group,
-                    &instance.client_id,
-                    &mq_all,
-                    &cids,
-                )
-                .into_iter()
-                .collect()
-        } else {
-            mq_all.into_iter().collect()
-        };
-        Ok(self.update_process_queues(topic, &mine).await)
-    }
-
-    /// Drops queues no longer owned and starts pulling new ones; returns whether anything
-    /// changed.
-    async fn update_process_queues(
-        self: &Arc<Self>,
-        topic: &str,
-        mine: &BTreeSet<MessageQueue>,
-    ) -> bool {
+    /// Drops `topic`'s queues not in `mine` and starts pulling the new ones (an orderly
+    /// queue only once it is locked).
+    async fn update_process_queues(self: &Arc<Self>, topic: &str, mine: &BTreeSet<MessageQueue>) {
         let current: Vec<MessageQueue> = self
             .queues
             .lock()
@@ -534,10 +476,8 @@ impl PushInner {
             .filter(|mq| mq.topic == topic)
             .cloned()
             .collect();
-        let mut changed = false;
         for mq in current.iter().filter(|mq| !mine.contains(*mq)) {
             self.drop_queue(mq).await;
-            changed = true;
         }
         for mq in mine.iter().filter(|mq| !current.contains(mq)) {
             let orderly_clustering = self.listener.is_orderly() && self.is_clustering();
@@ -565,9 +505,7 @@ impl PushInner {
                 next,
                 self.stop.clone(),
             ));
-            changed = true;
         }
-        changed
     }
 
     async fn drop_queue(&self, mq: &MessageQueue) {
@@ -1099,19 +1037,30 @@ async fn pull_loop(
     }
 }
 
-async fn rebalance_loop(weak: std::sync::Weak<PushInner>, stop: CancellationToken) {
-    loop {
-        let Some(inner) = weak.upgrade() else { return };
-        let complete = inner.do_rebalance().await;
-        let interval = rebalance_wait(complete, inner.config.rebalance_interval);
-        let notified = async {
-            inner.rebalance.notified().await;
-        };
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-            _ = notified => {}
-        }
+impl QueueOwner for Arc<PushInner> {
+    fn owned(&self) -> BTreeSet<MessageQueue> {
+        self.queues.lock().keys().cloned().collect()
+    }
+
+    fn assign<'a>(&'a self, topic: &'a str, mine: &'a BTreeSet<MessageQueue>) -> BoxFuture<'a, ()> {
+        Box::pin(self.update_process_queues(topic, mine))
+    }
+}
+
+impl Rebalancing for PushInner {
+    fn rebalance_round(self: Arc<Self>) -> BoxFuture<'static, bool> {
+        Box::pin(async move {
+            let topics: Vec<String> = self.subscriptions.keys().cloned().collect();
+            self.rebalancer.round(&*self.instance, &self, &topics).await
+        })
+    }
+
+    fn rebalance_interval(&self) -> Duration {
+        self.config.rebalance_interval
+    }
+
+    fn rebalance_requested(&self) -> &Notify {
+        &self.rebalance
     }
 }
 

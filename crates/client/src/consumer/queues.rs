@@ -20,10 +20,6 @@ use crate::instance::ClientInstance;
 use crate::route::find_subscribe_addr;
 use crate::RETRY_GROUP_TOPIC_PREFIX;
 
-/// Pause before the next rebalance after one that could not finish (a topic without a
-/// route yet, such as a retry topic the broker has just created, or no member list).
-pub const REBALANCE_RETRY_DELAY: Duration = Duration::from_secs(1);
-
 /// Checks the settings every pulling consumer shares: `pullBatchSize` in 1..=1024 and a
 /// positive rebalance interval.
 pub(crate) fn check_pull_settings(
@@ -62,16 +58,6 @@ pub(crate) fn running_info(
     );
     p.insert("consumerGroup".into(), group.to_string());
     info
-}
-
-/// How long to wait before the next rebalance: `interval`, or [`REBALANCE_RETRY_DELAY`]
-/// when the last one was incomplete (upstream waits the full 20 s).
-pub(crate) fn rebalance_wait(complete: bool, interval: Duration) -> Duration {
-    if complete {
-        interval
-    } else {
-        interval.min(REBALANCE_RETRY_DELAY)
-    }
 }
 
 /// The consumer ids of `group`, sorted and deduplicated, from a broker of `topic` (its
