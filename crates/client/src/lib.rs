@@ -11,7 +11,7 @@
 //! | [`route`] | route cache, publish and subscribe queues, broker address lookups |
 //! | [`fault`] | latency fault tolerance (avoid a failing broker group for a while) |
 //! | [`producer`] | [`Producer`], [`TransactionProducer`], the send path with retries |
-//! | [`consumer`] | allocation strategies, process queues, offset stores, send-back decision, push, pull and lite-pull consumers |
+//! | [`consumer`] | allocation strategies, process queues, offset stores, send-back decision, the rebalance round, push, pull and lite-pull consumers |
 //!
 //! Addresses are typed: a broker request can only be given a [`remoting::BrokerAddr`], and
 //! the send-back path has no NameServer address at all, so a CONSUMER_SEND_MSG_BACK can

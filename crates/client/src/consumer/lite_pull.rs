@@ -29,7 +29,7 @@
 //! # }
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,8 +44,11 @@ use tracing::{info, warn};
 
 use super::allocate::{AllocateMessageQueueAveragely, AllocateStrategy};
 use super::offset_store::{OffsetStore, ReadOffsetType};
-use super::pull::{pull_queue, PullFrom};
-use super::queues::{admin_broker, check_pull_settings, running_info, start_offset, PullStatus};
+use super::pull::pull_queue;
+use super::queues::{
+    admin_broker, check_pull_settings, pause_unless_stopped, running_info, start_offset, PullFrom,
+    PullStatus,
+};
 use super::rebalance::{rebalance_loop, QueueOwner, Rebalancer, Rebalancing};
 use super::subscription::build_subscription;
 use crate::config::ClientConfig;
@@ -210,7 +213,7 @@ impl LitePullConsumer {
             instance,
             config,
             offsets: Arc::new(offsets),
-            pull_from: Mutex::new(HashMap::new()),
+            pull_from: PullFrom::default(),
             mode: Mutex::new(Mode::Unset),
             subscriptions: Mutex::new(BTreeMap::new()),
             owned: Mutex::new(BTreeMap::new()),
@@ -551,15 +554,7 @@ async fn pull_loop(
     generation: u64,
     stop: CancellationToken,
 ) {
-    let pause = |d: Duration| {
-        let stop = stop.clone();
-        async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = tokio::time::sleep(d) => {}
-            }
-        }
-    };
+    let pause = |d: Duration| pause_unless_stopped(&stop, d);
     loop {
         if stop.is_cancelled() {
             return;

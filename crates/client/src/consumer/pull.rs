@@ -30,26 +30,23 @@
 //! # }
 //! ```
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use parking_lot::Mutex;
 use remoting::broker_headers::*;
 use remoting::message::{now_millis, MessageExt};
-use remoting::protocol::MASTER_ID;
 use tracing::{info, warn};
 
 use super::offset_store::{OffsetStore, ReadOffsetType, RemoteBrokerOffsetStore};
-use super::queues::{admin_broker, process_pull, running_info, PullResult};
+use super::queues::{admin_broker, process_pull, running_info, PullFrom, PullResult};
 use super::send_back::{send_back, SendBackOutcome};
 use super::subscription::build_subscription;
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
 use crate::instance::{ClientInstance, ConsumerHandle, ConsumerOffsets};
 use crate::producer::{ProducerConfig, SendEngine, CLIENT_INNER_PRODUCER_GROUP};
-use crate::route::find_subscribe_addr;
 
 /// Pull consumer settings with upstream's names and defaults (`DefaultMQPullConsumer`).
 #[derive(Clone, Debug)]
@@ -100,9 +97,6 @@ impl PullConsumerConfig {
     }
 }
 
-/// Per-queue broker suggestions (`suggestWhichBrokerId` of the last pull).
-pub(crate) type PullFrom = Mutex<HashMap<MessageQueue, i64>>;
-
 /// Pulls `mq` at `offset` (at most `max_nums` messages) from the broker the last answer
 /// suggested, else the group's master, else any broker of the group. With `suspend`, the
 /// broker holds the request that long when nothing is there (long polling).
@@ -118,17 +112,12 @@ pub(crate) async fn pull_queue(
     suspend: Option<Duration>,
     timeout: Duration,
 ) -> Result<PullResult> {
-    let suggested = pull_from.lock().get(mq).copied().unwrap_or(MASTER_ID);
-    let find = || {
-        instance
-            .routes
-            .broker_data(&mq.topic, &mq.broker_name)
-            .and_then(|bd| find_subscribe_addr(&bd, suggested, false))
-    };
-    if find().is_none() {
+    if pull_from.broker(instance, mq).is_none() {
         instance.update_route(&mq.topic).await?;
     }
-    let found = find().ok_or_else(|| ClientError::BrokerNotFound(mq.broker_name.clone()))?;
+    let found = pull_from
+        .broker(instance, mq)
+        .ok_or_else(|| ClientError::BrokerNotFound(mq.broker_name.clone()))?;
     let header = PullMessageRequestHeader {
         consumer_group: group.to_string(),
         topic: mq.topic.clone(),
@@ -150,9 +139,7 @@ pub(crate) async fn pull_queue(
         .api
         .pull_message(&found.addr, &header, timeout)
         .await?;
-    pull_from
-        .lock()
-        .insert(mq.clone(), raw.header.suggest_which_broker_id);
+    pull_from.remember(mq, raw.header.suggest_which_broker_id);
     Ok(process_pull(mq, raw, sub, Some(group)))
 }
 
@@ -189,7 +176,7 @@ impl PullConsumer {
             instance,
             config,
             offsets: Arc::new(offsets),
-            pull_from: Mutex::new(HashMap::new()),
+            pull_from: PullFrom::default(),
             started_at: now_millis(),
         });
         let instance = &inner.instance;

@@ -1,8 +1,12 @@
 //! Queue-level steps shared by the push, pull and lite-pull consumers: the group's member
-//! list, the broker to ask about a queue, where a newly owned queue starts, turning a raw
+//! list, the broker to ask about a queue, where a newly owned queue starts, which broker a queue is
+//! pulled from next ([`PullFrom`]), turning a raw
 //! pull answer into a [`PullResult`], and the running-info properties they all report.
 
+use std::collections::HashMap;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use remoting::broker_headers::{
     ConsumeFromWhere, ConsumeType, ConsumerRunningInfo, MessageQueue, SubscriptionData,
@@ -10,6 +14,7 @@ use remoting::broker_headers::{
 use remoting::message::{MessageConst, MessageExt};
 use remoting::protocol::MASTER_ID;
 use remoting::{BrokerAddr, ResponseCode};
+use tokio_util::sync::CancellationToken;
 use tracing::error;
 
 use super::offset_store::{OffsetStore, ReadOffsetType};
@@ -17,8 +22,17 @@ use super::subscription::matches;
 use crate::api::RawPull;
 use crate::error::{ClientError, Result};
 use crate::instance::ClientInstance;
-use crate::route::find_subscribe_addr;
+use crate::route::{find_subscribe_addr, FoundBroker};
 use crate::RETRY_GROUP_TOPIC_PREFIX;
+
+/// Sleeps `d`, or less when `stop` is cancelled first (a pull loop's pause must not delay
+/// shutdown).
+pub(crate) async fn pause_unless_stopped(stop: &CancellationToken, d: Duration) {
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = tokio::time::sleep(d) => {}
+    }
+}
 
 /// Checks the settings every pulling consumer shares: `pullBatchSize` in 1..=1024 and a
 /// positive rebalance interval.
@@ -107,6 +121,29 @@ pub(crate) async fn admin_broker(
     find()
         .map(|f| f.addr)
         .ok_or_else(|| ClientError::BrokerNotFound(mq.broker_name.clone()))
+}
+
+/// Where each queue is pulled from next: the broker id the last pull answer suggested
+/// (`suggestWhichBrokerId`), shared by the pulling consumers.
+#[derive(Default)]
+pub(crate) struct PullFrom(Mutex<HashMap<MessageQueue, i64>>);
+
+impl PullFrom {
+    /// The broker to pull `mq` from, by the cached route: the suggested one, else the
+    /// group's master, else any broker of the group. `None` when the route does not know
+    /// the group (the caller refreshes it).
+    pub fn broker(&self, instance: &ClientInstance, mq: &MessageQueue) -> Option<FoundBroker> {
+        let suggested = self.0.lock().get(mq).copied().unwrap_or(MASTER_ID);
+        instance
+            .routes
+            .broker_data(&mq.topic, &mq.broker_name)
+            .and_then(|bd| find_subscribe_addr(&bd, suggested, false))
+    }
+
+    /// Remembers the broker a pull answer suggested for `mq`.
+    pub fn remember(&self, mq: &MessageQueue, suggested: i64) {
+        self.0.lock().insert(mq.clone(), suggested);
+    }
 }
 
 /// Where a newly owned queue starts (upstream `computePullFromWhereWithException`): the

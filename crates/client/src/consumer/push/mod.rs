@@ -43,7 +43,7 @@ mod listener;
 mod orderly;
 mod pull_loop;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,7 +66,7 @@ use pull_loop::pull_loop;
 
 use super::offset_store::OffsetStore;
 use super::process_queue::ProcessQueue;
-use super::queues::{running_info, start_offset};
+use super::queues::{running_info, start_offset, PullFrom};
 use super::rebalance::{rebalance_loop, QueueOwner, Rebalancer, Rebalancing};
 use super::send_back::{SendBackCounters, SendBackCounts};
 use super::subscription::build_subscription;
@@ -92,7 +92,7 @@ struct PushInner {
     inner_producer: SendEngine,
     queues: Mutex<BTreeMap<MessageQueue, Arc<ProcessQueue>>>,
     /// Broker id each queue should be pulled from next (the broker's suggestion).
-    pull_from: Mutex<HashMap<MessageQueue, i64>>,
+    pull_from: PullFrom,
     permits: Arc<Semaphore>,
     rebalance: Arc<Notify>,
     send_backs: SendBackCounters,
@@ -149,7 +149,7 @@ impl PushConsumer {
             listener,
             offsets: Arc::new(offsets),
             queues: Mutex::new(BTreeMap::new()),
-            pull_from: Mutex::new(HashMap::new()),
+            pull_from: PullFrom::default(),
             rebalance: Arc::new(Notify::new()),
             send_backs: SendBackCounters::default(),
             started_at: now_millis(),

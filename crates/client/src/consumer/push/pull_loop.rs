@@ -10,7 +10,6 @@ use remoting::broker_headers::{
     MessageQueue, PullMessageRequestHeader, PullSysFlag, SubscriptionData,
 };
 use remoting::message::MessageExt;
-use remoting::protocol::MASTER_ID;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -19,8 +18,7 @@ use super::listener::MessageListener;
 use super::orderly::consume_orderly;
 use super::PushInner;
 use crate::consumer::process_queue::ProcessQueue;
-use crate::consumer::queues::{process_pull, PullStatus};
-use crate::route::find_subscribe_addr;
+use crate::consumer::queues::{pause_unless_stopped, process_pull, PullStatus};
 
 /// Pause when flow control holds a queue back.
 const FLOW_CONTROL_DELAY: Duration = Duration::from_millis(50);
@@ -105,15 +103,7 @@ pub(super) async fn pull_loop(
     mut next_offset: i64,
     stop: CancellationToken,
 ) {
-    let pause = |d: Duration| {
-        let stop = stop.clone();
-        async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = tokio::time::sleep(d) => {}
-            }
-        }
-    };
+    let pause = |d: Duration| pause_unless_stopped(&stop, d);
     loop {
         if stop.is_cancelled() || pq.is_dropped() {
             return;
@@ -142,18 +132,7 @@ pub(super) async fn pull_loop(
         let Some(sub) = inner.subscriptions.get(&mq.topic).cloned() else {
             return;
         };
-        let suggested = inner
-            .pull_from
-            .lock()
-            .get(&mq)
-            .copied()
-            .unwrap_or(MASTER_ID);
-        let found = inner
-            .instance
-            .routes
-            .broker_data(&mq.topic, &mq.broker_name)
-            .and_then(|bd| find_subscribe_addr(&bd, suggested, false));
-        let Some(found) = found else {
+        let Some(found) = inner.pull_from.broker(&inner.instance, &mq) else {
             let _ = inner.instance.update_route(&mq.topic).await;
             let delay = inner.instance.config.pull_time_delay_when_exception;
             drop(inner);
@@ -179,8 +158,7 @@ pub(super) async fn pull_loop(
         };
         inner
             .pull_from
-            .lock()
-            .insert(mq.clone(), raw.header.suggest_which_broker_id);
+            .remember(&mq, raw.header.suggest_which_broker_id);
         let result = process_pull(&mq, raw, &sub, Some(&cfg.consumer_group));
         match result.pull_status {
             PullStatus::Found => {
