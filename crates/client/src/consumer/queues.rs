@@ -1,6 +1,6 @@
 //! Queue-level steps shared by the push, pull and lite-pull consumers: the group's member
 //! list, the broker to ask about a queue, where a newly owned queue starts, which broker a queue is
-//! pulled from next ([`PullFrom`]), turning a raw
+//! pulled from next (`PullFrom`), turning a raw
 //! pull answer into a [`PullResult`], and the running-info properties they all report.
 
 use std::collections::HashMap;

@@ -1,9 +1,9 @@
-//! [`Rebalancer`]: the one rebalance round of the push and lite-pull consumers (upstream
+//! `Rebalancer`: the one rebalance round of the push and lite-pull consumers (upstream
 //! `RebalanceImpl.doRebalance`), and the background loop that runs it.
 //!
 //! A round takes each subscribed topic in turn: its readable queues (fetching the route when
 //! none is cached), the group's member list (clustering only), the strategy's share for this
-//! client, and hands that share to the consumer ([`QueueOwner::assign`]), which releases the
+//! client, and hands that share to the consumer (`QueueOwner::assign`), which releases the
 //! queues it no longer owns and starts the new ones. Queues of topics no longer subscribed
 //! are released. The rules both consumers share live here and nowhere else:
 //! - a round is incomplete when any step of any topic failed (no route, no member list), and
@@ -12,8 +12,8 @@
 //!   same count is a change), and a change sends a heartbeat at once, so brokers see the new
 //!   subscription before the next periodic one.
 //!
-//! The cluster is reached through [`RebalanceCluster`] and the consumer through
-//! [`QueueOwner`], so rounds can be tested with fixed routes and member lists.
+//! The cluster is reached through `RebalanceCluster` and the consumer through
+//! `QueueOwner`, so rounds can be tested with fixed routes and member lists.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
