@@ -658,3 +658,167 @@ impl ConsumerHandle for LiteInner {
         Box::pin(async move { store.persist_all(&mqs).await })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use remoting::ResponseCode;
+    use remoting::{BrokerAddr, NameServerAddr, RemotingCommand, RemotingError, RequestCode};
+
+    use super::*;
+    use crate::route::tests::{group, queues, route};
+    use crate::transport::Transport;
+
+    /// One broker that answers what a rebalance asks: the group's member list (`None`: an
+    /// error), heartbeats (counted) and offsets (none stored). Pulls time out.
+    #[derive(Default)]
+    struct ScriptedBroker {
+        members: Mutex<Option<Vec<String>>>,
+        heartbeats: Mutex<usize>,
+    }
+
+    impl Transport for ScriptedBroker {
+        fn invoke<'a>(
+            &'a self,
+            addr: &'a BrokerAddr,
+            req: RemotingCommand,
+            _timeout: Duration,
+        ) -> BoxFuture<'a, std::result::Result<RemotingCommand, RemotingError>> {
+            let answer = |code| Ok(RemotingCommand::response_to(&req, code, None));
+            let resp = match req.code {
+                RequestCode::GET_CONSUMER_LIST_BY_GROUP => match self.members.lock().clone() {
+                    Some(ids) => {
+                        let body = GetConsumerListByGroupResponseBody {
+                            consumer_id_list: ids,
+                        };
+                        answer(ResponseCode::SUCCESS).map(|r| r.with_body(body.encode().unwrap()))
+                    }
+                    None => answer(ResponseCode::SYSTEM_ERROR),
+                },
+                RequestCode::HEART_BEAT => {
+                    *self.heartbeats.lock() += 1;
+                    answer(ResponseCode::SUCCESS)
+                }
+                RequestCode::QUERY_CONSUMER_OFFSET => answer(ResponseCode::QUERY_NOT_FOUND),
+                _ => Err(RemotingError::Timeout {
+                    addr: addr.to_string(),
+                    millis: 0,
+                }),
+            };
+            Box::pin(async move { resp })
+        }
+
+        fn invoke_oneway<'a>(
+            &'a self,
+            _addr: &'a BrokerAddr,
+            _req: RemotingCommand,
+        ) -> BoxFuture<'a, std::result::Result<(), RemotingError>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn invoke_namesrv<'a>(
+            &'a self,
+            addr: &'a NameServerAddr,
+            _req: RemotingCommand,
+            _timeout: Duration,
+        ) -> BoxFuture<'a, std::result::Result<RemotingCommand, RemotingError>> {
+            let err = RemotingError::Timeout {
+                addr: addr.to_string(),
+                millis: 0,
+            };
+            Box::pin(async move { Err(err) })
+        }
+    }
+
+    /// A lite-pull consumer of group `G` subscribed to `T` (4 queues on `broker-a`), over
+    /// `broker`, with no background tasks: rounds run when the test says.
+    fn subscribed(broker: Arc<ScriptedBroker>) -> Arc<LiteInner> {
+        let client = ClientConfig::new("127.0.0.1:9876")
+            .unwrap()
+            .client_ip("127.0.0.1")
+            .instance_name("lite-rebalance-test");
+        let instance = ClientInstance::with_transport(client, broker).unwrap();
+        instance.routes.update(
+            "T",
+            route(
+                vec![group("broker-a", &[(0, 10911)])],
+                vec![queues("broker-a", 6, 4)],
+            ),
+        );
+        let config = LitePullConsumerConfig::new("G")
+            .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset);
+        let offsets = OffsetStore::open(&instance, "G", config.message_model, None).unwrap();
+        let inner = Arc::new(LiteInner {
+            rebalancer: Rebalancer::new(
+                "G",
+                &instance.client_id,
+                config.message_model,
+                config.allocate_strategy.clone(),
+            ),
+            stop: instance.shutdown.child_token(),
+            instance,
+            config,
+            offsets: Arc::new(offsets),
+            pull_from: PullFrom::default(),
+            mode: Mutex::new(Mode::Subscribe),
+            subscriptions: Mutex::new(
+                [("T".to_string(), build_subscription("T", "*").unwrap())].into(),
+            ),
+            owned: Mutex::new(BTreeMap::new()),
+            next_generation: Mutex::new(0),
+            buffer: Mutex::new(VecDeque::new()),
+            arrived: Notify::new(),
+            rebalance: Notify::new(),
+            started_at: now_millis(),
+        });
+        inner.instance.register_consumer("G", inner.clone());
+        inner
+    }
+
+    /// One rebalance round; returns whether it was complete.
+    async fn round(inner: &Arc<LiteInner>) -> bool {
+        inner.clone().rebalance_round().await
+    }
+
+    fn mqs(ids: std::ops::Range<i32>) -> BTreeSet<MessageQueue> {
+        ids.map(|i| MessageQueue::new("T", "broker-a", i)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_failed_member_list_makes_the_lite_round_incomplete() {
+        let broker = Arc::new(ScriptedBroker::default());
+        let inner = subscribed(broker.clone());
+        assert!(
+            !round(&inner).await,
+            "no member list: the round is incomplete"
+        );
+        assert!(inner.owned.lock().is_empty());
+        inner.instance.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_lite_swap_of_queues_sends_a_heartbeat() {
+        let broker = Arc::new(ScriptedBroker::default());
+        let inner = subscribed(broker.clone());
+        let me = inner.instance.client_id.clone();
+        // First in the sorted member list: queues 0 and 1.
+        *broker.members.lock() = Some(vec![me.clone(), "zzz@other".into()]);
+        assert!(round(&inner).await);
+        let owned: BTreeSet<MessageQueue> = inner.owned.lock().keys().cloned().collect();
+        assert_eq!(owned, mqs(0..2));
+        assert_eq!(*broker.heartbeats.lock(), 1);
+        // A member sorting ahead of this one joins in place of the other: queues 2 and 3,
+        // the same count.
+        *broker.members.lock() = Some(vec!["000@other".into(), me]);
+        assert!(round(&inner).await);
+        let owned: BTreeSet<MessageQueue> = inner.owned.lock().keys().cloned().collect();
+        assert_eq!(owned, mqs(2..4));
+        assert_eq!(
+            *broker.heartbeats.lock(),
+            2,
+            "a swap of queues is a change and must send a heartbeat"
+        );
+        inner.instance.shutdown().await;
+    }
+}
