@@ -54,3 +54,9 @@ pub enum RemotingError {
     #[error("the client is shut down")]
     Shutdown,
 }
+
+impl From<message::MessageError> for RemotingError {
+    fn from(e: message::MessageError) -> Self {
+        RemotingError::InvalidBody(e.to_string())
+    }
+}

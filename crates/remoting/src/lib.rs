@@ -20,10 +20,13 @@ pub mod command;
 pub mod error;
 pub mod header;
 pub mod headers;
-pub mod message;
 pub mod properties;
 pub mod protocol;
 pub mod server;
+
+/// The message format (records, properties, ids, tag hash), re-exported from the `message`
+/// crate so that `remoting::message::...` paths keep working.
+pub use ::message;
 
 pub use addr::{BrokerAddr, NameServerAddr};
 pub use codes::{RequestCode, ResponseCode};

@@ -19,8 +19,8 @@ use crate::clock::now_ms;
 use crate::error::{Result, StoreError};
 use crate::mapped_file::{MappedFile, MappedFileQueue};
 use crate::message::{
-    self, encode_blank, encode_record, parse_record, sys_flag, MessageInner, Parsed, RecordStamp,
-    END_FILE_MIN_BLANK_LENGTH, MAX_PROPERTIES_LENGTH, MAX_TOPIC_LENGTH,
+    self, encode_blank, encode_record, parse_record, MessageInner, MessageSysFlag, Parsed,
+    RecordStamp, END_FILE_MIN_BLANK_LENGTH, MAX_PROPERTIES_LENGTH, MAX_TOPIC_LENGTH,
 };
 
 /// What one append wrote.
@@ -513,7 +513,7 @@ impl CommitLog {
     pub(crate) fn store_timestamp_at(&self, offset: u64, size: u64) -> Option<i64> {
         let rec = self.read(offset, size)?;
         let sys = i32::from_be_bytes(rec.get(36..40)?.try_into().ok()?);
-        let born_host = if sys & sys_flag::BORNHOST_V6_FLAG != 0 {
+        let born_host = if sys & MessageSysFlag::BORNHOST_V6_FLAG != 0 {
             20
         } else {
             8
@@ -635,15 +635,15 @@ impl CommitLog {
 /// and rolled-back transactional messages do not).
 pub(crate) fn counts_in_queue(flag: i32) -> bool {
     matches!(
-        sys_flag::transaction_value(flag),
-        sys_flag::TRANSACTION_NOT_TYPE | sys_flag::TRANSACTION_COMMIT_TYPE
+        MessageSysFlag::transaction_value(flag),
+        MessageSysFlag::TRANSACTION_NOT_TYPE | MessageSysFlag::TRANSACTION_COMMIT_TYPE
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::MessageExt;
+    use crate::MessageExt;
 
     fn log(dir: &std::path::Path, seg: u64) -> CommitLog {
         log_with(dir, seg, WriteMode::Mmap)
@@ -726,7 +726,7 @@ mod tests {
             0
         );
         let mut prepared = other.clone();
-        prepared.sys_flag = sys_flag::TRANSACTION_PREPARED_TYPE;
+        prepared.sys_flag = MessageSysFlag::TRANSACTION_PREPARED_TYPE;
         assert_eq!(cl.append(&[prepared]).unwrap().queue_offset, 0);
         assert_eq!(cl.append(&[other]).unwrap().queue_offset, 1);
     }

@@ -13,9 +13,12 @@ use crate::consume_queue::{ConsumeQueue, CqUnit};
 use crate::error::Result;
 use crate::index::IndexRequest;
 use crate::message::{
-    find_property, parse_record, property, tags_code, Parsed, RecordView, SCHEDULE_TOPIC,
+    find_property, parse_record, tags_hash_code, MessageConst, Parsed, RecordView,
 };
 use crate::store::{Inner, QueueGrowth};
+
+/// Topic that holds scheduled (delayed) messages; its tag code is the delivery time.
+const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
 
 /// Why a dispatch pass stopped before its limit.
 #[derive(Debug)]
@@ -71,12 +74,12 @@ impl Inner {
 
     fn dispatch_one(&self, v: &RecordView<'_>, at: u64) -> Result<()> {
         let props: &str = &v.properties;
-        let mut tag = find_property(props, property::TAGS)
-            .map(tags_code)
+        let mut tag = find_property(props, MessageConst::PROPERTY_TAGS)
+            .map(tags_hash_code)
             .unwrap_or(0);
         if v.topic == SCHEDULE_TOPIC {
-            if let Some(level) =
-                find_property(props, property::DELAY).and_then(|d| d.parse::<usize>().ok())
+            if let Some(level) = find_property(props, MessageConst::PROPERTY_DELAY_TIME_LEVEL)
+                .and_then(|d| d.parse::<usize>().ok())
             {
                 if level > 0 && !self.delay_levels.is_empty() {
                     let level = level.min(self.delay_levels.len());

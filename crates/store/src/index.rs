@@ -25,7 +25,7 @@ use parking_lot::RwLock;
 use crate::clock::{local_time, now_ms};
 use crate::error::{Result, StoreError};
 use crate::mapped_file::MappedFile;
-use crate::message::{java_hash_code, property, sys_flag};
+use crate::message::{find_property, java_hash_code, MessageConst, MessageSysFlag};
 
 const HEADER_SIZE: u64 = 40;
 const SLOT_SIZE: u64 = 4;
@@ -410,11 +410,16 @@ impl IndexService {
     /// Indexes the keys of one record. Records at or before the last indexed one are skipped,
     /// so a replay after recovery adds nothing twice.
     pub(crate) fn build(&self, req: &IndexRequest<'_>) -> Result<()> {
-        if sys_flag::transaction_value(req.sys_flag) == sys_flag::TRANSACTION_ROLLBACK_TYPE {
+        if MessageSysFlag::transaction_value(req.sys_flag)
+            == MessageSysFlag::TRANSACTION_ROLLBACK_TYPE
+        {
             return Ok(());
         }
-        let uniq = crate::message::find_property(req.properties, property::UNIQ_KEY);
-        let keys = crate::message::find_property(req.properties, property::KEYS);
+        let uniq = find_property(
+            req.properties,
+            MessageConst::PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
+        );
+        let keys = find_property(req.properties, MessageConst::PROPERTY_KEYS);
         if uniq.is_none() && keys.is_none() {
             return Ok(());
         }
@@ -442,7 +447,7 @@ impl IndexService {
         }
         if let Some(keys) = keys {
             for k in keys
-                .split(property::KEY_SEPARATOR)
+                .split(MessageConst::KEY_SEPARATOR)
                 .filter(|k| !k.is_empty())
             {
                 put(&mut files, k)?;

@@ -3,7 +3,7 @@
 //!
 //! Layout under `storePathRootDir` (upstream's, so file names and record bytes match):
 //! - `commitlog/<20-digit offset>`: every message, in segments ([`message`] has the record
-//!   layout);
+//!   layout, from the `message` crate);
 //! - `consumequeue/<topic>/<queueId>/<20-digit offset>`: 20-byte units per queue;
 //! - `index/<yyyyMMddHHmmssSSS>`: key lookup;
 //! - `checkpoint`, `abort`, `lock`.
@@ -30,14 +30,18 @@ pub mod error;
 mod flush;
 mod index;
 mod mapped_file;
-pub mod message;
 mod signal;
 mod store;
 
+/// The message format (record layout, properties, ids, tag hash), re-exported from the
+/// `message` crate so that `store::message::...` paths keep working.
+pub use ::message;
+pub use ::message::MessageInner;
+/// A stored message as the store reads it back (body as stored, properties as a string).
+pub use ::message::StoredMessage as MessageExt;
 pub use config::{BrokerRole, FlushDiskType, StoreConfig};
 pub use consume_queue::{CqUnit, CQ_STORE_UNIT_SIZE};
 pub use error::{Result, StoreError};
-pub use message::{MessageExt, MessageInner};
 pub use store::{
     AcceptAll, GetMessageStatus, GetResult, MessageFilter, MessageStore, PutResult, PutStatus,
     QueryResult, QueueGrowth, QueueListener, StoreStats,

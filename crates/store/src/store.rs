@@ -45,7 +45,9 @@ use crate::dispatch::Stall;
 use crate::error::{Result, StoreError};
 use crate::index::IndexService;
 use crate::mapped_file::MappedFileQueue;
-use crate::message::{self, create_message_id, parse_record, property, MessageInner, Parsed};
+use crate::message::{
+    create_message_id, find_property, parse_record, MessageConst, MessageInner, Parsed,
+};
 use crate::signal::Signal;
 
 /// Replay after a crash is kept below this many CommitLog bytes: a ConsumeQueue (or the Index)
@@ -89,7 +91,7 @@ pub struct PutResult {
 impl PutResult {
     /// Message id (`offsetMsgId`) of the first message.
     pub fn msg_id(&self) -> String {
-        create_message_id(&self.store_host, self.wrote_offset)
+        create_message_id(self.store_host, self.wrote_offset)
     }
 
     /// Message ids of every message, in order.
@@ -101,7 +103,7 @@ impl PutResult {
         self.batch_sizes
             .iter()
             .map(|&s| {
-                let id = create_message_id(&self.store_host, off);
+                let id = create_message_id(self.store_host, off);
                 off += s as i64;
                 id
             })
@@ -568,10 +570,14 @@ impl MessageStore {
             let matched = match parse_record(&rec, false) {
                 Ok(Parsed::Message(v)) => {
                     v.topic == topic
-                        && (message::find_property(&v.properties, property::UNIQ_KEY) == Some(key)
-                            || message::find_property(&v.properties, property::KEYS).is_some_and(
-                                |ks| ks.split(property::KEY_SEPARATOR).any(|k| k == key),
-                            ))
+                        && (find_property(
+                            &v.properties,
+                            MessageConst::PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
+                        ) == Some(key)
+                            || find_property(&v.properties, MessageConst::PROPERTY_KEYS)
+                                .is_some_and(|ks| {
+                                    ks.split(MessageConst::KEY_SEPARATOR).any(|k| k == key)
+                                }))
                 }
                 _ => false,
             };

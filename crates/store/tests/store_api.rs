@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use store::message::{encode_properties, tags_code};
+use store::message::{encode_properties, tags_hash_code as tags_code};
 use store::{
     AcceptAll, BrokerRole, FlushDiskType, GetMessageStatus, MessageExt, MessageInner, MessageStore,
     PutStatus, StoreConfig, StoreError,

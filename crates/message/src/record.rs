@@ -1,29 +1,31 @@
-//! The message record: how one message is laid out in the CommitLog, and the helpers every
-//! RocketMQ client relies on to read it (properties string, message id, tag hash, body CRC).
+//! The stored-message record: how one message is laid out in the CommitLog and in the bodies of
+//! `PULL_MESSAGE`, `QUERY_MESSAGE` and `VIEW_MESSAGE_BY_ID` responses (the bytes served to a pull
+//! are the CommitLog bytes themselves). This module owns the only writer ([`encode_record`],
+//! [`encode_blank`]) and the only parser ([`parse_record`]) of that layout; [`StoredMessage`] and
+//! the client's [`MessageExt`](crate::MessageExt) are built on them.
 //!
-//! The store writes and reads exactly upstream's on-disk layout, so the bytes served to a pull
-//! are the CommitLog bytes themselves and decode in every upstream client. All integers are
-//! big-endian (Java's `ByteBuffer` default).
+//! All integers are big-endian (Java's `ByteBuffer` default). Facts come from upstream's
+//! `MessageDecoder` and `CommitLog` (Apache RocketMQ, develop branch).
 //!
 //! | #  | field                        | size      | notes                                           |
 //! |----|------------------------------|-----------|-------------------------------------------------|
 //! | 1  | TOTALSIZE                    | 4         | i32, length of the whole record                 |
-//! | 2  | MAGICCODE                    | 4         | `0xDAA320A7` (v1), `0xDAA320AB` (v2, read only) |
+//! | 2  | MAGICCODE                    | 4         | `0xDAA320A7` (v1), `0xDAA320AB` (v2: topics over 127 bytes) |
 //! | 3  | BODYCRC                      | 4         | `crc32(body) & 0x7FFFFFFF`                      |
 //! | 4  | QUEUEID                      | 4         | i32                                             |
 //! | 5  | FLAG                         | 4         | i32, the producer's flag                        |
 //! | 6  | QUEUEOFFSET                  | 8         | i64, position in the ConsumeQueue               |
 //! | 7  | PHYSICALOFFSET               | 8         | i64, position of this record in the CommitLog   |
-//! | 8  | SYSFLAG                      | 4         | i32, see [`sys_flag`]                           |
+//! | 8  | SYSFLAG                      | 4         | i32, see [`MessageSysFlag`]                     |
 //! | 9  | BORNTIMESTAMP                | 8         | i64, ms                                         |
 //! | 10 | BORNHOST                     | 8 or 20   | IPv4 (4) or IPv6 (16, `BORNHOST_V6_FLAG`) + port i32 |
 //! | 11 | STORETIMESTAMP               | 8         | i64, ms, set by the store under the write lock  |
 //! | 12 | STOREHOSTADDRESS             | 8 or 20   | as BORNHOST, `STOREHOSTADDRESS_V6_FLAG`         |
 //! | 13 | RECONSUMETIMES               | 4         | i32                                             |
 //! | 14 | PREPARED TRANSACTION OFFSET  | 8         | i64                                             |
-//! | 15 | BODY                         | 4 + n     | i32 length, then the body                       |
+//! | 15 | BODY                         | 4 + n     | i32 length, then the body (zlib when SYSFLAG has `COMPRESSED_FLAG`) |
 //! | 16 | TOPIC                        | 1 + n     | u8 length (v2: u16), then UTF-8 topic           |
-//! | 17 | PROPERTIES                   | 2 + n     | i16 length, then `name\x01value\x02` pairs      |
+//! | 17 | PROPERTIES                   | 2 + n     | u16 length, then `name\x01value\x02` pairs      |
 //!
 //! At the end of a CommitLog segment that cannot hold the next record the writer puts a blank
 //! marker: TOTALSIZE = bytes left in the segment, MAGICCODE = `0xCBD43194`; the rest is unused.
@@ -32,11 +34,17 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 
-/// Magic code of a v1 message record (`0xDAA320A7`).
+use crate::error::{Reader, RecordError};
+use crate::id::create_message_id;
+use crate::properties::{decode_properties, find_property};
+use crate::sys_flag::MessageSysFlag;
+
+/// Magic code of a v1 record (`0xDAA320A7`): the topic length is one byte.
 pub const MESSAGE_MAGIC_CODE: i32 = 0xDAA3_20A7_u32 as i32;
-/// Magic code of a v2 message record (`0xDAA320AB`): as v1 but the topic length is 2 bytes.
+/// Magic code of a v2 record (`0xDAA320AB`): as v1 but the topic length is 2 bytes (written for
+/// topics over [`MAX_TOPIC_LENGTH`] bytes).
 pub const MESSAGE_MAGIC_CODE_V2: i32 = 0xDAA3_20AB_u32 as i32;
 /// Magic code of the blank marker at the end of a CommitLog segment (`0xCBD43194`).
 pub const BLANK_MAGIC_CODE: i32 = 0xCBD4_3194_u32 as i32;
@@ -44,7 +52,7 @@ pub const BLANK_MAGIC_CODE: i32 = 0xCBD4_3194_u32 as i32;
 pub const END_FILE_MIN_BLANK_LENGTH: usize = 4 + 4;
 /// Longest topic a v1 record can hold (its length is one signed byte in Java).
 pub const MAX_TOPIC_LENGTH: usize = 127;
-/// Longest properties string a record can hold (its length is a Java `short`).
+/// Longest properties string the store accepts (upstream's length is a Java `short`).
 pub const MAX_PROPERTIES_LENGTH: usize = i16::MAX as usize;
 
 /// Byte positions of fixed fields, as upstream `MessageDecoder` names them.
@@ -69,51 +77,6 @@ pub mod pos {
     pub const BORN_HOST: usize = 48;
 }
 
-/// Bits of the SYSFLAG field (upstream `MessageSysFlag`).
-pub mod sys_flag {
-    /// The body is compressed.
-    pub const COMPRESSED_FLAG: i32 = 0x1;
-    /// The tags string holds several tags.
-    pub const MULTI_TAGS_FLAG: i32 = 0x1 << 1;
-    /// Not a transactional message.
-    pub const TRANSACTION_NOT_TYPE: i32 = 0;
-    /// Half (prepared) transactional message: not dispatched to a ConsumeQueue.
-    pub const TRANSACTION_PREPARED_TYPE: i32 = 0x1 << 2;
-    /// Committed transactional message.
-    pub const TRANSACTION_COMMIT_TYPE: i32 = 0x2 << 2;
-    /// Rolled-back transactional message: not dispatched, not indexed.
-    pub const TRANSACTION_ROLLBACK_TYPE: i32 = 0x3 << 2;
-    /// BORNHOST is IPv6 (16-byte address).
-    pub const BORNHOST_V6_FLAG: i32 = 0x1 << 4;
-    /// STOREHOSTADDRESS is IPv6 (16-byte address).
-    pub const STOREHOSTADDRESS_V6_FLAG: i32 = 0x1 << 5;
-
-    /// The transaction type bits of a sys flag.
-    pub fn transaction_value(flag: i32) -> i32 {
-        flag & TRANSACTION_ROLLBACK_TYPE
-    }
-}
-
-/// Well-known property names (upstream `MessageConst`).
-pub mod property {
-    /// Space-separated business keys, indexed for lookup.
-    pub const KEYS: &str = "KEYS";
-    /// The tag (or tags) used for server-side filtering.
-    pub const TAGS: &str = "TAGS";
-    /// The client-generated unique message id, indexed for lookup.
-    pub const UNIQ_KEY: &str = "UNIQ_KEY";
-    /// Delay level of a scheduled message.
-    pub const DELAY: &str = "DELAY";
-    /// Separator between keys in `KEYS`.
-    pub const KEY_SEPARATOR: char = ' ';
-}
-
-/// Topic that holds scheduled (delayed) messages; its tag code is the delivery time.
-pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
-
-const NAME_VALUE_SEPARATOR: char = '\u{1}';
-const PROPERTY_SEPARATOR: char = '\u{2}';
-
 /// A message to append, as the broker hands it to the store (upstream `MessageExtBrokerInner`).
 ///
 /// The store fills in the queue offset, physical offset and store timestamp; it sets the two
@@ -129,7 +92,7 @@ pub struct MessageInner {
     /// Body bytes (already compressed if `COMPRESSED_FLAG` is set).
     pub body: Bytes,
     /// Properties, pre-encoded as upstream does (`name\x01value\x02`...); see
-    /// [`encode_properties`].
+    /// [`encode_properties`](crate::encode_properties).
     pub properties: String,
     /// SYSFLAG bits (compression, transaction type, ...).
     pub sys_flag: i32,
@@ -167,15 +130,7 @@ impl MessageInner {
 
     /// SYSFLAG as it will be stored: the given bits with the IPv6 bits set from the hosts.
     pub fn stored_sys_flag(&self) -> i32 {
-        let mut flag =
-            self.sys_flag & !(sys_flag::BORNHOST_V6_FLAG | sys_flag::STOREHOSTADDRESS_V6_FLAG);
-        if is_v6(&self.born_host) {
-            flag |= sys_flag::BORNHOST_V6_FLAG;
-        }
-        if is_v6(&self.store_host) {
-            flag |= sys_flag::STOREHOSTADDRESS_V6_FLAG;
-        }
-        flag
+        stored_sys_flag(self.sys_flag, &self.born_host, &self.store_host)
     }
 
     /// Length of the record this message encodes to.
@@ -202,15 +157,16 @@ pub struct RecordStamp {
     pub body_crc: i32,
 }
 
-/// Length of a v1 record with these field sizes (upstream `calMsgLength`).
+/// Length of a record with these field sizes (upstream `calMsgLength`); a topic longer than
+/// [`MAX_TOPIC_LENGTH`] takes a 2-byte length (the V2 layout).
 pub fn record_len(
     sys_flag: i32,
     body_len: usize,
     topic_len: usize,
     properties_len: usize,
 ) -> usize {
-    let born_host = host_len(sys_flag & sys_flag::BORNHOST_V6_FLAG != 0);
-    let store_host = host_len(sys_flag & sys_flag::STOREHOSTADDRESS_V6_FLAG != 0);
+    let born_host = host_len(sys_flag & MessageSysFlag::BORNHOST_V6_FLAG != 0);
+    let store_host = host_len(sys_flag & MessageSysFlag::STOREHOSTADDRESS_V6_FLAG != 0);
     4 + 4
         + 4
         + 4
@@ -226,7 +182,7 @@ pub fn record_len(
         + 8
         + 4
         + body_len
-        + 1
+        + if topic_len > MAX_TOPIC_LENGTH { 2 } else { 1 }
         + topic_len
         + 2
         + properties_len
@@ -238,6 +194,20 @@ fn host_len(v6: bool) -> usize {
     } else {
         4 + 4
     }
+}
+
+/// `sys_flag` as a record stores it: its two host bits set from the address families of
+/// `born_host` and `store_host` (an IPv4-mapped IPv6 address counts as IPv4).
+pub fn stored_sys_flag(sys_flag: i32, born_host: &SocketAddr, store_host: &SocketAddr) -> i32 {
+    let mut flag =
+        sys_flag & !(MessageSysFlag::BORNHOST_V6_FLAG | MessageSysFlag::STOREHOSTADDRESS_V6_FLAG);
+    if is_v6(born_host) {
+        flag |= MessageSysFlag::BORNHOST_V6_FLAG;
+    }
+    if is_v6(store_host) {
+        flag |= MessageSysFlag::STOREHOSTADDRESS_V6_FLAG;
+    }
+    flag
 }
 
 fn is_v6(addr: &SocketAddr) -> bool {
@@ -253,213 +223,67 @@ pub fn body_crc(body: &[u8]) -> i32 {
     (crc32fast::hash(body) & 0x7FFF_FFFF) as i32
 }
 
-/// Java `String.hashCode` of `s` (over UTF-16 code units, wrapping).
-pub fn java_hash_code(s: &str) -> i32 {
-    s.encode_utf16()
-        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
-}
-
-/// Tag hash stored in ConsumeQueue units (upstream `tagsString2tagsCode`): Java `hashCode` of
-/// the tags string, or 0 when there is no tag.
-pub fn tags_code(tags: &str) -> i64 {
-    if tags.is_empty() {
-        0
-    } else {
-        java_hash_code(tags) as i64
-    }
-}
-
-/// Encodes properties as upstream does: `name\x01value\x02` for each pair, in the given order.
-pub fn encode_properties<'a, I>(pairs: I) -> String
-where
-    I: IntoIterator<Item = (&'a str, &'a str)>,
-{
-    let mut out = String::new();
-    for (name, value) in pairs {
-        out.push_str(name);
-        out.push(NAME_VALUE_SEPARATOR);
-        out.push_str(value);
-        out.push(PROPERTY_SEPARATOR);
-    }
-    out
-}
-
-/// Decodes a properties string (upstream `string2messageProperties`): pairs shorter than three
-/// characters or without a name or value are skipped; a later duplicate name wins.
-pub fn decode_properties(props: &str) -> HashMap<String, String> {
-    property_pairs(props)
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-/// Value of property `name` in an encoded properties string, without allocating. The last
-/// occurrence wins, as in [`decode_properties`].
-pub fn find_property<'a>(props: &'a str, name: &str) -> Option<&'a str> {
-    property_pairs(props)
-        .filter(|(k, _)| *k == name)
-        .last()
-        .map(|(_, v)| v)
-}
-
-fn property_pairs(props: &str) -> impl Iterator<Item = (&str, &str)> {
-    props.split(PROPERTY_SEPARATOR).filter_map(|pair| {
-        let (k, v) = pair.split_once(NAME_VALUE_SEPARATOR)?;
-        if k.is_empty() || v.is_empty() {
-            None
-        } else {
-            Some((k, v))
-        }
-    })
-}
-
-/// Upstream message id (`offsetMsgId`): store host address, port and CommitLog offset, as
-/// uppercase hex: 32 characters for IPv4, 56 for IPv6.
-pub fn create_message_id(store_host: &SocketAddr, physical_offset: i64) -> String {
-    let mut raw = Vec::with_capacity(28);
-    put_host(&mut raw, store_host);
-    raw.extend_from_slice(&physical_offset.to_be_bytes());
-    hex_upper(&raw)
-}
-
-/// Decodes a message id made by [`create_message_id`] into the store host and offset.
-pub fn decode_message_id(msg_id: &str) -> Option<(SocketAddr, i64)> {
-    let raw = hex_decode(msg_id)?;
-    let ip_len = match raw.len() {
-        16 => 4,
-        28 => 16,
-        _ => return None,
-    };
-    let (addr, rest) = read_host(&raw, ip_len)?;
-    let offset = i64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
-    Some((addr, offset))
-}
-
-fn hex_upper(raw: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(raw.len() * 2);
-    for b in raw {
-        out.push(HEX[(b >> 4) as usize] as char);
-        out.push(HEX[(b & 0x0F) as usize] as char);
-    }
-    out
-}
-
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    s.as_bytes()
-        .chunks(2)
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
-        .collect()
-}
-
-fn put_host(out: &mut Vec<u8>, addr: &SocketAddr) {
+/// Appends a host as a record and a message id hold it: the 4 or 16 address bytes (an
+/// IPv4-mapped IPv6 address as IPv4, as Java does), then the port as an `i32`.
+pub(crate) fn put_host(out: &mut impl BufMut, addr: &SocketAddr) {
     match addr.ip() {
-        IpAddr::V4(v4) => out.extend_from_slice(&v4.octets()),
+        IpAddr::V4(v4) => out.put_slice(&v4.octets()),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => out.extend_from_slice(&v4.octets()),
-            None => out.extend_from_slice(&v6.octets()),
+            Some(v4) => out.put_slice(&v4.octets()),
+            None => out.put_slice(&v6.octets()),
         },
     }
-    out.extend_from_slice(&(addr.port() as i32).to_be_bytes());
+    out.put_i32(i32::from(addr.port()));
 }
 
-fn read_host(buf: &[u8], ip_len: usize) -> Option<(SocketAddr, &[u8])> {
-    let ip_bytes = buf.get(..ip_len)?;
-    let ip = if ip_len == 4 {
-        IpAddr::from(<[u8; 4]>::try_from(ip_bytes).ok()?)
-    } else {
-        IpAddr::from(<[u8; 16]>::try_from(ip_bytes).ok()?)
-    };
-    let port = i32::from_be_bytes(buf.get(ip_len..ip_len + 4)?.try_into().ok()?);
-    Some((SocketAddr::new(ip, port as u16), &buf[ip_len + 4..]))
-}
-
-/// Writes `msg` as a v1 record into `dst`, which must be exactly `msg.record_len()` bytes.
+/// Writes `msg` as a record into `dst`, which must be exactly `msg.record_len()` bytes (it
+/// panics otherwise). Topics over [`MAX_TOPIC_LENGTH`] bytes get the v2 magic.
 ///
-/// Validation (sizes, topic length) is the caller's job; this only lays bytes out.
+/// Validation (sizes, topic length) is the caller's job; this only lays bytes out: a topic over
+/// `u16::MAX` bytes, a properties string over `u16::MAX` bytes or a body over `i32::MAX` bytes
+/// would be cut.
 pub fn encode_record(msg: &MessageInner, stamp: &RecordStamp, dst: &mut [u8]) {
     let sys_flag = msg.stored_sys_flag();
     let total = dst.len();
     debug_assert_eq!(total, msg.record_len());
-    let mut w = Writer { buf: dst, pos: 0 };
-    w.put(&(total as i32).to_be_bytes()); // 1 TOTALSIZE
-    w.put(&MESSAGE_MAGIC_CODE.to_be_bytes()); // 2 MAGICCODE
-    w.put(&stamp.body_crc.to_be_bytes()); // 3 BODYCRC
-    w.put(&msg.queue_id.to_be_bytes()); // 4 QUEUEID
-    w.put(&msg.flag.to_be_bytes()); // 5 FLAG
-    w.put(&stamp.queue_offset.to_be_bytes()); // 6 QUEUEOFFSET
-    w.put(&stamp.physical_offset.to_be_bytes()); // 7 PHYSICALOFFSET
-    w.put(&sys_flag.to_be_bytes()); // 8 SYSFLAG
-    w.put(&msg.born_timestamp.to_be_bytes()); // 9 BORNTIMESTAMP
-    w.host(&msg.born_host); // 10 BORNHOST
-    w.put(&stamp.store_timestamp.to_be_bytes()); // 11 STORETIMESTAMP
-    w.host(&msg.store_host); // 12 STOREHOSTADDRESS
-    w.put(&msg.reconsume_times.to_be_bytes()); // 13 RECONSUMETIMES
-    w.put(&msg.prepared_transaction_offset.to_be_bytes()); // 14 PREPARED TRANSACTION OFFSET
-    w.put(&(msg.body.len() as i32).to_be_bytes()); // 15 BODY
-    w.put(&msg.body);
-    w.put(&[msg.topic.len() as u8]); // 16 TOPIC
-    w.put(msg.topic.as_bytes());
-    w.put(&(msg.properties.len() as i16).to_be_bytes()); // 17 PROPERTIES
-    w.put(msg.properties.as_bytes());
-    debug_assert_eq!(w.pos, total);
-}
-
-struct Writer<'a> {
-    buf: &'a mut [u8],
-    pos: usize,
-}
-
-impl Writer<'_> {
-    fn put(&mut self, src: &[u8]) {
-        self.buf[self.pos..self.pos + src.len()].copy_from_slice(src);
-        self.pos += src.len();
+    let wide_topic = msg.topic.len() > MAX_TOPIC_LENGTH;
+    let mut w = &mut *dst;
+    w.put_i32(total as i32); // 1 TOTALSIZE
+    w.put_i32(if wide_topic {
+        MESSAGE_MAGIC_CODE_V2
+    } else {
+        MESSAGE_MAGIC_CODE
+    }); // 2 MAGICCODE
+    w.put_i32(stamp.body_crc); // 3 BODYCRC
+    w.put_i32(msg.queue_id); // 4 QUEUEID
+    w.put_i32(msg.flag); // 5 FLAG
+    w.put_i64(stamp.queue_offset); // 6 QUEUEOFFSET
+    w.put_i64(stamp.physical_offset); // 7 PHYSICALOFFSET
+    w.put_i32(sys_flag); // 8 SYSFLAG
+    w.put_i64(msg.born_timestamp); // 9 BORNTIMESTAMP
+    put_host(&mut w, &msg.born_host); // 10 BORNHOST
+    w.put_i64(stamp.store_timestamp); // 11 STORETIMESTAMP
+    put_host(&mut w, &msg.store_host); // 12 STOREHOSTADDRESS
+    w.put_i32(msg.reconsume_times); // 13 RECONSUMETIMES
+    w.put_i64(msg.prepared_transaction_offset); // 14 PREPARED TRANSACTION OFFSET
+    w.put_i32(msg.body.len() as i32); // 15 BODY
+    w.put_slice(&msg.body);
+    if wide_topic {
+        w.put_u16(msg.topic.len() as u16); // 16 TOPIC (v2)
+    } else {
+        w.put_u8(msg.topic.len() as u8); // 16 TOPIC
     }
-
-    fn host(&mut self, addr: &SocketAddr) {
-        let mut tmp = Vec::with_capacity(20);
-        put_host(&mut tmp, addr);
-        self.put(&tmp);
-    }
+    w.put_slice(msg.topic.as_bytes());
+    w.put_u16(msg.properties.len() as u16); // 17 PROPERTIES
+    w.put_slice(msg.properties.as_bytes());
+    debug_assert!(w.is_empty());
 }
 
-/// Writes the end-of-segment blank marker into the first 8 bytes of `dst`.
+/// Writes the end-of-segment blank marker into the first 8 bytes of `dst` (it panics when
+/// `dst` is shorter).
 pub fn encode_blank(dst: &mut [u8], remaining: u32) {
     dst[..4].copy_from_slice(&(remaining as i32).to_be_bytes());
     dst[4..8].copy_from_slice(&BLANK_MAGIC_CODE.to_be_bytes());
-}
-
-/// Why bytes are not a valid record.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RecordError {
-    /// The buffer ends before the record does; more bytes may still arrive.
-    #[error("record needs {needed} bytes, only {available} available")]
-    Truncated {
-        /// Bytes the record needs.
-        needed: usize,
-        /// Bytes available.
-        available: usize,
-    },
-    /// Neither a message nor a blank magic code.
-    #[error("illegal magic code {0:#010x}")]
-    BadMagic(u32),
-    /// TOTALSIZE disagrees with the field lengths, or a length is negative.
-    #[error("inconsistent record length: {0}")]
-    BadLength(String),
-    /// The body does not match BODYCRC.
-    #[error("body CRC mismatch: stored {stored:#x}, computed {computed:#x}")]
-    CrcMismatch {
-        /// CRC in the record.
-        stored: i32,
-        /// CRC of the body.
-        computed: i32,
-    },
-    /// A text field is not UTF-8.
-    #[error("{0} is not UTF-8")]
-    NotUtf8(&'static str),
 }
 
 /// What a position in the CommitLog holds.
@@ -516,62 +340,30 @@ pub struct RecordView<'a> {
     pub properties: Cow<'a, str>,
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
-        match end {
-            Some(end) => {
-                let out = &self.buf[self.pos..end];
-                self.pos = end;
-                Ok(out)
-            }
-            None => Err(RecordError::BadLength(format!(
-                "field of {n} bytes at {} runs past the record end {}",
-                self.pos,
-                self.buf.len()
-            ))),
-        }
-    }
-    fn i16(&mut self) -> Result<i16, RecordError> {
-        Ok(i16::from_be_bytes(
-            self.take(2)?.try_into().unwrap_or([0; 2]),
-        ))
-    }
-    fn i32(&mut self) -> Result<i32, RecordError> {
-        Ok(i32::from_be_bytes(
-            self.take(4)?.try_into().unwrap_or([0; 4]),
-        ))
-    }
-    fn i64(&mut self) -> Result<i64, RecordError> {
-        Ok(i64::from_be_bytes(
-            self.take(8)?.try_into().unwrap_or([0; 8]),
-        ))
-    }
-    fn host(&mut self, v6: bool) -> Result<SocketAddr, RecordError> {
-        let ip_len = if v6 { 16 } else { 4 };
-        let raw = self.take(ip_len + 4)?;
-        read_host(raw, ip_len)
-            .map(|(a, _)| a)
-            .ok_or_else(|| RecordError::BadLength("host".into()))
-    }
-}
-
 fn be_i32(buf: &[u8], at: usize) -> i32 {
     let mut b = [0u8; 4];
-    b.copy_from_slice(&buf[at..at + 4]);
+    if let Some(s) = buf.get(at..at + 4) {
+        b.copy_from_slice(s);
+    }
     i32::from_be_bytes(b)
+}
+
+fn read_host(r: &mut Reader<'_>, v6: bool, field: &'static str) -> Result<SocketAddr, RecordError> {
+    let ip = if v6 {
+        IpAddr::from(r.array::<16>(field)?)
+    } else {
+        IpAddr::from(r.array::<4>(field)?)
+    };
+    let port = r.i32(field)?;
+    let port = u16::try_from(port).map_err(|_| RecordError::BadPort { field, port })?;
+    Ok(SocketAddr::new(ip, port))
 }
 
 /// Parses the record at the start of `buf` (which may extend past it).
 ///
 /// Returns [`Parsed::Empty`] for zeros (no record was written here), [`Parsed::Blank`] for the
 /// end-of-segment marker, and an error when the bytes are not a whole, consistent record. With
-/// `check_crc` the body CRC is verified too.
+/// `check_crc` the body CRC is verified too. Every read is bounds-checked; it never panics.
 pub fn parse_record(buf: &[u8], check_crc: bool) -> Result<Parsed<'_>, RecordError> {
     if buf.len() < 8 {
         if buf.iter().all(|&b| b == 0) {
@@ -602,44 +394,47 @@ pub fn parse_record(buf: &[u8], check_crc: bool) -> Result<Parsed<'_>, RecordErr
         return Err(RecordError::BadLength(format!("TOTALSIZE {total}")));
     }
     let total = total as usize;
-    if buf.len() < total {
+    let Some(record) = buf.get(..total) else {
         return Err(RecordError::Truncated {
             needed: total,
             available: buf.len(),
         });
-    }
-    let mut r = Reader {
-        buf: &buf[..total],
-        pos: 8,
     };
-    let body_crc = r.i32()?;
-    let queue_id = r.i32()?;
-    let flag = r.i32()?;
-    let queue_offset = r.i64()?;
-    let physical_offset = r.i64()?;
-    let sys_flag = r.i32()?;
-    let born_timestamp = r.i64()?;
-    let born_host = r.host(sys_flag & sys_flag::BORNHOST_V6_FLAG != 0)?;
-    let store_timestamp = r.i64()?;
-    let store_host = r.host(sys_flag & sys_flag::STOREHOSTADDRESS_V6_FLAG != 0)?;
-    let reconsume_times = r.i32()?;
-    let prepared_transaction_offset = r.i64()?;
-    let body_len = r.i32()?;
+    let mut r = Reader::new(record, 8);
+    let body_crc = r.i32("BODYCRC")?;
+    let queue_id = r.i32("QUEUEID")?;
+    let flag = r.i32("FLAG")?;
+    let queue_offset = r.i64("QUEUEOFFSET")?;
+    let physical_offset = r.i64("PHYSICALOFFSET")?;
+    let sys_flag = r.i32("SYSFLAG")?;
+    let born_timestamp = r.i64("BORNTIMESTAMP")?;
+    let born_host = read_host(
+        &mut r,
+        sys_flag & MessageSysFlag::BORNHOST_V6_FLAG != 0,
+        "BORNHOST",
+    )?;
+    let store_timestamp = r.i64("STORETIMESTAMP")?;
+    let store_host = read_host(
+        &mut r,
+        sys_flag & MessageSysFlag::STOREHOSTADDRESS_V6_FLAG != 0,
+        "STOREHOSTADDRESS",
+    )?;
+    let reconsume_times = r.i32("RECONSUMETIMES")?;
+    let prepared_transaction_offset = r.i64("PREPARED TRANSACTION OFFSET")?;
+    let body_len = r.i32("BODY length")?;
     let body_len = usize::try_from(body_len)
         .map_err(|_| RecordError::BadLength(format!("body length {body_len}")))?;
     let body_start = r.pos;
-    let body = r.take(body_len)?;
+    let body = r.take(body_len, "BODY")?;
     let topic_len = if magic == MESSAGE_MAGIC_CODE_V2 {
-        r.i16()? as u16 as usize
+        usize::from(r.u16("TOPIC length")?)
     } else {
-        r.take(1)?[0] as usize
+        usize::from(r.u8("TOPIC length")?)
     };
-    let topic =
-        std::str::from_utf8(r.take(topic_len)?).map_err(|_| RecordError::NotUtf8("topic"))?;
-    let props_len = r.i16()?;
-    let props_len = usize::try_from(props_len)
-        .map_err(|_| RecordError::BadLength(format!("properties length {props_len}")))?;
-    let properties = String::from_utf8_lossy(r.take(props_len)?);
+    let topic = std::str::from_utf8(r.take(topic_len, "TOPIC")?)
+        .map_err(|_| RecordError::NotUtf8("topic"))?;
+    let props_len = usize::from(r.u16("PROPERTIES length")?);
+    let properties = String::from_utf8_lossy(r.take(props_len, "PROPERTIES")?);
     if r.pos != total {
         return Err(RecordError::BadLength(format!(
             "TOTALSIZE {total} but fields end at {}",
@@ -677,9 +472,11 @@ pub fn parse_record(buf: &[u8], check_crc: bool) -> Result<Parsed<'_>, RecordErr
     }))
 }
 
-/// A decoded stored message (upstream `MessageExt`), its body a zero-copy slice of the record.
+/// A decoded stored message (upstream `MessageExt`) as the store and broker see it: body as
+/// stored (a zero-copy slice of the record), properties as the encoded string. The client view,
+/// with the body inflated and the properties parsed, is [`MessageExt`](crate::MessageExt).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageExt {
+pub struct StoredMessage {
     /// TOTALSIZE.
     pub store_size: i32,
     /// BODYCRC.
@@ -714,11 +511,11 @@ pub struct MessageExt {
     pub properties: String,
 }
 
-impl MessageExt {
+impl StoredMessage {
     /// Decodes a whole record (as returned by the store's reads), verifying the body CRC.
-    pub fn decode(record: &Bytes) -> Result<MessageExt, RecordError> {
+    pub fn decode(record: &Bytes) -> Result<StoredMessage, RecordError> {
         match parse_record(record, true)? {
-            Parsed::Message(v) => Ok(MessageExt {
+            Parsed::Message(v) => Ok(StoredMessage {
                 store_size: v.total_size as i32,
                 body_crc: v.body_crc,
                 queue_id: v.queue_id,
@@ -745,7 +542,7 @@ impl MessageExt {
 
     /// The upstream message id (`offsetMsgId`) of this message.
     pub fn msg_id(&self) -> String {
-        create_message_id(&self.store_host, self.commit_log_offset)
+        create_message_id(self.store_host, self.commit_log_offset)
     }
 
     /// Value of one property.
@@ -762,6 +559,7 @@ impl MessageExt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encode_properties;
     use proptest::prelude::*;
     use std::net::Ipv6Addr;
 
@@ -826,7 +624,7 @@ mod tests {
         msg.store_host = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 2);
         assert_eq!(
             msg.stored_sys_flag(),
-            sys_flag::BORNHOST_V6_FLAG | sys_flag::STOREHOSTADDRESS_V6_FLAG
+            MessageSysFlag::BORNHOST_V6_FLAG | MessageSysFlag::STOREHOSTADDRESS_V6_FLAG
         );
         assert_eq!(msg.record_len(), 101 + 24);
         let stamp = RecordStamp {
@@ -845,7 +643,10 @@ mod tests {
         assert_eq!(&buf[48..68], &born);
         // An IPv4-mapped IPv6 address is stored as IPv4, as Java does.
         msg.born_host = "[::ffff:10.0.0.1]:5".parse().unwrap();
-        assert_eq!(msg.stored_sys_flag(), sys_flag::STOREHOSTADDRESS_V6_FLAG);
+        assert_eq!(
+            msg.stored_sys_flag(),
+            MessageSysFlag::STOREHOSTADDRESS_V6_FLAG
+        );
     }
 
     #[test]
@@ -876,49 +677,10 @@ mod tests {
         v2.extend_from_slice(&v1[8..topic_at]);
         v2.extend_from_slice(&[0, 1]);
         v2.extend_from_slice(&v1[topic_at + 1..]);
-        let ext = MessageExt::decode(&Bytes::from(v2)).unwrap();
+        let ext = StoredMessage::decode(&Bytes::from(v2)).unwrap();
         assert_eq!(ext.topic, "T");
         assert_eq!(ext.body, Bytes::from_static(b"hi"));
         assert_eq!(ext.property("TAGS"), Some("a"));
-    }
-
-    #[test]
-    fn message_id_matches_upstream_format() {
-        let id = create_message_id(&"192.168.1.2:10911".parse().unwrap(), 0x1234);
-        assert_eq!(id, "C0A8010200002A9F0000000000001234");
-        let (addr, off) = decode_message_id(&id).unwrap();
-        assert_eq!(addr, "192.168.1.2:10911".parse().unwrap());
-        assert_eq!(off, 0x1234);
-        let v6 = create_message_id(&"[::1]:1".parse().unwrap(), 1);
-        assert_eq!(v6.len(), 56);
-        assert!(decode_message_id("XYZ").is_none());
-    }
-
-    #[test]
-    fn java_hash_code_matches_java() {
-        // Values computed with java.lang.String#hashCode.
-        assert_eq!(java_hash_code(""), 0);
-        assert_eq!(java_hash_code("TagA"), 2_598_919);
-        assert_eq!(java_hash_code("hello world"), 1_794_106_052);
-        assert_eq!(java_hash_code("polygenelubricants"), i32::MIN);
-        // Non-BMP characters hash as two UTF-16 code units.
-        assert_eq!(java_hash_code("\u{1F600}"), 1_772_899);
-        assert_eq!(tags_code(""), 0);
-        assert_eq!(tags_code("TagA"), 2_598_919);
-    }
-
-    #[test]
-    fn properties_follow_upstream_rules() {
-        let s = encode_properties([("KEYS", "k1 k2"), ("TAGS", "t")]);
-        assert_eq!(s, "KEYS\u{1}k1 k2\u{2}TAGS\u{1}t\u{2}");
-        let m = decode_properties(&s);
-        assert_eq!(m.get("KEYS").map(String::as_str), Some("k1 k2"));
-        assert_eq!(find_property(&s, "TAGS"), Some("t"));
-        assert_eq!(find_property(&s, "NONE"), None);
-        // Pairs without a name or a value, and a missing trailing separator.
-        let m = decode_properties("\u{1}x\u{2}a\u{1}\u{2}b\u{1}c");
-        assert_eq!(m.len(), 1);
-        assert_eq!(m.get("b").map(String::as_str), Some("c"));
     }
 
     #[test]
@@ -1007,7 +769,7 @@ mod tests {
             let stamp = RecordStamp { queue_offset: qoff, physical_offset: phys, store_timestamp: store_ts, body_crc: body_crc(&body) };
             let mut buf = vec![0u8; msg.record_len()];
             encode_record(&msg, &stamp, &mut buf);
-            let ext = MessageExt::decode(&Bytes::from(buf)).unwrap();
+            let ext = StoredMessage::decode(&Bytes::from(buf)).unwrap();
             prop_assert_eq!(ext.store_size as usize, msg.record_len());
             prop_assert_eq!(ext.topic, topic);
             prop_assert_eq!(ext.queue_id, queue_id);
@@ -1030,14 +792,5 @@ mod tests {
             let _ = parse_record(&bytes, true);
         }
 
-        #[test]
-        fn properties_round_trip(props in proptest::collection::btree_map("[A-Za-z_]{1,8}", "[ -~]{1,16}", 0..8)) {
-            let s = encode_properties(props.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            let back = decode_properties(&s);
-            prop_assert_eq!(back.len(), props.len());
-            for (k, v) in &props {
-                prop_assert_eq!(back.get(k), Some(v));
-            }
-        }
     }
 }
