@@ -19,6 +19,7 @@ pub mod batch;
 pub mod compress;
 pub mod error;
 pub mod ext;
+mod host;
 pub mod id;
 pub mod properties;
 pub mod record;

@@ -37,6 +37,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use bytes::{BufMut, Bytes};
 
 use crate::error::{Reader, RecordError};
+use crate::host::{is_v6, put_host};
 use crate::id::create_message_id;
 use crate::properties::{decode_properties, find_property};
 use crate::sys_flag::MessageSysFlag;
@@ -210,30 +211,9 @@ pub fn stored_sys_flag(sys_flag: i32, born_host: &SocketAddr, store_host: &Socke
     flag
 }
 
-fn is_v6(addr: &SocketAddr) -> bool {
-    match addr.ip() {
-        IpAddr::V4(_) => false,
-        // Java turns an IPv4-mapped IPv6 address into an Inet4Address; do the same.
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().is_none(),
-    }
-}
-
 /// Body CRC as upstream computes it (`UtilAll.crc32`): CRC-32 (IEEE) with the sign bit cleared.
 pub fn body_crc(body: &[u8]) -> i32 {
     (crc32fast::hash(body) & 0x7FFF_FFFF) as i32
-}
-
-/// Appends a host as a record and a message id hold it: the 4 or 16 address bytes (an
-/// IPv4-mapped IPv6 address as IPv4, as Java does), then the port as an `i32`.
-pub(crate) fn put_host(out: &mut impl BufMut, addr: &SocketAddr) {
-    match addr.ip() {
-        IpAddr::V4(v4) => out.put_slice(&v4.octets()),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => out.put_slice(&v4.octets()),
-            None => out.put_slice(&v6.octets()),
-        },
-    }
-    out.put_i32(i32::from(addr.port()));
 }
 
 /// Writes `msg` as a record into `dst`, which must be exactly `msg.record_len()` bytes (it

@@ -24,10 +24,10 @@ use crate::addr::{BrokerAddr, NameServerAddr};
 use crate::codec::DEFAULT_MAX_FRAME_SIZE;
 use crate::codes::is_namesrv_request;
 use crate::command::RemotingCommand;
-use crate::error::RemotingError;
-use crate::server::{
+use crate::connection::{
     millis, spawn_connection, Connection, ConnectionContext, Dispatcher, RequestHandler,
 };
+use crate::error::RemotingError;
 
 /// Settings of a [`RemotingClient`].
 #[derive(Clone)]

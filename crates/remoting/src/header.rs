@@ -1,7 +1,7 @@
 //! The two header encodings of a frame: JSON (serialize type 0) and upstream's compact binary
 //! "ROCKETMQ" layout (serialize type 1). Decoders take the header bytes alone and return a
 //! [`RemotingCommand`] without body; encoders append the header to a buffer. The frame around
-//! the header is [`crate::codec`]'s business.
+//! the header (length words, serialize type) is the frame codec's business, one level up.
 //!
 //! # JSON header (type 0)
 //!

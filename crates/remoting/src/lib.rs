@@ -17,6 +17,7 @@ pub mod client;
 pub mod codec;
 pub mod codes;
 pub mod command;
+pub mod connection;
 pub mod error;
 pub mod header;
 pub mod headers;

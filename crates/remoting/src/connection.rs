@@ -1,0 +1,485 @@
+//! One live TCP connection, whoever opened it, and the machinery the server and the client
+//! share to run it: a reader task and a writer task fed by a channel, request routing by code
+//! ([`Dispatcher`], [`RequestHandler`]) and response matching by opaque.
+//!
+//! A [`Connection`] is accepted by the server or opened by the client; either side may send
+//! requests on it ([`Connection::invoke`], [`Connection::send_oneway`]). Responses coming back
+//! (flag bit 0) are matched to those requests by opaque. Every request is handled in its own
+//! task, so a handler that waits (a long-polling pull) does not hold up the others; its
+//! response carries the request's opaque, the response flag and the request's serialize type,
+//! and is dropped for a oneway request. A code without handler (and no default handler) is
+//! answered `REQUEST_CODE_NOT_SUPPORTED` right away by the reader. A malformed or oversized
+//! frame is logged and closes that connection only.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::FutureExt;
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::codec;
+use crate::codes::ResponseCode;
+use crate::command::{next_opaque, RemotingCommand, FLAG_ONEWAY, FLAG_RESPONSE};
+use crate::error::RemotingError;
+
+/// Commands queued for a connection's writer before senders wait.
+const WRITE_QUEUE: usize = 1024;
+/// The writer gathers queued frames into one write up to this many bytes.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Bodies at least this large are written from their own buffer instead of being copied.
+const LARGE_BODY: usize = 16 * 1024;
+/// Free space the reader keeps in its buffer before each read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Boxed future returned by [`RequestHandler::handle`].
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Option<RemotingCommand>> + Send + 'static>>;
+
+/// Handles one request code (or all of them, as a default handler).
+pub trait RequestHandler: Send + Sync + 'static {
+    /// Returns the response or None for no reply. The server fixes up opaque, the response flag
+    /// and serialize type from the request; a response to a oneway request is dropped.
+    /// Requests are processed concurrently (a handler may await for a long time, e.g. a
+    /// long-polling pull, without blocking other requests on the same connection).
+    fn handle(&self, conn: Connection, request: RemotingCommand) -> HandlerFuture;
+}
+
+impl<F, Fut> RequestHandler for F
+where
+    F: Fn(Connection, RemotingCommand) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<RemotingCommand>> + Send + 'static,
+{
+    fn handle(&self, conn: Connection, request: RemotingCommand) -> HandlerFuture {
+        Box::pin(self(conn, request))
+    }
+}
+
+/// Told when connections open and close; each call happens exactly once per connection.
+pub trait ConnectionListener: Send + Sync + 'static {
+    fn on_connect(&self, _conn: &Connection) {}
+    fn on_close(&self, _conn: &Connection) {}
+}
+
+/// Routing table from request code to handler, plus a connection listener.
+#[derive(Default)]
+pub struct Dispatcher {
+    handlers: HashMap<i32, Arc<dyn RequestHandler>>,
+    default: Option<Arc<dyn RequestHandler>>,
+    listener: Option<Arc<dyn ConnectionListener>>,
+}
+
+impl Dispatcher {
+    /// An empty table: every request is answered `REQUEST_CODE_NOT_SUPPORTED`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Routes `code` to `handler`, replacing an earlier registration.
+    pub fn register(&mut self, code: i32, handler: Arc<dyn RequestHandler>) {
+        self.handlers.insert(code, handler);
+    }
+
+    /// Handler for codes without a registered handler. Without one the server answers
+    /// REQUEST_CODE_NOT_SUPPORTED (3) itself, immediately.
+    pub fn set_default(&mut self, handler: Arc<dyn RequestHandler>) {
+        self.default = Some(handler);
+    }
+
+    /// Listener told of every connection opening and closing.
+    pub fn set_listener(&mut self, listener: Arc<dyn ConnectionListener>) {
+        self.listener = Some(listener);
+    }
+
+    fn handler_for(&self, code: i32) -> Option<&Arc<dyn RequestHandler>> {
+        self.handlers.get(&code).or(self.default.as_ref())
+    }
+}
+
+/// Source of connection ids, unique within the process.
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
+struct ConnectionInner {
+    id: u64,
+    remote: SocketAddr,
+    writer: mpsc::Sender<RemotingCommand>,
+    /// Cancelled when the connection closes, for any reason.
+    closed: CancellationToken,
+    /// Requests sent on this connection awaiting their response, by opaque. `None` once the
+    /// connection is closed (then nothing can wait forever on it).
+    pending: Mutex<Option<HashMap<i32, oneshot::Sender<RemotingCommand>>>>,
+}
+
+/// A live connection (accepted by the server or opened by the client). Cheap to clone.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<ConnectionInner>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.inner.id)
+            .field("remote", &self.inner.remote)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// Removes a pending entry when an `invoke` ends in any way (timeout, drop).
+struct PendingGuard<'a> {
+    conn: &'a Connection,
+    opaque: i32,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(pending) = self.conn.inner.pending.lock().as_mut() {
+            pending.remove(&self.opaque);
+        }
+    }
+}
+
+impl Connection {
+    fn new(
+        remote: SocketAddr,
+        writer: mpsc::Sender<RemotingCommand>,
+        closed: CancellationToken,
+    ) -> Self {
+        Connection {
+            inner: Arc::new(ConnectionInner {
+                id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+                remote,
+                writer,
+                closed,
+                pending: Mutex::new(Some(HashMap::new())),
+            }),
+        }
+    }
+
+    /// Id unique among the connections of this process.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// Address of the peer.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.inner.remote
+    }
+
+    /// Whether the connection has closed (no more commands can be sent).
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled()
+    }
+
+    /// Resolves once the connection has closed; lets a long-running handler give up early.
+    pub async fn closed(&self) {
+        self.inner.closed.cancelled().await
+    }
+
+    /// Server-initiated oneway request (e.g. NOTIFY_CONSUMER_IDS_CHANGED, CHECK_TRANSACTION_STATE).
+    /// Sets the oneway flag; returns once the command is queued for writing.
+    pub async fn send_oneway(&self, mut cmd: RemotingCommand) -> Result<(), RemotingError> {
+        cmd.flag |= FLAG_ONEWAY;
+        self.send(cmd).await
+    }
+
+    /// Server-initiated request awaiting the client's response (e.g. GET_CONSUMER_RUNNING_INFO).
+    /// The request keeps its opaque unless one with the same opaque is already waiting on this
+    /// connection, in which case it gets a fresh one.
+    pub async fn invoke(
+        &self,
+        mut cmd: RemotingCommand,
+        timeout: Duration,
+    ) -> Result<RemotingCommand, RemotingError> {
+        cmd.flag &= !(FLAG_ONEWAY | FLAG_RESPONSE);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = self.inner.pending.lock();
+            let Some(pending) = pending.as_mut() else {
+                return Err(self.closed_error());
+            };
+            while pending.contains_key(&cmd.opaque) {
+                cmd.opaque = next_opaque();
+            }
+            pending.insert(cmd.opaque, tx);
+        }
+        let _guard = PendingGuard {
+            conn: self,
+            opaque: cmd.opaque,
+        };
+        let sent = tokio::time::timeout(timeout, async {
+            self.send(cmd).await?;
+            rx.await.map_err(|_| self.closed_error())
+        })
+        .await;
+        sent.unwrap_or_else(|_| {
+            Err(RemotingError::Timeout {
+                addr: self.inner.remote.to_string(),
+                millis: millis(timeout),
+            })
+        })
+    }
+
+    /// Queues `cmd` for the writer.
+    async fn send(&self, cmd: RemotingCommand) -> Result<(), RemotingError> {
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        self.inner
+            .writer
+            .send(cmd)
+            .await
+            .map_err(|_| self.closed_error())
+    }
+
+    fn closed_error(&self) -> RemotingError {
+        RemotingError::ConnectionClosed(self.inner.remote.to_string())
+    }
+
+    /// Marks the connection closed and fails every pending request.
+    fn close(&self) {
+        self.inner.closed.cancel();
+        // Dropping the senders wakes every waiting `invoke` with ConnectionClosed.
+        self.inner.pending.lock().take();
+    }
+
+    /// Hands a response to the `invoke` waiting for it.
+    fn complete(&self, response: RemotingCommand) {
+        let waiter = self
+            .inner
+            .pending
+            .lock()
+            .as_mut()
+            .and_then(|p| p.remove(&response.opaque));
+        match waiter {
+            // The waiter may have just timed out; then the response is dropped.
+            Some(tx) => drop(tx.send(response)),
+            None => tracing::debug!(
+                conn = self.inner.id,
+                opaque = response.opaque,
+                code = response.code,
+                "response to no pending request dropped"
+            ),
+        }
+    }
+}
+
+/// `d` in whole milliseconds, as reported in timeout errors.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Everything a connection's tasks need besides the socket.
+#[derive(Clone)]
+pub(crate) struct ConnectionContext {
+    pub(crate) dispatcher: Arc<Dispatcher>,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) max_frame_size: usize,
+}
+
+/// Starts the reader and writer of a connection over `stream`, in `ctx.tracker`. `closed` is
+/// cancelled to close the connection (and is cancelled when it closes by itself). The
+/// listener (if any) is told of the connection before this returns and of its end once both
+/// tasks are done; `permit` is held until then.
+pub(crate) fn spawn_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    closed: CancellationToken,
+    ctx: ConnectionContext,
+    permit: Option<OwnedSemaphorePermit>,
+) -> Connection {
+    // Small request/response frames: do not wait to coalesce them.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%remote, "set_nodelay failed: {e}");
+    }
+    let (rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+    let conn = Connection::new(remote, tx, closed);
+    if let Some(listener) = &ctx.dispatcher.listener {
+        listener.on_connect(&conn);
+    }
+    let writer = ctx.tracker.spawn(write_loop(wr, rx, conn.clone()));
+    let driver_conn = conn.clone();
+    ctx.tracker.clone().spawn(async move {
+        read_loop(rd, &driver_conn, &ctx).await;
+        driver_conn.close();
+        if let Err(e) = writer.await {
+            tracing::error!(conn = driver_conn.id(), "connection writer failed: {e}");
+        }
+        tracing::debug!(conn = driver_conn.id(), remote = %driver_conn.remote_addr(), "connection closed");
+        if let Some(listener) = &ctx.dispatcher.listener {
+            listener.on_close(&driver_conn);
+        }
+        drop(permit);
+    });
+    conn
+}
+
+/// Reads frames until EOF, an error, a bad frame or the connection being closed.
+async fn read_loop(mut rd: OwnedReadHalf, conn: &Connection, ctx: &ConnectionContext) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        loop {
+            match codec::decode(&mut buf, ctx.max_frame_size) {
+                Ok(Some(cmd)) => dispatch(cmd, conn, ctx).await,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(
+                        conn = conn.id(),
+                        remote = %conn.remote_addr(),
+                        "closing connection after a bad frame: {e}"
+                    );
+                    return;
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let read = tokio::select! {
+            _ = conn.closed() => return,
+            read = rd.read_buf(&mut buf) => read,
+        };
+        match read {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(conn = conn.id(), "read failed: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Routes one received command: a response to its waiter, a request to its handler task.
+async fn dispatch(cmd: RemotingCommand, conn: &Connection, ctx: &ConnectionContext) {
+    if cmd.is_response() {
+        conn.complete(cmd);
+        return;
+    }
+    let Some(handler) = ctx.dispatcher.handler_for(cmd.code) else {
+        tracing::debug!(
+            conn = conn.id(),
+            code = cmd.code,
+            "request code not supported"
+        );
+        if !cmd.is_oneway() {
+            // Fails only when the connection is closing, and then nobody gets an answer.
+            let _ = conn.send(RemotingCommand::not_supported(&cmd)).await;
+        }
+        return;
+    };
+    // What the response needs from the request; the request itself goes to the handler.
+    let request = RemotingCommand {
+        code: cmd.code,
+        language: cmd.language,
+        version: cmd.version,
+        opaque: cmd.opaque,
+        flag: cmd.flag,
+        serialize_type: cmd.serialize_type,
+        ..RemotingCommand::default()
+    };
+    let future = handler.handle(conn.clone(), cmd);
+    let conn = conn.clone();
+    ctx.tracker.spawn(async move {
+        let response = match AssertUnwindSafe(future).catch_unwind().await {
+            Ok(response) => response,
+            Err(_) => {
+                tracing::error!(code = request.code, "request handler panicked");
+                Some(RemotingCommand::response_to(
+                    &request,
+                    ResponseCode::SYSTEM_ERROR,
+                    Some(format!("handler of request code {} failed", request.code)),
+                ))
+            }
+        };
+        let Some(mut response) = response else {
+            return;
+        };
+        if request.is_oneway() {
+            return;
+        }
+        response.opaque = request.opaque;
+        response.flag |= FLAG_RESPONSE;
+        response.serialize_type = request.serialize_type;
+        // Fails only when the connection has closed: the peer is gone.
+        let _ = conn.send(response).await;
+    });
+}
+
+/// Writes queued commands, gathering what is queued into few writes, until the connection
+/// closes or a write fails; then closes the connection.
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<RemotingCommand>,
+    conn: Connection,
+) {
+    let mut buf = BytesMut::with_capacity(WRITE_BATCH);
+    'outer: loop {
+        let first = tokio::select! {
+            _ = conn.closed() => break,
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => cmd,
+                None => break,
+            },
+        };
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            if let Err(e) = codec::encode_head(&cmd, &mut buf) {
+                tracing::error!(
+                    conn = conn.id(),
+                    code = cmd.code,
+                    opaque = cmd.opaque,
+                    "cannot encode command: {e}"
+                );
+            } else if cmd.body.len() >= LARGE_BODY {
+                if !write_all(&mut wr, &buf, &conn).await
+                    || !write_all(&mut wr, &cmd.body, &conn).await
+                {
+                    break 'outer;
+                }
+                buf.clear();
+            } else {
+                buf.extend_from_slice(&cmd.body);
+            }
+            if buf.len() < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !buf.is_empty() {
+            if !write_all(&mut wr, &buf, &conn).await {
+                break;
+            }
+            buf.clear();
+        }
+    }
+    conn.close();
+}
+
+/// Writes `bytes`, giving up when the connection closes; false when the write did not happen.
+async fn write_all(wr: &mut OwnedWriteHalf, bytes: &[u8], conn: &Connection) -> bool {
+    let written = tokio::select! {
+        _ = conn.closed() => return false,
+        written = wr.write_all(bytes) => written,
+    };
+    match written {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(conn = conn.id(), "write failed: {e}");
+            false
+        }
+    }
+}
