@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use crate::clock::{local_time, now_ms};
 use crate::config::StoreConfig;
 use crate::error::Result;
-use crate::store::Inner;
+use crate::state::Inner;
 
 /// Most segments deleted in one pass (upstream `DELETE_FILES_BATCH_MAX`).
 const DELETE_FILES_BATCH_MAX: usize = 10;

@@ -15,7 +15,7 @@ use crate::index::IndexRequest;
 use crate::message::{
     find_property, parse_record, tags_hash_code, MessageConst, Parsed, RecordView,
 };
-use crate::store::{Inner, QueueGrowth};
+use crate::state::{Inner, QueueGrowth};
 
 /// Topic that holds scheduled (delayed) messages; its tag code is the delivery time.
 const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";

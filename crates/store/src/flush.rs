@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::FlushDiskType;
-use crate::store::{FlushState, Inner};
+use crate::state::{FlushState, Inner};
 
 impl Inner {
     /// Body of the flush thread.

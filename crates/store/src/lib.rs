@@ -31,6 +31,7 @@ mod flush;
 mod index;
 mod mapped_file;
 mod signal;
+mod state;
 mod store;
 
 /// The message format (record layout, properties, ids, tag hash), re-exported from the
@@ -42,7 +43,8 @@ pub use ::message::StoredMessage as MessageExt;
 pub use config::{BrokerRole, FlushDiskType, StoreConfig};
 pub use consume_queue::{CqUnit, CQ_STORE_UNIT_SIZE};
 pub use error::{Result, StoreError};
+pub use state::{QueueGrowth, QueueListener};
 pub use store::{
     AcceptAll, GetMessageStatus, GetResult, MessageFilter, MessageStore, PutResult, PutStatus,
-    QueryResult, QueueGrowth, QueueListener, StoreStats,
+    QueryResult, StoreStats,
 };

@@ -48,7 +48,7 @@ use crate::mapped_file::MappedFileQueue;
 use crate::message::{
     create_message_id, find_property, parse_record, MessageConst, MessageInner, Parsed,
 };
-use crate::signal::Signal;
+use crate::state::{FlushState, Inner, QueueListener, Signals};
 
 /// Replay after a crash is kept below this many CommitLog bytes: a ConsumeQueue (or the Index)
 /// whose oldest unflushed entry is further behind the dispatcher is flushed even if it has
@@ -209,29 +209,6 @@ pub struct QueryResult {
     pub index_last_update_phy_offset: i64,
 }
 
-/// A message reached a ConsumeQueue (told to listeners, for long polling).
-#[derive(Debug, Clone, Copy)]
-pub struct QueueGrowth<'a> {
-    /// Topic.
-    pub topic: &'a str,
-    /// Queue.
-    pub queue_id: i32,
-    /// Queue offset of the new message.
-    pub queue_offset: i64,
-    /// The queue's new max offset.
-    pub max_offset: i64,
-    /// Tag hash of the new message.
-    pub tags_code: i64,
-    /// Its store time.
-    pub store_timestamp: i64,
-    /// Its encoded properties.
-    pub properties: &'a str,
-}
-
-/// A queue-growth listener. It runs on the dispatcher thread for every dispatched message and
-/// must return quickly (hand work to another task).
-pub type QueueListener = Arc<dyn Fn(&QueueGrowth<'_>) + Send + Sync>;
-
 /// Counters for monitoring and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -239,48 +216,6 @@ pub struct StoreStats {
     pub commit_log_flushes: u64,
     /// `SYNC_FLUSH` writers that waited for a flush since open.
     pub flush_waiters: u64,
-}
-
-/// Flush progress published to `SYNC_FLUSH` waiters.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct FlushState {
-    pub(crate) flushed: u64,
-    pub(crate) failed: bool,
-}
-
-#[derive(Default)]
-pub(crate) struct Signals {
-    pub(crate) flush: Signal,
-    pub(crate) dispatch: Signal,
-    pub(crate) housekeeping: Signal,
-    pub(crate) warm: Signal,
-}
-
-/// Shared state of the store; the threads hold it through an `Arc`.
-pub(crate) struct Inner {
-    pub(crate) config: StoreConfig,
-    pub(crate) commit_log: CommitLog,
-    pub(crate) queues: RwLock<HashMap<String, HashMap<i32, Arc<ConsumeQueue>>>>,
-    pub(crate) index: Option<IndexService>,
-    pub(crate) delay_levels: Vec<i64>,
-    checkpoint: Mutex<CheckpointFile>,
-    /// Dispatcher position: every record below has its units and entries written.
-    pub(crate) dispatched: AtomicU64,
-    pub(crate) dispatched_ts: AtomicI64,
-    pub(crate) flushed_ts: AtomicI64,
-    pub(crate) listeners: RwLock<Vec<QueueListener>>,
-    pub(crate) flush_state: watch::Sender<FlushState>,
-    pub(crate) waiters_registered: AtomicU64,
-    pub(crate) flushes: AtomicU64,
-    pub(crate) signals: Signals,
-    pub(crate) stopping: AtomicBool,
-    stopped: AtomicBool,
-    poisoned: Mutex<Option<String>>,
-    is_poisoned: AtomicBool,
-    pub(crate) disk_full: AtomicBool,
-    threads: Mutex<Vec<JoinHandle<()>>>,
-    total_memory: u64,
-    _lock: DirLock,
 }
 
 /// The message store. Cheap to clone; all clones share one store. Call

@@ -1,0 +1,84 @@
+//! The store's shared state ([`Inner`]): what the API, the flush, dispatch and housekeeping
+//! threads all hold through one `Arc`, and the queue-growth event the dispatcher publishes. It
+//! sits below both `store` (the API and recovery, which build and drive it) and `dispatch`
+//! (which extends it with the dispatch pass), so neither has to reach into the other for it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+
+use crate::checkpoint::{CheckpointFile, DirLock};
+use crate::commit_log::CommitLog;
+use crate::config::StoreConfig;
+use crate::consume_queue::ConsumeQueue;
+use crate::index::IndexService;
+use crate::signal::Signal;
+
+/// A message reached a ConsumeQueue (told to listeners, for long polling).
+#[derive(Debug, Clone, Copy)]
+pub struct QueueGrowth<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Queue.
+    pub queue_id: i32,
+    /// Queue offset of the new message.
+    pub queue_offset: i64,
+    /// The queue's new max offset.
+    pub max_offset: i64,
+    /// Tag hash of the new message.
+    pub tags_code: i64,
+    /// Its store time.
+    pub store_timestamp: i64,
+    /// Its encoded properties.
+    pub properties: &'a str,
+}
+
+/// A queue-growth listener. It runs on the dispatcher thread for every dispatched message and
+/// must return quickly (hand work to another task).
+pub type QueueListener = Arc<dyn Fn(&QueueGrowth<'_>) + Send + Sync>;
+
+/// Flush progress published to `SYNC_FLUSH` waiters.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FlushState {
+    pub(crate) flushed: u64,
+    pub(crate) failed: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Signals {
+    pub(crate) flush: Signal,
+    pub(crate) dispatch: Signal,
+    pub(crate) housekeeping: Signal,
+    pub(crate) warm: Signal,
+}
+
+/// Shared state of the store; the threads hold it through an `Arc`.
+pub(crate) struct Inner {
+    pub(crate) config: StoreConfig,
+    pub(crate) commit_log: CommitLog,
+    pub(crate) queues: RwLock<HashMap<String, HashMap<i32, Arc<ConsumeQueue>>>>,
+    pub(crate) index: Option<IndexService>,
+    pub(crate) delay_levels: Vec<i64>,
+    pub(crate) checkpoint: Mutex<CheckpointFile>,
+    /// Dispatcher position: every record below has its units and entries written.
+    pub(crate) dispatched: AtomicU64,
+    pub(crate) dispatched_ts: AtomicI64,
+    pub(crate) flushed_ts: AtomicI64,
+    pub(crate) listeners: RwLock<Vec<QueueListener>>,
+    pub(crate) flush_state: watch::Sender<FlushState>,
+    pub(crate) waiters_registered: AtomicU64,
+    pub(crate) flushes: AtomicU64,
+    pub(crate) signals: Signals,
+    pub(crate) stopping: AtomicBool,
+    pub(crate) stopped: AtomicBool,
+    pub(crate) poisoned: Mutex<Option<String>>,
+    pub(crate) is_poisoned: AtomicBool,
+    pub(crate) disk_full: AtomicBool,
+    pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) total_memory: u64,
+    pub(crate) _lock: DirLock,
+}
