@@ -80,11 +80,11 @@ remoting::settings_struct! {
         scan_not_active_broker_interval: Duration = "scanNotActiveBrokerInterval", Duration::from_secs(5);
         /// `brokerChannelExpiredTime` (ms): a broker not heard from for this long is removed,
         /// unless its registration sets its own `heartbeatTimeoutMillis`.
-        broker_channel_expired_time: Duration = "brokerChannelExpiredTime", Duration::from_secs(120);
+        broker_channel_expired_time: Duration = "brokerChannelExpiredTime", RouteConfig::DEFAULT.broker_channel_expired_time;
         /// `supportActingMaster`: list a master-less group's lowest-id slave as broker 0 (for
         /// groups whose brokers registered with `enableActingMaster=true`). Upstream's default is
         /// false.
-        support_acting_master: bool = "supportActingMaster", true;
+        support_acting_master: bool = "supportActingMaster", RouteConfig::DEFAULT.support_acting_master;
         /// `orderMessageEnable`: fill routes' `orderTopicConf` from the ORDER_TOPIC_CONFIG KV namespace.
         order_message_enable: bool = "orderMessageEnable", false;
         /// `returnOrderTopicConfigToBroker`: answer REGISTER_BROKER with the ORDER_TOPIC_CONFIG table.
@@ -95,7 +95,7 @@ remoting::settings_struct! {
         enable_topic_list: bool = "enableTopicList", true;
         /// `deleteTopicWithBrokerRegistration`: a registration drops the broker's topics it no
         /// longer lists.
-        delete_topic_with_broker_registration: bool = "deleteTopicWithBrokerRegistration", false;
+        delete_topic_with_broker_registration: bool = "deleteTopicWithBrokerRegistration", RouteConfig::DEFAULT.delete_topic_with_broker_registration;
         /// `needWaitForService`: refuse route queries for `waitSecondsForService` after start.
         need_wait_for_service: bool = "needWaitForService", false;
         /// `waitSecondsForService` (s).

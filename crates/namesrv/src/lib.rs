@@ -25,6 +25,7 @@ mod handlers;
 pub mod kv;
 pub mod route;
 mod server;
+mod state;
 
 pub use config::{ConfigError, NamesrvConfig};
 pub use error::NamesrvError;

@@ -23,8 +23,6 @@ use remoting::protocol::{
     TopicConfig, TopicConfigSerializeWrapper, TopicList, TopicRouteData, MASTER_ID,
 };
 
-use crate::config::NamesrvConfig;
-
 /// Topics with this prefix never get an acting master (upstream
 /// `TopicValidator.SYNC_BROKER_MEMBER_GROUP_PREFIX`).
 const SYNC_BROKER_MEMBER_GROUP_PREFIX: &str = "rmq_sys_SYNC_BROKER_MEMBER_";
@@ -40,10 +38,20 @@ pub struct RouteConfig {
     pub delete_topic_with_broker_registration: bool,
 }
 
+impl RouteConfig {
+    /// The NameServer defaults (`brokerChannelExpiredTime` 120 s, `supportActingMaster` true,
+    /// `deleteTopicWithBrokerRegistration` false); `NamesrvConfig` takes its defaults from here.
+    pub const DEFAULT: RouteConfig = RouteConfig {
+        broker_channel_expired_time: Duration::from_secs(120),
+        support_acting_master: true,
+        delete_topic_with_broker_registration: false,
+    };
+}
+
 impl Default for RouteConfig {
-    /// The NameServer defaults.
+    /// [`RouteConfig::DEFAULT`].
     fn default() -> Self {
-        NamesrvConfig::default().route_config()
+        Self::DEFAULT
     }
 }
 

@@ -1,5 +1,6 @@
-//! [`NameServer`]: a running NameServer — the remoting server with the request handlers, the
-//! task that expires silent brokers, and the state they share ([`NamesrvState`]).
+//! [`NameServer`]: a running NameServer — the remoting server with the request handlers and
+//! the task that expires silent brokers, around the state they share
+//! ([`NamesrvState`](crate::state::NamesrvState)).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,19 +17,10 @@ use crate::error::NamesrvError;
 use crate::handlers;
 use crate::kv::KvConfigManager;
 use crate::route::RouteInfoManager;
+use crate::state::NamesrvState;
 
 /// Shortest pause between two expiry scans, whatever `scanNotActiveBrokerInterval` says.
 const MIN_SCAN_INTERVAL: Duration = Duration::from_millis(10);
-
-/// Everything the handlers, the expiry scanner and the connection listener share.
-pub(crate) struct NamesrvState {
-    pub(crate) config: RwLock<NamesrvConfig>,
-    pub(crate) routes: RwLock<RouteInfoManager>,
-    pub(crate) kv: KvConfigManager,
-    /// Requests of codes a NameServer does not serve, by code.
-    pub(crate) unsupported: Mutex<BTreeMap<i32, u64>>,
-    pub(crate) started: Instant,
-}
 
 /// Unregisters the brokers of a connection when it closes.
 struct BrokerHousekeeping(Arc<NamesrvState>);

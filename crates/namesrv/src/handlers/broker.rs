@@ -17,7 +17,7 @@ use remoting::{RemotingCommand, RemotingError, ResponseCode};
 
 use super::{failure, success, success_with_header, success_with_json};
 use crate::route::{BrokerAddrInfo, BrokerRegistration};
-use crate::server::NamesrvState;
+use crate::state::NamesrvState;
 
 type Result = std::result::Result<RemotingCommand, RemotingError>;
 

@@ -8,7 +8,7 @@ use remoting::server::Connection;
 use remoting::{RemotingCommand, RemotingError, ResponseCode};
 
 use super::{failure, success};
-use crate::server::NamesrvState;
+use crate::state::NamesrvState;
 
 pub(super) fn update(
     state: &NamesrvState,

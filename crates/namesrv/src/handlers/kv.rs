@@ -10,7 +10,7 @@ use remoting::server::Connection;
 use remoting::{RemotingCommand, RemotingError, ResponseCode};
 
 use super::{failure, success, success_with_header, success_with_json};
-use crate::server::NamesrvState;
+use crate::state::NamesrvState;
 
 pub(super) fn put(
     state: &NamesrvState,

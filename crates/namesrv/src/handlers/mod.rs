@@ -19,7 +19,7 @@ use remoting::server::{Connection, Dispatcher};
 use remoting::{RemotingCommand, RemotingError, RequestCode, ResponseCode};
 use serde::Serialize;
 
-use crate::server::NamesrvState;
+use crate::state::NamesrvState;
 
 /// A request handler: parse, apply, respond.
 type Handler =

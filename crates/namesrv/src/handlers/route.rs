@@ -12,7 +12,7 @@ use remoting::server::Connection;
 use remoting::{RemotingCommand, RemotingError, ResponseCode};
 
 use super::{failure, success_with_json};
-use crate::server::NamesrvState;
+use crate::state::NamesrvState;
 
 /// Suffix upstream adds to its TOPIC_NOT_EXIST remark (`FAQUrl.suggestTodo`).
 const FAQ_SUFFIX: &str = "\nSee http://rocketmq.apache.org/docs/faq/ for further details.";

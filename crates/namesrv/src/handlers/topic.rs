@@ -16,7 +16,7 @@ use remoting::{RemotingCommand, RemotingError, ResponseCode};
 use super::{failure, success, success_with_header, success_with_json};
 use crate::config::NamesrvConfig;
 use crate::route::RouteInfoManager;
-use crate::server::NamesrvState;
+use crate::state::NamesrvState;
 
 type Result = std::result::Result<RemotingCommand, RemotingError>;
 

@@ -6,7 +6,7 @@
 use remoting::server::Connection;
 use remoting::{RemotingCommand, RequestCode, ResponseCode};
 
-use crate::server::NamesrvState;
+use crate::state::NamesrvState;
 
 pub(super) fn answer(
     state: &NamesrvState,
