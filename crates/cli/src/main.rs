@@ -69,6 +69,15 @@ pub(crate) fn read_properties(
     }
 }
 
+/// The user's home directory (`$HOME`), under which the commands keep their files by default as
+/// upstream does; the working directory when `HOME` is not set. Only the binary decides this:
+/// the libraries take paths in their configs.
+pub(crate) fn home_dir() -> std::path::PathBuf {
+    std::env::var_os("HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_default()
+}
+
 /// Resolves when the process receives SIGINT or SIGTERM.
 pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};

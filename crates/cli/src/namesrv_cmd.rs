@@ -22,7 +22,9 @@ pub async fn run(args: NamesrvArgs) -> anyhow::Result<()> {
     if let Some(port) = args.listen_port {
         props.insert("listenPort".to_string(), port.to_string());
     }
-    let config = NamesrvConfig::from_properties(&props).context("invalid NameServer config")?;
+    // Upstream's defaults put the KV config under the user's home directory.
+    let mut config = NamesrvConfig::with_home(&crate::home_dir());
+    config.update(&props).context("invalid NameServer config")?;
     let server = NameServer::start(config)
         .await
         .context("cannot start the NameServer")?;

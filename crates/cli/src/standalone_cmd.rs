@@ -29,12 +29,9 @@ pub struct StandaloneArgs {
 
 pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let data_dir = args.data_dir.unwrap_or_else(|| {
-        std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_default()
-            .join("apogee-standalone")
-    });
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| crate::home_dir().join("apogee-standalone"));
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let namesrv_config = NamesrvConfig {

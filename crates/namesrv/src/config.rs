@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use remoting::properties::{apply_properties, InvalidSetting};
@@ -74,8 +74,9 @@ remoting::settings_struct! {
         /// `bindAddress`: address to listen on.
         bind_address: IpAddr = "bindAddress", IpAddr::V4(Ipv4Addr::UNSPECIFIED);
         /// `kvConfigPath`: file of the KV config (written atomically on every change). Defaults
-        /// to upstream's `~/namesrv/kvConfig.json` (from `$HOME`; the working directory without it).
-        kv_config_path: PathBuf = "kvConfigPath", default_kv_config_path();
+        /// to `namesrv/kvConfig.json` under the working directory; [`NamesrvConfig::with_home`]
+        /// puts it under a home directory as upstream does (`~/namesrv/kvConfig.json`).
+        kv_config_path: PathBuf = "kvConfigPath", kv_config_path_in(Path::new(""));
         /// `scanNotActiveBrokerInterval` (ms): how often expired brokers are looked for.
         scan_not_active_broker_interval: Duration = "scanNotActiveBrokerInterval", Duration::from_secs(5);
         /// `brokerChannelExpiredTime` (ms): a broker not heard from for this long is removed,
@@ -109,14 +110,22 @@ remoting::settings_struct! {
     }
 }
 
-fn default_kv_config_path() -> PathBuf {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
+/// Where upstream keeps the KV config below a home directory: `<home>/namesrv/kvConfig.json`.
+pub fn kv_config_path_in(home: &Path) -> PathBuf {
     home.join("namesrv").join("kvConfig.json")
 }
 
 impl NamesrvConfig {
+    /// The defaults, with the files upstream keeps in the user's home directory placed under
+    /// `home` instead of the working directory (`kvConfigPath` = `<home>/namesrv/kvConfig.json`).
+    /// The library never looks up a home directory itself; a binary passes one in.
+    pub fn with_home(home: &Path) -> NamesrvConfig {
+        NamesrvConfig {
+            kv_config_path: kv_config_path_in(home),
+            ..NamesrvConfig::default()
+        }
+    }
+
     /// Defaults overridden by `props` (upstream key names). Unknown keys are logged and
     /// skipped; a value that does not parse is an error naming the key.
     pub fn from_properties(props: &HashMap<String, String>) -> Result<NamesrvConfig, ConfigError> {
@@ -212,6 +221,26 @@ mod tests {
         let again = NamesrvConfig::from_properties(&parse_properties(&c.to_properties())).unwrap();
         assert_eq!(again, c);
         assert_eq!(NamesrvConfig::KEYS.len(), c.to_properties().lines().count());
+    }
+
+    #[test]
+    fn home_is_passed_in_not_looked_up() {
+        assert_eq!(
+            NamesrvConfig::default().kv_config_path,
+            PathBuf::from("namesrv/kvConfig.json")
+        );
+        let c = NamesrvConfig::with_home(Path::new("/home/mq"));
+        assert_eq!(
+            c.kv_config_path,
+            PathBuf::from("/home/mq/namesrv/kvConfig.json")
+        );
+        assert_eq!(
+            c,
+            NamesrvConfig {
+                kv_config_path: c.kv_config_path.clone(),
+                ..NamesrvConfig::default()
+            }
+        );
     }
 
     #[test]
