@@ -1,7 +1,8 @@
 //! The two ways message bytes can be wrong: [`RecordError`] for a stored record as the store
 //! reads it back (its variants tell recovery whether more bytes may still arrive), and
 //! [`MessageError`] for everything a client or broker decodes or encodes (records, batch
-//! entries, message ids, compressed bodies).
+//! entries, message ids, compressed bodies). Also the bounds-checked `Reader` every decoder
+//! here reads with; a short read converts into either error.
 
 use thiserror::Error;
 
