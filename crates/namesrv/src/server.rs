@@ -55,7 +55,7 @@ impl NameServer {
             unsupported: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
         });
-        let mut dispatcher = handlers::dispatcher(&state);
+        let mut dispatcher = handlers::dispatcher(&state)?;
         dispatcher.set_listener(Arc::new(BrokerHousekeeping(state.clone())));
         let server = RemotingServer::start(server_config, dispatcher).await?;
         let (stop_scanner, stop) = oneshot::channel();

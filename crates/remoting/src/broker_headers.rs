@@ -317,6 +317,63 @@ command_header! {
         pub client_addr: Option<String> => "clientAddr",
     }
 
+    /// UPDATE_AND_CREATE_TOPIC (17), admin to broker. Absent numbers take upstream's
+    /// defaults (16 queues, perm 6, sys flag 0), absent `topicFilterType` is `SINGLE_TAG`.
+    pub struct CreateTopicRequestHeader {
+        pub topic: String => "topic",
+        pub default_topic: Option<String> => "defaultTopic",
+        pub read_queue_nums: Option<i32> => "readQueueNums",
+        pub write_queue_nums: Option<i32> => "writeQueueNums",
+        pub perm: Option<i32> => "perm",
+        pub topic_filter_type: Option<String> => "topicFilterType",
+        pub topic_sys_flag: Option<i32> => "topicSysFlag",
+        pub order: bool => "order",
+    }
+
+    /// DELETE_TOPIC_IN_BROKER (215), admin to broker.
+    pub struct DeleteTopicRequestHeader {
+        pub topic: String => "topic",
+    }
+
+    /// DELETE_SUBSCRIPTIONGROUP (207), admin to broker.
+    pub struct DeleteSubscriptionGroupRequestHeader {
+        pub group_name: String => "groupName",
+    }
+
+    /// GET_CONSUMER_CONNECTION_LIST (203), admin to broker.
+    pub struct GetConsumerConnectionListRequestHeader {
+        pub consumer_group: String => "consumerGroup",
+    }
+
+    /// GET_PRODUCER_CONNECTION_LIST (204), admin to broker.
+    pub struct GetProducerConnectionListRequestHeader {
+        pub producer_group: String => "producerGroup",
+    }
+
+    /// GET_CONSUME_STATS (208), admin to broker; without `topic`, every topic the group has
+    /// offsets of.
+    pub struct GetConsumeStatsRequestHeader {
+        pub consumer_group: String => "consumerGroup",
+        pub topic: Option<String> => "topic",
+    }
+
+    /// GET_TOPIC_STATS_INFO (202), admin to broker.
+    pub struct GetTopicStatsInfoRequestHeader {
+        pub topic: String => "topic",
+    }
+
+    /// Apogee's addition to UPDATE_CONSUMER_OFFSET (15): a slave pushing an offset committed
+    /// to it while its master was gone; the master applies it only if it raises its offset.
+    pub struct KeepLargerOffsetHeader {
+        pub keep_larger: bool => "keepLarger",
+    }
+
+    /// Apogee's header of GET_ALL_DELAY_OFFSET (45; upstream's has none): a returning master
+    /// asking a slave for the delay progress it made as acting master.
+    pub struct GetAllDelayOffsetRequestHeader {
+        pub master_returned: bool => "masterReturned",
+    }
+
     /// CONSUME_MESSAGE_DIRECTLY (309), broker to consumer; the body is a message record.
     pub struct ConsumeMessageDirectlyResultRequestHeader {
         pub consumer_group: String => "consumerGroup",

@@ -87,9 +87,23 @@ impl Dispatcher {
         Self::default()
     }
 
-    /// Routes `code` to `handler`, replacing an earlier registration.
-    pub fn register(&mut self, code: i32, handler: Arc<dyn RequestHandler>) {
-        self.handlers.insert(code, handler);
+    /// Routes `code` to `handler`. A code already registered is refused with
+    /// [`RemotingError::DuplicateHandler`] and the first registration stays: two handlers for
+    /// one code is a bug in the server's table, to be reported when it starts.
+    pub fn register(
+        &mut self,
+        code: i32,
+        handler: Arc<dyn RequestHandler>,
+    ) -> Result<(), RemotingError> {
+        match self.handlers.entry(code) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                Err(RemotingError::DuplicateHandler(code))
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(handler);
+                Ok(())
+            }
+        }
     }
 
     /// Handler for codes without a registered handler. Without one the server answers
@@ -481,5 +495,25 @@ async fn write_all(wr: &mut OwnedWriteHalf, bytes: &[u8], conn: &Connection) -> 
             tracing::debug!(conn = conn.id(), "write failed: {e}");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer_none() -> Arc<dyn RequestHandler> {
+        Arc::new(|_conn: Connection, _req: RemotingCommand| async { None })
+    }
+
+    #[test]
+    fn a_code_registered_twice_is_refused() {
+        let mut d = Dispatcher::new();
+        assert!(d.register(10, answer_none()).is_ok());
+        assert!(matches!(
+            d.register(10, answer_none()),
+            Err(RemotingError::DuplicateHandler(10))
+        ));
+        assert!(d.register(11, answer_none()).is_ok());
     }
 }

@@ -53,6 +53,8 @@ pub enum RemotingError {
     Remote { code: i32, remark: String },
     #[error("the client is shut down")]
     Shutdown,
+    #[error("request code {0} has two handlers")]
+    DuplicateHandler(i32),
 }
 
 impl From<message::MessageError> for RemotingError {

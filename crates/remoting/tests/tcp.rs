@@ -53,8 +53,10 @@ fn hang() -> Arc<dyn RequestHandler> {
 
 fn echo_dispatcher() -> Dispatcher {
     let mut d = Dispatcher::new();
-    d.register(ECHO, echo());
-    d.register(HANG, hang());
+    d.register(ECHO, echo())
+        .expect("each code is registered once");
+    d.register(HANG, hang())
+        .expect("each code is registered once");
     d
 }
 
@@ -114,7 +116,8 @@ async fn responses_are_matched_by_opaque_out_of_order() {
                 Some(RemotingCommand::response_to(&req, 0, Some("slow".into())))
             }
         }),
-    );
+    )
+    .expect("each code is registered once");
     let server = RemotingServer::start(config(), d).await.unwrap();
     let addr = broker(&server);
     let client = client();
@@ -191,7 +194,8 @@ async fn oneway_request_gets_no_reply() {
                 Some(resp)
             }
         }),
-    );
+    )
+    .expect("each code is registered once");
     let server = RemotingServer::start(config(), d).await.unwrap();
     let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
 
@@ -274,7 +278,8 @@ async fn panicking_handler_answers_system_error() {
     d.register(
         7,
         Arc::new(|_conn: Connection, req: RemotingCommand| async move { buggy(&req) }),
-    );
+    )
+    .expect("each code is registered once");
     let server = RemotingServer::start(config(), d).await.unwrap();
     let client = client();
     let resp = client
@@ -520,7 +525,8 @@ async fn pending_requests_fail_when_the_connection_drops() {
                 None
             }
         }),
-    );
+    )
+    .expect("each code is registered once");
     let server = RemotingServer::start(config(), d).await.unwrap();
     let addr = broker(&server);
     let client = client();
@@ -617,7 +623,8 @@ async fn shutdown_awaits_handlers_and_closes_connections() {
                 None
             }
         }),
-    );
+    )
+    .expect("each code is registered once");
     let server = RemotingServer::start(config(), d).await.unwrap();
     let mut raw = TcpStream::connect(server.local_addr()).await.unwrap();
     write_frame(&mut raw, &RemotingCommand::request(SLOW).into_oneway()).await;
@@ -675,7 +682,8 @@ async fn namesrv_calls_refuse_broker_codes_without_io() {
 #[tokio::test]
 async fn namesrv_call_goes_through() {
     let mut d = Dispatcher::new();
-    d.register(RequestCode::GET_ROUTEINFO_BY_TOPIC, echo());
+    d.register(RequestCode::GET_ROUTEINFO_BY_TOPIC, echo())
+        .expect("each code is registered once");
     let server = RemotingServer::start(config(), d).await.unwrap();
     let addr = NameServerAddr::parse(&server.local_addr().to_string()).unwrap();
     let client = client();

@@ -67,8 +67,8 @@ const HANDLERS: &[(i32, Handler)] = &[
     (RequestCode::GET_NAMESRV_CONFIG, config::get),
 ];
 
-/// The dispatcher of a NameServer over `state`.
-pub(crate) fn dispatcher(state: &Arc<NamesrvState>) -> Dispatcher {
+/// The dispatcher of a NameServer over `state`; fails when [`HANDLERS`] lists a code twice.
+pub(crate) fn dispatcher(state: &Arc<NamesrvState>) -> Result<Dispatcher, RemotingError> {
     let mut dispatcher = Dispatcher::new();
     for &(code, handler) in HANDLERS {
         let state = state.clone();
@@ -78,7 +78,7 @@ pub(crate) fn dispatcher(state: &Arc<NamesrvState>) -> Dispatcher {
                 let state = state.clone();
                 async move { Some(run(&state, &conn, &request, handler)) }
             }),
-        );
+        )?;
     }
     let state = state.clone();
     dispatcher.set_default(Arc::new(
@@ -87,7 +87,7 @@ pub(crate) fn dispatcher(state: &Arc<NamesrvState>) -> Dispatcher {
             async move { Some(unsupported::answer(&state, &conn, &request)) }
         },
     ));
-    dispatcher
+    Ok(dispatcher)
 }
 
 fn run(
