@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use arc_swap::ArcSwap;
 use remoting::client::{ClientConfig, RemotingClient};
 use remoting::server::{RemotingServer, ServerConfig};
 use store::MessageStore;
@@ -78,7 +78,8 @@ impl Broker {
             stats: Default::default(),
             store: store.clone(),
             store_host: Default::default(),
-            config: RwLock::new(config.clone()),
+            config: ArcSwap::from_pointee(config.clone()),
+            config_update: Default::default(),
             ha: HaState::default(),
             client: client.clone(),
         });
@@ -101,8 +102,11 @@ impl Broker {
             max_frame_size: config.max_frame_size,
             max_connections: config.max_connections,
         };
-        let server = match RemotingServer::start(server_config, handlers::dispatcher(&state)).await
-        {
+        let started = match handlers::dispatcher(&state) {
+            Ok(dispatcher) => RemotingServer::start(server_config, dispatcher).await,
+            Err(e) => Err(e),
+        };
+        let server = match started {
             Ok(s) => s,
             Err(e) => {
                 store.shutdown()?;
@@ -166,7 +170,7 @@ impl Broker {
 
     /// The configuration in force (UPDATE_BROKER_CONFIG may have changed it).
     pub fn config(&self) -> BrokerConfig {
-        self.state.config.read().clone()
+        self.state.config().as_ref().clone()
     }
 
     /// Stops everything in order: held pulls and services are told to stop, the server closes
@@ -213,7 +217,7 @@ async fn housekeeping(state: Arc<BrokerState>) {
     let mut last_scan = Instant::now();
     loop {
         let interval =
-            Duration::from_millis(state.config.read().flush_consumer_offset_interval.max(100));
+            Duration::from_millis(state.config().flush_consumer_offset_interval.max(100));
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => {}
@@ -226,7 +230,7 @@ async fn housekeeping(state: Arc<BrokerState>) {
         state.delay_offsets.persist();
         if last_scan.elapsed() >= CLIENT_SCAN_INTERVAL {
             last_scan = Instant::now();
-            let expiry = Duration::from_millis(state.config.read().channel_expired_timeout);
+            let expiry = Duration::from_millis(state.config().channel_expired_timeout);
             handlers::remove_expired(&state, expiry);
         }
     }

@@ -16,6 +16,7 @@
 
 mod broker;
 pub mod clients;
+mod cluster;
 pub mod config;
 pub mod error;
 mod ha;

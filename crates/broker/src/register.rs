@@ -28,7 +28,7 @@ pub(crate) fn body_crc32(body: &[u8]) -> i32 {
 }
 
 fn ha_server_addr(state: &BrokerState) -> String {
-    let c = state.config.read();
+    let c = state.config();
     let ip = c.broker_ip2.unwrap_or_else(|| c.advertised_ip());
     let port = state
         .ha
@@ -44,7 +44,7 @@ fn ha_server_addr(state: &BrokerState) -> String {
 /// logged.
 pub(crate) async fn register_all(state: &BrokerState, client: &RemotingClient, oneway: bool) {
     let (name_servers, timeout, header) = {
-        let c = state.config.read();
+        let c = state.config();
         let header = RegisterBrokerRequestHeader {
             broker_name: c.broker_name.clone(),
             broker_addr: state.broker_addr(),
@@ -107,7 +107,7 @@ pub(crate) async fn register_all(state: &BrokerState, client: &RemotingClient, o
             Err(e) => tracing::warn!(namesrv = %ns, error = %e, "registration failed"),
         }
     }
-    if answered && state.config.read().is_slave() {
+    if answered && state.config().is_slave() {
         learn_master(state, master);
     }
 }
@@ -115,7 +115,7 @@ pub(crate) async fn register_all(state: &BrokerState, client: &RemotingClient, o
 /// A slave takes its master's addresses from the registration answer (`masterAddr`,
 /// `haServerAddr`); no master in any answer means the master is gone.
 fn learn_master(state: &BrokerState, answer: Option<RegisterBrokerResponseHeader>) {
-    let configured_ha = state.config.read().ha_master_address.clone();
+    let configured_ha = state.config().ha_master_address.clone();
     let (addr, ha) = match answer {
         Some(h) => (
             h.master_addr.as_deref().and_then(BrokerAddr::parse),
@@ -141,7 +141,7 @@ pub(crate) async fn run(state: Arc<BrokerState>, client: RemotingClient) {
     loop {
         register_all(&state, &client, oneway).await;
         let period =
-            Duration::from_millis(state.config.read().register_name_server_period).max(MIN_PERIOD);
+            Duration::from_millis(state.config().register_name_server_period).max(MIN_PERIOD);
         oneway = false;
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
@@ -157,7 +157,7 @@ pub(crate) async fn run(state: Arc<BrokerState>, client: RemotingClient) {
 
 async fn unregister_all(state: &BrokerState, client: &RemotingClient) {
     let (name_servers, timeout, header) = {
-        let c = state.config.read();
+        let c = state.config();
         (
             c.name_servers(),
             Duration::from_millis(c.register_broker_timeout_mills),

@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 use store::{AcceptAll, GetMessageStatus, MessageExt};
 use tokio::task::JoinSet;
 
+use crate::cluster;
 use crate::error::BrokerError;
-use crate::handlers::send_back::acting;
 use crate::persist::{self, Persister};
 use crate::state::{reput_inner, BrokerState};
 use crate::topic::SCHEDULE_TOPIC;
@@ -174,7 +174,7 @@ pub(crate) fn to_schedule(
 /// Runs delayed delivery until the broker stops: on a master after learning its slaves'
 /// progress, one task per level.
 pub(crate) async fn run(state: Arc<BrokerState>) {
-    if !state.config.read().is_slave() {
+    if !state.config().is_slave() {
         learn_slave_progress(&state).await;
     }
     let mut levels = JoinSet::new();
@@ -189,7 +189,7 @@ pub(crate) async fn run(state: Arc<BrokerState>) {
 /// connection, and no returning master has taken delivery back since the connection was
 /// last up.
 fn delivers_here(state: &BrokerState) -> bool {
-    let c = state.config.read();
+    let c = state.config();
     if !c.is_slave() {
         return true;
     }
@@ -210,14 +210,14 @@ pub(crate) async fn hand_back(state: &BrokerState) {
 /// A master starting up merges the delay progress of its group's slaves (keeping each
 /// level's larger offset): what a slave delivered as acting master is not delivered again.
 async fn learn_slave_progress(state: &BrokerState) {
-    let info = match acting::cluster_info(state).await {
+    let info = match cluster::cluster_info(state).await {
         Ok(i) => i,
-        Err((_, e)) => {
+        Err(e) => {
             tracing::warn!(error = %e, "cannot find the slaves to learn their delay progress");
             return;
         }
     };
-    let name = state.config.read().broker_name.clone();
+    let name = state.config().broker_name.clone();
     let me = state.broker_addr();
     let Some(group) = info.broker_addr_table.get(&name) else {
         return;
@@ -366,7 +366,7 @@ async fn deliver(state: &BrokerState, ext: &MessageExt) -> Result<(), String> {
         .and_then(|q| q.parse().ok())
         .unwrap_or(0);
     props.remove(MessageConst::PROPERTY_DELAY_TIME_LEVEL);
-    if state.config.read().is_slave() {
+    if state.config().is_slave() {
         let header = SendMessageRequestHeader {
             producer_group: PRODUCER_GROUP.into(),
             topic: topic.clone(),
@@ -385,9 +385,9 @@ async fn deliver(state: &BrokerState, ext: &MessageExt) -> Result<(), String> {
             batch: Some(false),
             bname: None,
         };
-        let target = acting::send_to_live_master(state, &header, &ext.body)
+        let target = cluster::send_to_live_master(state, &header, &ext.body)
             .await
-            .map_err(|(_, remark)| remark)?;
+            .map_err(|e| e.to_string())?;
         tracing::info!(msg_id = %ext.msg_id(), %topic, %target, "acting master delivered a delayed message");
         return Ok(());
     }

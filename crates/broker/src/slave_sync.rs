@@ -39,7 +39,7 @@ pub(crate) async fn run(state: Arc<BrokerState>) {
                 tracing::warn!(master = %master, error = %e, "slave synchronisation failed");
             }
         }
-        let interval = Duration::from_millis(state.config.read().slave_synchronize_interval)
+        let interval = Duration::from_millis(state.config().slave_synchronize_interval)
             .max(Duration::from_millis(100));
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

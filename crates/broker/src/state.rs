@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use remoting::client::RemotingClient;
 use remoting::protocol::perm;
 use remoting::ResponseCode;
@@ -35,7 +36,11 @@ pub(crate) struct Stats {
 
 /// Shared state of a running broker.
 pub(crate) struct BrokerState {
-    pub(crate) config: RwLock<BrokerConfig>,
+    /// The config in force, an immutable snapshot replaced whole by UPDATE_BROKER_CONFIG;
+    /// read it with [`Self::config`].
+    pub(crate) config: ArcSwap<BrokerConfig>,
+    /// Serialises config updates, so that none is lost; readers never take it.
+    pub(crate) config_update: Mutex<()>,
     pub(crate) store: MessageStore,
     /// `brokerIP1:port` once the server is bound.
     pub(crate) store_host: OnceLock<SocketAddr>,
@@ -61,17 +66,37 @@ pub(crate) struct BrokerState {
     pub(crate) client: RemotingClient,
 }
 
-/// A write that failed, as a response code and remark.
+/// A write that failed, as a response code and remark (the `Display` text).
+#[derive(Debug, thiserror::Error)]
+#[error("{remark}")]
 pub(crate) struct PutError {
     pub(crate) code: i32,
     pub(crate) remark: String,
 }
 
 impl BrokerState {
+    /// The config in force: a snapshot that later updates do not change (no lock, no copy).
+    pub(crate) fn config(&self) -> Arc<BrokerConfig> {
+        self.config.load_full()
+    }
+
+    /// Applies `props` (upstream config keys) to a copy of the config in force and swaps it
+    /// in; on an invalid value nothing changes.
+    pub(crate) fn update_config(
+        &self,
+        props: &std::collections::HashMap<String, String>,
+    ) -> Result<(), crate::error::BrokerError> {
+        let _one_at_a_time = self.config_update.lock();
+        let mut next = BrokerConfig::clone(&self.config.load());
+        next.update(props)?;
+        self.config.store(Arc::new(next));
+        Ok(())
+    }
+
     /// The broker's address as clients and NameServers know it (`brokerIP1:listenPort`).
     pub(crate) fn store_host(&self) -> SocketAddr {
         *self.store_host.get_or_init(|| {
-            let c = self.config.read();
+            let c = self.config();
             SocketAddr::new(c.advertised_ip(), c.listen_port)
         })
     }
@@ -83,7 +108,7 @@ impl BrokerState {
 
     /// Whether the broker accepts writes (master with write permission).
     pub(crate) fn writable(&self) -> bool {
-        let c = self.config.read();
+        let c = self.config();
         !c.is_slave() && perm::is_writeable(c.broker_permission)
     }
 
@@ -128,7 +153,7 @@ impl BrokerState {
             return Ok((r, ResponseCode::FLUSH_DISK_TIMEOUT));
         }
         let (sync, timeout, gap) = {
-            let c = self.config.read();
+            let c = self.config();
             (
                 c.broker_role == BrokerRole::SyncMaster,
                 Duration::from_millis(c.sync_flush_timeout),

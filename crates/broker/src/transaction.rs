@@ -151,8 +151,7 @@ async fn write_one_op(state: &BrokerState, half_queue_offset: i64) -> Result<(),
 pub(crate) async fn run_checks(state: Arc<BrokerState>) {
     let mut stop = state.stop_signal();
     loop {
-        let interval =
-            Duration::from_millis(state.config.read().transaction_check_interval.max(10));
+        let interval = Duration::from_millis(state.config().transaction_check_interval.max(10));
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => {}
@@ -166,12 +165,12 @@ pub(crate) async fn run_checks(state: Arc<BrokerState>) {
 
 /// One pass over the half queue.
 async fn check_once(state: &BrokerState) {
-    if state.config.read().is_slave() {
+    if state.config().is_slave() {
         return;
     }
     state.transactions.refresh(state);
     let (timeout_ms, check_max) = {
-        let c = state.config.read();
+        let c = state.config();
         (c.transaction_time_out as i64, c.transaction_check_max)
     };
     let mut progress = state
@@ -290,7 +289,7 @@ async fn check_back(
         msg_id: uniq.clone(),
         transaction_id: uniq,
         offset_msg_id: Some(put.msg_id()),
-        bname: Some(state.config.read().broker_name.clone()),
+        bname: Some(state.config().broker_name.clone()),
     };
     let mut cmd =
         RemotingCommand::request(RequestCode::CHECK_TRANSACTION_STATE).with_body(body.freeze());

@@ -34,7 +34,8 @@ async fn recorder() -> (RemotingServer, mpsc::UnboundedReceiver<(bool, String)>)
                 ))
             }
         }),
-    );
+    )
+    .expect("each code is registered once");
     let config = ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         ..ServerConfig::default()

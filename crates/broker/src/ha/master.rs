@@ -19,7 +19,7 @@ const POLL: Duration = Duration::from_millis(200);
 /// Binds the HA port: `haListenPort`, else `listenPort + 1`, else (listen port 0) any port.
 pub(crate) async fn bind(state: &BrokerState) -> Result<TcpListener, std::io::Error> {
     let (ip, port) = {
-        let c = state.config.read();
+        let c = state.config();
         let port = match c.ha_listen_port {
             Some(p) => p,
             None if c.listen_port == 0 => 0,
@@ -66,7 +66,7 @@ pub(crate) async fn run(state: Arc<BrokerState>, listener: TcpListener) {
 }
 
 fn timeouts(state: &BrokerState) -> (Duration, Duration, usize) {
-    let c = state.config.read();
+    let c = state.config();
     (
         Duration::from_millis(c.ha_send_heartbeat_interval.max(10)),
         Duration::from_millis(c.ha_housekeeping_interval.max(100)),

@@ -60,7 +60,7 @@ pub(crate) async fn run(state: Arc<BrokerState>) {
 
 async fn replicate(state: &BrokerState, addr: &str) -> Result<(), HaError> {
     let (heartbeat, silent) = {
-        let c = state.config.read();
+        let c = state.config();
         (
             Duration::from_millis(c.ha_send_heartbeat_interval.max(10)),
             Duration::from_millis(c.ha_housekeeping_interval.max(100)),

@@ -7,194 +7,175 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use remoting::broker_headers::MessageQueue;
+use remoting::broker_headers::{
+    CreateTopicRequestHeader, DeleteSubscriptionGroupRequestHeader, DeleteTopicRequestHeader,
+    GetAllDelayOffsetRequestHeader, GetConsumeStatsRequestHeader,
+    GetConsumerConnectionListRequestHeader, GetProducerConnectionListRequestHeader,
+    GetTopicStatsInfoRequestHeader, MessageQueue,
+};
 use remoting::properties::parse_properties;
 use remoting::protocol::{perm, to_fastjson, KVTable, KeyStyle, TopicConfig};
 use remoting::server::Connection;
-use remoting::{RemotingCommand, RequestCode, ResponseCode};
+use remoting::RemotingCommand;
 use serde::Serialize;
 
-use super::success;
+use super::{header, success, HandlerError, Reply};
 use crate::schedule;
 use crate::state::BrokerState;
 use crate::subscription::SubscriptionGroupConfig;
 use crate::topic::validate_topic_name;
 
-/// Codes served here.
-pub(crate) const CODES: &[i32] = &[
-    RequestCode::UPDATE_AND_CREATE_TOPIC,
-    RequestCode::DELETE_TOPIC_IN_BROKER,
-    RequestCode::GET_ALL_TOPIC_CONFIG,
-    RequestCode::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP,
-    RequestCode::DELETE_SUBSCRIPTIONGROUP,
-    RequestCode::GET_ALL_SUBSCRIPTIONGROUP_CONFIG,
-    RequestCode::GET_BROKER_RUNTIME_INFO,
-    RequestCode::GET_CONSUMER_CONNECTION_LIST,
-    RequestCode::GET_PRODUCER_CONNECTION_LIST,
-    RequestCode::GET_CONSUME_STATS,
-    RequestCode::GET_TOPIC_STATS_INFO,
-    RequestCode::GET_BROKER_CONFIG,
-    RequestCode::UPDATE_BROKER_CONFIG,
-    RequestCode::GET_ALL_DELAY_OFFSET,
-    RequestCode::GET_ALL_CONSUMER_OFFSET,
-];
-
-pub(super) type Answer = Result<RemotingCommand, (i32, String)>;
-
-pub(crate) async fn handle(
+/// UPDATE_AND_CREATE_TOPIC (17). Upstream leaves the remark "not set any response code" on
+/// the success answer, and so do we.
+pub(super) async fn update_topic(
     state: Arc<BrokerState>,
     _conn: Connection,
     req: RemotingCommand,
-) -> Option<RemotingCommand> {
-    let answer = match req.code {
-        RequestCode::UPDATE_AND_CREATE_TOPIC => update_topic(&state, &req),
-        RequestCode::DELETE_TOPIC_IN_BROKER => delete_topic(&state, &req),
-        RequestCode::GET_ALL_TOPIC_CONFIG => json_body(&req, &state.topics.snapshot()),
-        RequestCode::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => update_group(&state, &req),
-        RequestCode::DELETE_SUBSCRIPTIONGROUP => delete_group(&state, &req),
-        RequestCode::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => json_body(&req, &state.groups.snapshot()),
-        RequestCode::GET_BROKER_RUNTIME_INFO => json_body(&req, &runtime_info(&state)),
-        RequestCode::GET_CONSUMER_CONNECTION_LIST => consumer_connections(&state, &req),
-        RequestCode::GET_PRODUCER_CONNECTION_LIST => producer_connections(&state, &req),
-        RequestCode::GET_CONSUME_STATS => consume_stats(&state, &req),
-        RequestCode::GET_TOPIC_STATS_INFO => topic_stats(&state, &req),
-        RequestCode::GET_BROKER_CONFIG => {
-            let text = state.config.read().to_properties();
-            Ok(success(&req).with_body(text.into_bytes()))
-        }
-        RequestCode::UPDATE_BROKER_CONFIG => update_config(&state, &req),
-        RequestCode::GET_ALL_DELAY_OFFSET => {
-            let returned = req.ext(schedule::MASTER_RETURNED) == Some("true");
-            if returned && state.config.read().is_slave() {
-                schedule::hand_back(&state).await;
-            }
-            state
-                .delay_offsets
-                .encode()
-                .map(|b| success(&req).with_body(b))
-                .map_err(sys)
-        }
-        RequestCode::GET_ALL_CONSUMER_OFFSET => state
-            .offsets
-            .encode()
-            .map(|b| success(&req).with_body(b))
-            .map_err(sys),
-        _ => Ok(RemotingCommand::not_supported(&req)),
-    };
-    Some(match answer {
-        Ok(resp) => resp,
-        Err((code, remark)) => RemotingCommand::response_to(&req, code, Some(remark)),
-    })
-}
-
-pub(super) fn sys(e: crate::error::BrokerError) -> (i32, String) {
-    (ResponseCode::SYSTEM_ERROR, e.to_string())
-}
-
-fn required(req: &RemotingCommand, key: &'static str) -> Result<String, (i32, String)> {
-    req.ext(key).map(str::to_string).ok_or_else(|| {
-        (
-            ResponseCode::SYSTEM_ERROR,
-            format!("the custom field <{key}> is null"),
-        )
-    })
-}
-
-fn parsed<T: std::str::FromStr>(
-    req: &RemotingCommand,
-    key: &'static str,
-    default: T,
-) -> Result<T, (i32, String)> {
-    match req.ext(key) {
-        None => Ok(default),
-        Some(raw) => raw.trim().parse().map_err(|_| {
-            (
-                ResponseCode::SYSTEM_ERROR,
-                format!("the custom field <{key}> has an invalid value <{raw}>"),
-            )
-        }),
-    }
-}
-
-fn json_body<T: Serialize>(req: &RemotingCommand, body: &T) -> Answer {
-    to_fastjson(body, KeyStyle::Quoted)
-        .map(|b| success(req).with_body(b))
-        .map_err(|e| (ResponseCode::SYSTEM_ERROR, e.to_string()))
-}
-
-fn update_topic(state: &BrokerState, req: &RemotingCommand) -> Answer {
-    let topic = required(req, "topic")?;
+) -> Reply {
+    let h: CreateTopicRequestHeader = header(&req)?;
+    let topic = h.topic;
     if let Some(why) = validate_topic_name(&topic) {
-        return Err((ResponseCode::SYSTEM_ERROR, why));
+        return Err(HandlerError::System(why));
     }
-    if topic == state.config.read().broker_cluster_name {
-        return Err((
-            ResponseCode::SYSTEM_ERROR,
-            format!("The topic[{topic}] is conflict with system topic."),
-        ));
+    if topic == state.config().broker_cluster_name {
+        return Err(HandlerError::System(format!(
+            "The topic[{topic}] is conflict with system topic."
+        )));
     }
-    let read_queue_nums = parsed(req, "readQueueNums", 16)?;
-    let write_queue_nums = parsed(req, "writeQueueNums", 16)?;
-    let topic_perm = parsed(req, "perm", perm::PERM_READ | perm::PERM_WRITE)?;
+    let read_queue_nums = h.read_queue_nums.unwrap_or(16);
+    let write_queue_nums = h.write_queue_nums.unwrap_or(16);
+    let topic_perm = h.perm.unwrap_or(perm::PERM_READ | perm::PERM_WRITE);
     if read_queue_nums < 0 || write_queue_nums < 0 || !perm::is_valid(topic_perm) {
-        return Err((
-            ResponseCode::SYSTEM_ERROR,
-            format!(
-                "invalid topic settings: readQueueNums {read_queue_nums}, writeQueueNums {write_queue_nums}, perm {topic_perm}"
-            ),
-        ));
+        return Err(HandlerError::System(format!(
+            "invalid topic settings: readQueueNums {read_queue_nums}, writeQueueNums {write_queue_nums}, perm {topic_perm}"
+        )));
     }
     let tc = TopicConfig {
         topic_name: topic,
         read_queue_nums,
         write_queue_nums,
         perm: topic_perm,
-        topic_filter_type: req
-            .ext("topicFilterType")
-            .unwrap_or("SINGLE_TAG")
-            .to_string(),
-        topic_sys_flag: parsed(req, "topicSysFlag", 0)?,
-        order: parsed(req, "order", false)?,
+        topic_filter_type: h
+            .topic_filter_type
+            .unwrap_or_else(|| "SINGLE_TAG".to_string()),
+        topic_sys_flag: h.topic_sys_flag.unwrap_or(0),
+        order: h.order,
         ..TopicConfig::default()
     };
-    state.topics.update(tc).map_err(sys)?;
-    // Upstream leaves this remark on the success answer.
-    Ok(success(req).with_remark("not set any response code"))
+    state.topics.update(tc)?;
+    Ok(Some(success(&req).with_remark("not set any response code")))
 }
 
-fn delete_topic(state: &BrokerState, req: &RemotingCommand) -> Answer {
-    let topic = required(req, "topic")?;
-    state.topics.delete(&topic).map_err(sys)?;
-    state.offsets.remove_topic(&topic);
+/// DELETE_TOPIC_IN_BROKER (215): the topic's config, its offsets and its stored queues.
+pub(super) async fn delete_topic(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let h: DeleteTopicRequestHeader = header(&req)?;
+    state.topics.delete(&h.topic)?;
+    state.offsets.remove_topic(&h.topic);
     state
         .store
-        .delete_topic(&topic)
-        .map_err(|e| (ResponseCode::SYSTEM_ERROR, e.to_string()))?;
-    Ok(success(req))
+        .delete_topic(&h.topic)
+        .map_err(HandlerError::system)?;
+    Ok(Some(success(&req)))
 }
 
-fn delete_group(state: &BrokerState, req: &RemotingCommand) -> Answer {
-    let group = required(req, "groupName")?;
-    state.groups.delete(&group).map_err(sys)?;
-    Ok(success(req))
+/// GET_ALL_TOPIC_CONFIG (21).
+pub(super) async fn all_topic_config(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    json_body(&req, &state.topics.snapshot())
 }
 
-fn update_group(state: &BrokerState, req: &RemotingCommand) -> Answer {
-    let config: SubscriptionGroupConfig =
-        remoting::protocol::from_fastjson(&req.body).map_err(|e| {
-            (
-                ResponseCode::SYSTEM_ERROR,
-                format!("bad subscription group body: {e}"),
-            )
-        })?;
+/// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200): the body is the group's config.
+pub(super) async fn update_group(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let config: SubscriptionGroupConfig = remoting::protocol::from_fastjson(&req.body)
+        .map_err(|e| HandlerError::System(format!("bad subscription group body: {e}")))?;
     if config.group_name.trim().is_empty() {
-        return Err((ResponseCode::SYSTEM_ERROR, "groupName is empty".into()));
+        return Err(HandlerError::System("groupName is empty".into()));
     }
-    state.groups.update(config).map_err(sys)?;
-    Ok(success(req))
+    state.groups.update(config)?;
+    Ok(Some(success(&req)))
 }
 
-fn runtime_info(state: &BrokerState) -> KVTable {
+/// DELETE_SUBSCRIPTIONGROUP (207).
+pub(super) async fn delete_group(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let h: DeleteSubscriptionGroupRequestHeader = header(&req)?;
+    state.groups.delete(&h.group_name)?;
+    Ok(Some(success(&req)))
+}
+
+/// GET_ALL_SUBSCRIPTIONGROUP_CONFIG (201).
+pub(super) async fn all_group_config(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    json_body(&req, &state.groups.snapshot())
+}
+
+/// GET_BROKER_RUNTIME_INFO (28).
+pub(super) async fn runtime_info(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    json_body(&req, &runtime_table(&state))
+}
+
+/// GET_BROKER_CONFIG (26): the config in force as properties text.
+pub(super) async fn broker_config(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let text = state.config().to_properties();
+    Ok(Some(success(&req).with_body(text.into_bytes())))
+}
+
+/// GET_ALL_DELAY_OFFSET (45). A slave asked by its returning master first hands its delay
+/// progress back (see [`schedule::hand_back`]).
+pub(super) async fn all_delay_offset(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let h: GetAllDelayOffsetRequestHeader = header(&req)?;
+    if h.master_returned && state.config().is_slave() {
+        schedule::hand_back(&state).await;
+    }
+    let body = state.delay_offsets.encode()?;
+    Ok(Some(success(&req).with_body(body)))
+}
+
+/// GET_ALL_CONSUMER_OFFSET (43).
+pub(super) async fn all_consumer_offset(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let body = state.offsets.encode()?;
+    Ok(Some(success(&req).with_body(body)))
+}
+
+fn json_body<T: Serialize>(req: &RemotingCommand, body: &T) -> Reply {
+    let body = to_fastjson(body, KeyStyle::Quoted).map_err(HandlerError::system)?;
+    Ok(Some(success(req).with_body(body)))
+}
+
+fn runtime_table(state: &BrokerState) -> KVTable {
     let store = &state.store;
     let put = state.stats.put_messages.load(Ordering::Relaxed);
     let got = state.stats.got_messages.load(Ordering::Relaxed);
@@ -296,17 +277,22 @@ fn conns(channels: impl Iterator<Item = crate::clients::ClientChannel>) -> Vec<C
         .collect()
 }
 
-fn consumer_connections(state: &BrokerState, req: &RemotingCommand) -> Answer {
-    let group = required(req, "consumerGroup")?;
+/// GET_CONSUMER_CONNECTION_LIST (203): the group's connections and subscriptions.
+pub(super) async fn consumer_connections(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let h: GetConsumerConnectionListRequestHeader = header(&req)?;
+    let group = h.consumer_group;
     let Some(info) = state
         .consumers
         .group(&group)
         .filter(|g| !g.channels.is_empty())
     else {
-        return Err((
-            ResponseCode::CONSUMER_NOT_ONLINE,
-            format!("the consumer group[{group}] not online"),
-        ));
+        return Err(HandlerError::ConsumerNotOnline(format!(
+            "the consumer group[{group}] not online"
+        )));
     };
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -324,17 +310,22 @@ fn consumer_connections(state: &BrokerState, req: &RemotingCommand) -> Answer {
         message_model: info.message_model,
         subscription_table: info.subscriptions.into_iter().collect(),
     };
-    json_body(req, &body)
+    json_body(&req, &body)
 }
 
-fn producer_connections(state: &BrokerState, req: &RemotingCommand) -> Answer {
-    let group = required(req, "producerGroup")?;
+/// GET_PRODUCER_CONNECTION_LIST (204).
+pub(super) async fn producer_connections(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let h: GetProducerConnectionListRequestHeader = header(&req)?;
+    let group = h.producer_group;
     let channels = state.producers.channels(&group);
     if channels.is_empty() {
-        return Err((
-            ResponseCode::SYSTEM_ERROR,
-            format!("the producer group[{group}] not exist"),
-        ));
+        return Err(HandlerError::System(format!(
+            "the producer group[{group}] not exist"
+        )));
     }
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -342,7 +333,7 @@ fn producer_connections(state: &BrokerState, req: &RemotingCommand) -> Answer {
         connection_set: Vec<Conn>,
     }
     json_body(
-        req,
+        &req,
         &ProducerConnection {
             connection_set: conns(channels.into_iter()),
         },
@@ -355,7 +346,7 @@ fn mq_keyed_body<T: Serialize>(
     prefix: &str,
     field: &str,
     map: &BTreeMap<MessageQueue, T>,
-) -> Result<Vec<u8>, (i32, String)> {
+) -> Result<Vec<u8>, HandlerError> {
     let mut out = String::from("{");
     out.push_str(prefix);
     out.push_str(&format!("\"{field}\":"));
@@ -368,8 +359,8 @@ fn mq_keyed_body<T: Serialize>(
 pub(super) fn push_mq_map<T: Serialize>(
     out: &mut String,
     map: &BTreeMap<MessageQueue, T>,
-) -> Result<(), (i32, String)> {
-    let err = |e: serde_json::Error| (ResponseCode::SYSTEM_ERROR, e.to_string());
+) -> Result<(), HandlerError> {
+    let err = HandlerError::system;
     out.push('{');
     for (i, (mq, v)) in map.iter().enumerate() {
         if i > 0 {
@@ -383,10 +374,16 @@ pub(super) fn push_mq_map<T: Serialize>(
     Ok(())
 }
 
-fn consume_stats(state: &BrokerState, req: &RemotingCommand) -> Answer {
-    let group = required(req, "consumerGroup")?;
-    let topics = match req.ext("topic").filter(|t| !t.is_empty()) {
-        Some(t) => vec![t.to_string()],
+/// GET_CONSUME_STATS (208): per queue, the broker's and the group's offsets.
+pub(super) async fn consume_stats(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let h: GetConsumeStatsRequestHeader = header(&req)?;
+    let group = h.consumer_group;
+    let topics = match h.topic.filter(|t| !t.is_empty()) {
+        Some(t) => vec![t],
         None => state.offsets.topics_of_group(&group),
     };
     #[derive(Serialize)]
@@ -396,7 +393,8 @@ fn consume_stats(state: &BrokerState, req: &RemotingCommand) -> Answer {
         consumer_offset: i64,
         last_timestamp: i64,
     }
-    let broker_name = state.config.read().broker_name.clone();
+    let config = state.config();
+    let broker_name = &config.broker_name;
     let mut table = BTreeMap::new();
     for topic in topics {
         let Some(tc) = state.topics.select(&topic) else {
@@ -424,16 +422,21 @@ fn consume_stats(state: &BrokerState, req: &RemotingCommand) -> Answer {
         }
     }
     let body = mq_keyed_body("\"consumeTps\":0.0,", "offsetTable", &table)?;
-    Ok(success(req).with_body(body))
+    Ok(Some(success(&req).with_body(body)))
 }
 
-fn topic_stats(state: &BrokerState, req: &RemotingCommand) -> Answer {
-    let topic = required(req, "topic")?;
+/// GET_TOPIC_STATS_INFO (202): per queue, min and max offsets and the last store time.
+pub(super) async fn topic_stats(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let h: GetTopicStatsInfoRequestHeader = header(&req)?;
+    let topic = h.topic;
     let Some(tc) = state.topics.select(&topic) else {
-        return Err((
-            ResponseCode::TOPIC_NOT_EXIST,
-            format!("topic[{topic}] not exist"),
-        ));
+        return Err(HandlerError::TopicNotExist(format!(
+            "topic[{topic}] not exist"
+        )));
     };
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -442,7 +445,8 @@ fn topic_stats(state: &BrokerState, req: &RemotingCommand) -> Answer {
         max_offset: i64,
         min_offset: i64,
     }
-    let broker_name = state.config.read().broker_name.clone();
+    let config = state.config();
+    let broker_name = &config.broker_name;
     let mut table = BTreeMap::new();
     for q in 0..tc.write_queue_nums {
         let max_offset = state.store.max_offset(&topic, q);
@@ -465,18 +469,14 @@ fn topic_stats(state: &BrokerState, req: &RemotingCommand) -> Answer {
         );
     }
     let body = mq_keyed_body("", "offsetTable", &table)?;
-    Ok(success(req).with_body(body))
+    Ok(Some(success(&req).with_body(body)))
 }
 
 /// Parses the UPDATE_BROKER_CONFIG body (Java properties text, written by upstream's
 /// `MixAll.properties2String`).
-fn parse_config_body(body: &[u8]) -> Result<HashMap<String, String>, (i32, String)> {
-    let text = std::str::from_utf8(body).map_err(|_| {
-        (
-            ResponseCode::SYSTEM_ERROR,
-            "config body is not UTF-8".to_string(),
-        )
-    })?;
+fn parse_config_body(body: &[u8]) -> Result<HashMap<String, String>, HandlerError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| HandlerError::System("config body is not UTF-8".to_string()))?;
     Ok(parse_properties(text))
 }
 
@@ -494,19 +494,20 @@ const FIXED_KEYS: &[&str] = &[
     "brokerIP1",
 ];
 
-fn update_config(state: &BrokerState, req: &RemotingCommand) -> Answer {
+/// UPDATE_BROKER_CONFIG (25): the body's keys (properties text) applied to a copy of the
+/// config in force, which then replaces it; keys fixed while running are refused.
+pub(super) async fn update_config(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
     let props = parse_config_body(&req.body)?;
     if let Some(k) = props.keys().find(|k| FIXED_KEYS.contains(&k.as_str())) {
-        return Err((
-            ResponseCode::NO_PERMISSION,
-            format!("Can not update config in black list: {k}"),
-        ));
+        return Err(HandlerError::NoPermission(format!(
+            "Can not update config in black list: {k}"
+        )));
     }
-    state
-        .config
-        .write()
-        .update(&props)
-        .map_err(|e| (ResponseCode::SYSTEM_ERROR, e.to_string()))?;
+    state.update_config(&props)?;
     tracing::info!(?props, "broker config updated");
-    Ok(success(req))
+    Ok(Some(success(&req)))
 }

@@ -11,92 +11,22 @@ use remoting::broker_headers::{
 };
 use remoting::protocol::perm;
 use remoting::server::Connection;
-use remoting::{RemotingCommand, RequestCode, ResponseCode};
+use remoting::{RemotingCommand, RequestCode};
 
-use super::{parse_header, reply, success};
+use super::{header, success, HandlerError, Reply};
 use crate::clients::{ClientChannel, ClientLeft, ConsumerRegistration};
 use crate::state::BrokerState;
 use crate::topic::retry_topic;
 
-pub(crate) async fn handle(
+/// HEART_BEAT (34): registers the connection's producers and consumers; a consumer group
+/// that changed is told so (NOTIFY_CONSUMER_IDS_CHANGED) when enabled.
+pub(super) async fn heartbeat(
     state: Arc<BrokerState>,
     conn: Connection,
     req: RemotingCommand,
-) -> Option<RemotingCommand> {
-    match req.code {
-        RequestCode::HEART_BEAT => heartbeat(&state, conn, &req),
-        RequestCode::UNREGISTER_CLIENT => {
-            let h = parse_header!(UnregisterClientRequestHeader, req);
-            if let Some(group) = h.producer_group.as_deref().filter(|g| !g.is_empty()) {
-                state.producers.unregister(group, conn.id());
-            }
-            if let Some(group) = h.consumer_group.as_deref().filter(|g| !g.is_empty()) {
-                if let Some(rest) = state.consumers.unregister(group, conn.id()) {
-                    notify_connections(&state, group, rest);
-                }
-            }
-            Some(success(&req))
-        }
-        RequestCode::LOCK_BATCH_MQ => {
-            let body = match LockBatchRequestBody::decode(&req.body) {
-                Ok(b) => b,
-                Err(e) => {
-                    return reply(
-                        &req,
-                        ResponseCode::SYSTEM_ERROR,
-                        format!("bad lock body: {e}"),
-                    )
-                }
-            };
-            let locked =
-                state
-                    .locks
-                    .try_lock_batch(&body.consumer_group, &body.mq_set, &body.client_id);
-            let answer = LockBatchResponseBody {
-                lock_ok_mq_set: locked,
-            };
-            match answer.encode() {
-                Ok(b) => Some(success(&req).with_body(b)),
-                Err(e) => reply(&req, ResponseCode::SYSTEM_ERROR, e.to_string()),
-            }
-        }
-        RequestCode::UNLOCK_BATCH_MQ => {
-            let body = match UnlockBatchRequestBody::decode(&req.body) {
-                Ok(b) => b,
-                Err(e) => {
-                    return reply(
-                        &req,
-                        ResponseCode::SYSTEM_ERROR,
-                        format!("bad unlock body: {e}"),
-                    )
-                }
-            };
-            state
-                .locks
-                .unlock_batch(&body.consumer_group, &body.mq_set, &body.client_id);
-            Some(success(&req))
-        }
-        // Only TAG filtering is supported, which needs no check.
-        RequestCode::CHECK_CLIENT_CONFIG => Some(success(&req)),
-        _ => Some(RemotingCommand::not_supported(&req)),
-    }
-}
-
-fn heartbeat(
-    state: &BrokerState,
-    conn: Connection,
-    req: &RemotingCommand,
-) -> Option<RemotingCommand> {
-    let hb = match HeartbeatData::decode(&req.body) {
-        Ok(hb) => hb,
-        Err(e) => {
-            return reply(
-                req,
-                ResponseCode::SYSTEM_ERROR,
-                format!("bad heartbeat body: {e}"),
-            )
-        }
-    };
+) -> Reply {
+    let hb = HeartbeatData::decode(&req.body)
+        .map_err(|e| HandlerError::System(format!("bad heartbeat body: {e}")))?;
     let channel = ClientChannel {
         conn,
         client_id: hb.client_id.clone(),
@@ -104,29 +34,20 @@ fn heartbeat(
         version: req.version,
         last_update: Instant::now(),
     };
-    let (auto_group, notify_enabled) = {
-        let c = state.config.read();
-        (
-            c.auto_create_subscription_group,
-            c.notify_consumer_ids_changed_enable,
-        )
-    };
+    let config = state.config();
     for data in hb.consumer_data_set {
-        let group_config = match state.groups.find(&data.group_name, auto_group) {
-            Ok(g) => g,
-            Err(e) => return reply(req, ResponseCode::SYSTEM_ERROR, e.to_string()),
-        };
-        let mut notify = notify_enabled;
+        let group_config = state
+            .groups
+            .find(&data.group_name, config.auto_create_subscription_group)?;
+        let mut notify = config.notify_consumer_ids_changed_enable;
         if let Some(g) = &group_config {
             notify &= g.notify_consumer_ids_changed_enable;
-            if let Err(e) = state.topics.create_if_missing(
+            state.topics.create_if_missing(
                 &retry_topic(&data.group_name),
                 g.retry_queue_nums,
                 perm::PERM_READ | perm::PERM_WRITE,
                 0,
-            ) {
-                return reply(req, ResponseCode::SYSTEM_ERROR, e.to_string());
-            }
+            )?;
         }
         let changed = state.consumers.register(ConsumerRegistration {
             group: data.group_name.clone(),
@@ -140,14 +61,73 @@ fn heartbeat(
         if changed {
             tracing::info!(group = %data.group_name, client = %hb.client_id, "new consumer");
             if notify {
-                notify_consumer_ids_changed(state, &data.group_name);
+                notify_consumer_ids_changed(&state, &data.group_name);
             }
         }
     }
     for data in hb.producer_data_set {
         state.producers.register(&data.group_name, channel.clone());
     }
-    Some(success(req))
+    Ok(Some(success(&req)))
+}
+
+/// UNREGISTER_CLIENT (35).
+pub(super) async fn unregister(
+    state: Arc<BrokerState>,
+    conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let h: UnregisterClientRequestHeader = header(&req)?;
+    if let Some(group) = h.producer_group.as_deref().filter(|g| !g.is_empty()) {
+        state.producers.unregister(group, conn.id());
+    }
+    if let Some(group) = h.consumer_group.as_deref().filter(|g| !g.is_empty()) {
+        if let Some(rest) = state.consumers.unregister(group, conn.id()) {
+            notify_connections(&state, group, rest);
+        }
+    }
+    Ok(Some(success(&req)))
+}
+
+/// LOCK_BATCH_MQ (41): answers the queues now locked by the client.
+pub(super) async fn lock_batch(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let body = LockBatchRequestBody::decode(&req.body)
+        .map_err(|e| HandlerError::System(format!("bad lock body: {e}")))?;
+    let locked = state
+        .locks
+        .try_lock_batch(&body.consumer_group, &body.mq_set, &body.client_id);
+    let answer = LockBatchResponseBody {
+        lock_ok_mq_set: locked,
+    };
+    let body = answer.encode().map_err(HandlerError::system)?;
+    Ok(Some(success(&req).with_body(body)))
+}
+
+/// UNLOCK_BATCH_MQ (42).
+pub(super) async fn unlock_batch(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let body = UnlockBatchRequestBody::decode(&req.body)
+        .map_err(|e| HandlerError::System(format!("bad unlock body: {e}")))?;
+    state
+        .locks
+        .unlock_batch(&body.consumer_group, &body.mq_set, &body.client_id);
+    Ok(Some(success(&req)))
+}
+
+/// CHECK_CLIENT_CONFIG (46): only TAG filtering is supported, which needs no check.
+pub(super) async fn check_client_config(
+    _state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    Ok(Some(success(&req)))
 }
 
 /// Sends NOTIFY_CONSUMER_IDS_CHANGED to every connection of `group` (in the background).
@@ -185,7 +165,7 @@ pub(crate) fn remove_expired(state: &BrokerState, expiry: Duration) {
 }
 
 fn notify_left(state: &BrokerState, left: Vec<ClientLeft>) {
-    let notify = state.config.read().notify_consumer_ids_changed_enable;
+    let notify = state.config().notify_consumer_ids_changed_enable;
     for ClientLeft { group, rest } in left {
         tracing::info!(%group, "consumer left the group");
         if notify && !rest.is_empty() {

@@ -22,38 +22,23 @@ use remoting::{RemotingCommand, RemotingError, RequestCode, ResponseCode};
 use tokio::task::JoinSet;
 
 use super::admin::push_mq_map;
-use super::{parse_header, reply, success};
+use super::{header, success, HandlerError, Reply};
 use crate::state::BrokerState;
-
-/// Codes served here.
-pub(crate) const CODES: &[i32] = &[
-    RequestCode::GET_CONSUMER_RUNNING_INFO,
-    RequestCode::CONSUME_MESSAGE_DIRECTLY,
-    RequestCode::INVOKE_BROKER_TO_RESET_OFFSET,
-    RequestCode::INVOKE_BROKER_TO_GET_CONSUMER_STATUS,
-];
 
 /// How long a consumer has to answer a passed-on request (upstream's `callClient`).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long each consumer has to report its status.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(crate) async fn handle(
+/// GET_CONSUMER_RUNNING_INFO (307): passed on to the client.
+pub(super) async fn consumer_running_info(
     state: Arc<BrokerState>,
     _conn: Connection,
     req: RemotingCommand,
-) -> Option<RemotingCommand> {
-    match req.code {
-        RequestCode::GET_CONSUMER_RUNNING_INFO => {
-            let h = parse_header!(GetConsumerRunningInfoRequestHeader, req);
-            let cmd = pass_on(&req);
-            call_consumer(&state, &req, &h.consumer_group, &h.client_id, cmd).await
-        }
-        RequestCode::CONSUME_MESSAGE_DIRECTLY => consume_directly(&state, &req).await,
-        RequestCode::INVOKE_BROKER_TO_RESET_OFFSET => reset_offset(&state, &req),
-        RequestCode::INVOKE_BROKER_TO_GET_CONSUMER_STATUS => consumer_status(&state, &req).await,
-        _ => Some(RemotingCommand::not_supported(&req)),
-    }
+) -> Reply {
+    let h: GetConsumerRunningInfoRequestHeader = header(&req)?;
+    let cmd = pass_on(&req);
+    call_consumer(&state, &req, &h.consumer_group, &h.client_id, cmd).await
 }
 
 /// A request to a consumer with the admin request's code, fields and body.
@@ -70,90 +55,82 @@ async fn call_consumer(
     group: &str,
     client_id: &str,
     cmd: RemotingCommand,
-) -> Option<RemotingCommand> {
+) -> Reply {
     let Some(channel) = state.consumers.find_channel(group, client_id) else {
-        return reply(
-            req,
-            ResponseCode::SYSTEM_ERROR,
-            format!("The Consumer <{group}> <{client_id}> not online"),
-        );
+        return Err(HandlerError::System(format!(
+            "The Consumer <{group}> <{client_id}> not online"
+        )));
     };
     match channel.conn.invoke(cmd, CALL_TIMEOUT).await {
         Ok(answer) => {
             let mut resp = RemotingCommand::response_to(req, answer.code, answer.remark);
             resp.ext_fields = answer.ext_fields;
             resp.body = answer.body;
-            Some(resp)
+            Ok(Some(resp))
         }
-        Err(e @ RemotingError::Timeout { .. }) => reply(
-            req,
-            ResponseCode::CONSUME_MSG_TIMEOUT,
-            format!("consumer <{group}> <{client_id}> Timeout: {e}"),
-        ),
-        Err(e) => reply(
-            req,
-            ResponseCode::SYSTEM_ERROR,
-            format!("invoke consumer <{group}> <{client_id}> Exception: {e}"),
-        ),
+        Err(e @ RemotingError::Timeout { .. }) => Err(HandlerError::ConsumeTimeout(format!(
+            "consumer <{group}> <{client_id}> Timeout: {e}"
+        ))),
+        Err(e) => Err(HandlerError::System(format!(
+            "invoke consumer <{group}> <{client_id}> Exception: {e}"
+        ))),
     }
 }
 
-async fn consume_directly(state: &BrokerState, req: &RemotingCommand) -> Option<RemotingCommand> {
-    let h = parse_header!(ConsumeMessageDirectlyResultRequestHeader, *req);
+/// CONSUME_MESSAGE_DIRECTLY (309): passed on to the client with the stored message found by
+/// its msgId as the body.
+pub(super) async fn consume_directly(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let h: ConsumeMessageDirectlyResultRequestHeader = header(&req)?;
     let Some(client_id) = h.client_id.as_deref().filter(|c| !c.is_empty()) else {
-        return reply(
-            req,
-            ResponseCode::SYSTEM_ERROR,
-            "the custom field <clientId> is null",
-        );
+        return Err(HandlerError::System(
+            "the custom field <clientId> is null".into(),
+        ));
     };
     let msg_id = h.msg_id.as_deref().unwrap_or_default();
     let record = match decode_message_id(msg_id) {
         Ok((_, offset)) => state.store.message_by_offset(offset),
-        Err(e) => {
-            return reply(
-                req,
-                ResponseCode::SYSTEM_ERROR,
-                format!("bad msgId <{msg_id}>: {e}"),
-            )
-        }
+        Err(e) => return Err(HandlerError::System(format!("bad msgId <{msg_id}>: {e}"))),
     };
     let Some(record) = record else {
-        return reply(
-            req,
-            ResponseCode::SYSTEM_ERROR,
-            format!("can not find message by msgId <{msg_id}>"),
-        );
+        return Err(HandlerError::System(format!(
+            "can not find message by msgId <{msg_id}>"
+        )));
     };
-    let mut cmd = pass_on(req).with_body(record);
-    let broker_name = state.config.read().broker_name.clone();
-    cmd = cmd.with_ext("brokerName", broker_name);
+    let mut cmd = pass_on(&req).with_body(record);
+    cmd = cmd.with_ext("brokerName", state.config().broker_name.as_str());
     if let Some(tc) = h.topic.as_deref().and_then(|t| state.topics.select(t)) {
         cmd = cmd.with_ext("topicSysFlag", tc.topic_sys_flag);
     }
-    call_consumer(state, req, &h.consumer_group, client_id, cmd).await
+    call_consumer(&state, &req, &h.consumer_group, client_id, cmd).await
 }
 
 /// Commits the group's offsets of the topic's queues (an explicit `offset`, else the first
 /// message stored at or after `timestamp`, else the end when it is negative; without
-/// `isForce` an offset only moves back) and tells every online client of the group.
-fn reset_offset(state: &BrokerState, req: &RemotingCommand) -> Option<RemotingCommand> {
-    let h = parse_header!(ResetOffsetRequestHeader, *req);
-    if state.config.read().is_slave() {
-        return reply(
-            req,
-            ResponseCode::SYSTEM_ERROR,
-            "Can not reset offset in slave broker",
-        );
+/// `isForce` an offset only moves back) and tells every online client of the group:
+/// INVOKE_BROKER_TO_RESET_OFFSET (222).
+pub(super) async fn reset_offset(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let h: ResetOffsetRequestHeader = header(&req)?;
+    let config = state.config();
+    if config.is_slave() {
+        return Err(HandlerError::System(
+            "Can not reset offset in slave broker".into(),
+        ));
     }
     let Some(tc) = state.topics.select(&h.topic) else {
-        return reply(
-            req,
-            ResponseCode::TOPIC_NOT_EXIST,
-            format!("[reset-offset] topic not exist. topic={}", h.topic),
-        );
+        return Err(HandlerError::TopicNotExist(format!(
+            "[reset-offset] topic not exist. topic={}",
+            h.topic
+        )));
     };
-    let broker_name = state.config.read().broker_name.clone();
+    let broker_name = &config.broker_name;
     let mut body = ResetOffsetBody::default();
     for q in 0..tc.read_queue_nums {
         if h.queue_id.is_some_and(|id| id >= 0 && id != q) {
@@ -180,10 +157,7 @@ fn reset_offset(state: &BrokerState, req: &RemotingCommand) -> Option<RemotingCo
             offset,
         );
     }
-    let encoded = match body.encode() {
-        Ok(b) => b,
-        Err(e) => return reply(req, ResponseCode::SYSTEM_ERROR, e.to_string()),
-    };
+    let encoded = body.encode().map_err(HandlerError::system)?;
     for (client_id, channel) in state.consumers.client_channels(&h.group) {
         let mut cmd = RemotingCommand::request(RequestCode::RESET_CONSUMER_CLIENT_OFFSET)
             .with_body(encoded.clone());
@@ -197,23 +171,24 @@ fn reset_offset(state: &BrokerState, req: &RemotingCommand) -> Option<RemotingCo
             }
         });
     }
-    Some(success(req).with_body(encoded))
+    Ok(Some(success(&req).with_body(encoded)))
 }
 
 /// Asks each online client of the group (or only `clientAddr`, a client id, when given) for
-/// its offsets of the topic; answers `{"consumerTable":{clientId:{mq:offset}},...}`.
-async fn consumer_status(state: &BrokerState, req: &RemotingCommand) -> Option<RemotingCommand> {
-    let h = parse_header!(GetConsumerStatusRequestHeader, *req);
+/// its offsets of the topic; answers `{"consumerTable":{clientId:{mq:offset}},...}`:
+/// INVOKE_BROKER_TO_GET_CONSUMER_STATUS (223).
+pub(super) async fn consumer_status(
+    state: Arc<BrokerState>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let h: GetConsumerStatusRequestHeader = header(&req)?;
     let clients = state.consumers.client_channels(&h.group);
     if clients.is_empty() {
-        return reply(
-            req,
-            ResponseCode::SYSTEM_ERROR,
-            format!(
-                "No Any Consumer online in the consumer group: [{}]",
-                h.group
-            ),
-        );
+        return Err(HandlerError::System(format!(
+            "No Any Consumer online in the consumer group: [{}]",
+            h.group
+        )));
     }
     let only = h.client_addr.as_deref().filter(|c| !c.is_empty());
     let mut asks = JoinSet::new();
@@ -259,12 +234,10 @@ async fn consumer_status(state: &BrokerState, req: &RemotingCommand) -> Option<R
         }
         out.push_str(&serde_json::Value::from(client_id.as_str()).to_string());
         out.push(':');
-        if let Err((code, remark)) = push_mq_map(&mut out, offsets) {
-            return reply(req, code, remark);
-        }
+        push_mq_map(&mut out, offsets)?;
     }
     out.push_str("},\"messageQueueTable\":{}}");
-    Some(success(req).with_body(out.into_bytes()))
+    Ok(Some(success(&req).with_body(out.into_bytes())))
 }
 
 /// The `messageQueueTable` of a consumer's GET_CONSUMER_STATUS_FROM_CLIENT answer.

@@ -1,11 +1,13 @@
-//! Request handlers, one module per request family (parse the header, apply, answer), and
-//! the one dispatch table ([`dispatcher`]) keyed by request code. Every bad request is
-//! answered with an upstream response code and a remark saying what was wrong; unknown codes
+//! Request handlers, one module per request family and one function per request code (parse
+//! the header, apply, answer), and the one dispatch table ([`HANDLERS`]) keyed by request
+//! code. A handler refuses a request with a [`HandlerError`], which the dispatch wrapper
+//! turns into the upstream response code and a remark saying what was wrong; unknown codes
 //! get `REQUEST_CODE_NOT_SUPPORTED` from the remoting server.
 
 mod admin;
 mod client;
 mod consumer;
+mod error;
 mod forward;
 mod pull;
 mod query;
@@ -14,84 +16,196 @@ pub(crate) mod send_back;
 mod transaction;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use remoting::headers::CommandHeader;
 use remoting::server::{Connection, ConnectionListener, Dispatcher};
 use remoting::{RemotingCommand, RemotingError, RequestCode, ResponseCode};
 
 use crate::state::BrokerState;
 
 pub(crate) use client::remove_expired;
+pub(crate) use error::HandlerError;
 
-/// Routes each code of `codes` to `f`.
-fn route<F, Fut>(d: &mut Dispatcher, state: &Arc<BrokerState>, codes: &[i32], f: F)
-where
-    F: Fn(Arc<BrokerState>, Connection, RemotingCommand) -> Fut + Copy + Send + Sync + 'static,
-    Fut: Future<Output = Option<RemotingCommand>> + Send + 'static,
-{
-    for &code in codes {
+/// What a handler answers: a response, no response (`None`: the request is oneway in effect
+/// or its connection closed), or the refusal the dispatch wrapper answers.
+type Reply = Result<Option<RemotingCommand>, HandlerError>;
+
+/// A request handler: one request code, parse -> apply -> respond.
+type Handler = fn(
+    Arc<BrokerState>,
+    Connection,
+    RemotingCommand,
+) -> Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// A [`Handler`] from an `async fn(Arc<BrokerState>, Connection, RemotingCommand)`.
+macro_rules! handler {
+    ($f:path) => {
+        |state, conn, req| Box::pin($f(state, conn, req))
+    };
+}
+
+/// Request code -> handler, for every code a broker serves; every other code is answered
+/// `REQUEST_CODE_NOT_SUPPORTED` by the remoting server.
+const HANDLERS: &[(i32, Handler)] = &[
+    (RequestCode::SEND_MESSAGE, handler!(send::send_v1)),
+    (RequestCode::SEND_MESSAGE_V2, handler!(send::send_v2)),
+    (RequestCode::SEND_BATCH_MESSAGE, handler!(send::send_batch)),
+    (RequestCode::PULL_MESSAGE, handler!(pull::pull)),
+    (
+        RequestCode::QUERY_CONSUMER_OFFSET,
+        handler!(consumer::query_offset),
+    ),
+    (
+        RequestCode::UPDATE_CONSUMER_OFFSET,
+        handler!(consumer::update_offset),
+    ),
+    (RequestCode::GET_MAX_OFFSET, handler!(consumer::max_offset)),
+    (RequestCode::GET_MIN_OFFSET, handler!(consumer::min_offset)),
+    (
+        RequestCode::GET_EARLIEST_MSG_STORETIME,
+        handler!(consumer::earliest_msg_store_time),
+    ),
+    (
+        RequestCode::SEARCH_OFFSET_BY_TIMESTAMP,
+        handler!(consumer::search_offset),
+    ),
+    (
+        RequestCode::GET_CONSUMER_LIST_BY_GROUP,
+        handler!(consumer::consumer_list),
+    ),
+    (RequestCode::HEART_BEAT, handler!(client::heartbeat)),
+    (RequestCode::UNREGISTER_CLIENT, handler!(client::unregister)),
+    (RequestCode::LOCK_BATCH_MQ, handler!(client::lock_batch)),
+    (RequestCode::UNLOCK_BATCH_MQ, handler!(client::unlock_batch)),
+    (
+        RequestCode::CHECK_CLIENT_CONFIG,
+        handler!(client::check_client_config),
+    ),
+    (
+        RequestCode::CONSUMER_SEND_MSG_BACK,
+        handler!(send_back::send_back),
+    ),
+    (
+        RequestCode::END_TRANSACTION,
+        handler!(transaction::end_transaction),
+    ),
+    (RequestCode::QUERY_MESSAGE, handler!(query::query_message)),
+    (
+        RequestCode::VIEW_MESSAGE_BY_ID,
+        handler!(query::view_message),
+    ),
+    (
+        RequestCode::UPDATE_AND_CREATE_TOPIC,
+        handler!(admin::update_topic),
+    ),
+    (
+        RequestCode::DELETE_TOPIC_IN_BROKER,
+        handler!(admin::delete_topic),
+    ),
+    (
+        RequestCode::GET_ALL_TOPIC_CONFIG,
+        handler!(admin::all_topic_config),
+    ),
+    (
+        RequestCode::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP,
+        handler!(admin::update_group),
+    ),
+    (
+        RequestCode::DELETE_SUBSCRIPTIONGROUP,
+        handler!(admin::delete_group),
+    ),
+    (
+        RequestCode::GET_ALL_SUBSCRIPTIONGROUP_CONFIG,
+        handler!(admin::all_group_config),
+    ),
+    (
+        RequestCode::GET_BROKER_RUNTIME_INFO,
+        handler!(admin::runtime_info),
+    ),
+    (
+        RequestCode::GET_CONSUMER_CONNECTION_LIST,
+        handler!(admin::consumer_connections),
+    ),
+    (
+        RequestCode::GET_PRODUCER_CONNECTION_LIST,
+        handler!(admin::producer_connections),
+    ),
+    (
+        RequestCode::GET_CONSUME_STATS,
+        handler!(admin::consume_stats),
+    ),
+    (
+        RequestCode::GET_TOPIC_STATS_INFO,
+        handler!(admin::topic_stats),
+    ),
+    (
+        RequestCode::GET_BROKER_CONFIG,
+        handler!(admin::broker_config),
+    ),
+    (
+        RequestCode::UPDATE_BROKER_CONFIG,
+        handler!(admin::update_config),
+    ),
+    (
+        RequestCode::GET_ALL_DELAY_OFFSET,
+        handler!(admin::all_delay_offset),
+    ),
+    (
+        RequestCode::GET_ALL_CONSUMER_OFFSET,
+        handler!(admin::all_consumer_offset),
+    ),
+    (
+        RequestCode::GET_CONSUMER_RUNNING_INFO,
+        handler!(forward::consumer_running_info),
+    ),
+    (
+        RequestCode::CONSUME_MESSAGE_DIRECTLY,
+        handler!(forward::consume_directly),
+    ),
+    (
+        RequestCode::INVOKE_BROKER_TO_RESET_OFFSET,
+        handler!(forward::reset_offset),
+    ),
+    (
+        RequestCode::INVOKE_BROKER_TO_GET_CONSUMER_STATUS,
+        handler!(forward::consumer_status),
+    ),
+];
+
+/// The broker's dispatcher over `state`; fails when [`HANDLERS`] lists a code twice.
+pub(crate) fn dispatcher(state: &Arc<BrokerState>) -> Result<Dispatcher, RemotingError> {
+    let mut d = Dispatcher::new();
+    for &(code, handler) in HANDLERS {
         let state = state.clone();
         d.register(
             code,
-            Arc::new(move |conn: Connection, req: RemotingCommand| f(state.clone(), conn, req)),
-        );
+            Arc::new(move |conn: Connection, req: RemotingCommand| {
+                // What the error answer needs from the request, which goes to the handler.
+                let head = RemotingCommand {
+                    version: req.version,
+                    opaque: req.opaque,
+                    serialize_type: req.serialize_type,
+                    ..RemotingCommand::default()
+                };
+                let remote = conn.remote_addr();
+                let reply = handler(state.clone(), conn, req);
+                async move {
+                    reply.await.unwrap_or_else(|e| {
+                        tracing::debug!(code, %remote, error = %e, "request refused");
+                        Some(RemotingCommand::response_to(
+                            &head,
+                            e.code(),
+                            Some(e.to_string()),
+                        ))
+                    })
+                }
+            }),
+        )?;
     }
-}
-
-/// The broker's dispatch table.
-pub(crate) fn dispatcher(state: &Arc<BrokerState>) -> Dispatcher {
-    use RequestCode as C;
-    let mut d = Dispatcher::new();
-    route(
-        &mut d,
-        state,
-        &[C::SEND_MESSAGE, C::SEND_MESSAGE_V2, C::SEND_BATCH_MESSAGE],
-        send::handle,
-    );
-    route(&mut d, state, &[C::PULL_MESSAGE], pull::handle);
-    route(
-        &mut d,
-        state,
-        &[
-            C::QUERY_CONSUMER_OFFSET,
-            C::UPDATE_CONSUMER_OFFSET,
-            C::GET_MAX_OFFSET,
-            C::GET_MIN_OFFSET,
-            C::GET_EARLIEST_MSG_STORETIME,
-            C::SEARCH_OFFSET_BY_TIMESTAMP,
-            C::GET_CONSUMER_LIST_BY_GROUP,
-        ],
-        consumer::handle,
-    );
-    route(
-        &mut d,
-        state,
-        &[
-            C::HEART_BEAT,
-            C::UNREGISTER_CLIENT,
-            C::LOCK_BATCH_MQ,
-            C::UNLOCK_BATCH_MQ,
-            C::CHECK_CLIENT_CONFIG,
-        ],
-        client::handle,
-    );
-    route(
-        &mut d,
-        state,
-        &[C::CONSUMER_SEND_MSG_BACK],
-        send_back::handle,
-    );
-    route(&mut d, state, &[C::END_TRANSACTION], transaction::handle);
-    route(
-        &mut d,
-        state,
-        &[C::QUERY_MESSAGE, C::VIEW_MESSAGE_BY_ID],
-        query::handle,
-    );
-    route(&mut d, state, admin::CODES, admin::handle);
-    route(&mut d, state, forward::CODES, forward::handle);
     d.set_listener(Arc::new(ClientHousekeeping(state.clone())));
-    d
+    Ok(d)
 }
 
 /// Removes a closed connection's clients and tells the groups they left.
@@ -103,40 +217,38 @@ impl ConnectionListener for ClientHousekeeping {
     }
 }
 
-/// A response with `code` and `remark`.
-pub(crate) fn reply(
-    req: &RemotingCommand,
-    code: i32,
-    remark: impl Into<String>,
-) -> Option<RemotingCommand> {
-    Some(RemotingCommand::response_to(req, code, Some(remark.into())))
-}
-
 /// SUCCESS with no remark.
 pub(crate) fn success(req: &RemotingCommand) -> RemotingCommand {
     RemotingCommand::response_to(req, ResponseCode::SUCCESS, None)
 }
 
-/// The answer to a header that does not parse: SYSTEM_ERROR naming the field, as upstream's
-/// `RemotingCommandException` does.
-pub(crate) fn bad_header(req: &RemotingCommand, e: RemotingError) -> Option<RemotingCommand> {
-    let remark = match e {
-        RemotingError::MissingField(f) => format!("the custom field <{f}> is null"),
-        RemotingError::InvalidField { field, value } => {
-            format!("the custom field <{field}> has an invalid value <{value}>")
-        }
-        other => other.to_string(),
-    };
-    reply(req, ResponseCode::SYSTEM_ERROR, remark)
+/// The request's typed header, or the SYSTEM_ERROR naming the bad field.
+pub(crate) fn header<H: CommandHeader>(req: &RemotingCommand) -> Result<H, HandlerError> {
+    H::from_command(req).map_err(HandlerError::BadHeader)
 }
 
-/// Parses the request's header or returns the error answer from the handler.
-macro_rules! parse_header {
-    ($ty:ty, $req:expr) => {
-        match <$ty as remoting::headers::CommandHeader>::from_command(&$req) {
-            Ok(h) => h,
-            Err(e) => return $crate::handlers::bad_header(&$req, e),
-        }
-    };
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The codes a broker served before its table was keyed by single codes.
+    const SERVED: &[i32] = &[
+        10, 310, 320, 11, 14, 15, 30, 31, 32, 29, 38, 34, 35, 41, 42, 46, 36, 37, 12, 33, 17, 215,
+        21, 200, 207, 201, 28, 203, 204, 208, 202, 26, 25, 45, 43, 307, 309, 222, 223,
+    ];
+
+    #[test]
+    fn every_served_code_has_exactly_one_handler() {
+        let table: Vec<i32> = HANDLERS.iter().map(|(code, _)| *code).collect();
+        let unique: BTreeSet<i32> = table.iter().copied().collect();
+        assert_eq!(
+            unique.len(),
+            table.len(),
+            "duplicate codes in the dispatch table"
+        );
+        let served: BTreeSet<i32> = SERVED.iter().copied().collect();
+        assert_eq!(unique, served);
+    }
 }
-pub(crate) use parse_header;

@@ -21,23 +21,17 @@ use remoting::{RemotingCommand, ResponseCode};
 use store::message::{find_property, parse_record, Parsed};
 use store::{GetMessageStatus, GetResult, MessageFilter};
 
-use super::{parse_header, reply};
+use super::{header, HandlerError, Reply};
 use crate::state::BrokerState;
 
 /// Longest hold of a pull, whatever the client asks.
 const MAX_SUSPEND: Duration = Duration::from_secs(60);
 
-pub(crate) async fn handle(
-    state: Arc<BrokerState>,
-    conn: Connection,
-    req: RemotingCommand,
-) -> Option<RemotingCommand> {
-    let h = parse_header!(PullMessageRequestHeader, req);
-    let filter = match check(&state, &req, &h) {
-        Ok(f) => f,
-        Err((code, remark)) => return reply(&req, code, remark),
-    };
-    if PullSysFlag::has_commit_offset(h.sys_flag) && !state.config.read().is_slave() {
+/// PULL_MESSAGE (11). A held pull whose connection closes gets no answer.
+pub(super) async fn pull(state: Arc<BrokerState>, conn: Connection, req: RemotingCommand) -> Reply {
+    let h: PullMessageRequestHeader = header(&req)?;
+    let filter = check(&state, &req, &h)?;
+    if PullSysFlag::has_commit_offset(h.sys_flag) && !state.config().is_slave() {
         state
             .offsets
             .commit(&h.consumer_group, &h.topic, h.queue_id, h.commit_offset);
@@ -52,7 +46,7 @@ pub(crate) async fn handle(
     ) && h.queue_offset == 0);
     if nothing_new && PullSysFlag::has_suspend(h.sys_flag) {
         let hold = {
-            let c = state.config.read();
+            let c = state.config();
             if c.long_polling_enable {
                 Duration::from_millis(h.suspend_timeout_millis.max(0) as u64).min(MAX_SUSPEND)
             } else {
@@ -74,23 +68,21 @@ pub(crate) async fn handle(
             )
             .await;
         if conn.is_closed() {
-            return None;
+            return Ok(None);
         }
         got = read(&state, &h, &filter);
     }
-    Some(respond(&state, &req, &h, got))
+    Ok(Some(respond(&state, &req, &h, got)))
 }
-
-type Refusal = (i32, String);
 
 /// Upstream's checks before a read, in its order; returns the filter to read with.
 fn check(
     state: &BrokerState,
     req: &RemotingCommand,
     h: &PullMessageRequestHeader,
-) -> Result<TagFilter, Refusal> {
+) -> Result<TagFilter, HandlerError> {
     let (broker_perm, auto_group, slave_refuses) = {
-        let c = state.config.read();
+        let c = state.config();
         (
             c.broker_permission,
             c.auto_create_subscription_group,
@@ -98,62 +90,53 @@ fn check(
         )
     };
     if slave_refuses {
-        return Err((
-            ResponseCode::SYSTEM_BUSY,
-            format!(
-                "the slave[{}] pulling message is forbidden (slaveReadEnable=false)",
-                state.broker_addr()
-            ),
-        ));
+        return Err(HandlerError::Busy(format!(
+            "the slave[{}] pulling message is forbidden (slaveReadEnable=false)",
+            state.broker_addr()
+        )));
     }
     if !perm::is_readable(broker_perm) {
-        return Err((
-            ResponseCode::NO_PERMISSION,
-            format!(
-                "the broker[{}] pulling message is forbidden",
-                state.broker_addr()
-            ),
-        ));
+        return Err(HandlerError::NoPermission(format!(
+            "the broker[{}] pulling message is forbidden",
+            state.broker_addr()
+        )));
     }
     let group = match state.groups.find(&h.consumer_group, auto_group) {
         Ok(Some(g)) => g,
         Ok(None) => {
-            return Err((
-                ResponseCode::SUBSCRIPTION_GROUP_NOT_EXIST,
-                format!("subscription group [{}] does not exist", h.consumer_group),
-            ))
+            return Err(HandlerError::GroupNotExist(format!(
+                "subscription group [{}] does not exist",
+                h.consumer_group
+            )))
         }
-        Err(e) => return Err((ResponseCode::SYSTEM_ERROR, e.to_string())),
+        Err(e) => return Err(e.into()),
     };
     if !group.consume_enable {
-        return Err((
-            ResponseCode::NO_PERMISSION,
-            format!("subscription group no permission, {}", h.consumer_group),
-        ));
+        return Err(HandlerError::NoPermission(format!(
+            "subscription group no permission, {}",
+            h.consumer_group
+        )));
     }
     let Some(topic) = state.topics.select(&h.topic) else {
-        return Err((
-            ResponseCode::TOPIC_NOT_EXIST,
-            format!("topic[{}] not exist, apply first please!", h.topic),
-        ));
+        return Err(HandlerError::TopicNotExist(format!(
+            "topic[{}] not exist, apply first please!",
+            h.topic
+        )));
     };
     if !perm::is_readable(topic.perm) {
-        return Err((
-            ResponseCode::NO_PERMISSION,
-            format!("the topic[{}] pulling message is forbidden", h.topic),
-        ));
+        return Err(HandlerError::NoPermission(format!(
+            "the topic[{}] pulling message is forbidden",
+            h.topic
+        )));
     }
     if h.queue_id < 0 || h.queue_id >= topic.read_queue_nums {
-        return Err((
-            ResponseCode::SYSTEM_ERROR,
-            format!(
-                "queueId[{}] is illegal, topic:[{}] topicConfig.readQueueNums:[{}] consumer:[{}]",
-                h.queue_id,
-                h.topic,
-                topic.read_queue_nums,
-                req.ext("clientID").unwrap_or("")
-            ),
-        ));
+        return Err(HandlerError::System(format!(
+            "queueId[{}] is illegal, topic:[{}] topicConfig.readQueueNums:[{}] consumer:[{}]",
+            h.queue_id,
+            h.topic,
+            topic.read_queue_nums,
+            req.ext("clientID").unwrap_or("")
+        )));
     }
     let (expression_type, sub_string) = if PullSysFlag::has_subscription(h.sys_flag) {
         (
@@ -164,39 +147,32 @@ fn check(
         )
     } else {
         let Some(info) = state.consumers.group(&h.consumer_group) else {
-            return Err((
-                ResponseCode::SUBSCRIPTION_NOT_EXIST,
+            return Err(HandlerError::SubscriptionNotExist(
                 "the consumer's group info not exist".into(),
             ));
         };
         if !group.consume_broadcast_enable && info.message_model == MessageModel::Broadcasting {
-            return Err((
-                ResponseCode::NO_PERMISSION,
-                format!(
-                    "the consumer group[{}] can not consume by broadcast way",
-                    h.consumer_group
-                ),
-            ));
+            return Err(HandlerError::NoPermission(format!(
+                "the consumer group[{}] can not consume by broadcast way",
+                h.consumer_group
+            )));
         }
         let Some(sub): Option<&SubscriptionData> = info.subscriptions.get(&h.topic) else {
-            return Err((
-                ResponseCode::SUBSCRIPTION_NOT_EXIST,
+            return Err(HandlerError::SubscriptionNotExist(
                 "the consumer's subscription not exist".into(),
             ));
         };
         if sub.sub_version < h.sub_version {
-            return Err((
-                ResponseCode::SUBSCRIPTION_NOT_LATEST,
+            return Err(HandlerError::SubscriptionNotLatest(
                 "the consumer's subscription not latest".into(),
             ));
         }
         (sub.expression_type.clone(), sub.sub_string.clone())
     };
     if !expression_type.is_empty() && expression_type != EXPRESSION_TYPE_TAG {
-        return Err((
-            ResponseCode::SYSTEM_ERROR,
-            format!("The broker does not support consumer to filter message by {expression_type}"),
-        ));
+        return Err(HandlerError::System(format!(
+            "The broker does not support consumer to filter message by {expression_type}"
+        )));
     }
     Ok(TagFilter::parse(&sub_string))
 }
@@ -263,7 +239,7 @@ fn respond(
         }
     };
     let suggest = {
-        let c = state.config.read();
+        let c = state.config();
         if got.suggest_pulling_from_slave && c.slave_read_enable && !c.is_slave() {
             1
         } else {

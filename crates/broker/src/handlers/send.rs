@@ -11,10 +11,10 @@ use remoting::broker_headers::{SendMessageRequestHeader, SendMessageRequestHeade
 use remoting::message::{decode_batch, MessageConst, MessageSysFlag, Properties};
 use remoting::protocol::{perm, TopicConfig};
 use remoting::server::Connection;
-use remoting::{RemotingCommand, RequestCode, ResponseCode};
+use remoting::RemotingCommand;
 use store::MessageInner;
 
-use super::{parse_header, reply};
+use super::{header, HandlerError, Reply};
 use crate::schedule::to_schedule;
 use crate::state::BrokerState;
 use crate::topic::{
@@ -22,24 +22,35 @@ use crate::topic::{
     TRANS_HALF_TOPIC,
 };
 
-pub(crate) async fn handle(
+/// SEND_MESSAGE (10).
+pub(super) async fn send_v1(
     state: Arc<BrokerState>,
     conn: Connection,
     req: RemotingCommand,
-) -> Option<RemotingCommand> {
-    let header: SendMessageRequestHeader = if req.code == RequestCode::SEND_MESSAGE {
-        parse_header!(SendMessageRequestHeader, req)
-    } else {
-        parse_header!(SendMessageRequestHeaderV2, req).into()
-    };
-    let batch = req.code == RequestCode::SEND_BATCH_MESSAGE;
-    match send(&state, &conn, &req, header, batch).await {
-        Ok(resp) => Some(resp),
-        Err((code, remark)) => reply(&req, code, remark),
-    }
+) -> Reply {
+    let h: SendMessageRequestHeader = header(&req)?;
+    send(&state, &conn, &req, h, false).await.map(Some)
 }
 
-type Refusal = (i32, String);
+/// SEND_MESSAGE_V2 (310): the same header with one-letter keys.
+pub(super) async fn send_v2(
+    state: Arc<BrokerState>,
+    conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let h: SendMessageRequestHeaderV2 = header(&req)?;
+    send(&state, &conn, &req, h.into(), false).await.map(Some)
+}
+
+/// SEND_BATCH_MESSAGE (320): a V2 header and a body of several encoded messages.
+pub(super) async fn send_batch(
+    state: Arc<BrokerState>,
+    conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let h: SendMessageRequestHeaderV2 = header(&req)?;
+    send(&state, &conn, &req, h.into(), true).await.map(Some)
+}
 
 async fn send(
     state: &BrokerState,
@@ -47,9 +58,9 @@ async fn send(
     req: &RemotingCommand,
     h: SendMessageRequestHeader,
     batch: bool,
-) -> Result<RemotingCommand, Refusal> {
+) -> Result<RemotingCommand, HandlerError> {
     let (slave, broker_perm, auto_create, region, trace_on, cluster) = {
-        let c = state.config.read();
+        let c = state.config();
         (
             c.is_slave(),
             c.broker_permission,
@@ -60,43 +71,36 @@ async fn send(
         )
     };
     if slave {
-        return Err((
-            ResponseCode::SERVICE_NOT_AVAILABLE,
+        return Err(HandlerError::ServiceNotAvailable(
             "broker role is slave, it does not accept messages".into(),
         ));
     }
     if !perm::is_writeable(broker_perm) {
-        return Err((
-            ResponseCode::NO_PERMISSION,
-            format!(
-                "the broker[{}] sending message is forbidden",
-                state.broker_addr()
-            ),
-        ));
+        return Err(HandlerError::NoPermission(format!(
+            "the broker[{}] sending message is forbidden",
+            state.broker_addr()
+        )));
     }
     if let Some(why) = validate_topic_name(&h.topic) {
-        return Err((ResponseCode::SYSTEM_ERROR, why));
+        return Err(HandlerError::System(why));
     }
     if is_not_allowed_send_topic(&h.topic) {
-        return Err((
-            ResponseCode::NO_PERMISSION,
-            format!("Sending message to topic[{}] is forbidden.", h.topic),
-        ));
+        return Err(HandlerError::NoPermission(format!(
+            "Sending message to topic[{}] is forbidden.",
+            h.topic
+        )));
     }
     let topic_config = topic_for_send(state, &h, auto_create)?;
     let queue_limit = topic_config
         .write_queue_nums
         .max(topic_config.read_queue_nums);
     if h.queue_id >= queue_limit {
-        return Err((
-            ResponseCode::SYSTEM_ERROR,
-            format!(
-                "request queueId[{}] is illegal, {:?} Producer: {}",
-                h.queue_id,
-                topic_config,
-                conn.remote_addr()
-            ),
-        ));
+        return Err(HandlerError::System(format!(
+            "request queueId[{}] is illegal, {:?} Producer: {}",
+            h.queue_id,
+            topic_config,
+            conn.remote_addr()
+        )));
     }
     let mut queue_id = h.queue_id;
     if queue_id < 0 {
@@ -107,17 +111,15 @@ async fn send(
     let mut sys_flag = h.sys_flag;
     if topic.starts_with(RETRY_GROUP_TOPIC_PREFIX) {
         if batch {
-            return Err((
-                ResponseCode::MESSAGE_ILLEGAL,
+            return Err(HandlerError::MessageIllegal(
                 "batch request does not support retry group ".into(),
             ));
         }
         let group = &topic[RETRY_GROUP_TOPIC_PREFIX.len()..];
         let Ok(Some(group_config)) = state.groups.find(group, false) else {
-            return Err((
-                ResponseCode::SUBSCRIPTION_GROUP_NOT_EXIST,
-                format!("subscription group not exist, {group}"),
-            ));
+            return Err(HandlerError::GroupNotExist(format!(
+                "subscription group not exist, {group}"
+            )));
         };
         let max = h
             .max_reconsume_times
@@ -129,8 +131,7 @@ async fn send(
             let dlq = dlq_topic(group);
             state
                 .topics
-                .create_if_missing(&dlq, 1, perm::PERM_READ | perm::PERM_WRITE, 0)
-                .map_err(|e| (ResponseCode::SYSTEM_ERROR, e.to_string()))?;
+                .create_if_missing(&dlq, 1, perm::PERM_READ | perm::PERM_WRITE, 0)?;
             topic = dlq;
             queue_id = 0;
             sys_flag = MessageSysFlag::reset_transaction_value(
@@ -159,19 +160,14 @@ async fn send(
 
     let mut msgs = Vec::new();
     if batch {
-        let decoded = decode_batch(&req.body, &topic).map_err(|e| {
-            (
-                ResponseCode::MESSAGE_ILLEGAL,
-                format!("bad batch body: {e}"),
-            )
-        })?;
+        let decoded = decode_batch(&req.body, &topic)
+            .map_err(|e| HandlerError::MessageIllegal(format!("bad batch body: {e}")))?;
         if decoded.is_empty() {
-            return Err((ResponseCode::MESSAGE_ILLEGAL, "empty batch body".into()));
+            return Err(HandlerError::MessageIllegal("empty batch body".into()));
         }
         for m in decoded {
             if m.delay_time_level() > 0 {
-                return Err((
-                    ResponseCode::MESSAGE_ILLEGAL,
+                return Err(HandlerError::MessageIllegal(
                     "batch messages do not support delay levels".into(),
                 ));
             }
@@ -187,14 +183,11 @@ async fn send(
         let prepared = props.get(MessageConst::PROPERTY_TRANSACTION_PREPARED) == Some("true")
             || tran_type == MessageSysFlag::TRANSACTION_PREPARED_TYPE;
         if prepared {
-            if state.config.read().reject_transaction_message {
-                return Err((
-                    ResponseCode::NO_PERMISSION,
-                    format!(
-                        "the broker[{}] sending transaction message is forbidden",
-                        state.broker_addr()
-                    ),
-                ));
+            if state.config().reject_transaction_message {
+                return Err(HandlerError::NoPermission(format!(
+                    "the broker[{}] sending transaction message is forbidden",
+                    state.broker_addr()
+                )));
             }
             crate::transaction::ensure_topics(state, TRANS_HALF_TOPIC);
             to_half(&mut msg, &mut props, &h.producer_group);
@@ -210,10 +203,7 @@ async fn send(
         msgs.push(msg);
     }
 
-    let (result, code) = state
-        .put_acked(msgs)
-        .await
-        .map_err(|e| (e.code, e.remark))?;
+    let (result, code) = state.put_acked(msgs).await?;
     let msg_id = result.msg_ids().join(",");
     Ok(RemotingCommand::response_to(req, code, None)
         .with_ext("msgId", msg_id)
@@ -246,33 +236,26 @@ fn topic_for_send(
     state: &BrokerState,
     h: &SendMessageRequestHeader,
     auto_create: bool,
-) -> Result<TopicConfig, Refusal> {
+) -> Result<TopicConfig, HandlerError> {
     if let Some(tc) = state.topics.select(&h.topic) {
         return Ok(tc);
     }
-    let sys_err = |e: crate::error::BrokerError| (ResponseCode::SYSTEM_ERROR, e.to_string());
-    let mut created = state
-        .topics
-        .create_in_send(
-            &h.topic,
-            &h.default_topic,
-            h.default_topic_queue_nums,
-            0,
-            auto_create,
-        )
-        .map_err(sys_err)?;
+    let mut created = state.topics.create_in_send(
+        &h.topic,
+        &h.default_topic,
+        h.default_topic_queue_nums,
+        0,
+        auto_create,
+    )?;
     if created.is_none() && h.topic.starts_with(RETRY_GROUP_TOPIC_PREFIX) {
-        created = Some(
-            state
-                .topics
-                .create_if_missing(&h.topic, 1, perm::PERM_READ | perm::PERM_WRITE, 0)
-                .map_err(sys_err)?,
-        );
+        created = Some(state.topics.create_if_missing(
+            &h.topic,
+            1,
+            perm::PERM_READ | perm::PERM_WRITE,
+            0,
+        )?);
     }
     created.ok_or_else(|| {
-        (
-            ResponseCode::TOPIC_NOT_EXIST,
-            format!("topic[{}] not exist, apply first please!", h.topic),
-        )
+        HandlerError::TopicNotExist(format!("topic[{}] not exist, apply first please!", h.topic))
     })
 }

@@ -14,10 +14,10 @@ use remoting::broker_headers::ConsumerSendMsgBackRequestHeader;
 use remoting::message::{MessageConst, Properties};
 use remoting::protocol::perm;
 use remoting::server::Connection;
-use remoting::{RemotingCommand, ResponseCode};
+use remoting::RemotingCommand;
 use store::MessageExt;
 
-use super::{parse_header, reply, success};
+use super::{header, success, HandlerError, Reply};
 
 pub(crate) mod acting;
 use crate::schedule::to_schedule;
@@ -25,64 +25,55 @@ use crate::state::{reput_inner, BrokerState};
 use crate::subscription::SubscriptionGroupConfig;
 use crate::topic::{dlq_topic, retry_topic};
 
-pub(crate) async fn handle(
+/// CONSUMER_SEND_MSG_BACK (36).
+pub(super) async fn send_back(
     state: Arc<BrokerState>,
     _conn: Connection,
     req: RemotingCommand,
-) -> Option<RemotingCommand> {
-    let h = parse_header!(ConsumerSendMsgBackRequestHeader, req);
-    match send_back(&state, &h).await {
-        Ok(()) => Some(success(&req)),
-        Err((code, remark)) => reply(&req, code, remark),
-    }
+) -> Reply {
+    let h: ConsumerSendMsgBackRequestHeader = header(&req)?;
+    retry(&state, &h).await?;
+    Ok(Some(success(&req)))
 }
 
-async fn send_back(
+async fn retry(
     state: &BrokerState,
     h: &ConsumerSendMsgBackRequestHeader,
-) -> Result<(), (i32, String)> {
+) -> Result<(), HandlerError> {
     let (slave, auto_group) = {
-        let c = state.config.read();
+        let c = state.config();
         (c.is_slave(), c.auto_create_subscription_group)
     };
-    let sys_err = |e: crate::error::BrokerError| (ResponseCode::SYSTEM_ERROR, e.to_string());
-    let Some(group) = state.groups.find(&h.group, auto_group).map_err(sys_err)? else {
-        return Err((
-            ResponseCode::SUBSCRIPTION_GROUP_NOT_EXIST,
-            format!("subscription group not exist, {}", h.group),
-        ));
+    let Some(group) = state.groups.find(&h.group, auto_group)? else {
+        return Err(HandlerError::GroupNotExist(format!(
+            "subscription group not exist, {}",
+            h.group
+        )));
     };
     if slave {
         return acting::forward(state, h, &group).await;
     }
     if !state.writable() {
-        return Err((
-            ResponseCode::NO_PERMISSION,
-            format!(
-                "the broker[{}] sending message is forbidden",
-                state.broker_addr()
-            ),
-        ));
+        return Err(HandlerError::NoPermission(format!(
+            "the broker[{}] sending message is forbidden",
+            state.broker_addr()
+        )));
     }
     if group.retry_queue_nums <= 0 {
         return Ok(());
     }
     let mut topic = retry_topic(&h.group);
     let mut queue_id = rand::thread_rng().gen_range(0..group.retry_queue_nums);
-    let retry_config = state
-        .topics
-        .create_if_missing(
-            &topic,
-            group.retry_queue_nums,
-            perm::PERM_READ | perm::PERM_WRITE,
-            0,
-        )
-        .map_err(sys_err)?;
+    let retry_config = state.topics.create_if_missing(
+        &topic,
+        group.retry_queue_nums,
+        perm::PERM_READ | perm::PERM_WRITE,
+        0,
+    )?;
     if !perm::is_writeable(retry_config.perm) {
-        return Err((
-            ResponseCode::NO_PERMISSION,
-            format!("the topic[{topic}] sending message is forbidden"),
-        ));
+        return Err(HandlerError::NoPermission(format!(
+            "the topic[{topic}] sending message is forbidden"
+        )));
     }
     let retry = Retry::prepare(state, h, &group)?;
     let mut props = retry.props;
@@ -91,8 +82,7 @@ async fn send_back(
         queue_id = 0;
         state
             .topics
-            .create_if_missing(&topic, 1, perm::PERM_READ | perm::PERM_WRITE, 0)
-            .map_err(sys_err)?;
+            .create_if_missing(&topic, 1, perm::PERM_READ | perm::PERM_WRITE, 0)?;
         tracing::info!(group = %h.group, msg_id = %retry.ext.msg_id(), "message moved to the DLQ");
     }
     let mut msg = reput_inner(&retry.ext, state.store_host());
@@ -114,7 +104,7 @@ async fn send_back(
         // Written is enough (as upstream's `isOk`): a flush or slave timeout must not make
         // the consumer send the message back a second time.
         .map(|_| ())
-        .map_err(|e| (e.code, e.remark))
+        .map_err(HandlerError::from)
 }
 
 /// The failed message re-read from the CommitLog and what its retry copy needs.
@@ -133,16 +123,13 @@ impl Retry {
         state: &BrokerState,
         h: &ConsumerSendMsgBackRequestHeader,
         group: &SubscriptionGroupConfig,
-    ) -> Result<Retry, (i32, String)> {
+    ) -> Result<Retry, HandlerError> {
         let ext = state
             .store
             .message_by_offset(h.offset)
             .and_then(|r| MessageExt::decode(&r).ok())
             .ok_or_else(|| {
-                (
-                    ResponseCode::SYSTEM_ERROR,
-                    format!("look message by offset failed, {}", h.offset),
-                )
+                HandlerError::System(format!("look message by offset failed, {}", h.offset))
             })?;
         let mut props = Properties::parse(&ext.properties);
         if !props.contains(MessageConst::PROPERTY_RETRY_TOPIC) {

@@ -6,37 +6,34 @@ use std::sync::Arc;
 use remoting::broker_headers::EndTransactionRequestHeader;
 use remoting::message::{MessageConst, MessageSysFlag, Properties};
 use remoting::server::Connection;
-use remoting::{RemotingCommand, ResponseCode};
+use remoting::RemotingCommand;
 use store::MessageExt;
 
-use super::{parse_header, reply, success};
+use super::{header, success, HandlerError, Reply};
 use crate::state::{reput_inner, BrokerState};
 use crate::topic::TRANS_HALF_TOPIC;
 use crate::transaction::{is_resolved, origin_offset, write_op};
 
-pub(crate) async fn handle(
+/// END_TRANSACTION (37). A "not a transaction" answer gets no response.
+pub(super) async fn end_transaction(
     state: Arc<BrokerState>,
     _conn: Connection,
     req: RemotingCommand,
-) -> Option<RemotingCommand> {
-    let h = parse_header!(EndTransactionRequestHeader, req);
-    if state.config.read().is_slave() {
-        return reply(
-            &req,
-            ResponseCode::SLAVE_NOT_AVAILABLE,
-            "Message store is slave mode, so end transaction is forbidden. ",
-        );
+) -> Reply {
+    let h: EndTransactionRequestHeader = header(&req)?;
+    if state.config().is_slave() {
+        return Err(HandlerError::SlaveNotAvailable(
+            "Message store is slave mode, so end transaction is forbidden. ".into(),
+        ));
     }
     let commit = match h.commit_or_rollback {
         MessageSysFlag::TRANSACTION_COMMIT_TYPE => true,
         MessageSysFlag::TRANSACTION_ROLLBACK_TYPE => false,
-        MessageSysFlag::TRANSACTION_NOT_TYPE => return None,
+        MessageSysFlag::TRANSACTION_NOT_TYPE => return Ok(None),
         other => {
-            return reply(
-                &req,
-                ResponseCode::SYSTEM_ERROR,
-                format!("commitOrRollback {other} is neither commit (8) nor rollback (12)"),
-            )
+            return Err(HandlerError::System(format!(
+                "commitOrRollback {other} is neither commit (8) nor rollback (12)"
+            )))
         }
     };
     let Some(half) = state
@@ -45,35 +42,29 @@ pub(crate) async fn handle(
         .and_then(|r| MessageExt::decode(&r).ok())
         .filter(|m| m.topic == TRANS_HALF_TOPIC)
     else {
-        return reply(
-            &req,
-            ResponseCode::SYSTEM_ERROR,
-            "Find prepared transaction message failed",
-        );
+        return Err(HandlerError::System(
+            "Find prepared transaction message failed".into(),
+        ));
     };
     let mut props = Properties::parse(&half.properties);
     if props.get(MessageConst::PROPERTY_PRODUCER_GROUP) != Some(h.producer_group.as_str()) {
-        return reply(&req, ResponseCode::SYSTEM_ERROR, "The producer group wrong");
+        return Err(HandlerError::System("The producer group wrong".into()));
     }
     if half.queue_offset != h.tran_state_table_offset {
-        return reply(
-            &req,
-            ResponseCode::SYSTEM_ERROR,
-            "The transaction state table offset wrong",
-        );
+        return Err(HandlerError::System(
+            "The transaction state table offset wrong".into(),
+        ));
     }
     let origin = origin_offset(&props);
     if is_resolved(&state, half.queue_offset, &props) {
         // A second answer for the same transaction (e.g. to a repeated check): done already.
-        return Some(success(&req));
+        return Ok(Some(success(&req)));
     }
     if commit {
         let Some(topic) = props.remove(MessageConst::PROPERTY_REAL_TOPIC) else {
-            return reply(
-                &req,
-                ResponseCode::SYSTEM_ERROR,
-                "half message has no REAL_TOPIC",
-            );
+            return Err(HandlerError::System(
+                "half message has no REAL_TOPIC".into(),
+            ));
         };
         let queue_id = props
             .remove(MessageConst::PROPERTY_REAL_QUEUE_ID)
@@ -90,12 +81,8 @@ pub(crate) async fn handle(
         );
         msg.prepared_transaction_offset = h.commit_log_offset;
         msg.properties = props.to_wire_string();
-        if let Err(e) = state.put(vec![msg]).await {
-            return reply(&req, e.code, e.remark);
-        }
+        state.put(vec![msg]).await?;
     }
-    match write_op(&state, half.queue_offset, origin).await {
-        Ok(()) => Some(success(&req)),
-        Err(e) => reply(&req, e.code, e.remark),
-    }
+    write_op(&state, half.queue_offset, origin).await?;
+    Ok(Some(success(&req)))
 }

@@ -1,0 +1,103 @@
+//! The broker's view of the rest of its cluster: the cluster map read from a NameServer
+//! (GET_BROKER_CLUSTER_INFO) and sending a message to a live master of another group, which an
+//! acting master (a slave whose master is gone) does for send-backs and due delayed messages.
+
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use remoting::broker_headers::{SendMessageRequestHeader, SendMessageRequestHeaderV2};
+use remoting::headers::CommandHeader;
+use remoting::protocol::{from_fastjson, ClusterInfo};
+use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
+use thiserror::Error;
+
+use crate::state::BrokerState;
+
+/// Timeout of each request made here.
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// No NameServer or no live master answered as needed; the text says who answered what.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub(crate) struct ClusterError(String);
+
+/// Sends SEND_MESSAGE_V2 with `header` and `body` to the live masters of our cluster in
+/// random order until one accepts it; returns that group's name. SYSTEM_ERROR when there is
+/// no live master or none accepts it.
+pub(crate) async fn send_to_live_master(
+    state: &BrokerState,
+    header: &SendMessageRequestHeader,
+    body: &[u8],
+) -> Result<String, ClusterError> {
+    let masters = live_masters(state).await?;
+    if masters.is_empty() {
+        return Err(ClusterError(format!(
+            "acting master {}: no live master in cluster {} to take the message",
+            state.broker_addr(),
+            state.config().broker_cluster_name
+        )));
+    }
+    let mut last = String::new();
+    for (name, addr) in masters {
+        let mut cmd =
+            RemotingCommand::request(RequestCode::SEND_MESSAGE_V2).with_body(body.to_vec());
+        SendMessageRequestHeaderV2::from(header.clone()).write_to(&mut cmd);
+        match state.client.invoke(&addr, cmd, TIMEOUT).await {
+            Ok(resp) if resp.code == ResponseCode::SUCCESS => return Ok(name),
+            Ok(resp) => last = format!("{name} answered {}: {}", resp.code, resp.remark_str()),
+            Err(e) => last = format!("{name}: {e}"),
+        }
+        tracing::warn!(topic = %header.topic, error = %last, "forwarding a message to a live master failed");
+    }
+    Err(ClusterError(format!(
+        "acting master could not forward the message: {last}"
+    )))
+}
+
+/// `(brokerName, master address)` of every group of our cluster that has a master, in random
+/// order.
+async fn live_masters(state: &BrokerState) -> Result<Vec<(String, BrokerAddr)>, ClusterError> {
+    let info = cluster_info(state).await?;
+    let names = info
+        .cluster_addr_table
+        .get(&state.config().broker_cluster_name)
+        .cloned()
+        .unwrap_or_default();
+    let mut out: Vec<(String, BrokerAddr)> = names
+        .iter()
+        .filter_map(|n| info.broker_addr_table.get(n))
+        .filter_map(|bd| {
+            let addr = BrokerAddr::parse(bd.master_addr()?)?;
+            Some((bd.broker_name.clone(), addr))
+        })
+        .collect();
+    out.shuffle(&mut rand::thread_rng());
+    Ok(out)
+}
+
+/// GET_BROKER_CLUSTER_INFO from the first NameServer that answers.
+pub(crate) async fn cluster_info(state: &BrokerState) -> Result<ClusterInfo, ClusterError> {
+    let name_servers = state.config().name_servers();
+    let mut last = String::from("no NameServer configured");
+    for ns in name_servers {
+        let cmd = RemotingCommand::request(RequestCode::GET_BROKER_CLUSTER_INFO);
+        let resp = match state.client.invoke_namesrv(&ns, cmd, TIMEOUT).await {
+            Ok(r) if r.code == ResponseCode::SUCCESS => r,
+            Ok(r) => {
+                last = format!("{ns} answered {}: {}", r.code, r.remark_str());
+                continue;
+            }
+            Err(e) => {
+                last = format!("{ns}: {e}");
+                continue;
+            }
+        };
+        match from_fastjson(&resp.body) {
+            Ok(info) => return Ok(info),
+            Err(e) => last = format!("{ns}: bad cluster info: {e}"),
+        }
+    }
+    Err(ClusterError(format!(
+        "cannot read the cluster from a NameServer: {last}"
+    )))
+}
