@@ -16,19 +16,21 @@ use tokio_util::task::TaskTracker;
 
 use crate::clients::{ConsumerManager, ProducerManager};
 use crate::config::BrokerConfig;
+use crate::context::BrokerContext;
 use crate::error::BrokerError;
 use crate::ha::{self, HaState};
 use crate::handlers;
 use crate::lock::RebalanceLockManager;
 use crate::long_poll::PullWaiters;
+use crate::membership;
 use crate::offset::ConsumerOffsetManager;
 use crate::register;
-use crate::schedule::{self, DelayOffsets};
+use crate::schedule::{self, DelayOffsets, DelayService};
+use crate::services::BrokerServices;
 use crate::slave_sync;
-use crate::state::BrokerState;
 use crate::subscription::SubscriptionGroupManager;
 use crate::topic::TopicConfigManager;
-use crate::transaction::{self, TransactionOps};
+use crate::transaction::{self, TransactionService};
 
 /// How often silent clients are looked for.
 const CLIENT_SCAN_INTERVAL: Duration = Duration::from_secs(10);
@@ -36,7 +38,7 @@ const CLIENT_SCAN_INTERVAL: Duration = Duration::from_secs(10);
 /// A running broker.
 pub struct Broker {
     server: RemotingServer,
-    state: Arc<BrokerState>,
+    services: Arc<BrokerServices>,
     tasks: Vec<JoinHandle<()>>,
     client: RemotingClient,
 }
@@ -59,7 +61,7 @@ impl Broker {
         }
         let (stopping, _) = watch::channel(false);
         let client = RemotingClient::new(ClientConfig::default());
-        let state = Arc::new(BrokerState {
+        let state = Arc::new(BrokerContext {
             topics: TopicConfigManager::load(&config)?,
             groups: SubscriptionGroupManager::load(&config)?,
             offsets: ConsumerOffsetManager::load(&root)?,
@@ -69,9 +71,6 @@ impl Broker {
                 config.rebalance_lock_max_live_time,
             )),
             waiters,
-            delay_levels: config.delay_levels(),
-            delay_offsets: DelayOffsets::load(&root)?,
-            transactions: TransactionOps::default(),
             tasks: TaskTracker::new(),
             stopping,
             started: Instant::now(),
@@ -102,7 +101,15 @@ impl Broker {
             max_frame_size: config.max_frame_size,
             max_connections: config.max_connections,
         };
-        let started = match handlers::dispatcher(&state) {
+        let services = Arc::new(BrokerServices {
+            ctx: state.clone(),
+            delay: Arc::new(DelayService::new(
+                config.delay_levels(),
+                DelayOffsets::load(&root)?,
+            )),
+            transactions: Arc::new(TransactionService::default()),
+        });
+        let started = match handlers::dispatcher(&services) {
             Ok(dispatcher) => RemotingServer::start(server_config, dispatcher).await,
             Err(e) => Err(e),
         };
@@ -121,7 +128,10 @@ impl Broker {
         let mut tasks = Vec::new();
         if config.is_slave() {
             tasks.push(tokio::spawn(ha::slave::run(state.clone())));
-            tasks.push(tokio::spawn(slave_sync::run(state.clone())));
+            tasks.push(tokio::spawn(slave_sync::run(
+                state.clone(),
+                services.delay.clone(),
+            )));
         } else {
             let listener = match ha::master::bind(&state).await {
                 Ok(l) => l,
@@ -134,10 +144,16 @@ impl Broker {
             tasks.push(tokio::spawn(ha::master::run(state.clone(), listener)));
         }
         tasks.push(tokio::spawn(register::run(state.clone(), client.clone())));
-        tasks.push(tokio::spawn(housekeeping(state.clone())));
-        tasks.push(tokio::spawn(schedule::run(state.clone())));
+        tasks.push(tokio::spawn(housekeeping(services.clone())));
+        tasks.push(tokio::spawn(schedule::run(
+            state.clone(),
+            services.delay.clone(),
+        )));
         if !config.is_slave() {
-            tasks.push(tokio::spawn(transaction::run_checks(state.clone())));
+            tasks.push(tokio::spawn(transaction::run_checks(
+                state.clone(),
+                services.transactions.clone(),
+            )));
         }
         tracing::info!(
             addr = %advertised,
@@ -147,7 +163,7 @@ impl Broker {
         );
         Ok(Broker {
             server,
-            state,
+            services,
             tasks,
             client,
         })
@@ -160,35 +176,35 @@ impl Broker {
 
     /// `brokerIP1:port`, the address registered with the NameServers.
     pub fn broker_addr(&self) -> String {
-        self.state.broker_addr()
+        self.services.broker_addr()
     }
 
     /// The bound replication port (a master's `haListenPort`); `None` on a slave.
     pub fn ha_port(&self) -> Option<u16> {
-        self.state.ha.listen_port.get().copied()
+        self.services.ha.listen_port.get().copied()
     }
 
     /// The configuration in force (UPDATE_BROKER_CONFIG may have changed it).
     pub fn config(&self) -> BrokerConfig {
-        self.state.config().as_ref().clone()
+        self.services.config().as_ref().clone()
     }
 
     /// Stops everything in order: held pulls and services are told to stop, the server closes
     /// every connection and awaits its handlers, the services end (registration unregisters),
     /// config files are persisted and the store is flushed and closed.
     pub async fn shutdown(self) {
-        let _ = self.state.stopping.send(true);
+        let _ = self.services.stopping.send(true);
         self.server.shutdown().await;
         for task in self.tasks {
             if let Err(e) = task.await {
                 tracing::error!("broker task failed: {e}");
             }
         }
-        self.state.tasks.close();
-        self.state.tasks.wait().await;
+        self.services.tasks.close();
+        self.services.tasks.wait().await;
         self.client.shutdown().await;
-        persist_all(&self.state).await;
-        if let Err(e) = self.state.store.shutdown() {
+        persist_all(&self.services).await;
+        if let Err(e) = self.services.store.shutdown() {
             tracing::error!(error = %e, "store shutdown failed");
         }
         tracing::info!("broker stopped");
@@ -197,10 +213,10 @@ impl Broker {
 
 /// Writes every config file with the latest state and waits until they are durable (the
 /// writes run in parallel on the files' writer threads).
-async fn persist_all(state: &BrokerState) {
+async fn persist_all(state: &BrokerServices) {
     let (offsets, delay_offsets, topics, groups) = tokio::join!(
         state.offsets.flush(),
-        state.delay_offsets.flush(),
+        state.delay.offsets.flush(),
         state.topics.flush(),
         state.groups.flush(),
     );
@@ -212,7 +228,7 @@ async fn persist_all(state: &BrokerState) {
 }
 
 /// Persists offsets every `flushConsumerOffsetInterval` and drops silent clients.
-async fn housekeeping(state: Arc<BrokerState>) {
+async fn housekeeping(state: Arc<BrokerServices>) {
     let mut stop = state.stop_signal();
     let mut last_scan = Instant::now();
     loop {
@@ -227,11 +243,11 @@ async fn housekeeping(state: Arc<BrokerState>) {
         }
         // Written off this thread; a failure is logged by the file's writer.
         state.offsets.persist();
-        state.delay_offsets.persist();
+        state.delay.offsets.persist();
         if last_scan.elapsed() >= CLIENT_SCAN_INTERVAL {
             last_scan = Instant::now();
             let expiry = Duration::from_millis(state.config().channel_expired_timeout);
-            handlers::remove_expired(&state, expiry);
+            membership::remove_expired(&state, expiry);
         }
     }
 }

@@ -11,7 +11,7 @@ use remoting::protocol::{from_fastjson, ClusterInfo};
 use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
 use thiserror::Error;
 
-use crate::state::BrokerState;
+use crate::context::BrokerContext;
 
 /// Timeout of each request made here.
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -25,7 +25,7 @@ pub(crate) struct ClusterError(String);
 /// random order until one accepts it; returns that group's name. SYSTEM_ERROR when there is
 /// no live master or none accepts it.
 pub(crate) async fn send_to_live_master(
-    state: &BrokerState,
+    state: &BrokerContext,
     header: &SendMessageRequestHeader,
     body: &[u8],
 ) -> Result<String, ClusterError> {
@@ -56,7 +56,7 @@ pub(crate) async fn send_to_live_master(
 
 /// `(brokerName, master address)` of every group of our cluster that has a master, in random
 /// order.
-async fn live_masters(state: &BrokerState) -> Result<Vec<(String, BrokerAddr)>, ClusterError> {
+async fn live_masters(state: &BrokerContext) -> Result<Vec<(String, BrokerAddr)>, ClusterError> {
     let info = cluster_info(state).await?;
     let names = info
         .cluster_addr_table
@@ -76,7 +76,7 @@ async fn live_masters(state: &BrokerState) -> Result<Vec<(String, BrokerAddr)>, 
 }
 
 /// GET_BROKER_CLUSTER_INFO from the first NameServer that answers.
-pub(crate) async fn cluster_info(state: &BrokerState) -> Result<ClusterInfo, ClusterError> {
+pub(crate) async fn cluster_info(state: &BrokerContext) -> Result<ClusterInfo, ClusterError> {
     let name_servers = state.config().name_servers();
     let mut last = String::from("no NameServer configured");
     for ns in name_servers {

@@ -16,22 +16,30 @@
 
 mod broker;
 pub mod clients;
-mod cluster;
 pub mod config;
 pub mod error;
-mod ha;
-mod handlers;
 pub mod lock;
 mod long_poll;
 pub mod offset;
 mod persist;
-mod register;
-mod schedule;
-mod slave_sync;
-mod state;
 pub mod subscription;
 pub mod topic;
+
+// The shared resources, then the services built on them, then the request handlers.
+mod context;
+mod services;
+
+mod cluster;
+mod ha;
+mod membership;
+mod register;
+mod retry;
+mod schedule;
+mod send_policy;
+mod slave_sync;
 mod transaction;
+
+mod handlers;
 
 pub use broker::Broker;
 pub use config::BrokerConfig;

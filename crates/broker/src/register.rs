@@ -17,7 +17,7 @@ use remoting::headers::{
 use remoting::protocol::RegisterBrokerBody;
 use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
 
-use crate::state::BrokerState;
+use crate::context::BrokerContext;
 
 /// Shortest pause between two registrations, whatever the config says.
 const MIN_PERIOD: Duration = Duration::from_millis(100);
@@ -27,7 +27,7 @@ pub(crate) fn body_crc32(body: &[u8]) -> i32 {
     (crc32fast::hash(body) & 0x7FFF_FFFF) as i32
 }
 
-fn ha_server_addr(state: &BrokerState) -> String {
+fn ha_server_addr(state: &BrokerContext) -> String {
     let c = state.config();
     let ip = c.broker_ip2.unwrap_or_else(|| c.advertised_ip());
     let port = state
@@ -42,7 +42,7 @@ fn ha_server_addr(state: &BrokerState) -> String {
 
 /// Registers with every NameServer once (`oneway`: without waiting for answers); failures are
 /// logged.
-pub(crate) async fn register_all(state: &BrokerState, client: &RemotingClient, oneway: bool) {
+pub(crate) async fn register_all(state: &BrokerContext, client: &RemotingClient, oneway: bool) {
     let (name_servers, timeout, header) = {
         let c = state.config();
         let header = RegisterBrokerRequestHeader {
@@ -114,7 +114,7 @@ pub(crate) async fn register_all(state: &BrokerState, client: &RemotingClient, o
 
 /// A slave takes its master's addresses from the registration answer (`masterAddr`,
 /// `haServerAddr`); no master in any answer means the master is gone.
-fn learn_master(state: &BrokerState, answer: Option<RegisterBrokerResponseHeader>) {
+fn learn_master(state: &BrokerContext, answer: Option<RegisterBrokerResponseHeader>) {
     let configured_ha = state.config().ha_master_address.clone();
     let (addr, ha) = match answer {
         Some(h) => (
@@ -135,7 +135,7 @@ fn learn_master(state: &BrokerState, answer: Option<RegisterBrokerResponseHeader
 
 /// Registers at start, periodically and on topic changes, until the broker stops; then
 /// unregisters.
-pub(crate) async fn run(state: Arc<BrokerState>, client: RemotingClient) {
+pub(crate) async fn run(state: Arc<BrokerContext>, client: RemotingClient) {
     let mut stop = state.stop_signal();
     let mut oneway = false;
     loop {
@@ -155,7 +155,7 @@ pub(crate) async fn run(state: Arc<BrokerState>, client: RemotingClient) {
     unregister_all(&state, &client).await;
 }
 
-async fn unregister_all(state: &BrokerState, client: &RemotingClient) {
+async fn unregister_all(state: &BrokerContext, client: &RemotingClient) {
     let (name_servers, timeout, header) = {
         let c = state.config();
         (

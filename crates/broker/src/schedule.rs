@@ -10,7 +10,8 @@
 //! but delivers only while its master is gone ([`delivers_here`]): it then sends each due
 //! message to a live master of the cluster (as the acting master's send-back does) and keeps
 //! its own progress. A master starting up first asks its group's slaves (found at the
-//! NameServer) for their progress with GET_ALL_DELAY_OFFSET carrying [`MASTER_RETURNED`]; a
+//! NameServer) for their progress with GET_ALL_DELAY_OFFSET carrying `masterReturned`
+//! ([`GetAllDelayOffsetRequestHeader`]); a
 //! slave receiving it stops delivering, waits for a delivery in flight and answers; the
 //! master keeps each level's larger offset, so nothing the slave delivered is delivered
 //! again.
@@ -23,7 +24,8 @@ use std::time::Duration;
 use std::sync::atomic::Ordering;
 
 use parking_lot::Mutex;
-use remoting::broker_headers::SendMessageRequestHeader;
+use remoting::broker_headers::{GetAllDelayOffsetRequestHeader, SendMessageRequestHeader};
+use remoting::headers::CommandHeader;
 use remoting::message::{now_millis, MessageConst, Properties};
 use remoting::protocol::{from_fastjson, to_fastjson, KeyStyle};
 use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
@@ -32,9 +34,9 @@ use store::{AcceptAll, GetMessageStatus, MessageExt};
 use tokio::task::JoinSet;
 
 use crate::cluster;
+use crate::context::{reput_inner, BrokerContext};
 use crate::error::BrokerError;
 use crate::persist::{self, Persister};
-use crate::state::{reput_inner, BrokerState};
 use crate::topic::SCHEDULE_TOPIC;
 
 /// Messages read per pass of a level task.
@@ -45,9 +47,6 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 const IDLE_CHECK: Duration = Duration::from_millis(200);
 /// Timeout of a returning master's request to a slave.
 const SLAVE_TIMEOUT: Duration = Duration::from_secs(3);
-/// Extension field of GET_ALL_DELAY_OFFSET (`"true"`) sent by a master that starts up to its
-/// slaves: it takes delayed delivery back.
-pub(crate) const MASTER_RETURNED: &str = "masterReturned";
 /// Producer group and default topic named in a slave's forwarded delivery.
 const PRODUCER_GROUP: &str = "SCHEDULE_PRODUCER";
 const DEFAULT_TOPIC: &str = "TBW102";
@@ -145,20 +144,48 @@ fn encode_table(offset_table: BTreeMap<i32, i64>) -> Result<Vec<u8>, BrokerError
     )?)
 }
 
+/// The delay service: the configured levels and each level's delivery progress. One per
+/// broker; [`run`] delivers, the send and send-back paths schedule with
+/// [`DelayService::to_schedule`].
+pub(crate) struct DelayService {
+    /// Delay of each level, level 1 first (`messageDelayLevel`, fixed while running).
+    levels: Vec<Duration>,
+    pub(crate) offsets: DelayOffsets,
+}
+
+impl DelayService {
+    pub(crate) fn new(levels: Vec<Duration>, offsets: DelayOffsets) -> DelayService {
+        DelayService { levels, offsets }
+    }
+
+    /// Turns `msg` (properties already parsed into `props`) into a delayed one: real topic
+    /// and queue saved in properties, written to the level's schedule queue. `level` is
+    /// clamped to the configured levels.
+    pub(crate) fn to_schedule(
+        &self,
+        msg: &mut store::MessageInner,
+        props: &mut Properties,
+        level: i32,
+    ) {
+        to_schedule(msg, props, level, self.levels.len());
+    }
+
+    /// A slave answering its returning master: stops delivering and waits for a delivery in
+    /// flight, so that the progress it answers next is final.
+    pub(crate) async fn hand_back(&self, ctx: &BrokerContext) {
+        ctx.ha.master_back.store(true, Ordering::Release);
+        let _idle = self.offsets.delivering.write().await;
+        tracing::info!("the master returned: delayed delivery handed back");
+    }
+}
+
 /// Queue of `SCHEDULE_TOPIC_XXXX` that holds `level` (levels start at 1).
 pub(crate) fn queue_of_level(level: i32) -> i32 {
     level - 1
 }
 
-/// Turns `msg` (properties already parsed into `props`) into a delayed one: real topic and
-/// queue saved in properties, written to the level's schedule queue. `level` is clamped to
-/// the configured levels.
-pub(crate) fn to_schedule(
-    msg: &mut store::MessageInner,
-    props: &mut Properties,
-    level: i32,
-    levels: usize,
-) {
+/// [`DelayService::to_schedule`] with `levels` levels.
+fn to_schedule(msg: &mut store::MessageInner, props: &mut Properties, level: i32, levels: usize) {
     let level = level.clamp(1, levels.max(1) as i32);
     props.insert(MessageConst::PROPERTY_REAL_TOPIC, msg.topic.clone());
     props.insert(
@@ -173,13 +200,13 @@ pub(crate) fn to_schedule(
 
 /// Runs delayed delivery until the broker stops: on a master after learning its slaves'
 /// progress, one task per level.
-pub(crate) async fn run(state: Arc<BrokerState>) {
+pub(crate) async fn run(state: Arc<BrokerContext>, delay: Arc<DelayService>) {
     if !state.config().is_slave() {
-        learn_slave_progress(&state).await;
+        learn_slave_progress(&state, &delay).await;
     }
     let mut levels = JoinSet::new();
-    for level in 1..=state.delay_levels.len() as i32 {
-        levels.spawn(run_level(state.clone(), level));
+    for level in 1..=delay.levels.len() as i32 {
+        levels.spawn(run_level(state.clone(), delay.clone(), level));
     }
     while levels.join_next().await.is_some() {}
 }
@@ -188,7 +215,7 @@ pub(crate) async fn run(state: Arc<BrokerState>) {
 /// acting master — `enableActingMaster` on, no master at the NameServer, no replication
 /// connection, and no returning master has taken delivery back since the connection was
 /// last up.
-fn delivers_here(state: &BrokerState) -> bool {
+fn delivers_here(state: &BrokerContext) -> bool {
     let c = state.config();
     if !c.is_slave() {
         return true;
@@ -199,17 +226,9 @@ fn delivers_here(state: &BrokerState) -> bool {
         && !state.ha.master_back.load(Ordering::Acquire)
 }
 
-/// A slave answering its returning master: stops delivering and waits for a delivery in
-/// flight, so that the progress it answers next is final.
-pub(crate) async fn hand_back(state: &BrokerState) {
-    state.ha.master_back.store(true, Ordering::Release);
-    let _idle = state.delay_offsets.delivering.write().await;
-    tracing::info!("the master returned: delayed delivery handed back");
-}
-
 /// A master starting up merges the delay progress of its group's slaves (keeping each
 /// level's larger offset): what a slave delivered as acting master is not delivered again.
-async fn learn_slave_progress(state: &BrokerState) {
+async fn learn_slave_progress(state: &BrokerContext, delay: &DelayService) {
     let info = match cluster::cluster_info(state).await {
         Ok(i) => i,
         Err(e) => {
@@ -226,15 +245,16 @@ async fn learn_slave_progress(state: &BrokerState) {
         let Some(slave) = BrokerAddr::parse(addr) else {
             continue;
         };
-        let cmd = RemotingCommand::request(RequestCode::GET_ALL_DELAY_OFFSET)
-            .with_ext(MASTER_RETURNED, true);
+        let mut cmd = RemotingCommand::request(RequestCode::GET_ALL_DELAY_OFFSET);
+        GetAllDelayOffsetRequestHeader {
+            master_returned: true,
+        }
+        .write_to(&mut cmd);
         match state.client.invoke(&slave, cmd, SLAVE_TIMEOUT).await {
-            Ok(r) if r.code == ResponseCode::SUCCESS => {
-                match state.delay_offsets.merge_max(&r.body) {
-                    Ok(()) => tracing::info!(slave = %addr, "learnt a slave's delay progress"),
-                    Err(e) => tracing::warn!(slave = %addr, error = %e, "bad delay progress"),
-                }
-            }
+            Ok(r) if r.code == ResponseCode::SUCCESS => match delay.offsets.merge_max(&r.body) {
+                Ok(()) => tracing::info!(slave = %addr, "learnt a slave's delay progress"),
+                Err(e) => tracing::warn!(slave = %addr, error = %e, "bad delay progress"),
+            },
             Ok(r) => {
                 tracing::warn!(slave = %addr, code = r.code, remark = r.remark_str(), "slave refused its delay progress")
             }
@@ -246,10 +266,10 @@ async fn learn_slave_progress(state: &BrokerState) {
 }
 
 /// Delivers the messages of one level until the broker stops.
-async fn run_level(state: Arc<BrokerState>, level: i32) {
-    let Some(delay) = state.delay_levels.get((level - 1) as usize).copied() else {
+async fn run_level(state: Arc<BrokerContext>, delay: Arc<DelayService>, level: i32) {
+    if delay.levels.get((level - 1) as usize).is_none() {
         return;
-    };
+    }
     let queue = queue_of_level(level);
     let mut stop = state.stop_signal();
     loop {
@@ -263,8 +283,8 @@ async fn run_level(state: Arc<BrokerState>, level: i32) {
             }
             continue;
         }
-        let wait = deliver_due(&state, level, queue, delay).await;
-        let offset = state.delay_offsets.get(level);
+        let wait = deliver_due(&state, &delay, level, queue).await;
+        let offset = delay.offsets.get(level);
         let store = state.store.clone();
         let has_more = move || store.max_offset(SCHEDULE_TOPIC, queue) > offset;
         match wait {
@@ -295,13 +315,14 @@ async fn run_level(state: Arc<BrokerState>, level: i32) {
 /// Delivers due messages of a level; returns how long to wait for the next one to become due
 /// (`None`: no message waiting).
 async fn deliver_due(
-    state: &BrokerState,
+    state: &BrokerContext,
+    delay: &DelayService,
     level: i32,
     queue: i32,
-    delay: Duration,
 ) -> Option<Duration> {
+    let wait = delay.levels.get((level - 1) as usize).copied()?;
     loop {
-        let offset = state.delay_offsets.get(level);
+        let offset = delay.offsets.get(level);
         let got =
             state
                 .store
@@ -317,7 +338,7 @@ async fn deliver_due(
                     next,
                     "delay queue offset out of range, moving"
                 );
-                state.delay_offsets.set(level, next);
+                delay.offsets.set(level, next);
                 continue;
             }
             _ => return None,
@@ -325,15 +346,15 @@ async fn deliver_due(
         for (record, queue_offset) in got.messages.iter().zip(&got.message_queue_offsets) {
             let Ok(ext) = MessageExt::decode(record) else {
                 tracing::error!(level, queue_offset, "unreadable delayed message skipped");
-                state.delay_offsets.set(level, queue_offset + 1);
+                delay.offsets.set(level, queue_offset + 1);
                 continue;
             };
-            let due = ext.store_timestamp + delay.as_millis() as i64;
+            let due = ext.store_timestamp + wait.as_millis() as i64;
             let now = now_millis();
             if due > now {
                 return Some(Duration::from_millis((due - now) as u64));
             }
-            let _delivering = state.delay_offsets.delivering.read().await;
+            let _delivering = delay.offsets.delivering.read().await;
             if !delivers_here(state) {
                 return Some(IDLE_CHECK);
             }
@@ -341,7 +362,7 @@ async fn deliver_due(
                 tracing::warn!(level, queue_offset, %remark, "delayed delivery failed, will retry");
                 return Some(RETRY_PAUSE);
             }
-            state.delay_offsets.set(level, queue_offset + 1);
+            delay.offsets.set(level, queue_offset + 1);
         }
         if got.messages.is_empty() {
             return None;
@@ -351,7 +372,7 @@ async fn deliver_due(
 
 /// Writes a due message to its real topic and queue; an acting slave sends it to a live
 /// master instead.
-async fn deliver(state: &BrokerState, ext: &MessageExt) -> Result<(), String> {
+async fn deliver(state: &BrokerContext, ext: &MessageExt) -> Result<(), String> {
     let mut props = Properties::parse(&ext.properties);
     let Some(topic) = props
         .get(MessageConst::PROPERTY_REAL_TOPIC)

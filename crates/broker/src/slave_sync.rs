@@ -6,36 +6,33 @@
 //! offsets committed to this slave while the master was away survive the master's return
 //! (upstream overwrites them). Offsets consumers committed to this slave that are ahead of the
 //! master's are then pushed to the master with UPDATE_CONSUMER_OFFSET (15) carrying
-//! [`KEEP_LARGER`], which the master applies only if it raises its offset: a returning
+//! [`KeepLargerOffsetHeader`], which the master applies only if it raises its offset: a returning
 //! master learns them before a consumer reads them from it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use remoting::broker_headers::UpdateConsumerOffsetRequestHeader;
+use remoting::broker_headers::{KeepLargerOffsetHeader, UpdateConsumerOffsetRequestHeader};
 use remoting::headers::CommandHeader;
 use remoting::protocol::{from_fastjson, TopicConfigSerializeWrapper};
 use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
 
+use crate::context::BrokerContext;
 use crate::offset::QueueOffset;
-use crate::state::BrokerState;
+use crate::schedule::DelayService;
 use crate::subscription::SubscriptionGroupWrapper;
-
-/// Extension field of a slave's UPDATE_CONSUMER_OFFSET push (`"true"`): apply the offset only
-/// if it is larger than the one the broker has (a consumer's own commit always sets it).
-pub(crate) const KEEP_LARGER: &str = "keepLarger";
 
 /// Timeout of each request to the master.
 const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Synchronises until the broker stops.
-pub(crate) async fn run(state: Arc<BrokerState>) {
+pub(crate) async fn run(state: Arc<BrokerContext>, delay: Arc<DelayService>) {
     let mut stop = state.stop_signal();
     let mut master_ha = state.ha.master_ha_addr.subscribe();
     loop {
         let master = state.ha.master_addr.read().clone();
         if let Some(master) = master {
-            if let Err(e) = sync_once(&state, &master).await {
+            if let Err(e) = sync_once(&state, &delay, &master).await {
                 tracing::warn!(master = %master, error = %e, "slave synchronisation failed");
             }
         }
@@ -49,7 +46,7 @@ pub(crate) async fn run(state: Arc<BrokerState>) {
     }
 }
 
-async fn fetch(state: &BrokerState, master: &BrokerAddr, code: i32) -> Result<Vec<u8>, String> {
+async fn fetch(state: &BrokerContext, master: &BrokerAddr, code: i32) -> Result<Vec<u8>, String> {
     let resp = state
         .client
         .invoke(master, RemotingCommand::request(code), TIMEOUT)
@@ -65,7 +62,11 @@ async fn fetch(state: &BrokerState, master: &BrokerAddr, code: i32) -> Result<Ve
     Ok(resp.body.to_vec())
 }
 
-async fn sync_once(state: &BrokerState, master: &BrokerAddr) -> Result<(), String> {
+async fn sync_once(
+    state: &BrokerContext,
+    delay: &DelayService,
+    master: &BrokerAddr,
+) -> Result<(), String> {
     let body = fetch(state, master, RequestCode::GET_ALL_TOPIC_CONFIG).await?;
     let topics: TopicConfigSerializeWrapper = from_fastjson(&body).map_err(|e| e.to_string())?;
     state
@@ -87,17 +88,14 @@ async fn sync_once(state: &BrokerState, master: &BrokerAddr) -> Result<(), Strin
     }
 
     let body = fetch(state, master, RequestCode::GET_ALL_DELAY_OFFSET).await?;
-    state
-        .delay_offsets
-        .merge_max(&body)
-        .map_err(|e| e.to_string())?;
+    delay.offsets.merge_max(&body).map_err(|e| e.to_string())?;
     tracing::debug!(master = %master, "synchronised from master");
     Ok(())
 }
 
 /// Pushes an offset committed to this slave to the master.
 async fn push_offset(
-    state: &BrokerState,
+    state: &BrokerContext,
     master: &BrokerAddr,
     offset: QueueOffset,
 ) -> Result<(), String> {
@@ -110,7 +108,7 @@ async fn push_offset(
         bname: None,
     }
     .write_to(&mut cmd);
-    let cmd = cmd.with_ext(KEEP_LARGER, true);
+    KeepLargerOffsetHeader { keep_larger: true }.write_to(&mut cmd);
     let resp = state
         .client
         .invoke(master, cmd, TIMEOUT)

@@ -14,14 +14,15 @@ use std::time::Duration;
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use rand::seq::SliceRandom;
-use remoting::broker_headers::CheckTransactionStateRequestHeader;
+use remoting::broker_headers::{CheckTransactionStateRequestHeader, EndTransactionRequestHeader};
 use remoting::headers::CommandHeader;
-use remoting::message::{now_millis, MessageConst, Properties};
+use remoting::message::{now_millis, MessageConst, MessageSysFlag, Properties};
 use remoting::protocol::perm;
 use remoting::{RemotingCommand, RequestCode};
-use store::{AcceptAll, GetMessageStatus, MessageExt, MessageInner};
+use store::{AcceptAll, GetMessageStatus, MessageExt, MessageInner, MessageStore};
 
-use crate::state::{reput_inner, BrokerState, PutError};
+use crate::context::{reput_inner, BrokerContext};
+use crate::error::{HandlerError, PutError};
 use crate::topic::{TRANS_HALF_TOPIC, TRANS_OP_HALF_TOPIC};
 
 /// Group under which the check pass keeps its progress in the half queue.
@@ -31,9 +32,10 @@ const REMOVE_TAG: &str = "d";
 /// Messages read per step of a check pass.
 const BATCH: usize = 32;
 
-/// Half messages known to be resolved, from op records.
+/// The transaction service: which half messages are resolved (from op records), ending
+/// transactions (END_TRANSACTION) and the check passes ([`run_checks`]). One per broker.
 #[derive(Default)]
-pub(crate) struct TransactionOps {
+pub(crate) struct TransactionService {
     inner: Mutex<OpsInner>,
 }
 
@@ -45,16 +47,16 @@ struct OpsInner {
     op_read: i64,
 }
 
-impl TransactionOps {
+impl TransactionService {
     fn mark_done(&self, half_offset: i64) {
         self.inner.lock().done.insert(half_offset);
     }
 
     /// Reads op records written since the last call.
-    fn refresh(&self, state: &BrokerState) {
+    fn refresh(&self, store: &MessageStore) {
         let mut inner = self.inner.lock();
         loop {
-            let got = state.store.get_messages(
+            let got = store.get_messages(
                 TRANS_OP_HALF_TOPIC,
                 0,
                 inner.op_read,
@@ -95,8 +97,87 @@ impl TransactionOps {
     }
 }
 
+impl TransactionService {
+    /// Commits (`commit`: writes the half message at `half_offset` to its real topic and
+    /// queue) or rolls back a half message of `producer_group`, then records it as resolved.
+    /// A half already resolved (a second answer to a repeated check) is done already.
+    pub(crate) async fn end(
+        &self,
+        state: &BrokerContext,
+        h: &EndTransactionRequestHeader,
+        commit: bool,
+    ) -> Result<(), HandlerError> {
+        let Some(half) = state
+            .store
+            .message_by_offset(h.commit_log_offset)
+            .and_then(|r| MessageExt::decode(&r).ok())
+            .filter(|m| m.topic == TRANS_HALF_TOPIC)
+        else {
+            return Err(HandlerError::System(
+                "Find prepared transaction message failed".into(),
+            ));
+        };
+        let mut props = Properties::parse(&half.properties);
+        if props.get(MessageConst::PROPERTY_PRODUCER_GROUP) != Some(h.producer_group.as_str()) {
+            return Err(HandlerError::System("The producer group wrong".into()));
+        }
+        if half.queue_offset != h.tran_state_table_offset {
+            return Err(HandlerError::System(
+                "The transaction state table offset wrong".into(),
+            ));
+        }
+        let origin = origin_offset(&props);
+        if is_resolved(state, self, half.queue_offset, &props) {
+            return Ok(());
+        }
+        if commit {
+            let Some(topic) = props.remove(MessageConst::PROPERTY_REAL_TOPIC) else {
+                return Err(HandlerError::System(
+                    "half message has no REAL_TOPIC".into(),
+                ));
+            };
+            let queue_id = props
+                .remove(MessageConst::PROPERTY_REAL_QUEUE_ID)
+                .and_then(|q| q.parse().ok())
+                .unwrap_or(0);
+            props.remove(MessageConst::PROPERTY_TRANSACTION_CHECK_TIMES);
+            props.remove(MessageConst::PROPERTY_TRANSACTION_PREPARED_QUEUE_OFFSET);
+            let mut msg = reput_inner(&half, state.store_host());
+            msg.topic = topic;
+            msg.queue_id = queue_id;
+            msg.sys_flag = MessageSysFlag::reset_transaction_value(
+                half.sys_flag,
+                MessageSysFlag::TRANSACTION_COMMIT_TYPE,
+            );
+            msg.prepared_transaction_offset = h.commit_log_offset;
+            msg.properties = props.to_wire_string();
+            state.put(vec![msg]).await?;
+        }
+        write_op(state, self, half.queue_offset, origin).await?;
+        Ok(())
+    }
+}
+
+/// Turns a transactional message into a half message: real topic and queue saved in
+/// properties, written to queue 0 of the half topic as a plain (non-transactional) record.
+pub(crate) fn to_half(msg: &mut MessageInner, props: &mut Properties, producer_group: &str) {
+    props.insert(MessageConst::PROPERTY_REAL_TOPIC, msg.topic.clone());
+    props.insert(
+        MessageConst::PROPERTY_REAL_QUEUE_ID,
+        msg.queue_id.to_string(),
+    );
+    if !props.contains(MessageConst::PROPERTY_PRODUCER_GROUP) {
+        props.insert(MessageConst::PROPERTY_PRODUCER_GROUP, producer_group);
+    }
+    msg.sys_flag =
+        MessageSysFlag::reset_transaction_value(msg.sys_flag, MessageSysFlag::TRANSACTION_NOT_TYPE);
+    msg.topic = TRANS_HALF_TOPIC.to_string();
+    msg.queue_id = 0;
+    msg.properties = props.to_wire_string();
+}
+
 /// Makes sure the transaction system topics exist (one queue each).
-pub(crate) fn ensure_topics(state: &BrokerState, topic: &str) {
+pub(crate) fn ensure_topics(state: &BrokerContext, topic: &str) {
     if let Err(e) = state
         .topics
         .create_if_missing(topic, 1, perm::PERM_READ | perm::PERM_WRITE, 0)
@@ -106,34 +187,43 @@ pub(crate) fn ensure_topics(state: &BrokerState, topic: &str) {
 }
 
 /// Queue offset of the first copy of a half message that was written again for a check.
-pub(crate) fn origin_offset(props: &Properties) -> Option<i64> {
+fn origin_offset(props: &Properties) -> Option<i64> {
     props
         .get(MessageConst::PROPERTY_TRANSACTION_PREPARED_QUEUE_OFFSET)
         .and_then(|o| o.parse().ok())
 }
 
 /// Whether the half message at `queue_offset` (with `props`) is already resolved.
-pub(crate) fn is_resolved(state: &BrokerState, queue_offset: i64, props: &Properties) -> bool {
-    state.transactions.refresh(state);
-    state.transactions.is_done(queue_offset)
-        || origin_offset(props).is_some_and(|o| state.transactions.is_done(o))
+fn is_resolved(
+    state: &BrokerContext,
+    tx: &TransactionService,
+    queue_offset: i64,
+    props: &Properties,
+) -> bool {
+    tx.refresh(&state.store);
+    tx.is_done(queue_offset) || origin_offset(props).is_some_and(|o| tx.is_done(o))
 }
 
 /// Records that the half message at `half_queue_offset` is resolved (commit or rollback);
 /// with `origin`, the first copy of a half written again for a check is resolved too, so no
 /// copy is checked (or committed) again.
-pub(crate) async fn write_op(
-    state: &BrokerState,
+async fn write_op(
+    state: &BrokerContext,
+    tx: &TransactionService,
     half_queue_offset: i64,
     origin: Option<i64>,
 ) -> Result<(), PutError> {
     if let Some(origin) = origin.filter(|o| *o != half_queue_offset) {
-        write_one_op(state, origin).await?;
+        write_one_op(state, tx, origin).await?;
     }
-    write_one_op(state, half_queue_offset).await
+    write_one_op(state, tx, half_queue_offset).await
 }
 
-async fn write_one_op(state: &BrokerState, half_queue_offset: i64) -> Result<(), PutError> {
+async fn write_one_op(
+    state: &BrokerContext,
+    tx: &TransactionService,
+    half_queue_offset: i64,
+) -> Result<(), PutError> {
     ensure_topics(state, TRANS_OP_HALF_TOPIC);
     let mut props = Properties::new();
     props.insert(MessageConst::PROPERTY_TAGS, REMOVE_TAG);
@@ -143,12 +233,12 @@ async fn write_one_op(state: &BrokerState, half_queue_offset: i64) -> Result<(),
     op.born_host = state.store_host();
     op.store_host = state.store_host();
     state.put(vec![op]).await?;
-    state.transactions.mark_done(half_queue_offset);
+    tx.mark_done(half_queue_offset);
     Ok(())
 }
 
 /// Runs check passes until the broker stops.
-pub(crate) async fn run_checks(state: Arc<BrokerState>) {
+pub(crate) async fn run_checks(state: Arc<BrokerContext>, tx: Arc<TransactionService>) {
     let mut stop = state.stop_signal();
     loop {
         let interval = Duration::from_millis(state.config().transaction_check_interval.max(10));
@@ -159,16 +249,16 @@ pub(crate) async fn run_checks(state: Arc<BrokerState>) {
         if *stop.borrow() {
             return;
         }
-        check_once(&state).await;
+        check_once(&state, &tx).await;
     }
 }
 
 /// One pass over the half queue.
-async fn check_once(state: &BrokerState) {
+async fn check_once(state: &BrokerContext, tx: &TransactionService) {
     if state.config().is_slave() {
         return;
     }
-    state.transactions.refresh(state);
+    tx.refresh(&state.store);
     let (timeout_ms, check_max) = {
         let c = state.config();
         (c.transaction_time_out as i64, c.transaction_check_max)
@@ -192,7 +282,7 @@ async fn check_once(state: &BrokerState) {
             _ => break,
         }
         for (record, &qo) in got.messages.iter().zip(&got.message_queue_offsets) {
-            if state.transactions.is_done(qo) {
+            if tx.is_done(qo) {
                 progress = qo + 1;
                 continue;
             }
@@ -201,7 +291,7 @@ async fn check_once(state: &BrokerState) {
                 continue;
             };
             let props = Properties::parse(&ext.properties);
-            if origin_offset(&props).is_some_and(|o| state.transactions.is_done(o)) {
+            if origin_offset(&props).is_some_and(|o| tx.is_done(o)) {
                 progress = qo + 1;
                 continue;
             }
@@ -233,13 +323,13 @@ async fn check_once(state: &BrokerState) {
         state
             .offsets
             .commit(CHECK_GROUP, TRANS_HALF_TOPIC, 0, progress);
-        state.transactions.prune_below(progress);
+        tx.prune_below(progress);
     }
 }
 
 /// Writes the half again with a higher check count and asks a producer of its group.
 async fn check_back(
-    state: &BrokerState,
+    state: &BrokerContext,
     ext: &MessageExt,
     mut props: Properties,
     checks: i32,

@@ -11,13 +11,13 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{HaError, FRAME_HEADER_LEN};
-use crate::state::BrokerState;
+use crate::context::BrokerContext;
 
 /// Longest pause between two looks at the CommitLog end when no write woke the writer.
 const POLL: Duration = Duration::from_millis(200);
 
 /// Binds the HA port: `haListenPort`, else `listenPort + 1`, else (listen port 0) any port.
-pub(crate) async fn bind(state: &BrokerState) -> Result<TcpListener, std::io::Error> {
+pub(crate) async fn bind(state: &BrokerContext) -> Result<TcpListener, std::io::Error> {
     let (ip, port) = {
         let c = state.config();
         let port = match c.ha_listen_port {
@@ -33,7 +33,7 @@ pub(crate) async fn bind(state: &BrokerState) -> Result<TcpListener, std::io::Er
 }
 
 /// Accepts slaves until the broker stops.
-pub(crate) async fn run(state: Arc<BrokerState>, listener: TcpListener) {
+pub(crate) async fn run(state: Arc<BrokerContext>, listener: TcpListener) {
     let mut stop = state.stop_signal();
     loop {
         let accepted = tokio::select! {
@@ -65,7 +65,7 @@ pub(crate) async fn run(state: Arc<BrokerState>, listener: TcpListener) {
     }
 }
 
-fn timeouts(state: &BrokerState) -> (Duration, Duration, usize) {
+fn timeouts(state: &BrokerContext) -> (Duration, Duration, usize) {
     let c = state.config();
     (
         Duration::from_millis(c.ha_send_heartbeat_interval.max(10)),
@@ -85,7 +85,7 @@ async fn read_report(rd: &mut OwnedReadHalf, silent: Duration) -> Result<i64, Ha
     }
 }
 
-async fn serve(state: &Arc<BrokerState>, stream: TcpStream) -> Result<(), HaError> {
+async fn serve(state: &Arc<BrokerContext>, stream: TcpStream) -> Result<(), HaError> {
     stream.set_nodelay(true)?;
     let (_, silent, _) = timeouts(state);
     let (mut rd, wr) = stream.into_split();
@@ -110,7 +110,7 @@ async fn serve(state: &Arc<BrokerState>, stream: TcpStream) -> Result<(), HaErro
 
 /// Writes CommitLog bytes from `next` on, and a heartbeat frame when idle.
 async fn stream_log(
-    state: &BrokerState,
+    state: &BrokerContext,
     mut wr: OwnedWriteHalf,
     mut next: i64,
 ) -> Result<(), HaError> {

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{HaError, FRAME_HEADER_LEN, MAX_FRAME_BODY};
-use crate::state::BrokerState;
+use crate::context::BrokerContext;
 
 /// Pause before reconnecting to the master.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
@@ -19,7 +19,7 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Replicates from the master until the broker stops.
-pub(crate) async fn run(state: Arc<BrokerState>) {
+pub(crate) async fn run(state: Arc<BrokerContext>) {
     let mut stop = state.stop_signal();
     let mut master = state.ha.master_ha_addr.subscribe();
     loop {
@@ -58,7 +58,7 @@ pub(crate) async fn run(state: Arc<BrokerState>) {
     }
 }
 
-async fn replicate(state: &BrokerState, addr: &str) -> Result<(), HaError> {
+async fn replicate(state: &BrokerContext, addr: &str) -> Result<(), HaError> {
     let (heartbeat, silent) = {
         let c = state.config();
         (

@@ -20,15 +20,15 @@ use remoting::RemotingCommand;
 use serde::Serialize;
 
 use super::{header, success, HandlerError, Reply};
-use crate::schedule;
-use crate::state::BrokerState;
+use crate::context::BrokerContext;
+use crate::services::BrokerServices;
 use crate::subscription::SubscriptionGroupConfig;
 use crate::topic::validate_topic_name;
 
 /// UPDATE_AND_CREATE_TOPIC (17). Upstream leaves the remark "not set any response code" on
 /// the success answer, and so do we.
 pub(super) async fn update_topic(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -68,7 +68,7 @@ pub(super) async fn update_topic(
 
 /// DELETE_TOPIC_IN_BROKER (215): the topic's config, its offsets and its stored queues.
 pub(super) async fn delete_topic(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -84,7 +84,7 @@ pub(super) async fn delete_topic(
 
 /// GET_ALL_TOPIC_CONFIG (21).
 pub(super) async fn all_topic_config(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -93,7 +93,7 @@ pub(super) async fn all_topic_config(
 
 /// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200): the body is the group's config.
 pub(super) async fn update_group(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -108,7 +108,7 @@ pub(super) async fn update_group(
 
 /// DELETE_SUBSCRIPTIONGROUP (207).
 pub(super) async fn delete_group(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -119,7 +119,7 @@ pub(super) async fn delete_group(
 
 /// GET_ALL_SUBSCRIPTIONGROUP_CONFIG (201).
 pub(super) async fn all_group_config(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -128,7 +128,7 @@ pub(super) async fn all_group_config(
 
 /// GET_BROKER_RUNTIME_INFO (28).
 pub(super) async fn runtime_info(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -137,7 +137,7 @@ pub(super) async fn runtime_info(
 
 /// GET_BROKER_CONFIG (26): the config in force as properties text.
 pub(super) async fn broker_config(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -146,23 +146,23 @@ pub(super) async fn broker_config(
 }
 
 /// GET_ALL_DELAY_OFFSET (45). A slave asked by its returning master first hands its delay
-/// progress back (see [`schedule::hand_back`]).
+/// progress back (see [`crate::schedule::DelayService::hand_back`]).
 pub(super) async fn all_delay_offset(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
     let h: GetAllDelayOffsetRequestHeader = header(&req)?;
     if h.master_returned && state.config().is_slave() {
-        schedule::hand_back(&state).await;
+        state.delay.hand_back(&state).await;
     }
-    let body = state.delay_offsets.encode()?;
+    let body = state.delay.offsets.encode()?;
     Ok(Some(success(&req).with_body(body)))
 }
 
 /// GET_ALL_CONSUMER_OFFSET (43).
 pub(super) async fn all_consumer_offset(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -175,7 +175,7 @@ fn json_body<T: Serialize>(req: &RemotingCommand, body: &T) -> Reply {
     Ok(Some(success(req).with_body(body)))
 }
 
-fn runtime_table(state: &BrokerState) -> KVTable {
+fn runtime_table(state: &BrokerServices) -> KVTable {
     let store = &state.store;
     let put = state.stats.put_messages.load(Ordering::Relaxed);
     let got = state.stats.got_messages.load(Ordering::Relaxed);
@@ -243,7 +243,7 @@ fn runtime_table(state: &BrokerState) -> KVTable {
         "producerConnections",
         state.producers.connection_count().to_string(),
     );
-    for (level, offset) in state.delay_offsets.snapshot() {
+    for (level, offset) in state.delay.offsets.snapshot() {
         let max = store.max_offset(crate::topic::SCHEDULE_TOPIC, level - 1);
         set(
             &format!("scheduleMessageOffset_{level}"),
@@ -253,7 +253,7 @@ fn runtime_table(state: &BrokerState) -> KVTable {
     KVTable { table }
 }
 
-fn boot_timestamp(state: &BrokerState) -> i64 {
+fn boot_timestamp(state: &BrokerContext) -> i64 {
     remoting::message::now_millis() - state.started.elapsed().as_millis() as i64
 }
 
@@ -279,7 +279,7 @@ fn conns(channels: impl Iterator<Item = crate::clients::ClientChannel>) -> Vec<C
 
 /// GET_CONSUMER_CONNECTION_LIST (203): the group's connections and subscriptions.
 pub(super) async fn consumer_connections(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -315,7 +315,7 @@ pub(super) async fn consumer_connections(
 
 /// GET_PRODUCER_CONNECTION_LIST (204).
 pub(super) async fn producer_connections(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -376,7 +376,7 @@ pub(super) fn push_mq_map<T: Serialize>(
 
 /// GET_CONSUME_STATS (208): per queue, the broker's and the group's offsets.
 pub(super) async fn consume_stats(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -427,7 +427,7 @@ pub(super) async fn consume_stats(
 
 /// GET_TOPIC_STATS_INFO (202): per queue, min and max offsets and the last store time.
 pub(super) async fn topic_stats(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -497,7 +497,7 @@ const FIXED_KEYS: &[&str] = &[
 /// UPDATE_BROKER_CONFIG (25): the body's keys (properties text) applied to a copy of the
 /// config in force, which then replaces it; keys fixed while running are refused.
 pub(super) async fn update_config(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {

@@ -1,9 +1,9 @@
 //! Client management: HEART_BEAT (34), UNREGISTER_CLIENT (35), LOCK_BATCH_MQ (41),
-//! UNLOCK_BATCH_MQ (42), CHECK_CLIENT_CONFIG (46), and NOTIFY_CONSUMER_IDS_CHANGED (40) sent
-//! to a group's clients when its membership changes (join, leave, connection closed).
+//! UNLOCK_BATCH_MQ (42) and CHECK_CLIENT_CONFIG (46). A group whose membership changes is
+//! told by [`crate::membership`].
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use remoting::broker_headers::{
     HeartbeatData, LockBatchRequestBody, LockBatchResponseBody, UnlockBatchRequestBody,
@@ -11,17 +11,18 @@ use remoting::broker_headers::{
 };
 use remoting::protocol::perm;
 use remoting::server::Connection;
-use remoting::{RemotingCommand, RequestCode};
+use remoting::RemotingCommand;
 
 use super::{header, success, HandlerError, Reply};
-use crate::clients::{ClientChannel, ClientLeft, ConsumerRegistration};
-use crate::state::BrokerState;
+use crate::clients::{ClientChannel, ConsumerRegistration};
+use crate::membership::{notify_connections, notify_consumer_ids_changed};
+use crate::services::BrokerServices;
 use crate::topic::retry_topic;
 
 /// HEART_BEAT (34): registers the connection's producers and consumers; a consumer group
 /// that changed is told so (NOTIFY_CONSUMER_IDS_CHANGED) when enabled.
 pub(super) async fn heartbeat(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -73,7 +74,7 @@ pub(super) async fn heartbeat(
 
 /// UNREGISTER_CLIENT (35).
 pub(super) async fn unregister(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -91,7 +92,7 @@ pub(super) async fn unregister(
 
 /// LOCK_BATCH_MQ (41): answers the queues now locked by the client.
 pub(super) async fn lock_batch(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -109,7 +110,7 @@ pub(super) async fn lock_batch(
 
 /// UNLOCK_BATCH_MQ (42).
 pub(super) async fn unlock_batch(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -123,53 +124,9 @@ pub(super) async fn unlock_batch(
 
 /// CHECK_CLIENT_CONFIG (46): only TAG filtering is supported, which needs no check.
 pub(super) async fn check_client_config(
-    _state: Arc<BrokerState>,
+    _state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
     Ok(Some(success(&req)))
-}
-
-/// Sends NOTIFY_CONSUMER_IDS_CHANGED to every connection of `group` (in the background).
-pub(crate) fn notify_consumer_ids_changed(state: &BrokerState, group: &str) {
-    let conns = state
-        .consumers
-        .group(group)
-        .map(|g| g.channels.values().map(|c| c.conn.clone()).collect())
-        .unwrap_or_default();
-    notify_connections(state, group, conns);
-}
-
-fn notify_connections(state: &BrokerState, group: &str, conns: Vec<Connection>) {
-    for conn in conns {
-        let cmd = RemotingCommand::request(RequestCode::NOTIFY_CONSUMER_IDS_CHANGED)
-            .with_ext("consumerGroup", group);
-        state.tasks.spawn(async move {
-            if let Err(e) = conn.send_oneway(cmd).await {
-                tracing::debug!(error = %e, "cannot notify consumer of a group change");
-            }
-        });
-    }
-}
-
-/// Removes a closed connection from every group and tells the groups a client left.
-pub(crate) fn connection_closed(state: &BrokerState, conn_id: u64) {
-    state.producers.connection_closed(conn_id);
-    notify_left(state, state.consumers.connection_closed(conn_id));
-}
-
-/// Removes connections closed or silent past `expiry` and tells the groups a client left.
-pub(crate) fn remove_expired(state: &BrokerState, expiry: Duration) {
-    state.producers.remove_expired(expiry);
-    notify_left(state, state.consumers.remove_expired(expiry));
-}
-
-fn notify_left(state: &BrokerState, left: Vec<ClientLeft>) {
-    let notify = state.config().notify_consumer_ids_changed_enable;
-    for ClientLeft { group, rest } in left {
-        tracing::info!(%group, "consumer left the group");
-        if notify && !rest.is_empty() {
-            notify_connections(state, &group, rest);
-        }
-    }
 }

@@ -15,11 +15,11 @@ use remoting::server::Connection;
 use remoting::RemotingCommand;
 
 use super::{header, success, HandlerError, Reply};
-use crate::state::BrokerState;
+use crate::services::BrokerServices;
 
 /// QUERY_CONSUMER_OFFSET (14).
 pub(super) async fn query_offset(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -41,7 +41,7 @@ pub(super) async fn query_offset(
 
 /// UPDATE_CONSUMER_OFFSET (15).
 pub(super) async fn update_offset(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -67,7 +67,7 @@ pub(super) async fn update_offset(
 
 /// GET_MAX_OFFSET (30).
 pub(super) async fn max_offset(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -78,7 +78,7 @@ pub(super) async fn max_offset(
 
 /// GET_MIN_OFFSET (31).
 pub(super) async fn min_offset(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -89,7 +89,7 @@ pub(super) async fn min_offset(
 
 /// GET_EARLIEST_MSG_STORETIME (32): -1 when the queue is empty.
 pub(super) async fn earliest_msg_store_time(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -103,7 +103,7 @@ pub(super) async fn earliest_msg_store_time(
 
 /// SEARCH_OFFSET_BY_TIMESTAMP (29).
 pub(super) async fn search_offset(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -116,7 +116,7 @@ pub(super) async fn search_offset(
 
 /// GET_CONSUMER_LIST_BY_GROUP (38): the client ids of the group's live consumers.
 pub(super) async fn consumer_list(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {

@@ -23,7 +23,8 @@ use tokio::task::JoinSet;
 
 use super::admin::push_mq_map;
 use super::{header, success, HandlerError, Reply};
-use crate::state::BrokerState;
+use crate::context::BrokerContext;
+use crate::services::BrokerServices;
 
 /// How long a consumer has to answer a passed-on request (upstream's `callClient`).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,7 +33,7 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// GET_CONSUMER_RUNNING_INFO (307): passed on to the client.
 pub(super) async fn consumer_running_info(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -50,7 +51,7 @@ fn pass_on(req: &RemotingCommand) -> RemotingCommand {
 
 /// Sends `cmd` to `client_id` of `group` and answers the admin with the consumer's answer.
 async fn call_consumer(
-    state: &BrokerState,
+    state: &BrokerContext,
     req: &RemotingCommand,
     group: &str,
     client_id: &str,
@@ -80,7 +81,7 @@ async fn call_consumer(
 /// CONSUME_MESSAGE_DIRECTLY (309): passed on to the client with the stored message found by
 /// its msgId as the body.
 pub(super) async fn consume_directly(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -113,7 +114,7 @@ pub(super) async fn consume_directly(
 /// `isForce` an offset only moves back) and tells every online client of the group:
 /// INVOKE_BROKER_TO_RESET_OFFSET (222).
 pub(super) async fn reset_offset(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -178,7 +179,7 @@ pub(super) async fn reset_offset(
 /// its offsets of the topic; answers `{"consumerTable":{clientId:{mq:offset}},...}`:
 /// INVOKE_BROKER_TO_GET_CONSUMER_STATUS (223).
 pub(super) async fn consumer_status(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {

@@ -7,12 +7,12 @@
 mod admin;
 mod client;
 mod consumer;
-mod error;
+
 mod forward;
 mod pull;
 mod query;
 mod send;
-pub(crate) mod send_back;
+mod send_back;
 mod transaction;
 
 use std::future::Future;
@@ -23,10 +23,9 @@ use remoting::headers::CommandHeader;
 use remoting::server::{Connection, ConnectionListener, Dispatcher};
 use remoting::{RemotingCommand, RemotingError, RequestCode, ResponseCode};
 
-use crate::state::BrokerState;
+use crate::services::BrokerServices;
 
-pub(crate) use client::remove_expired;
-pub(crate) use error::HandlerError;
+pub(crate) use crate::error::HandlerError;
 
 /// What a handler answers: a response, no response (`None`: the request is oneway in effect
 /// or its connection closed), or the refusal the dispatch wrapper answers.
@@ -34,12 +33,12 @@ type Reply = Result<Option<RemotingCommand>, HandlerError>;
 
 /// A request handler: one request code, parse -> apply -> respond.
 type Handler = fn(
-    Arc<BrokerState>,
+    Arc<BrokerServices>,
     Connection,
     RemotingCommand,
 ) -> Pin<Box<dyn Future<Output = Reply> + Send>>;
 
-/// A [`Handler`] from an `async fn(Arc<BrokerState>, Connection, RemotingCommand)`.
+/// A [`Handler`] from an `async fn(Arc<BrokerServices>, Connection, RemotingCommand)`.
 macro_rules! handler {
     ($f:path) => {
         |state, conn, req| Box::pin($f(state, conn, req))
@@ -175,7 +174,7 @@ const HANDLERS: &[(i32, Handler)] = &[
 ];
 
 /// The broker's dispatcher over `state`; fails when [`HANDLERS`] lists a code twice.
-pub(crate) fn dispatcher(state: &Arc<BrokerState>) -> Result<Dispatcher, RemotingError> {
+pub(crate) fn dispatcher(state: &Arc<BrokerServices>) -> Result<Dispatcher, RemotingError> {
     let mut d = Dispatcher::new();
     for &(code, handler) in HANDLERS {
         let state = state.clone();
@@ -209,11 +208,11 @@ pub(crate) fn dispatcher(state: &Arc<BrokerState>) -> Result<Dispatcher, Remotin
 }
 
 /// Removes a closed connection's clients and tells the groups they left.
-struct ClientHousekeeping(Arc<BrokerState>);
+struct ClientHousekeeping(Arc<BrokerServices>);
 
 impl ConnectionListener for ClientHousekeeping {
     fn on_close(&self, conn: &Connection) {
-        client::connection_closed(&self.0, conn.id());
+        crate::membership::connection_closed(&self.0, conn.id());
     }
 }
 

@@ -22,13 +22,18 @@ use store::message::{find_property, parse_record, Parsed};
 use store::{GetMessageStatus, GetResult, MessageFilter};
 
 use super::{header, HandlerError, Reply};
-use crate::state::BrokerState;
+use crate::context::BrokerContext;
+use crate::services::BrokerServices;
 
 /// Longest hold of a pull, whatever the client asks.
 const MAX_SUSPEND: Duration = Duration::from_secs(60);
 
 /// PULL_MESSAGE (11). A held pull whose connection closes gets no answer.
-pub(super) async fn pull(state: Arc<BrokerState>, conn: Connection, req: RemotingCommand) -> Reply {
+pub(super) async fn pull(
+    state: Arc<BrokerServices>,
+    conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
     let h: PullMessageRequestHeader = header(&req)?;
     let filter = check(&state, &req, &h)?;
     if PullSysFlag::has_commit_offset(h.sys_flag) && !state.config().is_slave() {
@@ -77,7 +82,7 @@ pub(super) async fn pull(state: Arc<BrokerState>, conn: Connection, req: Remotin
 
 /// Upstream's checks before a read, in its order; returns the filter to read with.
 fn check(
-    state: &BrokerState,
+    state: &BrokerContext,
     req: &RemotingCommand,
     h: &PullMessageRequestHeader,
 ) -> Result<TagFilter, HandlerError> {
@@ -177,7 +182,7 @@ fn check(
     Ok(TagFilter::parse(&sub_string))
 }
 
-fn read(state: &BrokerState, h: &PullMessageRequestHeader, filter: &TagFilter) -> GetResult {
+fn read(state: &BrokerContext, h: &PullMessageRequestHeader, filter: &TagFilter) -> GetResult {
     let max_count = h.max_msg_nums.clamp(1, 1024) as usize;
     let max_bytes = h
         .max_msg_bytes
@@ -214,7 +219,7 @@ fn status_name(s: GetMessageStatus) -> &'static str {
 }
 
 fn respond(
-    state: &BrokerState,
+    state: &BrokerContext,
     req: &RemotingCommand,
     h: &PullMessageRequestHeader,
     got: GetResult,

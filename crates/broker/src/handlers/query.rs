@@ -10,11 +10,11 @@ use remoting::server::Connection;
 use remoting::RemotingCommand;
 
 use super::{header, success, HandlerError, Reply};
-use crate::state::BrokerState;
+use crate::services::BrokerServices;
 
 /// QUERY_MESSAGE (12): up to `maxNum` records of the topic with the key, in the time range.
 pub(super) async fn query_message(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
@@ -48,7 +48,7 @@ pub(super) async fn query_message(
 
 /// VIEW_MESSAGE_BY_ID (33): the record at the CommitLog offset.
 pub(super) async fn view_message(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {

@@ -1,159 +1,23 @@
-//! CONSUMER_SEND_MSG_BACK (36): a consumer failed a message; re-read it by its CommitLog
-//! offset and write it to `%RETRY%<group>` with a delay level (0 means 3 + reconsumeTimes), or
-//! to `%DLQ%<group>` (one queue) once `reconsumeTimes >= maxReconsumeTimes` or when the delay
-//! level is negative. The copy carries `RECONSUME_TIME` + 1, `ORIGIN_MESSAGE_ID` and
-//! `RETRY_TOPIC`.
-//!
-//! A slave (an acting master while its group's master is gone) forwards the retry copy to a
-//! live master of its cluster instead ([`acting`]).
+//! CONSUMER_SEND_MSG_BACK (36): parse, let the retry service write the retry or DLQ copy
+//! ([`crate::retry`]), answer SUCCESS.
 
 use std::sync::Arc;
 
-use rand::Rng;
 use remoting::broker_headers::ConsumerSendMsgBackRequestHeader;
-use remoting::message::{MessageConst, Properties};
-use remoting::protocol::perm;
 use remoting::server::Connection;
 use remoting::RemotingCommand;
-use store::MessageExt;
 
-use super::{header, success, HandlerError, Reply};
-
-pub(crate) mod acting;
-use crate::schedule::to_schedule;
-use crate::state::{reput_inner, BrokerState};
-use crate::subscription::SubscriptionGroupConfig;
-use crate::topic::{dlq_topic, retry_topic};
+use super::{header, success, Reply};
+use crate::retry;
+use crate::services::BrokerServices;
 
 /// CONSUMER_SEND_MSG_BACK (36).
 pub(super) async fn send_back(
-    state: Arc<BrokerState>,
+    state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
     let h: ConsumerSendMsgBackRequestHeader = header(&req)?;
-    retry(&state, &h).await?;
+    retry::send_back(&state, &state.delay, &h).await?;
     Ok(Some(success(&req)))
-}
-
-async fn retry(
-    state: &BrokerState,
-    h: &ConsumerSendMsgBackRequestHeader,
-) -> Result<(), HandlerError> {
-    let (slave, auto_group) = {
-        let c = state.config();
-        (c.is_slave(), c.auto_create_subscription_group)
-    };
-    let Some(group) = state.groups.find(&h.group, auto_group)? else {
-        return Err(HandlerError::GroupNotExist(format!(
-            "subscription group not exist, {}",
-            h.group
-        )));
-    };
-    if slave {
-        return acting::forward(state, h, &group).await;
-    }
-    if !state.writable() {
-        return Err(HandlerError::NoPermission(format!(
-            "the broker[{}] sending message is forbidden",
-            state.broker_addr()
-        )));
-    }
-    if group.retry_queue_nums <= 0 {
-        return Ok(());
-    }
-    let mut topic = retry_topic(&h.group);
-    let mut queue_id = rand::thread_rng().gen_range(0..group.retry_queue_nums);
-    let retry_config = state.topics.create_if_missing(
-        &topic,
-        group.retry_queue_nums,
-        perm::PERM_READ | perm::PERM_WRITE,
-        0,
-    )?;
-    if !perm::is_writeable(retry_config.perm) {
-        return Err(HandlerError::NoPermission(format!(
-            "the topic[{topic}] sending message is forbidden"
-        )));
-    }
-    let retry = Retry::prepare(state, h, &group)?;
-    let mut props = retry.props;
-    if retry.to_dlq {
-        topic = dlq_topic(&h.group);
-        queue_id = 0;
-        state
-            .topics
-            .create_if_missing(&topic, 1, perm::PERM_READ | perm::PERM_WRITE, 0)?;
-        tracing::info!(group = %h.group, msg_id = %retry.ext.msg_id(), "message moved to the DLQ");
-    }
-    let mut msg = reput_inner(&retry.ext, state.store_host());
-    msg.topic = topic;
-    msg.queue_id = queue_id;
-    msg.reconsume_times = retry.ext.reconsume_times + 1;
-    msg.properties = props.to_wire_string();
-    if !retry.to_dlq {
-        to_schedule(
-            &mut msg,
-            &mut props,
-            retry.delay_level,
-            state.delay_levels.len(),
-        );
-    }
-    state
-        .put_acked(vec![msg])
-        .await
-        // Written is enough (as upstream's `isOk`): a flush or slave timeout must not make
-        // the consumer send the message back a second time.
-        .map(|_| ())
-        .map_err(HandlerError::from)
-}
-
-/// The failed message re-read from the CommitLog and what its retry copy needs.
-struct Retry {
-    ext: MessageExt,
-    /// Properties of the copy: `RETRY_TOPIC`, `ORIGIN_MESSAGE_ID`; no `WAIT` flag; no `DELAY`
-    /// for the DLQ.
-    props: Properties,
-    to_dlq: bool,
-    /// Delay level of a retry (0 already replaced by 3 + reconsumeTimes).
-    delay_level: i32,
-}
-
-impl Retry {
-    fn prepare(
-        state: &BrokerState,
-        h: &ConsumerSendMsgBackRequestHeader,
-        group: &SubscriptionGroupConfig,
-    ) -> Result<Retry, HandlerError> {
-        let ext = state
-            .store
-            .message_by_offset(h.offset)
-            .and_then(|r| MessageExt::decode(&r).ok())
-            .ok_or_else(|| {
-                HandlerError::System(format!("look message by offset failed, {}", h.offset))
-            })?;
-        let mut props = Properties::parse(&ext.properties);
-        if !props.contains(MessageConst::PROPERTY_RETRY_TOPIC) {
-            props.insert(MessageConst::PROPERTY_RETRY_TOPIC, ext.topic.clone());
-        }
-        props.remove(MessageConst::PROPERTY_WAIT_STORE_MSG_OK);
-        let max = h.max_reconsume_times.unwrap_or(group.retry_max_times);
-        let mut delay_level = h.delay_level;
-        let to_dlq = ext.reconsume_times >= max || delay_level < 0;
-        if to_dlq {
-            props.remove(MessageConst::PROPERTY_DELAY_TIME_LEVEL);
-        } else if delay_level == 0 {
-            delay_level = 3 + ext.reconsume_times;
-        }
-        let origin = props
-            .get(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID)
-            .map(str::to_string)
-            .unwrap_or_else(|| ext.msg_id());
-        props.insert(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID, origin);
-        Ok(Retry {
-            ext,
-            props,
-            to_dlq,
-            delay_level,
-        })
-    }
 }

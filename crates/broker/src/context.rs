@@ -1,5 +1,7 @@
-//! [`BrokerState`]: everything the request handlers and background services share, and the
-//! few operations several of them need (writing a message, the broker's address).
+//! [`BrokerContext`]: the resources the request handlers and the services share — the config
+//! snapshot, the store, the topic / group / offset / client managers, the replication state,
+//! the outgoing client and the stop signal — and the one write path (`put`, `put_acked`).
+//! It owns no service: the services (see the `services` module) are built on top of it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,15 +19,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::clients::{ConsumerManager, ProducerManager};
 use crate::config::BrokerConfig;
+use crate::error::PutError;
 use crate::ha::acks::SlaveWait;
 use crate::ha::HaState;
 use crate::lock::RebalanceLockManager;
 use crate::long_poll::PullWaiters;
 use crate::offset::ConsumerOffsetManager;
-use crate::schedule::DelayOffsets;
 use crate::subscription::SubscriptionGroupManager;
 use crate::topic::TopicConfigManager;
-use crate::transaction::TransactionOps;
 
 /// Counters shown by GET_BROKER_RUNTIME_INFO.
 #[derive(Default)]
@@ -34,8 +35,8 @@ pub(crate) struct Stats {
     pub(crate) got_messages: AtomicU64,
 }
 
-/// Shared state of a running broker.
-pub(crate) struct BrokerState {
+/// The shared resources of a running broker.
+pub(crate) struct BrokerContext {
     /// The config in force, an immutable snapshot replaced whole by UPDATE_BROKER_CONFIG;
     /// read it with [`Self::config`].
     pub(crate) config: ArcSwap<BrokerConfig>,
@@ -51,9 +52,6 @@ pub(crate) struct BrokerState {
     pub(crate) producers: ProducerManager,
     pub(crate) locks: RebalanceLockManager,
     pub(crate) waiters: Arc<PullWaiters>,
-    pub(crate) delay_levels: Vec<Duration>,
-    pub(crate) delay_offsets: DelayOffsets,
-    pub(crate) transactions: TransactionOps,
     /// Short-lived tasks (notifications, check-backs); awaited on shutdown.
     pub(crate) tasks: TaskTracker,
     /// Becomes true when the broker stops; long-lived tasks and held pulls watch it.
@@ -66,15 +64,7 @@ pub(crate) struct BrokerState {
     pub(crate) client: RemotingClient,
 }
 
-/// A write that failed, as a response code and remark (the `Display` text).
-#[derive(Debug, thiserror::Error)]
-#[error("{remark}")]
-pub(crate) struct PutError {
-    pub(crate) code: i32,
-    pub(crate) remark: String,
-}
-
-impl BrokerState {
+impl BrokerContext {
     /// The config in force: a snapshot that later updates do not change (no lock, no copy).
     pub(crate) fn config(&self) -> Arc<BrokerConfig> {
         self.config.load_full()

@@ -1,0 +1,206 @@
+//! The send policy: what a SEND_MESSAGE (10), SEND_MESSAGE_V2 (310) or SEND_BATCH_MESSAGE
+//! (320) writes, or why it is refused — topic auto-create from `TBW102`, the retry and DLQ
+//! topic rules, transactional half messages and delay levels. The send handler parses,
+//! calls [`plan`], appends what it returns and answers.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use rand::Rng;
+use remoting::broker_headers::SendMessageRequestHeader;
+use remoting::message::{decode_batch, MessageConst, MessageSysFlag, Properties};
+use remoting::protocol::{perm, TopicConfig};
+use store::MessageInner;
+
+use crate::config::BrokerConfig;
+use crate::context::BrokerContext;
+use crate::error::HandlerError;
+use crate::schedule::DelayService;
+use crate::topic::{
+    dlq_topic, is_not_allowed_send_topic, validate_topic_name, RETRY_GROUP_TOPIC_PREFIX,
+    TRANS_HALF_TOPIC,
+};
+use crate::transaction::{ensure_topics, to_half};
+
+/// The messages a send writes (one, or a batch's) and the queue they go to as the producer
+/// sees it (the real queue, also for a half or delayed message).
+pub(crate) struct Planned {
+    pub(crate) msgs: Vec<MessageInner>,
+    pub(crate) queue_id: i32,
+}
+
+/// Decides what a send request writes, in upstream's order of checks: the broker accepts
+/// writes, the topic name is legal and sendable, the topic exists (auto-created from the
+/// default topic, or as a retry topic, when allowed), the queue id is in range; then a retry
+/// message past its maximum goes to the DLQ, a batch body is split, a transactional message
+/// becomes a half message and a message with a delay level waits in the schedule topic.
+/// `born_host` is the producer's address; `config` the snapshot the request is served with.
+pub(crate) fn plan(
+    state: &BrokerContext,
+    delay: &DelayService,
+    config: &BrokerConfig,
+    born_host: SocketAddr,
+    h: &SendMessageRequestHeader,
+    body: &Bytes,
+    batch: bool,
+) -> Result<Planned, HandlerError> {
+    let cluster = &config.broker_cluster_name;
+    if config.is_slave() {
+        return Err(HandlerError::ServiceNotAvailable(
+            "broker role is slave, it does not accept messages".into(),
+        ));
+    }
+    if !perm::is_writeable(config.broker_permission) {
+        return Err(HandlerError::NoPermission(format!(
+            "the broker[{}] sending message is forbidden",
+            state.broker_addr()
+        )));
+    }
+    if let Some(why) = validate_topic_name(&h.topic) {
+        return Err(HandlerError::System(why));
+    }
+    if is_not_allowed_send_topic(&h.topic) {
+        return Err(HandlerError::NoPermission(format!(
+            "Sending message to topic[{}] is forbidden.",
+            h.topic
+        )));
+    }
+    let topic_config = topic_for_send(state, h, config.auto_create_topic_enable)?;
+    let queue_limit = topic_config
+        .write_queue_nums
+        .max(topic_config.read_queue_nums);
+    if h.queue_id >= queue_limit {
+        return Err(HandlerError::System(format!(
+            "request queueId[{}] is illegal, {:?} Producer: {}",
+            h.queue_id, topic_config, born_host
+        )));
+    }
+    let mut queue_id = h.queue_id;
+    if queue_id < 0 {
+        queue_id = rand::thread_rng().gen_range(0..topic_config.write_queue_nums.max(1));
+    }
+    let reconsume_times = h.reconsume_times.unwrap_or(0);
+    let mut topic = h.topic.clone();
+    let mut sys_flag = h.sys_flag;
+    if topic.starts_with(RETRY_GROUP_TOPIC_PREFIX) {
+        if batch {
+            return Err(HandlerError::MessageIllegal(
+                "batch request does not support retry group ".into(),
+            ));
+        }
+        let group = &topic[RETRY_GROUP_TOPIC_PREFIX.len()..];
+        let Ok(Some(group_config)) = state.groups.find(group, false) else {
+            return Err(HandlerError::GroupNotExist(format!(
+                "subscription group not exist, {group}"
+            )));
+        };
+        let max = h
+            .max_reconsume_times
+            .unwrap_or(group_config.retry_max_times);
+        // The producer fallback sends RECONSUME_TIME already incremented: past the maximum
+        // (the same rule as CONSUMER_SEND_MSG_BACK's `reconsumeTimes >= max` before the
+        // increment), the message goes to the DLQ.
+        if reconsume_times > max {
+            let dlq = dlq_topic(group);
+            state
+                .topics
+                .create_if_missing(&dlq, 1, perm::PERM_READ | perm::PERM_WRITE, 0)?;
+            topic = dlq;
+            queue_id = 0;
+            sys_flag = MessageSysFlag::reset_transaction_value(
+                sys_flag,
+                MessageSysFlag::TRANSACTION_NOT_TYPE,
+            );
+        }
+    }
+
+    let store_host = state.store_host();
+    let make = |flag: i32, body: bytes::Bytes, props: Properties| MessageInner {
+        topic: topic.clone(),
+        queue_id,
+        flag,
+        body,
+        properties: props.to_wire_string(),
+        sys_flag,
+        born_timestamp: h.born_timestamp,
+        born_host,
+        store_host,
+        reconsume_times,
+        prepared_transaction_offset: 0,
+    };
+
+    let mut msgs = Vec::new();
+    if batch {
+        let decoded = decode_batch(body, &topic)
+            .map_err(|e| HandlerError::MessageIllegal(format!("bad batch body: {e}")))?;
+        if decoded.is_empty() {
+            return Err(HandlerError::MessageIllegal("empty batch body".into()));
+        }
+        for m in decoded {
+            if m.delay_time_level() > 0 {
+                return Err(HandlerError::MessageIllegal(
+                    "batch messages do not support delay levels".into(),
+                ));
+            }
+            let mut props = m.properties;
+            props.insert(MessageConst::PROPERTY_CLUSTER, cluster.clone());
+            msgs.push(make(m.flag, m.body, props));
+        }
+    } else {
+        let mut props = Properties::parse(h.properties.as_deref().unwrap_or(""));
+        props.insert(MessageConst::PROPERTY_CLUSTER, cluster.clone());
+        let mut msg = make(h.flag, body.clone(), props.clone());
+        let tran_type = MessageSysFlag::transaction_value(sys_flag);
+        let prepared = props.get(MessageConst::PROPERTY_TRANSACTION_PREPARED) == Some("true")
+            || tran_type == MessageSysFlag::TRANSACTION_PREPARED_TYPE;
+        if prepared {
+            if config.reject_transaction_message {
+                return Err(HandlerError::NoPermission(format!(
+                    "the broker[{}] sending transaction message is forbidden",
+                    state.broker_addr()
+                )));
+            }
+            ensure_topics(state, TRANS_HALF_TOPIC);
+            to_half(&mut msg, &mut props, &h.producer_group);
+        } else {
+            let level = props
+                .get(MessageConst::PROPERTY_DELAY_TIME_LEVEL)
+                .and_then(|l| l.trim().parse::<i32>().ok())
+                .unwrap_or(0);
+            if level > 0 {
+                delay.to_schedule(&mut msg, &mut props, level);
+            }
+        }
+        msgs.push(msg);
+    }
+    Ok(Planned { msgs, queue_id })
+}
+
+/// The topic's config, auto-created from the default topic (or as a retry topic) when allowed.
+fn topic_for_send(
+    state: &BrokerContext,
+    h: &SendMessageRequestHeader,
+    auto_create: bool,
+) -> Result<TopicConfig, HandlerError> {
+    if let Some(tc) = state.topics.select(&h.topic) {
+        return Ok(tc);
+    }
+    let mut created = state.topics.create_in_send(
+        &h.topic,
+        &h.default_topic,
+        h.default_topic_queue_nums,
+        0,
+        auto_create,
+    )?;
+    if created.is_none() && h.topic.starts_with(RETRY_GROUP_TOPIC_PREFIX) {
+        created = Some(state.topics.create_if_missing(
+            &h.topic,
+            1,
+            perm::PERM_READ | perm::PERM_WRITE,
+            0,
+        )?);
+    }
+    created.ok_or_else(|| {
+        HandlerError::TopicNotExist(format!("topic[{}] not exist, apply first please!", h.topic))
+    })
+}
