@@ -46,7 +46,13 @@ pub struct Broker {
 impl Broker {
     /// Opens the store (recovering it if needed), loads the config files, binds
     /// `bindAddress:listenPort`, registers with the NameServers and starts the services.
+    /// Fails with [`BrokerError::Config`] when `storePathRootDir` is empty.
     pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        if config.store_path_root_dir.as_os_str().is_empty() {
+            return Err(BrokerError::Config(
+                "config key `storePathRootDir` is not set".into(),
+            ));
+        }
         let store_config = config.store_config();
         let store = tokio::task::spawn_blocking(move || MessageStore::open(store_config))
             .await
@@ -249,5 +255,22 @@ async fn housekeeping(state: Arc<BrokerServices>) {
             let expiry = Duration::from_millis(state.config().channel_expired_timeout);
             membership::remove_expired(&state, expiry);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn refuses_to_start_without_a_store_root() {
+        // The default has no store root (no `$HOME` in the library): the broker stops before
+        // opening a store, rather than write to a relative `store/`.
+        let err = Broker::start(BrokerConfig::default()).await.err();
+        assert!(
+            matches!(&err, Some(BrokerError::Config(m)) if m.contains("storePathRootDir")),
+            "{:?}",
+            err.map(|e| e.to_string())
+        );
     }
 }

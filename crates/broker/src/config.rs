@@ -154,8 +154,10 @@ remoting::settings_struct! {
         broker_ip1: Option<IpAddr> = "brokerIP1", None;
         /// `brokerIP2`: address advertised for replication; default `brokerIP1`.
         broker_ip2: Option<IpAddr> = "brokerIP2", None;
-        /// `storePathRootDir`.
-        store_path_root_dir: PathBuf = "storePathRootDir", default_store_root();
+        /// `storePathRootDir`: no default here (the library reads no environment); the
+        /// `apogee` binary supplies upstream's `$HOME/store`. A broker does not start with
+        /// it empty.
+        store_path_root_dir: PathBuf = "storePathRootDir", PathBuf::new();
         /// `storePathCommitLog`: default `<storePathRootDir>/commitlog`.
         store_path_commit_log: Option<PathBuf> = "storePathCommitLog", None;
         /// `brokerPermission`: 6 read-write, 4 read-only, 2 write-only.
@@ -252,13 +254,6 @@ remoting::settings_struct! {
         /// `maxConnections`: connections served at once.
         max_connections: usize = "maxConnections", 10_000;
     }
-}
-
-fn default_store_root() -> PathBuf {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    home.join("store")
 }
 
 impl BrokerConfig {

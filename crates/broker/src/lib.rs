@@ -7,6 +7,7 @@
 //! # async fn run() -> Result<(), broker::BrokerError> {
 //! let mut config = broker::BrokerConfig::default();
 //! config.namesrv_addr = "127.0.0.1:9876".into();
+//! config.store_path_root_dir = "/var/lib/apogee/store".into();
 //! let broker = broker::Broker::start(config).await?;
 //! println!("broker listening on {}", broker.local_addr());
 //! broker.shutdown().await;
