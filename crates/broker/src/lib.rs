@@ -3,6 +3,12 @@
 //! the retry / DLQ / delay / transaction services and registration with the NameServers, on
 //! top of the [`store`] crate.
 //!
+//! Layers, each using only those before it: the shared resources (`context`: config
+//! snapshot, store, managers, the write path), the services built on them (`services` lists
+//! them: send policy, retry / DLQ, delay, transactions, cluster, membership, registration,
+//! replication), and the request handlers (`handlers`: one dispatch table keyed by request
+//! code, one function per code, calling services). [`Broker`] builds and runs them.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), broker::BrokerError> {
 //! let mut config = broker::BrokerConfig::default();

@@ -7,7 +7,6 @@
 mod admin;
 mod client;
 mod consumer;
-
 mod forward;
 mod pull;
 mod query;
@@ -25,7 +24,7 @@ use remoting::{RemotingCommand, RemotingError, RequestCode, ResponseCode};
 
 use crate::services::BrokerServices;
 
-pub(crate) use crate::error::HandlerError;
+use crate::error::HandlerError;
 
 /// What a handler answers: a response, no response (`None`: the request is oneway in effect
 /// or its connection closed), or the refusal the dispatch wrapper answers.
@@ -217,12 +216,12 @@ impl ConnectionListener for ClientHousekeeping {
 }
 
 /// SUCCESS with no remark.
-pub(crate) fn success(req: &RemotingCommand) -> RemotingCommand {
+fn success(req: &RemotingCommand) -> RemotingCommand {
     RemotingCommand::response_to(req, ResponseCode::SUCCESS, None)
 }
 
 /// The request's typed header, or the SYSTEM_ERROR naming the bad field.
-pub(crate) fn header<H: CommandHeader>(req: &RemotingCommand) -> Result<H, HandlerError> {
+fn header<H: CommandHeader>(req: &RemotingCommand) -> Result<H, HandlerError> {
     H::from_command(req).map_err(HandlerError::BadHeader)
 }
 
