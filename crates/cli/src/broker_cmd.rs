@@ -29,13 +29,11 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     }
     if !props.contains_key("storePathRootDir") {
         // Upstream's default, `${user.home}/store`; the broker library reads no environment.
-        if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-            let root = PathBuf::from(home).join("store");
-            props.insert(
-                "storePathRootDir".to_string(),
-                root.to_string_lossy().into_owned(),
-            );
-        }
+        let root = crate::home_dir().join("store");
+        props.insert(
+            "storePathRootDir".to_string(),
+            root.to_string_lossy().into_owned(),
+        );
     }
     let config = BrokerConfig::from_properties(&props).context("invalid broker config")?;
     if config.name_servers().is_empty() {

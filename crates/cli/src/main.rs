@@ -69,13 +69,17 @@ pub(crate) fn read_properties(
     }
 }
 
-/// The user's home directory (`$HOME`), under which the commands keep their files by default as
-/// upstream does; the working directory when `HOME` is not set. Only the binary decides this:
-/// the libraries take paths in their configs.
+/// The user's home directory, under which the commands keep their files by default as upstream
+/// does (`user.home`): `$HOME`, else the user's passwd entry, else (with a warning) the absolute
+/// working directory, so a default path is never relative. Only the binary decides this: the
+/// libraries take paths in their configs.
 pub(crate) fn home_dir() -> std::path::PathBuf {
-    std::env::var_os("HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_default()
+    if let Some(home) = std::env::home_dir().filter(|h| !h.as_os_str().is_empty()) {
+        return home;
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("/"));
+    tracing::warn!(dir = %cwd.display(), "no home directory (HOME unset, no passwd entry): default paths go under the working directory");
+    cwd
 }
 
 /// Resolves when the process receives SIGINT or SIGTERM.
