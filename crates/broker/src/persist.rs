@@ -14,7 +14,7 @@
 //! requests while a write is in flight lead to one more write, of the then-latest snapshot, and
 //! because snapshots are taken by that single thread one after another, an older snapshot is
 //! never renamed over a newer one. Callers that must not answer before their change is durable
-//! wait for the write covering it ([`Persister::flush`], [`Persister::persist_now`]).
+//! wait for the write covering it ([`Persister::flush`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -82,6 +82,34 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), BrokerError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir))
+}
+
+/// Removes the temporary files of `path` that an earlier process left behind when it died
+/// mid-write (`<file>.tmp.<pid>.<n>` with another pid: the store's lock guarantees that process
+/// is gone). Best effort: a file that cannot be listed or removed is only logged.
+fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.tmp.", name.to_string_lossy());
+    let own = format!("{prefix}{}.", std::process::id());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        if file.starts_with(&prefix) && !file.starts_with(&own) {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %entry.path().display(), "removed a temporary config file left by a crash")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove a stale temporary config file")
+                }
+            }
+        }
+    }
 }
 
 /// Content of `path` (or of `path.bak` when only that exists); `None` when neither exists or
@@ -189,6 +217,7 @@ impl Persister {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        remove_stale_temps(&path);
         let writer = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -205,7 +234,7 @@ impl Persister {
     /// Marks the file dirty and returns the generation of this request; the writer thread
     /// writes a snapshot taken after this call. Never waits for the disk (only for a lock held
     /// while counters are updated), so it may be called from the send path on a runtime
-    /// thread. Durable once [`Self::wait`] / [`Self::wait_blocking`] of the generation say so.
+    /// thread. Durable once [`Self::wait`] of the generation says so.
     pub(crate) fn request(&self) -> u64 {
         let generation = {
             let mut s = self.shared.state.lock();
@@ -226,6 +255,7 @@ impl Persister {
     }
 
     /// [`Self::wait`] blocking the calling thread: not for async runtime threads.
+    #[cfg(test)]
     pub(crate) fn wait_blocking(&self, generation: u64) -> Result<(), BrokerError> {
         let mut s = self.shared.state.lock();
         while s.attempted < generation {
@@ -242,6 +272,7 @@ impl Persister {
 
     /// Requests a write and blocks the calling thread until it is durable: for tests, tools
     /// and other non-async callers.
+    #[cfg(test)]
     pub(crate) fn persist_now(&self) -> Result<(), BrokerError> {
         let generation = self.request();
         self.wait_blocking(generation)
@@ -354,6 +385,22 @@ fn run_writer(shared: &Shared, mut snapshot: Snapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporary_files_of_a_dead_writer_are_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("topics.json");
+        let stale = dir.path().join("topics.json.tmp.4000000000.7");
+        let other_file = dir.path().join("consumerOffset.json.tmp.4000000000.1");
+        fs::write(&stale, b"{").unwrap();
+        fs::write(&other_file, b"{").unwrap();
+        let _p = Persister::new(path, || Ok(b"{}".to_vec())).unwrap();
+        assert!(!stale.exists(), "a crashed writer's temp file is removed");
+        assert!(
+            other_file.exists(),
+            "another file's temp files are its own persister's"
+        );
+    }
     use std::sync::atomic::AtomicBool;
 
     #[test]

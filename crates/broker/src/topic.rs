@@ -369,6 +369,7 @@ impl TopicConfigManager {
     }
 
     /// [`Self::flush`] blocking the calling thread: not for async runtime threads.
+    #[cfg(test)]
     pub fn persist_now(&self) -> Result<(), BrokerError> {
         self.persister.persist_now()
     }

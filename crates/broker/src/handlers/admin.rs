@@ -63,6 +63,8 @@ pub(super) async fn update_topic(
         ..TopicConfig::default()
     };
     state.topics.update(tc)?;
+    // Durable before the answer, as upstream persists before it replies.
+    state.topics.flush().await?;
     Ok(Some(success(&req).with_remark("not set any response code")))
 }
 
@@ -73,7 +75,9 @@ pub(super) async fn delete_topic(
     req: RemotingCommand,
 ) -> Reply {
     let h: DeleteTopicRequestHeader = header(&req)?;
-    state.topics.delete(&h.topic)?;
+    if state.topics.delete(&h.topic)? {
+        state.topics.flush().await?;
+    }
     state.offsets.remove_topic(&h.topic);
     state
         .store
@@ -103,6 +107,7 @@ pub(super) async fn update_group(
         return Err(HandlerError::System("groupName is empty".into()));
     }
     state.groups.update(config)?;
+    state.groups.flush().await?;
     Ok(Some(success(&req)))
 }
 
@@ -113,7 +118,9 @@ pub(super) async fn delete_group(
     req: RemotingCommand,
 ) -> Reply {
     let h: DeleteSubscriptionGroupRequestHeader = header(&req)?;
-    state.groups.delete(&h.group_name)?;
+    if state.groups.delete(&h.group_name)? {
+        state.groups.flush().await?;
+    }
     Ok(Some(success(&req)))
 }
 
