@@ -136,6 +136,15 @@ fn bad_header_remark(e: &RemotingError) -> String {
     }
 }
 
+impl From<durable::FileError> for BrokerError {
+    fn from(e: durable::FileError) -> BrokerError {
+        BrokerError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use remoting::protocol::{from_fastjson, to_fastjson, KeyStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::error::BrokerError;
-use crate::persist::{self, Persister};
+use crate::persist::Persister;
 
 const TOPIC_GROUP_SEPARATOR: char = '@';
 
@@ -81,7 +81,7 @@ impl ConsumerOffsetManager {
     pub fn load(root: &Path) -> Result<ConsumerOffsetManager, BrokerError> {
         let path = root.join("config").join("consumerOffset.json");
         let mut table = HashMap::new();
-        if let Some(data) = persist::read_optional(&path)? {
+        if let Some(data) = durable::read_optional(&path)? {
             let file: OffsetFile = from_fastjson(&data).map_err(|e| BrokerError::Parse {
                 path: path.clone(),
                 reason: e.to_string(),

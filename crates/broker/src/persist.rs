@@ -2,11 +2,10 @@
 //! `subscriptionGroup.json`, `consumerOffset.json`, `delayOffset.json`): how one is replaced
 //! without ever being torn, and the one writer each of them has.
 //!
-//! [`write_atomic`] writes a temporary file whose name no other write uses
-//! (`<file>.tmp.<pid>.<n>`), fsyncs it, renames it over the file and fsyncs the directory, so
-//! a crash leaves either the old or the new content. Upstream also keeps a `.bak` copy; the
-//! rename makes it unnecessary, but a `.bak` left by upstream is read when the main file is
-//! missing ([`read_optional`]).
+//! Each write goes through [`durable::write_atomic`] (a temporary file of its own, fsync,
+//! rename, directory fsync), so a crash leaves either the old or the new content. Upstream
+//! also keeps a `.bak` copy; the rename makes it unnecessary, but a `.bak` left by upstream is
+//! read when the main file is missing ([`durable::read_optional`]).
 //!
 //! [`Persister`] owns one file and is the only thing that writes it. A manager asks it to
 //! persist after a change ([`Persister::request`], which never touches the disk); a dedicated
@@ -16,11 +15,8 @@
 //! never renamed over a newer one. Callers that must not answer before their change is durable
 //! wait for the write covering it ([`Persister::flush`]).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -38,94 +34,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BrokerError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Distinguishes the temporary files of this process's writes.
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// `<path>.tmp.<pid>.<n>`: unique among concurrent writes in this process and others.
-fn temp_path(path: &Path) -> PathBuf {
-    let mut tmp = path.as_os_str().to_owned();
-    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    tmp.push(format!(".tmp.{}.{n}", std::process::id()));
-    PathBuf::from(tmp)
-}
-
-/// Replaces `path` with `data` atomically: writes a temporary file of its own beside it,
-/// fsyncs it, renames it over `path` and fsyncs the directory. Durable when it returns `Ok`;
-/// on an error `path` is unchanged and the temporary file is removed. Concurrent calls on one
-/// path never tear the file (each leaves one whole content), but which one ends up last is
-/// the callers' business: a file written from several places goes through a [`Persister`].
-/// Blocks on the disk: not for async runtime threads.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), BrokerError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let tmp = temp_path(path);
-    let written = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(data)?;
-            f.sync_all()
-        })
-        .map_err(io_err(&tmp))
-        .and_then(|()| fs::rename(&tmp, path).map_err(io_err(path)));
-    if let Err(e) = written {
-        // Best effort: the file may not even have been created.
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
-}
-
-/// Removes the temporary files of `path` that an earlier process left behind when it died
-/// mid-write (`<file>.tmp.<pid>.<n>` with another pid: the store's lock guarantees that process
-/// is gone). Best effort: a file that cannot be listed or removed is only logged.
-fn remove_stale_temps(path: &Path) {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return;
-    };
-    let prefix = format!("{}.tmp.", name.to_string_lossy());
-    let own = format!("{prefix}{}.", std::process::id());
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file = entry.file_name();
-        let file = file.to_string_lossy();
-        if file.starts_with(&prefix) && !file.starts_with(&own) {
-            match fs::remove_file(entry.path()) {
-                Ok(()) => {
-                    tracing::info!(file = %entry.path().display(), "removed a temporary config file left by a crash")
-                }
-                Err(e) => {
-                    tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove a stale temporary config file")
-                }
-            }
-        }
-    }
-}
-
-/// Content of `path` (or of `path.bak` when only that exists); `None` when neither exists or
-/// the file is empty.
-pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, BrokerError> {
-    let mut bak = path.as_os_str().to_owned();
-    bak.push(".bak");
-    for candidate in [path.to_path_buf(), PathBuf::from(bak)] {
-        match fs::read(&candidate) {
-            Ok(data) if data.iter().all(u8::is_ascii_whitespace) => continue,
-            Ok(data) => return Ok(Some(data)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err(&candidate)(e)),
-        }
-    }
-    Ok(None)
 }
 
 /// Produces the bytes of the file from the owner's current state; called on the writer
@@ -217,7 +125,8 @@ impl Persister {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        remove_stale_temps(&path);
+        // The store's lock keeps other processes out, so another pid's temp file is a crash's.
+        durable::remove_stale_temps(&path);
         let writer = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -342,7 +251,7 @@ fn run_writer(shared: &Shared, mut snapshot: Snapshot) {
         let generation = state.requested;
         let result = MutexGuard::unlocked(&mut state, || {
             catch_unwind(AssertUnwindSafe(|| {
-                snapshot().and_then(|data| write_atomic(path, &data))
+                snapshot().and_then(|data| Ok(durable::write_atomic(path, &data)?))
             }))
             .unwrap_or_else(|_| {
                 Err(io_err(path)(std::io::Error::other(
@@ -384,6 +293,9 @@ fn run_writer(shared: &Shared, mut snapshot: Snapshot) {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     use super::*;
 
     #[test]
@@ -401,102 +313,6 @@ mod tests {
             "another file's temp files are its own persister's"
         );
     }
-    use std::sync::atomic::AtomicBool;
-
-    #[test]
-    fn atomic_write_then_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config").join("a.json");
-        assert!(read_optional(&path).unwrap().is_none());
-        write_atomic(&path, b"{\"x\":1}").unwrap();
-        write_atomic(&path, b"{\"x\":2}").unwrap();
-        assert_eq!(read_optional(&path).unwrap().unwrap(), b"{\"x\":2}");
-        let names: Vec<_> = fs::read_dir(path.parent().unwrap())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, vec!["a.json"], "no temporary file is left");
-    }
-
-    /// A payload that says which write it is and whose length proves it whole.
-    fn payload(writer: usize, seq: usize) -> Vec<u8> {
-        let head = format!("{writer}:{seq}:");
-        let mut data = head.into_bytes();
-        let pad = 8192 + (writer * 977 + seq * 131) % 8192;
-        data.extend(vec![b'x'; pad]);
-        data.extend(format!(":{pad}").into_bytes());
-        data
-    }
-
-    fn is_whole(data: &[u8]) -> bool {
-        let text = String::from_utf8_lossy(data);
-        let mut parts = text.split(':');
-        let (Some(w), Some(s), Some(pad), Some(len), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return false;
-        };
-        let (Ok(w), Ok(s)) = (w.parse::<usize>(), s.parse::<usize>()) else {
-            return false;
-        };
-        payload(w, s) == data && len.parse() == Ok(pad.len())
-    }
-
-    /// Fails on a fixed temporary name: one writer truncates or renames away another's
-    /// temporary file (rename fails with NotFound, or a torn file is renamed in).
-    #[test]
-    fn concurrent_writes_to_one_path_never_fail_or_tear() {
-        const WRITERS: usize = 8;
-        const WRITES: usize = 40;
-        let dir = tempfile::tempdir().unwrap();
-        let path = Arc::new(dir.path().join("config").join("topics.json"));
-        write_atomic(&path, &payload(0, 0)).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let reader = {
-            let (path, stop) = (path.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut torn = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(data) = fs::read(&*path) {
-                        torn += usize::from(!is_whole(&data));
-                    }
-                }
-                torn
-            })
-        };
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|w| {
-                let path = path.clone();
-                std::thread::spawn(move || {
-                    (0..WRITES)
-                        .filter_map(|s| write_atomic(&path, &payload(w, s)).err())
-                        .map(|e| e.to_string())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let errors: Vec<String> = writers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect();
-        stop.store(true, Ordering::Relaxed);
-        let torn = reader.join().unwrap();
-        assert!(
-            errors.is_empty(),
-            "{} concurrent writes failed, first: {:?}",
-            errors.len(),
-            errors.first()
-        );
-        assert_eq!(torn, 0, "a reader saw a torn file");
-        assert!(is_whole(&fs::read(&*path).unwrap()));
-        let left = fs::read_dir(path.parent().unwrap()).unwrap().count();
-        assert_eq!(left, 1, "no temporary file is left");
-    }
-
     /// A persister of a counter whose snapshots take `delay` to produce.
     fn counter_persister(
         path: &Path,

@@ -36,7 +36,7 @@ use tokio::task::JoinSet;
 use crate::cluster;
 use crate::context::{reput_inner, BrokerContext};
 use crate::error::BrokerError;
-use crate::persist::{self, Persister};
+use crate::persist::Persister;
 use crate::topic::SCHEDULE_TOPIC;
 
 /// Messages read per pass of a level task.
@@ -71,7 +71,7 @@ impl DelayOffsets {
     pub(crate) fn load(root: &Path) -> Result<DelayOffsets, BrokerError> {
         let path = root.join("config").join("delayOffset.json");
         let mut table = BTreeMap::new();
-        if let Some(data) = persist::read_optional(&path)? {
+        if let Some(data) = durable::read_optional(&path)? {
             let file: DelayOffsetFile = from_fastjson(&data).map_err(|e| BrokerError::Parse {
                 path: path.clone(),
                 reason: e.to_string(),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
-use crate::persist::{self, Persister};
+use crate::persist::Persister;
 use crate::topic::next_version;
 
 /// One consumer group's settings (upstream `SubscriptionGroupConfig`, fields in fastjson's
@@ -97,7 +97,7 @@ impl SubscriptionGroupManager {
                 .subscription_group_table
                 .insert(g.to_string(), SubscriptionGroupConfig::new(g));
         }
-        if let Some(data) = persist::read_optional(&path)? {
+        if let Some(data) = durable::read_optional(&path)? {
             let stored: SubscriptionGroupWrapper =
                 from_fastjson(&data).map_err(|e| BrokerError::Parse {
                     path: path.clone(),

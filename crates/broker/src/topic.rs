@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
-use crate::persist::{self, Persister};
+use crate::persist::Persister;
 
 /// Topic producers name as `defaultTopic` when sending to a topic that does not exist yet.
 pub const AUTO_CREATE_TOPIC_KEY_TOPIC: &str = "TBW102";
@@ -109,7 +109,7 @@ impl TopicConfigManager {
             },
             topic_config_table: system_topics(config),
         };
-        if let Some(data) = persist::read_optional(&path)? {
+        if let Some(data) = durable::read_optional(&path)? {
             let stored: TopicConfigSerializeWrapper =
                 from_fastjson(&data).map_err(|e| BrokerError::Parse {
                     path: path.clone(),

@@ -133,13 +133,11 @@ impl LocalFileOffsetStore {
     }
 
     fn bak_path(&self) -> PathBuf {
-        let mut p = self.path.clone().into_os_string();
-        p.push(".bak");
-        PathBuf::from(p)
+        durable::bak_path(&self.path)
     }
 
-    /// Writes the offsets of `mqs` (all when `None`): temporary file, old file kept as
-    /// `.bak`, then rename.
+    /// Writes the offsets of `mqs` (all when `None`): the old file is kept as `.bak`, and the
+    /// new one replaces it atomically ([`durable::write_atomic`]). Blocks on the disk.
     pub fn persist(&self, mqs: Option<&BTreeSet<MessageQueue>>) -> Result<()> {
         let offsets = self.table.snapshot(mqs);
         if offsets.is_empty() {
@@ -149,27 +147,20 @@ impl LocalFileOffsetStore {
             offset_table: offsets,
         }
         .encode()?;
-        let io = |source| ClientError::Io {
-            path: self.path.display().to_string(),
-            source,
+        let io = |e: durable::FileError| ClientError::Io {
+            path: e.path.display().to_string(),
+            source: e.source,
         };
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let mut tmp = self.path.clone().into_os_string();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(&body).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
+        // Upstream keeps the previous file as `.bak`, read when the file is unreadable.
         if self.path.exists() {
-            std::fs::copy(&self.path, self.bak_path()).map_err(io)?;
+            std::fs::copy(&self.path, durable::bak_path(&self.path)).map_err(|source| {
+                ClientError::Io {
+                    path: self.path.display().to_string(),
+                    source,
+                }
+            })?;
         }
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        Ok(())
+        durable::write_atomic(&self.path, &body).map_err(io)
     }
 }
 
