@@ -1,5 +1,5 @@
-//! [`Broker`]: a running broker — the store, the managers, the remoting server with the
-//! request handlers, and the background tasks (registration, delay delivery, transaction
+//! [`Broker`]: a running broker — the store, the managers, the remoting servers (`listenPort`
+//! and the fast port, one dispatcher) with the request handlers, and the background tasks (registration, delay delivery, transaction
 //! checks, housekeeping), each stopped and awaited by [`Broker::shutdown`].
 
 use std::net::SocketAddr;
@@ -39,14 +39,16 @@ const CLIENT_SCAN_INTERVAL: Duration = Duration::from_secs(10);
 pub struct Broker {
     server: RemotingServer,
     services: Arc<BrokerServices>,
+    /// The fast ("VIP") port: same dispatcher and limits as `server`.
+    fast_server: Option<RemotingServer>,
     tasks: Vec<JoinHandle<()>>,
     client: RemotingClient,
 }
 
 impl Broker {
     /// Opens the store (recovering it if needed), loads the config files, binds
-    /// `bindAddress:listenPort`, registers with the NameServers and starts the services.
-    /// Fails with [`BrokerError::Config`] when `storePathRootDir` is empty.
+    /// `bindAddress:listenPort` and the fast port, registers with the NameServers and starts
+    /// the services. Fails with [`BrokerError::Config`] when `storePathRootDir` is empty.
     pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
         if config.store_path_root_dir.as_os_str().is_empty() {
             return Err(BrokerError::Config(
@@ -115,15 +117,40 @@ impl Broker {
             )),
             transactions: Arc::new(TransactionService::default()),
         });
-        let started = match handlers::dispatcher(&services) {
-            Ok(dispatcher) => RemotingServer::start(server_config, dispatcher).await,
-            Err(e) => Err(e),
+        let dispatcher = match handlers::dispatcher(&services) {
+            Ok(d) => Arc::new(d),
+            Err(e) => {
+                store.shutdown()?;
+                return Err(e.into());
+            }
         };
-        let server = match started {
+        let server = match RemotingServer::start(server_config.clone(), dispatcher.clone()).await {
             Ok(s) => s,
             Err(e) => {
                 store.shutdown()?;
                 return Err(e.into());
+            }
+        };
+        // Upstream brokers and VIP-channel clients dial `listenPort - 2`: serve it like the main
+        // port (each port admits up to `maxConnections`, as upstream's cloned server config).
+        let fast_server = match config.fast_listen_addr() {
+            None => None,
+            Some(listen) => {
+                let fast_config = ServerConfig {
+                    listen,
+                    ..server_config
+                };
+                match RemotingServer::start(fast_config, dispatcher).await {
+                    Ok(s) => Some(s),
+                    Err(source) => {
+                        server.shutdown().await;
+                        store.shutdown()?;
+                        return Err(BrokerError::FastBind {
+                            addr: listen,
+                            source,
+                        });
+                    }
+                }
             }
         };
         let advertised = SocketAddr::new(config.advertised_ip(), server.local_addr().port());
@@ -142,7 +169,7 @@ impl Broker {
             let listener = match ha::master::bind(&state).await {
                 Ok(l) => l,
                 Err(e) => {
-                    server.shutdown().await;
+                    stop_servers(server, fast_server).await;
                     store.shutdown()?;
                     return Err(BrokerError::HaBind(e));
                 }
@@ -163,6 +190,7 @@ impl Broker {
         }
         tracing::info!(
             addr = %advertised,
+            fast = ?fast_server.as_ref().map(|s| s.local_addr()),
             broker = %config.broker_name,
             cluster = %config.broker_cluster_name,
             "broker started"
@@ -170,6 +198,7 @@ impl Broker {
         Ok(Broker {
             server,
             services,
+            fast_server,
             tasks,
             client,
         })
@@ -178,6 +207,12 @@ impl Broker {
     /// The address the server is bound to (the real port when `listenPort` was 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// The address the fast port is bound to (`fastListenPort`, default `listenPort - 2`);
+    /// `None` when `fastListenPortEnable` is false.
+    pub fn fast_local_addr(&self) -> Option<SocketAddr> {
+        self.fast_server.as_ref().map(|s| s.local_addr())
     }
 
     /// `brokerIP1:port`, the address registered with the NameServers.
@@ -195,12 +230,14 @@ impl Broker {
         self.services.config().as_ref().clone()
     }
 
-    /// Stops everything in order: held pulls and services are told to stop, the server closes
-    /// every connection and awaits its handlers, the services end (registration unregisters),
+    /// Stops everything in order: held pulls and services are told to stop, both servers close
+    /// every connection and await their handlers, the services end (registration unregisters),
     /// config files are persisted and the store is flushed and closed.
     pub async fn shutdown(self) {
-        let _ = self.services.stopping.send(true);
-        self.server.shutdown().await;
+        // `send` would drop the value while no task has subscribed yet (a stop right after
+        // start); a task subscribing later must still see it.
+        self.services.stopping.send_replace(true);
+        stop_servers(self.server, self.fast_server).await;
         for task in self.tasks {
             if let Err(e) = task.await {
                 tracing::error!("broker task failed: {e}");
@@ -215,6 +252,16 @@ impl Broker {
         }
         tracing::info!("broker stopped");
     }
+}
+
+/// Shuts both servers down together and waits for them.
+async fn stop_servers(server: RemotingServer, fast: Option<RemotingServer>) {
+    let fast = async {
+        if let Some(fast) = fast {
+            fast.shutdown().await;
+        }
+    };
+    tokio::join!(server.shutdown(), fast);
 }
 
 /// Writes every config file with the latest state and waits until they are durable (the

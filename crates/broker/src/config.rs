@@ -145,6 +145,15 @@ remoting::settings_struct! {
         namesrv_addr: String = "namesrvAddr", String::new();
         /// `listenPort`: client port (0 picks a free one).
         listen_port: u16 = "listenPort", 10911;
+        /// `fastListenPort` (Apogee key; upstream always uses `listenPort - 2`): the second
+        /// ("fast" / VIP) client port, serving the same requests as `listenPort`. Upstream
+        /// brokers dial their master's `listenPort - 2` for metadata sync, and clients with
+        /// `vipChannelEnabled` dial it too, so only the default suits a mixed cluster. Default
+        /// `listenPort - 2`; like upstream, a free port is picked when that is not a port
+        /// (`listenPort` 0, 1 or 2). 0 also picks a free one. See [`BrokerConfig::fast_listen_addr`].
+        fast_listen_port: Option<u16> = "fastListenPort", None;
+        /// `fastListenPortEnable` (Apogee key): `false` serves no fast port.
+        fast_listen_port_enable: bool = "fastListenPortEnable", true;
         /// `bindAddress`: address to listen on.
         bind_address: IpAddr = "bindAddress", IpAddr::V4(Ipv4Addr::UNSPECIFIED);
         /// `haListenPort`: replication port; default `listenPort + 1`.
@@ -300,6 +309,15 @@ impl BrokerConfig {
                 self.default_topic_queue_nums
             )));
         }
+        if let Some(fast) = self.fast_listen_addr() {
+            if fast.port() != 0 && fast.port() == self.listen_port {
+                return Err(BrokerError::Config(format!(
+                    "config key `fastListenPort` has value `{}`, the same port as `listenPort`; \
+                     choose another port or set `fastListenPortEnable=false`",
+                    fast.port()
+                )));
+            }
+        }
         let addrs = self.namesrv_addr.split([';', ',']).map(str::trim);
         for addr in addrs.filter(|a| !a.is_empty()) {
             if NameServerAddr::parse(addr).is_none() {
@@ -324,6 +342,19 @@ impl BrokerConfig {
     /// `bindAddress:listenPort`.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.bind_address, self.listen_port)
+    }
+
+    /// `bindAddress` and the fast port: `fastListenPort`, else `listenPort - 2` (0, a free
+    /// port, when `listenPort` is below 3, as upstream does); `None` when
+    /// `fastListenPortEnable` is false.
+    pub fn fast_listen_addr(&self) -> Option<SocketAddr> {
+        if !self.fast_listen_port_enable {
+            return None;
+        }
+        let port = self
+            .fast_listen_port
+            .unwrap_or(self.listen_port.saturating_sub(2));
+        Some(SocketAddr::new(self.bind_address, port))
     }
 
     /// The IP advertised to NameServers and written into message ids.
@@ -454,6 +485,35 @@ mod tests {
     }
 
     #[test]
+    fn fast_port_is_listen_port_minus_two_unless_set_or_disabled() {
+        let fast = |pairs: &[(&str, &str)]| {
+            BrokerConfig::from_properties(&props(pairs))
+                .unwrap()
+                .fast_listen_addr()
+                .map(|a| a.port())
+        };
+        assert_eq!(fast(&[]), Some(10909));
+        assert_eq!(fast(&[("listenPort", "20911")]), Some(20909));
+        // Ephemeral main port: ephemeral fast port, never a wrapped-around one.
+        for p in ["0", "1", "2"] {
+            assert_eq!(fast(&[("listenPort", p)]), Some(0), "listenPort={p}");
+        }
+        assert_eq!(fast(&[("listenPort", "3")]), Some(1));
+        assert_eq!(fast(&[("fastListenPort", "30000")]), Some(30000));
+        assert_eq!(
+            fast(&[("listenPort", "0"), ("fastListenPort", "0")]),
+            Some(0)
+        );
+        assert_eq!(fast(&[("fastListenPortEnable", "false")]), None);
+        let err = BrokerConfig::from_properties(&props(&[
+            ("listenPort", "10911"),
+            ("fastListenPort", "10911"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("fastListenPort"), "{err}");
+    }
+
+    #[test]
     fn bad_values_are_errors_naming_the_key() {
         for (k, v) in [
             ("listenPort", "http"),
@@ -462,6 +522,7 @@ mod tests {
             ("messageDelayLevel", "1x"),
             ("namesrvAddr", "nohost"),
             ("brokerId", "-1"),
+            ("fastListenPort", "-2"),
         ] {
             let err = BrokerConfig::from_properties(&props(&[(k, v)])).unwrap_err();
             assert!(err.to_string().contains(k), "{err}");

@@ -102,9 +102,14 @@ impl BrokerContext {
         !c.is_slave() && perm::is_writeable(c.broker_permission)
     }
 
-    /// A receiver that sees `true` when the broker stops.
+    /// A receiver that sees `true` when the broker stops. Subscribed after the stop (a task
+    /// first polled during shutdown), its `changed()` still fires at once.
     pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
-        self.stopping.subscribe()
+        let mut rx = self.stopping.subscribe();
+        if *rx.borrow() {
+            rx.mark_changed();
+        }
+        rx
     }
 
     /// Appends one message (or a batch when `msgs` has several) and maps store failures to

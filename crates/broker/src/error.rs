@@ -23,6 +23,17 @@ pub enum BrokerError {
     /// The replication (HA) port cannot be bound.
     #[error("cannot bind the HA port: {0}")]
     HaBind(#[source] std::io::Error),
+    /// The fast port (`fastListenPort`, default `listenPort - 2`) cannot be bound; the
+    /// broker does not start, as upstream.
+    #[error(
+        "cannot bind the fast port {addr} (config key `fastListenPort`, default `listenPort - 2`; \
+         `fastListenPortEnable=false` turns it off): {source}"
+    )]
+    FastBind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: remoting::RemotingError,
+    },
     /// A config file (`topics.json`, ...) cannot be read or written.
     #[error("I/O error on {path}: {source}")]
     Io {

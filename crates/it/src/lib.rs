@@ -119,8 +119,12 @@ impl BrokerNode {
                 .expect("runtime");
             rt.block_on(async move {
                 let broker = Broker::start(cfg).await.expect("broker starts");
-                let _ =
-                    ready_tx.send((broker.broker_addr(), broker.local_addr(), broker.ha_port()));
+                let _ = ready_tx.send((
+                    broker.broker_addr(),
+                    broker.local_addr(),
+                    broker.ha_port(),
+                    broker.fast_local_addr(),
+                ));
                 let graceful = stop_rx.await.unwrap_or(false);
                 if graceful {
                     broker.shutdown().await;
@@ -132,11 +136,12 @@ impl BrokerNode {
             });
             drop(rt);
         });
-        let (addr, local, ha_port) = ready_rx.recv().expect("broker started");
+        let (addr, local, ha_port, fast) = ready_rx.recv().expect("broker started");
         let mut config = config;
         // A restart reuses the same ports.
         config.listen_port = local.port();
         config.ha_listen_port = ha_port.or(config.ha_listen_port);
+        config.fast_listen_port = fast.map(|a| a.port()).or(config.fast_listen_port);
         BrokerNode {
             config,
             addr,

@@ -57,10 +57,11 @@ pub struct RemotingServer {
 }
 
 impl RemotingServer {
-    /// Binds `config.listen` and starts accepting.
+    /// Binds `config.listen` and starts accepting. Several servers may share one
+    /// dispatcher (pass an `Arc<Dispatcher>`), e.g. a broker's main and fast ports.
     pub async fn start(
         config: ServerConfig,
-        dispatcher: Dispatcher,
+        dispatcher: impl Into<Arc<Dispatcher>>,
     ) -> Result<RemotingServer, RemotingError> {
         let listener =
             TcpListener::bind(config.listen)
@@ -76,7 +77,7 @@ impl RemotingServer {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let ctx = ConnectionContext {
-            dispatcher: Arc::new(dispatcher),
+            dispatcher: dispatcher.into(),
             tracker: tracker.clone(),
             max_frame_size: config.max_frame_size,
         };
