@@ -27,7 +27,7 @@ run_role() {
     if [ "$id" = 1 ]; then port=$s_port; ha=$s_ha; r=SLAVE; fi
     printf '%s\n' brokerClusterName=BenchCluster brokerName=bench-b1 "brokerId=$id" \
       "brokerRole=$r" "listenPort=$port" "haListenPort=$ha" "storePathRootDir=$dir/b$id" \
-      "namesrvAddr=$ns" brokerIP1=127.0.0.1 >"$dir/b$id.conf"
+      "namesrvAddr=$ns" brokerIP1=127.0.0.1 fastListenPort=0 >"$dir/b$id.conf"
     RUST_LOG=warn "$B" broker -c "$dir/b$id.conf" >"$dir/b$id.log" 2>&1 & pids+=($!)
   done
   # Wait until both brokers are registered.

@@ -30,7 +30,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Free loopback ports for the NameServer and the broker (whose HA port is the next one up).
+# Free loopback ports for the NameServer and the broker (whose HA port is the next one up and
+# whose fast port is two below).
 free_ports() {
   python3 -c '
 import socket
@@ -40,6 +41,7 @@ while True:
     ns, br = free(), free()
     try:
         ha = free(br.getsockname()[1] + 1)
+        fast = free(br.getsockname()[1] - 2)
     except OSError:
         continue
     print(ns.getsockname()[1], br.getsockname()[1]); break'
