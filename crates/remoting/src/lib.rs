@@ -18,6 +18,7 @@ pub mod codec;
 pub mod codes;
 pub mod command;
 pub mod connection;
+pub mod controller_headers;
 pub mod error;
 pub mod header;
 pub mod headers;

@@ -1,0 +1,225 @@
+//! Controller configuration: [`ControllerConfig`] with upstream's key names
+//! (`ControllerConfig`), read from a Java `.properties` text, and the parsed peer list
+//! ([`Peers`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use remoting::properties::{apply_properties, InvalidSetting};
+use thiserror::Error;
+
+use crate::raft::NodeId;
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("config key `{key}` has value `{value}`, expected {expected}")]
+    InvalidValue {
+        key: String,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+impl From<InvalidSetting> for ConfigError {
+    fn from(e: InvalidSetting) -> Self {
+        ConfigError::InvalidValue {
+            key: e.key,
+            value: e.value,
+            expected: e.expected,
+        }
+    }
+}
+
+/// Upstream keys that are accepted and have no effect here.
+const IGNORED_KEYS: &[&str] = &[
+    "rocketmqHome",
+    "configStorePath",
+    "controllerType",
+    "controllerThreadPoolNums",
+    "controllerRequestThreadPoolQueueCapacity",
+    "mappedFileSize",
+    "controllerStorePath.dledger",
+    "isProcessReadEvent",
+    "electMasterMaxRetryCount",
+    "jRaftGroupId",
+    "jRaftServerId",
+    "jRaftInitConf",
+    "jRaftControllerRPCAddr",
+    "enableControllerInNamesrv",
+    "listenPort",
+];
+
+remoting::settings_struct! {
+    /// Controller settings. Field docs name the properties key.
+    pub struct ControllerConfig {
+        /// `controllerDLegerGroup`: name of the Raft group (reported by GET_METADATA_INFO).
+        group: String = "controllerDLegerGroup", "DefaultControllerGroup".to_string();
+        /// `controllerDLegerPeers`: `id-host:port;...`, every controller of the group.
+        peers: String = "controllerDLegerPeers", "n0-127.0.0.1:9877".to_string();
+        /// `controllerDLegerSelfId`: this controller's id in `controllerDLegerPeers`; its entry
+        /// there is the address it listens on.
+        self_id: String = "controllerDLegerSelfId", "n0".to_string();
+        /// `controllerStorePath`: directory of the Raft log, vote and snapshots.
+        store_path: PathBuf = "controllerStorePath", default_store_path();
+        /// `enableElectUncleanMaster`: elect a replica outside the SyncStateSet when none in it
+        /// is alive (may lose messages).
+        enable_elect_unclean_master: bool = "enableElectUncleanMaster", false;
+        /// `notifyBrokerRoleChanged`: tell a group's brokers (NOTIFY_BROKER_ROLE_CHANGED) when
+        /// the controller elected a new master.
+        notify_broker_role_changed: bool = "notifyBrokerRoleChanged", true;
+        /// `scanNotActiveBrokerInterval` (ms): how often silent brokers are looked for.
+        scan_not_active_broker_interval: Duration = "scanNotActiveBrokerInterval", Duration::from_secs(5);
+        /// `controllerHeartBeatTimeoutMills` (ms): a broker not heard from for this long is dead
+        /// (unless its heartbeat names its own timeout).
+        controller_heart_beat_timeout: Duration = "controllerHeartBeatTimeoutMills", Duration::from_secs(10);
+        /// `raftHeartbeatIntervalMillis` (ms, Apogee): Raft leader heartbeat; elections time
+        /// out after 3-6 of these.
+        raft_heartbeat_interval: Duration = "raftHeartbeatIntervalMillis", Duration::from_millis(200);
+        /// `snapshotLogsSinceLast` (Apogee): take a state-machine snapshot after this many log
+        /// entries.
+        snapshot_logs_since_last: u64 = "snapshotLogsSinceLast", 1000;
+        /// `maxFrameSize` (bytes): larger frames close the connection.
+        max_frame_size: usize = "maxFrameSize", remoting::codec::DEFAULT_MAX_FRAME_SIZE;
+        /// `maxConnections`: connections served at once.
+        max_connections: usize = "maxConnections", 10_000;
+    }
+}
+
+fn default_store_path() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    home.join("DledgerController")
+}
+
+/// One controller of the group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Its id as written in `controllerDLegerPeers` (`n0`).
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+/// The controllers of the group by Raft node id: ids are the places of the peers sorted by
+/// name, so every controller derives the same ids from the same peer list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peers {
+    pub by_id: BTreeMap<NodeId, Peer>,
+    pub self_id: NodeId,
+}
+
+impl Peers {
+    /// This controller.
+    pub fn me(&self) -> &Peer {
+        // `parse` only builds a `Peers` whose `self_id` is a key.
+        &self.by_id[&self.self_id]
+    }
+}
+
+impl ControllerConfig {
+    /// Defaults overridden by `props` (upstream key names). Unknown keys are logged and
+    /// skipped; a value that does not parse is an error naming the key.
+    pub fn from_properties(
+        props: &HashMap<String, String>,
+    ) -> Result<ControllerConfig, ConfigError> {
+        let mut config = ControllerConfig::default();
+        apply_properties(props, IGNORED_KEYS, "controller", |key, raw| {
+            config.set(key, raw)
+        })?;
+        config.peers()?;
+        Ok(config)
+    }
+
+    /// Parses `controllerDLegerPeers` and finds `controllerDLegerSelfId` in it.
+    pub fn peers(&self) -> Result<Peers, ConfigError> {
+        let invalid = |key: &str, value: &str, expected| ConfigError::InvalidValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            expected,
+        };
+        let mut named = BTreeMap::new();
+        for item in self
+            .peers
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let (name, addr) = item.split_once('-').ok_or_else(|| {
+                invalid("controllerDLegerPeers", &self.peers, "`id-host:port;...`")
+            })?;
+            let addr: SocketAddr = addr.trim().parse().map_err(|_| {
+                invalid(
+                    "controllerDLegerPeers",
+                    &self.peers,
+                    "`id-host:port;...` with IP addresses",
+                )
+            })?;
+            if named.insert(name.trim().to_string(), addr).is_some() {
+                return Err(invalid(
+                    "controllerDLegerPeers",
+                    &self.peers,
+                    "distinct ids",
+                ));
+            }
+        }
+        if named.is_empty() {
+            return Err(invalid(
+                "controllerDLegerPeers",
+                &self.peers,
+                "at least one peer",
+            ));
+        }
+        let by_id: BTreeMap<NodeId, Peer> = named
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, addr))| (i as NodeId, Peer { name, addr }))
+            .collect();
+        let self_id = by_id
+            .iter()
+            .find(|(_, p)| p.name == self.self_id)
+            .map(|(id, _)| *id)
+            .ok_or_else(|| {
+                invalid(
+                    "controllerDLegerSelfId",
+                    &self.self_id,
+                    "an id listed in controllerDLegerPeers",
+                )
+            })?;
+        Ok(Peers { by_id, self_id })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(text: &str) -> HashMap<String, String> {
+        remoting::properties::parse_properties(text)
+    }
+
+    #[test]
+    fn peers_parse_and_self_is_found() {
+        let config = ControllerConfig::from_properties(&props(
+            "controllerDLegerPeers=n1-127.0.0.1:9878;n0-127.0.0.1:9877;n2-127.0.0.1:9879\n\
+             controllerDLegerSelfId=n1\nenableElectUncleanMaster=true\n",
+        ))
+        .expect("valid");
+        let peers = config.peers().expect("peers");
+        assert_eq!(peers.self_id, 1);
+        assert_eq!(peers.me().addr.port(), 9878);
+        assert!(config.enable_elect_unclean_master);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = ControllerConfig::from_properties(&props("controllerDLegerSelfId=n7\n"))
+            .expect_err("unknown self");
+        assert!(e.to_string().contains("controllerDLegerSelfId"));
+        let e = ControllerConfig::from_properties(&props("controllerHeartBeatTimeoutMills=x\n"))
+            .expect_err("bad number");
+        assert!(e.to_string().contains("controllerHeartBeatTimeoutMills"));
+    }
+}
