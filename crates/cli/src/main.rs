@@ -4,6 +4,7 @@
 mod admin;
 mod bench;
 mod broker_cmd;
+mod controller_cmd;
 mod namesrv_cmd;
 mod quickstart_cmd;
 mod standalone_cmd;
@@ -30,6 +31,9 @@ struct Cli {
 enum Command {
     /// Run a NameServer (upstream `mqnamesrv`).
     Namesrv(namesrv_cmd::NamesrvArgs),
+    /// Run a controller (upstream `mqcontroller`) from a `controller.conf`: Raft-replicated
+    /// broker replica groups and master elections (preview: brokers do not use it yet).
+    Controller(controller_cmd::ControllerArgs),
     /// Run a broker (upstream `mqbroker`) from a `broker.conf`.
     Broker(broker_cmd::BrokerArgs),
     /// Run a NameServer and one master broker in one process (ports 9876 and 10911).
@@ -127,13 +131,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         cli.command,
         Command::Admin(_) | Command::Bench(_) | Command::Quickstart(_)
     );
-    init_logging(if tool { "warn" } else { "info" });
+    init_logging(if tool { "warn" } else { "info,openraft=warn" });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Namesrv(args) => namesrv_cmd::run(args).await,
+            Command::Controller(args) => controller_cmd::run(args).await,
             Command::Broker(args) => broker_cmd::run(args).await,
             Command::Standalone(args) => standalone_cmd::run(args).await,
             Command::Admin(args) => admin::run(args).await,

@@ -22,9 +22,24 @@ pub async fn run(args: NamesrvArgs) -> anyhow::Result<()> {
     if let Some(port) = args.listen_port {
         props.insert("listenPort".to_string(), port.to_string());
     }
+    // `enableControllerInNamesrv=true` runs a controller in this process, configured by the
+    // controller keys of the same file (as upstream's `NamesrvStartup`).
+    let embedded = props
+        .get("enableControllerInNamesrv")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let (props, controller_props) = if embedded {
+        crate::controller_cmd::split_embedded(&props)
+    } else {
+        (props, Default::default())
+    };
     // Upstream's defaults put the KV config under the user's home directory.
     let mut config = NamesrvConfig::with_home(&crate::home_dir());
     config.update(&props).context("invalid NameServer config")?;
+    let controller = if embedded {
+        Some(crate::controller_cmd::start(&controller_props).await?)
+    } else {
+        None
+    };
     let server = NameServer::start(config)
         .await
         .context("cannot start the NameServer")?;
@@ -32,5 +47,8 @@ pub async fn run(args: NamesrvArgs) -> anyhow::Result<()> {
     crate::shutdown_signal().await?;
     tracing::info!("shutting down");
     server.shutdown().await;
+    if let Some(controller) = controller {
+        controller.shutdown().await;
+    }
     Ok(())
 }

@@ -62,8 +62,10 @@ remoting::settings_struct! {
         /// `controllerDLegerSelfId`: this controller's id in `controllerDLegerPeers`; its entry
         /// there is the address it listens on.
         self_id: String = "controllerDLegerSelfId", "n0".to_string();
-        /// `controllerStorePath`: directory of the Raft log, vote and snapshots.
-        store_path: PathBuf = "controllerStorePath", default_store_path();
+        /// `controllerStorePath`: directory of the Raft log, vote and snapshots. No default in
+        /// the library (the `apogee` binary uses upstream's `~/DledgerController`); a
+        /// controller refuses to start without one.
+        store_path: PathBuf = "controllerStorePath", PathBuf::new();
         /// `enableElectUncleanMaster`: elect a replica outside the SyncStateSet when none in it
         /// is alive (may lose messages).
         enable_elect_unclean_master: bool = "enableElectUncleanMaster", false;
@@ -86,13 +88,6 @@ remoting::settings_struct! {
         /// `maxConnections`: connections served at once.
         max_connections: usize = "maxConnections", 10_000;
     }
-}
-
-fn default_store_path() -> PathBuf {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    home.join("DledgerController")
 }
 
 /// One controller of the group.

@@ -21,6 +21,7 @@ use remoting::{RemotingCommand, RequestCode, ResponseCode};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::config::ConfigError;
 use crate::config::{ControllerConfig, Peers};
 use crate::error::ControllerError;
 use crate::handlers;
@@ -225,6 +226,13 @@ impl Controller {
     /// the store holds no Raft state yet — initializes the group with every peer as voter.
     pub async fn start(config: ControllerConfig) -> Result<Controller, ControllerError> {
         let peers = config.peers()?;
+        if config.store_path.as_os_str().is_empty() {
+            return Err(ControllerError::Config(ConfigError::InvalidValue {
+                key: "controllerStorePath".into(),
+                value: String::new(),
+                expected: "the directory of the controller's Raft store",
+            }));
+        }
         let dir = config.store_path.join("raft");
         let log = LogStore::open(&dir).map_err(|e| ControllerError::Storage(e.to_string()))?;
         let sm =
@@ -265,7 +273,7 @@ impl Controller {
             decide: tokio::sync::Mutex::new(()),
             client,
         });
-        let server = RemotingServer::start(server_config, handlers::dispatcher(&state)).await?;
+        let server = RemotingServer::start(server_config, handlers::dispatcher(&state)?).await?;
         let lowest = state.peers.by_id.keys().next().copied();
         let initialized = state
             .raft

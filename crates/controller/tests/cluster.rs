@@ -197,20 +197,22 @@ async fn register_broker(client: &RemotingClient, port: u16, id: i64, broker_add
 async fn notified_broker() -> (RemotingServer, mpsc::UnboundedReceiver<RemotingCommand>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut dispatcher = Dispatcher::new();
-    dispatcher.register(
-        RequestCode::NOTIFY_BROKER_ROLE_CHANGED,
-        Arc::new(move |_conn: Connection, request: RemotingCommand| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(request.clone());
-                Some(RemotingCommand::response_to(
-                    &request,
-                    ResponseCode::SUCCESS,
-                    None,
-                ))
-            }
-        }),
-    );
+    dispatcher
+        .register(
+            RequestCode::NOTIFY_BROKER_ROLE_CHANGED,
+            Arc::new(move |_conn: Connection, request: RemotingCommand| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(request.clone());
+                    Some(RemotingCommand::response_to(
+                        &request,
+                        ResponseCode::SUCCESS,
+                        None,
+                    ))
+                }
+            }),
+        )
+        .expect("one handler");
     let server = RemotingServer::start(
         ServerConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),

@@ -104,8 +104,8 @@ const HANDLERS: &[(i32, Access, Handler)] = &[
     ),
 ];
 
-/// The dispatcher of a controller over `state`.
-pub(crate) fn dispatcher(state: &Arc<ControllerState>) -> Dispatcher {
+/// The dispatcher of a controller over `state`; fails when a code is registered twice.
+pub(crate) fn dispatcher(state: &Arc<ControllerState>) -> Result<Dispatcher, RemotingError> {
     let mut dispatcher = Dispatcher::new();
     for &(code, access, handler) in HANDLERS {
         let state = state.clone();
@@ -115,7 +115,7 @@ pub(crate) fn dispatcher(state: &Arc<ControllerState>) -> Dispatcher {
                 let state = state.clone();
                 async move { Some(run(state, &conn, request, access, handler).await) }
             }),
-        );
+        )?;
     }
     for code in [RAFT_APPEND_ENTRIES, RAFT_VOTE, RAFT_INSTALL_SNAPSHOT] {
         let state = state.clone();
@@ -125,14 +125,14 @@ pub(crate) fn dispatcher(state: &Arc<ControllerState>) -> Dispatcher {
                 let state = state.clone();
                 async move { Some(serve_rpc(&state.raft, &request).await) }
             }),
-        );
+        )?;
     }
     dispatcher.set_default(Arc::new(
         |_conn: Connection, request: RemotingCommand| async move {
             Some(RemotingCommand::not_supported(&request))
         },
     ));
-    dispatcher
+    Ok(dispatcher)
 }
 
 async fn run(
