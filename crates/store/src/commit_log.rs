@@ -454,6 +454,18 @@ impl CommitLog {
         Ok(w.pos)
     }
 
+    /// `Pwrite` mode: writes the staged records to the page cache (no-op in `Mmap` mode).
+    /// On failure (e.g. [`StoreError::DiskFull`]) the records stay staged, so calling this
+    /// again retries the same write: nothing is lost, since the bytes never reached the
+    /// file. Only the flush thread (or shutdown, after it stopped) calls this.
+    pub(crate) fn commit(&self) -> Result<()> {
+        if self.mode == WriteMode::Pwrite {
+            let mut w = self.writer.lock();
+            self.commit_locked(&mut w)?;
+        }
+        Ok(())
+    }
+
     /// Flushes everything written so far if at least `least_pages` pages are dirty (0: always).
     /// Only the flush thread (or shutdown, after it stopped) calls this.
     pub(crate) fn flush(&self, least_pages: u32) -> Result<u64> {

@@ -13,13 +13,24 @@
 //! together, and one fsync then covers them all instead of splitting them in two groups. The
 //! window is polled (yielding the CPU), not slept in: a futex wake-up can cost as much as the
 //! whole wait on a VM. `SYNC_FLUSH` writes go through `pwrite` (see `WriteMode::Pwrite`).
+//!
+//! A full disk while writing out staged records (`SYNC_FLUSH`) is not fatal: the records stay
+//! staged, waiters and new writes are refused as disk full, and the thread retries every
+//! [`RETRY_AFTER_FAILURE`] until the write goes through, so writes resume by themselves once
+//! space returns. Any other flush failure poisons the store for writes (after a failed fsync
+//! the page cache can no longer be trusted). Either way failures are logged at most once per
+//! interval, with a count (`log_limit`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::FlushDiskType;
+use crate::error::StoreError;
 use crate::state::{FlushState, Inner};
+
+/// Pause of the group-commit thread after a failed flush, before it tries again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(100);
 
 impl Inner {
     /// Body of the flush thread.
@@ -85,21 +96,41 @@ impl Inner {
             }
             let registered = self.waiters_registered.load(Ordering::Acquire);
             let start = Instant::now();
-            self.flush_commit_log(0);
+            if !self.flush_commit_log(0) {
+                // Without a pause a failing flush would spin: the log stays ahead of it.
+                self.signals.flush.wait_unless(RETRY_AFTER_FAILURE, || {
+                    self.stopping.load(Ordering::Acquire)
+                });
+                continue;
+            }
             last_fsync = start.elapsed();
             last_group = registered - covered;
             covered = registered;
         }
     }
 
-    /// Flushes the CommitLog and publishes the result to waiting writers. A failed flush
-    /// poisons the store for writes (the page cache can no longer be trusted after a failed
-    /// fsync) and fails the waiters.
-    pub(crate) fn flush_commit_log(&self, least_pages: u32) {
+    /// Flushes the CommitLog and publishes the result to waiting writers; returns whether it
+    /// succeeded. A write-out that found no space fails the waiters as disk full and refuses
+    /// writes until a later call succeeds; any other failure poisons the store for writes and
+    /// fails the waiters for good (see the module docs).
+    pub(crate) fn flush_commit_log(&self, least_pages: u32) -> bool {
         let ts = self.commit_log.last_store_timestamp();
         let before = self.commit_log.flushed();
-        match self.commit_log.flush(least_pages) {
+        let result = match self.commit_log.commit() {
+            Err(e @ StoreError::DiskFull { .. }) => {
+                self.flush_errors.failed(&e, Instant::now());
+                self.no_space.store(true, Ordering::Release);
+                self.flush_state
+                    .send_if_modified(|s| !std::mem::replace(&mut s.stalled, true));
+                return false;
+            }
+            Err(e) => Err(e),
+            Ok(()) => self.commit_log.flush(least_pages),
+        };
+        match result {
             Ok(flushed) => {
+                self.flush_errors.succeeded();
+                self.no_space.store(false, Ordering::Release);
                 if flushed > before {
                     self.flushes.fetch_add(1, Ordering::Relaxed);
                 }
@@ -107,22 +138,25 @@ impl Inner {
                     self.flushed_ts.store(ts, Ordering::Release);
                 }
                 self.flush_state.send_if_modified(|s| {
-                    if s.flushed != flushed {
-                        s.flushed = flushed;
-                        true
-                    } else {
-                        false
-                    }
+                    let changed = s.flushed != flushed || s.stalled;
+                    s.flushed = flushed;
+                    s.stalled = false;
+                    changed
                 });
                 if self.config.flush_disk_type == FlushDiskType::SyncFlush {
                     self.signals.dispatch.notify();
                 }
+                true
             }
             Err(e) => {
-                tracing::error!(error = %e, "CommitLog flush failed; refusing further writes");
+                if !self.is_poisoned.load(Ordering::Acquire) {
+                    tracing::error!(error = %e, "CommitLog flush failed; refusing further writes");
+                }
+                self.flush_errors.failed(&e, Instant::now());
                 self.poison(format!("CommitLog flush failed: {e}"));
                 self.flush_state
                     .send_modify(|s: &mut FlushState| s.failed = true);
+                false
             }
         }
     }

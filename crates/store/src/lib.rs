@@ -29,6 +29,7 @@ mod dispatch;
 pub mod error;
 mod flush;
 mod index;
+mod log_limit;
 mod mapped_file;
 mod signal;
 mod state;

@@ -49,6 +49,9 @@ pub(crate) struct MappedFile {
     path: PathBuf,
     start: u64,
     size: u64,
+    /// Whether every block is reserved (see [`MappedFile::open`]); only then may the file be
+    /// written through the mapping.
+    prealloc: bool,
     file: File,
     map: Arc<MmapRaw>,
     view: Bytes,
@@ -72,8 +75,11 @@ pub(crate) fn file_name(offset: u64) -> String {
 impl MappedFile {
     /// Opens (creating if needed) `path` as a file of exactly `size` bytes and maps it.
     /// Returns the file and its length before it was extended.
-    /// With `prealloc`, disk blocks are reserved up front (`fallocate`); without, the file is
-    /// sparse and only written with `pwrite` (which reports a full disk as an error).
+    /// With `prealloc`, disk blocks are reserved (`fallocate`) for the whole file before it is
+    /// mapped, also for a file that already has its full length (it may be sparse: written by
+    /// a `SYNC_FLUSH` run, or copied), so a full disk is a [`StoreError::DiskFull`] here and
+    /// never a `SIGBUS` on a later write through the mapping. Without `prealloc` the file is
+    /// sparse and only ever written with `pwrite` (which reports a full disk as an error).
     pub(crate) fn open(
         path: &Path,
         start: u64,
@@ -95,19 +101,20 @@ impl MappedFile {
                 reason: format!("file is {old_len} bytes, larger than the configured {size}"),
             });
         }
-        if old_len < size {
-            let grown = if prealloc {
-                preallocate(&file, old_len, size - old_len)
-            } else {
-                file.set_len(size)
-            };
-            if let Err(e) = grown {
-                let err = StoreError::io(path, e);
-                if old_len == 0 {
-                    let _ = fs::remove_file(path);
-                }
-                return Err(err);
+        let grown = if prealloc {
+            // Reserving blocks that are already allocated is a cheap no-op.
+            preallocate(&file, 0, size)
+        } else if old_len < size {
+            file.set_len(size)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = grown {
+            let err = StoreError::io(path, e);
+            if old_len == 0 {
+                let _ = fs::remove_file(path);
             }
+            return Err(err);
         }
         let map = MmapOptions::new()
             .len(size as usize)
@@ -120,6 +127,7 @@ impl MappedFile {
                 path: path.to_path_buf(),
                 start,
                 size,
+                prealloc,
                 file,
                 map,
                 view,
@@ -256,15 +264,23 @@ impl MappedFile {
             )
         };
         if rc != 0 {
-            // No ZERO_RANGE support: write zeros through the mapping. Recovery runs alone, so
-            // nobody reads these bytes meanwhile.
-            const CHUNK: u64 = 1 << 20;
-            let mut pos = from;
-            while pos < self.size {
-                let n = CHUNK.min(self.size - pos) as usize;
-                // SAFETY: recovery is the only user of the file (see the module docs).
-                unsafe { self.slot_mut(pos, n).fill(0) };
-                pos += n as u64;
+            // No ZERO_RANGE support (tmpfs), or no room to zero a sparse range. Never write
+            // through the mapping here: a hole that cannot get a block would be a SIGBUS.
+            // A sparse file loses the range's blocks instead (a hole reads as zeros and needs
+            // no space); otherwise zeros are written with `pwrite`, which reports a full disk
+            // as an error. Recovery runs alone, so nobody reads these bytes meanwhile.
+            // SAFETY: plain syscall on an fd we own.
+            let punched = !self.prealloc
+                && unsafe {
+                    libc::fallocate(
+                        fd,
+                        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                        from as libc::off_t,
+                        len as libc::off_t,
+                    )
+                } == 0;
+            if !punched {
+                self.write_zeros(from, len)?;
             }
         }
         self.flush_range(from, self.size)
@@ -291,6 +307,37 @@ impl MappedFile {
             return Err(StoreError::io(&self.path, std::io::Error::last_os_error()));
         }
         Ok(())
+    }
+
+    /// Refuses (as [`StoreError::DiskFull`]) a sparse file whose holes the file system could
+    /// not back right now. Call it before the first access through the mapping of a file
+    /// that is not preallocated and may be read past its written end (the last CommitLog
+    /// segment, which recovery scans): on tmpfs even a read fault on a hole allocates a page,
+    /// and with no page left it is a `SIGBUS`. Preallocated files have no holes.
+    pub(crate) fn ensure_backed(&self) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        if self.prealloc {
+            return Ok(());
+        }
+        let meta = self
+            .file
+            .metadata()
+            .map_err(|e| StoreError::io(&self.path, e))?;
+        let holes = self.size.saturating_sub(meta.blocks().saturating_mul(512));
+        match free_bytes(&self.file) {
+            Some(free) if holes > 0 && free < holes => {
+                tracing::error!(
+                    file = %self.path.display(),
+                    unbacked = holes,
+                    free,
+                    "not enough free space to back this file; free space and restart"
+                );
+                Err(StoreError::DiskFull {
+                    path: self.path.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Last modification time of the file.
@@ -327,10 +374,27 @@ fn preallocate(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
     }
     let err = std::io::Error::last_os_error();
     match err.raw_os_error() {
-        // The file system cannot preallocate: fall back to a sparse file.
-        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.set_len(offset + len),
+        // The file system cannot preallocate: fall back to a sparse file, but only when the
+        // free space could hold the whole range (a best effort: space can still run out
+        // later, which is why file systems that can preallocate are preferred).
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {
+            if free_bytes(file).is_some_and(|free| free < len) {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            file.set_len(offset + len)
+        }
         _ => Err(err),
     }
+}
+
+/// Bytes an unprivileged writer may still allocate on the file system holding `file`.
+fn free_bytes(file: &File) -> Option<u64> {
+    // SAFETY: `st` is a plain C struct filled by fstatvfs; read only on success.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatvfs(file.as_raw_fd(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// Ordered files covering one contiguous offset range, each `file_size` bytes.
@@ -398,6 +462,10 @@ impl MappedFileQueue {
                 });
             }
             let (mf, old_len) = MappedFile::open(&path, start, file_size, prealloc)?;
+            if is_last {
+                // Recovery reads the last file past its written end.
+                mf.ensure_backed()?;
+            }
             if old_len < file_size {
                 tracing::warn!(file = %path.display(), old_len, "last file was short; extended with zeros");
                 short_last = Some(old_len);
@@ -470,7 +538,13 @@ impl MappedFileQueue {
             }
         }
         let path = self.dir.join(file_name(start));
-        let (mf, _) = MappedFile::open(&path, start, self.file_size, self.prealloc)?;
+        let (mf, old_len) = MappedFile::open(&path, start, self.file_size, self.prealloc)?;
+        if let Err(e) = mf.ensure_backed() {
+            if old_len == 0 {
+                let _ = fs::remove_file(&path);
+            }
+            return Err(e);
+        }
         let mf = Arc::new(mf);
         files.push(Arc::clone(&mf));
         Ok(mf)

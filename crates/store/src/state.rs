@@ -16,6 +16,7 @@ use crate::commit_log::CommitLog;
 use crate::config::StoreConfig;
 use crate::consume_queue::ConsumeQueue;
 use crate::index::IndexService;
+use crate::log_limit::RepeatedError;
 use crate::signal::Signal;
 
 /// A message reached a ConsumeQueue (told to listeners, for long polling).
@@ -45,7 +46,11 @@ pub type QueueListener = Arc<dyn Fn(&QueueGrowth<'_>) + Send + Sync>;
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct FlushState {
     pub(crate) flushed: u64,
+    /// The store is poisoned (or shut down): no flush will come.
     pub(crate) failed: bool,
+    /// The last flush could not write for lack of space; the flush thread retries, and the
+    /// first flush that succeeds clears this.
+    pub(crate) stalled: bool,
 }
 
 #[derive(Default)]
@@ -78,6 +83,11 @@ pub(crate) struct Inner {
     pub(crate) poisoned: Mutex<Option<String>>,
     pub(crate) is_poisoned: AtomicBool,
     pub(crate) disk_full: AtomicBool,
+    /// A CommitLog write-out failed for lack of space (`SYNC_FLUSH`); writes are refused as
+    /// disk full until a flush succeeds again.
+    pub(crate) no_space: AtomicBool,
+    /// Rate-limited log of CommitLog flush failures.
+    pub(crate) flush_errors: RepeatedError,
     pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
     pub(crate) total_memory: u64,
     pub(crate) _lock: DirLock,

@@ -44,6 +44,7 @@ use crate::consume_queue::{ConsumeQueue, CqUnit, CQ_STORE_UNIT_SIZE};
 use crate::dispatch::Stall;
 use crate::error::{Result, StoreError};
 use crate::index::IndexService;
+use crate::log_limit::{RepeatedError, REPEAT_LOG_INTERVAL};
 use crate::mapped_file::MappedFileQueue;
 use crate::message::{
     create_message_id, find_property, parse_record, MessageConst, MessageInner, Parsed,
@@ -318,6 +319,8 @@ impl MessageStore {
             poisoned: Mutex::new(None),
             is_poisoned: AtomicBool::new(false),
             disk_full: AtomicBool::new(false),
+            no_space: AtomicBool::new(false),
+            flush_errors: RepeatedError::new("CommitLog flush", REPEAT_LOG_INTERVAL),
             threads: Mutex::new(Vec::new()),
             _lock: lock,
         });
@@ -793,6 +796,7 @@ impl Inner {
         let _ = self.flush_state.send_replace(FlushState {
             flushed: tail,
             failed: false,
+            stalled: false,
         });
         for q in self.all_queues() {
             q.flush(0)?;
@@ -848,7 +852,7 @@ impl Inner {
                 return Err(StoreError::NotWritable(why.clone()));
             }
         }
-        if self.disk_full.load(Ordering::Acquire) {
+        if self.disk_full.load(Ordering::Acquire) || self.no_space.load(Ordering::Acquire) {
             return Err(StoreError::DiskFull {
                 path: self.config.commit_log_dir(),
             });
@@ -888,11 +892,19 @@ impl Inner {
         let mut rx = self.flush_state.subscribe();
         self.waiters_registered.fetch_add(1, Ordering::SeqCst);
         self.signals.flush.notify();
-        let waited =
-            tokio::time::timeout(timeout, rx.wait_for(|s| s.flushed >= end || s.failed)).await;
+        let waited = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|s| s.flushed >= end || s.failed || s.stalled),
+        )
+        .await;
         match waited {
             Err(_) => Ok(PutStatus::FlushDiskTimeout),
             Ok(Ok(state)) if state.flushed >= end => Ok(PutStatus::PutOk),
+            // The record stays staged and is written once space returns (so a client that
+            // retries may store it twice, as after a flush timeout); this put is refused.
+            Ok(Ok(state)) if state.stalled => Err(StoreError::DiskFull {
+                path: self.config.commit_log_dir(),
+            }),
             Ok(_) => Err(StoreError::NotWritable(
                 self.poisoned
                     .lock()
@@ -1113,6 +1125,11 @@ impl Inner {
             Duration::from_millis(self.config.flush_consume_queue_thorough_interval);
         let mut last_thorough = Instant::now();
         let mut last_clean = Instant::now();
+        let flush_errors = RepeatedError::new(
+            "ConsumeQueue/Index flush or checkpoint",
+            REPEAT_LOG_INTERVAL,
+        );
+        let clean_errors = RepeatedError::new("retention pass", REPEAT_LOG_INTERVAL);
         loop {
             self.signals
                 .housekeeping
@@ -1126,13 +1143,15 @@ impl Inner {
             if thorough {
                 last_thorough = Instant::now();
             }
-            if let Err(e) = self.flush_logics_and_checkpoint(thorough) {
-                tracing::error!(error = %e, "ConsumeQueue/Index flush or checkpoint failed");
+            match self.flush_logics_and_checkpoint(thorough) {
+                Ok(()) => drop(flush_errors.succeeded()),
+                Err(e) => drop(flush_errors.failed(&e, Instant::now())),
             }
             if last_clean.elapsed() >= clean_every {
                 last_clean = Instant::now();
-                if let Err(e) = self.clean(false) {
-                    tracing::error!(error = %e, "retention pass failed");
+                match self.clean(false) {
+                    Ok(_) => drop(clean_errors.succeeded()),
+                    Err(e) => drop(clean_errors.failed(&e, Instant::now())),
                 }
             }
         }
@@ -1208,6 +1227,7 @@ impl Inner {
         let _ = self.flush_state.send_replace(FlushState {
             flushed: self.commit_log.flushed(),
             failed: true,
+            stalled: false,
         });
         checkpoint::remove_abort_marker(&self.config.store_path_root_dir)
     }
