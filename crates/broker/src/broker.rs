@@ -108,6 +108,7 @@ impl Broker {
             listen: config.listen_addr(),
             max_frame_size: config.max_frame_size,
             max_connections: config.max_connections,
+            limits: config.request_limits(),
         };
         let services = Arc::new(BrokerServices {
             ctx: state.clone(),
@@ -213,6 +214,17 @@ impl Broker {
     /// `None` when `fastListenPortEnable` is false.
     pub fn fast_local_addr(&self) -> Option<SocketAddr> {
         self.fast_server.as_ref().map(|s| s.local_addr())
+    }
+
+    /// Requests in flight on the main client port now, and rejected so far (`maxInFlight*`
+    /// keys; the fast port has limits and counts of its own).
+    pub fn request_stats(&self) -> remoting::server::RequestStats {
+        self.server.request_stats()
+    }
+
+    /// Long-polling pulls held now (at most `maxHeldPullRequests`).
+    pub fn held_pulls(&self) -> usize {
+        self.services.waiters.held()
     }
 
     /// `brokerIP1:port`, the address registered with the NameServers.

@@ -262,10 +262,32 @@ remoting::settings_struct! {
         slave_synchronize_interval: u64 = "slaveSynchronizeInterval", 10_000;
         /// `maxConnections`: connections served at once.
         max_connections: usize = "maxConnections", 10_000;
+        /// `maxInFlightRequestsPerConnection` (Apogee key): requests received on one
+        /// connection and not answered yet; beyond it a request is answered `SYSTEM_BUSY`
+        /// (oneway: dropped). Upstream bounds its request queues instead.
+        max_in_flight_requests_per_connection: usize = "maxInFlightRequestsPerConnection", remoting::server::RequestLimits::DEFAULT_PER_CONNECTION;
+        /// `maxInFlightRequests` (Apogee key): two-way requests in flight on all connections.
+        max_in_flight_requests: usize = "maxInFlightRequests", remoting::server::RequestLimits::DEFAULT_TOTAL;
+        /// `maxInFlightOnewayRequests` (Apogee key): oneway requests in flight on all
+        /// connections; beyond it they are dropped. (Upstream's `serverOnewaySemaphoreValue`
+        /// and `serverAsyncSemaphoreValue` bound the server's own outgoing requests instead.)
+        max_in_flight_oneway_requests: usize = "maxInFlightOnewayRequests", remoting::server::RequestLimits::DEFAULT_ONEWAY_TOTAL;
+        /// `maxHeldPullRequests` (Apogee key): long-polling pulls held at once; a pull that
+        /// would be held beyond it is answered `SYSTEM_BUSY` at once.
+        max_held_pull_requests: usize = "maxHeldPullRequests", 16_384;
     }
 }
 
 impl BrokerConfig {
+    /// Bounds on requests in flight, from the `maxInFlight*` keys.
+    pub fn request_limits(&self) -> remoting::server::RequestLimits {
+        remoting::server::RequestLimits {
+            per_connection: self.max_in_flight_requests_per_connection,
+            total: self.max_in_flight_requests,
+            oneway_total: self.max_in_flight_oneway_requests,
+        }
+    }
+
     /// Defaults overridden by `props` (upstream key names). Unknown keys are logged and
     /// skipped; a value that does not parse, or settings that cannot work together, are an
     /// error naming the key.
@@ -287,6 +309,24 @@ impl BrokerConfig {
 
     fn validate(&self) -> Result<(), BrokerError> {
         parse_delay_levels(&self.message_delay_level)?;
+        for (key, value) in [
+            (
+                "maxInFlightRequestsPerConnection",
+                self.max_in_flight_requests_per_connection,
+            ),
+            ("maxInFlightRequests", self.max_in_flight_requests),
+            (
+                "maxInFlightOnewayRequests",
+                self.max_in_flight_oneway_requests,
+            ),
+            ("maxHeldPullRequests", self.max_held_pull_requests),
+        ] {
+            if value == 0 {
+                return Err(BrokerError::Config(format!(
+                    "config key `{key}` is 0, expected a positive number"
+                )));
+            }
+        }
         if self.broker_name.trim().is_empty() {
             return Err(BrokerError::Config(
                 "config key `brokerName` is empty".into(),

@@ -179,7 +179,12 @@ fn map_store_error(e: StoreError) -> PutError {
         }
         _ => ResponseCode::SYSTEM_ERROR,
     };
-    tracing::warn!(error = %e, "message write failed");
+    if code == ResponseCode::SERVICE_NOT_AVAILABLE {
+        // Repeats for every send while it lasts; the store logs the cause once per interval.
+        tracing::debug!(error = %e, "message write refused");
+    } else {
+        tracing::warn!(error = %e, "message write failed");
+    }
     PutError {
         code,
         remark: e.to_string(),

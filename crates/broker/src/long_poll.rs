@@ -2,8 +2,14 @@
 //! until the store reports growth of its queue, the client's suspend timeout passes, the
 //! connection closes or the broker stops. The store calls [`PullWaiters::notify`] from its
 //! dispatcher for every message that reaches a ConsumeQueue.
+//!
+//! Held pulls are counted: [`PullWaiters::try_hold`] refuses a hold beyond
+//! `maxHeldPullRequests` (the pull handler then answers `SYSTEM_BUSY`), so pulls parked by
+//! clients cannot grow the broker's memory without bound even within the remoting server's
+//! in-flight bounds (which count every request, held or not).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +24,35 @@ const RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub(crate) struct PullWaiters {
     map: Mutex<HashMap<String, HashMap<i32, Arc<Notify>>>>,
+    /// Pulls held now (live [`Held`] guards).
+    held: AtomicUsize,
+}
+
+/// One held pull's slot; released when dropped.
+pub(crate) struct Held<'a>(&'a AtomicUsize);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl PullWaiters {
+    /// A slot for one more held pull, or None when `max` are held already. One atomic
+    /// increment; keep the guard for as long as the pull is held.
+    pub(crate) fn try_hold(&self, max: usize) -> Option<Held<'_>> {
+        if self.held.fetch_add(1, Ordering::AcqRel) >= max {
+            self.held.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Held(&self.held))
+    }
+
+    /// Pulls held now.
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
     /// Wakes everyone waiting on the queue. Cheap when nobody waits.
     pub(crate) fn notify(&self, topic: &str, queue_id: i32) {
         let map = self.map.lock();
@@ -133,5 +165,18 @@ mod tests {
             .await;
         assert!(!ok);
         assert!(w.map.lock().is_empty());
+    }
+
+    #[test]
+    fn holds_are_bounded_and_released() {
+        let w = PullWaiters::default();
+        let a = w.try_hold(2).unwrap();
+        let b = w.try_hold(2).unwrap();
+        assert!(w.try_hold(2).is_none());
+        assert_eq!(w.held(), 2);
+        drop(a);
+        let c = w.try_hold(2).unwrap();
+        drop((b, c));
+        assert_eq!(w.held(), 0);
     }
 }

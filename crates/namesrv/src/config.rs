@@ -107,6 +107,16 @@ remoting::settings_struct! {
         max_frame_size: usize = "maxFrameSize", remoting::codec::DEFAULT_MAX_FRAME_SIZE;
         /// `maxConnections`: connections served at once.
         max_connections: usize = "maxConnections", 10_000;
+        /// `maxInFlightRequestsPerConnection` (Apogee key): requests received on one
+        /// connection and not answered yet; beyond it a request is answered `SYSTEM_BUSY`
+        /// (oneway: dropped). Upstream bounds its request queues instead.
+        max_in_flight_requests_per_connection: usize = "maxInFlightRequestsPerConnection", remoting::server::RequestLimits::DEFAULT_PER_CONNECTION;
+        /// `maxInFlightRequests` (Apogee key): two-way requests in flight on all connections.
+        max_in_flight_requests: usize = "maxInFlightRequests", remoting::server::RequestLimits::DEFAULT_TOTAL;
+        /// `maxInFlightOnewayRequests` (Apogee key): oneway requests in flight on all
+        /// connections; beyond it they are dropped. (Upstream's `serverOnewaySemaphoreValue`
+        /// and `serverAsyncSemaphoreValue` bound the server's own outgoing requests instead.)
+        max_in_flight_oneway_requests: usize = "maxInFlightOnewayRequests", remoting::server::RequestLimits::DEFAULT_ONEWAY_TOTAL;
     }
 }
 
@@ -164,6 +174,15 @@ impl NamesrvConfig {
     /// `bindAddress:listenPort`.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.bind_address, self.listen_port)
+    }
+
+    /// Bounds on requests in flight, from the `maxInFlight*` keys (0 is taken as 1).
+    pub fn request_limits(&self) -> remoting::server::RequestLimits {
+        remoting::server::RequestLimits {
+            per_connection: self.max_in_flight_requests_per_connection.max(1),
+            total: self.max_in_flight_requests.max(1),
+            oneway_total: self.max_in_flight_oneway_requests.max(1),
+        }
     }
 
     /// The settings the route tables apply.

@@ -47,6 +47,7 @@ impl NameServer {
             listen: config.listen_addr(),
             max_frame_size: config.max_frame_size,
             max_connections: config.max_connections,
+            limits: config.request_limits(),
         };
         let state = Arc::new(NamesrvState {
             routes: RwLock::new(RouteInfoManager::new(config.route_config())),

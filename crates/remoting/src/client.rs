@@ -25,7 +25,8 @@ use crate::codec::DEFAULT_MAX_FRAME_SIZE;
 use crate::codes::is_namesrv_request;
 use crate::command::RemotingCommand;
 use crate::connection::{
-    millis, spawn_connection, Connection, ConnectionContext, Dispatcher, RequestHandler,
+    millis, spawn_connection, Connection, ConnectionContext, Dispatcher, RequestGauge,
+    RequestHandler, RequestLimits,
 };
 use crate::error::RemotingError;
 
@@ -81,6 +82,8 @@ impl RemotingClient {
                     dispatcher: Arc::new(dispatcher),
                     tracker: TaskTracker::new(),
                     max_frame_size: config.max_frame_size,
+                    // Requests come only from servers this client chose to connect to.
+                    requests: Arc::new(RequestGauge::new(RequestLimits::unlimited())),
                 },
                 slots: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),

@@ -10,6 +10,25 @@
 //! and is dropped for a oneway request. A code without handler (and no default handler) is
 //! answered `REQUEST_CODE_NOT_SUPPORTED` right away by the reader. A malformed or oversized
 //! frame is logged and closes that connection only.
+//!
+//! Back-pressure ([`RequestLimits`]): a request is *in flight* from the moment its frame is
+//! decoded until its handler's answer is queued for writing. Each costs a task and its state
+//! (a held long-polling pull is about 4 KB), so the number in flight is bounded per connection
+//! and per server; taking a slot is two atomic increments, with no lock. Beyond a bound:
+//! - a two-way request is answered at once with `SYSTEM_BUSY` (2) and upstream's remark
+//!   [`OVERLOAD_REMARK`] (what upstream answers when its request executor is full). Answering
+//!   rather than no longer reading the socket keeps the connection usable for what must get
+//!   through: responses to the server's own requests (e.g. GET_CONSUMER_RUNNING_INFO) arrive on
+//!   the same connection, and a client that gets an answer backs off (upstream clients retry
+//!   a pull 3 s after an error) instead of timing out. The answer is small and goes through
+//!   the connection's bounded write queue: a client that does not read its answers fills that
+//!   queue, and then the reader waits for room, so that client is no longer read at all (TCP
+//!   flow control) and still cannot make the server buffer without bound;
+//! - a oneway request (no answer possible) is dropped;
+//! - either way the rejection is counted ([`RequestStats`]) and logged at most once every
+//!   [`REJECT_LOG_INTERVAL`], with the count since the previous line.
+//!
+//! Responses (to requests this side sent) are never limited: their waiter is already counted.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,9 +36,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures::FutureExt;
@@ -44,6 +63,187 @@ const WRITE_BATCH: usize = 64 * 1024;
 const LARGE_BODY: usize = 16 * 1024;
 /// Free space the reader keeps in its buffer before each read.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Remark of the `SYSTEM_BUSY` answer to a request over a [`RequestLimits`] bound; upstream's
+/// wording when its request executor rejects a request (`NettyRemotingAbstract`).
+pub const OVERLOAD_REMARK: &str = "[OVERLOAD]system busy, start flow control for a while";
+/// Shortest interval between two log lines about rejected requests.
+pub const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Bounds on the requests a server handles at once (see the module docs for what happens
+/// beyond them). The defaults leave room for far more than a benchmark client's 64 requests in
+/// flight, and for a consumer holding one long-polling pull per queue, while capping what
+/// one client can make the server hold (4 connections x 2048 held pulls x ~4 KB = ~32 MB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Requests (two-way and oneway) in flight on one connection.
+    pub per_connection: usize,
+    /// Two-way requests in flight on all connections of the server together.
+    pub total: usize,
+    /// Oneway requests in flight on all connections of the server together.
+    pub oneway_total: usize,
+}
+
+impl RequestLimits {
+    /// Default of [`RequestLimits::per_connection`].
+    pub const DEFAULT_PER_CONNECTION: usize = 2048;
+    /// Default of [`RequestLimits::total`].
+    pub const DEFAULT_TOTAL: usize = 32_768;
+    /// Default of [`RequestLimits::oneway_total`].
+    pub const DEFAULT_ONEWAY_TOTAL: usize = 4096;
+
+    /// No bound: for a client, which only gets requests from servers it chose to connect to.
+    pub const fn unlimited() -> Self {
+        RequestLimits {
+            per_connection: usize::MAX,
+            total: usize::MAX,
+            oneway_total: usize::MAX,
+        }
+    }
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            per_connection: Self::DEFAULT_PER_CONNECTION,
+            total: Self::DEFAULT_TOTAL,
+            oneway_total: Self::DEFAULT_ONEWAY_TOTAL,
+        }
+    }
+}
+
+/// A snapshot of a server's request counters (a gauge for monitoring and tests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestStats {
+    /// Two-way requests in flight now.
+    pub in_flight: usize,
+    /// Oneway requests in flight now.
+    pub oneway_in_flight: usize,
+    /// Requests refused so far for being over a bound (answered `SYSTEM_BUSY` or dropped).
+    pub rejected: u64,
+}
+
+/// Which bound a request was over.
+#[derive(Clone, Copy, Debug)]
+enum Overload {
+    Connection,
+    Server,
+}
+
+/// The in-flight counters shared by the connections of one server (or client).
+pub(crate) struct RequestGauge {
+    limits: RequestLimits,
+    two_way: AtomicUsize,
+    oneway: AtomicUsize,
+    rejected: AtomicU64,
+    /// Rejections not yet reported in a log line.
+    unlogged: AtomicU64,
+    /// Milliseconds after `epoch` of the last log line about rejections, plus one (0: none).
+    last_log: AtomicU64,
+    epoch: Instant,
+}
+
+impl RequestGauge {
+    pub(crate) fn new(limits: RequestLimits) -> Self {
+        RequestGauge {
+            limits,
+            two_way: AtomicUsize::new(0),
+            oneway: AtomicUsize::new(0),
+            rejected: AtomicU64::new(0),
+            unlogged: AtomicU64::new(0),
+            last_log: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> RequestStats {
+        RequestStats {
+            in_flight: self.two_way.load(Ordering::Relaxed),
+            oneway_in_flight: self.oneway.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Takes a slot on `conn` and on the server for one request, or says which bound is full.
+    fn try_acquire(self: &Arc<Self>, conn: &Connection, oneway: bool) -> Result<Permit, Overload> {
+        let per_conn = &conn.inner.in_flight;
+        if per_conn.fetch_add(1, Ordering::AcqRel) >= self.limits.per_connection {
+            per_conn.fetch_sub(1, Ordering::AcqRel);
+            return Err(Overload::Connection);
+        }
+        let (counter, limit) = if oneway {
+            (&self.oneway, self.limits.oneway_total)
+        } else {
+            (&self.two_way, self.limits.total)
+        };
+        if counter.fetch_add(1, Ordering::AcqRel) >= limit {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            per_conn.fetch_sub(1, Ordering::AcqRel);
+            return Err(Overload::Server);
+        }
+        Ok(Permit {
+            gauge: Arc::clone(self),
+            conn: conn.clone(),
+            oneway,
+        })
+    }
+
+    /// Counts a rejection and logs, at most once per [`REJECT_LOG_INTERVAL`], how many there
+    /// were since the last line.
+    fn rejected(&self, conn: &Connection, cmd: &RemotingCommand, why: Overload) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.unlogged.fetch_add(1, Ordering::Relaxed);
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
+        let last = self.last_log.load(Ordering::Relaxed);
+        let interval = millis(REJECT_LOG_INTERVAL);
+        if last != 0 && now.saturating_sub(last) < interval {
+            return;
+        }
+        if self
+            .last_log
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return; // another reader logs this round
+        }
+        let count = self.unlogged.swap(0, Ordering::AcqRel);
+        let stats = self.stats();
+        tracing::warn!(
+            conn = conn.id(),
+            remote = %conn.remote_addr(),
+            code = cmd.code,
+            oneway = cmd.is_oneway(),
+            limit = ?why,
+            rejected = count,
+            in_flight = stats.in_flight,
+            oneway_in_flight = stats.oneway_in_flight,
+            on_connection = conn.in_flight(),
+            limits = ?self.limits,
+            "requests over the in-flight limit answered SYSTEM_BUSY (oneway: dropped); \
+             logged at most every {REJECT_LOG_INTERVAL:?}"
+        );
+    }
+}
+
+/// One request's slot in the in-flight counters, released when dropped (when the handler's
+/// answer is queued, or the handler task ends otherwise).
+struct Permit {
+    gauge: Arc<RequestGauge>,
+    conn: Connection,
+    oneway: bool,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let counter = if self.oneway {
+            &self.gauge.oneway
+        } else {
+            &self.gauge.two_way
+        };
+        counter.fetch_sub(1, Ordering::AcqRel);
+        self.conn.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Boxed future returned by [`RequestHandler::handle`].
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Option<RemotingCommand>> + Send + 'static>>;
@@ -134,6 +334,8 @@ struct ConnectionInner {
     /// Requests sent on this connection awaiting their response, by opaque. `None` once the
     /// connection is closed (then nothing can wait forever on it).
     pending: Mutex<Option<HashMap<i32, oneshot::Sender<RemotingCommand>>>>,
+    /// Requests received on this connection and not yet answered (see [`RequestLimits`]).
+    in_flight: AtomicUsize,
 }
 
 /// A live connection (accepted by the server or opened by the client). Cheap to clone.
@@ -179,6 +381,7 @@ impl Connection {
                 writer,
                 closed,
                 pending: Mutex::new(Some(HashMap::new())),
+                in_flight: AtomicUsize::new(0),
             }),
         }
     }
@@ -191,6 +394,11 @@ impl Connection {
     /// Address of the peer.
     pub fn remote_addr(&self) -> SocketAddr {
         self.inner.remote
+    }
+
+    /// Requests received on this connection whose answer is not queued yet.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Relaxed)
     }
 
     /// Whether the connection has closed (no more commands can be sent).
@@ -302,6 +510,8 @@ pub(crate) struct ConnectionContext {
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) tracker: TaskTracker,
     pub(crate) max_frame_size: usize,
+    /// In-flight request counters and their bounds, shared by all connections.
+    pub(crate) requests: Arc<RequestGauge>,
 }
 
 /// Starts the reader and writer of a connection over `stream`, in `ctx.tracker`. `closed` is
@@ -396,6 +606,22 @@ async fn dispatch(cmd: RemotingCommand, conn: &Connection, ctx: &ConnectionConte
         }
         return;
     };
+    let permit = match ctx.requests.try_acquire(conn, cmd.is_oneway()) {
+        Ok(permit) => permit,
+        Err(why) => {
+            ctx.requests.rejected(conn, &cmd, why);
+            if !cmd.is_oneway() {
+                let busy = RemotingCommand::response_to(
+                    &cmd,
+                    ResponseCode::SYSTEM_BUSY,
+                    Some(OVERLOAD_REMARK.to_string()),
+                );
+                // Waits while the write queue is full: then this connection is not read.
+                let _ = conn.send(busy).await;
+            }
+            return;
+        }
+    };
     // What the response needs from the request; the request itself goes to the handler.
     let request = RemotingCommand {
         code: cmd.code,
@@ -431,6 +657,7 @@ async fn dispatch(cmd: RemotingCommand, conn: &Connection, ctx: &ConnectionConte
         response.serialize_type = request.serialize_type;
         // Fails only when the connection has closed: the peer is gone.
         let _ = conn.send(response).await;
+        drop(permit);
     });
 }
 

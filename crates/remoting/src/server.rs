@@ -6,6 +6,10 @@
 //!
 //! [`RemotingServer::shutdown`] stops accepting, closes every connection and waits for every
 //! task the server spawned, handler tasks included.
+//!
+//! Requests in flight are bounded per connection and per server ([`RequestLimits`]; see
+//! [`crate::connection`] for what happens beyond a bound); [`RemotingServer::request_stats`]
+//! reads the counters.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,12 +22,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::codec::DEFAULT_MAX_FRAME_SIZE;
-use crate::connection::{spawn_connection, ConnectionContext};
+use crate::connection::{spawn_connection, ConnectionContext, RequestGauge};
 use crate::error::RemotingError;
 
 /// Re-exported from [`crate::connection`], where the server and the client share them.
 pub use crate::connection::{
-    Connection, ConnectionListener, Dispatcher, HandlerFuture, RequestHandler,
+    Connection, ConnectionListener, Dispatcher, HandlerFuture, RequestHandler, RequestLimits,
+    RequestStats, OVERLOAD_REMARK,
 };
 
 /// Listening address and limits of a [`RemotingServer`].
@@ -34,6 +39,8 @@ pub struct ServerConfig {
     pub max_frame_size: usize,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Bounds on requests in flight, per connection and in total.
+    pub limits: RequestLimits,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +49,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_connections: 10_000,
+            limits: RequestLimits::default(),
         }
     }
 }
@@ -52,6 +60,7 @@ pub struct RemotingServer {
     local_addr: SocketAddr,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    requests: Arc<RequestGauge>,
     /// `None` once shutdown has awaited it.
     acceptor: Option<JoinHandle<()>>,
 }
@@ -76,10 +85,12 @@ impl RemotingServer {
         })?;
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let requests = Arc::new(RequestGauge::new(config.limits));
         let ctx = ConnectionContext {
             dispatcher: dispatcher.into(),
             tracker: tracker.clone(),
             max_frame_size: config.max_frame_size,
+            requests: Arc::clone(&requests),
         };
         let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
         let acceptor = tokio::spawn(accept_loop(listener, limit, shutdown.clone(), ctx));
@@ -88,6 +99,7 @@ impl RemotingServer {
             local_addr,
             shutdown,
             tracker,
+            requests,
             acceptor: Some(acceptor),
         })
     }
@@ -95,6 +107,11 @@ impl RemotingServer {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Requests in flight now and rejected so far, over all connections.
+    pub fn request_stats(&self) -> RequestStats {
+        self.requests.stats()
     }
 
     /// Stop accepting, close every connection, await every task (connection and handler tasks).

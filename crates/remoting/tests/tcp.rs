@@ -9,7 +9,8 @@ use parking_lot::Mutex;
 use remoting::client::{ClientConfig, RemotingClient};
 use remoting::codec::{decode, encode, DEFAULT_MAX_FRAME_SIZE};
 use remoting::server::{
-    Connection, ConnectionListener, Dispatcher, RemotingServer, RequestHandler, ServerConfig,
+    Connection, ConnectionListener, Dispatcher, RemotingServer, RequestHandler, RequestLimits,
+    ServerConfig, OVERLOAD_REMARK,
 };
 use remoting::{
     BrokerAddr, NameServerAddr, RemotingCommand, RemotingError, RequestCode, ResponseCode,
@@ -798,4 +799,177 @@ async fn a_slow_reader_and_a_dead_sender_do_not_stall_other_clients() {
     }
     drop((slow, dead));
     server.shutdown().await;
+}
+
+/// Writes `count` pipelined requests built by `make` on one connection while reading the
+/// answers; returns the answers once `expect` have arrived.
+async fn flood(
+    server: std::net::SocketAddr,
+    count: usize,
+    expect: usize,
+    make: fn() -> RemotingCommand,
+) -> (Vec<RemotingCommand>, TcpStream) {
+    let stream = TcpStream::connect(server).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let mut buf = BytesMut::new();
+        for _ in 0..count {
+            encode(&make(), &mut buf).unwrap();
+        }
+        wr.write_all(&buf).await.unwrap();
+        wr
+    });
+    let mut answers = Vec::with_capacity(expect);
+    let mut buf = BytesMut::new();
+    while answers.len() < expect {
+        if let Some(cmd) = decode(&mut buf, DEFAULT_MAX_FRAME_SIZE).unwrap() {
+            answers.push(cmd);
+            continue;
+        }
+        let n = tokio::time::timeout(LONG, rd.read_buf(&mut buf))
+            .await
+            .expect("server silent during the flood")
+            .unwrap();
+        assert!(n > 0, "server closed the connection during the flood");
+    }
+    let wr = writer.await.unwrap();
+    (answers, rd.reunite(wr).unwrap())
+}
+
+/// A flood of pipelined requests that the handler holds (like long-polling pulls) on a few
+/// connections: beyond the per-connection bound each is answered SYSTEM_BUSY with upstream's
+/// remark at once, the number held stays at the bound, and another client is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_of_held_requests_gets_system_busy_beyond_the_bound() {
+    const CONNS: usize = 4;
+    const PER_CONN: usize = 100;
+    const SENT: usize = 5_000; // 20,000 in all
+    let server = RemotingServer::start(
+        ServerConfig {
+            limits: RequestLimits {
+                per_connection: PER_CONN,
+                total: 1_000,
+                oneway_total: 10,
+            },
+            ..config()
+        },
+        echo_dispatcher(),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let floods: Vec<_> = (0..CONNS)
+        .map(|_| {
+            tokio::spawn(flood(addr, SENT, SENT - PER_CONN, || {
+                RemotingCommand::request(HANG)
+            }))
+        })
+        .collect();
+    let mut held_streams = Vec::new();
+    for f in floods {
+        let (answers, stream) = f.await.unwrap();
+        for a in &answers {
+            assert_eq!(a.code, ResponseCode::SYSTEM_BUSY);
+            assert_eq!(a.remark.as_deref(), Some(OVERLOAD_REMARK));
+            assert!(a.is_response());
+        }
+        held_streams.push(stream);
+    }
+    // Everything over the bound was answered, so what is left is held: exactly the bound.
+    let stats = server.request_stats();
+    assert_eq!(stats.in_flight, CONNS * PER_CONN);
+    assert_eq!(stats.rejected, (CONNS * (SENT - PER_CONN)) as u64);
+
+    // Another client is served at once (awaited; the bound is per connection).
+    let client = client();
+    let resp = client
+        .invoke(&broker(&server), RemotingCommand::request(ECHO), LONG)
+        .await
+        .unwrap();
+    assert_eq!(resp.code, ResponseCode::SUCCESS);
+
+    // Oneway requests over the server's oneway bound are dropped, not answered or queued:
+    // the first frame back on this connection answers the two-way request sent after them.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut buf = BytesMut::new();
+    for _ in 0..50 {
+        encode(&RemotingCommand::request(HANG).into_oneway(), &mut buf).unwrap();
+    }
+    let two_way = RemotingCommand::request(ECHO);
+    encode(&two_way, &mut buf).unwrap();
+    stream.write_all(&buf).await.unwrap();
+    let mut rbuf = BytesMut::new();
+    let first = read_frame(&mut stream, &mut rbuf).await.unwrap();
+    assert_eq!(
+        (first.opaque, first.code),
+        (two_way.opaque, ResponseCode::SUCCESS)
+    );
+    let stats = server.request_stats();
+    assert_eq!(stats.oneway_in_flight, 10);
+    assert_eq!(stats.rejected, (CONNS * (SENT - PER_CONN) + 40) as u64);
+
+    // Closing the flooding connections ends their held requests and frees the slots.
+    drop(held_streams);
+    drop(stream);
+    wait_idle(&server).await;
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+/// The server-wide bound: once the flooders hold `total` requests, a request on any other
+/// connection is answered SYSTEM_BUSY too, and is served again once they are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_wide_bound_answers_system_busy_everywhere() {
+    let server = RemotingServer::start(
+        ServerConfig {
+            limits: RequestLimits {
+                per_connection: 1_000,
+                total: 300,
+                oneway_total: 10,
+            },
+            ..config()
+        },
+        echo_dispatcher(),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let (busy, stream) = flood(addr, 1_000, 700, || RemotingCommand::request(HANG)).await;
+    assert!(busy.iter().all(|c| c.code == ResponseCode::SYSTEM_BUSY));
+    assert_eq!(server.request_stats().in_flight, 300);
+
+    let client = client();
+    let resp = client
+        .invoke(&broker(&server), RemotingCommand::request(ECHO), LONG)
+        .await
+        .unwrap();
+    assert_eq!(resp.code, ResponseCode::SYSTEM_BUSY);
+    assert_eq!(resp.remark.as_deref(), Some(OVERLOAD_REMARK));
+
+    drop(stream);
+    wait_idle(&server).await;
+    let resp = client
+        .invoke(&broker(&server), RemotingCommand::request(ECHO), LONG)
+        .await
+        .unwrap();
+    assert_eq!(resp.code, ResponseCode::SUCCESS);
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+/// Waits (up to [`LONG`]) until the server has no request in flight.
+async fn wait_idle(server: &RemotingServer) {
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let s = server.request_stats();
+        if s.in_flight + s.oneway_in_flight == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slots never freed: {s:?}"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }

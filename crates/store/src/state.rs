@@ -88,6 +88,8 @@ pub(crate) struct Inner {
     pub(crate) no_space: AtomicBool,
     /// Rate-limited log of CommitLog flush failures.
     pub(crate) flush_errors: RepeatedError,
+    /// Rate-limited log of CommitLog append failures (e.g. no room for a new segment).
+    pub(crate) write_errors: RepeatedError,
     pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
     pub(crate) total_memory: u64,
     pub(crate) _lock: DirLock,

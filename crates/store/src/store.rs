@@ -321,6 +321,7 @@ impl MessageStore {
             disk_full: AtomicBool::new(false),
             no_space: AtomicBool::new(false),
             flush_errors: RepeatedError::new("CommitLog flush", REPEAT_LOG_INTERVAL),
+            write_errors: RepeatedError::new("CommitLog append", REPEAT_LOG_INTERVAL),
             threads: Mutex::new(Vec::new()),
             _lock: lock,
         });
@@ -867,7 +868,18 @@ impl Inner {
             ));
         }
         self.check_writable()?;
-        let appended = self.commit_log.append(msgs)?;
+        let appended = match self.commit_log.append(msgs) {
+            Ok(appended) => {
+                self.write_errors.succeeded();
+                appended
+            }
+            Err(e) => {
+                if matches!(e, StoreError::DiskFull { .. } | StoreError::Io { .. }) {
+                    self.write_errors.failed(&e, Instant::now());
+                }
+                return Err(e);
+            }
+        };
         if self.config.flush_disk_type == FlushDiskType::AsyncFlush {
             self.signals.dispatch.notify();
         }

@@ -50,13 +50,22 @@ pub(super) async fn pull(
         GetMessageStatus::NoMessageInQueue | GetMessageStatus::NoMatchedLogicQueue
     ) && h.queue_offset == 0);
     if nothing_new && PullSysFlag::has_suspend(h.sys_flag) {
-        let hold = {
+        let (hold, max_held) = {
             let c = state.config();
-            if c.long_polling_enable {
+            let hold = if c.long_polling_enable {
                 Duration::from_millis(h.suspend_timeout_millis.max(0) as u64).min(MAX_SUSPEND)
             } else {
                 Duration::from_millis(c.short_polling_time_mills)
-            }
+            };
+            (hold, c.max_held_pull_requests)
+        };
+        // Refused rather than answered "nothing new": that would have the client pull again
+        // at once, while SYSTEM_BUSY makes it back off (upstream clients wait 3 s).
+        let Some(_held) = state.waiters.try_hold(max_held) else {
+            return Err(HandlerError::Busy(format!(
+                "[OVERLOAD]system busy, start flow control for a while \
+                 ({max_held} pulls held, maxHeldPullRequests)"
+            )));
         };
         let store = state.store.clone();
         let (topic, queue, offset) = (h.topic.clone(), h.queue_id, h.queue_offset);
