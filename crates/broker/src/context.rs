@@ -185,10 +185,16 @@ fn map_store_error(e: StoreError) -> PutError {
     } else {
         tracing::warn!(error = %e, "message write failed");
     }
-    PutError {
-        code,
-        remark: e.to_string(),
-    }
+    let remark = match &e {
+        // Upstream's wording, with the actual cause in the brackets.
+        StoreError::DiskFull { .. } => format!(
+            "service not available now. It may be caused by one of the following reasons: \
+             the broker's disk is full [{e}], messages are put to the slave, message store \
+             has been shut down, etc."
+        ),
+        _ => e.to_string(),
+    };
+    PutError { code, remark }
 }
 
 /// A stored message made ready to be written again (delay delivery, retry, transaction
