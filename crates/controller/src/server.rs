@@ -263,6 +263,8 @@ impl Controller {
             listen: peers.me().addr,
             max_frame_size: config.max_frame_size,
             max_connections: config.max_connections,
+            // Controller traffic is small (heartbeats, elections, Raft); the defaults bound a flood.
+            limits: remoting::server::RequestLimits::default(),
         };
         let state = Arc::new(ControllerState {
             config,
