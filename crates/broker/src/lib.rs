@@ -51,3 +51,4 @@ mod handlers;
 pub use broker::Broker;
 pub use config::BrokerConfig;
 pub use error::BrokerError;
+pub use handlers::served_codes;

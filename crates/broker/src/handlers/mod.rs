@@ -172,6 +172,12 @@ const HANDLERS: &[(i32, Handler)] = &[
     ),
 ];
 
+/// Every request code a broker serves (the keys of [`HANDLERS`]), for tools and tests that
+/// must cover them all, such as the request fuzzer in `crates/it`.
+pub fn served_codes() -> Vec<i32> {
+    HANDLERS.iter().map(|(code, _)| *code).collect()
+}
+
 /// The broker's dispatcher over `state`; fails when [`HANDLERS`] lists a code twice.
 pub(crate) fn dispatcher(state: &Arc<BrokerServices>) -> Result<Dispatcher, RemotingError> {
     let mut d = Dispatcher::new();

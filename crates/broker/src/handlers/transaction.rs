@@ -11,7 +11,10 @@ use remoting::RemotingCommand;
 use super::{header, success, HandlerError, Reply};
 use crate::services::BrokerServices;
 
-/// END_TRANSACTION (37). A "not a transaction" answer gets no response.
+/// END_TRANSACTION (37). A "not a transaction" answer (a producer whose local transaction is
+/// still unknown) changes nothing and is answered SUCCESS: upstream answers nothing, which
+/// leaves a two-way caller waiting for its timeout (the usual oneway caller gets no answer
+/// either way).
 pub(super) async fn end_transaction(
     state: Arc<BrokerServices>,
     _conn: Connection,
@@ -26,7 +29,7 @@ pub(super) async fn end_transaction(
     let commit = match h.commit_or_rollback {
         MessageSysFlag::TRANSACTION_COMMIT_TYPE => true,
         MessageSysFlag::TRANSACTION_ROLLBACK_TYPE => false,
-        MessageSysFlag::TRANSACTION_NOT_TYPE => return Ok(None),
+        MessageSysFlag::TRANSACTION_NOT_TYPE => return Ok(Some(success(&req))),
         other => {
             return Err(HandlerError::System(format!(
                 "commitOrRollback {other} is neither commit (8) nor rollback (12)"
