@@ -34,6 +34,10 @@ pub const DLQ_GROUP_TOPIC_PREFIX: &str = "%DLQ%";
 const SCHEDULE_TOPIC_QUEUE_NUM: i32 = 18;
 /// Longest topic name upstream accepts.
 pub const MAX_TOPIC_LENGTH: usize = 127;
+/// Most read or write queues a topic (or a group's retry topic) may have. Upstream sets no
+/// limit, but every admin request that reports on a topic walks all of its queues: two
+/// billion of them held a runtime thread for minutes.
+pub const MAX_QUEUE_NUMS: i32 = 4096;
 
 /// `%RETRY%<group>`.
 pub fn retry_topic(group: &str) -> String {

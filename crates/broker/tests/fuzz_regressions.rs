@@ -31,3 +31,70 @@ async fn end_transaction_not_a_transaction_is_answered() {
     assert_eq!(resp.code, ResponseCode::SUCCESS, "{}", resp.remark_str());
     env.stop().await;
 }
+
+/// Fuzz seed 1437730: UPDATE_AND_CREATE_TOPIC accepted `readQueueNums`/`writeQueueNums` up to
+/// `i32::MAX`; GET_TOPIC_STATS_INFO and GET_CONSUME_STATS then walked two billion queues,
+/// holding a runtime thread for minutes and starving every other request.
+#[tokio::test]
+async fn topic_queue_counts_are_bounded() {
+    let env = Env::start().await;
+    for (read, write) in [(i32::MAX, 4), (4, i32::MAX), (70_000, 70_000)] {
+        let resp = env
+            .call(
+                RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_TOPIC)
+                    .with_ext("topic", "Huge")
+                    .with_ext("readQueueNums", read)
+                    .with_ext("writeQueueNums", write)
+                    .with_ext("perm", 6),
+            )
+            .await;
+        assert_eq!(resp.code, ResponseCode::SYSTEM_ERROR, "{read}/{write}");
+        assert!(
+            resp.remark_str().contains("QueueNums"),
+            "{}",
+            resp.remark_str()
+        );
+    }
+    // The largest count still accepted is served quickly.
+    let resp = env
+        .call(
+            RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_TOPIC)
+                .with_ext("topic", "Wide")
+                .with_ext("readQueueNums", 1024)
+                .with_ext("writeQueueNums", 1024)
+                .with_ext("perm", 6),
+        )
+        .await;
+    assert_eq!(resp.code, ResponseCode::SUCCESS, "{}", resp.remark_str());
+    let stats = env
+        .client
+        .invoke(
+            &env.addr,
+            RemotingCommand::request(RequestCode::GET_TOPIC_STATS_INFO).with_ext("topic", "Wide"),
+            QUICK,
+        )
+        .await
+        .expect("stats answered");
+    assert_eq!(stats.code, ResponseCode::SUCCESS, "{}", stats.remark_str());
+    env.stop().await;
+}
+
+/// The same for a group's retry topic: `retryQueueNums` is bounded too.
+#[tokio::test]
+async fn retry_queue_count_is_bounded() {
+    let env = Env::start().await;
+    let body = format!(r#"{{"groupName":"G","retryQueueNums":{}}}"#, i32::MAX);
+    let resp = env
+        .call(
+            RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+                .with_body(body.into_bytes()),
+        )
+        .await;
+    assert_eq!(resp.code, ResponseCode::SYSTEM_ERROR);
+    assert!(
+        resp.remark_str().contains("retryQueueNums"),
+        "{}",
+        resp.remark_str()
+    );
+    env.stop().await;
+}

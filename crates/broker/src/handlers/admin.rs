@@ -23,7 +23,7 @@ use super::{header, success, HandlerError, Reply};
 use crate::context::BrokerContext;
 use crate::services::BrokerServices;
 use crate::subscription::SubscriptionGroupConfig;
-use crate::topic::validate_topic_name;
+use crate::topic::{validate_topic_name, MAX_QUEUE_NUMS};
 
 /// UPDATE_AND_CREATE_TOPIC (17). Upstream leaves the remark "not set any response code" on
 /// the success answer, and so do we.
@@ -48,6 +48,11 @@ pub(super) async fn update_topic(
     if read_queue_nums < 0 || write_queue_nums < 0 || !perm::is_valid(topic_perm) {
         return Err(HandlerError::System(format!(
             "invalid topic settings: readQueueNums {read_queue_nums}, writeQueueNums {write_queue_nums}, perm {topic_perm}"
+        )));
+    }
+    if read_queue_nums > MAX_QUEUE_NUMS || write_queue_nums > MAX_QUEUE_NUMS {
+        return Err(HandlerError::System(format!(
+            "invalid topic settings: readQueueNums {read_queue_nums}, writeQueueNums {write_queue_nums}; at most {MAX_QUEUE_NUMS} queues"
         )));
     }
     let tc = TopicConfig {
@@ -105,6 +110,12 @@ pub(super) async fn update_group(
         .map_err(|e| HandlerError::System(format!("bad subscription group body: {e}")))?;
     if config.group_name.trim().is_empty() {
         return Err(HandlerError::System("groupName is empty".into()));
+    }
+    if config.retry_queue_nums > MAX_QUEUE_NUMS {
+        return Err(HandlerError::System(format!(
+            "retryQueueNums {} is more than {MAX_QUEUE_NUMS} queues",
+            config.retry_queue_nums
+        )));
     }
     state.groups.update(config)?;
     state.groups.flush().await?;
