@@ -10,8 +10,12 @@
 //! back, a normal SEND_MESSAGE_V2, a PULL_MESSAGE and GET_ROUTEINFO_BY_TOPIC work on fresh
 //! connections.
 //!
-//! The seed is printed; `FUZZ_SEED=<n>` replays a run and `FUZZ_CASES=<n>` changes the number
-//! of cases: `FUZZ_SEED=7 cargo test -p apogee-it --test request_fuzz -- --nocapture`.
+//! CI runs 40,000 cases (about 30 s in a debug build on two cores); the full 100,000 run is
+//! `cargo test -p apogee-it --test request_fuzz -- --ignored`. The seed is printed;
+//! `FUZZ_SEED=<n>` replays a run, `FUZZ_CASES=<n>` changes the number of cases and
+//! `FUZZ_SKIP=<code>,<code>` leaves codes out while narrowing down a failure:
+//! `FUZZ_SEED=7 cargo test -p apogee-it --test request_fuzz -- --nocapture`. A failure names
+//! the connection and the case (code, encoding, fields) that was not answered.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -43,8 +47,11 @@ use tokio::sync::mpsc;
 
 /// Seed when `FUZZ_SEED` is not set.
 const DEFAULT_SEED: u64 = 0x15_F022;
-/// Cases when `FUZZ_CASES` is not set.
-const DEFAULT_CASES: usize = 100_000;
+/// Cases of the CI run when `FUZZ_CASES` is not set: what fits in about 30 s on two busy
+/// cores in a debug build (100,000 took 71 s there).
+const CI_CASES: usize = 40_000;
+/// Cases of the full run (`--ignored`), as issue 15 asks.
+const FULL_CASES: usize = 100_000;
 /// Fuzzing connections to the broker and to the NameServer, each driven by its own task.
 const BROKER_CONNS: usize = 4;
 const NAMESRV_CONNS: usize = 2;
@@ -436,12 +443,15 @@ fn plausible(key: &str, rng: &mut StdRng, t: &Target) -> String {
 
 fn ext_fields(code: i32, rng: &mut StdRng, t: &Target) -> HashMap<String, String> {
     let mut ext = HashMap::new();
+    // Every PUT_KV_CONFIG rewrites and syncs the whole KV file (as upstream does): thousands of
+    // random namespaces and keys would make the run quadratic, so they mostly come from the pool.
+    let kv_name = |key: &str| code == RequestCode::PUT_KV_CONFIG && key != "value";
     for key in header_keys(code) {
         let roll = rng.gen_range(0..100);
         if roll < 10 {
             continue; // missing, required or not
         }
-        let value = if roll < 65 {
+        let value = if roll < 65 || (kv_name(key) && roll < 97) {
             plausible(key, rng, t)
         } else {
             garbage(rng)
@@ -977,6 +987,16 @@ async fn restore_config(
     restored
 }
 
+/// `codes` without those `FUZZ_SKIP` lists (comma-separated; for narrowing down a failure).
+fn without_skipped(codes: Vec<i32>) -> Vec<i32> {
+    let skip: Vec<i32> = std::env::var("FUZZ_SKIP")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    codes.into_iter().filter(|c| !skip.contains(c)).collect()
+}
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -986,9 +1006,19 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_served_request_code_survives_random_and_mutated_requests() {
+    fuzz(env_or("FUZZ_CASES", CI_CASES)).await;
+}
+
+/// The full 100,000 cases: `cargo test -p apogee-it --test request_fuzz -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "about 70 s in a debug build; CI runs the 40,000-case test above"]
+async fn full_run_of_100_000_cases() {
+    fuzz(env_or("FUZZ_CASES", FULL_CASES)).await;
+}
+
+async fn fuzz(cases: usize) {
     count_panics();
     let seed: u64 = env_or("FUZZ_SEED", DEFAULT_SEED);
-    let cases: usize = env_or("FUZZ_CASES", DEFAULT_CASES);
     println!(
         "request fuzz: seed {seed}, {cases} cases (replay: FUZZ_SEED={seed} FUZZ_CASES={cases})"
     );
@@ -1027,21 +1057,14 @@ async fn every_served_request_code_survives_random_and_mutated_requests() {
     let broker_target = Arc::new(Target {
         name: "broker",
         addr: broker_sock,
-        codes: broker::served_codes(),
+        codes: without_skipped(broker::served_codes()),
         config_keys: keys(&broker_before),
         broker: broker_sock,
     });
     let namesrv_target = Arc::new(Target {
         name: "namesrv",
         addr: ns_sock,
-        codes: NAMESRV_REQUEST_CODES
-            .iter()
-            .copied()
-            .filter(|c| {
-                std::env::var("FUZZ_SKIP")
-                    .map_or(true, |s| !s.split(',').any(|x| x == c.to_string()))
-            })
-            .collect(),
+        codes: without_skipped(NAMESRV_REQUEST_CODES.to_vec()),
         config_keys: keys(&namesrv_before),
         broker: broker_sock,
     });
@@ -1117,13 +1140,21 @@ async fn every_served_request_code_survives_random_and_mutated_requests() {
         "send: {}",
         sent.remark_str()
     );
-    let pulled = raw::pull(&client, &broker.addr, "FuzzCheckGroup", "FuzzCheck", 1, 0).await;
-    assert!(
-        pulled
-            .iter()
-            .any(|m| &m.message.body[..] == b"after the fuzz"),
-        "pull after the fuzz: {pulled:?}"
-    );
+    // The message reaches its ConsumeQueue shortly after the send is answered.
+    wait_until(
+        "a pull of the message sent after the fuzz",
+        Duration::from_secs(10),
+        || {
+            let (client, addr) = (&client, &broker.addr);
+            async move {
+                raw::pull(client, addr, "FuzzCheckGroup", "FuzzCheck", 1, 0)
+                    .await
+                    .iter()
+                    .any(|m| &m.message.body[..] == b"after the fuzz")
+            }
+        },
+    )
+    .await;
     let addr = broker.addr.clone();
     wait_until(
         "a route of FuzzCheck naming the broker",
