@@ -81,8 +81,9 @@ const TOPICS: &[&str] = &[
 const GROUPS: &[&str] = &["FuzzGroup", "FuzzGroup2", "PG", "TOOLS_CONSUMER"];
 const CLIENTS: &[&str] = &["127.0.0.1@fuzz1", "127.0.0.1@fuzz2"];
 /// Broker config keys the fuzzer leaves alone: each legitimately makes the broker take longer
-/// than [`ANSWER_TIMEOUT`] to answer (a pull held for `shortPollingTimeMills`, a send waiting
-/// `syncFlushTimeout`); their extreme values are covered by unit tests.
+/// than [`ANSWER_TIMEOUT`] to answer (a pull held `shortPollingTimeMills`, at most 60 s since
+/// the hold is bounded, see `hold_time` in the broker's pull handler; a send waiting
+/// `syncFlushTimeout`).
 const SLOW_KEYS: &[&str] = &["shortPollingTimeMills", "syncFlushTimeout"];
 /// Broker keys that cannot change while it runs (refused with NO_PERMISSION).
 const FIXED_BROKER_KEYS: &[&str] = &[

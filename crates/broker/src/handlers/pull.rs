@@ -28,6 +28,18 @@ use crate::services::BrokerServices;
 /// Longest hold of a pull, whatever the client asks.
 const MAX_SUSPEND: Duration = Duration::from_secs(60);
 
+/// How long a pull that found nothing new is held: the client's suspend timeout with long
+/// polling, else `shortPollingTimeMills`; never more than [`MAX_SUSPEND`] (a config value of
+/// `u64::MAX` ms overflowed the deadline and panicked the handler).
+fn hold_time(c: &crate::config::BrokerConfig, suspend_timeout_millis: i64) -> Duration {
+    let asked = if c.long_polling_enable {
+        Duration::from_millis(suspend_timeout_millis.max(0) as u64)
+    } else {
+        Duration::from_millis(c.short_polling_time_mills)
+    };
+    asked.min(MAX_SUSPEND)
+}
+
 /// PULL_MESSAGE (11). A held pull whose connection closes gets no answer.
 pub(super) async fn pull(
     state: Arc<BrokerServices>,
@@ -52,12 +64,7 @@ pub(super) async fn pull(
     if nothing_new && PullSysFlag::has_suspend(h.sys_flag) {
         let (hold, max_held) = {
             let c = state.config();
-            let hold = if c.long_polling_enable {
-                Duration::from_millis(h.suspend_timeout_millis.max(0) as u64).min(MAX_SUSPEND)
-            } else {
-                Duration::from_millis(c.short_polling_time_mills)
-            };
-            (hold, c.max_held_pull_requests)
+            (hold_time(&c, h.suspend_timeout_millis), c.max_held_pull_requests)
         };
         // Refused rather than answered "nothing new": that would have the client pull again
         // at once, while SYSTEM_BUSY makes it back off (upstream clients wait 3 s).
@@ -326,6 +333,19 @@ impl MessageFilter for TagFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holds_are_bounded_whatever_the_config_or_client_says() {
+        let mut c = crate::config::BrokerConfig::default();
+        assert_eq!(hold_time(&c, i64::MAX), MAX_SUSPEND);
+        assert_eq!(hold_time(&c, -5), Duration::ZERO);
+        assert_eq!(hold_time(&c, 1_500), Duration::from_millis(1_500));
+        c.long_polling_enable = false;
+        c.short_polling_time_mills = u64::MAX;
+        assert_eq!(hold_time(&c, 0), MAX_SUSPEND);
+        c.short_polling_time_mills = 1_000;
+        assert_eq!(hold_time(&c, i64::MAX), Duration::from_secs(1));
+    }
 
     #[test]
     fn tag_expressions() {
