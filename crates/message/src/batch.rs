@@ -94,3 +94,21 @@ pub fn decode_batch(buf: &[u8], topic: &str) -> Result<Vec<Message>, MessageErro
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// cargo-fuzz `message_decoder` crash-cbaeea48 (input `20 00 00 00 00 00`): an entry whose
+    /// size field says 0 made the error's byte count underflow (a panic in debug builds, so in
+    /// a debug broker's SEND_BATCH_MESSAGE handler).
+    #[test]
+    fn entry_sizes_below_the_size_field_are_errors() {
+        for total in [0i32, 1, 3, 4, 19] {
+            let mut body = total.to_be_bytes().to_vec();
+            body.extend_from_slice(&[0; 24]);
+            assert!(decode_batch(&body, "T").is_err(), "size {total}");
+        }
+        assert!(decode_batch(&[0, 0, 0, 0, 0], "T").is_err());
+    }
+}

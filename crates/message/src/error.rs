@@ -112,7 +112,9 @@ impl From<Short> for MessageError {
         MessageError::Truncated {
             field: s.field,
             need: s.need,
-            have: s.len - s.at,
+            // A reader cut short below its position (a batch entry declaring fewer bytes
+            // than its size field) has nothing left, not a negative count.
+            have: s.len.saturating_sub(s.at),
         }
     }
 }
