@@ -69,6 +69,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again.remark, cmd.remark);
     } else {
         // The binary layout writes no remark and an empty one alike.
-        assert_eq!(again.remark.unwrap_or_default(), cmd.remark.unwrap_or_default());
+        assert_eq!(
+            again.remark.unwrap_or_default(),
+            cmd.remark.unwrap_or_default()
+        );
     }
 });

@@ -25,7 +25,8 @@ fuzz_target!(|data: &[u8]| {
                 for m in msgs {
                     let mut out = BytesMut::new();
                     m.encode(&mut out).expect("a decoded record encodes");
-                    let (back, used) = MessageExt::decode(&out, false).expect("re-encoded record decodes");
+                    let (back, used) =
+                        MessageExt::decode(&out, false).expect("re-encoded record decodes");
                     assert_eq!(used, out.len());
                     assert_eq!(back.message, m.message);
                     assert_eq!(back.queue_offset, m.queue_offset);
@@ -47,7 +48,10 @@ fuzz_target!(|data: &[u8]| {
         2 => {
             if let Ok(msgs) = decode_batch(rest, "T") {
                 let body = encode_batch(&msgs).expect("a decoded batch encodes");
-                assert_eq!(decode_batch(&body, "T").expect("re-encoded batch decodes"), msgs);
+                assert_eq!(
+                    decode_batch(&body, "T").expect("re-encoded batch decodes"),
+                    msgs
+                );
             }
         }
         3 => {
