@@ -64,7 +64,10 @@ pub(super) async fn pull(
     if nothing_new && PullSysFlag::has_suspend(h.sys_flag) {
         let (hold, max_held) = {
             let c = state.config();
-            (hold_time(&c, h.suspend_timeout_millis), c.max_held_pull_requests)
+            (
+                hold_time(&c, h.suspend_timeout_millis),
+                c.max_held_pull_requests,
+            )
         };
         // Refused rather than answered "nothing new": that would have the client pull again
         // at once, while SYSTEM_BUSY makes it back off (upstream clients wait 3 s).
