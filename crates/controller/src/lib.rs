@@ -29,6 +29,7 @@ pub mod liveness;
 pub mod raft;
 pub mod replicas;
 mod server;
+mod state;
 pub mod store;
 
 pub use config::{ConfigError, ControllerConfig};

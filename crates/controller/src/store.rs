@@ -8,8 +8,8 @@
 //! | `raft/log/<index, 20 digits>.json` | one log entry (an [`Event`], a membership or a blank) |
 //! | `raft/snapshot.json` | the latest snapshot: its meta and the [`ReplicasInfo`] it holds |
 //!
-//! Every file is written whole to a temporary name, fsynced and renamed, so a crash leaves
-//! either the old or the new file. The state machine lives in memory ([`SharedState`]) and is
+//! Every file is written whole with [`durable::write_atomic`] (temporary name, fsync, rename,
+//! directory fsync), so a crash leaves either the old or the new file. The state machine lives in memory ([`SharedState`]) and is
 //! rebuilt on start from the snapshot plus the committed log, which openraft re-applies.
 
 // openraft's error types are large by design and its traits return them; boxing only here
@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,21 +40,9 @@ type StorageResult<T> = Result<T, StorageError<NodeId>>;
 /// The state machine's content, shared with the request handlers (read-only for them).
 pub type SharedState = Arc<RwLock<ReplicasInfo>>;
 
-fn write_file_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), AnyError> {
     let bytes = serde_json::to_vec(value).map_err(|e| AnyError::new(&e))?;
-    write_file_atomic(path, &bytes).map_err(|e| AnyError::new(&e))
+    durable::write_atomic(path, &bytes).map_err(|e| AnyError::new(&e))
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, AnyError> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use remoting::{RemotingCommand, RemotingError};
 
 use super::{success_with_header, HandlerFuture};
-use crate::server::ControllerState;
+use crate::state::ControllerState;
 
 pub(super) fn metadata(state: Arc<ControllerState>, request: RemotingCommand) -> HandlerFuture {
     Box::pin(

@@ -20,7 +20,7 @@ use remoting::{RemotingCommand, RemotingError, RequestCode, ResponseCode};
 
 use crate::raft::{serve_rpc, RAFT_APPEND_ENTRIES, RAFT_INSTALL_SNAPSHOT, RAFT_VOTE};
 use crate::replicas::Refusal;
-use crate::server::ControllerState;
+use crate::state::ControllerState;
 
 /// Every controller request code served (upstream `ControllerRequestProcessor`).
 pub const CONTROLLER_REQUEST_CODES: &[i32] = &[

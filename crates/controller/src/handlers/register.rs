@@ -14,7 +14,7 @@ use remoting::{RemotingCommand, ResponseCode};
 
 use super::{json, refused, success_with_header, HandlerFuture};
 use crate::liveness::LiveInfo;
-use crate::server::ControllerState;
+use crate::state::ControllerState;
 
 pub(super) fn next_broker_id(
     state: Arc<ControllerState>,

@@ -15,7 +15,7 @@ use remoting::{RemotingCommand, RemotingError, ResponseCode};
 
 use super::{json, refused, success_with_header, HandlerFuture};
 use crate::replicas::{ElectRequest, MasterInfo};
-use crate::server::ControllerState;
+use crate::state::ControllerState;
 
 pub(super) fn alter_sync_state_set(
     state: Arc<ControllerState>,
