@@ -1,7 +1,11 @@
 //! Test-only helpers shared by the crates' test suites: access to the wire captures recorded
 //! between upstream RocketMQ 4.9.8 and real clients (`../shared/captures` beside the repo, one
 //! JSON object per frame). When the captures are not there, loaders return `None` after
-//! printing a note, and the tests that need them skip.
+//! printing a note, and the tests that need them skip. [`fault`] holds the loopback
+//! [`FaultProxy`] that tests put between two components to partition them.
+
+pub mod fault;
+pub use fault::{FaultMode, FaultProxy};
 
 use std::path::PathBuf;
 
