@@ -1,0 +1,210 @@
+//! Partitions injected on the wire with the test kit's [`FaultProxy`] between two components:
+//! broker <-> NameServer (the route expires while the broker lives and comes back when the
+//! link heals) and master <-> slave under SYNC_MASTER (sends are answered in bounded time
+//! while the slave is cut off, and every acknowledged message reaches the slave afterwards).
+
+use std::time::{Duration, Instant};
+
+use it::{
+    broker_config, raw, raw_client, route, start_namesrv, wait_until, BrokerNode, BrokerRole,
+};
+use remoting::ResponseCode;
+use testkit::{FaultMode, FaultProxy};
+
+const TOPIC: &str = "PartitionTopic";
+const GROUP: &str = "PartitionGroup";
+
+/// broker -> proxy -> NameServer: a blackholed link lets the NameServer expire the broker's
+/// route although the broker runs (its connection stays open, so only the expiry scan can
+/// drop it); healing the link brings the route back with the next registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_route_expires_behind_a_blackhole_and_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let expiry = Duration::from_millis(1_500);
+    let ns = start_namesrv(expiry).await;
+    let nsa = ns.local_addr();
+    let proxy = FaultProxy::start(nsa).await.unwrap();
+    let b = BrokerNode::start(broker_config(
+        proxy.addr(),
+        "C",
+        "b1",
+        0,
+        BrokerRole::AsyncMaster,
+        dir.path().join("b1"),
+    ));
+    let client = raw_client();
+    raw::create_topic(&client, &b.addr, TOPIC, 1).await;
+    let has_route = || {
+        let c = client.clone();
+        async move {
+            route(&c, nsa, TOPIC)
+                .await
+                .is_some_and(|r| !r.broker_datas.is_empty())
+        }
+    };
+    wait_until(
+        "the route through the proxy",
+        Duration::from_secs(5),
+        has_route,
+    )
+    .await;
+    assert!(
+        proxy.connections() >= 1,
+        "the broker registers through the proxy"
+    );
+
+    proxy.set_mode(FaultMode::Blackhole);
+    let cut = Instant::now();
+    wait_until(
+        "the NameServer to expire the broker",
+        Duration::from_secs(6),
+        || {
+            let c = client.clone();
+            async move { route(&c, nsa, TOPIC).await.is_none() }
+        },
+    )
+    .await;
+    let expired_after = cut.elapsed();
+    assert!(
+        expired_after + Duration::from_millis(300) >= expiry,
+        "route gone after {expired_after:?}, before the {expiry:?} expiry"
+    );
+    // The broker itself is alive and serving.
+    let r = raw::send(&client, &b.addr, TOPIC, 0, b"alive").await;
+    assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+
+    proxy.set_mode(FaultMode::Pass);
+    wait_until("the route to come back", Duration::from_secs(5), has_route).await;
+    drop(b);
+    drop(proxy);
+    ns.shutdown().await;
+}
+
+/// Every message of `queue` on `broker` from offset 0 on (pulls of 32 until none is left).
+async fn pull_all(
+    client: &remoting::client::RemotingClient,
+    broker: &str,
+    queue: i32,
+) -> Vec<(i64, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        let got = raw::pull(client, broker, GROUP, TOPIC, queue, out.len() as i64).await;
+        if got.is_empty() {
+            return out;
+        }
+        out.extend(
+            got.into_iter()
+                .map(|m| (m.queue_offset, m.message.body.to_vec())),
+        );
+    }
+}
+
+/// master (SYNC_MASTER) <- proxy <- slave's HA connection: with the link blackholed every
+/// send is answered FLUSH_SLAVE_TIMEOUT or SLAVE_NOT_AVAILABLE within syncFlushTimeout and a
+/// margin; healed, the slave catches up and holds every acknowledged message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_master_answers_in_bounded_time_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = start_namesrv(Duration::from_secs(10)).await;
+    let nsa = ns.local_addr();
+    let sync_flush_timeout = Duration::from_millis(500);
+    let mut mc = broker_config(
+        nsa,
+        "C",
+        "b1",
+        0,
+        BrokerRole::SyncMaster,
+        dir.path().join("m"),
+    );
+    mc.sync_flush_timeout = sync_flush_timeout.as_millis() as u64;
+    let m = BrokerNode::start(mc);
+    let ha = m.ha_port.expect("a master has an HA port");
+    let proxy = FaultProxy::start(([127, 0, 0, 1], ha).into())
+        .await
+        .unwrap();
+    let mut sc = broker_config(nsa, "C", "b1", 1, BrokerRole::Slave, dir.path().join("s"));
+    sc.ha_master_address = Some(proxy.addr().to_string());
+    let s = BrokerNode::start(sc);
+    let client = raw_client();
+    raw::create_topic(&client, &m.addr, TOPIC, 1).await;
+
+    // Acknowledged messages: (queue offset, body). Any of the three answers means stored on
+    // the master.
+    let mut acked = Vec::new();
+    let acceptable = [
+        ResponseCode::SUCCESS,
+        ResponseCode::FLUSH_SLAVE_TIMEOUT,
+        ResponseCode::SLAVE_NOT_AVAILABLE,
+    ];
+    let send = |i: usize| {
+        let (c, a) = (client.clone(), m.addr.clone());
+        async move {
+            let body = format!("m{i}").into_bytes();
+            let start = Instant::now();
+            let r = raw::send(&c, &a, TOPIC, 0, &body).await;
+            (r, body, start.elapsed())
+        }
+    };
+    // Healthy: wait until the slave acknowledges through the proxy.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 0;
+    loop {
+        let (r, body, _) = send(i).await;
+        i += 1;
+        assert!(
+            acceptable.contains(&r.code),
+            "{} {}",
+            r.code,
+            r.remark_str()
+        );
+        acked.push((r.ext("queueOffset").unwrap().parse::<i64>().unwrap(), body));
+        if r.code == ResponseCode::SUCCESS {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slave never acknowledged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        proxy.connections() >= 1,
+        "the slave replicates through the proxy"
+    );
+
+    proxy.set_mode(FaultMode::Blackhole);
+    let bound = sync_flush_timeout + Duration::from_millis(1_000);
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        let (r, body, took) = send(i).await;
+        i += 1;
+        assert!(
+            r.code == ResponseCode::FLUSH_SLAVE_TIMEOUT
+                || r.code == ResponseCode::SLAVE_NOT_AVAILABLE,
+            "cut-off slave, answer {} {}",
+            r.code,
+            r.remark_str()
+        );
+        assert!(took <= bound, "answered after {took:?} > {bound:?}");
+        codes.push((r.code, took.as_millis()));
+        acked.push((r.ext("queueOffset").unwrap().parse::<i64>().unwrap(), body));
+    }
+    println!("answers with the slave cut off (code, ms): {codes:?}");
+
+    proxy.set_mode(FaultMode::Pass);
+    let master_max = raw::max_offset(&client, &m.addr, TOPIC, 0).await;
+    assert_eq!(master_max, acked.len() as i64);
+    wait_until("the slave to catch up", Duration::from_secs(10), || {
+        let (c, a) = (client.clone(), s.addr.clone());
+        async move { raw::max_offset(&c, &a, TOPIC, 0).await >= master_max }
+    })
+    .await;
+    let on_slave = pull_all(&client, &s.addr, 0).await;
+    for (offset, body) in &acked {
+        assert!(
+            on_slave.iter().any(|(o, b)| o == offset && b == body),
+            "acknowledged message at offset {offset} missing on the slave"
+        );
+    }
+    drop(s);
+    drop(m);
+    drop(proxy);
+    ns.shutdown().await;
+}
