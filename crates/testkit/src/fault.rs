@@ -50,7 +50,12 @@ impl FaultProxy {
     /// Binds an ephemeral loopback port and starts forwarding to `target` in
     /// [`FaultMode::Pass`]. Must be called inside a tokio runtime; the proxy's tasks run on it.
     pub async fn start(target: SocketAddr) -> io::Result<FaultProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        FaultProxy::start_on(TcpListener::bind("127.0.0.1:0").await?, target)
+    }
+
+    /// [`FaultProxy::start`] on a listener the caller bound, for a target whose address
+    /// depends on the proxy's own port (a server that advertises the proxy's address).
+    pub fn start_on(listener: TcpListener, target: SocketAddr) -> io::Result<FaultProxy> {
         let addr = listener.local_addr()?;
         let (mode, mode_rx) = watch::channel(FaultMode::Pass);
         let (live_tx, live) = watch::channel(0usize);
