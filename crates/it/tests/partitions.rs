@@ -1,25 +1,15 @@
 //! Partitions injected on the wire with the test kit's [`FaultProxy`] between two components:
 //! broker <-> NameServer (the route expires while the broker lives and comes back when the
 //! link heals) and master <-> slave under SYNC_MASTER (sends are answered in bounded time
-//! while the slave is cut off, and every acknowledged message reaches the slave afterwards)
-//! and client <-> broker (a push consumer cut off from its broker resumes when the link
-//! heals, consumes everything and never moves a committed offset back).
+//! while the slave is cut off, and every acknowledged message reaches the slave afterwards).
+//! Client <-> broker is not here yet: a broker advertises its own listen port, so putting a
+//! proxy in a client's path needs a second loopback address, and these tests keep to
+//! 127.0.0.1.
 
-mod common;
-
-use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use client::consumer::push::{
-    ConsumeConcurrentlyStatus, MessageListener, PushConsumer, PushConsumerConfig,
-};
-use parking_lot::Mutex;
-
 use it::{
-    broker_config, committed_offset, raw, raw_client, route, start_namesrv, wait_until, BrokerNode,
-    BrokerRole,
+    broker_config, raw, raw_client, route, start_namesrv, wait_until, BrokerNode, BrokerRole,
 };
 use remoting::ResponseCode;
 use testkit::{FaultMode, FaultProxy};
@@ -218,115 +208,6 @@ async fn sync_master_answers_in_bounded_time_and_loses_nothing() {
     }
     drop(s);
     drop(m);
-    drop(proxy);
-    ns.shutdown().await;
-}
-
-/// client -> proxy -> broker: the broker listens on 127.0.0.2 and advertises the proxy's
-/// 127.0.0.1 address with the same port, so the consumer (which learns the address from the
-/// NameServer) reaches it only through the proxy while the test talks to it directly. A push
-/// consumer cut off mid-stream consumes nothing, its committed offset stays; healed, it
-/// resumes within a bound, consumes every message and commits the end.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumer_cut_off_from_its_broker_resumes_without_losing_offsets() {
-    const N: i64 = 10;
-    let dir = tempfile::tempdir().unwrap();
-    let ns = start_namesrv(Duration::from_secs(10)).await;
-    let nsa = ns.local_addr();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let hidden = Ipv4Addr::new(127, 0, 0, 2);
-    let proxy = FaultProxy::start_on(listener, SocketAddr::from((hidden, port))).unwrap();
-    let mut bc = broker_config(
-        nsa,
-        "C",
-        "b1",
-        0,
-        BrokerRole::AsyncMaster,
-        dir.path().join("b1"),
-    );
-    bc.bind_address = hidden.into();
-    bc.listen_port = port;
-    let b = BrokerNode::start(bc);
-    assert_eq!(
-        b.addr,
-        proxy.addr().to_string(),
-        "the broker advertises the proxy"
-    );
-    let direct = SocketAddr::from((hidden, port)).to_string();
-    let client = raw_client();
-    raw::create_topic(&client, &direct, TOPIC, 1).await;
-    for i in 0..N {
-        let r = raw::send(&client, &direct, TOPIC, 0, format!("m{i}").as_bytes()).await;
-        assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
-    }
-
-    let seen = Arc::new(Mutex::new(HashSet::new()));
-    let s = seen.clone();
-    let listener = MessageListener::concurrently(move |msgs, _ctx| {
-        let mut s = s.lock();
-        for m in msgs {
-            s.insert(String::from_utf8_lossy(&m.message.body).to_string());
-        }
-        ConsumeConcurrentlyStatus::ConsumeSuccess
-    });
-    let consumer = PushConsumer::start(
-        common::client_config(nsa, Duration::from_millis(200), "partition"),
-        PushConsumerConfig::new(GROUP).rebalance_interval(Duration::from_millis(500)),
-        &[(TOPIC, "*")],
-        listener,
-    )
-    .await
-    .unwrap();
-    let committed = || {
-        let (c, a) = (client.clone(), direct.clone());
-        async move { committed_offset(&c, &a, GROUP, TOPIC, 0).await }
-    };
-    wait_until("the first commit", Duration::from_secs(10), || async {
-        committed().await == Some(N)
-    })
-    .await;
-    assert!(
-        proxy.connections() >= 1,
-        "the consumer talks through the proxy"
-    );
-
-    proxy.set_mode(FaultMode::Blackhole);
-    for i in N..2 * N {
-        let r = raw::send(&client, &direct, TOPIC, 0, format!("m{i}").as_bytes()).await;
-        assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
-    }
-    // Cut off: nothing new is consumed and the committed offset stays where it was. (An
-    // absence can only be observed over a window.)
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    assert_eq!(seen.lock().len() as i64, N, "consumed through a blackhole");
-    assert_eq!(
-        committed().await,
-        Some(N),
-        "committed offset moved while cut off"
-    );
-
-    proxy.set_mode(FaultMode::Pass);
-    let healed = Instant::now();
-    wait_until(
-        "the consumer to resume and commit the end",
-        Duration::from_secs(10),
-        || async {
-            let c = committed().await;
-            assert!(c >= Some(N), "committed offset went back to {c:?}");
-            c == Some(2 * N) && seen.lock().len() as i64 == 2 * N
-        },
-    )
-    .await;
-    println!(
-        "consumer resumed and committed {} in {:?}",
-        2 * N,
-        healed.elapsed()
-    );
-    let want: HashSet<String> = (0..2 * N).map(|i| format!("m{i}")).collect();
-    assert_eq!(*seen.lock(), want);
-    consumer.shutdown().await;
-    drop(b);
     drop(proxy);
     ns.shutdown().await;
 }
