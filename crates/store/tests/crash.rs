@@ -4,90 +4,38 @@
 //! intact and that nothing past the recovered tail is served.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use store::{
-    AcceptAll, FlushDiskType, GetMessageStatus, MessageExt, MessageStore, StoreConfig, StoreError,
-};
+use store::{AcceptAll, GetMessageStatus, MessageExt, MessageStore, StoreConfig, StoreError};
 
 const SEGMENT: u64 = 256 * 1024;
 const CQ_UNITS: u64 = 100;
 const QUEUES: i32 = 4;
 
-#[derive(Debug, Clone)]
-struct Ack {
-    phys: i64,
-    queue: i32,
-    qoff: i64,
-    key: String,
-}
+mod writer;
+
+use writer::{parse_ack, Ack};
 
 fn config(dir: &Path, mode: &str) -> StoreConfig {
-    let mut c = StoreConfig::new(dir);
-    c.flush_disk_type = if mode == "sync" {
-        FlushDiskType::SyncFlush
-    } else {
-        FlushDiskType::AsyncFlush
-    };
-    c.mapped_file_size_commit_log = SEGMENT;
-    c.mapped_file_size_consume_queue = CQ_UNITS * 20;
-    c.max_hash_slot_num = 512;
-    c.max_index_num = 2048;
+    let mut c = writer::config(dir, mode, SEGMENT, CQ_UNITS);
     c.disk_space_warning_level_ratio = 100;
     c
 }
 
 fn spawn_writer(dir: &Path, mode: &str, run: usize) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_store-crash-writer"))
-        .args([
-            dir.to_str().unwrap(),
-            mode,
-            &run.to_string(),
-            &SEGMENT.to_string(),
-            &CQ_UNITS.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn store-crash-writer");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match r.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => return,
-                // A line cut by the kill has no newline: it was never fully claimed.
-                Ok(_) if buf.last() != Some(&b'\n') => return,
-                Ok(_) => {
-                    if tx
-                        .send(String::from_utf8_lossy(&buf).trim_end().to_string())
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    (child, rx)
-}
-
-fn parse_ack(line: &str) -> Ack {
-    let mut it = line.split(' ');
-    Ack {
-        phys: it.next().unwrap().parse().unwrap(),
-        queue: it.next().unwrap().parse().unwrap(),
-        qoff: it.next().unwrap().parse().unwrap(),
-        key: it.next().unwrap().to_string(),
-    }
+    writer::spawn(
+        env!("CARGO_BIN_EXE_store-crash-writer"),
+        dir,
+        mode,
+        run,
+        SEGMENT,
+        CQ_UNITS,
+        Stdio::inherit(),
+    )
 }
 
 /// Opens the store (recovering it) and checks every acknowledged message and the consistency
@@ -100,20 +48,8 @@ fn verify(dir: &Path, mode: &str, acks: &[Ack]) {
             a.phys < tail,
             "acknowledged {a:?} lies past the recovered tail {tail}"
         );
-        let rec = store
-            .message_by_offset(a.phys)
-            .unwrap_or_else(|| panic!("acknowledged {a:?} not readable"));
-        let m = MessageExt::decode(&rec).unwrap_or_else(|e| panic!("{a:?} damaged: {e}"));
-        assert_eq!(m.property("KEYS"), Some(a.key.as_str()));
-        assert_eq!((m.queue_id, m.queue_offset), (a.queue, a.qoff));
+        let (rec, m) = writer::check_acked(&store, a);
         assert!(m.body.len() >= 40);
-        assert!(
-            m.body
-                .iter()
-                .zip(a.key.bytes().cycle())
-                .all(|(x, y)| *x == y),
-            "{a:?} body"
-        );
         let got = store.get_messages("CrashTopic", a.queue, a.qoff, 1, 1 << 20, &AcceptAll);
         assert_eq!(got.status, GetMessageStatus::Found, "{a:?}");
         assert_eq!(got.messages[0], rec);
@@ -173,12 +109,15 @@ fn crash_cycles(mode: &str, cycles: usize, seed: u64) {
         let deadline = Instant::now() + run_for;
         while Instant::now() < deadline {
             if let Ok(line) = rx.recv_timeout(deadline - Instant::now()) {
-                acks.push(parse_ack(&line));
+                acks.push(parse_ack(&line).expect("an acknowledgement line"));
             }
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        acks.extend(rx.iter().map(|l| parse_ack(&l)));
+        acks.extend(
+            rx.iter()
+                .map(|l| parse_ack(&l).expect("an acknowledgement line")),
+        );
         if run % 4 == 3 || run + 1 == cycles {
             verify(dir.path(), mode, &acks);
         }
@@ -223,12 +162,15 @@ fn damage_below_the_flushed_offset_is_a_typed_error() {
         let deadline = Instant::now() + Duration::from_millis(150);
         while Instant::now() < deadline {
             if let Ok(line) = rx.recv_timeout(deadline - Instant::now()) {
-                acks.push(parse_ack(&line));
+                acks.push(parse_ack(&line).expect("an acknowledgement line"));
             }
         }
         child.kill().unwrap();
         child.wait().unwrap();
-        acks.extend(rx.iter().map(|l| parse_ack(&l)));
+        acks.extend(
+            rx.iter()
+                .map(|l| parse_ack(&l).expect("an acknowledgement line")),
+        );
         let cp = std::fs::read(dir.path().join("checkpoint")).unwrap();
         let at = |i: usize| u64::from_be_bytes(cp[i..i + 8].try_into().unwrap());
         let (flushed, cq_safe, idx_safe) = (at(48), at(56), at(64));

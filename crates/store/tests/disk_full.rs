@@ -7,14 +7,14 @@
 //! free space and restart (writes go on), fill again until refused, free more space and see
 //! writes resume in the same process, then check every acknowledged message is present.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use store::{AcceptAll, FlushDiskType, GetMessageStatus, MessageExt, MessageStore, StoreConfig};
+use store::{AcceptAll, GetMessageStatus, MessageStore, StoreConfig};
 
 const SEGMENT: u64 = 1024 * 1024;
 const CQ_UNITS: u64 = 1000;
@@ -62,30 +62,17 @@ impl Drop for Tmpfs {
     }
 }
 
+mod writer;
+
+use writer::{parse_ack, Ack};
+
 /// The config `store-disk-writer` uses, for opening its store in the test.
 fn config(dir: &Path, mode: &str) -> StoreConfig {
-    let mut c = StoreConfig::new(dir);
-    c.flush_disk_type = if mode == "sync" {
-        FlushDiskType::SyncFlush
-    } else {
-        FlushDiskType::AsyncFlush
-    };
-    c.mapped_file_size_commit_log = SEGMENT;
-    c.mapped_file_size_consume_queue = CQ_UNITS * 20;
-    c.max_hash_slot_num = 512;
-    c.max_index_num = 2048;
+    let mut c = writer::config(dir, mode, SEGMENT, CQ_UNITS);
     c.disk_max_used_space_ratio = 100;
     c.disk_space_clean_forcibly_ratio = 100;
     c.disk_space_warning_level_ratio = 100;
     c
-}
-
-#[derive(Debug, Clone)]
-struct Ack {
-    phys: i64,
-    queue: i32,
-    qoff: i64,
-    key: String,
 }
 
 enum Line {
@@ -102,18 +89,9 @@ fn parse(line: &str) -> Line {
     if let Some(why) = line.strip_prefix("refused ") {
         return Line::Refused(why.to_string());
     }
-    let f: Vec<&str> = line.split(' ').collect();
-    match f.as_slice() {
-        [phys, queue, qoff, key] => match (phys.parse(), queue.parse(), qoff.parse()) {
-            (Ok(phys), Ok(queue), Ok(qoff)) => Line::Ack(Ack {
-                phys,
-                queue,
-                qoff,
-                key: key.to_string(),
-            }),
-            _ => Line::Other,
-        },
-        _ => Line::Other,
+    match parse_ack(line) {
+        Some(a) => Line::Ack(a),
+        None => Line::Other,
     }
 }
 
@@ -125,39 +103,16 @@ struct Writer {
 
 impl Writer {
     fn spawn(dir: &Path, mode: &str, run: usize) -> Writer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_store-disk-writer"))
-            .arg(dir)
-            .args([
-                mode,
-                &run.to_string(),
-                &SEGMENT.to_string(),
-                &CQ_UNITS.to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn store-disk-writer");
-        let stdout = child.stdout.take().expect("stdout piped");
+        let (mut child, lines) = writer::spawn(
+            env!("CARGO_BIN_EXE_store-disk-writer"),
+            dir,
+            mode,
+            run,
+            SEGMENT,
+            CQ_UNITS,
+            Stdio::piped(),
+        );
         let mut stderr = child.stderr.take().expect("stderr piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match r.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => return,
-                    // A line cut by the kill has no newline: it was never fully claimed.
-                    Ok(_) if buf.last() != Some(&b'\n') => return,
-                    Ok(_) => {
-                        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-                        if tx.send(line).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
         let stderr = std::thread::spawn(move || {
             let mut s = String::new();
             let _ = stderr.read_to_string(&mut s);
@@ -224,19 +179,7 @@ fn fill(path: &Path) {
 fn verify(dir: &Path, mode: &str, acks: &[Ack]) {
     let store = MessageStore::open(config(dir, mode)).expect("reopen after space returned");
     for a in acks {
-        let rec = store
-            .message_by_offset(a.phys)
-            .unwrap_or_else(|| panic!("acknowledged {a:?} not readable"));
-        let m = MessageExt::decode(&rec).unwrap_or_else(|e| panic!("{a:?} damaged: {e}"));
-        assert_eq!(m.property("KEYS"), Some(a.key.as_str()));
-        assert_eq!((m.queue_id, m.queue_offset), (a.queue, a.qoff));
-        assert!(
-            m.body
-                .iter()
-                .zip(a.key.bytes().cycle())
-                .all(|(x, y)| *x == y),
-            "{a:?} body"
-        );
+        writer::check_acked(&store, a);
         let got = store.get_messages("CrashTopic", a.queue, a.qoff, 1, 1 << 20, &AcceptAll);
         assert_eq!(got.status, GetMessageStatus::Found, "{a:?}");
     }
