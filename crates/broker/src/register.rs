@@ -14,7 +14,7 @@ use remoting::headers::{
     CommandHeader, RegisterBrokerRequestHeader, RegisterBrokerResponseHeader,
     UnRegisterBrokerRequestHeader,
 };
-use remoting::protocol::RegisterBrokerBody;
+use remoting::protocol::{perm, RegisterBrokerBody, TopicConfigSerializeWrapper};
 use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
 
 use crate::context::BrokerContext;
@@ -65,7 +65,7 @@ pub(crate) async fn register_all(state: &BrokerContext, client: &RemotingClient,
     };
     let body = RegisterBrokerBody {
         filter_server_list: Vec::new(),
-        topic_config_serialize_wrapper: state.topics.snapshot(),
+        topic_config_serialize_wrapper: registered_topics(state),
     };
     let body = match body.encode(false) {
         Ok(b) => b,
@@ -110,6 +110,20 @@ pub(crate) async fn register_all(state: &BrokerContext, client: &RemotingClient,
     if answered && state.config().is_slave() {
         learn_master(state, master);
     }
+}
+
+/// The topic table as NameServers should see it: on a broker that is not read-write
+/// (`brokerPermission` 4 or 2), every topic's permission is masked by the broker's, as
+/// upstream's `registerBrokerAll` does, so routes show read-only queues and producers avoid them.
+fn registered_topics(state: &BrokerContext) -> TopicConfigSerializeWrapper {
+    let mut wrapper = state.topics.snapshot();
+    let broker_perm = state.config().broker_permission;
+    if !(perm::is_writeable(broker_perm) && perm::is_readable(broker_perm)) {
+        for t in wrapper.topic_config_table.values_mut() {
+            t.perm &= broker_perm;
+        }
+    }
+    wrapper
 }
 
 /// A slave takes its master's addresses from the registration answer (`masterAddr`,

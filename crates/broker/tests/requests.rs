@@ -425,6 +425,26 @@ async fn tag_filtering() {
     env.stop().await;
 }
 
+/// The route of `topic` from the env's NameServer, once the broker has registered it.
+async fn namesrv_route(env: &Env, topic: &str) -> TopicRouteData {
+    let ns =
+        NameServerAddr::parse(&env.namesrv.as_ref().unwrap().local_addr().to_string()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let req =
+            RemotingCommand::request(RequestCode::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", topic);
+        let resp = env.client.invoke_namesrv(&ns, req, TIMEOUT).await.unwrap();
+        if resp.code == 0 {
+            return from_fastjson::<TopicRouteData>(&resp.body).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "topic never reached the NameServer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn auto_created_topic_is_in_the_namesrv_route() {
     let env = Env::start().await;
@@ -432,27 +452,24 @@ async fn auto_created_topic_is_in_the_namesrv_route() {
         .send_v2("AUTO_T", -1, "x", &props("A", "k"), 0, SerializeType::Json)
         .await;
     assert_eq!(resp.code, 0, "{}", resp.remark_str());
-    let ns =
-        NameServerAddr::parse(&env.namesrv.as_ref().unwrap().local_addr().to_string()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let route = loop {
-        let req = RemotingCommand::request(RequestCode::GET_ROUTEINFO_BY_TOPIC)
-            .with_ext("topic", "AUTO_T");
-        let resp = env.client.invoke_namesrv(&ns, req, TIMEOUT).await.unwrap();
-        if resp.code == 0 {
-            break from_fastjson::<TopicRouteData>(&resp.body).unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "topic never reached the NameServer"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let route = namesrv_route(&env, "AUTO_T").await;
     assert_eq!(route.queue_datas[0].broker_name, BROKER_NAME);
     assert_eq!(route.queue_datas[0].write_queue_nums, 4);
     assert_eq!(
         route.broker_datas[0].broker_addrs[&0],
         env.broker.as_ref().unwrap().broker_addr()
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn read_only_broker_registers_read_only_queues() {
+    let env = Env::start_with(|c| c.broker_permission = 4, None).await;
+    env.create_topic("RO_T", 2).await;
+    let route = namesrv_route(&env, "RO_T").await;
+    assert_eq!(
+        route.queue_datas[0].perm, 4,
+        "the route must show read-only queues"
     );
     env.stop().await;
 }
