@@ -99,7 +99,6 @@ const IGNORED_KEYS: &[&str] = &[
     "fastFailIfNoBufferInStorePool",
     "warmMapedFileEnable",
     "aclEnable",
-    "enableDLegerCommitLog",
     "messageStorePlugIn",
     "fetchNamesrvAddrByAddressServer",
     "filterServerNums",
@@ -244,6 +243,9 @@ remoting::settings_struct! {
         /// (read-only); that slave then accepts CONSUMER_SEND_MSG_BACK and writes the retry
         /// message to a live master of another group of the cluster. On by default in Apogee.
         enable_acting_master: bool = "enableActingMaster", true;
+        /// `enableDLegerCommitLog`: upstream's Raft CommitLog, which Apogee does not have;
+        /// `true` stops the broker at start rather than run it unreplicated.
+        enable_dleger_commit_log: bool = "enableDLegerCommitLog", false;
         /// `haMasterAddress`: the master's HA address (`ip:port`) for a slave; default: the
         /// `haServerAddr` the NameServer answers to registration.
         ha_master_address: Option<String> = "haMasterAddress", None;
@@ -326,6 +328,13 @@ impl BrokerConfig {
                     "config key `{key}` is 0, expected a positive number"
                 )));
             }
+        }
+        if self.enable_dleger_commit_log {
+            return Err(BrokerError::Config(
+                "config key `enableDLegerCommitLog` is true: the DLedger CommitLog is not \
+                 supported; run the group as master/slave (or in controller mode) instead"
+                    .into(),
+            ));
         }
         if self.broker_name.trim().is_empty() {
             return Err(BrokerError::Config(
@@ -563,6 +572,7 @@ mod tests {
             ("namesrvAddr", "nohost"),
             ("brokerId", "-1"),
             ("fastListenPort", "-2"),
+            ("enableDLegerCommitLog", "true"),
         ] {
             let err = BrokerConfig::from_properties(&props(&[(k, v)])).unwrap_err();
             assert!(err.to_string().contains(k), "{err}");
