@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use observe::MetricsServer;
 use remoting::client::{ClientConfig, RemotingClient};
 use remoting::server::{RemotingServer, ServerConfig};
 use store::MessageStore;
@@ -23,6 +24,7 @@ use crate::handlers;
 use crate::lock::RebalanceLockManager;
 use crate::long_poll::PullWaiters;
 use crate::membership;
+use crate::metrics::BrokerMetrics;
 use crate::offset::ConsumerOffsetManager;
 use crate::register;
 use crate::schedule::{self, DelayOffsets, DelayService};
@@ -43,6 +45,8 @@ pub struct Broker {
     fast_server: Option<RemotingServer>,
     tasks: Vec<JoinHandle<()>>,
     client: RemotingClient,
+    /// `GET /metrics`, when enabled.
+    metrics_server: Option<MetricsServer>,
 }
 
 impl Broker {
@@ -89,6 +93,10 @@ impl Broker {
             config_update: Default::default(),
             ha: HaState::default(),
             client: client.clone(),
+            metrics: Arc::new(BrokerMetrics::new(
+                &config.broker_cluster_name,
+                &config.broker_name,
+            )),
         });
         state
             .ha
@@ -119,7 +127,10 @@ impl Broker {
             transactions: Arc::new(TransactionService::default()),
         });
         let dispatcher = match handlers::dispatcher(&services) {
-            Ok(d) => Arc::new(d),
+            Ok(mut d) => {
+                d.set_observer(state.metrics.clone());
+                Arc::new(d)
+            }
             Err(e) => {
                 store.shutdown()?;
                 return Err(e.into());
@@ -189,6 +200,17 @@ impl Broker {
                 services.transactions.clone(),
             )));
         }
+        let metrics_server = match config.metrics_addr() {
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => serve_metrics(&state, listener),
+                Err(e) => {
+                    // Several brokers on one host share the default port: the first serves.
+                    tracing::warn!(%addr, error = %e, "metrics endpoint not started (metricsPromExporterPort)");
+                    None
+                }
+            },
+            None => None,
+        };
         tracing::info!(
             addr = %advertised,
             fast = ?fast_server.as_ref().map(|s| s.local_addr()),
@@ -202,7 +224,20 @@ impl Broker {
             fast_server,
             tasks,
             client,
+            metrics_server,
         })
+    }
+
+    /// Serves this broker's `/metrics` on `listener` (in place of the configured port, which
+    /// is not bound when `metricsPromExporterPort` is 0); returns the bound address.
+    pub fn serve_metrics(&mut self, listener: tokio::net::TcpListener) -> Option<SocketAddr> {
+        self.metrics_server = serve_metrics(&self.services.ctx, listener);
+        self.metrics_addr()
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(|m| m.local_addr())
     }
 
     /// The address the server is bound to (the real port when `listenPort` was 0).
@@ -263,6 +298,26 @@ impl Broker {
             tracing::error!(error = %e, "store shutdown failed");
         }
         tracing::info!("broker stopped");
+    }
+}
+
+/// Starts `/metrics` on `listener`, rendering `state`'s metrics (held weakly: the endpoint
+/// does not keep a stopped broker alive).
+fn serve_metrics(
+    state: &Arc<BrokerContext>,
+    listener: tokio::net::TcpListener,
+) -> Option<MetricsServer> {
+    let weak = Arc::downgrade(state);
+    let render = Arc::new(move || match weak.upgrade() {
+        Some(ctx) => ctx.metrics.render(&ctx),
+        None => String::new(),
+    });
+    match MetricsServer::serve(listener, render) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics endpoint not started");
+            None
+        }
     }
 }
 

@@ -228,6 +228,15 @@ impl ConsumerManager {
     pub fn connection_count(&self) -> usize {
         self.groups.read().values().map(|g| g.channels.len()).sum()
     }
+
+    /// Connections per consumer group.
+    pub fn connections_per_group(&self) -> Vec<(String, usize)> {
+        self.groups
+            .read()
+            .iter()
+            .map(|(g, info)| (g.clone(), info.channels.len()))
+            .collect()
+    }
 }
 
 /// A client that left a consumer group, as the group's remaining connections see it.

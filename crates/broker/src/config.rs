@@ -246,6 +246,15 @@ remoting::settings_struct! {
         /// `enableDLegerCommitLog`: upstream's Raft CommitLog, which Apogee does not have;
         /// `true` stops the broker at start rather than run it unreplicated.
         enable_dleger_commit_log: bool = "enableDLegerCommitLog", false;
+        /// `metricsExporterType`: `PROM` serves Prometheus text on `GET /metrics`; `DISABLE`
+        /// serves nothing; `OTLP_GRPC` and `LOG` (upstream's other exporters) are not
+        /// implemented and serve Prometheus instead, with a warning.
+        metrics_exporter_type: String = "metricsExporterType", "PROM".to_string();
+        /// `metricsPromExporterPort`: port of `GET /metrics`; 0 serves nothing. The library
+        /// default is 0; the `apogee` binary supplies upstream's 5557.
+        metrics_prom_exporter_port: u16 = "metricsPromExporterPort", 0;
+        /// `metricsPromExporterHost`: address of the metrics port; default all interfaces.
+        metrics_prom_exporter_host: Option<IpAddr> = "metricsPromExporterHost", None;
         /// `haMasterAddress`: the master's HA address (`ip:port`) for a slave; default: the
         /// `haServerAddr` the NameServer answers to registration.
         ha_master_address: Option<String> = "haMasterAddress", None;
@@ -329,6 +338,15 @@ impl BrokerConfig {
                 )));
             }
         }
+        if !["DISABLE", "PROM", "OTLP_GRPC", "LOG"]
+            .iter()
+            .any(|t| self.metrics_exporter_type.eq_ignore_ascii_case(t))
+        {
+            return Err(BrokerError::Config(format!(
+                "config key `metricsExporterType` is `{}`: expected DISABLE, PROM, OTLP_GRPC or LOG",
+                self.metrics_exporter_type
+            )));
+        }
         if self.enable_dleger_commit_log {
             return Err(BrokerError::Config(
                 "config key `enableDLegerCommitLog` is true: the DLedger CommitLog is not \
@@ -391,6 +409,20 @@ impl BrokerConfig {
     /// `bindAddress:listenPort`.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.bind_address, self.listen_port)
+    }
+
+    /// Where `/metrics` is served: `None` when `metricsExporterType` is `DISABLE` or
+    /// `metricsPromExporterPort` is 0.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        if self.metrics_exporter_type.eq_ignore_ascii_case("DISABLE")
+            || self.metrics_prom_exporter_port == 0
+        {
+            return None;
+        }
+        let host = self
+            .metrics_prom_exporter_host
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        Some(SocketAddr::new(host, self.metrics_prom_exporter_port))
     }
 
     /// `bindAddress` and the fast port: `fastListenPort`, else `listenPort - 2` (0, a free
@@ -573,6 +605,8 @@ mod tests {
             ("brokerId", "-1"),
             ("fastListenPort", "-2"),
             ("enableDLegerCommitLog", "true"),
+            ("metricsExporterType", "STATSD"),
+            ("metricsPromExporterPort", "70000"),
         ] {
             let err = BrokerConfig::from_properties(&props(&[(k, v)])).unwrap_err();
             assert!(err.to_string().contains(k), "{err}");

@@ -24,6 +24,7 @@ use crate::ha::acks::SlaveWait;
 use crate::ha::HaState;
 use crate::lock::RebalanceLockManager;
 use crate::long_poll::PullWaiters;
+use crate::metrics::BrokerMetrics;
 use crate::offset::ConsumerOffsetManager;
 use crate::subscription::SubscriptionGroupManager;
 use crate::topic::TopicConfigManager;
@@ -62,6 +63,8 @@ pub(crate) struct BrokerContext {
     pub(crate) ha: HaState,
     /// Outgoing requests (NameServers, the master, other groups' masters).
     pub(crate) client: RemotingClient,
+    /// Prometheus metrics (recorded by the services, rendered on scrape).
+    pub(crate) metrics: Arc<BrokerMetrics>,
 }
 
 impl BrokerContext {

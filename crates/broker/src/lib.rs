@@ -39,6 +39,7 @@ mod services;
 mod cluster;
 mod ha;
 mod membership;
+mod metrics;
 mod register;
 mod retry;
 mod schedule;

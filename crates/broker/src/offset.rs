@@ -185,6 +185,18 @@ impl ConsumerOffsetManager {
             .collect()
     }
 
+    /// Every committed offset as `(topic, group, queue -> offset)`.
+    pub fn entries(&self) -> Vec<(String, String, BTreeMap<i32, i64>)> {
+        self.table
+            .read()
+            .iter()
+            .filter_map(|(k, v)| {
+                let (t, g) = k.split_once(TOPIC_GROUP_SEPARATOR)?;
+                Some((t.to_string(), g.to_string(), v.clone()))
+            })
+            .collect()
+    }
+
     /// Forgets every offset on `topic` (the topic was deleted).
     pub fn remove_topic(&self, topic: &str) {
         self.table.write().retain(|k, _| {

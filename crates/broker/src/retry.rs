@@ -92,8 +92,14 @@ pub(crate) async fn send_back(
         .await
         // Written is enough (as upstream's `isOk`): a flush or slave timeout must not make
         // the consumer send the message back a second time.
-        .map(|_| ())
-        .map_err(HandlerError::from)
+        .map_err(HandlerError::from)?;
+    if retry.to_dlq {
+        let origin = props
+            .get(MessageConst::PROPERTY_RETRY_TOPIC)
+            .unwrap_or(&retry.ext.topic);
+        state.metrics.record_dlq(&h.group, origin);
+    }
+    Ok(())
 }
 
 /// The failed message re-read from the CommitLog and what its retry copy needs.
@@ -196,6 +202,7 @@ async fn forward(
     let target = send_to_live_master(state, &header, &retry.ext.body)
         .await
         .map_err(HandlerError::system)?;
+    state.metrics.record_send_back_redirected();
     tracing::info!(
         group = %h.group,
         target = %target,

@@ -189,14 +189,6 @@ async fn offsets_and_messages_survive_a_restart() {
     env.stop().await;
 }
 
-fn send_back(offset: i64, group: &str, max: i32) -> RemotingCommand {
-    RemotingCommand::request(RequestCode::CONSUMER_SEND_MSG_BACK)
-        .with_ext("offset", offset)
-        .with_ext("group", group)
-        .with_ext("delayLevel", 0)
-        .with_ext("maxReconsumeTimes", max)
-}
-
 #[tokio::test]
 async fn retry_through_send_back_up_to_the_dlq() {
     let env = Env::start().await;

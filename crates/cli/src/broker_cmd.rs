@@ -35,6 +35,10 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
             root.to_string_lossy().into_owned(),
         );
     }
+    if !props.contains_key("metricsPromExporterPort") {
+        // Upstream's default metrics port; the broker library's default is "off".
+        props.insert("metricsPromExporterPort".to_string(), "5557".to_string());
+    }
     let config = BrokerConfig::from_properties(&props).context("invalid broker config")?;
     if config.name_servers().is_empty() {
         tracing::warn!("no NameServer configured (namesrvAddr, -n or NAMESRV_ADDR): clients cannot find this broker");

@@ -22,6 +22,9 @@ pub struct StandaloneArgs {
     /// Broker port.
     #[arg(long = "broker-port", default_value_t = 10911)]
     broker_port: u16,
+    /// Port of the broker's Prometheus `GET /metrics` (0: none).
+    #[arg(long = "metrics-port", default_value_t = 5557)]
+    metrics_port: u16,
     /// Address the broker advertises to clients.
     #[arg(long = "broker-ip", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     broker_ip: IpAddr,
@@ -51,6 +54,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         store_path_root_dir: data_dir.join("store"),
         auto_create_topic_enable: true,
         auto_create_subscription_group: true,
+        metrics_prom_exporter_port: args.metrics_port,
         ..BrokerConfig::default()
     };
     let broker = match Broker::start(broker_config).await {
@@ -63,6 +67,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     tracing::info!(
         namesrv = %namesrv.local_addr(),
         broker = %broker.broker_addr(),
+        metrics = ?broker.metrics_addr(),
         data_dir = %data_dir.display(),
         start_ms = started.elapsed().as_millis() as u64,
         "Apogee standalone ready"

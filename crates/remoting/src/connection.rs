@@ -273,12 +273,22 @@ pub trait ConnectionListener: Send + Sync + 'static {
     fn on_close(&self, _conn: &Connection) {}
 }
 
-/// Routing table from request code to handler, plus a connection listener.
+/// Told of every request a server answered or dropped, with the time from its dispatch to
+/// its answer being queued (request latency metrics). Called on the runtime: keep it cheap.
+pub trait RequestObserver: Send + Sync + 'static {
+    /// `response_code` is `None` for a oneway request and for one its handler left
+    /// unanswered.
+    fn observe(&self, request_code: i32, response_code: Option<i32>, elapsed: Duration);
+}
+
+/// Routing table from request code to handler, plus a connection listener and a request
+/// observer.
 #[derive(Default)]
 pub struct Dispatcher {
     handlers: HashMap<i32, Arc<dyn RequestHandler>>,
     default: Option<Arc<dyn RequestHandler>>,
     listener: Option<Arc<dyn ConnectionListener>>,
+    observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl Dispatcher {
@@ -315,6 +325,11 @@ impl Dispatcher {
     /// Listener told of every connection opening and closing.
     pub fn set_listener(&mut self, listener: Arc<dyn ConnectionListener>) {
         self.listener = Some(listener);
+    }
+
+    /// Observer told of every request answered (see [`RequestObserver`]).
+    pub fn set_observer(&mut self, observer: Arc<dyn RequestObserver>) {
+        self.observer = Some(observer);
     }
 
     fn handler_for(&self, code: i32) -> Option<&Arc<dyn RequestHandler>> {
@@ -594,6 +609,13 @@ async fn dispatch(cmd: RemotingCommand, conn: &Connection, ctx: &ConnectionConte
         conn.complete(cmd);
         return;
     }
+    let started = Instant::now();
+    let observer = ctx.dispatcher.observer.as_ref();
+    let observed = |code: Option<i32>| {
+        if let Some(o) = observer {
+            o.observe(cmd.code, code, started.elapsed());
+        }
+    };
     let Some(handler) = ctx.dispatcher.handler_for(cmd.code) else {
         tracing::debug!(
             conn = conn.id(),
@@ -601,6 +623,7 @@ async fn dispatch(cmd: RemotingCommand, conn: &Connection, ctx: &ConnectionConte
             "request code not supported"
         );
         if !cmd.is_oneway() {
+            observed(Some(ResponseCode::REQUEST_CODE_NOT_SUPPORTED));
             // Fails only when the connection is closing, and then nobody gets an answer.
             let _ = conn.send(RemotingCommand::not_supported(&cmd)).await;
         }
@@ -610,6 +633,7 @@ async fn dispatch(cmd: RemotingCommand, conn: &Connection, ctx: &ConnectionConte
         Ok(permit) => permit,
         Err(why) => {
             ctx.requests.rejected(conn, &cmd, why);
+            observed((!cmd.is_oneway()).then_some(ResponseCode::SYSTEM_BUSY));
             if !cmd.is_oneway() {
                 let busy = RemotingCommand::response_to(
                     &cmd,
@@ -634,6 +658,7 @@ async fn dispatch(cmd: RemotingCommand, conn: &Connection, ctx: &ConnectionConte
     };
     let future = handler.handle(conn.clone(), cmd);
     let conn = conn.clone();
+    let observer = observer.cloned();
     ctx.tracker.spawn(async move {
         let response = match AssertUnwindSafe(future).catch_unwind().await {
             Ok(response) => response,
@@ -646,6 +671,13 @@ async fn dispatch(cmd: RemotingCommand, conn: &Connection, ctx: &ConnectionConte
                 ))
             }
         };
+        let answered = response
+            .as_ref()
+            .filter(|_| !request.is_oneway())
+            .map(|r| r.code);
+        if let Some(o) = &observer {
+            o.observe(request.code, answered, started.elapsed());
+        }
         let Some(mut response) = response else {
             return;
         };

@@ -28,7 +28,7 @@ use crate::error::RemotingError;
 /// Re-exported from [`crate::connection`], where the server and the client share them.
 pub use crate::connection::{
     Connection, ConnectionListener, Dispatcher, HandlerFuture, RequestHandler, RequestLimits,
-    RequestStats, OVERLOAD_REMARK,
+    RequestObserver, RequestStats, OVERLOAD_REMARK,
 };
 
 /// Listening address and limits of a [`RemotingServer`].

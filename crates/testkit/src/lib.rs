@@ -2,9 +2,11 @@
 //! between upstream RocketMQ 4.9.8 and real clients (`../shared/captures` beside the repo, one
 //! JSON object per frame). When the captures are not there, loaders return `None` after
 //! printing a note, and the tests that need them skip. [`fault`] holds the loopback
-//! [`FaultProxy`] that tests put between two components to partition them.
+//! [`FaultProxy`] that tests put between two components to partition them; [`metrics`]
+//! scrapes and parses a `/metrics` endpoint.
 
 pub mod fault;
+pub mod metrics;
 pub use fault::{FaultMode, FaultProxy};
 
 use std::path::PathBuf;

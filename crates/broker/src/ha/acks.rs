@@ -48,6 +48,12 @@ impl AckTable {
         g.slaves = g.slaves.saturating_sub(1);
     }
 
+    /// `(connected slaves, highest offset any slave acknowledged)`.
+    pub(crate) fn progress(&self) -> (usize, i64) {
+        let g = self.inner.lock();
+        (g.slaves, g.acked)
+    }
+
     /// A slave reports it has everything below `offset`; releases the waiters it covers.
     pub(crate) fn ack(&self, offset: i64) {
         let ready = {

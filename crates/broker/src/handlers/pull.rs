@@ -220,6 +220,12 @@ fn read(state: &BrokerContext, h: &PullMessageRequestHeader, filter: &TagFilter)
         .stats
         .got_messages
         .fetch_add(got.messages.len() as u64, Ordering::Relaxed);
+    state.metrics.record_out(
+        &h.topic,
+        &h.consumer_group,
+        got.messages.len() as u64,
+        got.buffer_total_size as u64,
+    );
     got
 }
 

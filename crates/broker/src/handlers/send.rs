@@ -10,6 +10,7 @@ use remoting::server::Connection;
 use remoting::RemotingCommand;
 
 use super::{header, HandlerError, Reply};
+use crate::metrics::MessageType;
 use crate::send_policy;
 use crate::services::BrokerServices;
 
@@ -61,7 +62,14 @@ async fn send(
         &req.body,
         batch,
     )?;
+    let kind = MessageType::of_properties(h.properties.as_deref().unwrap_or_default());
     let (result, code) = state.put_acked(planned.msgs).await?;
+    state.metrics.record_in(
+        &h.topic,
+        kind,
+        u64::try_from(result.msg_num).unwrap_or(0),
+        u64::try_from(result.wrote_bytes).unwrap_or(0),
+    );
     let msg_id = result.msg_ids().join(",");
     Ok(RemotingCommand::response_to(req, code, None)
         .with_ext("msgId", msg_id)

@@ -282,6 +282,16 @@ pub fn pull_request(
         .with_ext("subVersion", 0)
 }
 
+/// CONSUMER_SEND_MSG_BACK of the message at CommitLog `offset` for `group` (delay level 0:
+/// the broker's schedule), with `max` reconsume times before the DLQ.
+pub fn send_back(offset: i64, group: &str, max: i32) -> RemotingCommand {
+    RemotingCommand::request(RequestCode::CONSUMER_SEND_MSG_BACK)
+        .with_ext("offset", offset)
+        .with_ext("group", group)
+        .with_ext("delayLevel", 0)
+        .with_ext("maxReconsumeTimes", max)
+}
+
 /// HEART_BEAT of consumer `client_id` in `group`, subscribed to every tag of `topic`.
 pub fn consumer_heartbeat(client_id: &str, group: &str, topic: &str) -> RemotingCommand {
     let hb = HeartbeatData {

@@ -1,0 +1,520 @@
+//! [`BrokerMetrics`]: the broker's Prometheus metrics, under upstream 5.x's names and labels
+//! (`BrokerMetricsConstant`, `RemotingMetricsConstant`, `DefaultStoreMetricsConstant`), with
+//! the constant labels `cluster`, `node_type="broker"` and `node_id` (the broker name).
+//!
+//! Counters and histograms are recorded where the work happens (send, pull, DLQ, every
+//! answered request) through per-key handles resolved once ([`observe::SeriesCache`]): a
+//! message costs a few atomic adds, no lock and no allocation. Gauges (topic and group counts,
+//! connections, consumer lag, storage) are computed when `/metrics` is scraped
+//! ([`BrokerMetrics::render`]).
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use observe::{AtomicHistogram, SeriesCache};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use remoting::message::find_property;
+use remoting::server::RequestObserver;
+
+use crate::context::BrokerContext;
+use crate::topic::{DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX};
+
+/// Label pairs of one series (besides the registry's constant labels).
+type Labels = Vec<(&'static str, String)>;
+
+/// Upstream's message size buckets: 1 KiB, 4 KiB, 512 KiB, 1 MiB, 2 MiB, 4 MiB.
+const MESSAGE_SIZE_BUCKETS: &[f64] = &[
+    1024.0,
+    4096.0,
+    524_288.0,
+    1_048_576.0,
+    2_097_152.0,
+    4_194_304.0,
+];
+
+/// Upstream's RPC latency buckets, in milliseconds.
+const RPC_LATENCY_BUCKETS_MS: &[f64] = &[1.0, 3.0, 5.0, 7.0, 10.0, 100.0, 1000.0, 2000.0, 3000.0];
+
+#[derive(Clone)]
+struct SizeHistogram;
+impl MetricConstructor<AtomicHistogram> for SizeHistogram {
+    fn new_metric(&self) -> AtomicHistogram {
+        AtomicHistogram::new(MESSAGE_SIZE_BUCKETS)
+    }
+}
+
+#[derive(Clone)]
+struct LatencyHistogram;
+impl MetricConstructor<AtomicHistogram> for LatencyHistogram {
+    fn new_metric(&self) -> AtomicHistogram {
+        AtomicHistogram::new(RPC_LATENCY_BUCKETS_MS)
+    }
+}
+
+/// Upstream's `TopicMessageType` as a metrics label value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MessageType {
+    Normal = 0,
+    Fifo = 1,
+    Delay = 2,
+    Transaction = 3,
+}
+
+impl MessageType {
+    /// The type upstream's `getMessageType` derives from a send's properties.
+    pub(crate) fn of_properties(props: &str) -> MessageType {
+        if find_property(props, "TRAN_MSG").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            MessageType::Transaction
+        } else if find_property(props, "__SHARDINGKEY").is_some() {
+            MessageType::Fifo
+        } else if [
+            "__STARTDELIVERTIME",
+            "DELAY",
+            "TIMER_DELIVER_MS",
+            "TIMER_DELAY_SEC",
+            "TIMER_DELAY_MS",
+        ]
+        .iter()
+        .any(|k| find_property(props, k).is_some())
+        {
+            MessageType::Delay
+        } else {
+            MessageType::Normal
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            MessageType::Normal => "Normal",
+            MessageType::Fifo => "FIFO",
+            MessageType::Delay => "Delay",
+            MessageType::Transaction => "Transaction",
+        }
+    }
+}
+
+/// Upstream's "system topic" test for the `is_system` label.
+fn is_system_topic(topic: &str) -> bool {
+    topic.starts_with("rmq_sys_")
+        || topic.starts_with("RMQ_SYS_")
+        || matches!(
+            topic,
+            "TBW102"
+                | "SCHEDULE_TOPIC_XXXX"
+                | "BenchmarkTest"
+                | "OFFSET_MOVED_EVENT"
+                | "SELF_TEST_TOPIC"
+        )
+}
+
+/// Upstream's system consumer groups (`MixAll.isSysConsumerGroup`).
+fn is_system_group(group: &str) -> bool {
+    group.starts_with("CID_RMQ_SYS_")
+}
+
+fn is_retry_or_dlq(topic: &str) -> bool {
+    topic.starts_with(RETRY_GROUP_TOPIC_PREFIX) || topic.starts_with(DLQ_GROUP_TOPIC_PREFIX)
+}
+
+/// The handles of one (topic, message type) series of sends.
+#[derive(Clone)]
+struct InSeries {
+    messages: Counter,
+    bytes: Counter,
+    size: AtomicHistogram,
+}
+
+/// The send series of one topic, one per message type, made on first use.
+#[derive(Default)]
+struct TopicIn {
+    by_type: [OnceLock<InSeries>; 4],
+}
+
+/// The handles of one (topic, group) series of pulled messages.
+#[derive(Clone)]
+struct OutSeries {
+    messages: Counter,
+    bytes: Counter,
+}
+
+/// Every metric of one broker.
+pub(crate) struct BrokerMetrics {
+    registry: Registry,
+    messages_in: Family<Labels, Counter>,
+    throughput_in: Family<Labels, Counter>,
+    message_size: Family<Labels, AtomicHistogram, SizeHistogram>,
+    messages_out: Family<Labels, Counter>,
+    throughput_out: Family<Labels, Counter>,
+    send_to_dlq: Family<Labels, Counter>,
+    rpc_latency: Family<Labels, AtomicHistogram, LatencyHistogram>,
+    in_series: SeriesCache<String, Arc<TopicIn>>,
+    out_series: SeriesCache<String, Arc<SeriesCache<String, OutSeries>>>,
+    rpc_series: SeriesCache<(i32, Option<i32>), AtomicHistogram>,
+    topic_number: Gauge,
+    consumer_group_number: Gauge,
+    broker_permission: Gauge,
+    producer_connections: Gauge,
+    consumer_connections: Family<Labels, Gauge>,
+    consumer_lag_messages: Family<Labels, Gauge>,
+    storage_size: Gauge,
+    flush_behind: Gauge,
+    dispatch_behind: Gauge,
+    replication_lag: Gauge,
+    acting_master: Gauge,
+    send_back_redirected: Counter,
+}
+
+impl BrokerMetrics {
+    /// Registers every metric with the constant labels of this broker.
+    pub(crate) fn new(cluster: &str, broker_name: &str) -> BrokerMetrics {
+        let mut registry = Registry::with_labels(
+            [
+                ("cluster".into(), cluster.to_string().into()),
+                ("node_type".into(), "broker".into()),
+                ("node_id".into(), broker_name.to_string().into()),
+            ]
+            .into_iter(),
+        );
+        let messages_in = Family::<Labels, Counter>::default();
+        let throughput_in = Family::<Labels, Counter>::default();
+        let message_size = Family::new_with_constructor(SizeHistogram);
+        let messages_out = Family::<Labels, Counter>::default();
+        let throughput_out = Family::<Labels, Counter>::default();
+        let send_to_dlq = Family::<Labels, Counter>::default();
+        let rpc_latency = Family::new_with_constructor(LatencyHistogram);
+        let topic_number = Gauge::default();
+        let consumer_group_number = Gauge::default();
+        let broker_permission = Gauge::default();
+        let producer_connections = Gauge::default();
+        let consumer_connections = Family::<Labels, Gauge>::default();
+        let consumer_lag_messages = Family::<Labels, Gauge>::default();
+        let storage_size = Gauge::default();
+        let flush_behind = Gauge::default();
+        let dispatch_behind = Gauge::default();
+        let replication_lag = Gauge::default();
+        let acting_master = Gauge::default();
+        let send_back_redirected = Counter::default();
+        let r = &mut registry;
+        r.register(
+            "rocketmq_messages_in",
+            "Messages sent by clients and stored",
+            messages_in.clone(),
+        );
+        r.register(
+            "rocketmq_throughput_in",
+            "Bytes of messages sent by clients and stored",
+            throughput_in.clone(),
+        );
+        r.register(
+            "rocketmq_message_size",
+            "Size of stored messages, in bytes",
+            message_size.clone(),
+        );
+        r.register(
+            "rocketmq_messages_out",
+            "Messages delivered to consumers",
+            messages_out.clone(),
+        );
+        r.register(
+            "rocketmq_throughput_out",
+            "Bytes of messages delivered to consumers",
+            throughput_out.clone(),
+        );
+        r.register(
+            "rocketmq_send_to_dlq_messages",
+            "Messages moved to a dead-letter queue",
+            send_to_dlq.clone(),
+        );
+        r.register(
+            "rocketmq_rpc_latency",
+            "Time from a request's arrival to its answer, in milliseconds",
+            rpc_latency.clone(),
+        );
+        r.register(
+            "rocketmq_topic_number",
+            "Topics on this broker",
+            topic_number.clone(),
+        );
+        r.register(
+            "rocketmq_consumer_group_number",
+            "Subscription groups on this broker",
+            consumer_group_number.clone(),
+        );
+        r.register(
+            "rocketmq_broker_permission",
+            "brokerPermission (6 read-write, 4 read-only, 2 write-only)",
+            broker_permission.clone(),
+        );
+        r.register(
+            "rocketmq_producer_connections",
+            "Producer connections",
+            producer_connections.clone(),
+        );
+        r.register(
+            "rocketmq_consumer_connections",
+            "Consumer connections per group",
+            consumer_connections.clone(),
+        );
+        r.register(
+            "rocketmq_consumer_lag_messages",
+            "Messages not yet consumed (max offset minus committed offset) per group and topic",
+            consumer_lag_messages.clone(),
+        );
+        r.register(
+            "rocketmq_storage_size",
+            "Bytes of CommitLog held on disk",
+            storage_size.clone(),
+        );
+        r.register(
+            "rocketmq_storage_flush_behind_bytes",
+            "CommitLog bytes written but not yet flushed",
+            flush_behind.clone(),
+        );
+        r.register(
+            "rocketmq_storage_dispatch_behind_bytes",
+            "CommitLog bytes not yet indexed into consume queues",
+            dispatch_behind.clone(),
+        );
+        r.register(
+            "apogee_replication_lag_bytes",
+            "On a master: CommitLog bytes its furthest-behind slave lacks; on a slave: bytes it lacks",
+            replication_lag.clone(),
+        );
+        r.register(
+            "apogee_acting_master",
+            "1 while this slave serves as its group's acting master, else 0",
+            acting_master.clone(),
+        );
+        r.register(
+            "apogee_send_back_redirected",
+            "CONSUMER_SEND_MSG_BACK requests this acting master forwarded to a live master",
+            send_back_redirected.clone(),
+        );
+        BrokerMetrics {
+            registry,
+            messages_in,
+            throughput_in,
+            message_size,
+            messages_out,
+            throughput_out,
+            send_to_dlq,
+            rpc_latency,
+            in_series: SeriesCache::default(),
+            out_series: SeriesCache::default(),
+            rpc_series: SeriesCache::default(),
+            topic_number,
+            consumer_group_number,
+            broker_permission,
+            producer_connections,
+            consumer_connections,
+            consumer_lag_messages,
+            storage_size,
+            flush_behind,
+            dispatch_behind,
+            replication_lag,
+            acting_master,
+            send_back_redirected,
+        }
+    }
+
+    /// A client's send of `count` messages of `bytes` in all to `topic`, stored (upstream
+    /// counts neither retry nor DLQ topics here).
+    pub(crate) fn record_in(&self, topic: &str, kind: MessageType, count: u64, bytes: u64) {
+        if count == 0 || is_retry_or_dlq(topic) {
+            return;
+        }
+        let topic_in = self
+            .in_series
+            .get_or_insert_with(topic, |_| Arc::new(TopicIn::default()));
+        let series = topic_in.by_type[kind as usize].get_or_init(|| {
+            let labels: Labels = vec![
+                ("topic", topic.to_string()),
+                ("message_type", kind.label().to_string()),
+                ("is_system", is_system_topic(topic).to_string()),
+            ];
+            InSeries {
+                messages: self.messages_in.get_or_create(&labels).clone(),
+                bytes: self.throughput_in.get_or_create(&labels).clone(),
+                size: self.message_size.get_or_create(&labels).clone(),
+            }
+        });
+        series.messages.inc_by(count);
+        series.bytes.inc_by(bytes);
+        series.size.observe((bytes / count) as f64);
+    }
+
+    /// `count` messages of `bytes` in all pulled by `group` from `topic`.
+    pub(crate) fn record_out(&self, topic: &str, group: &str, count: u64, bytes: u64) {
+        if count == 0 || is_retry_or_dlq(topic) {
+            return;
+        }
+        let by_group = self
+            .out_series
+            .get_or_insert_with(topic, |_| Arc::new(SeriesCache::default()));
+        let series = by_group.get_or_insert_with(group, |group| {
+            let labels: Labels = vec![
+                ("topic", topic.to_string()),
+                ("consumer_group", group.clone()),
+                (
+                    "is_system",
+                    (is_system_topic(topic) || is_system_group(group)).to_string(),
+                ),
+            ];
+            OutSeries {
+                messages: self.messages_out.get_or_create(&labels).clone(),
+                bytes: self.throughput_out.get_or_create(&labels).clone(),
+            }
+        });
+        series.messages.inc_by(count);
+        series.bytes.inc_by(bytes);
+    }
+
+    /// A message of `group` (consuming `topic`) moved to the group's DLQ (rare: no cache).
+    pub(crate) fn record_dlq(&self, group: &str, topic: &str) {
+        let labels: Labels = vec![
+            ("consumer_group", group.to_string()),
+            ("topic", topic.to_string()),
+            (
+                "is_system",
+                (is_system_topic(topic) || is_system_group(group)).to_string(),
+            ),
+        ];
+        self.send_to_dlq.get_or_create(&labels).inc();
+    }
+
+    /// A send-back this acting master forwarded to a live master of another group.
+    pub(crate) fn record_send_back_redirected(&self) {
+        self.send_back_redirected.inc();
+    }
+
+    /// Refreshes the scrape-time gauges from `ctx` and renders everything.
+    pub(crate) fn render(&self, ctx: &BrokerContext) -> String {
+        let config = ctx.config();
+        self.topic_number
+            .set(ctx.topics.snapshot().topic_config_table.len() as i64);
+        self.consumer_group_number
+            .set(ctx.groups.snapshot().subscription_group_table.len() as i64);
+        self.broker_permission
+            .set(i64::from(config.broker_permission));
+        self.producer_connections
+            .set(ctx.producers.connection_count() as i64);
+        self.consumer_connections.clear();
+        for (group, n) in ctx.consumers.connections_per_group() {
+            let labels: Labels = vec![
+                ("consumer_group", group.clone()),
+                ("is_system", is_system_group(&group).to_string()),
+            ];
+            self.consumer_connections
+                .get_or_create(&labels)
+                .set(n as i64);
+        }
+        self.consumer_lag_messages.clear();
+        for (topic, group, queues) in ctx.offsets.entries() {
+            let lag: i64 = queues
+                .iter()
+                .map(|(q, committed)| (ctx.store.max_offset(&topic, *q) - committed).max(0))
+                .sum();
+            let labels: Labels = vec![
+                ("topic", topic.clone()),
+                ("consumer_group", group.clone()),
+                (
+                    "is_retry",
+                    topic.starts_with(RETRY_GROUP_TOPIC_PREFIX).to_string(),
+                ),
+                (
+                    "is_system",
+                    (is_system_topic(&topic) || is_system_group(&group)).to_string(),
+                ),
+            ];
+            self.consumer_lag_messages.get_or_create(&labels).set(lag);
+        }
+        let max = ctx.store.commit_log_max_offset();
+        self.storage_size
+            .set(max - ctx.store.commit_log_min_offset());
+        self.flush_behind
+            .set((max - ctx.store.commit_log_flushed_offset()).max(0));
+        self.dispatch_behind
+            .set((max - ctx.store.dispatched_offset()).max(0));
+        let (slaves, acked) = ctx.ha.acks.progress();
+        let lag = if config.is_slave() || slaves == 0 {
+            0
+        } else {
+            (max - acked).max(0)
+        };
+        self.replication_lag.set(lag);
+        let acting =
+            config.is_slave() && config.enable_acting_master && ctx.ha.master_addr.read().is_none();
+        self.acting_master.set(i64::from(acting));
+        observe::render(&self.registry)
+    }
+}
+
+/// Records every answered request into `rocketmq_rpc_latency`.
+impl RequestObserver for BrokerMetrics {
+    fn observe(&self, request_code: i32, response_code: Option<i32>, elapsed: Duration) {
+        let h =
+            self.rpc_series
+                .get_or_insert_with(&(request_code, response_code), |&(req, resp)| {
+                    let labels: Labels = vec![
+                        ("protocol_type", "remoting".to_string()),
+                        ("request_code", req.to_string()),
+                        (
+                            "response_code",
+                            resp.map_or_else(|| "-1".to_string(), |c| c.to_string()),
+                        ),
+                        ("is_long_polling", "false".to_string()),
+                        (
+                            "result",
+                            if resp.is_some() { "success" } else { "oneway" }.to_string(),
+                        ),
+                    ];
+                    self.rpc_latency.get_or_create(&labels).clone()
+                });
+        h.observe(elapsed.as_secs_f64() * 1000.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_type_follows_upstream_precedence() {
+        let p = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{k}\u{1}{v}\u{2}"))
+                .collect::<String>()
+        };
+        assert_eq!(MessageType::of_properties(""), MessageType::Normal);
+        assert_eq!(
+            MessageType::of_properties(&p(&[("TRAN_MSG", "true"), ("DELAY", "3")])),
+            MessageType::Transaction
+        );
+        assert_eq!(
+            MessageType::of_properties(&p(&[("__SHARDINGKEY", "g"), ("DELAY", "3")])),
+            MessageType::Fifo
+        );
+        assert_eq!(
+            MessageType::of_properties(&p(&[("TIMER_DELAY_SEC", "5")])),
+            MessageType::Delay
+        );
+    }
+
+    #[test]
+    fn sends_are_counted_per_topic_and_type_without_retry_topics() {
+        let m = BrokerMetrics::new("C", "b");
+        m.record_in("T", MessageType::Normal, 2, 2048);
+        m.record_in("T", MessageType::Normal, 1, 100);
+        m.record_in("%RETRY%G", MessageType::Normal, 1, 100);
+        let text = observe::render(&m.registry);
+        assert!(
+            text.contains(r#"rocketmq_messages_in_total{cluster="C",node_type="broker",node_id="b",topic="T",message_type="Normal",is_system="false"} 3"#),
+            "{text}"
+        );
+        assert!(!text.contains("%RETRY%"), "{text}");
+    }
+}
