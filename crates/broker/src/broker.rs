@@ -96,6 +96,7 @@ impl Broker {
             metrics: Arc::new(BrokerMetrics::new(
                 &config.broker_cluster_name,
                 &config.broker_name,
+                config.metrics_enabled(),
             )),
         });
         state
@@ -128,7 +129,9 @@ impl Broker {
         });
         let dispatcher = match handlers::dispatcher(&services) {
             Ok(mut d) => {
-                d.set_observer(state.metrics.clone());
+                if state.metrics.enabled() {
+                    d.set_observer(state.metrics.clone());
+                }
                 Arc::new(d)
             }
             Err(e) => {

@@ -411,12 +411,15 @@ impl BrokerConfig {
         SocketAddr::new(self.bind_address, self.listen_port)
     }
 
+    /// Whether metrics are recorded at all (`metricsExporterType` other than `DISABLE`).
+    pub fn metrics_enabled(&self) -> bool {
+        !self.metrics_exporter_type.eq_ignore_ascii_case("DISABLE")
+    }
+
     /// Where `/metrics` is served: `None` when `metricsExporterType` is `DISABLE` or
     /// `metricsPromExporterPort` is 0.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        if self.metrics_exporter_type.eq_ignore_ascii_case("DISABLE")
-            || self.metrics_prom_exporter_port == 0
-        {
+        if !self.metrics_enabled() || self.metrics_prom_exporter_port == 0 {
             return None;
         }
         let host = self

@@ -11,7 +11,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use observe::{AtomicHistogram, SeriesCache};
+use observe::{AtomicHistogram, RpcLatency, SeriesCache};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
@@ -35,22 +35,11 @@ const MESSAGE_SIZE_BUCKETS: &[f64] = &[
     4_194_304.0,
 ];
 
-/// Upstream's RPC latency buckets, in milliseconds.
-const RPC_LATENCY_BUCKETS_MS: &[f64] = &[1.0, 3.0, 5.0, 7.0, 10.0, 100.0, 1000.0, 2000.0, 3000.0];
-
 #[derive(Clone)]
 struct SizeHistogram;
 impl MetricConstructor<AtomicHistogram> for SizeHistogram {
     fn new_metric(&self) -> AtomicHistogram {
         AtomicHistogram::new(MESSAGE_SIZE_BUCKETS)
-    }
-}
-
-#[derive(Clone)]
-struct LatencyHistogram;
-impl MetricConstructor<AtomicHistogram> for LatencyHistogram {
-    fn new_metric(&self) -> AtomicHistogram {
-        AtomicHistogram::new(RPC_LATENCY_BUCKETS_MS)
     }
 }
 
@@ -142,6 +131,8 @@ struct OutSeries {
 
 /// Every metric of one broker.
 pub(crate) struct BrokerMetrics {
+    /// `false` with `metricsExporterType=DISABLE`: nothing is recorded.
+    enabled: bool,
     registry: Registry,
     messages_in: Family<Labels, Counter>,
     throughput_in: Family<Labels, Counter>,
@@ -149,10 +140,9 @@ pub(crate) struct BrokerMetrics {
     messages_out: Family<Labels, Counter>,
     throughput_out: Family<Labels, Counter>,
     send_to_dlq: Family<Labels, Counter>,
-    rpc_latency: Family<Labels, AtomicHistogram, LatencyHistogram>,
+    rpc_latency: RpcLatency,
     in_series: SeriesCache<String, Arc<TopicIn>>,
     out_series: SeriesCache<String, Arc<SeriesCache<String, OutSeries>>>,
-    rpc_series: SeriesCache<(i32, Option<i32>), AtomicHistogram>,
     topic_number: Gauge,
     consumer_group_number: Gauge,
     broker_permission: Gauge,
@@ -168,8 +158,9 @@ pub(crate) struct BrokerMetrics {
 }
 
 impl BrokerMetrics {
-    /// Registers every metric with the constant labels of this broker.
-    pub(crate) fn new(cluster: &str, broker_name: &str) -> BrokerMetrics {
+    /// Registers every metric with the constant labels of this broker; a disabled set records
+    /// nothing (and costs one branch per message).
+    pub(crate) fn new(cluster: &str, broker_name: &str, enabled: bool) -> BrokerMetrics {
         let mut registry = Registry::with_labels(
             [
                 ("cluster".into(), cluster.to_string().into()),
@@ -184,7 +175,6 @@ impl BrokerMetrics {
         let messages_out = Family::<Labels, Counter>::default();
         let throughput_out = Family::<Labels, Counter>::default();
         let send_to_dlq = Family::<Labels, Counter>::default();
-        let rpc_latency = Family::new_with_constructor(LatencyHistogram);
         let topic_number = Gauge::default();
         let consumer_group_number = Gauge::default();
         let broker_permission = Gauge::default();
@@ -228,11 +218,7 @@ impl BrokerMetrics {
             "Messages moved to a dead-letter queue",
             send_to_dlq.clone(),
         );
-        r.register(
-            "rocketmq_rpc_latency",
-            "Time from a request's arrival to its answer, in milliseconds",
-            rpc_latency.clone(),
-        );
+        let rpc_latency = RpcLatency::register(r);
         r.register(
             "rocketmq_topic_number",
             "Topics on this broker",
@@ -294,6 +280,7 @@ impl BrokerMetrics {
             send_back_redirected.clone(),
         );
         BrokerMetrics {
+            enabled,
             registry,
             messages_in,
             throughput_in,
@@ -304,7 +291,6 @@ impl BrokerMetrics {
             rpc_latency,
             in_series: SeriesCache::default(),
             out_series: SeriesCache::default(),
-            rpc_series: SeriesCache::default(),
             topic_number,
             consumer_group_number,
             broker_permission,
@@ -323,7 +309,7 @@ impl BrokerMetrics {
     /// A client's send of `count` messages of `bytes` in all to `topic`, stored (upstream
     /// counts neither retry nor DLQ topics here).
     pub(crate) fn record_in(&self, topic: &str, kind: MessageType, count: u64, bytes: u64) {
-        if count == 0 || is_retry_or_dlq(topic) {
+        if !self.enabled || count == 0 || is_retry_or_dlq(topic) {
             return;
         }
         let topic_in = self
@@ -348,7 +334,7 @@ impl BrokerMetrics {
 
     /// `count` messages of `bytes` in all pulled by `group` from `topic`.
     pub(crate) fn record_out(&self, topic: &str, group: &str, count: u64, bytes: u64) {
-        if count == 0 || is_retry_or_dlq(topic) {
+        if !self.enabled || count == 0 || is_retry_or_dlq(topic) {
             return;
         }
         let by_group = self
@@ -374,6 +360,9 @@ impl BrokerMetrics {
 
     /// A message of `group` (consuming `topic`) moved to the group's DLQ (rare: no cache).
     pub(crate) fn record_dlq(&self, group: &str, topic: &str) {
+        if !self.enabled {
+            return;
+        }
         let labels: Labels = vec![
             ("consumer_group", group.to_string()),
             ("topic", topic.to_string()),
@@ -387,7 +376,14 @@ impl BrokerMetrics {
 
     /// A send-back this acting master forwarded to a live master of another group.
     pub(crate) fn record_send_back_redirected(&self) {
-        self.send_back_redirected.inc();
+        if self.enabled {
+            self.send_back_redirected.inc();
+        }
+    }
+
+    /// Whether anything is recorded.
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
     }
 
     /// Refreshes the scrape-time gauges from `ctx` and renders everything.
@@ -455,25 +451,8 @@ impl BrokerMetrics {
 /// Records every answered request into `rocketmq_rpc_latency`.
 impl RequestObserver for BrokerMetrics {
     fn observe(&self, request_code: i32, response_code: Option<i32>, elapsed: Duration) {
-        let h =
-            self.rpc_series
-                .get_or_insert_with(&(request_code, response_code), |&(req, resp)| {
-                    let labels: Labels = vec![
-                        ("protocol_type", "remoting".to_string()),
-                        ("request_code", req.to_string()),
-                        (
-                            "response_code",
-                            resp.map_or_else(|| "-1".to_string(), |c| c.to_string()),
-                        ),
-                        ("is_long_polling", "false".to_string()),
-                        (
-                            "result",
-                            if resp.is_some() { "success" } else { "oneway" }.to_string(),
-                        ),
-                    ];
-                    self.rpc_latency.get_or_create(&labels).clone()
-                });
-        h.observe(elapsed.as_secs_f64() * 1000.0);
+        self.rpc_latency
+            .record(request_code, response_code, elapsed);
     }
 }
 
@@ -506,7 +485,7 @@ mod tests {
 
     #[test]
     fn sends_are_counted_per_topic_and_type_without_retry_topics() {
-        let m = BrokerMetrics::new("C", "b");
+        let m = BrokerMetrics::new("C", "b", true);
         m.record_in("T", MessageType::Normal, 2, 2048);
         m.record_in("T", MessageType::Normal, 1, 100);
         m.record_in("%RETRY%G", MessageType::Normal, 1, 100);

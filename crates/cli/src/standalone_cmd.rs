@@ -25,6 +25,9 @@ pub struct StandaloneArgs {
     /// Port of the broker's Prometheus `GET /metrics` (0: none).
     #[arg(long = "metrics-port", default_value_t = 5557)]
     metrics_port: u16,
+    /// Port of the NameServer's Prometheus `GET /metrics` (0: none).
+    #[arg(long = "namesrv-metrics-port", default_value_t = 5558)]
+    namesrv_metrics_port: u16,
     /// Address the broker advertises to clients.
     #[arg(long = "broker-ip", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     broker_ip: IpAddr,
@@ -40,6 +43,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let namesrv_config = NamesrvConfig {
         listen_port: args.namesrv_port,
         kv_config_path: data_dir.join("namesrv").join("kvConfig.json"),
+        metrics_prom_exporter_port: args.namesrv_metrics_port,
         ..NamesrvConfig::default()
     };
     let namesrv = NameServer::start(namesrv_config)

@@ -117,6 +117,11 @@ remoting::settings_struct! {
         /// connections; beyond it they are dropped. (Upstream's `serverOnewaySemaphoreValue`
         /// and `serverAsyncSemaphoreValue` bound the server's own outgoing requests instead.)
         max_in_flight_oneway_requests: usize = "maxInFlightOnewayRequests", remoting::server::RequestLimits::DEFAULT_ONEWAY_TOTAL;
+        /// `metricsPromExporterPort` (the broker's key): port of `GET /metrics`; 0 serves
+        /// nothing. The library default is 0; `apogee namesrv` supplies 5558.
+        metrics_prom_exporter_port: u16 = "metricsPromExporterPort", 0;
+        /// `metricsPromExporterHost`: address of the metrics port; default all interfaces.
+        metrics_prom_exporter_host: Option<IpAddr> = "metricsPromExporterHost", None;
     }
 }
 
@@ -174,6 +179,16 @@ impl NamesrvConfig {
     /// `bindAddress:listenPort`.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.bind_address, self.listen_port)
+    }
+
+    /// Where `/metrics` is served: `None` when `metricsPromExporterPort` is 0.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        (self.metrics_prom_exporter_port != 0).then(|| {
+            let host = self
+                .metrics_prom_exporter_host
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            SocketAddr::new(host, self.metrics_prom_exporter_port)
+        })
     }
 
     /// Bounds on requests in flight, from the `maxInFlight*` keys (0 is taken as 1).

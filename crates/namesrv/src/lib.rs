@@ -23,6 +23,7 @@ pub mod config;
 pub mod error;
 mod handlers;
 pub mod kv;
+mod metrics;
 pub mod route;
 mod server;
 mod state;

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use observe::MetricsServer;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use remoting::server::{Connection, ConnectionListener, RemotingServer, ServerConfig};
 use tokio::sync::oneshot;
@@ -16,6 +17,7 @@ use crate::config::NamesrvConfig;
 use crate::error::NamesrvError;
 use crate::handlers;
 use crate::kv::KvConfigManager;
+use crate::metrics::NamesrvMetrics;
 use crate::route::RouteInfoManager;
 use crate::state::NamesrvState;
 
@@ -37,6 +39,8 @@ pub struct NameServer {
     state: Arc<NamesrvState>,
     scanner: JoinHandle<()>,
     stop_scanner: oneshot::Sender<()>,
+    /// `GET /metrics`, when enabled.
+    metrics_server: Option<MetricsServer>,
 }
 
 impl NameServer {
@@ -55,19 +59,57 @@ impl NameServer {
             kv,
             unsupported: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
+            metrics: Arc::new(NamesrvMetrics::new()),
         });
         let mut dispatcher = handlers::dispatcher(&state)?;
+        dispatcher.set_observer(state.metrics.clone());
         dispatcher.set_listener(Arc::new(BrokerHousekeeping(state.clone())));
         let server = RemotingServer::start(server_config, dispatcher).await?;
         let (stop_scanner, stop) = oneshot::channel();
         let scanner = tokio::spawn(scan_not_active_brokers(state.clone(), stop));
         tracing::info!(addr = %server.local_addr(), "NameServer started");
-        Ok(NameServer {
+        let mut namesrv = NameServer {
             server,
             state,
             scanner,
             stop_scanner,
-        })
+            metrics_server: None,
+        };
+        let metrics_addr = namesrv.state.config.read().metrics_addr();
+        if let Some(addr) = metrics_addr {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    namesrv.serve_metrics(listener);
+                }
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "metrics endpoint not started (metricsPromExporterPort)")
+                }
+            }
+        }
+        Ok(namesrv)
+    }
+
+    /// Serves this NameServer's `/metrics` on `listener` (in place of the configured port,
+    /// which is not bound when `metricsPromExporterPort` is 0); returns the bound address.
+    pub fn serve_metrics(&mut self, listener: tokio::net::TcpListener) -> Option<SocketAddr> {
+        let weak = Arc::downgrade(&self.state);
+        let render = Arc::new(move || match weak.upgrade() {
+            Some(state) => state.metrics.render(&state),
+            None => String::new(),
+        });
+        self.metrics_server = match MetricsServer::serve(listener, render) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics endpoint not started");
+                None
+            }
+        };
+        self.metrics_addr()
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(|m| m.local_addr())
     }
 
     /// Address the server listens on (the real port when `listenPort` was 0).

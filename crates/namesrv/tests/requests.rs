@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn a_broker_request_gets_request_code_not_supported_at_once_and_is_counted() {
-    let ts = start(&[]).await;
+    let mut ts = start(&[]).await;
     let mut stream = TcpStream::connect(ts.server.local_addr()).await.unwrap();
     let mut buf = BytesMut::new();
     let send_back = RemotingCommand::request(RequestCode::CONSUMER_SEND_MSG_BACK)
@@ -53,6 +53,26 @@ async fn a_broker_request_gets_request_code_not_supported_at_once_and_is_counted
     let counts = ts.server.unsupported_request_counts();
     assert_eq!(counts.get(&36), Some(&2));
     assert_eq!(counts.get(&9999), Some(&1));
+
+    // The same counts on `/metrics`, and the answered one in the latency histogram.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = ts.server.serve_metrics(listener).unwrap();
+    let scrape = testkit::metrics::scrape(addr).await;
+    let refused = |code: &str| {
+        scrape.value(
+            "apogee_namesrv_refused_requests_total",
+            &[("node_type", "namesrv"), ("request_code", code)],
+        )
+    };
+    assert_eq!(refused("36"), Some(2.0));
+    assert_eq!(refused("9999"), Some(1.0));
+    assert_eq!(
+        scrape.value(
+            "rocketmq_rpc_latency_count",
+            &[("request_code", "36"), ("response_code", "3")]
+        ),
+        Some(1.0)
+    );
     ts.stop().await;
 }
 

@@ -6,10 +6,12 @@
 //! own metrics and register them; this crate never reaches into a service.
 
 mod histogram;
+mod rpc;
 mod series;
 mod server;
 
 pub use histogram::AtomicHistogram;
+pub use rpc::RpcLatency;
 pub use series::SeriesCache;
 pub use server::{render, MetricsServer, CONTENT_TYPE};
 
