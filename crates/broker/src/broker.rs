@@ -24,7 +24,7 @@ use crate::handlers;
 use crate::lock::RebalanceLockManager;
 use crate::long_poll::PullWaiters;
 use crate::membership;
-use crate::metrics::BrokerMetrics;
+use crate::metrics::{BrokerMetrics, ScrapeValues};
 use crate::offset::ConsumerOffsetManager;
 use crate::register;
 use crate::schedule::{self, DelayOffsets, DelayService};
@@ -312,7 +312,7 @@ fn serve_metrics(
 ) -> Option<MetricsServer> {
     let weak = Arc::downgrade(state);
     let render = Arc::new(move || match weak.upgrade() {
-        Some(ctx) => ctx.metrics.render(&ctx),
+        Some(ctx) => ctx.metrics.render(&scrape_values(&ctx)),
         None => String::new(),
     });
     match MetricsServer::serve(listener, render) {
@@ -321,6 +321,44 @@ fn serve_metrics(
             tracing::warn!(error = %e, "metrics endpoint not started");
             None
         }
+    }
+}
+
+/// The broker's current gauge values for a scrape.
+fn scrape_values(ctx: &BrokerContext) -> ScrapeValues {
+    let config = ctx.config();
+    let lags = ctx
+        .offsets
+        .entries()
+        .into_iter()
+        .map(|(topic, group, queues)| {
+            let lag = queues
+                .iter()
+                .map(|(q, committed)| (ctx.store.max_offset(&topic, *q) - committed).max(0))
+                .sum();
+            (topic, group, lag)
+        })
+        .collect();
+    let max = ctx.store.commit_log_max_offset();
+    let (slaves, acked) = ctx.ha.acks.progress();
+    ScrapeValues {
+        topics: ctx.topics.snapshot().topic_config_table.len(),
+        groups: ctx.groups.snapshot().subscription_group_table.len(),
+        permission: config.broker_permission,
+        producer_connections: ctx.producers.connection_count(),
+        consumer_connections: ctx.consumers.connections_per_group(),
+        lags,
+        storage_size: max - ctx.store.commit_log_min_offset(),
+        flush_behind: (max - ctx.store.commit_log_flushed_offset()).max(0),
+        dispatch_behind: (max - ctx.store.dispatched_offset()).max(0),
+        replication_lag: if config.is_slave() || slaves == 0 {
+            0
+        } else {
+            (max - acked).max(0)
+        },
+        acting_master: config.is_slave()
+            && config.enable_acting_master
+            && ctx.ha.master_addr.read().is_none(),
     }
 }
 

@@ -19,7 +19,6 @@ use prometheus_client::registry::Registry;
 use remoting::message::find_property;
 use remoting::server::RequestObserver;
 
-use crate::context::BrokerContext;
 use crate::topic::{DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX};
 
 /// Label pairs of one series (besides the registry's constant labels).
@@ -386,33 +385,24 @@ impl BrokerMetrics {
         self.enabled
     }
 
-    /// Refreshes the scrape-time gauges from `ctx` and renders everything.
-    pub(crate) fn render(&self, ctx: &BrokerContext) -> String {
-        let config = ctx.config();
-        self.topic_number
-            .set(ctx.topics.snapshot().topic_config_table.len() as i64);
-        self.consumer_group_number
-            .set(ctx.groups.snapshot().subscription_group_table.len() as i64);
-        self.broker_permission
-            .set(i64::from(config.broker_permission));
-        self.producer_connections
-            .set(ctx.producers.connection_count() as i64);
+    /// Sets the scrape-time gauges from `v` and renders everything.
+    pub(crate) fn render(&self, v: &ScrapeValues) -> String {
+        self.topic_number.set(v.topics as i64);
+        self.consumer_group_number.set(v.groups as i64);
+        self.broker_permission.set(i64::from(v.permission));
+        self.producer_connections.set(v.producer_connections as i64);
         self.consumer_connections.clear();
-        for (group, n) in ctx.consumers.connections_per_group() {
+        for (group, n) in &v.consumer_connections {
             let labels: Labels = vec![
                 ("consumer_group", group.clone()),
-                ("is_system", is_system_group(&group).to_string()),
+                ("is_system", is_system_group(group).to_string()),
             ];
             self.consumer_connections
                 .get_or_create(&labels)
-                .set(n as i64);
+                .set(*n as i64);
         }
         self.consumer_lag_messages.clear();
-        for (topic, group, queues) in ctx.offsets.entries() {
-            let lag: i64 = queues
-                .iter()
-                .map(|(q, committed)| (ctx.store.max_offset(&topic, *q) - committed).max(0))
-                .sum();
+        for (topic, group, lag) in &v.lags {
             let labels: Labels = vec![
                 ("topic", topic.clone()),
                 ("consumer_group", group.clone()),
@@ -422,30 +412,35 @@ impl BrokerMetrics {
                 ),
                 (
                     "is_system",
-                    (is_system_topic(&topic) || is_system_group(&group)).to_string(),
+                    (is_system_topic(topic) || is_system_group(group)).to_string(),
                 ),
             ];
-            self.consumer_lag_messages.get_or_create(&labels).set(lag);
+            self.consumer_lag_messages.get_or_create(&labels).set(*lag);
         }
-        let max = ctx.store.commit_log_max_offset();
-        self.storage_size
-            .set(max - ctx.store.commit_log_min_offset());
-        self.flush_behind
-            .set((max - ctx.store.commit_log_flushed_offset()).max(0));
-        self.dispatch_behind
-            .set((max - ctx.store.dispatched_offset()).max(0));
-        let (slaves, acked) = ctx.ha.acks.progress();
-        let lag = if config.is_slave() || slaves == 0 {
-            0
-        } else {
-            (max - acked).max(0)
-        };
-        self.replication_lag.set(lag);
-        let acting =
-            config.is_slave() && config.enable_acting_master && ctx.ha.master_addr.read().is_none();
-        self.acting_master.set(i64::from(acting));
+        self.storage_size.set(v.storage_size);
+        self.flush_behind.set(v.flush_behind);
+        self.dispatch_behind.set(v.dispatch_behind);
+        self.replication_lag.set(v.replication_lag);
+        self.acting_master.set(i64::from(v.acting_master));
         observe::render(&self.registry)
     }
+}
+
+/// What the scrape-time gauges show, read from the broker by its owner.
+#[derive(Default)]
+pub(crate) struct ScrapeValues {
+    pub(crate) topics: usize,
+    pub(crate) groups: usize,
+    pub(crate) permission: i32,
+    pub(crate) producer_connections: usize,
+    pub(crate) consumer_connections: Vec<(String, usize)>,
+    /// `(topic, group, lag in messages)`.
+    pub(crate) lags: Vec<(String, String, i64)>,
+    pub(crate) storage_size: i64,
+    pub(crate) flush_behind: i64,
+    pub(crate) dispatch_behind: i64,
+    pub(crate) replication_lag: i64,
+    pub(crate) acting_master: bool,
 }
 
 /// Records every answered request into `rocketmq_rpc_latency`.

@@ -12,8 +12,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use remoting::server::RequestObserver;
 
-use crate::state::NamesrvState;
-
 type Labels = Vec<(&'static str, String)>;
 
 /// Every metric of one NameServer.
@@ -57,33 +55,23 @@ impl NamesrvMetrics {
         }
     }
 
-    /// Refreshes the scrape-time values from `state` and renders everything.
-    pub(crate) fn render(&self, state: &NamesrvState) -> String {
-        let refused: Vec<(i32, u64)> = state
-            .unsupported
-            .lock()
-            .iter()
-            .map(|(c, n)| (*c, *n))
-            .collect();
+    /// Sets the scrape-time values (refused requests per code, live broker addresses,
+    /// topics) and renders everything.
+    pub(crate) fn render(
+        &self,
+        refused: &[(i32, u64)],
+        live_brokers: usize,
+        topics: usize,
+    ) -> String {
         for (code, n) in refused {
             let labels: Labels = vec![("request_code", code.to_string())];
             self.refused
                 .get_or_create(&labels)
                 .inner()
-                .store(n, std::sync::atomic::Ordering::Relaxed);
+                .store(*n, std::sync::atomic::Ordering::Relaxed);
         }
-        {
-            let routes = state.routes.read();
-            let live: usize = routes
-                .cluster_info()
-                .broker_addr_table
-                .values()
-                .map(|b| b.broker_addrs.len())
-                .sum();
-            self.brokers.set(live as i64);
-            self.topics
-                .set(routes.all_topic_list().topic_list.len() as i64);
-        }
+        self.brokers.set(live_brokers as i64);
+        self.topics.set(topics as i64);
         observe::render(&self.registry)
     }
 }

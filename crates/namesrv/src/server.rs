@@ -94,7 +94,25 @@ impl NameServer {
     pub fn serve_metrics(&mut self, listener: tokio::net::TcpListener) -> Option<SocketAddr> {
         let weak = Arc::downgrade(&self.state);
         let render = Arc::new(move || match weak.upgrade() {
-            Some(state) => state.metrics.render(&state),
+            Some(state) => {
+                let refused: Vec<(i32, u64)> = state
+                    .unsupported
+                    .lock()
+                    .iter()
+                    .map(|(c, n)| (*c, *n))
+                    .collect();
+                let (live, topics) = {
+                    let routes = state.routes.read();
+                    let live = routes
+                        .cluster_info()
+                        .broker_addr_table
+                        .values()
+                        .map(|b| b.broker_addrs.len())
+                        .sum();
+                    (live, routes.all_topic_list().topic_list.len())
+                };
+                state.metrics.render(&refused, live, topics)
+            }
             None => String::new(),
         });
         self.metrics_server = match MetricsServer::serve(listener, render) {
