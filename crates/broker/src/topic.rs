@@ -28,8 +28,9 @@ pub const OFFSET_MOVED_EVENT: &str = "OFFSET_MOVED_EVENT";
 pub const TRANS_HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
 /// Commit/rollback records of half messages.
 pub const TRANS_OP_HALF_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
-pub const RETRY_GROUP_TOPIC_PREFIX: &str = "%RETRY%";
-pub const DLQ_GROUP_TOPIC_PREFIX: &str = "%DLQ%";
+pub use remoting::message::{
+    dlq_topic, retry_topic, DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX,
+};
 /// Queues of `SCHEDULE_TOPIC_XXXX` upstream creates (the default level count).
 const SCHEDULE_TOPIC_QUEUE_NUM: i32 = 18;
 /// Longest topic name upstream accepts.
@@ -38,16 +39,6 @@ pub const MAX_TOPIC_LENGTH: usize = 127;
 /// limit, but every admin request that reports on a topic walks all of its queues: two
 /// billion of them held a runtime thread for minutes.
 pub const MAX_QUEUE_NUMS: i32 = 4096;
-
-/// `%RETRY%<group>`.
-pub fn retry_topic(group: &str) -> String {
-    format!("{RETRY_GROUP_TOPIC_PREFIX}{group}")
-}
-
-/// `%DLQ%<group>`.
-pub fn dlq_topic(group: &str) -> String {
-    format!("{DLQ_GROUP_TOPIC_PREFIX}{group}")
-}
 
 /// Why a topic name is refused (upstream `TopicValidator.validateTopic`), `None` when valid.
 pub fn validate_topic_name(topic: &str) -> Option<String> {

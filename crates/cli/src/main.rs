@@ -4,6 +4,7 @@
 mod admin;
 mod bench;
 mod broker_cmd;
+mod console;
 mod controller_cmd;
 mod namesrv_cmd;
 mod quickstart_cmd;
@@ -40,6 +41,8 @@ enum Command {
     Standalone(standalone_cmd::StandaloneArgs),
     /// Administer a cluster (upstream `mqadmin`): topics, groups, brokers, messages.
     Admin(admin::AdminArgs),
+    /// Serve the web console for a cluster (upstream `rocketmq-dashboard`) on port 8082.
+    Console(console::ConsoleArgs),
     /// Measure produce, consume and end-to-end throughput and latency.
     Bench(bench::BenchArgs),
     /// Start an embedded server, produce and consume a few hundred messages, and exit.
@@ -142,6 +145,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Broker(args) => broker_cmd::run(args).await,
             Command::Standalone(args) => standalone_cmd::run(args).await,
             Command::Admin(args) => admin::run(args).await,
+            Command::Console(args) => console::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Quickstart(args) => quickstart_cmd::run(args).await,
         }

@@ -1,8 +1,8 @@
 //! `apogee standalone`: a NameServer and one master broker in one process, topic
 //! auto-creation on, upstream's default ports (9876, 10911): the quickest way to a working
-//! RocketMQ endpoint on one machine.
+//! RocketMQ endpoint on one machine, with the web console on 8082.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -10,6 +10,8 @@ use anyhow::Context;
 use broker::{Broker, BrokerConfig};
 use clap::Args;
 use namesrv::{NameServer, NamesrvConfig};
+
+use crate::console::Console;
 
 #[derive(Args, Debug)]
 pub struct StandaloneArgs {
@@ -28,6 +30,9 @@ pub struct StandaloneArgs {
     /// Port of the NameServer's Prometheus `GET /metrics` (0: none).
     #[arg(long = "namesrv-metrics-port", default_value_t = 5558)]
     namesrv_metrics_port: u16,
+    /// Port of the web console (`apogee console`) for this server (0: none).
+    #[arg(long = "console-port", default_value_t = crate::console::DEFAULT_CONSOLE_PORT)]
+    console_port: u16,
     /// Address the broker advertises to clients.
     #[arg(long = "broker-ip", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     broker_ip: IpAddr,
@@ -68,16 +73,34 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             return Err(e).context("cannot start the broker");
         }
     };
+    let console = if args.console_port == 0 {
+        None
+    } else {
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.console_port);
+        let namesrv_addr = format!("127.0.0.1:{}", namesrv.local_addr().port());
+        match Console::start(addr, Some(&namesrv_addr), 3000).await {
+            Ok(c) => Some(c),
+            // Like the metrics port: a busy console port costs the console, not the server.
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "console not started");
+                None
+            }
+        }
+    };
     tracing::info!(
         namesrv = %namesrv.local_addr(),
         broker = %broker.broker_addr(),
         metrics = ?broker.metrics_addr(),
+        console = ?console.as_ref().map(|c| format!("http://{}", c.local_addr())),
         data_dir = %data_dir.display(),
         start_ms = started.elapsed().as_millis() as u64,
         "Apogee standalone ready"
     );
     crate::shutdown_signal().await?;
     tracing::info!("shutting down");
+    if let Some(c) = console {
+        c.shutdown();
+    }
     broker.shutdown().await;
     namesrv.shutdown().await;
     Ok(())

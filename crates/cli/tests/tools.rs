@@ -1,12 +1,14 @@
 //! Runs the `apogee` binary's tools (admin, bench, quickstart) against a NameServer and a
 //! broker started in this test process on ephemeral 127.0.0.1 ports.
 
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::net::TcpListener;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use broker::{Broker, BrokerConfig};
-use namesrv::{NameServer, NamesrvConfig};
+use namesrv::NameServer;
+
+mod common;
 
 struct Cluster {
     namesrv: NameServer,
@@ -17,24 +19,15 @@ struct Cluster {
 impl Cluster {
     async fn start() -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let namesrv = NameServer::start(NamesrvConfig {
-            listen_port: 0,
-            kv_config_path: dir.path().join("kv.json"),
-            ..NamesrvConfig::default()
-        })
-        .await
-        .unwrap();
-        let broker = Broker::start(BrokerConfig {
-            broker_cluster_name: "TestCluster".into(),
-            broker_name: "broker-t".into(),
-            namesrv_addr: format!("127.0.0.1:{}", namesrv.local_addr().port()),
-            listen_port: 0,
-            broker_ip1: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            store_path_root_dir: dir.path().join("store"),
-            ..BrokerConfig::default()
-        })
-        .await
-        .unwrap();
+        let (namesrv, broker) = common::start_servers(
+            dir.path(),
+            BrokerConfig {
+                broker_cluster_name: "TestCluster".into(),
+                broker_name: "broker-t".into(),
+                ..BrokerConfig::default()
+            },
+        )
+        .await;
         Cluster {
             namesrv,
             broker,

@@ -36,12 +36,6 @@ pub use producer::{
 };
 pub use transport::Transport;
 
-/// Prefix of a consumer group's retry topic (`MixAll.RETRY_GROUP_TOPIC_PREFIX`).
-pub const RETRY_GROUP_TOPIC_PREFIX: &str = "%RETRY%";
-/// Prefix of a consumer group's dead-letter topic (`MixAll.DLQ_GROUP_TOPIC_PREFIX`).
-pub const DLQ_GROUP_TOPIC_PREFIX: &str = "%DLQ%";
-
-/// The retry topic of `group`: `%RETRY%group`.
-pub fn retry_topic(group: &str) -> String {
-    format!("{RETRY_GROUP_TOPIC_PREFIX}{group}")
-}
+pub use remoting::message::{
+    dlq_topic, retry_topic, DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX,
+};

@@ -10,6 +10,7 @@
 //! - [`sys_flag`]: the system flag bits ([`MessageSysFlag`]);
 //! - [`id`]: the broker's message id (`offsetMsgId`) and the client's unique id (`UNIQ_KEY`);
 //! - [`tag`]: the tag hash stored in consume-queue units ([`tags_hash_code`]);
+//! - [`group_topic`]: a consumer group's retry and dead-letter topic names;
 //! - [`batch`]: the `SEND_BATCH_MESSAGE` body; [`compress`]: zlib body compression.
 //!
 //! Facts come from upstream's `MessageDecoder`, `MessageSysFlag`, `MessageConst` and
@@ -19,6 +20,7 @@ pub mod batch;
 pub mod compress;
 pub mod error;
 pub mod ext;
+pub mod group_topic;
 mod host;
 pub mod id;
 pub mod properties;
@@ -30,6 +32,7 @@ pub use batch::{decode_batch, encode_batch};
 pub use compress::{compress_body, decompress_body, DEFAULT_COMPRESS_LEVEL, MAX_DECOMPRESSED_BODY};
 pub use error::{MessageError, RecordError};
 pub use ext::{Message, MessageExt};
+pub use group_topic::{dlq_topic, retry_topic, DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX};
 pub use id::{create_message_id, decode_message_id, now_millis, UniqIdGenerator};
 pub use properties::{
     decode_properties, encode_properties, find_property, MessageConst, Properties,

@@ -3,9 +3,10 @@
 //! JSON object per frame). When the captures are not there, loaders return `None` after
 //! printing a note, and the tests that need them skip. [`fault`] holds the loopback
 //! [`FaultProxy`] that tests put between two components to partition them; [`metrics`]
-//! scrapes and parses a `/metrics` endpoint.
+//! scrapes and parses a `/metrics` endpoint; [`http`] is a bare HTTP/1.1 client for them.
 
 pub mod fault;
+pub mod http;
 pub mod metrics;
 pub use fault::{FaultMode, FaultProxy};
 

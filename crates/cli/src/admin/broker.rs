@@ -55,8 +55,9 @@ async fn runtime_info(
     Ok(kv.table)
 }
 
+/// One broker of `clusterList`.
 #[derive(Serialize)]
-struct ClusterRow {
+pub(crate) struct ClusterRow {
     cluster: String,
     broker_name: String,
     broker_id: i64,
@@ -68,16 +69,21 @@ struct ClusterRow {
     msg_get_total_today: String,
 }
 
-pub(super) async fn cluster_list(admin: &Admin, a: ClusterListArgs) -> anyhow::Result<()> {
+/// One row per broker of every cluster (or of `cluster`), with its runtime figures; an
+/// unreachable broker keeps its row with empty figures.
+pub(crate) async fn cluster_rows(
+    admin: &Admin,
+    cluster: Option<&str>,
+) -> anyhow::Result<Vec<ClusterRow>> {
     let info = admin.cluster_info().await?;
-    if let Some(c) = &a.cluster {
+    if let Some(c) = cluster {
         if !info.cluster_addr_table.contains_key(c) {
             anyhow::bail!("cluster `{c}` does not exist");
         }
     }
     let mut rows = Vec::new();
-    for (cluster, names) in &info.cluster_addr_table {
-        if a.cluster.as_ref().is_some_and(|c| c != cluster) {
+    for (name_of_cluster, names) in &info.cluster_addr_table {
+        if cluster.is_some_and(|c| c != name_of_cluster) {
             continue;
         }
         for name in names {
@@ -92,7 +98,7 @@ pub(super) async fn cluster_list(admin: &Admin, a: ClusterListArgs) -> anyhow::R
                 let get = |k: &str| rt.get(k).cloned().unwrap_or_default();
                 let first = |k: &str| get(k).split_whitespace().next().unwrap_or("").to_string();
                 rows.push(ClusterRow {
-                    cluster: cluster.clone(),
+                    cluster: name_of_cluster.clone(),
                     broker_name: name.clone(),
                     broker_id: *id,
                     addr: addr.clone(),
@@ -105,6 +111,11 @@ pub(super) async fn cluster_list(admin: &Admin, a: ClusterListArgs) -> anyhow::R
             }
         }
     }
+    Ok(rows)
+}
+
+pub(super) async fn cluster_list(admin: &Admin, a: ClusterListArgs) -> anyhow::Result<()> {
+    let rows = cluster_rows(admin, a.cluster.as_deref()).await?;
     admin.print(&rows, || {
         let mut t = table(&[
             "#Cluster Name",

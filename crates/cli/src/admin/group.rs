@@ -5,7 +5,7 @@
 use anyhow::Context;
 use clap::Args;
 use remoting::broker_headers::ResetOffsetBody;
-use remoting::protocol::{from_fastjson, TopicList};
+use remoting::protocol::from_fastjson;
 use remoting::{RemotingCommand, RequestCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -190,18 +190,18 @@ pub(super) async fn delete(admin: &Admin, a: DeleteSubGroupArgs) -> anyhow::Resu
 
 /// One queue of a GET_CONSUME_STATS answer.
 #[derive(Serialize)]
-struct Progress {
+pub(crate) struct Progress {
     topic: String,
     broker_name: String,
     queue_id: i64,
     broker_offset: i64,
     consumer_offset: i64,
-    diff: i64,
+    pub(crate) diff: i64,
     last_timestamp: i64,
 }
 
 /// GET_CONSUME_STATS of `group` from every master of its retry topic.
-async fn consume_stats(
+pub(crate) async fn consume_stats(
     admin: &Admin,
     group: &str,
     topic: Option<&str>,
@@ -238,6 +238,23 @@ async fn consume_stats(
     Ok(rows)
 }
 
+/// Every consumer group (one per `%RETRY%` topic) with its total lag; groups whose stats
+/// cannot be read are left out.
+pub(crate) async fn group_totals(admin: &Admin) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut groups = Vec::new();
+    for topic in super::topic::topic_names(admin).await? {
+        let Some(group) = topic.strip_prefix(client::RETRY_GROUP_TOPIC_PREFIX) else {
+            continue;
+        };
+        let diff = match consume_stats(admin, group, None).await {
+            Ok(rows) => rows.iter().map(|r| r.diff).sum::<i64>(),
+            Err(_) => continue,
+        };
+        groups.push(serde_json::json!({"group": group, "diff_total": diff}));
+    }
+    Ok(groups)
+}
+
 pub(super) async fn progress(admin: &Admin, a: ConsumerProgressArgs) -> anyhow::Result<()> {
     if let Some(group) = &a.group {
         let rows = consume_stats(admin, group, a.topic.as_deref()).await?;
@@ -267,23 +284,7 @@ pub(super) async fn progress(admin: &Admin, a: ConsumerProgressArgs) -> anyhow::
             format!("{t}\n\nDiff Total: {total}")
         });
     }
-    let resp = admin
-        .namesrv_ok(RemotingCommand::request(
-            RequestCode::GET_ALL_TOPIC_LIST_FROM_NAMESERVER,
-        ))
-        .await?;
-    let topics: TopicList = from_fastjson(&resp.body).context("malformed topic list")?;
-    let mut groups = Vec::new();
-    for topic in &topics.topic_list {
-        let Some(group) = topic.strip_prefix(client::RETRY_GROUP_TOPIC_PREFIX) else {
-            continue;
-        };
-        let diff = match consume_stats(admin, group, None).await {
-            Ok(rows) => rows.iter().map(|r| r.diff).sum::<i64>(),
-            Err(_) => continue,
-        };
-        groups.push(serde_json::json!({"group": group, "diff_total": diff}));
-    }
+    let groups = group_totals(admin).await?;
     admin.print(&groups, || {
         let mut t = table(&["#Group", "#Diff Total"]);
         for g in &groups {
@@ -308,7 +309,7 @@ struct Connection {
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
-struct ConnectionList {
+pub(crate) struct ConnectionList {
     connection_set: Vec<Connection>,
     consume_type: Option<Value>,
     message_model: Option<Value>,
@@ -351,25 +352,30 @@ fn print_connections(admin: &Admin, list: &ConnectionList) -> anyhow::Result<()>
     })
 }
 
-pub(super) async fn consumer_connection(admin: &Admin, a: GroupArgs) -> anyhow::Result<()> {
+/// GET_CONSUMER_CONNECTION_LIST of `group` from the first master that knows it.
+pub(crate) async fn consumer_connections(
+    admin: &Admin,
+    group: &str,
+) -> anyhow::Result<ConnectionList> {
     let masters = admin
-        .route_masters(&client::retry_topic(&a.group))
+        .route_masters(&client::retry_topic(group))
         .await
-        .with_context(|| format!("consumer group `{}` not found", a.group))?;
+        .with_context(|| format!("consumer group `{group}` not found"))?;
     let mut last = None;
     for (_, addr) in &masters {
         let cmd = RemotingCommand::request(RequestCode::GET_CONSUMER_CONNECTION_LIST)
-            .with_ext("consumerGroup", &a.group);
+            .with_ext("consumerGroup", group);
         match admin.broker_ok(addr, cmd).await {
-            Ok(resp) => {
-                let list: ConnectionList =
-                    from_fastjson(&resp.body).context("malformed connection list")?;
-                return print_connections(admin, &list);
-            }
+            Ok(resp) => return from_fastjson(&resp.body).context("malformed connection list"),
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("consumer group `{}` is not online", a.group)))
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("consumer group `{group}` is not online")))
+}
+
+pub(super) async fn consumer_connection(admin: &Admin, a: GroupArgs) -> anyhow::Result<()> {
+    let list = consumer_connections(admin, &a.group).await?;
+    print_connections(admin, &list)
 }
 
 pub(super) async fn producer_connection(

@@ -13,7 +13,7 @@ use remoting::broker_headers::{
     PullSysFlag, QueryMessageRequestHeader, SearchOffsetRequestHeader, SearchOffsetResponseHeader,
 };
 use remoting::headers::CommandHeader;
-use remoting::message::{decode_message_id, Message, MessageExt};
+use remoting::message::{decode_message_id, Message, MessageConst, MessageExt};
 use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
 use serde::Serialize;
 
@@ -137,7 +137,7 @@ pub struct PrintMsgArgs {
 
 /// A message as the commands show it.
 #[derive(Serialize)]
-struct MsgView {
+pub(crate) struct MsgView {
     msg_id: String,
     offset_msg_id: String,
     topic: String,
@@ -158,7 +158,7 @@ struct MsgView {
 }
 
 impl MsgView {
-    fn new(m: &MessageExt, with_body: bool) -> Self {
+    pub(crate) fn new(m: &MessageExt, with_body: bool) -> Self {
         MsgView {
             msg_id: m.msg_id().to_string(),
             offset_msg_id: m.offset_msg_id.clone(),
@@ -264,31 +264,132 @@ async fn query_message(
     Ok(out)
 }
 
+/// The message with offset message id `id` (VIEW_MESSAGE_BY_ID to the store host written in
+/// the id), or with client id (`UNIQ_KEY`) `id` in `topic`.
+pub(crate) async fn message_by_id(
+    admin: &Admin,
+    id: &str,
+    topic: Option<&str>,
+) -> anyhow::Result<MessageExt> {
+    if let Ok((host, offset)) = decode_message_id(id) {
+        let addr = BrokerAddr::parse(&host.to_string()).context("bad store host in message id")?;
+        let cmd =
+            RemotingCommand::request(RequestCode::VIEW_MESSAGE_BY_ID).with_ext("offset", offset);
+        let resp = admin.broker_ok(&addr, cmd).await?;
+        let (msg, _) = MessageExt::decode(&resp.body, true)
+            .map_err(|e| anyhow!("malformed message from {addr}: {e}"))?;
+        return Ok(msg);
+    }
+    let Some(topic) = topic else {
+        bail!("`{id}` is not an offset message id; give the topic with -t to look up a client id");
+    };
+    let msgs = query_message(admin, topic, id, 32, (0, i64::MAX), true).await?;
+    msgs.into_iter()
+        .find(|m| m.message.uniq_key() == Some(id))
+        .with_context(|| format!("message `{id}` not found in topic `{topic}`"))
+}
+
+/// Messages of `topic` with key `key` stored within `range` (epoch ms), at most `max_num` per
+/// master.
+pub(crate) async fn messages_by_key(
+    admin: &Admin,
+    topic: &str,
+    key: &str,
+    max_num: i32,
+    range: (i64, i64),
+) -> anyhow::Result<Vec<MessageExt>> {
+    let msgs = query_message(admin, topic, key, max_num, range, false).await?;
+    Ok(msgs
+        .into_iter()
+        .filter(|m| m.message.keys().contains(&key))
+        .collect())
+}
+
+/// Every copy of the message with client id `uniq_key` in the retry and dead-letter topics of
+/// `groups`: its retry history, oldest first. Groups without such topics are skipped.
+pub(crate) async fn retry_history(
+    admin: &Admin,
+    uniq_key: &str,
+    groups: &[String],
+) -> Vec<MessageExt> {
+    let mut out = Vec::new();
+    for group in groups {
+        for topic in [client::retry_topic(group), client::dlq_topic(group)] {
+            if let Ok(msgs) = query_message(admin, &topic, uniq_key, 64, (0, i64::MAX), true).await
+            {
+                out.extend(
+                    msgs.into_iter()
+                        .filter(|m| m.message.uniq_key() == Some(uniq_key)),
+                );
+            }
+        }
+    }
+    out.sort_by_key(|m| m.store_timestamp);
+    out
+}
+
+/// Up to `limit` messages of `topic` from the start of each readable queue.
+pub(crate) async fn read_topic(
+    admin: &Admin,
+    topic: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<MessageExt>> {
+    let queues = read_queues(admin, topic, None, None).await?;
+    read_range(admin, &queues, None, (None, None), "*", limit).await
+}
+
+/// Sends a dead-letter message of `group` back to the group's retry topic with its reconsume
+/// count reset, so the group's consumers receive it again under its original topic (the
+/// `RETRY_TOPIC` property) and message id. The caller checks that `dead` is in the group's
+/// dead-letter topic. Returns the send result as JSON.
+pub(crate) async fn resend_dead_letter(
+    admin: &Admin,
+    group: &str,
+    dead: &MessageExt,
+) -> anyhow::Result<serde_json::Value> {
+    let mut msg = Message::new(client::retry_topic(group), dead.message.body.clone());
+    msg.flag = dead.message.flag;
+    for (k, v) in dead.message.properties.iter() {
+        if !BROKER_SET_PROPERTIES.contains(&k) {
+            msg.properties.insert(k, v);
+        }
+    }
+    let producer = Producer::start(
+        ClientConfig::new(admin.namesrv_text())?,
+        ProducerConfig::new(TOOLS_PRODUCER_GROUP),
+    )
+    .await?;
+    let result = producer.send(msg).await;
+    producer.shutdown().await;
+    let r = result?;
+    Ok(serde_json::json!({
+        "status": format!("{:?}", r.send_status),
+        "msg_id": r.msg_id,
+        "offset_msg_id": r.offset_msg_id,
+        "topic": r.message_queue.topic,
+        "queue_id": r.message_queue.queue_id,
+        "queue_offset": r.queue_offset,
+    }))
+}
+
+/// Properties the broker sets while storing, retrying or delaying a message; a re-sent copy
+/// drops them so it is stored as a fresh message.
+const BROKER_SET_PROPERTIES: &[&str] = &[
+    MessageConst::PROPERTY_DELAY_TIME_LEVEL,
+    MessageConst::PROPERTY_REAL_TOPIC,
+    MessageConst::PROPERTY_REAL_QUEUE_ID,
+    MessageConst::PROPERTY_MIN_OFFSET,
+    MessageConst::PROPERTY_MAX_OFFSET,
+    MessageConst::PROPERTY_TRANSACTION_PREPARED,
+    MessageConst::PROPERTY_RECONSUME_TIME,
+    MessageConst::PROPERTY_CLUSTER,
+    MessageConst::PROPERTY_WAIT_STORE_MSG_OK,
+];
+
 pub(super) async fn query_by_id(admin: &Admin, a: QueryMsgByIdArgs) -> anyhow::Result<()> {
     let mut found = Vec::new();
     for id in a.ids.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        if let Ok((host, offset)) = decode_message_id(id) {
-            let addr =
-                BrokerAddr::parse(&host.to_string()).context("bad store host in message id")?;
-            let cmd = RemotingCommand::request(RequestCode::VIEW_MESSAGE_BY_ID)
-                .with_ext("offset", offset);
-            let resp = admin.broker_ok(&addr, cmd).await?;
-            let (msg, _) = MessageExt::decode(&resp.body, true)
-                .map_err(|e| anyhow!("malformed message from {addr}: {e}"))?;
-            found.push(msg);
-            continue;
-        }
-        let Some(topic) = &a.topic else {
-            bail!(
-                "`{id}` is not an offset message id; give the topic with -t to look up a client id"
-            );
-        };
-        let msgs = query_message(admin, topic, id, 32, (0, i64::MAX), true).await?;
-        let msg = msgs
-            .into_iter()
-            .find(|m| m.message.uniq_key() == Some(id))
-            .with_context(|| format!("message `{id}` not found in topic `{topic}`"))?;
-        found.push(msg);
+        found.push(message_by_id(admin, id, a.topic.as_deref()).await?);
     }
     print_messages(admin, &found, true)
 }
@@ -301,11 +402,7 @@ pub(super) async fn query_by_key(admin: &Admin, a: QueryMsgByKeyArgs) -> anyhow:
         .map(parse_time)
         .transpose()?
         .unwrap_or(i64::MAX);
-    let msgs = query_message(admin, &a.topic, &a.key, a.max_num, (begin, end), false).await?;
-    let msgs: Vec<MessageExt> = msgs
-        .into_iter()
-        .filter(|m| m.message.keys().contains(&a.key.as_str()))
-        .collect();
+    let msgs = messages_by_key(admin, &a.topic, &a.key, a.max_num, (begin, end)).await?;
     let views: Vec<MsgView> = msgs.iter().map(|m| MsgView::new(m, false)).collect();
     admin.print(&views, || {
         let mut t = table(&["#Message ID", "#QID", "#Offset", "#Store Time"]);

@@ -14,12 +14,12 @@
 //! (unreachable NameServer, unknown topic, broker error) is an error, so the process exits
 //! non-zero with the reason.
 
-mod broker;
+pub(crate) mod broker;
 #[cfg(test)]
 mod golden;
-mod group;
-mod message;
-mod topic;
+pub(crate) mod group;
+pub(crate) mod message;
+pub(crate) mod topic;
 
 pub(crate) use topic::update_topic_command;
 
@@ -152,7 +152,9 @@ pub(crate) struct Admin {
 pub(crate) type Master = (String, BrokerAddr);
 
 impl Admin {
-    fn new(namesrv: Option<&str>, json: bool, timeout_ms: u64) -> anyhow::Result<Self> {
+    /// A client for the cluster behind `namesrv` (see [`namesrv_list`]); `json` selects the
+    /// output of [`Admin::print`].
+    pub(crate) fn new(namesrv: Option<&str>, json: bool, timeout_ms: u64) -> anyhow::Result<Self> {
         let namesrv_text = namesrv_list(namesrv)?;
         let timeout = Duration::from_millis(timeout_ms.max(1));
         Ok(Admin {

@@ -159,25 +159,23 @@ pub(super) async fn delete(admin: &Admin, a: DeleteTopicArgs) -> anyhow::Result<
     })
 }
 
-pub(super) async fn list(admin: &Admin, a: TopicListArgs) -> anyhow::Result<()> {
+/// Every topic the NameServer knows.
+pub(crate) async fn topic_names(admin: &Admin) -> anyhow::Result<Vec<String>> {
     let resp = admin
         .namesrv_ok(RemotingCommand::request(
             RequestCode::GET_ALL_TOPIC_LIST_FROM_NAMESERVER,
         ))
         .await?;
     let topics: TopicList = from_fastjson(&resp.body).context("malformed topic list")?;
-    if !a.cluster_model {
-        let list: Vec<&String> = topics.topic_list.iter().collect();
-        return admin.print(&list, || {
-            list.iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        });
-    }
+    Ok(topics.topic_list.into_iter().collect())
+}
+
+/// `topicList -c`: every topic with the cluster that serves it (empty when unrouted).
+pub(crate) async fn topic_rows(admin: &Admin) -> anyhow::Result<Vec<serde_json::Value>> {
+    let topics = topic_names(admin).await?;
     let info = admin.cluster_info().await?;
     let mut rows = Vec::new();
-    for topic in &topics.topic_list {
+    for topic in &topics {
         let cluster = match admin.route(topic).await {
             Ok(route) => route
                 .broker_datas
@@ -192,6 +190,15 @@ pub(super) async fn list(admin: &Admin, a: TopicListArgs) -> anyhow::Result<()> 
         };
         rows.push(serde_json::json!({"cluster": cluster, "topic": topic}));
     }
+    Ok(rows)
+}
+
+pub(super) async fn list(admin: &Admin, a: TopicListArgs) -> anyhow::Result<()> {
+    if !a.cluster_model {
+        let list = topic_names(admin).await?;
+        return admin.print(&list, || list.join("\n"));
+    }
+    let rows = topic_rows(admin).await?;
     admin.print(&rows, || {
         let mut t = table(&["#Cluster Name", "#Topic"]);
         for r in &rows {
@@ -240,20 +247,21 @@ pub(super) async fn route(admin: &Admin, a: TopicArgs) -> anyhow::Result<()> {
 
 /// One queue of a GET_TOPIC_STATS_INFO answer.
 #[derive(Serialize)]
-struct QueueStatus {
+pub(crate) struct QueueStatus {
     broker_name: String,
     queue_id: i64,
-    min_offset: i64,
-    max_offset: i64,
+    pub(crate) min_offset: i64,
+    pub(crate) max_offset: i64,
     last_update_timestamp: i64,
 }
 
-pub(super) async fn status(admin: &Admin, a: TopicArgs) -> anyhow::Result<()> {
-    let masters = admin.route_masters(&a.topic).await?;
+/// Min and max offsets of every queue of `topic` on each of its masters.
+pub(crate) async fn status_rows(admin: &Admin, topic: &str) -> anyhow::Result<Vec<QueueStatus>> {
+    let masters = admin.route_masters(topic).await?;
     let mut rows = Vec::new();
     for (_, addr) in &masters {
         let cmd =
-            RemotingCommand::request(RequestCode::GET_TOPIC_STATS_INFO).with_ext("topic", &a.topic);
+            RemotingCommand::request(RequestCode::GET_TOPIC_STATS_INFO).with_ext("topic", topic);
         let resp = admin.broker_ok(addr, cmd).await?;
         for (mq, v) in mq_table(&resp.body, "offsetTable")? {
             rows.push(QueueStatus {
@@ -266,6 +274,11 @@ pub(super) async fn status(admin: &Admin, a: TopicArgs) -> anyhow::Result<()> {
         }
     }
     rows.sort_by(|x, y| (&x.broker_name, x.queue_id).cmp(&(&y.broker_name, y.queue_id)));
+    Ok(rows)
+}
+
+pub(super) async fn status(admin: &Admin, a: TopicArgs) -> anyhow::Result<()> {
+    let rows = status_rows(admin, &a.topic).await?;
     admin.print(&rows, || {
         let mut t = table(&[
             "#Broker Name",
