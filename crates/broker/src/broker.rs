@@ -24,7 +24,7 @@ use crate::handlers;
 use crate::lock::RebalanceLockManager;
 use crate::long_poll::PullWaiters;
 use crate::membership;
-use crate::metrics::{BrokerMetrics, ScrapeValues};
+use crate::metrics::{BrokerMetrics, GroupLag, ScrapeValues};
 use crate::offset::ConsumerOffsetManager;
 use crate::register;
 use crate::schedule::{self, DelayOffsets, DelayService};
@@ -102,6 +102,10 @@ impl Broker {
         state
             .ha
             .set_master_ha_addr(config.ha_master_address.clone());
+        if state.metrics.enabled() {
+            let metrics = state.metrics.clone();
+            store.set_flush_observer(Box::new(move |elapsed| metrics.record_flush(elapsed)));
+        }
         if config.is_slave() {
             // Replicated messages of a topic whose config is not synchronised yet.
             let weak = Arc::downgrade(&state);
@@ -205,7 +209,7 @@ impl Broker {
         }
         let metrics_server = match config.metrics_addr() {
             Some(addr) => match tokio::net::TcpListener::bind(addr).await {
-                Ok(listener) => serve_metrics(&state, listener),
+                Ok(listener) => serve_metrics(&services, listener),
                 Err(e) => {
                     // Several brokers on one host share the default port: the first serves.
                     tracing::warn!(%addr, error = %e, "metrics endpoint not started (metricsPromExporterPort)");
@@ -234,7 +238,7 @@ impl Broker {
     /// Serves this broker's `/metrics` on `listener` (in place of the configured port, which
     /// is not bound when `metricsPromExporterPort` is 0); returns the bound address.
     pub fn serve_metrics(&mut self, listener: tokio::net::TcpListener) -> Option<SocketAddr> {
-        self.metrics_server = serve_metrics(&self.services.ctx, listener);
+        self.metrics_server = serve_metrics(&self.services, listener);
         self.metrics_addr()
     }
 
@@ -304,15 +308,15 @@ impl Broker {
     }
 }
 
-/// Starts `/metrics` on `listener`, rendering `state`'s metrics (held weakly: the endpoint
+/// Starts `/metrics` on `listener`, rendering the broker's metrics (held weakly: the endpoint
 /// does not keep a stopped broker alive).
 fn serve_metrics(
-    state: &Arc<BrokerContext>,
+    services: &Arc<BrokerServices>,
     listener: tokio::net::TcpListener,
 ) -> Option<MetricsServer> {
-    let weak = Arc::downgrade(state);
+    let weak = Arc::downgrade(services);
     let render = Arc::new(move || match weak.upgrade() {
-        Some(ctx) => ctx.metrics.render(&scrape_values(&ctx)),
+        Some(s) => s.ctx.metrics.render(&scrape_values(&s)),
         None => String::new(),
     });
     match MetricsServer::serve(listener, render) {
@@ -324,24 +328,45 @@ fn serve_metrics(
     }
 }
 
+/// Most half-queue records one scrape reads to count unresolved transactions.
+const HALF_SCAN_LIMIT: usize = 100_000;
+
 /// The broker's current gauge values for a scrape.
-fn scrape_values(ctx: &BrokerContext) -> ScrapeValues {
+fn scrape_values(services: &BrokerServices) -> ScrapeValues {
+    let ctx = &services.ctx;
     let config = ctx.config();
+    let now = remoting::message::now_millis();
     let lags = ctx
         .offsets
         .entries()
         .into_iter()
         .map(|(topic, group, queues)| {
-            let lag = queues
-                .iter()
-                .map(|(q, committed)| (ctx.store.max_offset(&topic, *q) - committed).max(0))
-                .sum();
+            let mut lag = GroupLag::default();
+            for (&q, &committed) in &queues {
+                let max = ctx.store.max_offset(&topic, q);
+                let behind = (max - committed).max(0);
+                lag.messages += behind;
+                match ctx.offsets.pull_offset(&group, &topic, q) {
+                    Some(pulled) => {
+                        let pulled = pulled.clamp(committed, max.max(committed));
+                        lag.inflight += pulled - committed;
+                        lag.ready += (max - pulled).max(0);
+                    }
+                    None => lag.ready += behind,
+                }
+                if behind > 0 {
+                    if let Some(stored) = ctx.store.message_store_timestamp(&topic, q, committed) {
+                        lag.latency_ms = lag.latency_ms.max((now - stored).max(0));
+                    }
+                }
+            }
             (topic, group, lag)
         })
         .collect();
     let max = ctx.store.commit_log_max_offset();
     let (slaves, acked) = ctx.ha.acks.progress();
     ScrapeValues {
+        half_messages: services.transactions.pending_by_topic(ctx, HALF_SCAN_LIMIT),
         topics: ctx.topics.snapshot().topic_config_table.len(),
         groups: ctx.groups.snapshot().subscription_group_table.len(),
         permission: config.broker_permission,

@@ -8,6 +8,7 @@
 //! connections, consumer lag, storage) are computed when `/metrics` is scraped
 //! ([`BrokerMetrics::render`]).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -33,6 +34,9 @@ const MESSAGE_SIZE_BUCKETS: &[f64] = &[
     2_097_152.0,
     4_194_304.0,
 ];
+
+/// Buckets of `apogee_storage_flush_latency`, in milliseconds.
+const FLUSH_LATENCY_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0];
 
 #[derive(Clone)]
 struct SizeHistogram;
@@ -148,6 +152,11 @@ pub(crate) struct BrokerMetrics {
     producer_connections: Gauge,
     consumer_connections: Family<Labels, Gauge>,
     consumer_lag_messages: Family<Labels, Gauge>,
+    consumer_lag_latency: Family<Labels, Gauge>,
+    consumer_inflight_messages: Family<Labels, Gauge>,
+    consumer_ready_messages: Family<Labels, Gauge>,
+    half_messages: Family<Labels, Gauge>,
+    flush_latency: AtomicHistogram,
     storage_size: Gauge,
     flush_behind: Gauge,
     dispatch_behind: Gauge,
@@ -180,6 +189,11 @@ impl BrokerMetrics {
         let producer_connections = Gauge::default();
         let consumer_connections = Family::<Labels, Gauge>::default();
         let consumer_lag_messages = Family::<Labels, Gauge>::default();
+        let consumer_lag_latency = Family::<Labels, Gauge>::default();
+        let consumer_inflight_messages = Family::<Labels, Gauge>::default();
+        let consumer_ready_messages = Family::<Labels, Gauge>::default();
+        let half_messages = Family::<Labels, Gauge>::default();
+        let flush_latency = AtomicHistogram::new(FLUSH_LATENCY_BUCKETS);
         let storage_size = Gauge::default();
         let flush_behind = Gauge::default();
         let dispatch_behind = Gauge::default();
@@ -249,6 +263,31 @@ impl BrokerMetrics {
             consumer_lag_messages.clone(),
         );
         r.register(
+            "rocketmq_consumer_lag_latency",
+            "Milliseconds since the oldest unconsumed message was stored, per group and topic",
+            consumer_lag_latency.clone(),
+        );
+        r.register(
+            "rocketmq_consumer_inflight_messages",
+            "Messages pulled but not yet committed, per group and topic",
+            consumer_inflight_messages.clone(),
+        );
+        r.register(
+            "rocketmq_consumer_ready_messages",
+            "Messages stored but not yet pulled, per group and topic",
+            consumer_ready_messages.clone(),
+        );
+        r.register(
+            "rocketmq_half_messages",
+            "Transactional half messages not yet committed or rolled back, per topic",
+            half_messages.clone(),
+        );
+        r.register(
+            "apogee_storage_flush_latency",
+            "Duration of CommitLog flushes (write-out and fsync) that wrote something, in milliseconds",
+            flush_latency.clone(),
+        );
+        r.register(
             "rocketmq_storage_size",
             "Bytes of CommitLog held on disk",
             storage_size.clone(),
@@ -296,6 +335,11 @@ impl BrokerMetrics {
             producer_connections,
             consumer_connections,
             consumer_lag_messages,
+            consumer_lag_latency,
+            consumer_inflight_messages,
+            consumer_ready_messages,
+            half_messages,
+            flush_latency,
             storage_size,
             flush_behind,
             dispatch_behind,
@@ -380,6 +424,13 @@ impl BrokerMetrics {
         }
     }
 
+    /// One CommitLog flush that wrote something took `elapsed` (called on the flush thread).
+    pub(crate) fn record_flush(&self, elapsed: Duration) {
+        if self.enabled {
+            self.flush_latency.observe(elapsed.as_secs_f64() * 1000.0);
+        }
+    }
+
     /// Whether anything is recorded.
     pub(crate) fn enabled(&self) -> bool {
         self.enabled
@@ -402,6 +453,9 @@ impl BrokerMetrics {
                 .set(*n as i64);
         }
         self.consumer_lag_messages.clear();
+        self.consumer_lag_latency.clear();
+        self.consumer_inflight_messages.clear();
+        self.consumer_ready_messages.clear();
         for (topic, group, lag) in &v.lags {
             let labels: Labels = vec![
                 ("topic", topic.clone()),
@@ -415,7 +469,23 @@ impl BrokerMetrics {
                     (is_system_topic(topic) || is_system_group(group)).to_string(),
                 ),
             ];
-            self.consumer_lag_messages.get_or_create(&labels).set(*lag);
+            self.consumer_lag_messages
+                .get_or_create(&labels)
+                .set(lag.messages);
+            self.consumer_lag_latency
+                .get_or_create(&labels)
+                .set(lag.latency_ms);
+            self.consumer_inflight_messages
+                .get_or_create(&labels)
+                .set(lag.inflight);
+            self.consumer_ready_messages
+                .get_or_create(&labels)
+                .set(lag.ready);
+        }
+        self.half_messages.clear();
+        for (topic, n) in &v.half_messages {
+            let labels: Labels = vec![("topic", topic.clone())];
+            self.half_messages.get_or_create(&labels).set(*n);
         }
         self.storage_size.set(v.storage_size);
         self.flush_behind.set(v.flush_behind);
@@ -426,6 +496,20 @@ impl BrokerMetrics {
     }
 }
 
+/// How far one group is behind on one topic, summed (or, for the latency, the worst) over the
+/// queues it has committed offsets for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GroupLag {
+    /// Max offset minus committed offset.
+    pub(crate) messages: i64,
+    /// Pulled (the offset the last pull was answered with) minus committed.
+    pub(crate) inflight: i64,
+    /// Max offset minus pulled (minus committed where nothing was pulled yet).
+    pub(crate) ready: i64,
+    /// Milliseconds since the message at the committed offset was stored (0 when caught up).
+    pub(crate) latency_ms: i64,
+}
+
 /// What the scrape-time gauges show, read from the broker by its owner.
 #[derive(Default)]
 pub(crate) struct ScrapeValues {
@@ -434,8 +518,10 @@ pub(crate) struct ScrapeValues {
     pub(crate) permission: i32,
     pub(crate) producer_connections: usize,
     pub(crate) consumer_connections: Vec<(String, usize)>,
-    /// `(topic, group, lag in messages)`.
-    pub(crate) lags: Vec<(String, String, i64)>,
+    /// `(topic, group, lag)` of every committed (topic, group).
+    pub(crate) lags: Vec<(String, String, GroupLag)>,
+    /// Unresolved half messages per real topic.
+    pub(crate) half_messages: BTreeMap<String, i64>,
     pub(crate) storage_size: i64,
     pub(crate) flush_behind: i64,
     pub(crate) dispatch_behind: i64,

@@ -38,7 +38,12 @@ pub struct ConsumerOffsetManager {
     /// Slave: `(topic@group, queue)` committed here by consumers and not yet known to the
     /// master at that value or higher.
     unpushed: Mutex<BTreeSet<(String, i32)>>,
+    /// Next offset each consumer pull was answered with (upstream's `pullOffsetTable`), by
+    /// topic then group then queue: in memory only, for the in-flight and ready gauges.
+    pulled: RwLock<PullTable>,
 }
+
+type PullTable = HashMap<String, HashMap<String, BTreeMap<i32, i64>>>;
 
 /// One queue's committed offset, as pushed by a slave to its master.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +102,37 @@ impl ConsumerOffsetManager {
             table,
             persister,
             unpushed: Mutex::new(BTreeSet::new()),
+            pulled: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// Records that a pull of `group` on the queue was answered with `next_offset` (no
+    /// allocation once the queue is known).
+    pub fn record_pull(&self, group: &str, topic: &str, queue_id: i32, next_offset: i64) {
+        let mut pulled = self.pulled.write();
+        if let Some(q) = pulled
+            .get_mut(topic)
+            .and_then(|groups| groups.get_mut(group))
+        {
+            q.insert(queue_id, next_offset);
+            return;
+        }
+        pulled
+            .entry(topic.to_string())
+            .or_default()
+            .entry(group.to_string())
+            .or_default()
+            .insert(queue_id, next_offset);
+    }
+
+    /// The next offset the last pull of `group` on the queue was answered with.
+    pub fn pull_offset(&self, group: &str, topic: &str, queue_id: i32) -> Option<i64> {
+        self.pulled
+            .read()
+            .get(topic)?
+            .get(group)?
+            .get(&queue_id)
+            .copied()
     }
 
     /// Records `offset` for the queue.
@@ -199,6 +234,7 @@ impl ConsumerOffsetManager {
 
     /// Forgets every offset on `topic` (the topic was deleted).
     pub fn remove_topic(&self, topic: &str) {
+        self.pulled.write().remove(topic);
         self.table.write().retain(|k, _| {
             k.split_once(TOPIC_GROUP_SEPARATOR)
                 .is_none_or(|(t, _)| t != topic)

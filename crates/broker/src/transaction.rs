@@ -7,7 +7,7 @@
 //! and the others are written again (check count + 1) and CHECK_TRANSACTION_STATE is sent to a
 //! producer of their group, which answers with END_TRANSACTION.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,6 +89,61 @@ impl TransactionService {
     /// Whether the half at `offset` is resolved; forgets offsets below `progress`.
     fn is_done(&self, offset: i64) -> bool {
         self.inner.lock().done.contains(&offset)
+    }
+
+    /// Unresolved half messages per real topic, from the check progress on (the same records
+    /// a check pass would look at), reading at most `limit` records: for the
+    /// `rocketmq_half_messages` gauge.
+    pub(crate) fn pending_by_topic(
+        &self,
+        state: &BrokerContext,
+        limit: usize,
+    ) -> BTreeMap<String, i64> {
+        self.refresh(&state.store);
+        let mut offset = state
+            .offsets
+            .query(CHECK_GROUP, TRANS_HALF_TOPIC, 0)
+            .unwrap_or_else(|| state.store.min_offset(TRANS_HALF_TOPIC, 0));
+        let mut pending = BTreeMap::new();
+        let mut read = 0;
+        while read < limit {
+            let got = state.store.get_messages(
+                TRANS_HALF_TOPIC,
+                0,
+                offset,
+                BATCH,
+                usize::MAX,
+                &AcceptAll,
+            );
+            match got.status {
+                GetMessageStatus::Found => {}
+                GetMessageStatus::OffsetTooSmall => {
+                    offset = got.next_begin_offset;
+                    continue;
+                }
+                _ => break,
+            }
+            for (record, &qo) in got.messages.iter().zip(&got.message_queue_offsets) {
+                read += 1;
+                offset = qo + 1;
+                if self.is_done(qo) {
+                    continue;
+                }
+                let Ok(ext) = MessageExt::decode(record) else {
+                    continue;
+                };
+                let props = Properties::parse(&ext.properties);
+                if origin_offset(&props).is_some_and(|o| self.is_done(o)) {
+                    continue;
+                }
+                let topic = props
+                    .get(MessageConst::PROPERTY_REAL_TOPIC)
+                    .unwrap_or_default()
+                    .to_string();
+                *pending.entry(topic).or_insert(0) += 1;
+            }
+        }
+        pending
     }
 
     fn prune_below(&self, progress: i64) {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use remoting::broker_headers::{HeartbeatData, ProducerData};
-use remoting::message::{encode_batch, Message, MessageSysFlag, Properties};
+use remoting::message::{encode_batch, Message, MessageSysFlag};
 use remoting::protocol::{from_fastjson, TopicRouteData};
 use remoting::server::Connection;
 use remoting::{NameServerAddr, RemotingCommand, RequestCode, SerializeType};
@@ -267,34 +267,6 @@ fn capture_handler() -> (
         }
     };
     (Arc::new(handler), rx)
-}
-
-fn half_props(key: &str) -> Properties {
-    let mut p = props("A", key);
-    p.insert("TRAN_MSG", "true");
-    p.insert("PGROUP", "PG_test");
-    p.insert("UNIQ_KEY", key);
-    p
-}
-
-fn end_tx(resp: &RemotingCommand, queue_offset: &str, commit: bool) -> RemotingCommand {
-    let msg_id = resp.ext("msgId").unwrap().to_string();
-    let (_, phys) = remoting::message::decode_message_id(&msg_id).unwrap();
-    RemotingCommand::request(RequestCode::END_TRANSACTION)
-        .with_ext("producerGroup", "PG_test")
-        .with_ext("tranStateTableOffset", queue_offset)
-        .with_ext("commitLogOffset", phys)
-        .with_ext(
-            "commitOrRollback",
-            if commit {
-                MessageSysFlag::TRANSACTION_COMMIT_TYPE
-            } else {
-                MessageSysFlag::TRANSACTION_ROLLBACK_TYPE
-            },
-        )
-        .with_ext("fromTransactionCheck", false)
-        .with_ext("msgId", msg_id)
-        .into_oneway()
 }
 
 #[tokio::test]

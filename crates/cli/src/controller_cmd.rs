@@ -18,7 +18,11 @@ pub struct ControllerArgs {
 }
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
-    let props = crate::read_properties(args.config.as_deref())?;
+    let mut props = crate::read_properties(args.config.as_deref())?;
+    if !props.contains_key("metricsPromExporterPort") {
+        // Apogee's default controller metrics port (broker 5557, NameServer 5558).
+        props.insert("metricsPromExporterPort".to_string(), "5559".to_string());
+    }
     let controller = start(&props).await?;
     crate::shutdown_signal().await?;
     tracing::info!("shutting down");
@@ -46,12 +50,16 @@ pub async fn start(props: &HashMap<String, String>) -> anyhow::Result<Controller
 }
 
 /// Splits a `namesrv.conf` that embeds a controller: the controller's keys go to the
-/// controller, the rest to the NameServer (so neither warns about the other's keys).
+/// controller, the rest to the NameServer (so neither warns about the other's keys). The
+/// metrics keys stay with the NameServer: an embedded controller serves no `/metrics` of its
+/// own.
 pub fn split_embedded(
     props: &HashMap<String, String>,
 ) -> (HashMap<String, String>, HashMap<String, String>) {
     props
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
-        .partition(|(k, _)| !ControllerConfig::KEYS.contains(&k.as_str()))
+        .partition(|(k, _)| {
+            k.starts_with("metrics") || !ControllerConfig::KEYS.contains(&k.as_str())
+        })
 }

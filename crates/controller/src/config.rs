@@ -3,7 +3,7 @@
 //! ([`Peers`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -87,6 +87,14 @@ remoting::settings_struct! {
         max_frame_size: usize = "maxFrameSize", remoting::codec::DEFAULT_MAX_FRAME_SIZE;
         /// `maxConnections`: connections served at once.
         max_connections: usize = "maxConnections", 10_000;
+        /// `metricsExporterType`: `DISABLE` records nothing; `PROM` (and upstream's `OTLP_GRPC`
+        /// and `LOG`, which have no exporter here) record and serve `/metrics`.
+        metrics_exporter_type: String = "metricsExporterType", "PROM".to_string();
+        /// `metricsPromExporterPort`: port of `GET /metrics`; 0 serves none (the library
+        /// default; `apogee controller` serves on 5559).
+        metrics_prom_exporter_port: u16 = "metricsPromExporterPort", 0;
+        /// `metricsPromExporterHost`: address of the metrics port; default all interfaces.
+        metrics_prom_exporter_host: Option<IpAddr> = "metricsPromExporterHost", None;
     }
 }
 
@@ -125,7 +133,34 @@ impl ControllerConfig {
             config.set(key, raw)
         })?;
         config.peers()?;
+        if !["DISABLE", "PROM", "OTLP_GRPC", "LOG"]
+            .iter()
+            .any(|t| config.metrics_exporter_type.eq_ignore_ascii_case(t))
+        {
+            return Err(ConfigError::InvalidValue {
+                key: "metricsExporterType".into(),
+                value: config.metrics_exporter_type.clone(),
+                expected: "DISABLE, PROM, OTLP_GRPC or LOG",
+            });
+        }
         Ok(config)
+    }
+
+    /// Whether metrics are recorded (`metricsExporterType` is not `DISABLE`).
+    pub fn metrics_enabled(&self) -> bool {
+        !self.metrics_exporter_type.eq_ignore_ascii_case("DISABLE")
+    }
+
+    /// Where `/metrics` is served: `None` when metrics are disabled or
+    /// `metricsPromExporterPort` is 0.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        if !self.metrics_enabled() || self.metrics_prom_exporter_port == 0 {
+            return None;
+        }
+        let host = self
+            .metrics_prom_exporter_host
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        Some(SocketAddr::new(host, self.metrics_prom_exporter_port))
     }
 
     /// Parses `controllerDLegerPeers` and finds `controllerDLegerSelfId` in it.

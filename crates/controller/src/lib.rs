@@ -7,6 +7,7 @@
 //! - [`raft`]: openraft's type configuration and the network between controllers (Raft RPCs
 //!   in remoting frames with private request codes on the controller port).
 //! - [`liveness::BrokerLiveness`]: broker heartbeats, local to each controller.
+//! - `metrics`: `GET /metrics` under upstream's controller metric names.
 //! - `handlers`: the controller request codes (1001-1013 region, BROKER_HEARTBEAT,
 //!   CLEAN_BROKER_DATA); [`Controller`] runs all of it on a [`ControllerConfig`].
 //!
@@ -26,6 +27,7 @@ pub mod config;
 pub mod error;
 mod handlers;
 pub mod liveness;
+mod metrics;
 pub mod raft;
 pub mod replicas;
 mod server;

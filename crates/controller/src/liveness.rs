@@ -52,6 +52,18 @@ impl BrokerLiveness {
         }
     }
 
+    /// Brokers alive at `now` per (cluster, brokerName).
+    pub fn alive_per_group(&self, now: Instant) -> BTreeMap<(String, String), usize> {
+        let mut out = BTreeMap::new();
+        for ((name, _), b) in &self.brokers {
+            if now.saturating_duration_since(b.last_seen) < b.timeout {
+                *out.entry((b.cluster_name.clone(), name.clone()))
+                    .or_insert(0) += 1;
+            }
+        }
+        out
+    }
+
     /// Removes and returns the brokers whose timeout has passed at `now`, as
     /// (brokerName, brokerId, info).
     pub fn scan_not_active(&mut self, now: Instant) -> Vec<(String, i64, LiveInfo)> {

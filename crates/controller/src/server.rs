@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::{BasicNode, SnapshotPolicy};
+use observe::MetricsServer;
+use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use parking_lot::Mutex;
 use remoting::client::{ClientConfig, RemotingClient};
 use remoting::server::{RemotingServer, ServerConfig};
@@ -19,6 +20,7 @@ use crate::config::ControllerConfig;
 use crate::error::ControllerError;
 use crate::handlers;
 use crate::liveness::BrokerLiveness;
+use crate::metrics::{dir_size, ControllerMetrics, Role, ScrapeValues};
 use crate::raft::{ControllerRaft, Network, NodeId};
 use crate::replicas::{ElectRequest, ReplicasInfo};
 use crate::state::ControllerState;
@@ -30,6 +32,8 @@ const MIN_SCAN_INTERVAL: Duration = Duration::from_millis(10);
 /// A running controller.
 pub struct Controller {
     server: RemotingServer,
+    /// `GET /metrics`, when served.
+    metrics_server: Option<MetricsServer>,
     state: Arc<ControllerState>,
     scanner: JoinHandle<()>,
     stop_scanner: oneshot::Sender<()>,
@@ -81,6 +85,12 @@ impl Controller {
             // Controller traffic is small (heartbeats, elections, Raft); the defaults bound a flood.
             limits: remoting::server::RequestLimits::default(),
         };
+        let metrics = Arc::new(ControllerMetrics::new(
+            &peers.me().addr.to_string(),
+            &config.group,
+            &peers.me().name,
+            config.metrics_enabled(),
+        ));
         let state = Arc::new(ControllerState {
             config,
             peers,
@@ -89,8 +99,13 @@ impl Controller {
             liveness: Mutex::new(BrokerLiveness::default()),
             decide: tokio::sync::Mutex::new(()),
             client,
+            metrics,
         });
-        let server = RemotingServer::start(server_config, handlers::dispatcher(&state)?).await?;
+        let mut dispatcher = handlers::dispatcher(&state)?;
+        if state.config.metrics_enabled() {
+            dispatcher.set_observer(state.metrics.clone());
+        }
+        let server = RemotingServer::start(server_config, dispatcher).await?;
         let lowest = state.peers.by_id.keys().next().copied();
         let initialized = state
             .raft
@@ -114,12 +129,45 @@ impl Controller {
         let (stop_scanner, stop) = oneshot::channel();
         let scanner = tokio::spawn(scan_not_active_brokers(state.clone(), stop));
         tracing::info!(addr = %server.local_addr(), id = state.peers.me().name, "controller started");
-        Ok(Controller {
+        let mut controller = Controller {
             server,
+            metrics_server: None,
             state,
             scanner,
             stop_scanner,
-        })
+        };
+        if let Some(addr) = controller.state.config.metrics_addr() {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    controller.serve_metrics(listener);
+                }
+                // A busy metrics port costs the metrics, not the controller.
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "metrics endpoint not started (metricsPromExporterPort)")
+                }
+            }
+        }
+        Ok(controller)
+    }
+
+    /// Serves this controller's `/metrics` on `listener` (in place of the configured port,
+    /// e.g. port 0 in tests); returns its address, `None` when it could not start.
+    pub fn serve_metrics(&mut self, listener: tokio::net::TcpListener) -> Option<SocketAddr> {
+        let weak = Arc::downgrade(&self.state);
+        let render = Arc::new(move || match weak.upgrade() {
+            Some(state) => state.metrics.render(&scrape_values(&state)),
+            None => String::new(),
+        });
+        match MetricsServer::serve(listener, render) {
+            Ok(server) => self.metrics_server = Some(server),
+            Err(e) => tracing::warn!(error = %e, "metrics endpoint not started"),
+        }
+        self.metrics_addr()
+    }
+
+    /// Where `/metrics` is served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(MetricsServer::local_addr)
     }
 
     /// Address the remoting server listens on.
@@ -150,11 +198,32 @@ impl Controller {
             tracing::error!("broker liveness scanner failed: {e}");
         }
         self.server.shutdown().await;
+        drop(self.metrics_server);
         if let Err(e) = self.state.raft.shutdown().await {
             tracing::error!("Raft node did not stop cleanly: {e}");
         }
         self.state.client.shutdown().await;
         tracing::info!("controller stopped");
+    }
+}
+
+/// The controller's current gauge values for a scrape.
+fn scrape_values(state: &ControllerState) -> ScrapeValues {
+    let role = match state.raft.metrics().borrow().state {
+        ServerState::Leader => Role::Leader,
+        ServerState::Candidate => Role::Candidate,
+        ServerState::Follower => Role::Follower,
+        ServerState::Learner | ServerState::Shutdown => Role::Unknown,
+    };
+    ScrapeValues {
+        role,
+        disk_usage: dir_size(&state.config.store_path),
+        active_brokers: state
+            .liveness
+            .lock()
+            .alive_per_group(Instant::now())
+            .into_iter()
+            .collect(),
     }
 }
 

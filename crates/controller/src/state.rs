@@ -20,6 +20,7 @@ use remoting::{RemotingCommand, RequestCode, ResponseCode};
 
 use crate::config::{ControllerConfig, Peers};
 use crate::liveness::BrokerLiveness;
+use crate::metrics::{ControllerMetrics, ElectionResult};
 use crate::raft::{ControllerRaft, NodeId};
 use crate::replicas::{Decision, ElectRequest, Event, MasterInfo, Refusal, ReplicasInfo};
 use crate::store::SharedState;
@@ -36,6 +37,7 @@ pub(crate) struct ControllerState {
     pub(crate) decide: tokio::sync::Mutex<()>,
     /// Raft RPCs to peers and role-change notifications to brokers.
     pub(crate) client: RemotingClient,
+    pub(crate) metrics: Arc<ControllerMetrics>,
 }
 
 impl ControllerState {
@@ -121,6 +123,7 @@ impl ControllerState {
         request: ElectRequest,
     ) -> Result<MasterInfo, Refusal> {
         let unclean = self.config.enable_elect_unclean_master;
+        let started = Instant::now();
         let result = self
             .decide_and_commit(|replicas| {
                 let liveness = self.liveness.lock();
@@ -130,6 +133,20 @@ impl ControllerState {
                 })
             })
             .await;
+        let code = match &result {
+            Ok(_) => ResponseCode::SUCCESS,
+            Err(refusal) => refusal.code,
+        };
+        if let Some(outcome) = ElectionResult::of_code(code) {
+            let cluster = self
+                .replicas
+                .read()
+                .group(broker_name)
+                .map(|g| g.cluster_name.clone())
+                .unwrap_or_default();
+            self.metrics
+                .record_election(&cluster, broker_name, outcome, started.elapsed());
+        }
         if let Ok(info) = &result {
             tracing::info!(broker_name, master = ?info.master_broker_id, epoch = info.master_epoch, "new master elected");
             if self.config.notify_broker_role_changed {

@@ -423,3 +423,122 @@ async fn master_failover_survives_leader_loss_and_full_restart() {
         c.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_and_elections() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = free_ports(1);
+    let mut c = Controller::start(config(&ports, 0, dir.path()))
+        .await
+        .expect("start controller");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let metrics = c.serve_metrics(listener).expect("metrics served");
+    eventually("a leader", || async { c.leader() }).await;
+    let client = RemotingClient::new(ClientConfig::default());
+    // Addresses nobody listens on: role-change notifications to them just fail.
+    register_broker(&client, ports[0], 1, "127.0.0.1:1").await;
+    register_broker(&client, ports[0], 2, "127.0.0.1:2").await;
+    for (id, a) in [(1, "127.0.0.1:1"), (2, "127.0.0.1:2")] {
+        let r = call(
+            &client,
+            ports[0],
+            RequestCode::BROKER_HEARTBEAT,
+            &heartbeat(id, a),
+            None,
+        )
+        .await;
+        assert_eq!(r.code, ResponseCode::SUCCESS);
+    }
+    let elect = |id| ElectMasterRequestHeader {
+        cluster_name: Some("c1".into()),
+        broker_name: "b1".into(),
+        broker_id: Some(id),
+        designate_elect: false,
+        invoke_time: None,
+    };
+    let r = call(
+        &client,
+        ports[0],
+        RequestCode::CONTROLLER_ELECT_MASTER,
+        &elect(1),
+        None,
+    )
+    .await;
+    assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+    // Broker 2 asks while 1 is a live master: the master stays.
+    let r = call(
+        &client,
+        ports[0],
+        RequestCode::CONTROLLER_ELECT_MASTER,
+        &elect(2),
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.code,
+        ResponseCode::CONTROLLER_MASTER_STILL_EXIST,
+        "{}",
+        r.remark_str()
+    );
+
+    let s = testkit::metrics::scrape(metrics).await;
+    let me = [("group", "g1"), ("peer_id", "n0")];
+    assert_eq!(s.value("role", &me), Some(3.0), "a lone controller leads");
+    let result = |r: &'static str| {
+        [
+            ("cluster", "c1"),
+            ("broker_set", "b1"),
+            ("election_result", r),
+        ]
+    };
+    assert_eq!(
+        s.value("election_total", &result("new_master_elected")),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.value("election_total", &result("keep_current_master")),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.value("election_total", &result("no_master_elected")),
+        None
+    );
+    assert_eq!(
+        s.value("apogee_controller_election_duration_count", &[]),
+        Some(2.0)
+    );
+    let elect_req = |status: &'static str| {
+        [
+            ("request_type", "CONTROLLER_ELECT_MASTER"),
+            ("request_handle_status", status),
+        ]
+    };
+    assert_eq!(s.value("request_total", &elect_req("success")), Some(1.0));
+    assert_eq!(s.value("request_total", &elect_req("failed")), Some(1.0));
+    assert_eq!(
+        s.value(
+            "request_total",
+            &[
+                ("request_type", "CONTROLLER_BROKER_HEARTBEAT"),
+                ("request_handle_status", "success")
+            ]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        s.value("request_latency_count", &elect_req("success")),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.value(
+            "active_broker_num",
+            &[("cluster", "c1"), ("broker_set", "b1")]
+        ),
+        Some(2.0)
+    );
+    assert!(s.value("dledger_disk_usage", &[]).expect("disk usage") > 0.0);
+    client.shutdown().await;
+    c.shutdown().await;
+}

@@ -116,6 +116,7 @@ impl Inner {
     pub(crate) fn flush_commit_log(&self, least_pages: u32) -> bool {
         let ts = self.commit_log.last_store_timestamp();
         let before = self.commit_log.flushed();
+        let started = Instant::now();
         let result = match self.commit_log.commit() {
             Err(e @ StoreError::DiskFull { .. }) => {
                 self.flush_errors.failed(&e, Instant::now());
@@ -133,6 +134,9 @@ impl Inner {
                 self.no_space.store(false, Ordering::Release);
                 if flushed > before {
                     self.flushes.fetch_add(1, Ordering::Relaxed);
+                    if let Some(observe) = self.flush_observer.get() {
+                        observe(started.elapsed());
+                    }
                 }
                 if flushed >= self.commit_log.max_offset() {
                     self.flushed_ts.store(ts, Ordering::Release);

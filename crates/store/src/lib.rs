@@ -44,7 +44,7 @@ pub use ::message::StoredMessage as MessageExt;
 pub use config::{BrokerRole, FlushDiskType, StoreConfig};
 pub use consume_queue::{CqUnit, CQ_STORE_UNIT_SIZE};
 pub use error::{Result, StoreError};
-pub use state::{QueueGrowth, QueueListener};
+pub use state::{FlushObserver, QueueGrowth, QueueListener};
 pub use store::{
     AcceptAll, GetMessageStatus, GetResult, MessageFilter, MessageStore, PutResult, PutStatus,
     QueryResult, StoreStats,

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use parking_lot::{Mutex, RwLock};
@@ -61,6 +61,9 @@ pub(crate) struct Signals {
     pub(crate) warm: Signal,
 }
 
+/// Called with the duration of each CommitLog flush that wrote something, on the flush thread.
+pub type FlushObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
+
 /// Shared state of the store; the threads hold it through an `Arc`.
 pub(crate) struct Inner {
     pub(crate) config: StoreConfig,
@@ -77,6 +80,9 @@ pub(crate) struct Inner {
     pub(crate) flush_state: watch::Sender<FlushState>,
     pub(crate) waiters_registered: AtomicU64,
     pub(crate) flushes: AtomicU64,
+    /// Told how long each CommitLog flush that wrote something took (see
+    /// `MessageStore::set_flush_observer`).
+    pub(crate) flush_observer: OnceLock<FlushObserver>,
     pub(crate) signals: Signals,
     pub(crate) stopping: AtomicBool,
     pub(crate) stopped: AtomicBool,

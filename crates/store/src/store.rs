@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,7 @@ use crate::mapped_file::MappedFileQueue;
 use crate::message::{
     create_message_id, find_property, parse_record, MessageConst, MessageInner, Parsed,
 };
-use crate::state::{FlushState, Inner, QueueListener, Signals};
+use crate::state::{FlushObserver, FlushState, Inner, QueueListener, Signals};
 
 /// Replay after a crash is kept below this many CommitLog bytes: a ConsumeQueue (or the Index)
 /// whose oldest unflushed entry is further behind the dispatcher is flushed even if it has
@@ -313,6 +313,7 @@ impl MessageStore {
             flush_state,
             waiters_registered: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
+            flush_observer: OnceLock::new(),
             signals: Signals::default(),
             stopping: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
@@ -548,6 +549,13 @@ impl MessageStore {
     }
 
     /// Counters since open.
+    /// Installs `observer`, told the duration of every CommitLog flush (write-out and `msync`)
+    /// that wrote something; it runs on the flush thread, so it must be quick. Only the first
+    /// observer is kept; returns whether this one was.
+    pub fn set_flush_observer(&self, observer: FlushObserver) -> bool {
+        self.inner().flush_observer.set(observer).is_ok()
+    }
+
     pub fn stats(&self) -> StoreStats {
         StoreStats {
             commit_log_flushes: self.inner().flushes.load(Ordering::Relaxed),

@@ -226,6 +226,14 @@ fn read(state: &BrokerContext, h: &PullMessageRequestHeader, filter: &TagFilter)
         got.messages.len() as u64,
         got.buffer_total_size as u64,
     );
+    if state.metrics.enabled() {
+        state.offsets.record_pull(
+            &h.consumer_group,
+            &h.topic,
+            h.queue_id,
+            got.next_begin_offset,
+        );
+    }
     got
 }
 

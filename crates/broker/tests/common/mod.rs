@@ -310,3 +310,34 @@ pub fn consumer_heartbeat(client_id: &str, group: &str, topic: &str) -> Remoting
     };
     RemotingCommand::request(RequestCode::HEART_BEAT).with_body(hb.encode().unwrap())
 }
+
+/// Properties of a transactional half message of `PG_test` with key and `UNIQ_KEY` `key`.
+pub fn half_props(key: &str) -> Properties {
+    let mut p = props("A", key);
+    p.insert("TRAN_MSG", "true");
+    p.insert("PGROUP", "PG_test");
+    p.insert("UNIQ_KEY", key);
+    p
+}
+
+/// END_TRANSACTION (oneway) committing or rolling back the half `resp` answered, stored at
+/// half-queue offset `queue_offset`.
+pub fn end_tx(resp: &RemotingCommand, queue_offset: &str, commit: bool) -> RemotingCommand {
+    let msg_id = resp.ext("msgId").unwrap().to_string();
+    let (_, phys) = remoting::message::decode_message_id(&msg_id).unwrap();
+    RemotingCommand::request(RequestCode::END_TRANSACTION)
+        .with_ext("producerGroup", "PG_test")
+        .with_ext("tranStateTableOffset", queue_offset)
+        .with_ext("commitLogOffset", phys)
+        .with_ext(
+            "commitOrRollback",
+            if commit {
+                MessageSysFlag::TRANSACTION_COMMIT_TYPE
+            } else {
+                MessageSysFlag::TRANSACTION_ROLLBACK_TYPE
+            },
+        )
+        .with_ext("fromTransactionCheck", false)
+        .with_ext("msgId", msg_id)
+        .into_oneway()
+}
