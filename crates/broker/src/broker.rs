@@ -364,7 +364,6 @@ fn scrape_values(services: &BrokerServices) -> ScrapeValues {
         })
         .collect();
     let max = ctx.store.commit_log_max_offset();
-    let (slaves, acked) = ctx.ha.acks.progress();
     ScrapeValues {
         half_messages: services.transactions.pending_by_topic(ctx, HALF_SCAN_LIMIT),
         topics: ctx.topics.snapshot().topic_config_table.len(),
@@ -376,10 +375,15 @@ fn scrape_values(services: &BrokerServices) -> ScrapeValues {
         storage_size: max - ctx.store.commit_log_min_offset(),
         flush_behind: (max - ctx.store.commit_log_flushed_offset()).max(0),
         dispatch_behind: (max - ctx.store.dispatched_offset()).max(0),
-        replication_lag: if config.is_slave() || slaves == 0 {
-            0
+        replication_lag: if config.is_slave() {
+            Vec::new()
         } else {
-            (max - acked).max(0)
+            ctx.ha
+                .acks
+                .slaves()
+                .into_iter()
+                .map(|(slave, acked)| (slave, (max - acked).max(0)))
+                .collect()
         },
         acting_master: config.is_slave()
             && config.enable_acting_master

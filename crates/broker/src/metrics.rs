@@ -160,7 +160,7 @@ pub(crate) struct BrokerMetrics {
     storage_size: Gauge,
     flush_behind: Gauge,
     dispatch_behind: Gauge,
-    replication_lag: Gauge,
+    replication_lag: Family<Labels, Gauge>,
     acting_master: Gauge,
     send_back_redirected: Counter,
 }
@@ -197,7 +197,7 @@ impl BrokerMetrics {
         let storage_size = Gauge::default();
         let flush_behind = Gauge::default();
         let dispatch_behind = Gauge::default();
-        let replication_lag = Gauge::default();
+        let replication_lag = Family::<Labels, Gauge>::default();
         let acting_master = Gauge::default();
         let send_back_redirected = Counter::default();
         let r = &mut registry;
@@ -304,7 +304,7 @@ impl BrokerMetrics {
         );
         r.register(
             "apogee_replication_lag_bytes",
-            "On a master: CommitLog bytes its furthest-behind slave lacks; on a slave: bytes it lacks",
+            "On a master: CommitLog bytes each connected slave lacks (label slave: its address)",
             replication_lag.clone(),
         );
         r.register(
@@ -490,7 +490,11 @@ impl BrokerMetrics {
         self.storage_size.set(v.storage_size);
         self.flush_behind.set(v.flush_behind);
         self.dispatch_behind.set(v.dispatch_behind);
-        self.replication_lag.set(v.replication_lag);
+        self.replication_lag.clear();
+        for (slave, lag) in &v.replication_lag {
+            let labels: Labels = vec![("slave", slave.clone())];
+            self.replication_lag.get_or_create(&labels).set(*lag);
+        }
         self.acting_master.set(i64::from(v.acting_master));
         observe::render(&self.registry)
     }
@@ -525,7 +529,8 @@ pub(crate) struct ScrapeValues {
     pub(crate) storage_size: i64,
     pub(crate) flush_behind: i64,
     pub(crate) dispatch_behind: i64,
-    pub(crate) replication_lag: i64,
+    /// `(slave address, bytes it lacks)` of every connected slave (master only).
+    pub(crate) replication_lag: Vec<(String, i64)>,
     pub(crate) acting_master: bool,
 }
 

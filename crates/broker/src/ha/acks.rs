@@ -25,8 +25,9 @@ pub(crate) enum SlaveWait {
 struct Inner {
     /// Highest offset any slave reported (upstream `push2SlaveMaxOffset`).
     acked: i64,
-    /// Connected slaves.
-    slaves: usize,
+    /// Connected slaves by connection id: the slave's address and the offset it last reported.
+    slaves: BTreeMap<u64, (String, i64)>,
+    next_slave: u64,
     waiters: BTreeMap<i64, Vec<oneshot::Sender<()>>>,
 }
 
@@ -37,27 +38,32 @@ pub(crate) struct AckTable {
 }
 
 impl AckTable {
-    /// A slave connected.
-    pub(crate) fn slave_connected(&self) {
-        self.inner.lock().slaves += 1;
-    }
-
-    /// A slave went away.
-    pub(crate) fn slave_disconnected(&self) {
+    /// A slave at `addr` connected; returns the id its reports and its departure carry.
+    pub(crate) fn slave_connected(&self, addr: String) -> u64 {
         let mut g = self.inner.lock();
-        g.slaves = g.slaves.saturating_sub(1);
+        let id = g.next_slave;
+        g.next_slave += 1;
+        g.slaves.insert(id, (addr, 0));
+        id
     }
 
-    /// `(connected slaves, highest offset any slave acknowledged)`.
-    pub(crate) fn progress(&self) -> (usize, i64) {
-        let g = self.inner.lock();
-        (g.slaves, g.acked)
+    /// Slave `id` went away.
+    pub(crate) fn slave_disconnected(&self, id: u64) {
+        self.inner.lock().slaves.remove(&id);
     }
 
-    /// A slave reports it has everything below `offset`; releases the waiters it covers.
-    pub(crate) fn ack(&self, offset: i64) {
+    /// Every connected slave's address and the offset it last reported.
+    pub(crate) fn slaves(&self) -> Vec<(String, i64)> {
+        self.inner.lock().slaves.values().cloned().collect()
+    }
+
+    /// Slave `id` reports it has everything below `offset`; releases the waiters it covers.
+    pub(crate) fn ack(&self, id: u64, offset: i64) {
         let ready = {
             let mut g = self.inner.lock();
+            if let Some(slave) = g.slaves.get_mut(&id) {
+                slave.1 = slave.1.max(offset);
+            }
             if offset <= g.acked {
                 return;
             }
@@ -79,7 +85,7 @@ impl AckTable {
             if g.acked >= end {
                 return SlaveWait::Acked;
             }
-            if g.slaves == 0 || (end - g.acked) as u64 >= max_gap {
+            if g.slaves.is_empty() || (end - g.acked) as u64 >= max_gap {
                 return SlaveWait::NotAvailable;
             }
             let (tx, rx) = oneshot::channel();
@@ -116,7 +122,7 @@ mod tests {
             t.wait(10, Duration::from_secs(1), gap).await,
             SlaveWait::NotAvailable
         );
-        t.slave_connected();
+        let slave = t.slave_connected("127.0.0.1:1".into());
         let a = tokio::spawn({
             let t = t.clone();
             async move { t.wait(100, Duration::from_secs(10), gap).await }
@@ -129,7 +135,8 @@ mod tests {
         while t.inner.lock().waiters.len() < 2 {
             tokio::task::yield_now().await;
         }
-        t.ack(150);
+        t.ack(slave, 150);
+        assert_eq!(t.slaves(), vec![("127.0.0.1:1".to_string(), 150)]);
         assert_eq!(a.await.unwrap(), SlaveWait::Acked);
         assert_eq!(b.await.unwrap(), SlaveWait::Timeout);
         assert!(t.inner.lock().waiters.is_empty());
@@ -138,5 +145,7 @@ mod tests {
             t.wait(1000, Duration::from_secs(1), 100).await,
             SlaveWait::NotAvailable
         );
+        t.slave_disconnected(slave);
+        assert!(t.slaves().is_empty());
     }
 }

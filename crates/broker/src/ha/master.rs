@@ -45,9 +45,9 @@ pub(crate) async fn run(state: Arc<BrokerContext>, listener: TcpListener) {
                 tracing::info!(%peer, "slave connected for replication");
                 let state2 = state.clone();
                 state.tasks.spawn(async move {
-                    state2.ha.acks.slave_connected();
-                    let r = serve(&state2, stream).await;
-                    state2.ha.acks.slave_disconnected();
+                    let id = state2.ha.acks.slave_connected(peer.to_string());
+                    let r = serve(&state2, stream, id).await;
+                    state2.ha.acks.slave_disconnected(id);
                     match r {
                         Ok(()) => tracing::info!(%peer, "replication connection closed"),
                         Err(e) => tracing::warn!(%peer, error = %e, "replication connection ended"),
@@ -85,7 +85,8 @@ async fn read_report(rd: &mut OwnedReadHalf, silent: Duration) -> Result<i64, Ha
     }
 }
 
-async fn serve(state: &Arc<BrokerContext>, stream: TcpStream) -> Result<(), HaError> {
+/// Serves slave connection `id` of the ack table.
+async fn serve(state: &Arc<BrokerContext>, stream: TcpStream, id: u64) -> Result<(), HaError> {
     stream.set_nodelay(true)?;
     let (_, silent, _) = timeouts(state);
     let (mut rd, wr) = stream.into_split();
@@ -93,12 +94,12 @@ async fn serve(state: &Arc<BrokerContext>, stream: TcpStream) -> Result<(), HaEr
     if start < 0 {
         return Err(HaError::Protocol(format!("negative slave offset {start}")));
     }
-    state.ha.acks.ack(start);
+    state.ha.acks.ack(id, start);
     let mut stop = state.stop_signal();
     let reader = async {
         loop {
             let offset = read_report(&mut rd, silent).await?;
-            state.ha.acks.ack(offset);
+            state.ha.acks.ack(id, offset);
         }
     };
     tokio::select! {
