@@ -18,6 +18,10 @@
 //! - no CONSUMER_SEND_MSG_BACK (36) reached the NameServer, nothing is in a DLQ, every message
 //!   that failed on first delivery was redelivered with its retry properties;
 //! - duplicate consumptions are at most [`DUPLICATE_BOUND`] (the in-flight window).
+//!
+//! **Torn tail** ([`torn_tail_recovered_after_sigkill`]): a master under concurrent sends is
+//! SIGKILLed; a record torn mid-write is left at the CommitLog's tail; the restart cuts it,
+//! serves every acknowledged message and every complete record, and appends after the cut.
 
 mod common;
 
@@ -33,15 +37,16 @@ use client::consumer::push::{
 use client::producer::SendStatus;
 use client::{Producer, ProducerConfig};
 use common::client_config;
-use it::child::{CLEAN_START_LOG, UNCLEAN_RECOVERY_LOG};
+use it::child::{CLEAN_START_LOG, TORN_TAIL_LOG, UNCLEAN_RECOVERY_LOG};
 use it::{
-    cluster_broker_config, namesrv_config, raw, raw_client, route, wait_until, BrokerNode,
-    BrokerRole, ChildBroker,
+    broker_config, cluster_broker_config, namesrv_config, raw, raw_client, route, wait_until,
+    BrokerNode, BrokerRole, ChildBroker,
 };
 use parking_lot::Mutex;
 use remoting::client::RemotingClient;
-use remoting::message::{Message, MessageConst};
+use remoting::message::{decode_message_id, Message, MessageConst};
 use remoting::protocol::MASTER_ID;
+use remoting::ResponseCode;
 use tokio::task::JoinHandle;
 
 const IT_BROKER: &str = env!("CARGO_BIN_EXE_it-broker");
@@ -584,4 +589,139 @@ async fn sigkill_master_send_backs_no_acting_master() {
         acting_master: false,
     })
     .await;
+}
+
+/// The CommitLog records from offset 0 up to the first bytes that are not a record: their
+/// positions, sizes and queue ids (record layout: `message::record`).
+struct Records {
+    /// (position, size, queue id) of each record.
+    records: Vec<(usize, usize, i32)>,
+    /// Where the data ends.
+    tail: usize,
+}
+
+fn scan_commit_log(bytes: &[u8]) -> Records {
+    const MAGICS: [u32; 2] = [0xDAA3_20A7, 0xDAA3_20AB];
+    let be32 = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    let mut records = Vec::new();
+    let mut pos = 0;
+    while pos + 16 <= bytes.len() {
+        let size = be32(pos) as usize;
+        if size < 16 || pos + size > bytes.len() || !MAGICS.contains(&be32(pos + 4)) {
+            break;
+        }
+        records.push((pos, size, be32(pos + 12) as i32));
+        pos += size;
+    }
+    Records { records, tail: pos }
+}
+
+/// (c): a master killed while it writes recovers a torn tail: the torn record is cut, every
+/// acknowledged message (and every complete record) is served, new messages go after the cut.
+///
+/// A SIGKILL lands inside a record's copy into the mapped CommitLog too rarely to wait for,
+/// so the torn record is made: after the kill, the first half of a record that would come next
+/// (the last record, moved to the tail: its PHYSICALOFFSET and QUEUEOFFSET say it belongs
+/// there) is written at the tail, the rest left zero, exactly what a kill in the middle of
+/// the copy leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn torn_tail_recovered_after_sigkill() {
+    init_tracing();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv::NameServer::start(namesrv_config(Duration::from_secs(3)))
+        .await
+        .unwrap();
+    let nsa = ns.local_addr();
+    let config = broker_config(
+        nsa,
+        "C",
+        "b1",
+        0,
+        BrokerRole::AsyncMaster,
+        dir.path().join("b1-0"),
+    );
+    let commit_log = config
+        .store_path_root_dir
+        .join("commitlog")
+        .join(format!("{:020}", 0));
+    let mut m = ChildBroker::start(Path::new(IT_BROKER), config);
+    let raw = raw_client();
+    raw::create_topic(&raw, &m.addr, TOPIC, QUEUES).await;
+    let producer = start_producer(nsa).await;
+    wait_until("the producer to find the topic", WAIT, || {
+        let p = producer.clone();
+        async move {
+            p.fetch_publish_queues(TOPIC)
+                .await
+                .is_ok_and(|q| !q.is_empty())
+        }
+    })
+    .await;
+
+    // Four senders, killed among their writes.
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let loads: Vec<_> = (0..4)
+        .map(|i| produce_until(producer.clone(), i * 100_000, acked.clone(), stop.clone()))
+        .collect();
+    wait_acked(&acked, 0, 400, 400).await;
+    m.sigkill();
+    assert!(
+        m.abort_marker_present(),
+        "the abort marker is gone after SIGKILL"
+    );
+    stop.store(true, Ordering::Release);
+    for l in loads {
+        l.await.unwrap();
+    }
+    let acked = acked.lock().clone();
+
+    // What the killed broker left, and the torn record at its end.
+    let mut bytes = std::fs::read(&commit_log).unwrap();
+    let Records { records, tail } = scan_commit_log(&bytes);
+    let &(last, size, queue) = records.last().expect("records in the CommitLog");
+    let next_in_queue = records.iter().filter(|r| r.2 == queue).count() as i64;
+    assert!(
+        bytes[tail..tail + size].iter().all(|b| *b == 0),
+        "bytes after the tail"
+    );
+    let mut torn = bytes[last..last + size].to_vec();
+    torn[20..28].copy_from_slice(&next_in_queue.to_be_bytes());
+    torn[28..36].copy_from_slice(&(tail as i64).to_be_bytes());
+    torn.truncate(size / 2);
+    bytes[tail..tail + torn.len()].copy_from_slice(&torn);
+    std::fs::write(&commit_log, &bytes).unwrap();
+    drop(bytes);
+
+    m.restart();
+    m.wait_log(UNCLEAN_RECOVERY_LOG, WAIT);
+    m.wait_log(TORN_TAIL_LOG, WAIT);
+    // Every acknowledged message, and every complete record (acknowledged or not), is
+    // served; the torn record is not.
+    assert_b1_holds("torn tail", &m.addr, &acked).await;
+    for q in 0..QUEUES {
+        let complete = records.iter().filter(|r| r.2 == q).count() as i64;
+        let max = raw::max_offset(&raw, &m.addr, TOPIC, q).await;
+        assert_eq!(max, complete, "queue {q}: max offset after the recovery");
+    }
+    // The next message goes where the torn record was.
+    let r = raw::send(&raw, &m.addr, TOPIC, queue, b"after the cut").await;
+    assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+    let msg_id = r.ext("msgId").expect("msgId");
+    let (_, phys) = decode_message_id(msg_id).expect("offset message id");
+    assert_eq!(phys, tail as i64, "the first record after the restart");
+    let got = raw::pull(&raw, &m.addr, CHECK_GROUP, TOPIC, queue, next_in_queue).await;
+    assert_eq!(
+        got.first().map(|m| &m.message.body[..]),
+        Some(&b"after the cut"[..])
+    );
+    println!(
+        "torn tail: {} acknowledged, {} records, torn record of {} bytes at {tail} cut, {:?}",
+        acked.len(),
+        records.len(),
+        size / 2,
+        started.elapsed()
+    );
+    producer.shutdown().await;
 }
