@@ -29,6 +29,10 @@
 //! consumes in that overlap is consumed twice; that is bounded by the rebalance interval, not
 //! by a count (a trial with a 500 ms interval and a fast listener measured up to 51).
 //!
+//! **Slave SIGKILLed under load** ([`sigkill_slave_recovers_and_catches_up`]): its restart
+//! recovers from the crash and replication resumes from what it recovered; both hold every
+//! acknowledged message.
+//!
 //! **Torn tail** ([`torn_tail_recovered_after_sigkill`]): a master under concurrent sends is
 //! SIGKILLed; a record torn mid-write is left at the CommitLog's tail; the restart cuts it,
 //! serves every acknowledged message and every complete record, and appends after the cut.
@@ -582,20 +586,7 @@ async fn sigkill_master(s: Scenario) -> Outcome {
     wait_all_consumed(&format!("{name}, master back"), &con, &all).await;
     step("all consumed", &mut steps);
     // The slave replicates what the recovered master took after the restart.
-    wait_until("the slave to catch up with the master", WAIT, || {
-        let (m, s) = (c.m1.addr.clone(), c.s1.addr.clone());
-        async move {
-            let raw = raw_client();
-            for q in 0..QUEUES {
-                let on_m = raw::max_offset(&raw, &m, TOPIC, q).await;
-                if on_m < 0 || raw::max_offset(&raw, &s, TOPIC, q).await != on_m {
-                    return false;
-                }
-            }
-            true
-        }
-    })
-    .await;
+    wait_slave_caught_up(&c, "the slave to catch up with the recovered master").await;
     assert_b1_holds(&format!("{name}, slave at the end"), &c.s1.addr, &all).await;
     step("slave caught up", &mut steps);
 
@@ -843,6 +834,70 @@ async fn torn_tail_recovered_after_sigkill() {
         acked.len(),
         records.len(),
         size / 2,
+        started.elapsed()
+    );
+    producer.shutdown().await;
+}
+
+/// Waits until b1's slave has as many messages in every queue as its master.
+async fn wait_slave_caught_up(c: &Cluster, what: &str) {
+    wait_until(what, WAIT, || {
+        let (m, s) = (c.m1.addr.clone(), c.s1.addr.clone());
+        async move {
+            let raw = raw_client();
+            for q in 0..QUEUES {
+                let on_m = raw::max_offset(&raw, &m, TOPIC, q).await;
+                if on_m < 0 || raw::max_offset(&raw, &s, TOPIC, q).await != on_m {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+}
+
+/// The slave of a `SYNC_MASTER` killed with SIGKILL under continuous sends: its restart runs
+/// crash recovery, replication resumes from the offset it recovered, the master acknowledges
+/// sends again once the slave has them, and both hold every acknowledged message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_slave_recovers_and_catches_up() {
+    init_tracing();
+    let started = Instant::now();
+    let mut c = cluster(true).await;
+    let producer = start_producer(c.ns.local_addr()).await;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = produce_until(producer.clone(), 0, acked.clone(), stop.clone());
+    wait_acked(&acked, 0, 100, 30).await;
+    c.s1.sigkill();
+    assert!(
+        c.s1.abort_marker_present(),
+        "the slave's abort marker is gone after SIGKILL"
+    );
+    // Sends go on: b1 cannot acknowledge without its slave, b2 does.
+    let after = acked.lock().len();
+    wait_acked(&acked, after, 60, 0).await;
+    c.s1.restart();
+    c.s1.wait_log(UNCLEAN_RECOVERY_LOG, WAIT);
+    assert!(
+        !c.s1.logged(CLEAN_START_LOG),
+        "the slave's restart took the clean-start path: {:#?}",
+        c.s1.log()
+    );
+    // Once it has caught up, b1 acknowledges sends again.
+    let after = acked.lock().len();
+    wait_acked(&acked, after, 60, 20).await;
+    stop.store(true, Ordering::Release);
+    load.await.unwrap();
+    let all = acked.lock().clone();
+    wait_slave_caught_up(&c, "the restarted slave to catch up with the master").await;
+    assert_b1_holds("slave after its crash", &c.s1.addr, &all).await;
+    assert_b1_holds("master", &c.m1.addr, &all).await;
+    println!(
+        "SIGKILL of b1's slave: {} acknowledged ({} by b1), {:?}",
+        all.len(),
+        all.iter().filter(|a| a.broker == "b1").count(),
         started.elapsed()
     );
     producer.shutdown().await;
