@@ -12,6 +12,7 @@
 //! a line, e.g. the store's `CommitLog recovered after an unclean stop`.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
@@ -19,6 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use broker::BrokerConfig;
+
+/// The signal number of SIGKILL (Linux, and every Unix this runs on).
+const SIGKILL: i32 = 9;
 
 /// How long a child may take to print its `READY` line.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -155,15 +159,25 @@ impl ChildBroker {
         self.run.as_ref().map(|r| r.child.id())
     }
 
-    /// Sends SIGKILL and reaps the process. Nothing of the broker runs after it.
+    /// Sends SIGKILL and reaps the process. Nothing of the broker runs after it. Panics
+    /// (with its log) if the broker had already ended by itself.
     pub fn sigkill(&mut self) {
         if let Some(mut run) = self.run.take() {
+            if let Ok(Some(status)) = run.child.try_wait() {
+                panic!(
+                    "it-broker {}-{} ended by itself before the kill ({status}); its log:\n{}",
+                    self.config.broker_name,
+                    self.config.broker_id,
+                    run.log.lock().unwrap().join("\n")
+                );
+            }
             // `Child::kill` is SIGKILL on Unix.
-            let _ = run.child.kill();
+            run.child.kill().expect("SIGKILL it-broker");
             let status = run.child.wait().expect("reap it-broker");
-            assert!(
-                !status.success(),
-                "it-broker exited by itself before the kill: {status}"
+            assert_eq!(
+                status.signal(),
+                Some(SIGKILL),
+                "it-broker did not end by SIGKILL: {status}"
             );
         }
     }
