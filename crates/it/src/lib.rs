@@ -6,6 +6,11 @@
 //! NameServer drops the broker when its connection closes, as for a `kill -9`). The CommitLog
 //! bytes already written stay, as the page cache keeps them for a killed process.
 //! [`BrokerNode::restart`] starts it again on the same store and ports.
+//!
+//! That kill is not a crash for the store: dropping the runtime drops the store, whose `Drop`
+//! shuts it down cleanly (checkpoint written, `abort` marker removed), so no crash recovery
+//! runs on restart. Scenarios that need a real crash run the broker in its own process
+//! ([`child::ChildBroker`], the `it-broker` binary) and SIGKILL it.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -21,6 +26,10 @@ use remoting::protocol::{from_fastjson, TopicRouteData};
 use remoting::{NameServerAddr, RemotingCommand, RequestCode, ResponseCode};
 pub use store::BrokerRole;
 use tokio::sync::oneshot;
+
+pub mod child;
+
+pub use child::ChildBroker;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 

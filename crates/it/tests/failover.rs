@@ -21,7 +21,12 @@
 //! ORIGIN_MESSAGE_ID, nothing in a DLQ; in scenario 2 the consumer's route stays stale and the
 //! offsets committed to the slave do not move back by more than the in-flight window.
 //!
-//! Printed: the time from the kill to the first message consumed from the slave, duplicates.
+//! Duplicate consumptions are asserted to stay within [`DUPLICATE_BOUND`], the in-flight
+//! window. Printed: the time from the kill to the first message consumed from the slave,
+//! duplicates.
+//!
+//! The "kill" here drops the broker's runtime in-process, which shuts its store down cleanly
+//! (see `it`'s crate docs); `crash_failover.rs` SIGKILLs a broker process instead.
 
 mod common;
 
@@ -56,6 +61,10 @@ const PULL_THRESHOLD: usize = 4;
 /// (it pulls while it holds no more than the threshold): any message of b1 at a higher queue
 /// offset consumed after the kill came from the slave.
 const HELD_PER_QUEUE: i64 = PULL_THRESHOLD as i64 + PULL_BATCH as i64;
+/// The in-flight window (README, reliability): the producer's one send in flight at the kill
+/// (stored by b1 but unanswered, then retried elsewhere) plus, on each of b1's queues, what
+/// the consumer holds or consumed without its offset committed.
+const DUPLICATE_BOUND: usize = 1 + 4 * HELD_PER_QUEUE as usize;
 /// Each wait for an event of the scenario.
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -312,10 +321,14 @@ async fn check(name: &str, c: &Cluster, con: &Consuming, acked: &[String]) -> us
         .map(|n| (*n as usize).saturating_sub(1))
         .sum();
     println!(
-        "{name}: {} acknowledged, {} failed on first delivery and redelivered, {dups} duplicate consumptions, send-backs {:?}",
+        "{name}: {} acknowledged, {} failed on first delivery and redelivered, {dups} duplicate consumptions (bound {DUPLICATE_BOUND}), send-backs {:?}",
         acked.len(),
         log.failed.len(),
         con.consumer.send_back_counts(),
+    );
+    assert!(
+        dups <= DUPLICATE_BOUND,
+        "{name}: {dups} duplicate consumptions, more than the in-flight window {DUPLICATE_BOUND}"
     );
     dups
 }

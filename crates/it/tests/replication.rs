@@ -2,13 +2,16 @@
 //! client's view): a slave copies its master's CommitLog and builds its own queues; with the
 //! master killed, the NameServer lists the slave as id 0 and a raw CONSUMER_SEND_MSG_BACK to
 //! it lands in `%RETRY%group` on another group's master; SYNC_MASTER throughput compared with
-//! ASYNC_MASTER.
+//! ASYNC_MASTER. A master restarted after SIGKILL (its own process, `it-broker`) recovers
+//! and streams to its slave again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use it::child::{CLEAN_START_LOG, UNCLEAN_RECOVERY_LOG};
 use it::{
     broker_config, raw, raw_client, route, start_namesrv, wait_until, BrokerNode, BrokerRole,
+    ChildBroker,
 };
 use remoting::broker_headers::ConsumerSendMsgBackRequestHeader;
 use remoting::headers::CommandHeader;
@@ -216,19 +219,19 @@ async fn restarted_master_streams_to_its_slave_again() {
     let ns = start_namesrv(Duration::from_secs(3)).await;
     let nsa = ns.local_addr();
     let p = |n: &str| dir.path().join(n);
-    let mut m1 = BrokerNode::start(broker_config(
-        nsa,
-        "C",
-        "b1",
-        0,
-        BrokerRole::SyncMaster,
-        p("m1"),
-    ));
+    let mut m1 = ChildBroker::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_it-broker")),
+        broker_config(nsa, "C", "b1", 0, BrokerRole::SyncMaster, p("m1")),
+    );
     let s1 = BrokerNode::start(broker_config(nsa, "C", "b1", 1, BrokerRole::Slave, p("s1")));
     let client = raw_client();
     let first = wait_for_sync_slave(&client, &m1.addr).await;
-    m1.kill();
+    // A crash: the restart recovers (the abort marker stayed) before it serves.
+    m1.sigkill();
+    assert!(m1.abort_marker_present());
     m1.restart();
+    m1.wait_log(UNCLEAN_RECOVERY_LOG, Duration::from_secs(10));
+    assert!(!m1.logged(CLEAN_START_LOG), "{:#?}", m1.log());
     // The first sends after the restart may find the slave not reconnected yet.
     let second = wait_for_sync_slave(&client, &m1.addr).await;
     assert!(second > first);
