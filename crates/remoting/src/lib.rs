@@ -11,6 +11,7 @@
 //! | n | header |
 //! | rest | body |
 
+pub mod acl;
 pub mod addr;
 pub mod broker_headers;
 pub mod client;

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Send benchmark with metrics recorded (metricsExporterType=PROM, /metrics served and scraped
+# once a second) and not (DISABLE): `apogee bench produce`, 1 KiB, 64 in flight, a fixed message
+# count per run, alternating on and off ROUNDS times. For each run it prints the bench's msg/s
+# and p99, and the broker's CPU per message (user + system time from /proc/<pid>/stat over the
+# run, in microseconds), which is steadier than msg/s on a shared machine.
+#   usage: scripts/bench-metrics.sh [MESSAGES] [ROUNDS]      (default 400000, 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+COUNT="${1:-400000}"
+ROUNDS="${2:-3}"
+cargo build -q --release -p apogee-cli
+B="$PWD/target/release/apogee"
+TICK=$(getconf CLK_TCK)
+
+free_ports() {
+  python3 -c '
+import socket
+s=[socket.socket() for _ in range(3)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*[x.getsockname()[1] for x in s])'
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+run() {
+  local mode=$1 dir ns_port b_port m_port
+  dir=$(mktemp -d)
+  read -r ns_port b_port m_port < <(free_ports)
+  local ns="127.0.0.1:$ns_port" pids=()
+  RUST_LOG=warn "$B" namesrv --listen-port "$ns_port" >"$dir/ns.log" 2>&1 & pids+=($!)
+  printf '%s\n' brokerClusterName=BenchCluster brokerName=bench-m "listenPort=$b_port" \
+    "storePathRootDir=$dir/store" "namesrvAddr=$ns" brokerIP1=127.0.0.1 fastListenPort=0 \
+    "metricsExporterType=$mode" "metricsPromExporterPort=$m_port" >"$dir/b.conf"
+  RUST_LOG=warn "$B" broker -c "$dir/b.conf" >"$dir/b.log" 2>&1 &
+  local broker=$!
+  pids+=($broker)
+  for _ in $(seq 1 100); do
+    "$B" admin clusterList -n "$ns" 2>/dev/null | grep -q ":$b_port" && break
+    sleep 0.1
+  done
+  "$B" admin updateTopic -n "$ns" -c BenchCluster -t BenchMetrics -r 8 -w 8 >/dev/null
+  local scraper=""
+  if [ "$mode" = PROM ]; then
+    (while true; do curl -s "http://127.0.0.1:$m_port/metrics" >/dev/null || true; sleep 1; done) &
+    scraper=$!
+  fi
+  local before after out
+  before=$(cpu_ticks "$broker")
+  out=$("$B" bench produce -n "$ns" --topic BenchMetrics --size 1024 --concurrency 64 \
+    --count "$COUNT" --json 2>/dev/null | tail -n 1)
+  after=$(cpu_ticks "$broker")
+  [ -n "$scraper" ] && kill "$scraper" 2>/dev/null
+  python3 -c '
+import json, sys
+mode, before, after, tick, count, out = sys.argv[1:]
+s = json.loads(out)
+cpu_us = (int(after) - int(before)) / int(tick) * 1e6 / int(count)
+p99 = s.get("latency_ms", {}).get("p99", s.get("p99_ms"))
+print(f"{mode:8} {s[\"msgs_per_sec\"]:>10.0f} msg/s  p99 {p99} ms  broker {cpu_us:.1f} us CPU/msg")
+' "$mode" "$before" "$after" "$TICK" "$COUNT" "$out"
+  kill "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  rm -rf "$dir"
+}
+
+for _ in $(seq 1 "$ROUNDS"); do
+  run PROM
+  run DISABLE
+done
