@@ -167,6 +167,6 @@ mod tests {
         let mut unsigned = cmd;
         unsigned.ext_fields.remove(SIGNATURE);
         assert!(!verify(&unsigned.ext_fields, &unsigned.body, "12345678"));
-        assert_eq!(format!("{creds:?}").contains("12345678"), false);
+        assert!(!format!("{creds:?}").contains("12345678"));
     }
 }
