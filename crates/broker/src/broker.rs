@@ -63,6 +63,14 @@ impl Broker {
         let store = tokio::task::spawn_blocking(move || MessageStore::open(store_config))
             .await
             .map_err(|e| BrokerError::Config(format!("store open task failed: {e}")))??;
+        let acl = if config.acl_enable {
+            let files = acl::AclFiles::new(&config.rocketmq_home);
+            let validator = acl::AclValidator::load(files)
+                .map_err(|e| BrokerError::Config(format!("aclEnable=true: {e}")))?;
+            Some(Arc::new(validator))
+        } else {
+            None
+        };
         let root = config.store_path_root_dir.clone();
         let waiters = Arc::new(PullWaiters::default());
         {
@@ -93,6 +101,7 @@ impl Broker {
             config_update: Default::default(),
             ha: HaState::default(),
             client: client.clone(),
+            acl,
             metrics: Arc::new(BrokerMetrics::new(
                 &config.broker_cluster_name,
                 &config.broker_name,
@@ -197,6 +206,9 @@ impl Broker {
         }
         tasks.push(tokio::spawn(register::run(state.clone(), client.clone())));
         tasks.push(tokio::spawn(housekeeping(services.clone())));
+        if let Some(acl) = state.acl.clone() {
+            tasks.push(tokio::spawn(watch_acl(acl, state.stop_signal())));
+        }
         tasks.push(tokio::spawn(schedule::run(
             state.clone(),
             services.delay.clone(),
@@ -418,6 +430,28 @@ async fn persist_all(state: &BrokerServices) {
 }
 
 /// Persists offsets every `flushConsumerOffsetInterval` and drops silent clients.
+/// How often the ACL files are looked at for changes (upstream `AclFileWatchService`).
+const ACL_WATCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Reloads the ACL files when they change; a file that does not load keeps the previous
+/// accounts, with an error logged.
+async fn watch_acl(acl: Arc<acl::AclValidator>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ACL_WATCH_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+        let acl = acl.clone();
+        match tokio::task::spawn_blocking(move || acl.reload_if_changed()).await {
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "ACL files not reloaded; the previous accounts stay")
+            }
+            Err(e) => tracing::error!(error = %e, "ACL reload task failed"),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
 async fn housekeeping(state: Arc<BrokerServices>) {
     let mut stop = state.stop_signal();
     let mut last_scan = Instant::now();

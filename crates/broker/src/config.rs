@@ -65,7 +65,6 @@ impl SettingFormat<FlushDiskType> for StoreEnum {
 /// Upstream keys accepted with no effect here (thread pools, queue capacities, Netty tuning,
 /// features Apogee does not have).
 const IGNORED_KEYS: &[&str] = &[
-    "rocketmqHome",
     "brokerConfigPath",
     "configBlackList",
     "sendMessageThreadPoolNums",
@@ -98,7 +97,6 @@ const IGNORED_KEYS: &[&str] = &[
     "transientStorePoolSize",
     "fastFailIfNoBufferInStorePool",
     "warmMapedFileEnable",
-    "aclEnable",
     "messageStorePlugIn",
     "fetchNamesrvAddrByAddressServer",
     "filterServerNums",
@@ -246,6 +244,12 @@ remoting::settings_struct! {
         /// `enableDLegerCommitLog`: upstream's Raft CommitLog, which Apogee does not have;
         /// `true` stops the broker at start rather than run it unreplicated.
         enable_dleger_commit_log: bool = "enableDLegerCommitLog", false;
+        /// `aclEnable`: check every request against the ACL files (ACL 1.0: signed requests,
+        /// accounts in `<rocketmqHome>/conf/plain_acl.yml` and `conf/acl/**/*.yml`).
+        acl_enable: bool = "aclEnable", false;
+        /// `rocketmqHome`: where `conf/plain_acl.yml` is read from. No default in the library;
+        /// the `apogee` binary uses `$ROCKETMQ_HOME`.
+        rocketmq_home: PathBuf = "rocketmqHome", PathBuf::new();
         /// `metricsExporterType`: `PROM` serves Prometheus text on `GET /metrics`; `DISABLE`
         /// serves nothing; `OTLP_GRPC` and `LOG` (upstream's other exporters) are not
         /// implemented and serve Prometheus instead, with a warning.
@@ -320,6 +324,13 @@ impl BrokerConfig {
 
     fn validate(&self) -> Result<(), BrokerError> {
         parse_delay_levels(&self.message_delay_level)?;
+        if self.acl_enable && self.rocketmq_home.as_os_str().is_empty() {
+            return Err(BrokerError::Config(
+                "config key `aclEnable` is true but `rocketmqHome` is not set (nor ROCKETMQ_HOME): \
+                 the ACL accounts are read from <rocketmqHome>/conf/plain_acl.yml"
+                    .into(),
+            ));
+        }
         for (key, value) in [
             (
                 "maxInFlightRequestsPerConnection",

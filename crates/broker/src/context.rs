@@ -65,6 +65,8 @@ pub(crate) struct BrokerContext {
     pub(crate) client: RemotingClient,
     /// Prometheus metrics (recorded by the services, rendered on scrape).
     pub(crate) metrics: Arc<BrokerMetrics>,
+    /// The ACL (`aclEnable=true`): every request is checked before its handler runs.
+    pub(crate) acl: Option<Arc<acl::AclValidator>>,
 }
 
 impl BrokerContext {

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use remoting::headers::CommandHeader;
-use remoting::server::{Connection, ConnectionListener, Dispatcher};
+use remoting::server::{Connection, ConnectionListener, Dispatcher, HandlerFuture};
 use remoting::{RemotingCommand, RemotingError, RequestCode, ResponseCode};
 
 use crate::services::BrokerServices;
@@ -194,8 +194,21 @@ pub(crate) fn dispatcher(state: &Arc<BrokerServices>) -> Result<Dispatcher, Remo
                     ..RemotingCommand::default()
                 };
                 let remote = conn.remote_addr();
+                if let Some(acl) = &state.acl {
+                    if let Err(refusal) = acl.check(&req, remote.ip()) {
+                        tracing::warn!(code, %remote, "request refused by ACL: {}", refusal.0);
+                        let answer = (!req.is_oneway()).then(|| {
+                            RemotingCommand::response_to(
+                                &head,
+                                ResponseCode::SYSTEM_ERROR,
+                                Some(refusal.to_string()),
+                            )
+                        });
+                        return Box::pin(async move { answer }) as HandlerFuture;
+                    }
+                }
                 let reply = handler(state.clone(), conn, req);
-                async move {
+                Box::pin(async move {
                     reply.await.unwrap_or_else(|e| {
                         tracing::debug!(code, %remote, error = %e, "request refused");
                         Some(RemotingCommand::response_to(
@@ -204,7 +217,7 @@ pub(crate) fn dispatcher(state: &Arc<BrokerServices>) -> Result<Dispatcher, Remo
                             Some(e.to_string()),
                         ))
                     })
-                }
+                }) as HandlerFuture
             }),
         )?;
     }

@@ -27,6 +27,8 @@ pub struct Env {
     pub client: RemotingClient,
     pub addr: BrokerAddr,
     pub dir: tempfile::TempDir,
+    /// When set, [`Env::call`] signs every request with these (ACL 1.0).
+    pub credentials: Option<remoting::acl::Credentials>,
 }
 
 pub async fn start_namesrv(dir: &Path) -> NameServer {
@@ -83,6 +85,7 @@ impl Env {
             client,
             addr,
             dir,
+            credentials: None,
         }
     }
 
@@ -107,7 +110,10 @@ impl Env {
         }
     }
 
-    pub async fn call(&self, req: RemotingCommand) -> RemotingCommand {
+    pub async fn call(&self, mut req: RemotingCommand) -> RemotingCommand {
+        if let Some(creds) = &self.credentials {
+            remoting::acl::sign(&mut req, creds);
+        }
         self.client.invoke(&self.addr, req, TIMEOUT).await.unwrap()
     }
 
