@@ -80,6 +80,7 @@ impl Controller {
             max_connections: config.max_connections,
             // Controller traffic is small (heartbeats, elections, Raft); the defaults bound a flood.
             limits: remoting::server::RequestLimits::default(),
+            tls: None,
         };
         let state = Arc::new(ControllerState {
             config,
