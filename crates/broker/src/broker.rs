@@ -63,7 +63,11 @@ impl Broker {
         }
         // TLS files are read before the store is opened: a bad one stops the start cleanly.
         let tls = ServerTls::new(&config.tls_server_settings()).map_err(RemotingError::from)?;
-        let client_tls = match config.tls_client_settings() {
+        let client_tls = match config
+            .tls_client_keys()
+            .settings()
+            .map_err(RemotingError::from)?
+        {
             Some(settings) => Some(ClientTls::new(&settings).map_err(RemotingError::from)?),
             None => None,
         };

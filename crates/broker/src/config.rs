@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use remoting::properties::{apply_properties, SettingFormat};
-use remoting::tls::{ClientAuth, Secret, TlsClientSettings, TlsMode, TlsServerSettings};
+use remoting::tls::{ClientAuth, Secret, TlsClientKeys, TlsMode, TlsServerSettings};
 use remoting::NameServerAddr;
 use store::config::{BrokerRole, FlushDiskType, StoreConfig};
 
@@ -341,17 +341,18 @@ impl BrokerConfig {
         }
     }
 
-    /// The TLS of the broker's own connections: `None` unless `tls.enable`. Servers are
-    /// checked against `tls.client.trustCertPath` only with `tls.client.authServer=true` and
-    /// `tls.test.mode.enable=false`, as upstream's `TlsHelper`.
-    pub fn tls_client_settings(&self) -> Option<TlsClientSettings> {
-        self.tls_enable.then(|| TlsClientSettings {
-            insecure: self.tls_test_mode_enable || !self.tls_client_auth_server,
+    /// The `tls.*` keys of the broker's own connections (see [`TlsClientKeys::settings`]).
+    pub fn tls_client_keys(&self) -> TlsClientKeys {
+        TlsClientKeys {
+            enable: self.tls_enable,
+            test_mode: self.tls_test_mode_enable,
+            auth_server: self.tls_client_auth_server,
             trust_cert_path: self.tls_client_trust_cert_path.clone(),
             cert_path: self.tls_client_cert_path.clone(),
             key_path: self.tls_client_key_path.clone(),
             key_password: self.tls_client_key_password.clone(),
-        })
+            config_file: self.tls_config_file.clone(),
+        }
     }
     /// Bounds on requests in flight, from the `maxInFlight*` keys.
     pub fn request_limits(&self) -> remoting::server::RequestLimits {
@@ -676,7 +677,11 @@ mod tests {
         let server = c.tls_server_settings();
         assert_eq!(server.mode, TlsMode::Disabled);
         assert_eq!(server.cert_path, Some(PathBuf::from("/pki/b.pem")));
-        let client = c.tls_client_settings().expect("tls.enable=true");
+        let client = c
+            .tls_client_keys()
+            .settings()
+            .unwrap()
+            .expect("tls.enable=true");
         assert!(
             !client.insecure,
             "authServer with test mode off checks the server"
@@ -687,9 +692,16 @@ mod tests {
         // and with tls.enable alone (test mode on) any server certificate is accepted.
         let d = BrokerConfig::default();
         assert_eq!(d.tls_server_mode, TlsMode::Permissive);
-        assert!(d.tls_client_settings().is_none());
+        assert!(d.tls_client_keys().settings().unwrap().is_none());
         let only_enable = BrokerConfig::from_properties(&props(&[("tls.enable", "true")])).unwrap();
-        assert!(only_enable.tls_client_settings().unwrap().insecure);
+        assert!(
+            only_enable
+                .tls_client_keys()
+                .settings()
+                .unwrap()
+                .unwrap()
+                .insecure
+        );
         let err = BrokerConfig::from_properties(&props(&[("tls.server.mode", "strict")]))
             .unwrap_err()
             .to_string();

@@ -277,6 +277,81 @@ impl fmt::Debug for TlsClientSettings {
     }
 }
 
+/// The client-side `tls.*` keys as upstream's `TlsSystemConfig` has them, for a process whose
+/// own outgoing connections may use TLS (a broker, a controller). [`TlsClientKeys::settings`]
+/// applies `tls.config.file` and upstream's rule for checking servers: only with
+/// `tls.client.authServer=true` and `tls.test.mode.enable=false`, otherwise any certificate is
+/// accepted (`TlsHelper` with `InsecureTrustManagerFactory`).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TlsClientKeys {
+    /// `tls.enable`: use TLS at all.
+    pub enable: bool,
+    /// `tls.test.mode.enable`.
+    pub test_mode: bool,
+    /// `tls.client.authServer`.
+    pub auth_server: bool,
+    /// `tls.client.trustCertPath`.
+    pub trust_cert_path: Option<PathBuf>,
+    /// `tls.client.certPath`.
+    pub cert_path: Option<PathBuf>,
+    /// `tls.client.keyPath`.
+    pub key_path: Option<PathBuf>,
+    /// `tls.client.keyPassword`.
+    pub key_password: Option<String>,
+    /// `tls.config.file`.
+    pub config_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for TlsClientKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsClientKeys")
+            .field("enable", &self.enable)
+            .field("test_mode", &self.test_mode)
+            .field("auth_server", &self.auth_server)
+            .field("trust_cert_path", &self.trust_cert_path)
+            .field("cert_path", &self.cert_path)
+            .field("key_path", &self.key_path)
+            .field("key_password", &self.key_password.as_ref().map(|_| "***"))
+            .field("config_file", &self.config_file)
+            .finish()
+    }
+}
+
+impl TlsClientKeys {
+    /// The client settings these keys ask for (`tls.config.file` applied first); `None`
+    /// unless `tls.enable`.
+    pub fn settings(&self) -> Result<Option<TlsClientSettings>, TlsError> {
+        let mut keys = self.clone();
+        if let Some(path) = &self.config_file {
+            let props = read_config_file(path)?;
+            let mut names: Vec<&String> = props.keys().collect();
+            names.sort();
+            for key in names {
+                let raw = props[key].trim();
+                match key.as_str() {
+                    keys::TEST_MODE_ENABLE => keys.test_mode = parse(key, raw)?,
+                    keys::CLIENT_AUTH_SERVER => keys.auth_server = parse(key, raw)?,
+                    keys::CLIENT_TRUST_CERT_PATH => keys.trust_cert_path = parse(key, raw)?,
+                    keys::CLIENT_CERT_PATH => keys.cert_path = parse(key, raw)?,
+                    keys::CLIENT_KEY_PATH => keys.key_path = parse(key, raw)?,
+                    keys::CLIENT_KEY_PASSWORD => keys.key_password = parse(key, raw)?,
+                    _ => {}
+                }
+            }
+        }
+        if !keys.enable {
+            return Ok(None);
+        }
+        Ok(Some(TlsClientSettings {
+            insecure: keys.test_mode || !keys.auth_server,
+            trust_cert_path: keys.trust_cert_path,
+            cert_path: keys.cert_path,
+            key_path: keys.key_path,
+            key_password: keys.key_password,
+        }))
+    }
+}
+
 fn parse<T>(key: &str, raw: &str) -> Result<T, InvalidSetting>
 where
     Plain: SettingFormat<T>,
@@ -709,6 +784,41 @@ mod tests {
             .unwrap()
             .expect("permissive by default");
         assert_eq!(tls.mode(), TlsMode::Permissive);
+    }
+
+    #[test]
+    fn client_keys_follow_upstream_and_the_config_file() {
+        let off = TlsClientKeys::default();
+        assert_eq!(off.settings().unwrap(), None);
+        let test_mode = TlsClientKeys {
+            enable: true,
+            test_mode: true,
+            auth_server: true,
+            ..TlsClientKeys::default()
+        };
+        assert!(test_mode.settings().unwrap().unwrap().insecure);
+        let dir = std::env::temp_dir().join(format!("apogee-tls-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tls.properties");
+        std::fs::write(
+            &file,
+            "tls.test.mode.enable=false\ntls.client.authServer=true\n\
+             tls.client.trustCertPath=/pki/ca.pem\n",
+        )
+        .unwrap();
+        let from_file = TlsClientKeys {
+            enable: true,
+            test_mode: true,
+            config_file: Some(file.clone()),
+            ..TlsClientKeys::default()
+        };
+        let settings = from_file.settings().unwrap().unwrap();
+        assert!(!settings.insecure);
+        assert_eq!(settings.trust_cert_path, Some(PathBuf::from("/pki/ca.pem")));
+        std::fs::write(&file, "tls.client.authServer=maybe\n").unwrap();
+        let err = from_file.settings().unwrap_err().to_string();
+        assert!(err.contains("tls.client.authServer"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
