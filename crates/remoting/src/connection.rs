@@ -1,4 +1,4 @@
-//! One live TCP connection, whoever opened it, and the machinery the server and the client
+//! One live connection (TCP, or TLS over TCP), whoever opened it, and the machinery the server and the client
 //! share to run it: a reader task and a writer task fed by a channel, request routing by code
 //! ([`Dispatcher`], [`RequestHandler`]) and response matching by opaque.
 //!
@@ -535,12 +535,16 @@ pub(crate) struct ConnectionContext {
 pub(crate) trait Transport: Send + 'static {
     type Read: AsyncRead + Unpin + Send + 'static;
     type Write: AsyncWrite + Unpin + Send + 'static;
+    /// Whether written bytes may wait in the stream until flushed (TLS records do; a TCP
+    /// socket's flush does nothing, so the plaintext writer skips it).
+    const NEEDS_FLUSH: bool = true;
     fn split(self) -> (Self::Read, Self::Write);
 }
 
 impl Transport for TcpStream {
     type Read = OwnedReadHalf;
     type Write = OwnedWriteHalf;
+    const NEEDS_FLUSH: bool = false;
     fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
         self.into_split()
     }
@@ -587,7 +591,9 @@ pub(crate) fn spawn_connection<S: Transport>(
     if let Some(listener) = &ctx.dispatcher.listener {
         listener.on_connect(&conn);
     }
-    let writer = ctx.tracker.spawn(write_loop(wr, rx, conn.clone()));
+    let writer = ctx
+        .tracker
+        .spawn(write_loop(wr, rx, conn.clone(), S::NEEDS_FLUSH));
     let driver_conn = conn.clone();
     ctx.tracker.clone().spawn(async move {
         read_loop(rd, &driver_conn, &ctx).await;
@@ -736,6 +742,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut rx: mpsc::Receiver<RemotingCommand>,
     conn: Connection,
+    needs_flush: bool,
 ) {
     let mut buf = BytesMut::with_capacity(WRITE_BATCH);
     'outer: loop {
@@ -775,8 +782,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
             buf.clear();
         }
-        // TLS holds written records until flushed; for TCP this is a no-op.
-        if !flush(&mut wr, &conn).await {
+        // TLS may hold written records until flushed; TCP never does.
+        if needs_flush && !flush(&mut wr, &conn).await {
             break;
         }
     }

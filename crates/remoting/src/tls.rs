@@ -474,10 +474,18 @@ impl ServerTls {
             return Ok(None);
         }
         let (certs, key) = match (&settings.cert_path, &settings.key_path) {
-            (Some(cert), Some(key)) => (
-                load_certs(keys::SERVER_CERT_PATH, cert)?,
-                load_key(keys::SERVER_KEY_PATH, keys::SERVER_KEY_PASSWORD, key)?,
-            ),
+            (Some(cert), Some(key)) => {
+                let certs = load_certs(keys::SERVER_CERT_PATH, cert)?;
+                let private = load_key(keys::SERVER_KEY_PATH, keys::SERVER_KEY_PASSWORD, key)?;
+                if settings.key_password.is_some() {
+                    tracing::warn!(
+                        "tls.server.keyPassword is set but {} is not encrypted: the password is \
+                         not used",
+                        key.display()
+                    );
+                }
+                (certs, private)
+            }
             (Some(_), None) => {
                 return Err(TlsError::Incomplete(
                     keys::SERVER_CERT_PATH,
