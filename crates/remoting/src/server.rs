@@ -209,47 +209,43 @@ async fn classify(
     tls: ServerTls,
     permit: OwnedSemaphorePermit,
 ) {
-    {
-        {
-            let mut first = [0u8; 1];
-            let peeked = tokio::select! {
-                _ = closed.cancelled() => return,
-                peeked = stream.peek(&mut first) => peeked,
-            };
-            match peeked {
-                Ok(0) => return, // closed before saying anything
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(%remote, "read failed before the first byte: {e}");
-                    return;
-                }
-            }
-            if first[0] != TLS_HANDSHAKE_BYTE {
-                if tls.mode() == TlsMode::Enforcing {
-                    tracing::info!(%remote, "plaintext connection refused: tls.server.mode=enforcing");
-                    return;
-                }
-                spawn_connection(stream, remote, closed, ctx, Some(permit));
-                return;
-            }
-            let handshake = tokio::select! {
-                _ = closed.cancelled() => return,
-                handshake = tokio::time::timeout(
-                    TLS_HANDSHAKE_TIMEOUT,
-                    tls.acceptor().accept(stream),
-                ) => handshake,
-            };
-            match handshake {
-                Ok(Ok(stream)) => {
-                    tracing::debug!(%remote, "TLS handshake done");
-                    spawn_connection(stream, remote, closed, ctx, Some(permit));
-                }
-                Ok(Err(e)) => tracing::info!(%remote, "TLS handshake failed: {e}"),
-                Err(_) => tracing::info!(
-                    %remote,
-                    "TLS handshake not finished within {TLS_HANDSHAKE_TIMEOUT:?}"
-                ),
-            }
+    let mut first = [0u8; 1];
+    let peeked = tokio::select! {
+        _ = closed.cancelled() => return,
+        peeked = stream.peek(&mut first) => peeked,
+    };
+    match peeked {
+        Ok(0) => return, // closed before saying anything
+        Ok(_) => {}
+        Err(e) => {
+            tracing::debug!(%remote, "read failed before the first byte: {e}");
+            return;
         }
+    }
+    if first[0] != TLS_HANDSHAKE_BYTE {
+        if tls.mode() == TlsMode::Enforcing {
+            tracing::info!(%remote, "plaintext connection refused: tls.server.mode=enforcing");
+            return;
+        }
+        spawn_connection(stream, remote, closed, ctx, Some(permit));
+        return;
+    }
+    let handshake = tokio::select! {
+        _ = closed.cancelled() => return,
+        handshake = tokio::time::timeout(
+            TLS_HANDSHAKE_TIMEOUT,
+            tls.acceptor().accept(stream),
+        ) => handshake,
+    };
+    match handshake {
+        Ok(Ok(stream)) => {
+            tracing::debug!(%remote, "TLS handshake done");
+            spawn_connection(stream, remote, closed, ctx, Some(permit));
+        }
+        Ok(Err(e)) => tracing::info!(%remote, "TLS handshake failed: {e}"),
+        Err(_) => tracing::info!(
+            %remote,
+            "TLS handshake not finished within {TLS_HANDSHAKE_TIMEOUT:?}"
+        ),
     }
 }
