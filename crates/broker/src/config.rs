@@ -66,6 +66,9 @@ impl SettingFormat<FlushDiskType> for StoreEnum {
 /// Upstream keys accepted with no effect here (thread pools, queue capacities, Netty tuning,
 /// features Apogee does not have).
 const IGNORED_KEYS: &[&str] = &[
+    // Apogee always checks client certificates against `tls.server.trustCertPath` when
+    // `tls.server.need.client.auth` asks for them (upstream only with this key true).
+    "tls.server.authClient",
     "rocketmqHome",
     "brokerConfigPath",
     "configBlackList",

@@ -36,6 +36,9 @@ impl From<InvalidSetting> for ConfigError {
 
 /// Upstream keys that are accepted and have no effect here.
 const IGNORED_KEYS: &[&str] = &[
+    // Apogee always checks client certificates against `tls.server.trustCertPath` when
+    // `tls.server.need.client.auth` asks for them (upstream only with this key true).
+    "tls.server.authClient",
     "rocketmqHome",
     "configStorePath",
     "controllerType",

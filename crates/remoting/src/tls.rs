@@ -499,11 +499,19 @@ impl ServerTls {
                 ))
             }
             (None, None) => {
-                tracing::warn!(
-                    mode = ?settings.mode,
-                    "no tls.server.certPath/keyPath: serving TLS with a self-signed certificate \
-                     generated at start (clients must connect with --tls-insecure)"
-                );
+                // Permissive is the default: most servers never see a TLS client, so only an
+                // enforcing one, which every client reaches through this certificate, warns.
+                if settings.mode == TlsMode::Enforcing {
+                    tracing::warn!(
+                        "no tls.server.certPath/keyPath: serving TLS with a self-signed \
+                         certificate generated at start (clients must connect with --tls-insecure)"
+                    );
+                } else {
+                    tracing::info!(
+                        "tls.server.mode=permissive without tls.server.certPath/keyPath: TLS \
+                         clients get a self-signed certificate generated at start"
+                    );
+                }
                 let (cert, key) = self_signed()?;
                 (vec![cert], key)
             }
