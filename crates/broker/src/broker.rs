@@ -10,6 +10,8 @@ use arc_swap::ArcSwap;
 use observe::MetricsServer;
 use remoting::client::{ClientConfig, RemotingClient};
 use remoting::server::{RemotingServer, ServerConfig};
+use remoting::tls::{ClientTls, ServerTls};
+use remoting::RemotingError;
 use store::MessageStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -59,6 +61,16 @@ impl Broker {
                 "config key `storePathRootDir` is not set".into(),
             ));
         }
+        // TLS files are read before the store is opened: a bad one stops the start cleanly.
+        let tls = ServerTls::new(&config.tls_server_settings()).map_err(RemotingError::from)?;
+        let client_tls = match config
+            .tls_client_keys()
+            .settings()
+            .map_err(RemotingError::from)?
+        {
+            Some(settings) => Some(ClientTls::new(&settings).map_err(RemotingError::from)?),
+            None => None,
+        };
         let store_config = config.store_config();
         let store = tokio::task::spawn_blocking(move || MessageStore::open(store_config))
             .await
@@ -80,7 +92,10 @@ impl Broker {
             }));
         }
         let (stopping, _) = watch::channel(false);
-        let client = RemotingClient::new(ClientConfig::default());
+        let client = RemotingClient::new(ClientConfig {
+            tls: client_tls,
+            ..ClientConfig::default()
+        });
         let state = Arc::new(BrokerContext {
             topics: TopicConfigManager::load(&config)?,
             groups: SubscriptionGroupManager::load(&config)?,
@@ -131,6 +146,7 @@ impl Broker {
             max_frame_size: config.max_frame_size,
             max_connections: config.max_connections,
             limits: config.request_limits(),
+            tls,
         };
         let services = Arc::new(BrokerServices {
             ctx: state.clone(),

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use remoting::properties::{apply_properties, SettingFormat};
+use remoting::tls::{ClientAuth, Secret, TlsClientKeys, TlsMode, TlsServerSettings};
 use remoting::NameServerAddr;
 use store::config::{BrokerRole, FlushDiskType, StoreConfig};
 
@@ -65,6 +66,9 @@ impl SettingFormat<FlushDiskType> for StoreEnum {
 /// Upstream keys accepted with no effect here (thread pools, queue capacities, Netty tuning,
 /// features Apogee does not have).
 const IGNORED_KEYS: &[&str] = &[
+    // Apogee always checks client certificates against `tls.server.trustCertPath` when
+    // `tls.server.need.client.auth` asks for them (upstream only with this key true).
+    "tls.server.authClient",
     "brokerConfigPath",
     "configBlackList",
     "sendMessageThreadPoolNums",
@@ -290,10 +294,73 @@ remoting::settings_struct! {
         /// `maxHeldPullRequests` (Apogee key): long-polling pulls held at once; a pull that
         /// would be held beyond it is answered `SYSTEM_BUSY` at once.
         max_held_pull_requests: usize = "maxHeldPullRequests", 16_384;
+        /// `tls.server.mode`: `disabled`, `permissive` (upstream's default: TLS and plaintext
+        /// on the same port, told apart by the first byte) or `enforcing` (TLS only). See
+        /// `remoting::tls`. Upstream reads the `tls.*` keys as JVM system properties.
+        tls_server_mode: TlsMode = "tls.server.mode", TlsMode::Permissive;
+        /// `tls.server.certPath`: PEM certificate chain; unset: a self-signed certificate is
+        /// generated at start.
+        tls_server_cert_path: Option<PathBuf> = "tls.server.certPath", None;
+        /// `tls.server.keyPath`: PEM private key (unencrypted PKCS#8, PKCS#1 or SEC1).
+        tls_server_key_path: Option<PathBuf> = "tls.server.keyPath", None;
+        /// `tls.server.keyPassword`: encrypted keys are not supported (start fails naming
+        /// the key); never written back in a config dump.
+        tls_server_key_password: Option<String> as Secret = "tls.server.keyPassword", None;
+        /// `tls.server.trustCertPath`: PEM certificates client certificates are checked against.
+        tls_server_trust_cert_path: Option<PathBuf> = "tls.server.trustCertPath", None;
+        /// `tls.server.need.client.auth`: `none`, `optional` or `require`.
+        tls_server_need_client_auth: ClientAuth = "tls.server.need.client.auth", ClientAuth::None;
+        /// `tls.config.file`: a properties file whose `tls.*` keys override these.
+        tls_config_file: Option<PathBuf> = "tls.config.file", None;
+        /// `tls.test.mode.enable`: upstream's test mode (self-signed server certificate, clients
+        /// trust any). The server generates a self-signed certificate whenever none is
+        /// configured, whatever this says; outgoing TLS connections (`tls.enable`) accept any
+        /// certificate while it is true.
+        tls_test_mode_enable: bool = "tls.test.mode.enable", true;
+        /// `tls.enable`: the broker's own connections (NameServer registration, requests to
+        /// other brokers and controllers) use TLS.
+        tls_enable: bool = "tls.enable", false;
+        /// `tls.client.authServer`: check the server's certificate against
+        /// `tls.client.trustCertPath` (only when `tls.test.mode.enable` is false).
+        tls_client_auth_server: bool = "tls.client.authServer", false;
+        /// `tls.client.trustCertPath`: PEM certificates servers' chains must lead to.
+        tls_client_trust_cert_path: Option<PathBuf> = "tls.client.trustCertPath", None;
+        /// `tls.client.certPath`: PEM certificate shown to servers that ask for one.
+        tls_client_cert_path: Option<PathBuf> = "tls.client.certPath", None;
+        /// `tls.client.keyPath`: its PEM private key.
+        tls_client_key_path: Option<PathBuf> = "tls.client.keyPath", None;
+        /// `tls.client.keyPassword`: as `tls.server.keyPassword`.
+        tls_client_key_password: Option<String> as Secret = "tls.client.keyPassword", None;
     }
 }
 
 impl BrokerConfig {
+    /// The TLS settings of this server's ports.
+    pub fn tls_server_settings(&self) -> TlsServerSettings {
+        TlsServerSettings {
+            mode: self.tls_server_mode,
+            cert_path: self.tls_server_cert_path.clone(),
+            key_path: self.tls_server_key_path.clone(),
+            key_password: self.tls_server_key_password.clone(),
+            trust_cert_path: self.tls_server_trust_cert_path.clone(),
+            need_client_auth: self.tls_server_need_client_auth,
+            config_file: self.tls_config_file.clone(),
+        }
+    }
+
+    /// The `tls.*` keys of the broker's own connections (see [`TlsClientKeys::settings`]).
+    pub fn tls_client_keys(&self) -> TlsClientKeys {
+        TlsClientKeys {
+            enable: self.tls_enable,
+            test_mode: self.tls_test_mode_enable,
+            auth_server: self.tls_client_auth_server,
+            trust_cert_path: self.tls_client_trust_cert_path.clone(),
+            cert_path: self.tls_client_cert_path.clone(),
+            key_path: self.tls_client_key_path.clone(),
+            key_password: self.tls_client_key_password.clone(),
+            config_file: self.tls_config_file.clone(),
+        }
+    }
     /// Bounds on requests in flight, from the `maxInFlight*` keys.
     pub fn request_limits(&self) -> remoting::server::RequestLimits {
         remoting::server::RequestLimits {
@@ -606,6 +673,53 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("fastListenPort"), "{err}");
+    }
+
+    #[test]
+    fn tls_keys_are_read() {
+        let c = BrokerConfig::from_properties(&props(&[
+            ("tls.server.mode", "disabled"),
+            ("tls.server.certPath", "/pki/b.pem"),
+            ("tls.server.keyPath", "/pki/b.key"),
+            ("tls.enable", "true"),
+            ("tls.test.mode.enable", "false"),
+            ("tls.client.authServer", "true"),
+            ("tls.client.trustCertPath", "/pki/ca.pem"),
+            ("tls.client.keyPassword", "hunter2"),
+        ]))
+        .unwrap();
+        let server = c.tls_server_settings();
+        assert_eq!(server.mode, TlsMode::Disabled);
+        assert_eq!(server.cert_path, Some(PathBuf::from("/pki/b.pem")));
+        let client = c
+            .tls_client_keys()
+            .settings()
+            .unwrap()
+            .expect("tls.enable=true");
+        assert!(
+            !client.insecure,
+            "authServer with test mode off checks the server"
+        );
+        assert_eq!(client.trust_cert_path, Some(PathBuf::from("/pki/ca.pem")));
+        assert!(!c.to_properties().contains("hunter2"));
+        // Upstream's defaults: permissive server, no TLS on the broker's own connections,
+        // and with tls.enable alone (test mode on) any server certificate is accepted.
+        let d = BrokerConfig::default();
+        assert_eq!(d.tls_server_mode, TlsMode::Permissive);
+        assert!(d.tls_client_keys().settings().unwrap().is_none());
+        let only_enable = BrokerConfig::from_properties(&props(&[("tls.enable", "true")])).unwrap();
+        assert!(
+            only_enable
+                .tls_client_keys()
+                .settings()
+                .unwrap()
+                .unwrap()
+                .insecure
+        );
+        let err = BrokerConfig::from_properties(&props(&[("tls.server.mode", "strict")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls.server.mode"), "{err}");
     }
 
     #[test]

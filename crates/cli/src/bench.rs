@@ -87,6 +87,8 @@ pub struct BenchArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: crate::tls_args::TlsArgs,
 }
 
 /// Counters and the latency histogram one side of a run fills.
@@ -301,9 +303,12 @@ async fn produce(
         .group
         .clone()
         .unwrap_or_else(|| "bench_producer".to_string());
-    let producer = Producer::start(ClientConfig::new(namesrv)?, ProducerConfig::new(group))
-        .await
-        .context("cannot start the producer")?;
+    let producer = Producer::start(
+        args.tls.apply(ClientConfig::new(namesrv)?)?,
+        ProducerConfig::new(group),
+    )
+    .await
+    .context("cannot start the producer")?;
     // Resolve the route once up front so a missing topic fails fast and clearly.
     producer
         .fetch_publish_queues(&args.topic)
@@ -438,7 +443,10 @@ async fn start_consumer(
         .rebalance_interval(Duration::from_secs(2));
     config.pull_threshold_for_queue = 4096;
     let expr = args.tags.clone().unwrap_or_else(|| "*".to_string());
-    let client = ClientConfig::new(namesrv)?.poll_name_server_interval(Duration::from_secs(5));
+    let client = args
+        .tls
+        .apply(ClientConfig::new(namesrv)?)?
+        .poll_name_server_interval(Duration::from_secs(5));
     let listener = MessageListener::concurrently(move |msgs, _ctx| {
         {
             let mut f = first.lock().unwrap_or_else(|e| e.into_inner());

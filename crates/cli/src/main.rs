@@ -9,6 +9,7 @@ mod controller_cmd;
 mod namesrv_cmd;
 mod quickstart_cmd;
 mod standalone_cmd;
+mod tls_args;
 
 use clap::{Parser, Subcommand};
 

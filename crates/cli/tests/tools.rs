@@ -6,7 +6,8 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use broker::{Broker, BrokerConfig};
-use namesrv::NameServer;
+use namesrv::{NameServer, NamesrvConfig};
+use remoting::tls::TlsMode;
 
 mod common;
 
@@ -18,12 +19,24 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Self::start_with(TlsMode::Permissive).await
+    }
+
+    /// With `Enforcing`, both servers accept TLS only (with generated self-signed
+    /// certificates) and the broker registers over TLS.
+    async fn start_with(tls: TlsMode) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let (namesrv, broker) = common::start_servers(
+        let (namesrv, broker) = common::start_servers_with(
             dir.path(),
+            NamesrvConfig {
+                tls_server_mode: tls,
+                ..NamesrvConfig::default()
+            },
             BrokerConfig {
                 broker_cluster_name: "TestCluster".into(),
                 broker_name: "broker-t".into(),
+                tls_server_mode: tls,
+                tls_enable: tls == TlsMode::Enforcing,
                 ..BrokerConfig::default()
             },
         )
@@ -213,4 +226,67 @@ async fn quickstart_exits_zero() {
     );
     assert!(text.contains("Consumed 100 messages"), "{text}");
     assert!(text.contains("reconsumeTimes=1"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_and_bench_speak_tls_when_asked() {
+    let c = Cluster::start_with(TlsMode::Enforcing).await;
+    let ns = c.ns();
+    let broker = c.broker.broker_addr();
+
+    // Plaintext is refused; --tls alone says what it is missing.
+    let out = apogee(&["admin", "topicList", "-n", &ns, "--timeout-ms", "2000"]).await;
+    assert!(!out.status.success());
+    let out = apogee(&["admin", "topicList", "-n", &ns, "--tls"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--tls-trust-cert"), "{err}");
+
+    let tls = "--tls-insecure";
+    let out = apogee(&[
+        "admin",
+        "updateTopic",
+        "-n",
+        &ns,
+        "-b",
+        &broker,
+        "-t",
+        "TlsTopic",
+        "-r",
+        "2",
+        "-w",
+        "2",
+        "--json",
+        tls,
+    ])
+    .await;
+    stdout_json(&out);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = stdout_json(&apogee(&["admin", "topicList", "-n", &ns, "--json", tls]).await);
+        if list.as_array().unwrap().iter().any(|t| t == "TlsTopic") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "topic never listed: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = apogee(&[
+        "bench",
+        "produce",
+        "-n",
+        &ns,
+        "--topic",
+        "TlsTopic",
+        "--count",
+        "50",
+        "--concurrency",
+        "4",
+        "--json",
+        tls,
+    ])
+    .await;
+    let s = stdout_json(&out);
+    assert_eq!(s["messages"], 50);
+    assert_eq!(s["errors"], 0);
+    c.stop().await;
 }

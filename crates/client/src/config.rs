@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use remoting::tls::ClientTls;
 use remoting::NameServerAddr;
 
 use crate::error::{ClientError, Result};
@@ -52,6 +53,9 @@ pub struct ClientConfig {
     /// `sendLatencyEnable`: avoid, for a while, a broker that just failed or answered slowly.
     /// Upstream's default is false; Apogee's is true, as its issue asks for this behaviour.
     pub send_latency_enable: bool,
+    /// TLS on every NameServer and broker connection (upstream's `useTLS`); `None` for
+    /// plaintext. Build it with [`remoting::tls::ClientTls::new`].
+    pub tls: Option<ClientTls>,
 }
 
 impl ClientConfig {
@@ -75,6 +79,7 @@ impl ClientConfig {
             pull_time_delay_when_exception: Duration::from_secs(1),
             mq_client_api_timeout: Duration::from_secs(3),
             send_latency_enable: true,
+            tls: None,
         })
     }
 
@@ -111,6 +116,12 @@ impl ClientConfig {
     /// Sets `persistConsumerOffsetInterval`.
     pub fn persist_consumer_offset_interval(mut self, d: Duration) -> Self {
         self.persist_consumer_offset_interval = d;
+        self
+    }
+
+    /// Connects with TLS (see [`ClientConfig::tls`]).
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 

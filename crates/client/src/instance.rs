@@ -121,6 +121,7 @@ impl ClientInstance {
             let remoting = RemotingClient::new(RemotingClientConfig {
                 connect_timeout: config.mq_client_api_timeout,
                 server_request_handler: Some(handler),
+                tls: config.tls.clone(),
                 ..Default::default()
             });
             Self::build(config, Arc::new(remoting.clone()), Some(remoting))

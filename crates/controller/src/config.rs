@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use remoting::properties::{apply_properties, InvalidSetting};
+use remoting::tls::{ClientAuth, Secret, TlsClientKeys, TlsMode, TlsServerSettings};
 use thiserror::Error;
 
 use crate::raft::NodeId;
@@ -35,6 +36,9 @@ impl From<InvalidSetting> for ConfigError {
 
 /// Upstream keys that are accepted and have no effect here.
 const IGNORED_KEYS: &[&str] = &[
+    // Apogee always checks client certificates against `tls.server.trustCertPath` when
+    // `tls.server.need.client.auth` asks for them (upstream only with this key true).
+    "tls.server.authClient",
     "rocketmqHome",
     "configStorePath",
     "controllerType",
@@ -95,6 +99,43 @@ remoting::settings_struct! {
         metrics_prom_exporter_port: u16 = "metricsPromExporterPort", 0;
         /// `metricsPromExporterHost`: address of the metrics port; default all interfaces.
         metrics_prom_exporter_host: Option<IpAddr> = "metricsPromExporterHost", None;
+        /// `tls.server.mode`: `disabled`, `permissive` (upstream's default: TLS and plaintext
+        /// on the same port, told apart by the first byte) or `enforcing` (TLS only). See
+        /// `remoting::tls`. Upstream reads the `tls.*` keys as JVM system properties.
+        tls_server_mode: TlsMode = "tls.server.mode", TlsMode::Permissive;
+        /// `tls.server.certPath`: PEM certificate chain; unset: a self-signed certificate is
+        /// generated at start.
+        tls_server_cert_path: Option<PathBuf> = "tls.server.certPath", None;
+        /// `tls.server.keyPath`: PEM private key (unencrypted PKCS#8, PKCS#1 or SEC1).
+        tls_server_key_path: Option<PathBuf> = "tls.server.keyPath", None;
+        /// `tls.server.keyPassword`: encrypted keys are not supported (start fails naming
+        /// the key); never written back in a config dump.
+        tls_server_key_password: Option<String> as Secret = "tls.server.keyPassword", None;
+        /// `tls.server.trustCertPath`: PEM certificates client certificates are checked against.
+        tls_server_trust_cert_path: Option<PathBuf> = "tls.server.trustCertPath", None;
+        /// `tls.server.need.client.auth`: `none`, `optional` or `require`.
+        tls_server_need_client_auth: ClientAuth = "tls.server.need.client.auth", ClientAuth::None;
+        /// `tls.config.file`: a properties file whose `tls.*` keys override these.
+        tls_config_file: Option<PathBuf> = "tls.config.file", None;
+        /// `tls.test.mode.enable`: upstream's test mode (self-signed server certificate, clients
+        /// trust any). The server generates a self-signed certificate whenever none is
+        /// configured, whatever this says; outgoing TLS connections (`tls.enable`) accept any
+        /// certificate while it is true.
+        tls_test_mode_enable: bool = "tls.test.mode.enable", true;
+        /// `tls.enable`: the controller's own connections (Raft RPCs to the other controllers,
+        /// requests to brokers) use TLS.
+        tls_enable: bool = "tls.enable", false;
+        /// `tls.client.authServer`: check the server's certificate against
+        /// `tls.client.trustCertPath` (only when `tls.test.mode.enable` is false).
+        tls_client_auth_server: bool = "tls.client.authServer", false;
+        /// `tls.client.trustCertPath`: PEM certificates servers' chains must lead to.
+        tls_client_trust_cert_path: Option<PathBuf> = "tls.client.trustCertPath", None;
+        /// `tls.client.certPath`: PEM certificate shown to servers that ask for one.
+        tls_client_cert_path: Option<PathBuf> = "tls.client.certPath", None;
+        /// `tls.client.keyPath`: its PEM private key.
+        tls_client_key_path: Option<PathBuf> = "tls.client.keyPath", None;
+        /// `tls.client.keyPassword`: as `tls.server.keyPassword`.
+        tls_client_key_password: Option<String> as Secret = "tls.client.keyPassword", None;
     }
 }
 
@@ -123,6 +164,33 @@ impl Peers {
 }
 
 impl ControllerConfig {
+    /// The TLS settings of the controller port.
+    pub fn tls_server_settings(&self) -> TlsServerSettings {
+        TlsServerSettings {
+            mode: self.tls_server_mode,
+            cert_path: self.tls_server_cert_path.clone(),
+            key_path: self.tls_server_key_path.clone(),
+            key_password: self.tls_server_key_password.clone(),
+            trust_cert_path: self.tls_server_trust_cert_path.clone(),
+            need_client_auth: self.tls_server_need_client_auth,
+            config_file: self.tls_config_file.clone(),
+        }
+    }
+
+    /// The `tls.*` keys of the controller's own connections.
+    pub fn tls_client_keys(&self) -> TlsClientKeys {
+        TlsClientKeys {
+            enable: self.tls_enable,
+            test_mode: self.tls_test_mode_enable,
+            auth_server: self.tls_client_auth_server,
+            trust_cert_path: self.tls_client_trust_cert_path.clone(),
+            cert_path: self.tls_client_cert_path.clone(),
+            key_path: self.tls_client_key_path.clone(),
+            key_password: self.tls_client_key_password.clone(),
+            config_file: self.tls_config_file.clone(),
+        }
+    }
+
     /// Defaults overridden by `props` (upstream key names). Unknown keys are logged and
     /// skipped; a value that does not parse is an error naming the key.
     pub fn from_properties(

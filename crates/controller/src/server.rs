@@ -12,6 +12,7 @@ use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use parking_lot::Mutex;
 use remoting::client::{ClientConfig, RemotingClient};
 use remoting::server::{RemotingServer, ServerConfig};
+use remoting::RemotingError;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -57,7 +58,22 @@ impl Controller {
         let sm =
             StateMachineStore::open(&dir).map_err(|e| ControllerError::Storage(e.to_string()))?;
         let replicas = sm.shared();
-        let client = RemotingClient::new(ClientConfig::default());
+        let server_tls = remoting::tls::ServerTls::new(&config.tls_server_settings())
+            .map_err(RemotingError::from)?;
+        let client_tls = match config
+            .tls_client_keys()
+            .settings()
+            .map_err(RemotingError::from)?
+        {
+            Some(settings) => {
+                Some(remoting::tls::ClientTls::new(&settings).map_err(RemotingError::from)?)
+            }
+            None => None,
+        };
+        let client = RemotingClient::new(ClientConfig {
+            tls: client_tls,
+            ..ClientConfig::default()
+        });
         let beat = config.raft_heartbeat_interval.as_millis().max(10) as u64;
         let raft_config = openraft::Config {
             cluster_name: config.group.clone(),
@@ -84,6 +100,7 @@ impl Controller {
             max_connections: config.max_connections,
             // Controller traffic is small (heartbeats, elections, Raft); the defaults bound a flood.
             limits: remoting::server::RequestLimits::default(),
+            tls: server_tls,
         };
         let metrics = Arc::new(ControllerMetrics::new(
             &peers.me().addr.to_string(),

@@ -47,10 +47,15 @@ fn peers(ports: &[u16]) -> String {
 }
 
 fn config(ports: &[u16], me: usize, store: &Path) -> ControllerConfig {
+    config_with(ports, me, store, "")
+}
+
+/// [`config`] plus the properties lines of `extra`.
+fn config_with(ports: &[u16], me: usize, store: &Path, extra: &str) -> ControllerConfig {
     let text = format!(
         "controllerDLegerGroup=g1\ncontrollerDLegerPeers={}\ncontrollerDLegerSelfId=n{me}\n\
          controllerStorePath={}\nraftHeartbeatIntervalMillis=50\n\
-         controllerHeartBeatTimeoutMills=1000\nscanNotActiveBrokerInterval=100\n",
+         controllerHeartBeatTimeoutMills=1000\nscanNotActiveBrokerInterval=100\n{extra}",
         peers(ports),
         store.join(format!("n{me}")).display()
     );
@@ -541,4 +546,55 @@ async fn metrics_count_requests_and_elections() {
     assert!(s.value("dledger_disk_usage", &[]).expect("disk usage") > 0.0);
     client.shutdown().await;
     c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controllers_elect_and_serve_over_tls_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = free_ports(3);
+    // Enforcing ports with generated certificates; Raft RPCs over TLS (test mode: any
+    // certificate accepted).
+    let tls = "tls.server.mode=enforcing\ntls.enable=true\n";
+    let mut cs = Vec::new();
+    for i in 0..ports.len() {
+        cs.push(Some(
+            Controller::start(config_with(&ports, i, dir.path(), tls))
+                .await
+                .expect("start controller"),
+        ));
+    }
+    let leader = agreed_leader(&cs).await;
+    let client = RemotingClient::new(ClientConfig {
+        tls: Some(
+            remoting::tls::ClientTls::new(&remoting::tls::TlsClientSettings {
+                insecure: true,
+                ..Default::default()
+            })
+            .expect("client TLS"),
+        ),
+        ..ClientConfig::default()
+    });
+    let meta = client
+        .invoke(
+            &addr(ports[leader]),
+            RemotingCommand::request(RequestCode::CONTROLLER_GET_METADATA_INFO),
+            CALL,
+        )
+        .await
+        .expect("metadata over TLS");
+    assert_eq!(meta.ext("isLeader"), Some("true"));
+    let plain = RemotingClient::new(ClientConfig::default());
+    let refused = plain
+        .invoke(
+            &addr(ports[leader]),
+            RemotingCommand::request(RequestCode::CONTROLLER_GET_METADATA_INFO),
+            CALL,
+        )
+        .await;
+    assert!(refused.is_err(), "plaintext answered: {refused:?}");
+    client.shutdown().await;
+    plain.shutdown().await;
+    for c in cs.into_iter().flatten() {
+        c.shutdown().await;
+    }
 }

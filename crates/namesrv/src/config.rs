@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use remoting::properties::{apply_properties, InvalidSetting};
+use remoting::tls::{ClientAuth, Secret, TlsMode, TlsServerSettings};
 use thiserror::Error;
 
 use crate::route::RouteConfig;
@@ -37,6 +38,9 @@ impl From<InvalidSetting> for ConfigError {
 
 /// Upstream keys that are accepted and have no effect here (thread pools, Netty tuning, ...).
 const IGNORED_KEYS: &[&str] = &[
+    // Apogee always checks client certificates against `tls.server.trustCertPath` when
+    // `tls.server.need.client.auth` asks for them (upstream only with this key true).
+    "tls.server.authClient",
     "rocketmqHome",
     "configStorePath",
     "productEnvName",
@@ -122,6 +126,29 @@ remoting::settings_struct! {
         metrics_prom_exporter_port: u16 = "metricsPromExporterPort", 0;
         /// `metricsPromExporterHost`: address of the metrics port; default all interfaces.
         metrics_prom_exporter_host: Option<IpAddr> = "metricsPromExporterHost", None;
+        /// `tls.server.mode`: `disabled`, `permissive` (upstream's default: TLS and plaintext
+        /// on the same port, told apart by the first byte) or `enforcing` (TLS only). See
+        /// `remoting::tls`. Upstream reads the `tls.*` keys as JVM system properties.
+        tls_server_mode: TlsMode = "tls.server.mode", TlsMode::Permissive;
+        /// `tls.server.certPath`: PEM certificate chain; unset: a self-signed certificate is
+        /// generated at start.
+        tls_server_cert_path: Option<PathBuf> = "tls.server.certPath", None;
+        /// `tls.server.keyPath`: PEM private key (unencrypted PKCS#8, PKCS#1 or SEC1).
+        tls_server_key_path: Option<PathBuf> = "tls.server.keyPath", None;
+        /// `tls.server.keyPassword`: encrypted keys are not supported (start fails naming
+        /// the key); never written back in a config dump.
+        tls_server_key_password: Option<String> as Secret = "tls.server.keyPassword", None;
+        /// `tls.server.trustCertPath`: PEM certificates client certificates are checked against.
+        tls_server_trust_cert_path: Option<PathBuf> = "tls.server.trustCertPath", None;
+        /// `tls.server.need.client.auth`: `none`, `optional` or `require`.
+        tls_server_need_client_auth: ClientAuth = "tls.server.need.client.auth", ClientAuth::None;
+        /// `tls.config.file`: a properties file whose `tls.*` keys override these.
+        tls_config_file: Option<PathBuf> = "tls.config.file", None;
+        /// `tls.test.mode.enable`: upstream's test mode (self-signed server certificate, clients
+        /// trust any). The server generates a self-signed certificate whenever none is
+        /// configured, whatever this says; outgoing TLS connections accept any certificate
+        /// while it is true (a NameServer opens none).
+        tls_test_mode_enable: bool = "tls.test.mode.enable", true;
     }
 }
 
@@ -131,6 +158,18 @@ pub fn kv_config_path_in(home: &Path) -> PathBuf {
 }
 
 impl NamesrvConfig {
+    /// The TLS settings of this server's ports.
+    pub fn tls_server_settings(&self) -> TlsServerSettings {
+        TlsServerSettings {
+            mode: self.tls_server_mode,
+            cert_path: self.tls_server_cert_path.clone(),
+            key_path: self.tls_server_key_path.clone(),
+            key_password: self.tls_server_key_password.clone(),
+            trust_cert_path: self.tls_server_trust_cert_path.clone(),
+            need_client_auth: self.tls_server_need_client_auth,
+            config_file: self.tls_config_file.clone(),
+        }
+    }
     /// The defaults, with the files upstream keeps in the user's home directory placed under
     /// `home` instead of the working directory (`kvConfigPath` = `<home>/namesrv/kvConfig.json`).
     /// The library never looks up a home directory itself; a binary passes one in.
@@ -275,6 +314,40 @@ mod tests {
                 ..NamesrvConfig::default()
             }
         );
+    }
+
+    #[test]
+    fn tls_keys_are_read_and_bad_values_named() {
+        let c = NamesrvConfig::from_properties(&parse_properties(
+            "tls.server.mode=ENFORCING\ntls.server.need.client.auth=require\n\
+             tls.server.certPath=/pki/ns.pem\ntls.server.keyPath=/pki/ns.key\n\
+             tls.server.trustCertPath=/pki/ca.pem\ntls.server.keyPassword=hunter2\n\
+             tls.config.file=/etc/rocketmq/tls.properties\ntls.test.mode.enable=false\n",
+        ))
+        .unwrap();
+        let tls = c.tls_server_settings();
+        assert_eq!(tls.mode, remoting::tls::TlsMode::Enforcing);
+        assert_eq!(tls.need_client_auth, ClientAuth::Require);
+        assert_eq!(tls.cert_path, Some(PathBuf::from("/pki/ns.pem")));
+        assert_eq!(tls.key_path, Some(PathBuf::from("/pki/ns.key")));
+        assert_eq!(tls.trust_cert_path, Some(PathBuf::from("/pki/ca.pem")));
+        assert_eq!(tls.key_password.as_deref(), Some("hunter2"));
+        assert!(
+            !c.to_properties().contains("hunter2"),
+            "the password is not echoed"
+        );
+        assert_eq!(
+            NamesrvConfig::default().tls_server_mode,
+            TlsMode::Permissive
+        );
+        for bad in ["tls.server.mode=on", "tls.server.need.client.auth=yes"] {
+            let err = NamesrvConfig::from_properties(&parse_properties(bad)).unwrap_err();
+            let key = bad.split('=').next().unwrap();
+            assert!(
+                matches!(&err, ConfigError::InvalidValue { key: k, .. } if k == key),
+                "{err}"
+            );
+        }
     }
 
     #[test]

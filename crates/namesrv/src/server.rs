@@ -47,11 +47,14 @@ impl NameServer {
     /// Loads the KV configuration, binds `bindAddress:listenPort` and starts serving.
     pub async fn start(config: NamesrvConfig) -> Result<NameServer, NamesrvError> {
         let kv = KvConfigManager::load(&config.kv_config_path)?;
+        let tls = remoting::tls::ServerTls::new(&config.tls_server_settings())
+            .map_err(remoting::RemotingError::from)?;
         let server_config = ServerConfig {
             listen: config.listen_addr(),
             max_frame_size: config.max_frame_size,
             max_connections: config.max_connections,
             limits: config.request_limits(),
+            tls,
         };
         let state = Arc::new(NamesrvState {
             routes: RwLock::new(RouteInfoManager::new(config.route_config())),

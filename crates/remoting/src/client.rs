@@ -7,6 +7,10 @@
 //! `GET_CONSUMER_RUNNING_INFO`, ...) go to [`ClientConfig::server_request_handler`], whose
 //! response is written back; without a hook they are answered `REQUEST_CODE_NOT_SUPPORTED`.
 //!
+//! With [`ClientConfig::tls`] every connection runs a TLS handshake right after connecting,
+//! within the connect timeout; a refused certificate fails the call with
+//! [`RemotingError::Connect`] naming the reason.
+//!
 //! NameServers and brokers have distinct address types; [`RemotingClient::invoke_namesrv`]
 //! refuses, before any I/O, a request code that a NameServer does not serve.
 
@@ -25,10 +29,11 @@ use crate::codec::DEFAULT_MAX_FRAME_SIZE;
 use crate::codes::is_namesrv_request;
 use crate::command::RemotingCommand;
 use crate::connection::{
-    millis, spawn_connection, Connection, ConnectionContext, Dispatcher, RequestGauge,
+    millis, set_nodelay, spawn_connection, Connection, ConnectionContext, Dispatcher, RequestGauge,
     RequestHandler, RequestLimits,
 };
 use crate::error::RemotingError;
+use crate::tls::{server_name, ClientTls};
 
 /// Settings of a [`RemotingClient`].
 #[derive(Clone)]
@@ -39,6 +44,8 @@ pub struct ClientConfig {
     pub max_frame_size: usize,
     /// Handles requests initiated by a server; `None` answers them "not supported".
     pub server_request_handler: Option<Arc<dyn RequestHandler>>,
+    /// Speak TLS on every connection; `None` for plaintext.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientConfig {
@@ -47,6 +54,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(3),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             server_request_handler: None,
+            tls: None,
         }
     }
 }
@@ -57,6 +65,7 @@ type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
 
 struct ClientInner {
     connect_timeout: Duration,
+    tls: Option<ClientTls>,
     ctx: ConnectionContext,
     slots: Mutex<HashMap<String, Slot>>,
     shutdown: CancellationToken,
@@ -78,6 +87,7 @@ impl RemotingClient {
         RemotingClient {
             inner: Arc::new(ClientInner {
                 connect_timeout: config.connect_timeout,
+                tls: config.tls,
                 ctx: ConnectionContext {
                     dispatcher: Arc::new(dispatcher),
                     tracker: TaskTracker::new(),
@@ -192,9 +202,10 @@ impl RemotingClient {
 
     async fn connect(&self, addr: &str) -> Result<Connection, RemotingError> {
         let limit = self.inner.connect_timeout;
+        let deadline = Instant::now() + limit;
         let connected = tokio::select! {
             _ = self.inner.shutdown.cancelled() => return Err(RemotingError::Shutdown),
-            connected = tokio::time::timeout(limit, TcpStream::connect(addr)) => connected,
+            connected = tokio::time::timeout_at(deadline, TcpStream::connect(addr)) => connected,
         };
         let stream = connected
             .unwrap_or_else(|_| {
@@ -214,10 +225,40 @@ impl RemotingClient {
                 source,
             })?;
         tracing::debug!(addr, %remote, "connected");
+        set_nodelay(&stream, remote);
+        let closed = self.inner.shutdown.child_token();
+        let Some(tls) = &self.inner.tls else {
+            return Ok(spawn_connection(
+                stream,
+                remote,
+                closed,
+                self.inner.ctx.clone(),
+                None,
+            ));
+        };
+        let handshake = tokio::select! {
+            _ = self.inner.shutdown.cancelled() => return Err(RemotingError::Shutdown),
+            handshake = tokio::time::timeout_at(
+                deadline,
+                tls.connector().connect(server_name(addr), stream),
+            ) => handshake,
+        };
+        let stream = handshake
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("TLS handshake not finished within {} ms", millis(limit)),
+                ))
+            })
+            .map_err(|source| RemotingError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        tracing::debug!(addr, %remote, "TLS handshake done");
         Ok(spawn_connection(
             stream,
             remote,
-            self.inner.shutdown.child_token(),
+            closed,
             self.inner.ctx.clone(),
             None,
         ))

@@ -1,4 +1,4 @@
-//! One live TCP connection, whoever opened it, and the machinery the server and the client
+//! One live connection (TCP, or TLS over TCP), whoever opened it, and the machinery the server and the client
 //! share to run it: a reader task and a writer task fed by a channel, request routing by code
 //! ([`Dispatcher`], [`RequestHandler`]) and response matching by opaque.
 //!
@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use futures::FutureExt;
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
@@ -529,28 +529,71 @@ pub(crate) struct ConnectionContext {
     pub(crate) requests: Arc<RequestGauge>,
 }
 
+/// A byte stream a connection runs over, split into the halves its reader and writer tasks
+/// own. The connection code is generic over it, so the plaintext path keeps TCP's lock-free
+/// halves and static calls; TLS streams split through tokio's [`tokio::io::split`].
+pub(crate) trait Transport: Send + 'static {
+    type Read: AsyncRead + Unpin + Send + 'static;
+    type Write: AsyncWrite + Unpin + Send + 'static;
+    /// Whether written bytes may wait in the stream until flushed (TLS records do; a TCP
+    /// socket's flush does nothing, so the plaintext writer skips it).
+    const NEEDS_FLUSH: bool = true;
+    fn split(self) -> (Self::Read, Self::Write);
+}
+
+impl Transport for TcpStream {
+    type Read = OwnedReadHalf;
+    type Write = OwnedWriteHalf;
+    const NEEDS_FLUSH: bool = false;
+    fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
+    type Read = tokio::io::ReadHalf<Self>;
+    type Write = tokio::io::WriteHalf<Self>;
+    fn split(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+}
+
+impl Transport for tokio_rustls::client::TlsStream<TcpStream> {
+    type Read = tokio::io::ReadHalf<Self>;
+    type Write = tokio::io::WriteHalf<Self>;
+    fn split(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+}
+
+/// Turns off Nagle on a fresh TCP connection (small request/response frames: do not wait to
+/// coalesce them). Done before any TLS handshake, on the socket itself.
+pub(crate) fn set_nodelay(stream: &TcpStream, remote: SocketAddr) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%remote, "set_nodelay failed: {e}");
+    }
+}
+
 /// Starts the reader and writer of a connection over `stream`, in `ctx.tracker`. `closed` is
 /// cancelled to close the connection (and is cancelled when it closes by itself). The
 /// listener (if any) is told of the connection before this returns and of its end once both
 /// tasks are done; `permit` is held until then.
-pub(crate) fn spawn_connection(
-    stream: TcpStream,
+pub(crate) fn spawn_connection<S: Transport>(
+    stream: S,
     remote: SocketAddr,
     closed: CancellationToken,
     ctx: ConnectionContext,
     permit: Option<OwnedSemaphorePermit>,
 ) -> Connection {
-    // Small request/response frames: do not wait to coalesce them.
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(%remote, "set_nodelay failed: {e}");
-    }
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = stream.split();
     let (tx, rx) = mpsc::channel(WRITE_QUEUE);
     let conn = Connection::new(remote, tx, closed);
     if let Some(listener) = &ctx.dispatcher.listener {
         listener.on_connect(&conn);
     }
-    let writer = ctx.tracker.spawn(write_loop(wr, rx, conn.clone()));
+    let writer = ctx
+        .tracker
+        .spawn(write_loop(wr, rx, conn.clone(), S::NEEDS_FLUSH));
     let driver_conn = conn.clone();
     ctx.tracker.clone().spawn(async move {
         read_loop(rd, &driver_conn, &ctx).await;
@@ -568,7 +611,7 @@ pub(crate) fn spawn_connection(
 }
 
 /// Reads frames until EOF, an error, a bad frame or the connection being closed.
-async fn read_loop(mut rd: OwnedReadHalf, conn: &Connection, ctx: &ConnectionContext) {
+async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, conn: &Connection, ctx: &ConnectionContext) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
         loop {
@@ -695,10 +738,11 @@ async fn dispatch(cmd: RemotingCommand, conn: &Connection, ctx: &ConnectionConte
 
 /// Writes queued commands, gathering what is queued into few writes, until the connection
 /// closes or a write fails; then closes the connection.
-async fn write_loop(
-    mut wr: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut rx: mpsc::Receiver<RemotingCommand>,
     conn: Connection,
+    needs_flush: bool,
 ) {
     let mut buf = BytesMut::with_capacity(WRITE_BATCH);
     'outer: loop {
@@ -738,12 +782,16 @@ async fn write_loop(
             }
             buf.clear();
         }
+        // TLS may hold written records until flushed; TCP never does.
+        if needs_flush && !flush(&mut wr, &conn).await {
+            break;
+        }
     }
     conn.close();
 }
 
 /// Writes `bytes`, giving up when the connection closes; false when the write did not happen.
-async fn write_all(wr: &mut OwnedWriteHalf, bytes: &[u8], conn: &Connection) -> bool {
+async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8], conn: &Connection) -> bool {
     let written = tokio::select! {
         _ = conn.closed() => return false,
         written = wr.write_all(bytes) => written,
@@ -752,6 +800,21 @@ async fn write_all(wr: &mut OwnedWriteHalf, bytes: &[u8], conn: &Connection) -> 
         Ok(()) => true,
         Err(e) => {
             tracing::debug!(conn = conn.id(), "write failed: {e}");
+            false
+        }
+    }
+}
+
+/// Flushes what the writer holds, giving up when the connection closes; false on failure.
+async fn flush<W: AsyncWrite + Unpin>(wr: &mut W, conn: &Connection) -> bool {
+    let flushed = tokio::select! {
+        _ = conn.closed() => return false,
+        flushed = wr.flush() => flushed,
+    };
+    match flushed {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(conn = conn.id(), "flush failed: {e}");
             false
         }
     }

@@ -55,6 +55,8 @@ pub enum RemotingError {
     Shutdown,
     #[error("request code {0} has two handlers")]
     DuplicateHandler(i32),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl From<message::MessageError> for RemotingError {

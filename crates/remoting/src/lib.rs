@@ -26,6 +26,7 @@ pub mod headers;
 pub mod properties;
 pub mod protocol;
 pub mod server;
+pub mod tls;
 
 /// The message format (records, properties, ids, tag hash), re-exported from the `message`
 /// crate so that `remoting::message::...` paths keep working.

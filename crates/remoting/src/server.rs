@@ -15,15 +15,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::codec::DEFAULT_MAX_FRAME_SIZE;
-use crate::connection::{spawn_connection, ConnectionContext, RequestGauge};
+use crate::connection::{set_nodelay, spawn_connection, ConnectionContext, RequestGauge};
 use crate::error::RemotingError;
+use crate::tls::{ServerTls, TlsMode, TLS_HANDSHAKE_BYTE};
+
+/// Longest a client may take over its TLS handshake once it has started one.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Re-exported from [`crate::connection`], where the server and the client share them.
 pub use crate::connection::{
@@ -41,6 +45,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Bounds on requests in flight, per connection and in total.
     pub limits: RequestLimits,
+    /// TLS (`permissive` or `enforcing`); `None` serves plaintext only (`disabled`).
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +56,7 @@ impl Default for ServerConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_connections: 10_000,
             limits: RequestLimits::default(),
+            tls: None,
         }
     }
 }
@@ -93,8 +100,18 @@ impl RemotingServer {
             requests: Arc::clone(&requests),
         };
         let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
-        let acceptor = tokio::spawn(accept_loop(listener, limit, shutdown.clone(), ctx));
-        tracing::info!(%local_addr, "remoting server listening");
+        let tls_mode = config
+            .tls
+            .as_ref()
+            .map_or(TlsMode::Disabled, ServerTls::mode);
+        let acceptor = tokio::spawn(accept_loop(
+            listener,
+            limit,
+            shutdown.clone(),
+            ctx,
+            config.tls,
+        ));
+        tracing::info!(%local_addr, tls = ?tls_mode, "remoting server listening");
         Ok(RemotingServer {
             local_addr,
             shutdown,
@@ -139,6 +156,7 @@ async fn accept_loop(
     limit: Arc<Semaphore>,
     shutdown: CancellationToken,
     ctx: ConnectionContext,
+    tls: Option<ServerTls>,
 ) {
     loop {
         let permit = tokio::select! {
@@ -155,8 +173,18 @@ async fn accept_loop(
         match accepted {
             Ok((stream, remote)) => {
                 tracing::debug!(%remote, "connection accepted");
+                set_nodelay(&stream, remote);
                 let closed = shutdown.child_token();
-                spawn_connection(stream, remote, closed, ctx.clone(), Some(permit));
+                match &tls {
+                    None => {
+                        spawn_connection(stream, remote, closed, ctx.clone(), Some(permit));
+                    }
+                    Some(tls) => {
+                        let task =
+                            classify(stream, remote, closed, ctx.clone(), tls.clone(), permit);
+                        ctx.tracker.spawn(task);
+                    }
+                }
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -167,5 +195,57 @@ async fn accept_loop(
                 }
             }
         }
+    }
+}
+
+/// The task that tells a TLS connection from a plaintext one by its first byte (peeked, left
+/// in the socket), runs the handshake if it is TLS, and starts the connection; in enforcing
+/// mode a plaintext connection is closed. Ends early when the server shuts down.
+async fn classify(
+    stream: TcpStream,
+    remote: SocketAddr,
+    closed: CancellationToken,
+    ctx: ConnectionContext,
+    tls: ServerTls,
+    permit: OwnedSemaphorePermit,
+) {
+    let mut first = [0u8; 1];
+    let peeked = tokio::select! {
+        _ = closed.cancelled() => return,
+        peeked = stream.peek(&mut first) => peeked,
+    };
+    match peeked {
+        Ok(0) => return, // closed before saying anything
+        Ok(_) => {}
+        Err(e) => {
+            tracing::debug!(%remote, "read failed before the first byte: {e}");
+            return;
+        }
+    }
+    if first[0] != TLS_HANDSHAKE_BYTE {
+        if tls.mode() == TlsMode::Enforcing {
+            tracing::info!(%remote, "plaintext connection refused: tls.server.mode=enforcing");
+            return;
+        }
+        spawn_connection(stream, remote, closed, ctx, Some(permit));
+        return;
+    }
+    let handshake = tokio::select! {
+        _ = closed.cancelled() => return,
+        handshake = tokio::time::timeout(
+            TLS_HANDSHAKE_TIMEOUT,
+            tls.acceptor().accept(stream),
+        ) => handshake,
+    };
+    match handshake {
+        Ok(Ok(stream)) => {
+            tracing::debug!(%remote, "TLS handshake done");
+            spawn_connection(stream, remote, closed, ctx, Some(permit));
+        }
+        Ok(Err(e)) => tracing::info!(%remote, "TLS handshake failed: {e}"),
+        Err(_) => tracing::info!(
+            %remote,
+            "TLS handshake not finished within {TLS_HANDSHAKE_TIMEOUT:?}"
+        ),
     }
 }

@@ -3,12 +3,15 @@
 //! JSON object per frame). When the captures are not there, loaders return `None` after
 //! printing a note, and the tests that need them skip. [`fault`] holds the loopback
 //! [`FaultProxy`] that tests put between two components to partition them; [`metrics`]
-//! scrapes and parses a `/metrics` endpoint; [`http`] is a bare HTTP/1.1 client for them.
+//! scrapes and parses a `/metrics` endpoint; [`http`] is a bare HTTP/1.1 client for them;
+//! [`pki`] makes certificates for TLS tests.
 
 pub mod fault;
 pub mod http;
 pub mod metrics;
+pub mod pki;
 pub use fault::{FaultMode, FaultProxy};
+pub use pki::TestPki;
 
 use std::path::PathBuf;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use client::{ClientConfig, Producer, ProducerConfig};
+use client::{Producer, ProducerConfig};
 use remoting::broker_headers::{
     GetMaxOffsetRequestHeader, GetMaxOffsetResponseHeader, GetMinOffsetRequestHeader,
     GetMinOffsetResponseHeader, MessageQueue, PullMessageRequestHeader, PullMessageResponseHeader,
@@ -355,7 +355,7 @@ pub(crate) async fn resend_dead_letter(
         }
     }
     let producer = Producer::start(
-        ClientConfig::new(admin.namesrv_text())?,
+        admin.client_config()?,
         ProducerConfig::new(TOOLS_PRODUCER_GROUP),
     )
     .await?;
@@ -653,7 +653,7 @@ pub(super) async fn send(admin: &Admin, a: SendMessageArgs) -> anyhow::Result<()
         msg = msg.with_keys(keys.split_whitespace());
     }
     let producer = Producer::start(
-        ClientConfig::new(admin.namesrv_text())?,
+        admin.client_config()?,
         ProducerConfig::new(TOOLS_PRODUCER_GROUP),
     )
     .await?;

@@ -47,6 +47,8 @@ pub struct AdminArgs {
     /// Timeout of each request, in milliseconds.
     #[arg(long = "timeout-ms", global = true, default_value_t = 5000)]
     timeout_ms: u64,
+    #[command(flatten)]
+    tls: crate::tls_args::TlsArgs,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -99,7 +101,12 @@ enum AdminCommand {
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let admin = Admin::new(args.namesrv.as_deref(), args.json, args.timeout_ms)?;
+    let admin = Admin::new(
+        args.namesrv.as_deref(),
+        args.json,
+        args.timeout_ms,
+        &args.tls,
+    )?;
     let result = match args.command {
         AdminCommand::UpdateTopic(a) => topic::update(&admin, a).await,
         AdminCommand::DeleteTopic(a) => topic::delete(&admin, a).await,
@@ -146,22 +153,30 @@ pub(crate) struct Admin {
     namesrvs: Vec<NameServerAddr>,
     timeout: Duration,
     json: bool,
+    tls: crate::tls_args::TlsArgs,
 }
 
 /// `(brokerName, master address)` of one broker group.
 pub(crate) type Master = (String, BrokerAddr);
 
 impl Admin {
-    /// A client for the cluster behind `namesrv` (see [`namesrv_list`]); `json` selects the
-    /// output of [`Admin::print`].
-    pub(crate) fn new(namesrv: Option<&str>, json: bool, timeout_ms: u64) -> anyhow::Result<Self> {
+    /// A client for the cluster behind `namesrv` (see [`namesrv_list`]), over TLS when `tls`
+    /// says so; `json` selects the output of [`Admin::print`].
+    pub(crate) fn new(
+        namesrv: Option<&str>,
+        json: bool,
+        timeout_ms: u64,
+        tls: &crate::tls_args::TlsArgs,
+    ) -> anyhow::Result<Self> {
         let namesrv_text = namesrv_list(namesrv)?;
         let timeout = Duration::from_millis(timeout_ms.max(1));
         Ok(Admin {
             client: RemotingClient::new(RemotingClientConfig {
                 connect_timeout: timeout,
+                tls: tls.client_tls()?,
                 ..RemotingClientConfig::default()
             }),
+            tls: tls.clone(),
             namesrvs: NameServerAddr::parse_list(&namesrv_text),
             namesrv_text,
             timeout,
@@ -169,9 +184,10 @@ impl Admin {
         })
     }
 
-    /// The NameServer list as given.
-    pub(crate) fn namesrv_text(&self) -> &str {
-        &self.namesrv_text
+    /// A producer/consumer config for the NameServers, with the TLS of the flags.
+    pub(crate) fn client_config(&self) -> anyhow::Result<client::ClientConfig> {
+        self.tls
+            .apply(client::ClientConfig::new(&self.namesrv_text)?)
     }
 
     /// Sends `cmd` to the NameServers in turn until one answers (any code).

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
+use crate::tls_args::TlsArgs;
 
 /// Port of the console when none is given (upstream `rocketmq-dashboard` serves on 8082 too).
 pub(crate) const DEFAULT_CONSOLE_PORT: u16 = 8082;
@@ -37,6 +38,8 @@ pub struct ConsoleArgs {
     /// Timeout of each request the console sends to the cluster, in milliseconds.
     #[arg(long = "timeout-ms", default_value_t = 3000)]
     timeout_ms: u64,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 /// A running console; dropping it leaves the server running until the runtime stops.
@@ -46,13 +49,15 @@ pub(crate) struct Console {
 }
 
 impl Console {
-    /// Binds `addr` and serves the console for the cluster behind `namesrv`.
+    /// Binds `addr` and serves the console for the cluster behind `namesrv`, reached over
+    /// TLS when `tls` says so.
     pub(crate) async fn start(
         addr: SocketAddr,
         namesrv: Option<&str>,
         timeout_ms: u64,
+        tls: &TlsArgs,
     ) -> anyhow::Result<Console> {
-        let admin = Arc::new(Admin::new(namesrv, true, timeout_ms)?);
+        let admin = Arc::new(Admin::new(namesrv, true, timeout_ms, tls)?);
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} for the console"))?;
@@ -101,6 +106,7 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
         SocketAddr::new(args.host, args.port),
         args.namesrv.as_deref(),
         args.timeout_ms,
+        &args.tls,
     )
     .await?;
     crate::admin::write_stdout(&format!(

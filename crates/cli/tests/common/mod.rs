@@ -9,11 +9,21 @@ use namesrv::{NameServer, NamesrvConfig};
 
 /// Starts a NameServer and one master broker under `dir`; `broker` is the broker's config
 /// before the NameServer address, ports, advertised address and store path are filled in.
+#[allow(dead_code)] // each test file uses one of the two
 pub async fn start_servers(dir: &Path, broker: BrokerConfig) -> (NameServer, Broker) {
+    start_servers_with(dir, NamesrvConfig::default(), broker).await
+}
+
+/// [`start_servers`] with the NameServer's config too (its port and KV path are filled in).
+pub async fn start_servers_with(
+    dir: &Path,
+    namesrv: NamesrvConfig,
+    broker: BrokerConfig,
+) -> (NameServer, Broker) {
     let namesrv = NameServer::start(NamesrvConfig {
         listen_port: 0,
         kv_config_path: dir.join("kv.json"),
-        ..NamesrvConfig::default()
+        ..namesrv
     })
     .await
     .unwrap();
