@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use crate::config::AclError;
+use crate::error::AclError;
 
 /// One segment of an IPv4 pattern.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,35 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::Deserialize;
-use thiserror::Error;
 
 use crate::address::AddressPattern;
+pub use crate::error::AclError;
 use crate::perm;
 
 /// Upstream `AclConstants.ACCESS_KEY_MIN_LENGTH` / `SECRET_KEY_MIN_LENGTH`: keys must be longer.
 const KEY_MIN_LENGTH: usize = 6;
-
-/// Why the ACL files cannot be used.
-#[derive(Debug, Error)]
-pub enum AclError {
-    #[error("cannot read ACL file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("ACL file {path} is not valid plain_acl.yml: {reason}")]
-    Parse { path: PathBuf, reason: String },
-    #[error("The accessKey={0} and secretKey cannot be null and length should longer than 6")]
-    ShortKey(String),
-    #[error("Parse resource permission failed for {kind}:{entry}")]
-    Resource { kind: &'static str, entry: String },
-    #[error("invalid remote address pattern `{0}`")]
-    Address(String),
-    #[error("accessKey={0} is configured in more than one ACL file")]
-    Duplicate(String),
-    #[error("no ACL file: neither {0} nor any *.yml under its acl/ directory exists")]
-    Missing(PathBuf),
-}
 
 /// One account as written in the file.
 #[derive(Debug, Default, Deserialize)]

@@ -7,9 +7,11 @@
 
 pub mod address;
 pub mod config;
+mod error;
 pub mod perm;
 pub mod resources;
 mod validator;
 
-pub use config::{AclError, AclFiles};
+pub use config::AclFiles;
+pub use error::AclError;
 pub use validator::{AclValidator, Refusal};
