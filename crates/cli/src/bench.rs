@@ -89,6 +89,8 @@ pub struct BenchArgs {
     json: bool,
     #[command(flatten)]
     tls: crate::tls_args::TlsArgs,
+    #[command(flatten)]
+    acl: crate::acl_args::AclArgs,
 }
 
 /// Counters and the latency histogram one side of a run fills.
@@ -304,7 +306,8 @@ async fn produce(
         .clone()
         .unwrap_or_else(|| "bench_producer".to_string());
     let producer = Producer::start(
-        args.tls.apply(ClientConfig::new(namesrv)?)?,
+        args.acl
+            .apply(args.tls.apply(ClientConfig::new(namesrv)?)?)?,
         ProducerConfig::new(group),
     )
     .await
@@ -444,8 +447,8 @@ async fn start_consumer(
     config.pull_threshold_for_queue = 4096;
     let expr = args.tags.clone().unwrap_or_else(|| "*".to_string());
     let client = args
-        .tls
-        .apply(ClientConfig::new(namesrv)?)?
+        .acl
+        .apply(args.tls.apply(ClientConfig::new(namesrv)?)?)?
         .poll_name_server_interval(Duration::from_secs(5));
     let listener = MessageListener::concurrently(move |msgs, _ctx| {
         {

@@ -1,6 +1,7 @@
 //! The `apogee` binary: one executable whose subcommands start Apogee's processes and tools.
 //! Config files and environment variables are read here only; libraries take typed configs.
 
+mod acl_args;
 mod admin;
 mod bench;
 mod broker_cmd;

@@ -78,7 +78,15 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     } else {
         let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.console_port);
         let namesrv_addr = format!("127.0.0.1:{}", namesrv.local_addr().port());
-        match Console::start(addr, Some(&namesrv_addr), 3000, &Default::default()).await {
+        match Console::start(
+            addr,
+            Some(&namesrv_addr),
+            3000,
+            &Default::default(),
+            &Default::default(),
+        )
+        .await
+        {
             Ok(c) => Some(c),
             // Like the metrics port: a busy console port costs the console, not the server.
             Err(e) => {

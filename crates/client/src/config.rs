@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use remoting::acl::Credentials;
 use remoting::tls::ClientTls;
 use remoting::NameServerAddr;
 
@@ -56,6 +57,9 @@ pub struct ClientConfig {
     /// TLS on every NameServer and broker connection (upstream's `useTLS`); `None` for
     /// plaintext. Build it with [`remoting::tls::ClientTls::new`].
     pub tls: Option<ClientTls>,
+    /// ACL 1.0 account every request is signed with (upstream's `AclClientRPCHook` with
+    /// `SessionCredentials`); `None` sends unsigned requests.
+    pub credentials: Option<Credentials>,
 }
 
 impl ClientConfig {
@@ -80,6 +84,7 @@ impl ClientConfig {
             mq_client_api_timeout: Duration::from_secs(3),
             send_latency_enable: true,
             tls: None,
+            credentials: None,
         })
     }
 
@@ -116,6 +121,17 @@ impl ClientConfig {
     /// Sets `persistConsumerOffsetInterval`.
     pub fn persist_consumer_offset_interval(mut self, d: Duration) -> Self {
         self.persist_consumer_offset_interval = d;
+        self
+    }
+
+    /// Signs every request with the account `access_key` / `secret_key` (brokers with
+    /// `aclEnable=true` check it).
+    pub fn credentials(
+        mut self,
+        access_key: impl Into<String>,
+        secret_key: impl Into<String>,
+    ) -> Self {
+        self.credentials = Some(Credentials::new(access_key, secret_key));
         self
     }
 

@@ -122,6 +122,7 @@ impl ClientInstance {
                 connect_timeout: config.mq_client_api_timeout,
                 server_request_handler: Some(handler),
                 tls: config.tls.clone(),
+                credentials: config.credentials.clone(),
                 ..Default::default()
             });
             Self::build(config, Arc::new(remoting.clone()), Some(remoting))

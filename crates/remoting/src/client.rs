@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::acl::Credentials;
 use crate::addr::{BrokerAddr, NameServerAddr};
 use crate::codec::DEFAULT_MAX_FRAME_SIZE;
 use crate::codes::is_namesrv_request;
@@ -46,6 +47,8 @@ pub struct ClientConfig {
     pub server_request_handler: Option<Arc<dyn RequestHandler>>,
     /// Speak TLS on every connection; `None` for plaintext.
     pub tls: Option<ClientTls>,
+    /// Sign every request with these (ACL 1.0, see [`crate::acl`]); `None` sends unsigned.
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for ClientConfig {
@@ -55,6 +58,7 @@ impl Default for ClientConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             server_request_handler: None,
             tls: None,
+            credentials: None,
         }
     }
 }
@@ -66,6 +70,7 @@ type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
 struct ClientInner {
     connect_timeout: Duration,
     tls: Option<ClientTls>,
+    credentials: Option<Credentials>,
     ctx: ConnectionContext,
     slots: Mutex<HashMap<String, Slot>>,
     shutdown: CancellationToken,
@@ -88,6 +93,7 @@ impl RemotingClient {
             inner: Arc::new(ClientInner {
                 connect_timeout: config.connect_timeout,
                 tls: config.tls,
+                credentials: config.credentials,
                 ctx: ConnectionContext {
                     dispatcher: Arc::new(dispatcher),
                     tracker: TaskTracker::new(),
@@ -151,12 +157,21 @@ impl RemotingClient {
         self.inner.ctx.tracker.wait().await;
     }
 
+    /// Signs `req` when this client has credentials.
+    fn signed(&self, mut req: RemotingCommand) -> RemotingCommand {
+        if let Some(creds) = &self.inner.credentials {
+            crate::acl::sign(&mut req, creds);
+        }
+        req
+    }
+
     async fn invoke_at(
         &self,
         addr: &str,
         req: RemotingCommand,
         timeout: Duration,
     ) -> Result<RemotingCommand, RemotingError> {
+        let req = self.signed(req);
         let deadline = Instant::now() + timeout;
         let conn = tokio::time::timeout_at(deadline, self.connection(addr))
             .await
@@ -176,6 +191,7 @@ impl RemotingClient {
     }
 
     async fn oneway_at(&self, addr: &str, req: RemotingCommand) -> Result<(), RemotingError> {
+        let req = self.signed(req);
         self.connection(addr).await?.send_oneway(req).await
     }
 

@@ -49,6 +49,8 @@ pub struct AdminArgs {
     timeout_ms: u64,
     #[command(flatten)]
     tls: crate::tls_args::TlsArgs,
+    #[command(flatten)]
+    acl: crate::acl_args::AclArgs,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -106,6 +108,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         args.json,
         args.timeout_ms,
         &args.tls,
+        &args.acl,
     )?;
     let result = match args.command {
         AdminCommand::UpdateTopic(a) => topic::update(&admin, a).await,
@@ -154,6 +157,7 @@ pub(crate) struct Admin {
     timeout: Duration,
     json: bool,
     tls: crate::tls_args::TlsArgs,
+    acl: crate::acl_args::AclArgs,
 }
 
 /// `(brokerName, master address)` of one broker group.
@@ -161,12 +165,14 @@ pub(crate) type Master = (String, BrokerAddr);
 
 impl Admin {
     /// A client for the cluster behind `namesrv` (see [`namesrv_list`]), over TLS when `tls`
-    /// says so; `json` selects the output of [`Admin::print`].
+    /// says so and signing with `acl`'s account if any; `json` selects the output of
+    /// [`Admin::print`].
     pub(crate) fn new(
         namesrv: Option<&str>,
         json: bool,
         timeout_ms: u64,
         tls: &crate::tls_args::TlsArgs,
+        acl: &crate::acl_args::AclArgs,
     ) -> anyhow::Result<Self> {
         let namesrv_text = namesrv_list(namesrv)?;
         let timeout = Duration::from_millis(timeout_ms.max(1));
@@ -174,9 +180,11 @@ impl Admin {
             client: RemotingClient::new(RemotingClientConfig {
                 connect_timeout: timeout,
                 tls: tls.client_tls()?,
+                credentials: acl.credentials()?,
                 ..RemotingClientConfig::default()
             }),
             tls: tls.clone(),
+            acl: acl.clone(),
             namesrvs: NameServerAddr::parse_list(&namesrv_text),
             namesrv_text,
             timeout,
@@ -186,8 +194,10 @@ impl Admin {
 
     /// A producer/consumer config for the NameServers, with the TLS of the flags.
     pub(crate) fn client_config(&self) -> anyhow::Result<client::ClientConfig> {
-        self.tls
-            .apply(client::ClientConfig::new(&self.namesrv_text)?)
+        self.acl.apply(
+            self.tls
+                .apply(client::ClientConfig::new(&self.namesrv_text)?)?,
+        )
     }
 
     /// Sends `cmd` to the NameServers in turn until one answers (any code).

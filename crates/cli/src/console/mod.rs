@@ -18,6 +18,7 @@ use clap::Args;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::acl_args::AclArgs;
 use crate::admin::Admin;
 use crate::tls_args::TlsArgs;
 
@@ -40,6 +41,8 @@ pub struct ConsoleArgs {
     timeout_ms: u64,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    acl: AclArgs,
 }
 
 /// A running console; dropping it leaves the server running until the runtime stops.
@@ -50,14 +53,15 @@ pub(crate) struct Console {
 
 impl Console {
     /// Binds `addr` and serves the console for the cluster behind `namesrv`, reached over
-    /// TLS when `tls` says so.
+    /// TLS when `tls` says so, signing with `acl`'s account if any.
     pub(crate) async fn start(
         addr: SocketAddr,
         namesrv: Option<&str>,
         timeout_ms: u64,
         tls: &TlsArgs,
+        acl: &AclArgs,
     ) -> anyhow::Result<Console> {
-        let admin = Arc::new(Admin::new(namesrv, true, timeout_ms, tls)?);
+        let admin = Arc::new(Admin::new(namesrv, true, timeout_ms, tls, acl)?);
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} for the console"))?;
@@ -107,6 +111,7 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
         args.namesrv.as_deref(),
         args.timeout_ms,
         &args.tls,
+        &args.acl,
     )
     .await?;
     crate::admin::write_stdout(&format!(
