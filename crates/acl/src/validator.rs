@@ -11,9 +11,36 @@ use remoting::acl::{verify, ACCESS_KEY};
 use remoting::message::RETRY_GROUP_TOPIC_PREFIX;
 use remoting::RemotingCommand;
 
-use crate::config::{AclError, AclFiles, AclTable};
+use crate::config::{Account, AclError, AclFiles, AclTable};
 use crate::perm::{self, ADMIN_CODES};
 use crate::resources;
+
+/// The account that signed `cmd`: `None` when a white list lets it through unchecked; a
+/// refusal when the key is missing or unknown or the signature does not verify.
+fn authenticate<'t>(
+    table: &'t AclTable,
+    cmd: &RemotingCommand,
+    remote: IpAddr,
+) -> Result<Option<&'t Account>, Refusal> {
+    if table.global_white.iter().any(|w| w.matches(remote)) {
+        return Ok(None);
+    }
+    let Some(access_key) = cmd.ext(ACCESS_KEY) else {
+        return Err(Refusal("No accessKey is configured".into()));
+    };
+    let Some(account) = table.accounts.get(access_key) else {
+        return Err(Refusal(format!("No acl config for {access_key}")));
+    };
+    if account.white.matches(remote) {
+        return Ok(None);
+    }
+    if !verify(&cmd.ext_fields, &cmd.body, &account.secret_key) {
+        return Err(Refusal(format!(
+            "Check signature failed for accessKey={access_key}"
+        )));
+    }
+    Ok(Some(account))
+}
 
 /// Upstream's message trace topic (`TopicValidator.RMQ_SYS_TRACE_TOPIC`).
 const TRACE_TOPIC: &str = "RMQ_SYS_TRACE_TOPIC";
@@ -68,6 +95,19 @@ impl AclValidator {
         Ok(true)
     }
 
+    /// Checks an administrative request (one that changes what a NameServer or controller
+    /// holds): white-listed, or signed by an admin account.
+    pub fn check_admin(&self, cmd: &RemotingCommand, remote: IpAddr) -> Result<(), Refusal> {
+        let table = self.table.load();
+        match authenticate(&table, cmd, remote)? {
+            Some(account) if !account.admin => Err(Refusal(format!(
+                "Need admin permission for request code={}, but accessKey={} is not",
+                cmd.code, account.access_key
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Checks `cmd` from `remote` in upstream's order: the global white list passes
     /// everything; then the access key must name an account; the account's white list
     /// passes; else the signature must verify, admin codes need an admin account, and every
@@ -75,23 +115,10 @@ impl AclValidator {
     /// default for topics or groups).
     pub fn check(&self, cmd: &RemotingCommand, remote: IpAddr) -> Result<(), Refusal> {
         let table = self.table.load();
-        if table.global_white.iter().any(|w| w.matches(remote)) {
+        let Some(account) = authenticate(&table, cmd, remote)? else {
             return Ok(());
-        }
-        let Some(access_key) = cmd.ext(ACCESS_KEY) else {
-            return Err(Refusal("No accessKey is configured".into()));
         };
-        let Some(account) = table.accounts.get(access_key) else {
-            return Err(Refusal(format!("No acl config for {access_key}")));
-        };
-        if account.white.matches(remote) {
-            return Ok(());
-        }
-        if !verify(&cmd.ext_fields, &cmd.body, &account.secret_key) {
-            return Err(Refusal(format!(
-                "Check signature failed for accessKey={access_key}"
-            )));
-        }
+        let access_key = account.access_key.as_str();
         let needed = resources::needed(cmd).map_err(Refusal)?;
         // Message traces may always be written (upstream skips the check for them).
         if needed

@@ -76,7 +76,8 @@ impl Broker {
             .await
             .map_err(|e| BrokerError::Config(format!("store open task failed: {e}")))??;
         let acl = if config.acl_enable {
-            let files = acl::AclFiles::new(&config.rocketmq_home);
+            let home = config.rocketmq_home.clone().unwrap_or_default();
+            let files = acl::AclFiles::new(home);
             let validator = acl::AclValidator::load(files)
                 .map_err(|e| BrokerError::Config(format!("aclEnable=true: {e}")))?;
             Some(Arc::new(validator))

@@ -253,7 +253,7 @@ remoting::settings_struct! {
         acl_enable: bool = "aclEnable", false;
         /// `rocketmqHome`: where `conf/plain_acl.yml` is read from. No default in the library;
         /// the `apogee` binary uses `$ROCKETMQ_HOME`.
-        rocketmq_home: PathBuf = "rocketmqHome", PathBuf::new();
+        rocketmq_home: Option<PathBuf> = "rocketmqHome", None;
         /// `metricsExporterType`: `PROM` serves Prometheus text on `GET /metrics`; `DISABLE`
         /// serves nothing; `OTLP_GRPC` and `LOG` (upstream's other exporters) are not
         /// implemented and serve Prometheus instead, with a warning.
@@ -391,7 +391,7 @@ impl BrokerConfig {
 
     fn validate(&self) -> Result<(), BrokerError> {
         parse_delay_levels(&self.message_delay_level)?;
-        if self.acl_enable && self.rocketmq_home.as_os_str().is_empty() {
+        if self.acl_enable && self.rocketmq_home.is_none() {
             return Err(BrokerError::Config(
                 "config key `aclEnable` is true but `rocketmqHome` is not set (nor ROCKETMQ_HOME): \
                  the ACL accounts are read from <rocketmqHome>/conf/plain_acl.yml"

@@ -30,7 +30,7 @@ async fn acl_env() -> (tempfile::TempDir, Env) {
     let mut env = Env::start_with(
         move |c| {
             c.acl_enable = true;
-            c.rocketmq_home = path;
+            c.rocketmq_home = Some(path);
         },
         None,
     )

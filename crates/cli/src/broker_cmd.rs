@@ -35,15 +35,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
             root.to_string_lossy().into_owned(),
         );
     }
-    if !props.contains_key("rocketmqHome") {
-        // Upstream reads the home from `-Drocketmq.home.dir` or `ROCKETMQ_HOME`.
-        if let Some(home) = std::env::var_os("ROCKETMQ_HOME") {
-            props.insert(
-                "rocketmqHome".to_string(),
-                home.to_string_lossy().into_owned(),
-            );
-        }
-    }
+    crate::default_rocketmq_home(&mut props);
     if !props.contains_key("metricsPromExporterPort") {
         // Upstream's default metrics port; the broker library's default is "off".
         props.insert("metricsPromExporterPort".to_string(), "5557".to_string());

@@ -92,6 +92,19 @@ pub(crate) fn home_dir() -> std::path::PathBuf {
 }
 
 /// Resolves when the process receives SIGINT or SIGTERM.
+/// Sets `rocketmqHome` from `ROCKETMQ_HOME` when the config file names none (upstream reads the
+/// home from `-Drocketmq.home.dir` or that variable).
+pub(crate) fn default_rocketmq_home(props: &mut std::collections::HashMap<String, String>) {
+    if !props.contains_key("rocketmqHome") {
+        if let Some(home) = std::env::var_os("ROCKETMQ_HOME") {
+            props.insert(
+                "rocketmqHome".to_string(),
+                home.to_string_lossy().into_owned(),
+            );
+        }
+    }
+}
+
 pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;

@@ -24,6 +24,7 @@ pub async fn run(args: NamesrvArgs) -> anyhow::Result<()> {
     }
     // `enableControllerInNamesrv=true` runs a controller in this process, configured by the
     // controller keys of the same file (as upstream's `NamesrvStartup`).
+    crate::default_rocketmq_home(&mut props);
     if !props.contains_key("metricsPromExporterPort") {
         // Apogee's default NameServer metrics port (the broker's is upstream's 5557).
         props.insert("metricsPromExporterPort".to_string(), "5558".to_string());

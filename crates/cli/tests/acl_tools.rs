@@ -53,7 +53,7 @@ async fn tools_sign_with_their_account() {
             broker_cluster_name: "AclCluster".into(),
             broker_name: "broker-acl".into(),
             acl_enable: true,
-            rocketmq_home: dir.path().join("home"),
+            rocketmq_home: Some(dir.path().join("home")),
             ..BrokerConfig::default()
         },
     )

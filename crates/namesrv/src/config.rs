@@ -41,7 +41,6 @@ const IGNORED_KEYS: &[&str] = &[
     // Apogee always checks client certificates against `tls.server.trustCertPath` when
     // `tls.server.need.client.auth` asks for them (upstream only with this key true).
     "tls.server.authClient",
-    "rocketmqHome",
     "configStorePath",
     "productEnvName",
     "clusterTest",
@@ -126,6 +125,15 @@ remoting::settings_struct! {
         metrics_prom_exporter_port: u16 = "metricsPromExporterPort", 0;
         /// `metricsPromExporterHost`: address of the metrics port; default all interfaces.
         metrics_prom_exporter_host: Option<IpAddr> = "metricsPromExporterHost", None;
+        /// `aclEnable` (Apogee; upstream 4.9's NameServer has no ACL): administrative requests
+        /// (KV config, topic deletion and registration, broker write permission, config
+        /// updates) need a signed request from an admin account of
+        /// `<rocketmqHome>/conf/plain_acl.yml` or a white-listed address; route reads and
+        /// broker registration stay open.
+        acl_enable: bool = "aclEnable", false;
+        /// `rocketmqHome`: where `conf/plain_acl.yml` is read from (the `apogee` binary uses
+        /// `$ROCKETMQ_HOME`).
+        rocketmq_home: Option<PathBuf> = "rocketmqHome", None;
         /// `tls.server.mode`: `disabled`, `permissive` (upstream's default: TLS and plaintext
         /// on the same port, told apart by the first byte) or `enforcing` (TLS only). See
         /// `remoting::tls`. Upstream reads the `tls.*` keys as JVM system properties.
@@ -211,6 +219,7 @@ impl NamesrvConfig {
             "configStorePath",
             "kvConfigPath",
             "rocketmqHome",
+            "aclEnable",
         ]);
         keys
     }

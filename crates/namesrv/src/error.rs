@@ -16,4 +16,6 @@ pub enum NamesrvError {
     Remoting(#[from] RemotingError),
     #[error("KV config file {}: {reason}", path.display())]
     KvConfig { path: PathBuf, reason: String },
+    #[error("aclEnable=true: {0}")]
+    Acl(#[from] acl::AclError),
 }

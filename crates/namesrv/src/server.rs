@@ -56,7 +56,14 @@ impl NameServer {
             limits: config.request_limits(),
             tls,
         };
+        let acl = if config.acl_enable {
+            let home = config.rocketmq_home.clone().unwrap_or_default();
+            Some(acl::AclValidator::load(acl::AclFiles::new(home))?)
+        } else {
+            None
+        };
         let state = Arc::new(NamesrvState {
+            acl,
             routes: RwLock::new(RouteInfoManager::new(config.route_config())),
             config: RwLock::new(config),
             kv,

@@ -21,4 +21,6 @@ pub(crate) struct NamesrvState {
     pub(crate) unsupported: Mutex<BTreeMap<i32, u64>>,
     pub(crate) started: Instant,
     pub(crate) metrics: Arc<NamesrvMetrics>,
+    /// The ACL (`aclEnable=true`): administrative requests need an admin account.
+    pub(crate) acl: Option<acl::AclValidator>,
 }

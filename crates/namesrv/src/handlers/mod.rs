@@ -67,6 +67,18 @@ const HANDLERS: &[(i32, Handler)] = &[
     (RequestCode::GET_NAMESRV_CONFIG, config::get),
 ];
 
+/// Codes that change what the NameServer holds: with `aclEnable=true` they need an admin
+/// account.
+const ADMIN_CODES: &[i32] = &[
+    RequestCode::PUT_KV_CONFIG,
+    RequestCode::DELETE_KV_CONFIG,
+    RequestCode::WIPE_WRITE_PERM_OF_BROKER,
+    RequestCode::ADD_WRITE_PERM_OF_BROKER,
+    RequestCode::DELETE_TOPIC_IN_NAMESRV,
+    RequestCode::REGISTER_TOPIC_IN_NAMESRV,
+    RequestCode::UPDATE_NAMESRV_CONFIG,
+];
+
 /// The dispatcher of a NameServer over `state`; fails when [`HANDLERS`] lists a code twice.
 pub(crate) fn dispatcher(state: &Arc<NamesrvState>) -> Result<Dispatcher, RemotingError> {
     let mut dispatcher = Dispatcher::new();
@@ -96,6 +108,16 @@ fn run(
     request: &RemotingCommand,
     handler: Handler,
 ) -> RemotingCommand {
+    if let (Some(acl), true) = (&state.acl, ADMIN_CODES.contains(&request.code)) {
+        // Admin requests are rare: look for changed ACL files on each.
+        if let Err(e) = acl.reload_if_changed() {
+            tracing::error!(error = %e, "ACL files not reloaded; the previous accounts stay");
+        }
+        if let Err(refusal) = acl.check_admin(request, conn.remote_addr().ip()) {
+            tracing::warn!(code = request.code, remote = %conn.remote_addr(), "request refused by ACL: {}", refusal.0);
+            return failure(request, ResponseCode::SYSTEM_ERROR, refusal.to_string());
+        }
+    }
     handler(state, conn, request).unwrap_or_else(|e| {
         tracing::warn!(code = request.code, remote = %conn.remote_addr(), "bad request: {e}");
         RemotingCommand::response_to(request, ResponseCode::SYSTEM_ERROR, Some(e.to_string()))
