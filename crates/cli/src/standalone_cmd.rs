@@ -33,6 +33,10 @@ pub struct StandaloneArgs {
     /// Port of the web console (`apogee console`) for this server (0: none).
     #[arg(long = "console-port", default_value_t = crate::console::DEFAULT_CONSOLE_PORT)]
     console_port: u16,
+    /// Turn ACL on (`aclEnable=true`) for the broker and the NameServer, with the accounts of
+    /// `DIR/conf/plain_acl.yml` (DIR is the `rocketmqHome`).
+    #[arg(long = "acl-home", value_name = "DIR")]
+    acl_home: Option<PathBuf>,
     /// Address the broker advertises to clients.
     #[arg(long = "broker-ip", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     broker_ip: IpAddr,
@@ -49,6 +53,8 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         listen_port: args.namesrv_port,
         kv_config_path: data_dir.join("namesrv").join("kvConfig.json"),
         metrics_prom_exporter_port: args.namesrv_metrics_port,
+        acl_enable: args.acl_home.is_some(),
+        rocketmq_home: args.acl_home.clone(),
         ..NamesrvConfig::default()
     };
     let namesrv = NameServer::start(namesrv_config)
@@ -64,6 +70,8 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         auto_create_topic_enable: true,
         auto_create_subscription_group: true,
         metrics_prom_exporter_port: args.metrics_port,
+        acl_enable: args.acl_home.is_some(),
+        rocketmq_home: args.acl_home.clone(),
         ..BrokerConfig::default()
     };
     let broker = match Broker::start(broker_config).await {
