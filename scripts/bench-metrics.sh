@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Send benchmark with metrics recorded (metricsExporterType=PROM, /metrics served and scraped
-# once a second) and not (DISABLE): `apogee bench produce`, 1 KiB, 64 in flight, a fixed message
-# count per run, alternating on and off ROUNDS times. For each run it prints the bench's msg/s
-# and p99, and the broker's CPU per message (user + system time from /proc/<pid>/stat over the
-# run, in microseconds), which is steadier than msg/s on a shared machine.
+# once a second), without (DISABLE), and with metrics and ACL on (ACL: aclEnable=true, every
+# request signed by the bench and checked by the broker): `apogee bench produce`, 1 KiB, 64 in
+# flight, a fixed message count per run, the three modes in turn ROUNDS times. For each run it
+# prints the bench's msg/s and p99, and the broker's CPU per message (user + system time from
+# /proc/<pid>/stat over the run, in microseconds), which is steadier than msg/s on a shared
+# machine.
 #   usage: scripts/bench-metrics.sh [MESSAGES] [ROUNDS]      (default 400000, 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,26 +31,36 @@ run() {
   read -r ns_port b_port m_port < <(free_ports)
   local ns="127.0.0.1:$ns_port" pids=()
   RUST_LOG=warn "$B" namesrv --listen-port "$ns_port" >"$dir/ns.log" 2>&1 & pids+=($!)
+  local metrics=$mode creds=()
   printf '%s\n' brokerClusterName=BenchCluster brokerName=bench-m "listenPort=$b_port" \
     "storePathRootDir=$dir/store" "namesrvAddr=$ns" brokerIP1=127.0.0.1 fastListenPort=0 \
-    "metricsExporterType=$mode" "metricsPromExporterPort=$m_port" >"$dir/b.conf"
+    "metricsPromExporterPort=$m_port" >"$dir/b.conf"
+  if [ "$mode" = ACL ]; then
+    metrics=PROM
+    creds=(--access-key benchAdmin --secret-key benchSecret)
+    mkdir -p "$dir/home/conf"
+    printf '%s\n' 'accounts:' '  - accessKey: benchAdmin' '    secretKey: benchSecret' \
+      '    admin: true' >"$dir/home/conf/plain_acl.yml"
+    printf '%s\n' aclEnable=true "rocketmqHome=$dir/home" >>"$dir/b.conf"
+  fi
+  echo "metricsExporterType=$metrics" >>"$dir/b.conf"
   RUST_LOG=warn "$B" broker -c "$dir/b.conf" >"$dir/b.log" 2>&1 &
   local broker=$!
   pids+=($broker)
   for _ in $(seq 1 100); do
-    "$B" admin clusterList -n "$ns" 2>/dev/null | grep -q ":$b_port" && break
+    "$B" admin clusterList -n "$ns" "${creds[@]}" 2>/dev/null | grep -q ":$b_port" && break
     sleep 0.1
   done
-  "$B" admin updateTopic -n "$ns" -c BenchCluster -t BenchMetrics -r 8 -w 8 >/dev/null
+  "$B" admin updateTopic -n "$ns" -c BenchCluster -t BenchMetrics -r 8 -w 8 "${creds[@]}" >/dev/null
   local scraper=""
-  if [ "$mode" = PROM ]; then
+  if [ "$metrics" = PROM ]; then
     (while true; do curl -s "http://127.0.0.1:$m_port/metrics" >/dev/null || true; sleep 1; done) &
     scraper=$!
   fi
   local before after out
   before=$(cpu_ticks "$broker")
   out=$("$B" bench produce -n "$ns" --topic BenchMetrics --size 1024 --concurrency 64 \
-    --count "$COUNT" --json 2>/dev/null | tail -n 1)
+    --count "$COUNT" --json "${creds[@]}" 2>/dev/null | tail -n 1)
   after=$(cpu_ticks "$broker")
   [ -n "$scraper" ] && kill "$scraper" 2>/dev/null
   python3 -c '
@@ -67,4 +79,5 @@ print(f"{mode:8} {s[\"msgs_per_sec\"]:>10.0f} msg/s  p99 {p99} ms  broker {cpu_u
 for _ in $(seq 1 "$ROUNDS"); do
   run PROM
   run DISABLE
+  run ACL
 done
