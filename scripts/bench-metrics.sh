@@ -68,8 +68,9 @@ import json, sys
 mode, before, after, tick, count, out = sys.argv[1:]
 s = json.loads(out)
 cpu_us = (int(after) - int(before)) / int(tick) * 1e6 / int(count)
-p99 = s.get("latency_ms", {}).get("p99", s.get("p99_ms"))
-print(f"{mode:8} {s[\"msgs_per_sec\"]:>10.0f} msg/s  p99 {p99} ms  broker {cpu_us:.1f} us CPU/msg")
+p99 = s.get("p99_ms")
+rate = s["msgs_per_sec"]
+print(f"{mode:8} {rate:>10.0f} msg/s  p99 {p99} ms  broker {cpu_us:.1f} us CPU/msg")
 ' "$mode" "$before" "$after" "$TICK" "$COUNT" "$out"
   kill "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true

@@ -17,7 +17,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use remoting::message::find_property;
 use remoting::server::RequestObserver;
 
 use crate::topic::{DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX};
@@ -56,22 +55,25 @@ pub(crate) enum MessageType {
 }
 
 impl MessageType {
-    /// The type upstream's `getMessageType` derives from a send's properties.
+    /// The type upstream's `getMessageType` derives from a send's properties (one pass over
+    /// the properties string).
     pub(crate) fn of_properties(props: &str) -> MessageType {
-        if find_property(props, "TRAN_MSG").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        let (mut tran, mut fifo, mut delay) = (false, false, false);
+        for pair in props.split('\u{2}') {
+            let (name, value) = pair.split_once('\u{1}').unwrap_or((pair, ""));
+            match name {
+                "TRAN_MSG" => tran |= value.eq_ignore_ascii_case("true"),
+                "__SHARDINGKEY" => fifo = true,
+                "__STARTDELIVERTIME" | "DELAY" | "TIMER_DELIVER_MS" | "TIMER_DELAY_SEC"
+                | "TIMER_DELAY_MS" => delay = true,
+                _ => {}
+            }
+        }
+        if tran {
             MessageType::Transaction
-        } else if find_property(props, "__SHARDINGKEY").is_some() {
+        } else if fifo {
             MessageType::Fifo
-        } else if [
-            "__STARTDELIVERTIME",
-            "DELAY",
-            "TIMER_DELIVER_MS",
-            "TIMER_DELAY_SEC",
-            "TIMER_DELAY_MS",
-        ]
-        .iter()
-        .any(|k| find_property(props, k).is_some())
-        {
+        } else if delay {
             MessageType::Delay
         } else {
             MessageType::Normal
@@ -355,24 +357,24 @@ impl BrokerMetrics {
         if !self.enabled || count == 0 || is_retry_or_dlq(topic) {
             return;
         }
-        let topic_in = self
-            .in_series
-            .get_or_insert_with(topic, |_| Arc::new(TopicIn::default()));
-        let series = topic_in.by_type[kind as usize].get_or_init(|| {
-            let labels: Labels = vec![
-                ("topic", topic.to_string()),
-                ("message_type", kind.label().to_string()),
-                ("is_system", is_system_topic(topic).to_string()),
-            ];
-            InSeries {
-                messages: self.messages_in.get_or_create(&labels).clone(),
-                bytes: self.throughput_in.get_or_create(&labels).clone(),
-                size: self.message_size.get_or_create(&labels).clone(),
-            }
+        let make = |_: &String| Arc::new(TopicIn::default());
+        self.in_series.with(topic, make, |topic_in| {
+            let series = topic_in.by_type[kind as usize].get_or_init(|| {
+                let labels: Labels = vec![
+                    ("topic", topic.to_string()),
+                    ("message_type", kind.label().to_string()),
+                    ("is_system", is_system_topic(topic).to_string()),
+                ];
+                InSeries {
+                    messages: self.messages_in.get_or_create(&labels).clone(),
+                    bytes: self.throughput_in.get_or_create(&labels).clone(),
+                    size: self.message_size.get_or_create(&labels).clone(),
+                }
+            });
+            series.messages.inc_by(count);
+            series.bytes.inc_by(bytes);
+            series.size.observe((bytes / count) as f64);
         });
-        series.messages.inc_by(count);
-        series.bytes.inc_by(bytes);
-        series.size.observe((bytes / count) as f64);
     }
 
     /// `count` messages of `bytes` in all pulled by `group` from `topic`.
@@ -380,10 +382,7 @@ impl BrokerMetrics {
         if !self.enabled || count == 0 || is_retry_or_dlq(topic) {
             return;
         }
-        let by_group = self
-            .out_series
-            .get_or_insert_with(topic, |_| Arc::new(SeriesCache::default()));
-        let series = by_group.get_or_insert_with(group, |group| {
+        let make_series = |group: &String| {
             let labels: Labels = vec![
                 ("topic", topic.to_string()),
                 ("consumer_group", group.clone()),
@@ -396,9 +395,17 @@ impl BrokerMetrics {
                 messages: self.messages_out.get_or_create(&labels).clone(),
                 bytes: self.throughput_out.get_or_create(&labels).clone(),
             }
-        });
-        series.messages.inc_by(count);
-        series.bytes.inc_by(bytes);
+        };
+        self.out_series.with(
+            topic,
+            |_| Arc::new(SeriesCache::default()),
+            |by_group| {
+                by_group.with(group, make_series, |series| {
+                    series.messages.inc_by(count);
+                    series.bytes.inc_by(bytes);
+                })
+            },
+        );
     }
 
     /// A message of `group` (consuming `topic`) moved to the group's DLQ (rare: no cache).

@@ -45,9 +45,10 @@ impl RpcLatency {
 
     /// Records one request.
     pub fn record(&self, request_code: i32, response_code: Option<i32>, elapsed: Duration) {
-        let h = self
-            .series
-            .get_or_insert_with(&(request_code, response_code), |&(req, resp)| {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        self.series.with(
+            &(request_code, response_code),
+            |&(req, resp)| {
                 let labels: Labels = vec![
                     ("protocol_type", "remoting".to_string()),
                     ("request_code", req.to_string()),
@@ -61,7 +62,8 @@ impl RpcLatency {
                     ),
                 ];
                 self.family.get_or_create(&labels).clone()
-            });
-        h.observe(elapsed.as_secs_f64() * 1000.0);
+            },
+            |h| h.observe(ms),
+        );
     }
 }

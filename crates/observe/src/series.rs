@@ -52,6 +52,20 @@ impl<K: Hash + Eq + Clone, V: Clone> SeriesCache<K, V> {
         winner.unwrap_or(made)
     }
 
+    /// Runs `f` on the handles of `key` (made by `make` on first use) without cloning them:
+    /// the hot path of a recording, which then touches no reference count shared with other
+    /// threads.
+    pub fn with<Q, R>(&self, key: &Q, make: impl Fn(&K) -> V, f: impl FnOnce(&V) -> R) -> R
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        if let Some(v) = self.map.load().get(key) {
+            return f(v);
+        }
+        f(&self.get_or_insert_with(key, make))
+    }
+
     /// Number of keys cached.
     pub fn len(&self) -> usize {
         self.map.load().len()
@@ -81,5 +95,10 @@ mod tests {
         assert_eq!(cache.get_or_insert_with("de", make), 2);
         assert_eq!(made.load(Ordering::Relaxed), 2);
         assert_eq!(cache.len(), 2);
+        // `with` finds the same handles, and makes a missing one once.
+        assert_eq!(cache.with("abc", make, |v| *v * 10), 30);
+        assert_eq!(cache.with("fghi", make, |v| *v), 4);
+        assert_eq!(cache.with("fghi", make, |v| *v), 4);
+        assert_eq!(made.load(Ordering::Relaxed), 3);
     }
 }

@@ -62,14 +62,19 @@ async fn send(
         &req.body,
         batch,
     )?;
-    let kind = MessageType::of_properties(h.properties.as_deref().unwrap_or_default());
+    let kind = state
+        .metrics
+        .enabled()
+        .then(|| MessageType::of_properties(h.properties.as_deref().unwrap_or_default()));
     let (result, code) = state.put_acked(planned.msgs).await?;
-    state.metrics.record_in(
-        &h.topic,
-        kind,
-        u64::try_from(result.msg_num).unwrap_or(0),
-        u64::try_from(result.wrote_bytes).unwrap_or(0),
-    );
+    if let Some(kind) = kind {
+        state.metrics.record_in(
+            &h.topic,
+            kind,
+            u64::try_from(result.msg_num).unwrap_or(0),
+            u64::try_from(result.wrote_bytes).unwrap_or(0),
+        );
+    }
     let msg_id = result.msg_ids().join(",");
     Ok(RemotingCommand::response_to(req, code, None)
         .with_ext("msgId", msg_id)
