@@ -14,7 +14,7 @@ pub use crate::error::AclError;
 use crate::perm;
 
 /// Upstream `AclConstants.ACCESS_KEY_MIN_LENGTH` / `SECRET_KEY_MIN_LENGTH`: keys must be longer.
-const KEY_MIN_LENGTH: usize = 6;
+pub(crate) const KEY_MIN_LENGTH: usize = 6;
 
 /// One account as written in the file.
 #[derive(Debug, Default, Deserialize)]

@@ -22,6 +22,10 @@ pub enum AclError {
     Address(String),
     #[error("accessKey={0} is configured in more than one ACL file")]
     Duplicate(String),
+    #[error("accessKey={0} is not configured")]
+    UnknownAccount(String),
+    #[error("{0} is not one of the ACL files")]
+    NotAnAclFile(PathBuf),
     #[error("no ACL file: neither {0} nor any *.yml under its acl/ directory exists")]
     Missing(PathBuf),
 }

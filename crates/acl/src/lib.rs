@@ -7,11 +7,13 @@
 
 pub mod address;
 pub mod config;
+pub mod edit;
 mod error;
 pub mod perm;
 pub mod resources;
 mod validator;
 
 pub use config::AclFiles;
+pub use edit::AccountChange;
 pub use error::AclError;
 pub use validator::{AclValidator, Refusal};

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use remoting::acl::{verify, ACCESS_KEY};
 use remoting::message::RETRY_GROUP_TOPIC_PREFIX;
-use remoting::RemotingCommand;
+use remoting::{RemotingCommand, RequestCode};
 
 use crate::config::{Account, AclError, AclFiles, AclTable};
 use crate::perm::{self, ADMIN_CODES};
@@ -62,7 +62,17 @@ pub struct AclValidator {
     table: ArcSwap<AclTable>,
     /// The files and their modification times at the last (attempted) load.
     seen: parking_lot::Mutex<Vec<(PathBuf, Option<SystemTime>)>>,
+    /// Loads so far and when the last one happened (upstream's `DataVersion` of the ACL).
+    version: parking_lot::Mutex<(u64, i64)>,
 }
+
+/// Request codes that change the ACL itself; upstream 4.9 lets any signed account send them,
+/// Apogee requires an admin account.
+const ACL_ADMIN_CODES: &[i32] = &[
+    RequestCode::UPDATE_AND_CREATE_ACL_CONFIG,
+    RequestCode::DELETE_ACL_CONFIG,
+    RequestCode::UPDATE_GLOBAL_WHITE_ADDRS_CONFIG,
+];
 
 impl AclValidator {
     /// Loads the ACL files under `files`; a missing or invalid file is an error.
@@ -74,6 +84,7 @@ impl AclValidator {
             files,
             table: ArcSwap::from_pointee(table),
             seen: parking_lot::Mutex::new(seen),
+            version: parking_lot::Mutex::new((1, remoting::message::now_millis())),
         })
     }
 
@@ -89,10 +100,49 @@ impl AclValidator {
             }
             *seen = now;
         }
+        self.reload()?;
+        Ok(true)
+    }
+
+    /// Reads every file again now (after an admin request changed one).
+    pub fn reload(&self) -> Result<(), AclError> {
+        *self.seen.lock() = self.files.list();
         let table = self.files.load()?;
         tracing::info!(accounts = table.accounts.len(), "ACL reloaded");
         self.table.store(Arc::new(table));
-        Ok(true)
+        let mut v = self.version.lock();
+        *v = (v.0 + 1, remoting::message::now_millis());
+        Ok(())
+    }
+
+    /// The ACL files, to change them (see [`crate::edit`]); call [`AclValidator::reload`]
+    /// after.
+    pub fn files(&self) -> &AclFiles {
+        &self.files
+    }
+
+    /// GET_BROKER_CLUSTER_ACL_INFO's `version` (a `DataVersion` JSON of the loaded ACL) and
+    /// `allAclFileVersion` (file path to its `DataVersion`, from its modification time).
+    pub fn versions(&self) -> (String, String) {
+        let (counter, timestamp) = *self.version.lock();
+        let version = format!(r#"{{"counter":{counter},"timestamp":{timestamp}}}"#);
+        let files: std::collections::BTreeMap<String, serde_json::Value> = self
+            .files
+            .list()
+            .into_iter()
+            .map(|(p, m)| {
+                let ms = m
+                    .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                (
+                    p.display().to_string(),
+                    serde_json::json!({"counter": counter, "timestamp": ms}),
+                )
+            })
+            .collect();
+        let all = serde_json::to_string(&files).unwrap_or_else(|_| "{}".into());
+        (version, all)
     }
 
     /// Checks an administrative request (one that changes what a NameServer or controller
@@ -127,7 +177,9 @@ impl AclValidator {
         {
             return Ok(());
         }
-        if ADMIN_CODES.contains(&cmd.code) && !account.admin {
+        if (ADMIN_CODES.contains(&cmd.code) || ACL_ADMIN_CODES.contains(&cmd.code))
+            && !account.admin
+        {
             return Err(Refusal(format!(
                 "Need admin permission for request code={}, but accessKey={access_key} is not",
                 cmd.code

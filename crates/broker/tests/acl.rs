@@ -120,3 +120,70 @@ async fn every_served_code_is_refused_without_credentials() {
     }
     env.stop().await;
 }
+
+#[tokio::test]
+async fn acl_admin_requests_change_the_accounts_at_once() {
+    let (home, mut env) = acl_env().await;
+    let create = RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_ACL_CONFIG)
+        .with_ext("accessKey", "newcomerAK")
+        .with_ext("secretKey", "newcomerSK")
+        .with_ext("defaultTopicPerm", "DENY")
+        .with_ext("topicPerms", "Secret=PUB,Orders=SUB")
+        .with_ext("admin", false);
+    // Only an admin may change the ACL (upstream 4.9 lets any signed account).
+    env.credentials = Some(Credentials::new("producerAK", "producerSK"));
+    assert_refused(
+        &env.call(create.clone()).await,
+        "Need admin permission for request code=50, but accessKey=producerAK is not",
+    );
+    env.credentials = Some(Credentials::new("adminAK1", "adminSK1"));
+    let r = env.call(create).await;
+    assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+    let file = std::fs::read_to_string(home.path().join("conf/plain_acl.yml")).unwrap();
+    assert!(file.contains("newcomerAK"), "{file}");
+
+    // The new account works at once, with its permissions.
+    env.credentials = Some(Credentials::new("newcomerAK", "newcomerSK"));
+    assert_eq!(send(&env, "Secret").await.code, ResponseCode::SUCCESS);
+    assert_refused(
+        &send(&env, "Orders").await,
+        "No default permission for topic:Orders",
+    );
+
+    let versions = env
+        .call(RemotingCommand::request(
+            RequestCode::GET_BROKER_CLUSTER_ACL_INFO,
+        ))
+        .await;
+    assert_eq!(versions.code, ResponseCode::SUCCESS);
+    assert_eq!(versions.ext("brokerName"), Some(BROKER_NAME));
+    assert!(versions.ext("version").unwrap().contains("\"counter\":2"));
+    assert!(versions
+        .ext("allAclFileVersion")
+        .unwrap()
+        .contains("plain_acl.yml"));
+
+    env.credentials = Some(Credentials::new("adminAK1", "adminSK1"));
+    let delete = RemotingCommand::request(RequestCode::DELETE_ACL_CONFIG)
+        .with_ext("accessKey", "newcomerAK");
+    assert_eq!(env.call(delete.clone()).await.code, ResponseCode::SUCCESS);
+    let again = env.call(delete).await;
+    assert_eq!(
+        again.code,
+        210,
+        "DELETE_ACL_CONFIG_FAILED: {}",
+        again.remark_str()
+    );
+    env.credentials = Some(Credentials::new("newcomerAK", "newcomerSK"));
+    assert_refused(&send(&env, "Secret").await, "No acl config for newcomerAK");
+
+    // A global white list entry for this host lets unsigned requests through.
+    env.credentials = Some(Credentials::new("adminAK1", "adminSK1"));
+    let white = RemotingCommand::request(RequestCode::UPDATE_GLOBAL_WHITE_ADDRS_CONFIG)
+        .with_ext("globalWhiteAddrs", "127.0.0.1")
+        .with_ext("aclFileFullPath", "");
+    assert_eq!(env.call(white).await.code, ResponseCode::SUCCESS);
+    env.credentials = None;
+    assert_eq!(send(&env, "Secret").await.code, ResponseCode::SUCCESS);
+    env.stop().await;
+}

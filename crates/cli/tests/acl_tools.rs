@@ -161,6 +161,50 @@ async fn tools_sign_with_their_account() {
         .map(|q| q["max_offset"].as_i64().unwrap())
         .sum();
     assert_eq!(stored, 0);
+
+    // The admin grants the topic with updateAclConfig; the same send now goes through.
+    let grant = [
+        vec![
+            "admin",
+            "updateAclConfig",
+            "-n",
+            &ns,
+            "-b",
+            &b,
+            "-a",
+            "appAccess",
+            "-t",
+            "AclOrders=PUB|SUB,AclSecret=PUB",
+            "--json",
+        ],
+        admin_creds.to_vec(),
+    ]
+    .concat();
+    let out = apogee(&grant[..grant.len() - admin_creds.len()]).await;
+    assert!(!out.status.success(), "unsigned ACL change refused");
+    assert_eq!(json(&apogee(&grant).await)["brokers"][0], b.as_str());
+    let produced = json(&apogee(&bench("produce", "AclSecret")).await);
+    assert_eq!(produced["errors"], 0);
+    let versions = json(
+        &apogee(
+            &[
+                vec![
+                    "admin",
+                    "clusterAclConfigVersion",
+                    "-n",
+                    &ns,
+                    "-b",
+                    &b,
+                    "--json",
+                ],
+                admin_creds.to_vec(),
+            ]
+            .concat(),
+        )
+        .await,
+    );
+    assert_eq!(versions[0]["broker_name"], "broker-acl");
+    assert_eq!(versions[0]["version"]["counter"], 2);
     broker.shutdown().await;
     namesrv.shutdown().await;
 }

@@ -4,6 +4,7 @@
 //! turns into the upstream response code and a remark saying what was wrong; unknown codes
 //! get `REQUEST_CODE_NOT_SUPPORTED` from the remoting server.
 
+mod acl;
 mod admin;
 mod client;
 mod consumer;
@@ -153,6 +154,19 @@ const HANDLERS: &[(i32, Handler)] = &[
     (
         RequestCode::GET_ALL_CONSUMER_OFFSET,
         handler!(admin::all_consumer_offset),
+    ),
+    (
+        RequestCode::UPDATE_AND_CREATE_ACL_CONFIG,
+        handler!(acl::update),
+    ),
+    (RequestCode::DELETE_ACL_CONFIG, handler!(acl::delete)),
+    (
+        RequestCode::GET_BROKER_CLUSTER_ACL_INFO,
+        handler!(acl::versions),
+    ),
+    (
+        RequestCode::UPDATE_GLOBAL_WHITE_ADDRS_CONFIG,
+        handler!(acl::update_global_white),
     ),
     (
         RequestCode::GET_CONSUMER_RUNNING_INFO,

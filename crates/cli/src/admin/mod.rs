@@ -9,11 +9,13 @@
 //! | [`broker`] | clusterList, brokerStatus, getBrokerConfig, updateBrokerConfig |
 //! | [`group`] | updateSubGroup, deleteSubGroup, consumerProgress, consumerConnection, producerConnection, resetOffsetByTime |
 //! | [`message`] | queryMsgById, queryMsgByKey, queryMsgByOffset, sendMessage, consumeMessage, printMsg |
+//! | [`acl`] | updateAclConfig, deleteAclConfig, clusterAclConfigVersion, updateGlobalWhiteAddr |
 //!
 //! Output is a plain table by default and one JSON document with `--json`. Any failure
 //! (unreachable NameServer, unknown topic, broker error) is an error, so the process exits
 //! non-zero with the reason.
 
+mod acl;
 pub(crate) mod broker;
 #[cfg(test)]
 mod golden;
@@ -100,6 +102,14 @@ enum AdminCommand {
     ConsumeMessage(message::ConsumeMessageArgs),
     /// Print every message of a topic (optionally in a time range).
     PrintMsg(message::PrintMsgArgs),
+    /// Create or change an ACL account on a broker (-b) or every master of a cluster (-c).
+    UpdateAclConfig(acl::UpdateAclConfigArgs),
+    /// Delete an ACL account.
+    DeleteAclConfig(acl::DeleteAclConfigArgs),
+    /// Show each broker's ACL version.
+    ClusterAclConfigVersion(acl::AclTargetArgs),
+    /// Replace the ACL's global white list of addresses.
+    UpdateGlobalWhiteAddr(acl::UpdateGlobalWhiteAddrArgs),
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
@@ -132,6 +142,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::SendMessage(a) => message::send(&admin, a).await,
         AdminCommand::ConsumeMessage(a) => message::consume(&admin, a).await,
         AdminCommand::PrintMsg(a) => message::print_msg(&admin, a).await,
+        AdminCommand::UpdateAclConfig(a) => acl::update(&admin, a).await,
+        AdminCommand::DeleteAclConfig(a) => acl::delete(&admin, a).await,
+        AdminCommand::ClusterAclConfigVersion(a) => acl::versions(&admin, a).await,
+        AdminCommand::UpdateGlobalWhiteAddr(a) => acl::update_global_white(&admin, a).await,
     };
     admin.client.shutdown().await;
     result
