@@ -39,7 +39,6 @@ const IGNORED_KEYS: &[&str] = &[
     // Apogee always checks client certificates against `tls.server.trustCertPath` when
     // `tls.server.need.client.auth` asks for them (upstream only with this key true).
     "tls.server.authClient",
-    "rocketmqHome",
     "configStorePath",
     "controllerType",
     "controllerThreadPoolNums",
@@ -91,6 +90,12 @@ remoting::settings_struct! {
         max_frame_size: usize = "maxFrameSize", remoting::codec::DEFAULT_MAX_FRAME_SIZE;
         /// `maxConnections`: connections served at once.
         max_connections: usize = "maxConnections", 10_000;
+        /// `aclEnable`: administrative requests (manual elections with `designateElect`,
+        /// `CLEAN_BROKER_DATA`) need a signed request from an admin account of
+        /// `<rocketmqHome>/conf/plain_acl.yml`; brokers' own requests stay open.
+        acl_enable: bool = "aclEnable", false;
+        /// `rocketmqHome`: where `conf/plain_acl.yml` is read from.
+        rocketmq_home: Option<PathBuf> = "rocketmqHome", None;
         /// `metricsExporterType`: `DISABLE` records nothing; `PROM` (and upstream's `OTLP_GRPC`
         /// and `LOG`, which have no exporter here) record and serve `/metrics`.
         metrics_exporter_type: String = "metricsExporterType", "PROM".to_string();

@@ -16,4 +16,6 @@ pub enum ControllerError {
     Storage(String),
     #[error("controller Raft: {0}")]
     Raft(String),
+    #[error("aclEnable=true: {0}")]
+    Acl(#[from] acl::AclError),
 }

@@ -108,7 +108,14 @@ impl Controller {
             &peers.me().name,
             config.metrics_enabled(),
         ));
+        let acl = if config.acl_enable {
+            let home = config.rocketmq_home.clone().unwrap_or_default();
+            Some(acl::AclValidator::load(acl::AclFiles::new(home))?)
+        } else {
+            None
+        };
         let state = Arc::new(ControllerState {
+            acl,
             config,
             peers,
             raft,

@@ -38,6 +38,8 @@ pub(crate) struct ControllerState {
     /// Raft RPCs to peers and role-change notifications to brokers.
     pub(crate) client: RemotingClient,
     pub(crate) metrics: Arc<ControllerMetrics>,
+    /// The ACL (`aclEnable=true`): administrative requests need an admin account.
+    pub(crate) acl: Option<acl::AclValidator>,
 }
 
 impl ControllerState {

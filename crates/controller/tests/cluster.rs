@@ -598,3 +598,85 @@ async fn controllers_elect_and_serve_over_tls_only() {
         c.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_guards_manual_elections() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("home/conf")).expect("conf dir");
+    std::fs::write(
+        dir.path().join("home/conf/plain_acl.yml"),
+        "accounts:\n  - accessKey: operator1\n    secretKey: operatorSecret\n    admin: true\n",
+    )
+    .expect("acl file");
+    let ports = free_ports(1);
+    let acl = format!(
+        "aclEnable=true\nrocketmqHome={}\n",
+        dir.path().join("home").display()
+    );
+    let c = Controller::start(config_with(&ports, 0, dir.path(), &acl))
+        .await
+        .expect("start controller");
+    eventually("a leader", || async { c.leader() }).await;
+    let client = RemotingClient::new(ClientConfig::default());
+    // Brokers' own requests stay open.
+    register_broker(&client, ports[0], 1, "127.0.0.1:1").await;
+    let r = call(
+        &client,
+        ports[0],
+        RequestCode::BROKER_HEARTBEAT,
+        &heartbeat(1, "127.0.0.1:1"),
+        None,
+    )
+    .await;
+    assert_eq!(r.code, ResponseCode::SUCCESS);
+    let manual = ElectMasterRequestHeader {
+        cluster_name: Some("c1".into()),
+        broker_name: "b1".into(),
+        broker_id: Some(1),
+        designate_elect: true,
+        invoke_time: None,
+    };
+    let r = call(
+        &client,
+        ports[0],
+        RequestCode::CONTROLLER_ELECT_MASTER,
+        &manual,
+        None,
+    )
+    .await;
+    assert_eq!(r.code, ResponseCode::SYSTEM_ERROR);
+    assert_eq!(
+        r.remark_str(),
+        "org.apache.rocketmq.acl.common.AclException: No accessKey is configured"
+    );
+    let operator = RemotingClient::new(ClientConfig {
+        credentials: Some(remoting::acl::Credentials::new(
+            "operator1",
+            "operatorSecret",
+        )),
+        ..ClientConfig::default()
+    });
+    let r = call(
+        &operator,
+        ports[0],
+        RequestCode::CONTROLLER_ELECT_MASTER,
+        &manual,
+        None,
+    )
+    .await;
+    // Past the ACL: the answer is the controller's own to this designated election.
+    assert!(
+        !r.remark_str().contains("AclException"),
+        "{}",
+        r.remark_str()
+    );
+    assert_eq!(
+        r.code,
+        ResponseCode::CONTROLLER_ELECT_MASTER_FAILED,
+        "{}",
+        r.remark_str()
+    );
+    client.shutdown().await;
+    operator.shutdown().await;
+    c.shutdown().await;
+}

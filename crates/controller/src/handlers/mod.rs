@@ -135,6 +135,18 @@ pub(crate) fn dispatcher(state: &Arc<ControllerState>) -> Result<Dispatcher, Rem
     Ok(dispatcher)
 }
 
+/// Whether `request` is an operator's (with `aclEnable=true` it needs an admin account): a
+/// manual election (`designateElect=true`) or CLEAN_BROKER_DATA.
+fn is_admin_request(request: &RemotingCommand) -> bool {
+    match request.code {
+        RequestCode::CLEAN_BROKER_DATA => true,
+        RequestCode::CONTROLLER_ELECT_MASTER => request
+            .ext("designateElect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        _ => false,
+    }
+}
+
 async fn run(
     state: Arc<ControllerState>,
     conn: &Connection,
@@ -142,6 +154,19 @@ async fn run(
     access: Access,
     handler: Handler,
 ) -> RemotingCommand {
+    if let (Some(acl), true) = (&state.acl, is_admin_request(&request)) {
+        if let Err(e) = acl.reload_if_changed() {
+            tracing::error!(error = %e, "ACL files not reloaded; the previous accounts stay");
+        }
+        if let Err(refusal) = acl.check_admin(&request, conn.remote_addr().ip()) {
+            tracing::warn!(code = request.code, remote = %conn.remote_addr(), "request refused by ACL: {}", refusal.0);
+            return RemotingCommand::response_to(
+                &request,
+                ResponseCode::SYSTEM_ERROR,
+                Some(refusal.to_string()),
+            );
+        }
+    }
     if access == Access::Leader && !state.lead().await {
         return state.not_leader(&request);
     }
