@@ -39,7 +39,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -51,15 +51,17 @@ use client::consumer::push::{
 use client::producer::SendStatus;
 use client::{Producer, ProducerConfig};
 use common::client_config;
+use common::failover::{
+    b1_master_in, init_tracing, Log, HELD_PER_QUEUE, PULL_BATCH, PULL_THRESHOLD,
+};
 use it::child::{CLEAN_START_LOG, TORN_TAIL_LOG, UNCLEAN_RECOVERY_LOG};
 use it::{
-    broker_config, cluster_broker_config, committed_offset, namesrv_config, raw, raw_client, route,
+    broker_config, cluster_broker_config, committed_offset, namesrv_config, raw, raw_client,
     wait_until, BrokerNode, BrokerRole, ChildBroker,
 };
 use parking_lot::Mutex;
 use remoting::client::RemotingClient;
 use remoting::message::{decode_message_id, Message, MessageConst};
-use remoting::protocol::MASTER_ID;
 use remoting::ResponseCode;
 use tokio::task::JoinHandle;
 
@@ -72,13 +74,6 @@ const DLQ: &str = "%DLQ%GroupCrash";
 const CHECK_GROUP: &str = "GroupCrashCheck";
 const QUEUES: i32 = 4;
 const CONSUMER_SEND_MSG_BACK: i32 = 36;
-/// Messages the consumer pulls per request, and holds per queue before it stops pulling.
-const PULL_BATCH: i32 = 4;
-const PULL_THRESHOLD: usize = 4;
-/// The consumer's in-flight window per queue: it pulls while it holds no more than the
-/// threshold, so it holds at most threshold + one batch pulled but not committed. A message
-/// of b1 at a higher queue offset consumed after the kill came from the slave.
-const HELD_PER_QUEUE: i64 = PULL_THRESHOLD as i64 + PULL_BATCH as i64;
 /// Sends in flight at the kill: the producer sends one message at a time. Each may be stored
 /// and replicated by the killed master without its answer reaching the producer, which then
 /// re-sends it to b2: one copy more.
@@ -98,20 +93,6 @@ struct Acked {
     broker: String,
     queue: i32,
     offset: i64,
-}
-
-#[derive(Default)]
-struct Log {
-    /// key -> successful consumptions.
-    ok: HashMap<String, u32>,
-    /// keys failed on first delivery.
-    failed: HashSet<String>,
-    /// keys redelivered with RECONSUME_TIME >= 1 and an ORIGIN_MESSAGE_ID.
-    redelivered_ok: HashSet<String>,
-    /// keys redelivered without the retry properties.
-    bad: Vec<String>,
-    /// When a message of b1 was first consumed that the master cannot have served.
-    first_from_slave: Option<Instant>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -388,32 +369,9 @@ async fn assert_b1_holds(what: &str, broker: &str, acked: &[Acked]) {
     }
 }
 
-fn b1_master_in(route: &remoting::protocol::TopicRouteData) -> Option<&String> {
-    route
-        .broker_datas
-        .iter()
-        .find(|b| b.broker_name == "b1")
-        .and_then(|b| b.broker_addrs.get(&MASTER_ID))
-}
-
-/// Waits until the NameServer's route of the topic lists `master` (or none) as b1's id 0.
-async fn wait_b1_master(c: &Cluster, master: Option<&str>) {
-    let client = raw_client();
-    let nsa = c.ns.local_addr();
-    let want = master.map(str::to_string);
-    wait_until(
-        &format!("the NameServer to list {want:?} as b1's master"),
-        WAIT,
-        || {
-            let (client, want) = (client.clone(), want.clone());
-            async move {
-                route(&client, nsa, TOPIC)
-                    .await
-                    .is_some_and(|r| b1_master_in(&r).cloned() == want)
-            }
-        },
-    )
-    .await;
+/// Waits until the NameServer of `c` lists `master` (or none) as b1's id 0.
+async fn wait_b1_master_of(c: &Cluster, master: Option<&str>) {
+    common::failover::wait_b1_master(c.ns.local_addr(), TOPIC, master, WAIT).await;
 }
 
 /// Waits until the consumer's route of the topic and of its retry topic list b1 and b2 with
@@ -488,7 +446,7 @@ async fn sigkill_master(s: Scenario) -> Outcome {
     );
     con.shared.gate.store(true, Ordering::Release);
     let acting = s.acting_master.then_some(c.s1.addr.clone());
-    wait_b1_master(&c, acting.as_deref()).await;
+    wait_b1_master_of(&c, acting.as_deref()).await;
     step("route without the master", &mut steps);
     // The load goes on to b2 while b1 has no master.
     let after = acked.lock().len();
@@ -538,7 +496,7 @@ async fn sigkill_master(s: Scenario) -> Outcome {
         &before_restart,
     )
     .await;
-    wait_b1_master(&c, Some(&c.m1.addr)).await;
+    wait_b1_master_of(&c, Some(&c.m1.addr)).await;
     step("route with the master", &mut steps);
     if s.consumer_restarts {
         // The recovered master serves the offsets committed to the slave while it was dead
@@ -629,13 +587,6 @@ async fn sigkill_master(s: Scenario) -> Outcome {
         acked: all.len(),
         took: started.elapsed(),
     }
-}
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
 }
 
 /// (a): every acknowledged message survives the crash of the `SYNC_MASTER`; duplicates stay

@@ -30,7 +30,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,46 +41,27 @@ use client::consumer::push::{
 use client::producer::SendStatus;
 use client::{Producer, ProducerConfig};
 use common::client_config;
+use common::failover::{
+    b1_master_in, init_tracing, Log, HELD_PER_QUEUE, PULL_BATCH, PULL_THRESHOLD,
+};
 use it::{
-    cluster_broker_config, committed_offset, namesrv_config, raw, raw_client, route, wait_until,
+    cluster_broker_config, committed_offset, namesrv_config, raw, raw_client, wait_until,
     BrokerNode, BrokerRole,
 };
 use parking_lot::Mutex;
 use remoting::message::{Message, MessageConst};
-use remoting::protocol::MASTER_ID;
 use tokio::task::JoinHandle;
 
 const TOPIC: &str = "TopicFailover";
 const GROUP: &str = "GroupFailover";
 const DLQ: &str = "%DLQ%GroupFailover";
 const CONSUMER_SEND_MSG_BACK: i32 = 36;
-/// Messages the consumer pulls per request, and holds per queue before it stops pulling.
-const PULL_BATCH: i32 = 4;
-const PULL_THRESHOLD: usize = 4;
-/// With consumption held, the consumer has pulled at most this many messages of a queue
-/// (it pulls while it holds no more than the threshold): any message of b1 at a higher queue
-/// offset consumed after the kill came from the slave.
-const HELD_PER_QUEUE: i64 = PULL_THRESHOLD as i64 + PULL_BATCH as i64;
 /// The in-flight window (README, reliability): the producer's one send in flight at the kill
 /// (stored by b1 but unanswered, then retried elsewhere) plus, on each of b1's queues, what
 /// the consumer holds or consumed without its offset committed.
 const DUPLICATE_BOUND: usize = 1 + 4 * HELD_PER_QUEUE as usize;
 /// Each wait for an event of the scenario.
 const WAIT: Duration = Duration::from_secs(20);
-
-#[derive(Default)]
-struct Log {
-    /// key -> successful consumptions.
-    ok: HashMap<String, u32>,
-    /// keys failed on first delivery.
-    failed: HashSet<String>,
-    /// keys redelivered with RECONSUME_TIME >= 1 and an ORIGIN_MESSAGE_ID.
-    redelivered_ok: HashSet<String>,
-    /// keys redelivered without the retry properties.
-    bad: Vec<String>,
-    /// When a message of b1 was first consumed that the master cannot have served.
-    first_from_slave: Option<Instant>,
-}
 
 #[derive(Clone, Copy, Debug)]
 struct Scenario {
@@ -333,37 +314,14 @@ async fn check(name: &str, c: &Cluster, con: &Consuming, acked: &[String]) -> us
     dups
 }
 
-fn b1_master_in(route: &remoting::protocol::TopicRouteData) -> Option<&String> {
-    route
-        .broker_datas
-        .iter()
-        .find(|b| b.broker_name == "b1")
-        .and_then(|b| b.broker_addrs.get(&MASTER_ID))
-}
-
-/// Waits until the NameServer's route of the topic lists `master` (or none) as b1's id 0.
-async fn wait_b1_master(c: &Cluster, master: Option<&str>) {
-    let client = raw_client();
-    let nsa = c.ns.local_addr();
-    let want = master.map(str::to_string);
-    wait_until(
-        &format!("the NameServer to list {want:?} as b1's master"),
-        WAIT,
-        || {
-            let (client, want) = (client.clone(), want.clone());
-            async move {
-                route(&client, nsa, TOPIC)
-                    .await
-                    .is_some_and(|r| b1_master_in(&r).cloned() == want)
-            }
-        },
-    )
-    .await;
-}
-
 /// b1's id 0 once its master is gone: the slave when acting master is on, else nobody.
 fn b1_without_master(c: &Cluster, s: Scenario) -> Option<&str> {
     s.acting_master.then_some(c.s1.addr.as_str())
+}
+
+/// Waits until the NameServer of `c` lists `master` (or none) as b1's id 0.
+async fn wait_b1_master_of(c: &Cluster, master: Option<&str>) {
+    common::failover::wait_b1_master(c.ns.local_addr(), TOPIC, master, WAIT).await;
 }
 
 /// Waits until the consumer's routes of the topic and of its retry topic list queues of b1
@@ -420,7 +378,7 @@ async fn master_down(s: Scenario) -> usize {
     let killed = Instant::now();
     c.m1.kill();
     con.gate.store(true, Ordering::Release);
-    wait_b1_master(&c, b1_without_master(&c, s)).await;
+    wait_b1_master_of(&c, b1_without_master(&c, s)).await;
     // Load goes on for a while after the NameServer noticed.
     let after = acked.lock().len();
     wait_until("60 more messages acknowledged", WAIT, || {
@@ -453,7 +411,7 @@ async fn master_recovering(s: Scenario) -> usize {
     produce(&producer, 0, 90, &acked).await;
     let killed = Instant::now();
     c.m1.kill();
-    wait_b1_master(&c, b1_without_master(&c, s)).await;
+    wait_b1_master_of(&c, b1_without_master(&c, s)).await;
     // The consumer's routes are taken now (b1 without its master), once they list every
     // group, and never refreshed: pinned, as with a very long pollNameServerInterval.
     let con = start_consumer(nsa, s, 0, false).await;
@@ -479,7 +437,7 @@ async fn master_recovering(s: Scenario) -> usize {
         }
     }
     c.m1.restart();
-    wait_b1_master(&c, Some(&c.m1.addr)).await;
+    wait_b1_master_of(&c, Some(&c.m1.addr)).await;
     let m1 = c.m1.addr.clone();
     wait_until("the producer to write to b1 again", WAIT, || {
         let p = producer.clone();
@@ -522,13 +480,6 @@ async fn master_recovering(s: Scenario) -> usize {
     con.consumer.shutdown().await;
     producer.shutdown().await;
     dups
-}
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
 }
 
 const FAILING: Scenario = Scenario {

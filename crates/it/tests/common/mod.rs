@@ -1,4 +1,9 @@
-//! Settings shared by the scenario tests that run Apogee's client.
+//! Settings shared by the scenario tests that run Apogee's client; [`failover`] holds what
+//! the two failover files share.
+
+// Each test file uses part of it.
+#[allow(dead_code)]
+pub mod failover;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,0 +1,70 @@
+//! What the failover scenario files (`failover.rs`, in-process brokers; `crash_failover.rs`,
+//! SIGKILLed child brokers) share: the consumer's in-flight window, the consumption log, and
+//! waiting for the NameServer to name b1's master.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use it::{raw_client, route, wait_until};
+use remoting::protocol::{TopicRouteData, MASTER_ID};
+
+/// Messages the consumer pulls per request, and holds per queue before it stops pulling.
+pub const PULL_BATCH: i32 = 4;
+pub const PULL_THRESHOLD: usize = 4;
+/// The consumer's in-flight window per queue: it pulls while it holds no more than the
+/// threshold, so it holds at most threshold + one batch pulled but not committed. A message
+/// of b1 at a higher queue offset consumed after the kill came from the slave.
+pub const HELD_PER_QUEUE: i64 = PULL_THRESHOLD as i64 + PULL_BATCH as i64;
+
+/// What the scenario's consumer saw.
+#[derive(Default)]
+pub struct Log {
+    /// key -> successful consumptions.
+    pub ok: HashMap<String, u32>,
+    /// keys failed on first delivery.
+    pub failed: HashSet<String>,
+    /// keys redelivered with RECONSUME_TIME >= 1 and an ORIGIN_MESSAGE_ID.
+    pub redelivered_ok: HashSet<String>,
+    /// keys redelivered without the retry properties.
+    pub bad: Vec<String>,
+    /// When a message of b1 was first consumed that the master cannot have served.
+    pub first_from_slave: Option<Instant>,
+}
+
+/// The address a route lists as b1's id 0.
+pub fn b1_master_in(route: &TopicRouteData) -> Option<&String> {
+    route
+        .broker_datas
+        .iter()
+        .find(|b| b.broker_name == "b1")
+        .and_then(|b| b.broker_addrs.get(&MASTER_ID))
+}
+
+/// Waits up to `wait` until the NameServer at `ns` lists `master` (or none) as b1's id 0 in
+/// the route of `topic`.
+pub async fn wait_b1_master(ns: SocketAddr, topic: &str, master: Option<&str>, wait: Duration) {
+    let client = raw_client();
+    let want = master.map(str::to_string);
+    wait_until(
+        &format!("the NameServer to list {want:?} as b1's master"),
+        wait,
+        || {
+            let (client, want) = (client.clone(), want.clone());
+            async move {
+                route(&client, ns, topic)
+                    .await
+                    .is_some_and(|r| b1_master_in(&r).cloned() == want)
+            }
+        },
+    )
+    .await;
+}
+
+/// Logs to the test's output, filtered by `RUST_LOG`.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
