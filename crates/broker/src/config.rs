@@ -497,13 +497,13 @@ impl BrokerConfig {
     /// Where `/metrics` is served: `None` when `metricsExporterType` is `DISABLE` or
     /// `metricsPromExporterPort` is 0.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        if !self.metrics_enabled() || self.metrics_prom_exporter_port == 0 {
+        if !self.metrics_enabled() {
             return None;
         }
-        let host = self
-            .metrics_prom_exporter_host
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        Some(SocketAddr::new(host, self.metrics_prom_exporter_port))
+        observe::exporter_addr(
+            self.metrics_prom_exporter_port,
+            self.metrics_prom_exporter_host,
+        )
     }
 
     /// `bindAddress` and the fast port: `fastListenPort`, else `listenPort - 2` (0, a free

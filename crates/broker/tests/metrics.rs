@@ -8,16 +8,20 @@ use remoting::message::MessageExt;
 use remoting::{RemotingCommand, RequestCode, SerializeType};
 use store::FlushDiskType;
 
-#[tokio::test]
-async fn scrape_counts_known_traffic_exactly() {
-    let mut env = Env::start().await;
+/// Serves the broker's `/metrics` on an ephemeral port; returns its address.
+async fn serve_metrics(env: &mut Env) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = env
-        .broker
+    env.broker
         .as_mut()
         .unwrap()
         .serve_metrics(listener)
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn scrape_counts_known_traffic_exactly() {
+    let mut env = Env::start().await;
+    let addr = serve_metrics(&mut env).await;
     env.create_topic("MT", 1).await;
     for i in 0..5 {
         let r = env
@@ -114,13 +118,7 @@ async fn scrape_until(
 async fn consumer_and_transaction_gauges_follow_the_broker() {
     // SYNC_FLUSH: every send below is answered after a flush of its own.
     let mut env = Env::start_with(|c| c.flush_disk_type = FlushDiskType::SyncFlush, None).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = env
-        .broker
-        .as_mut()
-        .unwrap()
-        .serve_metrics(listener)
-        .unwrap();
+    let addr = serve_metrics(&mut env).await;
     env.create_topic("LT", 1).await;
     let before_send = remoting::message::now_millis();
     for i in 0..10 {

@@ -3,7 +3,7 @@
 //! ([`Peers`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -227,13 +227,13 @@ impl ControllerConfig {
     /// Where `/metrics` is served: `None` when metrics are disabled or
     /// `metricsPromExporterPort` is 0.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        if !self.metrics_enabled() || self.metrics_prom_exporter_port == 0 {
+        if !self.metrics_enabled() {
             return None;
         }
-        let host = self
-            .metrics_prom_exporter_host
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        Some(SocketAddr::new(host, self.metrics_prom_exporter_port))
+        observe::exporter_addr(
+            self.metrics_prom_exporter_port,
+            self.metrics_prom_exporter_host,
+        )
     }
 
     /// Parses `controllerDLegerPeers` and finds `controllerDLegerSelfId` in it.

@@ -231,12 +231,10 @@ impl NamesrvConfig {
 
     /// Where `/metrics` is served: `None` when `metricsPromExporterPort` is 0.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        (self.metrics_prom_exporter_port != 0).then(|| {
-            let host = self
-                .metrics_prom_exporter_host
-                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            SocketAddr::new(host, self.metrics_prom_exporter_port)
-        })
+        observe::exporter_addr(
+            self.metrics_prom_exporter_port,
+            self.metrics_prom_exporter_host,
+        )
     }
 
     /// Bounds on requests in flight, from the `maxInFlight*` keys (0 is taken as 1).

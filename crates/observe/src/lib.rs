@@ -13,7 +13,7 @@ mod server;
 pub use histogram::AtomicHistogram;
 pub use rpc::RpcLatency;
 pub use series::SeriesCache;
-pub use server::{render, MetricsServer, CONTENT_TYPE};
+pub use server::{exporter_addr, render, MetricsServer, CONTENT_TYPE};
 
 /// Errors of the metrics endpoint.
 #[derive(Debug, thiserror::Error)]

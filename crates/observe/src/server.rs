@@ -31,6 +31,14 @@ pub fn render(registry: &Registry) -> String {
 /// (gauges), then render.
 pub type RenderFn = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// Where `GET /metrics` listens for upstream's `metricsPromExporterPort` and
+/// `metricsPromExporterHost`: `None` for port 0 (no endpoint), every interface when no host
+/// is given.
+pub fn exporter_addr(port: u16, host: Option<std::net::IpAddr>) -> Option<SocketAddr> {
+    let host = host.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    (port != 0).then(|| SocketAddr::new(host, port))
+}
+
 /// A running `/metrics` endpoint; it stops when dropped.
 pub struct MetricsServer {
     local_addr: SocketAddr,

@@ -25,6 +25,13 @@ fn validator(state: &BrokerServices) -> Result<&acl::AclValidator, HandlerError>
     })
 }
 
+/// The `accessKey` header field, which these requests require.
+fn access_key(req: &RemotingCommand) -> Result<String, HandlerError> {
+    req.ext("accessKey")
+        .map(str::to_string)
+        .ok_or_else(|| HandlerError::System("the header field accessKey is missing".into()))
+}
+
 /// Comma-separated entries, as upstream's `UtilAll.split`.
 fn split(value: Option<&str>) -> Option<Vec<String>> {
     value.map(|v| {
@@ -67,11 +74,7 @@ pub(super) async fn update(
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
-    let Some(access_key) = req.ext("accessKey").map(str::to_string) else {
-        return Err(HandlerError::System(
-            "the header field accessKey is missing".into(),
-        ));
-    };
+    let access_key = access_key(&req)?;
     let text = |k: &str| req.ext(k).map(str::to_string);
     let account = AccountChange {
         access_key: access_key.clone(),
@@ -98,11 +101,7 @@ pub(super) async fn delete(
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
-    let Some(access_key) = req.ext("accessKey").map(str::to_string) else {
-        return Err(HandlerError::System(
-            "the header field accessKey is missing".into(),
-        ));
-    };
+    let access_key = access_key(&req)?;
     change(
         &state,
         &req,
