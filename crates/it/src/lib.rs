@@ -281,6 +281,21 @@ pub mod raw {
         body: &[u8],
         properties: &[(&str, &str)],
     ) -> RemotingCommand {
+        try_send_with(client, broker, topic, queue, body, properties)
+            .await
+            .expect("send answered")
+    }
+
+    /// [`send_with`] that reports a failed call (the broker is gone, a timeout) instead of
+    /// panicking.
+    pub async fn try_send_with(
+        client: &RemotingClient,
+        broker: &str,
+        topic: &str,
+        queue: i32,
+        body: &[u8],
+        properties: &[(&str, &str)],
+    ) -> Result<RemotingCommand, remoting::RemotingError> {
         let mut props = Properties::new();
         props.insert("WAIT", "true");
         for (k, v) in properties {
@@ -305,10 +320,7 @@ pub mod raw {
         let mut cmd =
             RemotingCommand::request(RequestCode::SEND_MESSAGE_V2).with_body(body.to_vec());
         SendMessageRequestHeaderV2::from(h).write_to(&mut cmd);
-        client
-            .invoke(&addr(broker), cmd, T)
-            .await
-            .expect("send answered")
+        client.invoke(&addr(broker), cmd, T).await
     }
 
     /// GET_MAX_OFFSET of a queue (-1 when the request fails).
