@@ -8,7 +8,7 @@
 //! same fields upstream's `PlainAccessValidator` does: `Signature` itself and
 //! `_UNIQUE_KEY_QUERY`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -53,29 +53,33 @@ impl Credentials {
     }
 }
 
-/// The signed content: the values of `fields` in name order, skipping `skip`, then `body`.
-fn content<'a>(
-    fields: impl Iterator<Item = (&'a String, &'a String)>,
-    skip: &[&str],
-    body: &[u8],
-) -> Vec<u8> {
-    let sorted: BTreeMap<&str, &str> = fields
-        .filter(|(k, _)| !skip.contains(&k.as_str()))
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let mut out = Vec::with_capacity(sorted.values().map(|v| v.len()).sum::<usize>() + body.len());
-    for v in sorted.values() {
-        out.extend_from_slice(v.as_bytes());
-    }
-    out.extend_from_slice(body);
-    out
-}
-
 fn mac(secret: &str, content: &[u8]) -> Hmac<Sha1> {
     // HMAC accepts a key of any length; `new_from_slice` cannot fail for it.
     let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     mac.update(content);
+    mac
+}
+
+/// HmacSHA1 keyed with `secret` over the signed content: the values of `fields` in name
+/// order, skipping `skip`, then `body`. The content is fed to the MAC piece by piece, never
+/// copied into one buffer (a send's body is signed in place).
+fn mac_of<'a>(
+    secret: &str,
+    fields: impl Iterator<Item = (&'a String, &'a String)>,
+    skip: &[&str],
+    body: &[u8],
+) -> Hmac<Sha1> {
+    let mut sorted: Vec<(&str, &str)> = fields
+        .filter(|(k, _)| !skip.contains(&k.as_str()))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut mac = mac(secret, &[]);
+    for (_, v) in sorted {
+        mac.update(v.as_bytes());
+    }
+    mac.update(body);
     mac
 }
 
@@ -94,8 +98,11 @@ pub fn sign(cmd: &mut RemotingCommand, creds: &Credentials) {
         cmd.ext_fields
             .insert(SECURITY_TOKEN.to_string(), token.clone());
     }
-    let signed = content(cmd.ext_fields.iter(), &[], &cmd.body);
-    let sig = signature(&creds.secret_key, &signed);
+    let sig = base64::engine::general_purpose::STANDARD.encode(
+        mac_of(&creds.secret_key, cmd.ext_fields.iter(), &[], &cmd.body)
+            .finalize()
+            .into_bytes(),
+    );
     cmd.ext_fields.insert(SIGNATURE.to_string(), sig);
 }
 
@@ -108,8 +115,14 @@ pub fn verify(fields: &HashMap<String, String>, body: &[u8], secret: &str) -> bo
     let Ok(expected) = base64::engine::general_purpose::STANDARD.decode(sig.trim()) else {
         return false;
     };
-    let signed = content(fields.iter(), &[SIGNATURE, UNIQUE_MSG_QUERY_FLAG], body);
-    mac(secret, &signed).verify_slice(&expected).is_ok()
+    mac_of(
+        secret,
+        fields.iter(),
+        &[SIGNATURE, UNIQUE_MSG_QUERY_FLAG],
+        body,
+    )
+    .verify_slice(&expected)
+    .is_ok()
 }
 
 #[cfg(test)]
