@@ -264,10 +264,12 @@ mod tests {
 
     use super::*;
 
-    /// The codes a broker served before its table was keyed by single codes.
+    /// The codes a broker served before its table was keyed by single codes, and the ACL
+    /// admin codes 50-53 added since.
     const SERVED: &[i32] = &[
         10, 310, 320, 11, 14, 15, 30, 31, 32, 29, 38, 34, 35, 41, 42, 46, 36, 37, 12, 33, 17, 215,
-        21, 200, 207, 201, 28, 203, 204, 208, 202, 26, 25, 45, 43, 307, 309, 222, 223,
+        21, 200, 207, 201, 28, 203, 204, 208, 202, 26, 25, 45, 43, 307, 309, 222, 223, 50, 51, 52,
+        53,
     ];
 
     #[test]
