@@ -2,11 +2,13 @@
 # Send benchmark with metrics recorded (metricsExporterType=PROM, /metrics served and scraped
 # once a second), without (DISABLE), and with metrics and ACL on (ACL: aclEnable=true, every
 # request signed by the bench and checked by the broker): `apogee bench produce`, 1 KiB, 64 in
-# flight, a fixed message count per run, the three modes in turn ROUNDS times. For each run it
+# flight, a fixed message count per run, the three modes in turn ROUNDS times (after one
+# discarded warm-up run; every other round in reverse order). For each run it
 # prints the bench's msg/s and p99, and the broker's CPU per message (user + system time from
 # /proc/<pid>/stat over the run, in microseconds), which is steadier than msg/s on a shared
 # machine.
-#   usage: scripts/bench-metrics.sh [MESSAGES] [ROUNDS]      (default 400000, 3)
+#   usage: [MODES="PROM DISABLE ACL"] scripts/bench-metrics.sh [MESSAGES] [ROUNDS]
+#          (default 400000, 3; MODES picks and orders the modes of each round)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT="${1:-400000}"
@@ -34,7 +36,7 @@ run() {
   local metrics=$mode creds=()
   printf '%s\n' brokerClusterName=BenchCluster brokerName=bench-m "listenPort=$b_port" \
     "storePathRootDir=$dir/store" "namesrvAddr=$ns" brokerIP1=127.0.0.1 fastListenPort=0 \
-    "metricsPromExporterPort=$m_port" >"$dir/b.conf"
+    haListenPort=0 "metricsPromExporterPort=$m_port" >"$dir/b.conf"
   if [ "$mode" = ACL ]; then
     metrics=PROM
     creds=(--access-key benchAdmin --secret-key benchSecret)
@@ -47,10 +49,20 @@ run() {
   RUST_LOG=warn "$B" broker -c "$dir/b.conf" >"$dir/b.log" 2>&1 &
   local broker=$!
   pids+=($broker)
+  local up=""
   for _ in $(seq 1 100); do
-    "$B" admin clusterList -n "$ns" "${creds[@]}" 2>/dev/null | grep -q ":$b_port" && break
+    if "$B" admin clusterList -n "$ns" "${creds[@]}" 2>/dev/null | grep -q ":$b_port"; then
+      up=yes
+      break
+    fi
     sleep 0.1
   done
+  if [ -z "$up" ]; then
+    echo "$mode: the broker did not register; its log:" >&2
+    tail -n 5 "$dir/b.log" >&2
+    kill "${pids[@]}" 2>/dev/null || true
+    return 1
+  fi
   "$B" admin updateTopic -n "$ns" -c BenchCluster -t BenchMetrics -r 8 -w 8 "${creds[@]}" >/dev/null
   local scraper=""
   if [ "$metrics" = PROM ]; then
@@ -77,8 +89,25 @@ print(f"{mode:8} {rate:>10.0f} msg/s  p99 {p99} ms  broker {cpu_us:.1f} us CPU/m
   rm -rf "$dir"
 }
 
-for _ in $(seq 1 "$ROUNDS"); do
-  run PROM
-  run DISABLE
-  run ACL
+# A run that fails to start (a port taken meanwhile) is tried again with other ports.
+attempt() {
+  for _ in 1 2 3; do
+    run "$@" && return 0
+  done
+  return 1
+}
+
+# The first run after a build is slower (cold page cache and binary): one warm-up run, not
+# printed. Odd rounds take the modes in reverse order, so no mode always runs first.
+attempt DISABLE >/dev/null
+read -r -a modes <<<"${MODES:-PROM DISABLE ACL}"
+for round in $(seq 1 "$ROUNDS"); do
+  order=("${modes[@]}")
+  if [ $((round % 2)) = 0 ]; then
+    order=()
+    for ((i = ${#modes[@]} - 1; i >= 0; i--)); do order+=("${modes[$i]}"); done
+  fi
+  for mode in "${order[@]}"; do
+    attempt "$mode"
+  done
 done
