@@ -19,7 +19,7 @@ use remoting::headers::CommandHeader;
 use remoting::message::{now_millis, MessageConst, MessageSysFlag, Properties};
 use remoting::protocol::perm;
 use remoting::{RemotingCommand, RequestCode};
-use store::{AcceptAll, GetMessageStatus, MessageExt, MessageInner, MessageStore};
+use store::{AcceptAll, GetMessageStatus, GetResult, MessageExt, MessageInner, MessageStore};
 
 use crate::context::{reput_inner, BrokerContext};
 use crate::error::{HandlerError, PutError};
@@ -55,23 +55,8 @@ impl TransactionService {
     /// Reads op records written since the last call.
     fn refresh(&self, store: &MessageStore) {
         let mut inner = self.inner.lock();
-        loop {
-            let got = store.get_messages(
-                TRANS_OP_HALF_TOPIC,
-                0,
-                inner.op_read,
-                BATCH,
-                usize::MAX,
-                &AcceptAll,
-            );
-            match got.status {
-                GetMessageStatus::Found => {}
-                GetMessageStatus::OffsetTooSmall => {
-                    inner.op_read = got.next_begin_offset;
-                    continue;
-                }
-                _ => return,
-            }
+        let mut op_read = inner.op_read;
+        while let Some(got) = next_batch(store, TRANS_OP_HALF_TOPIC, &mut op_read) {
             for (record, qo) in got.messages.iter().zip(&got.message_queue_offsets) {
                 if let Ok(ext) = MessageExt::decode(record) {
                     if let Some(half) = std::str::from_utf8(&ext.body)
@@ -81,9 +66,10 @@ impl TransactionService {
                         inner.done.insert(half);
                     }
                 }
-                inner.op_read = qo + 1;
+                op_read = qo + 1;
             }
         }
+        inner.op_read = op_read;
     }
 
     /// Whether the half at `offset` is resolved; forgets offsets below `progress`.
@@ -100,29 +86,13 @@ impl TransactionService {
         limit: usize,
     ) -> BTreeMap<String, i64> {
         self.refresh(&state.store);
-        let mut offset = state
-            .offsets
-            .query(CHECK_GROUP, TRANS_HALF_TOPIC, 0)
-            .unwrap_or_else(|| state.store.min_offset(TRANS_HALF_TOPIC, 0));
+        let mut offset = check_progress(state);
         let mut pending = BTreeMap::new();
         let mut read = 0;
         while read < limit {
-            let got = state.store.get_messages(
-                TRANS_HALF_TOPIC,
-                0,
-                offset,
-                BATCH,
-                usize::MAX,
-                &AcceptAll,
-            );
-            match got.status {
-                GetMessageStatus::Found => {}
-                GetMessageStatus::OffsetTooSmall => {
-                    offset = got.next_begin_offset;
-                    continue;
-                }
-                _ => break,
-            }
+            let Some(got) = next_batch(&state.store, TRANS_HALF_TOPIC, &mut offset) else {
+                break;
+            };
             for (record, &qo) in got.messages.iter().zip(&got.message_queue_offsets) {
                 read += 1;
                 offset = qo + 1;
@@ -215,6 +185,28 @@ impl TransactionService {
 
 /// Turns a transactional message into a half message: real topic and queue saved in
 /// properties, written to queue 0 of the half topic as a plain (non-transactional) record.
+/// The next batch of queue 0 of `topic` from `*offset`, which moves past a range retention
+/// removed; `None` at the end (or on any other read status).
+fn next_batch(store: &MessageStore, topic: &str, offset: &mut i64) -> Option<GetResult> {
+    loop {
+        let got = store.get_messages(topic, 0, *offset, BATCH, usize::MAX, &AcceptAll);
+        match got.status {
+            GetMessageStatus::Found => return Some(got),
+            GetMessageStatus::OffsetTooSmall => *offset = got.next_begin_offset,
+            _ => return None,
+        }
+    }
+}
+
+/// Where the check pass stands in the half queue: the committed progress, else the queue's
+/// first offset.
+fn check_progress(state: &BrokerContext) -> i64 {
+    state
+        .offsets
+        .query(CHECK_GROUP, TRANS_HALF_TOPIC, 0)
+        .unwrap_or_else(|| state.store.min_offset(TRANS_HALF_TOPIC, 0))
+}
+
 pub(crate) fn to_half(msg: &mut MessageInner, props: &mut Properties, producer_group: &str) {
     props.insert(MessageConst::PROPERTY_REAL_TOPIC, msg.topic.clone());
     props.insert(
@@ -318,24 +310,9 @@ async fn check_once(state: &BrokerContext, tx: &TransactionService) {
         let c = state.config();
         (c.transaction_time_out as i64, c.transaction_check_max)
     };
-    let mut progress = state
-        .offsets
-        .query(CHECK_GROUP, TRANS_HALF_TOPIC, 0)
-        .unwrap_or_else(|| state.store.min_offset(TRANS_HALF_TOPIC, 0));
+    let mut progress = check_progress(state);
     let start = progress;
-    'pass: loop {
-        let got =
-            state
-                .store
-                .get_messages(TRANS_HALF_TOPIC, 0, progress, BATCH, usize::MAX, &AcceptAll);
-        match got.status {
-            GetMessageStatus::Found => {}
-            GetMessageStatus::OffsetTooSmall => {
-                progress = got.next_begin_offset;
-                continue;
-            }
-            _ => break,
-        }
+    'pass: while let Some(got) = next_batch(&state.store, TRANS_HALF_TOPIC, &mut progress) {
         for (record, &qo) in got.messages.iter().zip(&got.message_queue_offsets) {
             if tx.is_done(qo) {
                 progress = qo + 1;

@@ -638,8 +638,14 @@ impl ClientTls {
 pub(crate) fn server_name(addr: &str) -> ServerName<'static> {
     let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(host.to_string())
-        .unwrap_or_else(|_| ServerName::DnsName("localhost".try_into().expect("a valid name")))
+    ServerName::try_from(host.to_string()).unwrap_or_else(|_| {
+        // A constant valid DNS name: this conversion cannot fail.
+        ServerName::DnsName(
+            "localhost"
+                .try_into()
+                .expect("`localhost` is a valid DNS name"),
+        )
+    })
 }
 
 /// Checks the server's chain against the trust anchors, but not the host name (see the module
