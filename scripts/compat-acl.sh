@@ -70,14 +70,31 @@ run() { # expectation, then the client's command line
   local what=$1; shift
   if out=$("$@" 2>>"$WORK/clients.err"); then echo "ok   $what: $out"; else echo "FAIL $what: $out"; rc=1; fi
 }
+# ACL refusals the broker logged so far whose reason starts with $1.
+refusals() {
+  sed -e 's/\x1b\[[0-9;]*m//g' "$WORK/standalone.log" | grep -c "request refused by ACL: $1" || true
+}
+# A refusal case: the client must fail (run) and the broker must have refused it for reason $2
+# (the C++ client words every refused send as "No route info of this topic").
+refused() {
+  local what=$1 reason=$2 before after
+  shift 2
+  before=$(refusals "$reason")
+  run "$what" "$@"
+  after=$(refusals "$reason")
+  if [ "$after" -le "$before" ]; then
+    echo "FAIL $what: the broker logged no \"$reason\" refusal"
+    rc=1
+  fi
+}
 PY="$DIR/venv/bin/python"
 JS=(env ALI_ONS_NODE_MODULES="$DIR/node_modules" node scripts/compat-acl/js_acl.js)
 run "cpp produce+consume" "$PY" scripts/compat-acl/cpp_acl.py --namesrv "$NS" --topic ACL_cpp --ak compatApp --sk compatSecret --n "$N"
-run "cpp wrong secret refused" "$PY" scripts/compat-acl/cpp_acl.py --namesrv "$NS" --topic ACL_cpp --ak compatApp --sk wrongSecret --n 3 --expect-refusal
-run "cpp denied topic refused" "$PY" scripts/compat-acl/cpp_acl.py --namesrv "$NS" --topic ACL_denied --ak compatApp --sk compatSecret --n 3 --expect-refusal
+refused "cpp wrong secret refused" "Check signature failed" "$PY" scripts/compat-acl/cpp_acl.py --namesrv "$NS" --topic ACL_cpp --ak compatApp --sk wrongSecret --n 3 --expect-refusal
+refused "cpp denied topic refused" "No default permission for topic:ACL_denied" "$PY" scripts/compat-acl/cpp_acl.py --namesrv "$NS" --topic ACL_denied --ak compatApp --sk compatSecret --n 3 --expect-refusal
 run "ali-ons produce+consume" "${JS[@]}" --namesrv "$NS" --topic ACL_js --ak compatApp --sk compatSecret --n "$N"
-run "ali-ons wrong secret refused" "${JS[@]}" --namesrv "$NS" --topic ACL_js --ak compatApp --sk wrongSecret --n 3 --expect-refusal
-run "ali-ons denied topic refused" "${JS[@]}" --namesrv "$NS" --topic ACL_denied --ak compatApp --sk compatSecret --n 3 --expect-refusal
+refused "ali-ons wrong secret refused" "Check signature failed" "${JS[@]}" --namesrv "$NS" --topic ACL_js --ak compatApp --sk wrongSecret --n 3 --expect-refusal
+refused "ali-ons denied topic refused" "No default permission for topic:ACL_denied" "${JS[@]}" --namesrv "$NS" --topic ACL_denied --ak compatApp --sk compatSecret --n 3 --expect-refusal
 stored=$("$BIN" admin topicStatus -n "$NS" -t ACL_denied --json "${ADMIN[@]}" | python3 -c 'import json,sys; print(sum(q["max_offset"] for q in json.load(sys.stdin)))')
 if [ "$stored" = 0 ]; then echo "ok   nothing stored in the denied topic"; else echo "FAIL $stored messages stored in the denied topic"; rc=1; fi
 # The refusals the broker logged, by reason (the C++ client reports a refused send as
