@@ -7,6 +7,7 @@
 //! | retry / DLQ | [`crate::retry`] | CONSUMER_SEND_MSG_BACK, the acting master's forward |
 //! | delay | [`crate::schedule`] | delay levels, delivery progress, delivery |
 //! | transactions | [`crate::transaction`] | half messages resolved, END_TRANSACTION, checks |
+//! | POP | [`crate::pop`] | pop checkpoints, acks, FIFO batches, the revive log and revive task |
 //! | cluster | [`crate::cluster`] | the cluster map, sending to a live master of another group |
 //! | membership | [`crate::membership`] | telling consumer groups their membership changed |
 //! | registration | [`crate::register`] | registering with the NameServers |
@@ -19,6 +20,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::context::BrokerContext;
+use crate::pop::PopService;
 use crate::schedule::DelayService;
 use crate::transaction::TransactionService;
 
@@ -27,6 +29,7 @@ pub(crate) struct BrokerServices {
     pub(crate) ctx: Arc<BrokerContext>,
     pub(crate) delay: Arc<DelayService>,
     pub(crate) transactions: Arc<TransactionService>,
+    pub(crate) pop: Arc<PopService>,
 }
 
 impl Deref for BrokerServices {
