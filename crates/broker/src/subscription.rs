@@ -143,6 +143,24 @@ impl SubscriptionGroupManager {
         Ok(Some(created))
     }
 
+    /// The group a retry topic belongs to, from the part after `%RETRY%`: the group of that
+    /// name, else the longest group name followed by `_` or `+` (a POP retry topic
+    /// `%RETRY%<group>_<topic>` / `%RETRY%<group>+<topic>`).
+    pub fn retry_owner(&self, rest: &str) -> Option<SubscriptionGroupConfig> {
+        let t = self.table.read();
+        if let Some(c) = t.subscription_group_table.get(rest) {
+            return Some(c.clone());
+        }
+        t.subscription_group_table
+            .iter()
+            .filter(|(name, _)| {
+                rest.strip_prefix(name.as_str())
+                    .is_some_and(|tail| tail.starts_with('_') || tail.starts_with('+'))
+            })
+            .max_by_key(|(name, _)| name.len())
+            .map(|(_, c)| c.clone())
+    }
+
     /// Creates or replaces a group (UPDATE_AND_CREATE_SUBSCRIPTIONGROUP).
     pub fn update(&self, config: SubscriptionGroupConfig) -> Result<(), BrokerError> {
         {

@@ -29,21 +29,19 @@ use crate::services::BrokerServices;
 /// Longest hold of a pop or notification, whatever the client asks.
 const MAX_POLL: Duration = Duration::from_secs(60);
 
-/// Refuses POP requests on a slave and on a broker without read permission; returns the
-/// topic's config after upstream's topic and queue checks.
+/// Refuses pops on a slave that is not acting as master (acks and invisible-time changes
+/// of what an acting master handed out stay welcome) and requests to a broker without read
+/// permission; returns the topic's config after upstream's topic and queue checks.
 fn check_topic(
     state: &BrokerContext,
     topic: &str,
     queue_id: i32,
     allow_any_queue: bool,
 ) -> Result<TopicConfig, HandlerError> {
-    let (slave, broker_perm) = {
-        let c = state.config();
-        (c.is_slave(), c.broker_permission)
-    };
-    if slave {
+    let broker_perm = state.config().broker_permission;
+    if allow_any_queue && !state.serves_as_master() {
         return Err(HandlerError::NoPermission(format!(
-            "the broker[{}] is a slave: POP, ack and invisible-time changes go to the master",
+            "the broker[{}] is a slave and its master is alive: pop from the master",
             state.broker_addr()
         )));
     }

@@ -27,13 +27,20 @@
 //! `orderCountInfo`). FIFO batches live in memory only ([`table::OrderTable`]): after a
 //! restart a batch in flight is handed out again at once.
 //!
-//! **Roles.** Pops, acks and revives run on a master. A slave refuses them (its CommitLog is
-//! a replica); popping from an acting master is not supported yet.
+//! **Acting master.** A slave acting as master (its master gone, `enableActingMaster`)
+//! serves pops from its replica, but its CommitLog is the master's copy, so it journals
+//! nothing: its checkpoints live in memory, the group's consume offset it commits (pushed to
+//! the master by slave synchronisation) moves only up to the lowest popped offset not yet
+//! acked or revived, and revived messages are sent to a live master of another group (as the
+//! acting master's send-back does), which applies the DLQ rule. A slave crash therefore
+//! hands out its in-flight messages again rather than losing them; so does the master after
+//! its return, for messages still in flight at the slave then (the slave still takes their
+//! acks and revives them).
 
 pub(crate) mod record;
 pub(crate) mod table;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +48,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use rand::Rng;
+use remoting::broker_headers::SendMessageRequestHeader;
 use remoting::message::{now_millis, MessageConst, MessageInner, Properties};
 use remoting::pop::{
     pop_retry_topic, pop_retry_topic_v2, push_offset_info, ExtraInfo, ORDER_REVIVE_QUEUE,
@@ -49,6 +57,7 @@ use remoting::protocol::perm;
 use store::{AcceptAll, GetMessageStatus, MessageExt, MessageFilter};
 use tokio::sync::watch;
 
+use crate::cluster::send_to_live_master;
 use crate::context::BrokerContext;
 use crate::error::HandlerError;
 use crate::topic::dlq_topic;
@@ -117,6 +126,9 @@ pub(crate) struct PopService {
     next_revive_qid: AtomicU32,
     /// Pops held by long polling now.
     held: AtomicUsize,
+    /// On an acting master: the next offset to pop per (group, topic, queue), ahead of the
+    /// committed offset while messages are in flight.
+    cursors: Mutex<HashMap<(String, String, i32), i64>>,
 }
 
 /// Releases a queue lock when dropped.
@@ -148,6 +160,7 @@ impl PopService {
             busy: Mutex::new(HashSet::new()),
             next_revive_qid: AtomicU32::new(0),
             held: AtomicUsize::new(0),
+            cursors: Mutex::new(HashMap::new()),
         }
     }
 
@@ -258,6 +271,25 @@ impl PopService {
         q: i32,
         init_mode: i32,
     ) -> i64 {
+        let committed = self.committed_or_init(ctx, group, topic, q, init_mode);
+        if !ctx.config().is_slave() {
+            return committed;
+        }
+        let key = (group.to_string(), topic.to_string(), q);
+        self.cursors
+            .lock()
+            .get(&key)
+            .map_or(committed, |c| (*c).max(committed))
+    }
+
+    fn committed_or_init(
+        &self,
+        ctx: &BrokerContext,
+        group: &str,
+        topic: &str,
+        q: i32,
+        init_mode: i32,
+    ) -> i64 {
         if let Some(o) = ctx.offsets.query(group, topic, q).filter(|o| *o >= 0) {
             return o;
         }
@@ -267,8 +299,25 @@ impl PopService {
             } else {
                 (ctx.store.max_offset(topic, q) - 1).max(0)
             };
-        ctx.offsets.commit(group, topic, q, offset);
+        commit(ctx, group, topic, q, offset);
         offset
+    }
+
+    /// On an acting master: commits the queue's offset up to its lowest popped message not
+    /// yet acked or revived (or its pop cursor when none is in flight).
+    fn settle_slave_offset(&self, ctx: &BrokerContext, group: &str, topic: &str, q: i32) {
+        let key = (group.to_string(), topic.to_string(), q);
+        let Some(cursor) = self.cursors.lock().get(&key).copied() else {
+            return;
+        };
+        let low = self
+            .cks
+            .lock()
+            .lowest_unacked(group, topic, q)
+            .map_or(cursor, |o| o.min(cursor));
+        if ctx.offsets.query(group, topic, q).is_none_or(|c| c < low) {
+            ctx.offsets.commit_on_slave(group, topic, q, low);
+        }
     }
 
     async fn pop_queue(
@@ -316,18 +365,16 @@ impl PopService {
                 "pop offset corrected"
             );
             offset = got.next_begin_offset;
-            ctx.offsets.commit(r.group, topic, q, offset);
+            commit(ctx, r.group, topic, q, offset);
             got = ctx
                 .store
                 .get_messages(topic, q, offset, want, usize::MAX, r.filter);
         }
         out.rest_num += (got.max_offset - got.next_begin_offset).max(0);
         if got.messages.is_empty() {
-            if got.next_begin_offset > offset && !r.order {
+            if got.next_begin_offset > offset {
                 // Filtered out: nothing to hand out below the next offset.
-                ctx.offsets.commit(r.group, topic, q, got.next_begin_offset);
-            } else if got.next_begin_offset > offset {
-                ctx.offsets.commit(r.group, topic, q, got.next_begin_offset);
+                self.advance(ctx, r.group, topic, q, got.next_begin_offset);
             }
             return Ok(());
         }
@@ -356,16 +403,18 @@ impl PopService {
                 revive_offset: None,
             };
             self.cks.lock().insert(ck.clone());
-            let body = record::encode_ck(&ck, &ctx.config().broker_name);
-            match self.append(ctx, out.revive_qid, record::CK_TAG, body).await {
-                Ok(at) => self.cks.lock().set_revive_offset(&ck.key, at),
-                Err(e) => {
-                    self.cks.lock().remove(&ck.key);
-                    tracing::warn!(group = r.group, topic, queue = q, error = %e, "pop checkpoint not written; queue skipped");
-                    return Err(e);
+            if !ctx.config().is_slave() {
+                let body = record::encode_ck(&ck, &ctx.config().broker_name);
+                match self.append(ctx, out.revive_qid, record::CK_TAG, body).await {
+                    Ok(at) => self.cks.lock().set_revive_offset(&ck.key, at),
+                    Err(e) => {
+                        self.cks.lock().remove(&ck.key);
+                        tracing::warn!(group = r.group, topic, queue = q, error = %e, "pop checkpoint not written; queue skipped");
+                        return Err(e);
+                    }
                 }
             }
-            ctx.offsets.commit(r.group, topic, q, got.next_begin_offset);
+            self.advance(ctx, r.group, topic, q, got.next_begin_offset);
         }
         push_offset_info(&mut out.start_offset_info, topic, q, &offset.to_string());
         let list: Vec<String> = offsets.iter().map(|o| o.to_string()).collect();
@@ -418,6 +467,18 @@ impl PopService {
             }
         }
         Ok(())
+    }
+    /// Moves the group's pop position past what was just handed out (or filtered out): the
+    /// committed offset on a master, the pop cursor on an acting master.
+    fn advance(&self, ctx: &BrokerContext, group: &str, topic: &str, q: i32, next: i64) {
+        if ctx.config().is_slave() {
+            self.cursors
+                .lock()
+                .insert((group.to_string(), topic.to_string(), q), next);
+            self.settle_slave_offset(ctx, group, topic, q);
+        } else {
+            ctx.offsets.commit(group, topic, q, next);
+        }
     }
 
     /// Appends one record to revive queue `qid`; returns its queue offset there.
@@ -477,7 +538,7 @@ impl PopService {
                 .ack(&key, handle.pop_time, offset)
                 .map_err(stale)?;
             if let Some(next) = done {
-                ctx.offsets.commit(group, topic, queue_id, next);
+                commit(ctx, group, topic, queue_id, next);
                 ctx.waiters.notify(topic, queue_id);
             }
             return Ok(());
@@ -490,6 +551,10 @@ impl PopService {
             pop_time: handle.pop_time,
         };
         self.cks.lock().ack(&key, offset).map_err(stale)?;
+        if ctx.config().is_slave() {
+            self.settle_slave_offset(ctx, group, topic, queue_id);
+            return Ok(());
+        }
         let (tag, body) = record::encode_ack(&key, &[offset], &ctx.config().broker_name);
         self.append(ctx, handle.revive_qid, tag, body).await?;
         Ok(())
@@ -543,6 +608,10 @@ impl PopService {
             revive_offset: None,
         };
         self.cks.lock().insert(ck.clone());
+        if ctx.config().is_slave() {
+            let _ = self.cks.lock().ack(&old, offset);
+            return Ok(now);
+        }
         let body = record::encode_ck(&ck, &ctx.config().broker_name);
         match self
             .append(ctx, handle.revive_qid, record::CK_TAG, body)
@@ -718,7 +787,9 @@ impl PopService {
             self.resend(ctx, ck, &m, max).await?;
             sent += 1;
         }
-        if !unacked.is_empty() {
+        if ctx.config().is_slave() {
+            self.settle_slave_offset(ctx, &ck.key.group, &ck.key.topic, ck.key.queue_id);
+        } else if !unacked.is_empty() {
             let (tag, body) = record::encode_ack(&ck.key, &unacked, &ctx.config().broker_name);
             self.append(ctx, ck.revive_qid, tag, body).await?;
         }
@@ -759,6 +830,9 @@ impl PopService {
         if !props.contains(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID) {
             props.insert(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID, m.msg_id());
         }
+        if ctx.config().is_slave() {
+            return self.forward(ctx, ck, m, props, max).await;
+        }
         let to_dlq = m.reconsume_times >= max;
         let topic = if to_dlq {
             dlq_topic(&ck.key.group)
@@ -793,9 +867,54 @@ impl PopService {
         }
         Ok(())
     }
+    /// An acting master's revive: the retry copy goes to a live master of another group
+    /// (SEND_MESSAGE_V2 to the POP retry topic with the raised reconsume count and the
+    /// group's maximum, so that the receiving master applies the DLQ rule).
+    async fn forward(
+        &self,
+        ctx: &BrokerContext,
+        ck: &Checkpoint,
+        m: &MessageExt,
+        props: Properties,
+        max: i32,
+    ) -> Result<(), HandlerError> {
+        let topic = if ck
+            .key
+            .topic
+            .starts_with(remoting::message::RETRY_GROUP_TOPIC_PREFIX)
+        {
+            ck.key.topic.clone()
+        } else {
+            Self::retry_topic(ctx, &ck.key.topic, &ck.key.group)
+        };
+        let header = SendMessageRequestHeader {
+            producer_group: "CLIENT_INNER_PRODUCER".into(),
+            topic,
+            default_topic: "TBW102".into(),
+            default_topic_queue_nums: 1,
+            queue_id: 0,
+            sys_flag: m.sys_flag,
+            born_timestamp: m.born_timestamp,
+            flag: m.flag,
+            properties: Some(props.to_wire_string()),
+            reconsume_times: Some(m.reconsume_times + 1),
+            unit_mode: Some(false),
+            batch: Some(false),
+            max_reconsume_times: Some(max),
+            bname: None,
+        };
+        let target = send_to_live_master(ctx, &header, &m.body)
+            .await
+            .map_err(HandlerError::system)?;
+        tracing::info!(group = %ck.key.group, target = %target, msg_id = %m.msg_id(), "acting master forwarded a revived message");
+        Ok(())
+    }
 
     /// Records, per revive queue, the offset below which nothing is in flight.
     fn record_progress(&self, ctx: &BrokerContext) {
+        if ctx.config().is_slave() {
+            return;
+        }
         let (topic, n) = {
             let c = ctx.config();
             (
@@ -818,9 +937,8 @@ impl PopService {
             }
         }
     }
-
-    /// The revive task: every `reviveInterval` ms, revives the due checkpoints; stops with
-    /// the broker. Does nothing on a slave.
+    /// The revive task: every `reviveInterval` ms, revives the due checkpoints (on a slave,
+    /// those of its time as acting master); stops with the broker.
     pub(crate) async fn run_revive(
         self: Arc<Self>,
         ctx: Arc<BrokerContext>,
@@ -835,10 +953,17 @@ impl PopService {
             if *stop.borrow() {
                 return;
             }
-            if ctx.config().is_slave() {
-                continue;
-            }
             self.revive_due(&ctx, now_millis()).await;
         }
+    }
+}
+
+/// Commits a group's offset: on a master as usual, on an acting master as a slave's commit
+/// (pushed to the master while ahead of it).
+fn commit(ctx: &BrokerContext, group: &str, topic: &str, q: i32, offset: i64) {
+    if ctx.config().is_slave() {
+        ctx.offsets.commit_on_slave(group, topic, q, offset);
+    } else {
+        ctx.offsets.commit(group, topic, q, offset);
     }
 }

@@ -185,6 +185,14 @@ impl CkTable {
             .map(|c| c.unacked().len())
             .sum()
     }
+    /// The lowest offset of the queue popped and neither acked nor revived.
+    pub(crate) fn lowest_unacked(&self, group: &str, topic: &str, queue_id: i32) -> Option<i64> {
+        self.cks
+            .values()
+            .filter(|c| c.key.group == group && c.key.topic == topic && c.key.queue_id == queue_id)
+            .flat_map(|c| c.unacked())
+            .min()
+    }
 
     pub(crate) fn len(&self) -> usize {
         self.cks.len()
