@@ -238,6 +238,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn retry_topics_name_their_group_plain_or_pop() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = BrokerConfig {
+            store_path_root_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        let m = SubscriptionGroupManager::load(&c).unwrap();
+        for g in ["G", "G_A", "GID_x"] {
+            m.find(g, true).unwrap();
+        }
+        let owner = |rest: &str| m.retry_owner(rest).map(|g| g.group_name);
+        assert_eq!(owner("G").as_deref(), Some("G"));
+        assert_eq!(owner("G_A").as_deref(), Some("G_A"), "an exact name wins");
+        assert_eq!(owner("G_A_Topic").as_deref(), Some("G_A"), "the longest group");
+        assert_eq!(owner("GID_x+T").as_deref(), Some("GID_x"));
+        assert_eq!(owner("H_T"), None);
+    }
+
+    #[test]
     fn auto_create_update_reload() {
         let dir = tempfile::tempdir().unwrap();
         let c = BrokerConfig {
