@@ -34,10 +34,19 @@ printf '%s\n' brokerClusterName=BenchCluster brokerName=bench-pop "listenPort=$b
 RUST_LOG=warn "$B" broker -c "$dir/b.conf" >"$dir/b.log" 2>&1 &
 broker=$!
 pids+=($broker)
-for _ in $(seq 1 100); do
-  "$B" admin clusterList -n "$ns" 2>/dev/null | grep -q ":$b_port" && break
+up=""
+for _ in $(seq 1 600); do
+  if "$B" admin clusterList -n "$ns" 2>/dev/null | grep -q ":$b_port"; then
+    up=yes
+    break
+  fi
   sleep 0.1
 done
+if [ -z "$up" ]; then
+  echo "the broker did not register within 60 s; its log:" >&2
+  cat "$dir/b.log" >&2
+  exit 1
+fi
 "$B" admin updateTopic -n "$ns" -c BenchCluster -t BenchPop -r 8 -w 8 >/dev/null
 sleep 1
 "$B" bench produce -n "$ns" --topic BenchPop --size 1024 --concurrency 64 --count "$COUNT"

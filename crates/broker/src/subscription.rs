@@ -251,7 +251,11 @@ mod tests {
         let owner = |rest: &str| m.retry_owner(rest).map(|g| g.group_name);
         assert_eq!(owner("G").as_deref(), Some("G"));
         assert_eq!(owner("G_A").as_deref(), Some("G_A"), "an exact name wins");
-        assert_eq!(owner("G_A_Topic").as_deref(), Some("G_A"), "the longest group");
+        assert_eq!(
+            owner("G_A_Topic").as_deref(),
+            Some("G_A"),
+            "the longest group"
+        );
         assert_eq!(owner("GID_x+T").as_deref(), Some("GID_x"));
         assert_eq!(owner("H_T"), None);
     }

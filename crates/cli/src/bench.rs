@@ -86,8 +86,8 @@ pub struct BenchArgs {
     #[arg(long = "from", value_enum, default_value = "last")]
     from: From,
     /// consume: pop and ack (POP consumption, `--concurrency` simple consumers, each
-    /// receiving up to 32 messages at a time) instead of a push consumer. A new POP group
-    /// starts at the queues' first message.
+    /// receiving up to 32 messages at a time and acking them with one batch ack) instead of a
+    /// push consumer. A new POP group starts at the queues' first message.
     #[arg(long)]
     pop: bool,
     /// Print the summary as one JSON object.
@@ -538,7 +538,8 @@ async fn consume_only(
 }
 
 /// `consume --pop`: `--concurrency` simple consumers pop (up to 32 at a time, 60 s
-/// invisible) and ack every message; latency is from send to receipt.
+/// invisible) and ack what each pop returned with one batch ack; latency is from send to
+/// receipt.
 async fn consume_pop(
     args: &BenchArgs,
     namesrv: &str,
@@ -593,15 +594,16 @@ async fn consume_pop(
                 let now = now_micros();
                 for m in &msgs {
                     meter.record(now.saturating_sub(sent_micros(&m.message, now)));
-                    if c.ack(m).await.is_err() {
-                        meter.errors.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    meter
-                        .bytes
-                        .fetch_add(m.message.message.body.len() as u64, Ordering::Relaxed);
-                    meter.messages.fetch_add(1, Ordering::Relaxed);
                 }
+                if c.ack_batch(&msgs).await.is_err() {
+                    meter.errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let bytes: usize = msgs.iter().map(|m| m.message.message.body.len()).sum();
+                meter.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                meter
+                    .messages
+                    .fetch_add(msgs.len() as u64, Ordering::Relaxed);
             }
         }));
     }

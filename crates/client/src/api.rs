@@ -11,8 +11,8 @@ use bytes::Bytes;
 use remoting::broker_headers::*;
 use remoting::headers::{CommandHeader, GetRouteInfoRequestHeader};
 use remoting::pop::{
-    AckMessageRequestHeader, ChangeInvisibleTimeRequestHeader, ChangeInvisibleTimeResponseHeader,
-    PopMessageRequestHeader, PopMessageResponseHeader,
+    AckMessageRequestHeader, BatchAckMessageRequestBody, ChangeInvisibleTimeRequestHeader,
+    ChangeInvisibleTimeResponseHeader, PopMessageRequestHeader, PopMessageResponseHeader,
 };
 use remoting::protocol::{from_fastjson, TopicRouteData};
 use remoting::{BrokerAddr, NameServerAddr, RemotingCommand, RequestCode, ResponseCode};
@@ -248,6 +248,20 @@ impl ClientApi {
                 self.timeout,
             )
             .await?;
+        ok(addr, resp).map(|_| ())
+    }
+
+    /// BATCH_ACK_MESSAGE. When some acks are stale the broker applies the others and answers
+    /// NO_MESSAGE naming the stale ones.
+    pub async fn batch_ack_message(
+        &self,
+        addr: &BrokerAddr,
+        body: &BatchAckMessageRequestBody,
+    ) -> Result<()> {
+        let json = serde_json::to_vec(body)
+            .map_err(|e| ClientError::InvalidMessage(format!("batch ack body: {e}")))?;
+        let cmd = RemotingCommand::request(RequestCode::BATCH_ACK_MESSAGE).with_body(json);
+        let resp = self.transport.invoke(addr, cmd, self.timeout).await?;
         ok(addr, resp).map(|_| ())
     }
 

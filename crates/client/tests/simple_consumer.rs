@@ -88,8 +88,11 @@ async fn receive_ack_redeliver_and_change_invisible_duration() {
     expected.sort();
     assert_eq!(names, expected);
     assert!(again.iter().all(|m| m.message.reconsume_times == 1));
-    for m in &again {
-        consumer.ack(m).await.unwrap();
+    // One BATCH_ACK_MESSAGE per broker; a second batch ack of the same is refused.
+    consumer.ack_batch(&again).await.unwrap();
+    match consumer.ack_batch(&again).await {
+        Err(ClientError::Broker { code, .. }) => assert_eq!(code, ResponseCode::NO_MESSAGE),
+        other => panic!("a stale batch ack answered {other:?}"),
     }
     // Their first handles are stale now.
     match consumer.ack(&skipped[0]).await {

@@ -289,20 +289,15 @@ pub(super) async fn batch_ack(
             queue_offset: None,
         };
         let offsets = b.acked_offsets().map_err(HandlerError::BadHeader)?;
-        for offset in offsets {
-            let receipt = Receipt {
-                group: &b.consumer_group,
-                topic: &topic,
-                queue_id: b.queue_id,
-                offset,
-                handle: &handle,
-            };
-            if let Err(e) = state.pop.ack(&state, &receipt).await {
-                match e {
-                    HandlerError::NoMessage(m) => refused.push(m),
-                    other => return Err(other),
-                }
-            }
+        let receipt = Receipt {
+            group: &b.consumer_group,
+            topic: &topic,
+            queue_id: b.queue_id,
+            offset: b.start_offset,
+            handle: &handle,
+        };
+        for e in state.pop.ack_all(&state, &receipt, &offsets).await? {
+            refused.push(e.to_string());
         }
     }
     if !refused.is_empty() {

@@ -522,26 +522,43 @@ impl PopService {
         ctx: &BrokerContext,
         r: &Receipt<'_>,
     ) -> Result<(), HandlerError> {
-        let (group, topic, queue_id, handle, offset) =
-            (r.group, r.topic, r.queue_id, r.handle, r.offset);
-        let stale = |s: Stale| {
+        match self.ack_all(ctx, r, &[r.offset]).await?.pop() {
+            Some(refused) => Err(refused),
+            None => Ok(()),
+        }
+    }
+
+    /// Acks messages of one pop of one queue (the handle's; `r.offset` is not used): every
+    /// ack that applies is applied and journaled in one record; returns the refusals (stale
+    /// acks, as [`Self::ack`] words them).
+    pub(crate) async fn ack_all(
+        &self,
+        ctx: &BrokerContext,
+        r: &Receipt<'_>,
+        offsets: &[i64],
+    ) -> Result<Vec<HandlerError>, HandlerError> {
+        let (group, topic, queue_id, handle) = (r.group, r.topic, r.queue_id, r.handle);
+        let stale = |offset: i64, s: Stale| {
             HandlerError::NoMessage(format!(
                 "receipt handle is stale: {}, group={group} topic={topic} queueId={queue_id} offset={offset} handle={handle}",
                 s.reason()
             ))
         };
+        let mut refused = Vec::new();
         if handle.is_order() {
             let key = (group.to_string(), topic.to_string(), queue_id);
-            let done = self
-                .orders
-                .lock()
-                .ack(&key, handle.pop_time, offset)
-                .map_err(stale)?;
-            if let Some(next) = done {
-                commit(ctx, group, topic, queue_id, next);
-                ctx.waiters.notify(topic, queue_id);
+            for offset in offsets {
+                let done = self.orders.lock().ack(&key, handle.pop_time, *offset);
+                match done {
+                    Ok(Some(next)) => {
+                        commit(ctx, group, topic, queue_id, next);
+                        ctx.waiters.notify(topic, queue_id);
+                    }
+                    Ok(None) => {}
+                    Err(s) => refused.push(stale(*offset, s)),
+                }
             }
-            return Ok(());
+            return Ok(refused);
         }
         let key = CkKey {
             group: group.to_string(),
@@ -550,14 +567,26 @@ impl PopService {
             start_offset: handle.ck_queue_offset,
             pop_time: handle.pop_time,
         };
-        self.cks.lock().ack(&key, offset).map_err(stale)?;
+        let mut acked = Vec::with_capacity(offsets.len());
+        {
+            let mut cks = self.cks.lock();
+            for offset in offsets {
+                match cks.ack(&key, *offset) {
+                    Ok(()) => acked.push(*offset),
+                    Err(s) => refused.push(stale(*offset, s)),
+                }
+            }
+        }
+        if acked.is_empty() {
+            return Ok(refused);
+        }
         if ctx.config().is_slave() {
             self.settle_slave_offset(ctx, group, topic, queue_id);
-            return Ok(());
+            return Ok(refused);
         }
-        let (tag, body) = record::encode_ack(&key, &[offset], &ctx.config().broker_name);
+        let (tag, body) = record::encode_ack(&key, &acked, &ctx.config().broker_name);
         self.append(ctx, handle.revive_qid, tag, body).await?;
-        Ok(())
+        Ok(refused)
     }
 
     /// CHANGE_MESSAGE_INVISIBLETIME: the message becomes invisible for `invisible_time` from

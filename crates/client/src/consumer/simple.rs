@@ -33,8 +33,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use remoting::message::{now_millis, MessageExt};
 use remoting::pop::{
-    pop_handles, real_topic, AckMessageRequestHeader, ChangeInvisibleTimeRequestHeader, ExtraInfo,
-    PopMessageRequestHeader,
+    pop_handles, real_topic, AckMessageRequestHeader, BatchAck, BatchAckMessageRequestBody,
+    ChangeInvisibleTimeRequestHeader, ExtraInfo, PopMessageRequestHeader,
 };
 use remoting::{BrokerAddr, ResponseCode};
 
@@ -213,6 +213,63 @@ impl SimpleConsumer {
             offset: m.message.queue_offset,
         };
         self.instance.api.ack_message(&m.broker, &header).await
+    }
+
+    /// Acks several received messages with one BATCH_ACK_MESSAGE per broker (one record per
+    /// pop at the broker). When some are stale the others are still acked and the broker's
+    /// NO_MESSAGE error names the stale ones.
+    pub async fn ack_batch(&self, msgs: &[ReceivedMessage]) -> Result<()> {
+        type PopKey = (String, String, i32, i64, i64, i32, i64, char);
+        let mut by_broker: BTreeMap<String, (BrokerAddr, BTreeMap<PopKey, Vec<i64>>)> =
+            BTreeMap::new();
+        for m in msgs {
+            let h = &m.handle;
+            let key = (
+                m.topic.clone(),
+                h.broker_name.clone(),
+                h.queue_id,
+                h.ck_queue_offset,
+                h.pop_time,
+                h.revive_qid,
+                h.invisible_time,
+                h.retry,
+            );
+            by_broker
+                .entry(m.broker.to_string())
+                .or_insert_with(|| (m.broker.clone(), BTreeMap::new()))
+                .1
+                .entry(key)
+                .or_default()
+                .push(m.message.queue_offset);
+        }
+        let mut first_error = None;
+        for (_, (addr, pops)) in by_broker {
+            let mut body = BatchAckMessageRequestBody::default();
+            for (
+                (topic, broker_name, queue_id, start, pop_time, revive_qid, invisible, mark),
+                offsets,
+            ) in pops
+            {
+                body.broker_name = broker_name;
+                let mut ack = BatchAck {
+                    consumer_group: self.config.consumer_group.clone(),
+                    topic,
+                    retry: mark.to_string(),
+                    start_offset: start,
+                    queue_id,
+                    revive_queue_id: revive_qid,
+                    pop_time,
+                    invisible_time: invisible,
+                    bit_set: String::new(),
+                };
+                ack.set_offsets(&offsets);
+                body.acks.push(ack);
+            }
+            if let Err(e) = self.instance.api.batch_ack_message(&addr, &body).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Makes a received message invisible for `invisible` from now; its handle is replaced.
