@@ -490,6 +490,29 @@ async fn start_consumer(
     .context("cannot start the consumer")
 }
 
+/// Waits until `count` messages are counted or `duration` since `started` passed; returns
+/// the moment it stopped waiting.
+async fn wait_for_count(
+    meter: &Meter,
+    started: Instant,
+    duration: Option<Duration>,
+    count: Option<u64>,
+) -> Instant {
+    wait_until(duration.map(|d| started + d), || {
+        count.is_some_and(|c| meter.messages.load(Ordering::Relaxed) >= c)
+    })
+    .await;
+    Instant::now()
+}
+
+/// When the first message arrived, else `started`.
+fn first_or(first: &Mutex<Option<Instant>>, started: Instant) -> Instant {
+    first
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or(started)
+}
+
 /// Polls `done` every 10 ms until it holds or `deadline` passes.
 async fn wait_until(deadline: Option<Instant>, mut done: impl FnMut() -> bool) {
     while !done() && deadline.is_none_or(|d| Instant::now() < d) {
@@ -517,20 +540,11 @@ async fn consume_only(
         start_consumer(args, 0, namesrv, &group, from, meter.clone(), first.clone()).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let progress = spawn_progress("consume", meter.clone(), stop.clone());
-    let deadline = duration.map(|d| started + d);
-    let count = args.count;
-    wait_until(deadline, || {
-        count.is_some_and(|c| meter.messages.load(Ordering::Relaxed) >= c)
-    })
-    .await;
-    let end = Instant::now();
+    let end = wait_for_count(&meter, started, duration, args.count).await;
     stop.store(true, Ordering::Relaxed);
     let _ = progress.await;
     consumer.shutdown().await;
-    let since = first
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .unwrap_or(started);
+    let since = first_or(&first, started);
     Ok(meter.summary(
         "consume",
         end.saturating_duration_since(since).as_secs_f64(),
@@ -608,13 +622,7 @@ async fn consume_pop(
         }));
     }
     let progress = spawn_progress("pop", meter.clone(), stop.clone());
-    let deadline = duration.map(|d| started + d);
-    let count = args.count;
-    wait_until(deadline, || {
-        count.is_some_and(|c| meter.messages.load(Ordering::Relaxed) >= c)
-    })
-    .await;
-    let end = Instant::now();
+    let end = wait_for_count(&meter, started, duration, args.count).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
@@ -623,10 +631,7 @@ async fn consume_pop(
     for c in &consumers {
         c.shutdown().await;
     }
-    let since = first
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .unwrap_or(started);
+    let since = first_or(&first, started);
     Ok(meter.summary(
         "consume --pop",
         end.saturating_duration_since(since).as_secs_f64(),

@@ -11,7 +11,7 @@ use crate::error::{check_len, MessageError};
 use crate::id::create_message_id;
 use crate::properties::{MessageConst, Properties};
 use crate::record::{
-    encode_record, parse_record, record_len, stored_sys_flag, MessageInner, Parsed, RecordStamp,
+    parse_record, record_len, stored_sys_flag, write_record, MessageInner, Parsed, RecordStamp,
     BLANK_MAGIC_CODE,
 };
 use crate::sys_flag::MessageSysFlag;
@@ -306,17 +306,12 @@ impl MessageExt {
             reconsume_times: self.reconsume_times,
             prepared_transaction_offset: self.prepared_transaction_offset,
         };
-        let total = inner.record_len();
-        check_len("record", total, i32::MAX as usize)?;
         let stamp = RecordStamp {
             queue_offset: self.queue_offset,
             physical_offset: self.commit_log_offset,
             store_timestamp: self.store_timestamp,
             body_crc: self.body_crc,
         };
-        let start = dst.len();
-        dst.resize(start + total, 0);
-        encode_record(&inner, &stamp, &mut dst[start..]);
-        Ok(())
+        write_record(&inner, &stamp, dst)
     }
 }

@@ -158,6 +158,21 @@ pub struct RecordStamp {
     pub body_crc: i32,
 }
 
+/// Appends the record of `msg` stamped with `stamp` to `dst`; a record longer than the
+/// format allows is an error.
+pub(crate) fn write_record(
+    msg: &MessageInner,
+    stamp: &RecordStamp,
+    dst: &mut bytes::BytesMut,
+) -> Result<(), MessageError> {
+    let total = msg.record_len();
+    check_len("record", total, i32::MAX as usize)?;
+    let start = dst.len();
+    dst.resize(start + total, 0);
+    encode_record(msg, stamp, &mut dst[start..]);
+    Ok(())
+}
+
 /// Length of a record with these field sizes (upstream `calMsgLength`); a topic longer than
 /// [`MAX_TOPIC_LENGTH`] takes a 2-byte length (the V2 layout).
 pub fn record_len(
@@ -539,17 +554,15 @@ impl StoredMessage {
             reconsume_times: self.reconsume_times,
             prepared_transaction_offset: self.prepared_transaction_offset,
         };
-        let total = inner.record_len();
-        check_len("record", total, i32::MAX as usize)?;
         let stamp = RecordStamp {
             queue_offset: self.queue_offset,
             physical_offset: self.commit_log_offset,
             store_timestamp: self.store_timestamp,
             body_crc: self.body_crc,
         };
-        let mut out = vec![0u8; total];
-        encode_record(&inner, &stamp, &mut out);
-        Ok(Bytes::from(out))
+        let mut out = bytes::BytesMut::new();
+        write_record(&inner, &stamp, &mut out)?;
+        Ok(out.freeze())
     }
 
     /// The upstream message id (`offsetMsgId`) of this message.

@@ -140,31 +140,14 @@ pub(super) async fn pop(
             return Ok(Some(answer(&req, ResponseCode::POLLING_FULL, popped)));
         };
         let deadline = tokio::time::Instant::now() + hold;
-        let wait_queue = if h.queue_id < 0 {
-            ANY_QUEUE
-        } else {
-            h.queue_id
-        };
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 break;
             }
-            let closed = conn.clone();
-            let ready = state
-                .waiters
-                .wait_for_growth(
-                    &h.topic,
-                    wait_queue,
-                    left,
-                    || state.pop.has_backlog(&state, &r),
-                    async move { closed.closed().await },
-                    state.stop_signal(),
-                )
-                .await;
-            if conn.is_closed() {
+            let Some(ready) = wait_backlog(&state, &conn, &r, left).await else {
                 return Ok(None);
-            }
+            };
             if !ready {
                 break;
             }
@@ -180,6 +163,34 @@ pub(super) async fn pop(
         ResponseCode::SUCCESS
     };
     Ok(Some(answer(&req, code, popped)))
+}
+
+/// Waits up to `left` until something could be popped for `r` (long polling on its queue,
+/// or on any queue of the topic); `None` when the connection closed meanwhile.
+async fn wait_backlog(
+    state: &BrokerServices,
+    conn: &Connection,
+    r: &PopRequest<'_>,
+    left: Duration,
+) -> Option<bool> {
+    let closed = conn.clone();
+    let queue = if r.queue_id < 0 {
+        ANY_QUEUE
+    } else {
+        r.queue_id
+    };
+    let ready = state
+        .waiters
+        .wait_for_growth(
+            r.topic,
+            queue,
+            left,
+            || state.pop.has_backlog(state, r),
+            async move { closed.closed().await },
+            state.stop_signal(),
+        )
+        .await;
+    (!conn.is_closed()).then_some(ready)
 }
 
 fn answer(req: &RemotingCommand, code: i32, p: Popped) -> RemotingCommand {
@@ -375,28 +386,10 @@ pub(super) async fn notification(
     if !has_msg && !hold.is_zero() {
         match state.pop.try_hold(state.config().max_pop_polling_size) {
             None => polling_full = true,
-            Some(_held) => {
-                let closed = conn.clone();
-                let queue = if h.queue_id < 0 {
-                    ANY_QUEUE
-                } else {
-                    h.queue_id
-                };
-                has_msg = state
-                    .waiters
-                    .wait_for_growth(
-                        &h.topic,
-                        queue,
-                        hold,
-                        || state.pop.has_backlog(&state, &r),
-                        async move { closed.closed().await },
-                        state.stop_signal(),
-                    )
-                    .await;
-                if conn.is_closed() {
-                    return Ok(None);
-                }
-            }
+            Some(_held) => match wait_backlog(&state, &conn, &r, hold).await {
+                Some(ready) => has_msg = ready,
+                None => return Ok(None),
+            },
         }
     }
     let mut resp = RemotingCommand::response_to(&req, ResponseCode::SUCCESS, None);
