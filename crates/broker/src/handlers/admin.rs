@@ -178,6 +178,17 @@ pub(super) async fn all_delay_offset(
     Ok(Some(success(&req).with_body(body)))
 }
 
+/// GET_TIMER_CHECK_POINT (60): the timer checkpoint in upstream's layout plus Apogee's field
+/// (see [`crate::timer::encode_body`]).
+pub(super) async fn timer_check_point(
+    state: Arc<BrokerServices>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let body = crate::timer::encode_body(&state.timer.checkpoint());
+    Ok(Some(success(&req).with_body(body)))
+}
+
 /// GET_ALL_CONSUMER_OFFSET (43).
 pub(super) async fn all_consumer_offset(
     state: Arc<BrokerServices>,
