@@ -20,15 +20,18 @@
 //! time to write.
 //!
 //! **Checkpoint.** `config/timerCheckpoint.json` (written by its [`Persister`] after each
-//! pass that changed it) holds a [`TimerCheckpoint`]: `lowWaterOffset` L (every timer message
+//! pass that moved L or T, so at most about once per precision plus once per delivery pass;
+//! and at shutdown) holds a [`TimerCheckpoint`]: `lowWaterOffset` L (every timer message
 //! below it is delivered), `scannedOffset` S (the next offset to read) and `deliveredUpToMs`
 //! T (every message below S due at or before T is delivered; T is a multiple of the
 //! precision at or before the last pass, and below the earliest message still waiting). A
 //! start reads from L, skips the messages below S due at or before T, and delivers the rest
 //! (none is lost: what was not delivered is at or above L). **Duplicate window**: a message
 //! delivered after the last checkpoint write and before a crash (`kill -9`) is delivered again
-//! on restart — at most the deliveries of about one pass (each pass ends with a write
-//! request), more while a delivery keeps failing (T then stays below the failing message).
+//! on restart: the deliveries of the last precision interval or so (a pass that delivers
+//! moves T, or else L, except for a late-read message due in an interval already passed,
+//! which the next interval's write covers), more while a delivery keeps failing (T then
+//! stays below the failing message).
 //!
 //! **Slaves** do not deliver: they keep their master's checkpoint, fetched by the slave sync
 //! with GET_TIMER_CHECK_POINT (60, upstream's 56-byte body plus an Apogee field: the master's
@@ -403,18 +406,25 @@ impl TimerService {
         *self.checkpoint.lock()
     }
 
-    /// Records new progress and asks for the file to be written (off this thread); the
-    /// version changes only when the progress does.
+    /// Records new progress (the version changes only when the progress does) and, when a
+    /// delivery moved the low water or the delivered time, asks for the file to be written
+    /// (off this thread). A scan alone (`scannedOffset`) is written with the next of those:
+    /// the file then holds an older, still valid checkpoint, and a busy producer does not
+    /// cause a write per pass.
     fn advance(&self, mut next: TimerCheckpoint) {
         let mut cp = self.checkpoint.lock();
         if cp.same_progress(&next) {
             return;
         }
+        let delivered = (cp.low_water_offset, cp.delivered_up_to_ms)
+            != (next.low_water_offset, next.delivered_up_to_ms);
         next.version_counter = cp.version_counter + 1;
         next.version_timestamp = remoting::message::now_millis();
         *cp = next;
         drop(cp);
-        self.persister.request();
+        if delivered {
+            self.persister.request();
+        }
     }
 
     /// A slave's copy of its master's checkpoint (a GET_TIMER_CHECK_POINT body), applied once
