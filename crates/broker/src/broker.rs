@@ -233,11 +233,11 @@ impl Broker {
             state.clone(),
             services.delay.clone(),
         )));
+        tasks.push(tokio::spawn(timer::run(
+            state.clone(),
+            services.timer.clone(),
+        )));
         if !config.is_slave() {
-            tasks.push(tokio::spawn(timer::run(
-                state.clone(),
-                services.timer.clone(),
-            )));
             tasks.push(tokio::spawn(transaction::run_checks(
                 state.clone(),
                 services.transactions.clone(),

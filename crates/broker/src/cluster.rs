@@ -1,17 +1,22 @@
 //! The broker's view of the rest of its cluster: the cluster map read from a NameServer
 //! (GET_BROKER_CLUSTER_INFO) and sending a message to a live master of another group, which an
-//! acting master (a slave whose master is gone) does for send-backs and due delayed messages.
+//! acting master (a slave whose master is gone) does for send-backs and due delayed and timer
+//! messages.
 
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
 use remoting::broker_headers::{SendMessageRequestHeader, SendMessageRequestHeaderV2};
 use remoting::headers::CommandHeader;
+use remoting::message::{MessageConst, Properties};
 use remoting::protocol::{from_fastjson, ClusterInfo};
 use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
 use thiserror::Error;
 
 use crate::context::BrokerContext;
+
+/// Default topic named in a forwarded message's header.
+const DEFAULT_TOPIC: &str = "TBW102";
 
 /// Timeout of each request made here.
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -52,6 +57,35 @@ pub(crate) async fn send_to_live_master(
     Err(ClusterError(format!(
         "acting master could not forward the message: {last}"
     )))
+}
+
+/// [`send_to_live_master`] of a message this broker writes on its own (a due delayed or
+/// timer message), sent as `producer_group`.
+pub(crate) async fn forward_to_live_master(
+    state: &BrokerContext,
+    msg: &store::MessageInner,
+    producer_group: &str,
+) -> Result<String, ClusterError> {
+    let props = Properties::parse(&msg.properties);
+    let header = SendMessageRequestHeader {
+        producer_group: producer_group.into(),
+        topic: msg.topic.clone(),
+        default_topic: DEFAULT_TOPIC.into(),
+        default_topic_queue_nums: 1,
+        queue_id: msg.queue_id,
+        sys_flag: msg.sys_flag,
+        born_timestamp: msg.born_timestamp,
+        flag: msg.flag,
+        max_reconsume_times: props
+            .get(MessageConst::PROPERTY_MAX_RECONSUME_TIMES)
+            .and_then(|m| m.parse().ok()),
+        properties: Some(msg.properties.clone()),
+        reconsume_times: Some(msg.reconsume_times),
+        unit_mode: Some(false),
+        batch: Some(false),
+        bname: None,
+    };
+    send_to_live_master(state, &header, &msg.body).await
 }
 
 /// `(brokerName, master address)` of every group of our cluster that has a master, in random

@@ -24,7 +24,7 @@ use std::time::Duration;
 use std::sync::atomic::Ordering;
 
 use parking_lot::Mutex;
-use remoting::broker_headers::{GetAllDelayOffsetRequestHeader, SendMessageRequestHeader};
+use remoting::broker_headers::GetAllDelayOffsetRequestHeader;
 use remoting::headers::CommandHeader;
 use remoting::message::{now_millis, MessageConst, Properties};
 use remoting::protocol::{from_fastjson, to_fastjson, KeyStyle};
@@ -47,9 +47,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 const IDLE_CHECK: Duration = Duration::from_millis(200);
 /// Timeout of a returning master's request to a slave.
 const SLAVE_TIMEOUT: Duration = Duration::from_secs(3);
-/// Producer group and default topic named in a slave's forwarded delivery.
+/// Producer group named in a slave's forwarded delivery.
 const PRODUCER_GROUP: &str = "SCHEDULE_PRODUCER";
-const DEFAULT_TOPIC: &str = "TBW102";
 
 #[derive(Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -211,11 +210,11 @@ pub(crate) async fn run(state: Arc<BrokerContext>, delay: Arc<DelayService>) {
     while levels.join_next().await.is_some() {}
 }
 
-/// Whether this broker delivers delayed messages now: a master always; a slave only as an
+/// Whether this broker delivers delayed (and timer) messages now: a master always; a slave only as an
 /// acting master — `enableActingMaster` on, no master at the NameServer, no replication
 /// connection, and no returning master has taken delivery back since the connection was
 /// last up.
-fn delivers_here(state: &BrokerContext) -> bool {
+pub(crate) fn delivers_here(state: &BrokerContext) -> bool {
     let c = state.config();
     if !c.is_slave() {
         return true;
@@ -387,34 +386,16 @@ async fn deliver(state: &BrokerContext, ext: &MessageExt) -> Result<(), String> 
         .and_then(|q| q.parse().ok())
         .unwrap_or(0);
     props.remove(MessageConst::PROPERTY_DELAY_TIME_LEVEL);
-    if state.config().is_slave() {
-        let header = SendMessageRequestHeader {
-            producer_group: PRODUCER_GROUP.into(),
-            topic: topic.clone(),
-            default_topic: DEFAULT_TOPIC.into(),
-            default_topic_queue_nums: 1,
-            queue_id,
-            sys_flag: ext.sys_flag,
-            born_timestamp: ext.born_timestamp,
-            flag: ext.flag,
-            max_reconsume_times: props
-                .get(MessageConst::PROPERTY_MAX_RECONSUME_TIMES)
-                .and_then(|m| m.parse().ok()),
-            properties: Some(props.to_wire_string()),
-            reconsume_times: Some(ext.reconsume_times),
-            unit_mode: Some(false),
-            batch: Some(false),
-            bname: None,
-        };
-        let target = cluster::send_to_live_master(state, &header, &ext.body)
-            .await
-            .map_err(|e| e.to_string())?;
-        tracing::info!(msg_id = %ext.msg_id(), %topic, %target, "acting master delivered a delayed message");
-        return Ok(());
-    }
     let mut msg = reput_inner(ext, state.store_host());
     msg.topic = topic;
     msg.queue_id = queue_id;
     msg.properties = props.to_wire_string();
+    if state.config().is_slave() {
+        let target = cluster::forward_to_live_master(state, &msg, PRODUCER_GROUP)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(msg_id = %ext.msg_id(), topic = %msg.topic, %target, "acting master delivered a delayed message");
+        return Ok(());
+    }
     state.put(vec![msg]).await.map(|_| ()).map_err(|e| e.remark)
 }

@@ -33,29 +33,43 @@
 //! which the next interval's write covers), more while a delivery keeps failing (T then
 //! stays below the failing message).
 //!
-//! **Slaves** do not deliver: they keep their master's checkpoint, fetched by the slave sync
-//! with GET_TIMER_CHECK_POINT (60, upstream's 56-byte body plus an Apogee field: the master's
-//! CommitLog end when the checkpoint was taken, [`encode_body`]). A fetched checkpoint is
-//! applied (and persisted) only once the slave's CommitLog has reached that end, so the
-//! deliveries it vouches for are on the slave too; a slave restarted or promoted as master
-//! then goes on from it without loss or early delivery (duplicates: what the master delivered
-//! since the last applied sync). Not done: delivery by a slave acting as master while its
-//! master is gone (timer messages wait for a master).
+//! **Slaves** do not deliver while their master is alive: they keep their master's checkpoint,
+//! fetched by the slave sync with GET_TIMER_CHECK_POINT (60, upstream's 56-byte body plus an
+//! Apogee field: the master's CommitLog end when the checkpoint was taken, [`encode_body`]). A
+//! fetched checkpoint is applied (and persisted) only once the slave's CommitLog has reached
+//! that end, so the deliveries it vouches for are on the slave too; a slave restarted or
+//! promoted as master then goes on from it without loss or early delivery (duplicates: what
+//! the master delivered since the last applied sync).
+//!
+//! **Acting master.** While its master is gone (as for delay levels,
+//! [`crate::schedule::delivers_here`]), a slave delivers from that checkpoint itself, sending
+//! each due message to a live master of another group of the cluster, and keeps its own
+//! progress. A master starting up asks its group's slaves for their checkpoint with
+//! GET_TIMER_CHECK_POINT carrying `masterReturned`; a slave receiving it stops delivering,
+//! waits for a pass in flight and answers, and the master takes the slave's checkpoint when it
+//! has delivered further ([`TimerService::adopt_if_further`]), so nothing the slave delivered
+//! comes again (what the master delivered after the slave's last sync may).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use remoting::broker_headers::GetAllDelayOffsetRequestHeader;
+use remoting::headers::CommandHeader;
 use remoting::message::{find_property, parse_record, MessageConst, Parsed, Properties};
+use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
 use serde::{Deserialize, Serialize};
 use store::{AcceptAll, GetMessageStatus, MessageExt, MessageInner};
 
+use crate::cluster;
 use crate::config::BrokerConfig;
 use crate::context::{reput_inner, BrokerContext};
 use crate::error::{BrokerError, HandlerError};
 use crate::persist::Persister;
+use crate::schedule::delivers_here;
 use crate::topic::TIMER_TOPIC;
 
 /// The one queue of [`TIMER_TOPIC`].
@@ -66,6 +80,12 @@ const SCAN_BATCH: usize = 1024;
 const PUT_BATCH: usize = 128;
 /// Pause after a failed delivery before it is tried again.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// How often a slave checks whether it should deliver.
+const IDLE_CHECK: Duration = Duration::from_millis(200);
+/// Timeout of a returning master's request to a slave.
+const SLAVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Producer group named in an acting slave's forwarded delivery.
+const PRODUCER_GROUP: &str = "TIMER_PRODUCER";
 /// Longest sleep between passes with nothing due (the queue's growth wakes it sooner).
 const IDLE_PASS: Duration = Duration::from_secs(10);
 
@@ -372,6 +392,9 @@ pub(crate) struct TimerService {
     persister: Persister,
     /// A slave's fetched master checkpoint its CommitLog does not cover yet.
     pending: Mutex<Option<TimerCheckpoint>>,
+    /// Held (shared) by each delivery pass; taken exclusively by a slave handing delivery
+    /// back to its returning master.
+    delivering: tokio::sync::RwLock<()>,
 }
 
 impl TimerService {
@@ -399,6 +422,7 @@ impl TimerService {
             checkpoint,
             persister,
             pending: Mutex::new(None),
+            delivering: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -465,6 +489,28 @@ impl TimerService {
         Ok(())
     }
 
+    /// A returning master takes the checkpoint of a slave that delivered as acting master
+    /// (its delivered time is later than ours): everything either of them delivered below
+    /// it is covered, and what the slave never had is at or above its scanned offset.
+    fn adopt_if_further(&self, slave: TimerCheckpoint) -> bool {
+        let mut cp = self.checkpoint.lock();
+        if slave.delivered_up_to_ms <= cp.delivered_up_to_ms {
+            return false;
+        }
+        *cp = slave;
+        drop(cp);
+        self.persister.request();
+        true
+    }
+
+    /// A slave answering its returning master: stops delivering and waits for a delivery
+    /// pass in flight, so that the checkpoint it answers next is final.
+    pub(crate) async fn hand_back(&self, ctx: &BrokerContext) {
+        ctx.ha.master_back.store(true, Ordering::Release);
+        let _idle = self.delivering.write().await;
+        tracing::info!("the master returned: timer delivery handed back");
+    }
+
     /// Writes the checkpoint file with the latest progress and resolves once it is durable.
     pub(crate) async fn flush(&self) -> Result<(), BrokerError> {
         self.persister.flush().await
@@ -480,11 +526,36 @@ struct Scan {
     skip_below: i64,
 }
 
-/// Runs timer delivery on a master until the broker stops: first reads the timer queue from
-/// the checkpoint's low water up to its end (delivering nothing meanwhile), then, pass after
-/// pass, reads what was added, delivers what is due and records the progress.
+/// Runs timer delivery until the broker stops: on a master after learning a slave's acting
+/// progress, on a slave only while it acts as master ([`delivers_here`]).
 pub(crate) async fn run(state: Arc<BrokerContext>, timer: Arc<TimerService>) {
+    if !state.config().is_slave() {
+        learn_slave_checkpoint(&state, &timer).await;
+    }
     let mut stop = state.stop_signal();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if delivers_here(&state) {
+            deliver_from_checkpoint(&state, &timer, &mut stop).await;
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(IDLE_CHECK) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Delivers while this broker should: first reads the timer queue from the checkpoint's low
+/// water up to its end (delivering nothing meanwhile), then, pass after pass, reads what was
+/// added, delivers what is due and records the progress.
+async fn deliver_from_checkpoint(
+    state: &BrokerContext,
+    timer: &TimerService,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) {
     let mut wheel = Wheel::new(state.config().timer_precision());
     let start = timer.checkpoint();
     let min = state.store.min_offset(TIMER_TOPIC, TIMER_QUEUE);
@@ -503,7 +574,7 @@ pub(crate) async fn run(state: Arc<BrokerContext>, timer: Arc<TimerService>) {
             .min(state.store.max_offset(TIMER_TOPIC, TIMER_QUEUE)),
     };
     while scan.next < scan.skip_below && !*stop.borrow() {
-        if read_some(&state, &mut wheel, &mut scan) == 0 {
+        if read_some(state, &mut wheel, &mut scan) == 0 {
             break;
         }
         tokio::task::yield_now().await;
@@ -512,25 +583,18 @@ pub(crate) async fn run(state: Arc<BrokerContext>, timer: Arc<TimerService>) {
     tracing::info!(
         waiting = wheel.len(),
         from = start.low_water_offset,
+        acting_master = state.config().is_slave(),
         "timer wheel loaded"
     );
     loop {
-        if *stop.borrow() {
+        if *stop.borrow() || !delivers_here(state) {
             return;
         }
-        if state.config().is_slave() {
-            // Role changed by a config update: a slave does not deliver.
-            tokio::select! {
-                _ = tokio::time::sleep(IDLE_PASS) => {}
-                _ = stop.changed() => {}
-            }
-            continue;
-        }
-        while read_some(&state, &mut wheel, &mut scan) > 0 {
+        while read_some(state, &mut wheel, &mut scan) > 0 {
             tokio::task::yield_now().await;
         }
         let now = remoting::message::now_millis();
-        let failed = deliver_due(&state, &mut wheel, now).await;
+        let failed = deliver_due(state, timer, &mut wheel, now).await;
         let end = state.store.commit_log_max_offset();
         timer.advance(wheel.checkpoint(now, scan.next, end));
         let wait = if failed {
@@ -562,6 +626,51 @@ pub(crate) async fn run(state: Arc<BrokerContext>, timer: Arc<TimerService>) {
                 stop.clone(),
             )
             .await;
+    }
+}
+
+/// A master starting up asks its group's slaves (found at the NameServer) for their timer
+/// checkpoint, each handing delivery back first, and takes one a slave advanced as acting
+/// master ([`TimerService::adopt_if_further`]): what it delivered is not delivered again.
+async fn learn_slave_checkpoint(state: &BrokerContext, timer: &TimerService) {
+    let info = match cluster::cluster_info(state).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find the slaves to learn their timer checkpoint");
+            return;
+        }
+    };
+    let me = state.broker_addr();
+    let Some(group) = info.broker_addr_table.get(&state.config().broker_name) else {
+        return;
+    };
+    for addr in group.broker_addrs.values().filter(|a| **a != me) {
+        let Some(slave) = BrokerAddr::parse(addr) else {
+            continue;
+        };
+        let mut cmd = RemotingCommand::request(RequestCode::GET_TIMER_CHECK_POINT);
+        GetAllDelayOffsetRequestHeader {
+            master_returned: true,
+        }
+        .write_to(&mut cmd);
+        let answer = match state.client.invoke(&slave, cmd, SLAVE_TIMEOUT).await {
+            Ok(r) if r.code == ResponseCode::SUCCESS => decode_body(&r.body),
+            Ok(r) => {
+                tracing::warn!(slave = %addr, code = r.code, remark = r.remark_str(), "slave refused its timer checkpoint");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(slave = %addr, error = %e, "cannot ask a slave for its timer checkpoint");
+                continue;
+            }
+        };
+        match answer {
+            Some(cp) if timer.adopt_if_further(cp) => {
+                tracing::info!(slave = %addr, checkpoint = ?cp, "took the timer checkpoint of a slave that acted as master")
+            }
+            Some(_) => {}
+            None => tracing::warn!(slave = %addr, "bad timer checkpoint from a slave"),
+        }
     }
 }
 
@@ -611,11 +720,19 @@ fn read_some(state: &BrokerContext, wheel: &mut Wheel, scan: &mut Scan) -> usize
     read
 }
 
-/// Delivers every slot due at `now`; what cannot be written goes back to the wheel. Returns
-/// whether a write failed.
-async fn deliver_due(state: &BrokerContext, wheel: &mut Wheel, now: i64) -> bool {
+/// Delivers every slot due at `now` (an acting slave sends each message to a live master of
+/// another group); what cannot be written goes back to the wheel. Returns whether a write
+/// failed or delivery is no longer this broker's.
+async fn deliver_due(
+    state: &BrokerContext,
+    timer: &TimerService,
+    wheel: &mut Wheel,
+    now: i64,
+) -> bool {
+    let _delivering = timer.delivering.read().await;
     let store_host = state.store_host();
-    let mut failed = false;
+    let acting = state.config().is_slave();
+    let mut failed = !delivers_here(state);
     for (slot, msgs) in wheel.take_due(now) {
         if failed {
             wheel.put_back(slot, msgs);
@@ -638,6 +755,22 @@ async fn deliver_due(state: &BrokerContext, wheel: &mut Wheel, now: i64) -> bool
                 let chunk: Vec<(i64, MessageInner)> = rest.by_ref().take(PUT_BATCH).collect();
                 if failed {
                     undelivered.extend(chunk.into_iter().map(|(w, _)| w));
+                    continue;
+                }
+                if acting {
+                    for (w, msg) in chunk {
+                        if failed {
+                            undelivered.push(w);
+                            continue;
+                        }
+                        if let Err(e) =
+                            cluster::forward_to_live_master(state, &msg, PRODUCER_GROUP).await
+                        {
+                            tracing::warn!(error = %e, "acting master's timer delivery failed, will retry");
+                            failed = true;
+                            undelivered.push(w);
+                        }
+                    }
                     continue;
                 }
                 let (ws, inners): (Vec<i64>, Vec<MessageInner>) = chunk.into_iter().unzip();

@@ -11,17 +11,22 @@
 //! for good and the slave is restarted as the group's master on its own store: the messages
 //! the master had not delivered are delivered by it, none early, and none the synced
 //! checkpoint vouched for is delivered again.
+//!
+//! **Acting master** ([`the_acting_slave_delivers_and_the_returning_master_does_not_repeat`]):
+//! a timer message waiting on b1 when b1's master dies is delivered by b1's slave to b2 at its
+//! time; b1's master returns, takes the slave's checkpoint and does not deliver it again.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use it::{
-    broker_config, namesrv_config, raw, raw_client, wait_until, BrokerNode, BrokerRole, ChildBroker,
+    broker_config, cluster_broker_config, namesrv_config, raw, raw_client, start_namesrv,
+    wait_until, BrokerNode, BrokerRole, ChildBroker,
 };
 use remoting::client::RemotingClient;
 use remoting::message::{now_millis, MessageConst, MessageExt};
-use remoting::ResponseCode;
+use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
 use serde::Deserialize;
 
 const IT_BROKER: &str = env!("CARGO_BIN_EXE_it-broker");
@@ -244,4 +249,84 @@ async fn slave_restarted_as_master_goes_on_from_the_masters_checkpoint() {
 
 fn due_max(due: &[i64]) -> i64 {
     due.iter().copied().max().unwrap_or(0)
+}
+
+/// `deliveredUpToMs` of the timer checkpoint `broker` answers (GET_TIMER_CHECK_POINT, first
+/// 8 bytes); -1 when it does not answer.
+async fn delivered_up_to(client: &RemotingClient, broker: &str) -> i64 {
+    let cmd = RemotingCommand::request(RequestCode::GET_TIMER_CHECK_POINT);
+    let Ok(r) = client
+        .invoke(&BrokerAddr::parse(broker).unwrap(), cmd, WAIT)
+        .await
+    else {
+        return -1;
+    };
+    match r.body.get(..8) {
+        Some(b) if r.code == ResponseCode::SUCCESS => i64::from_be_bytes(b.try_into().unwrap()),
+        _ => -1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acting_slave_delivers_and_the_returning_master_does_not_repeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = start_namesrv(Duration::from_secs(3)).await;
+    let nsa = ns.local_addr();
+    let cfg = |name: &str, id: i64, role: BrokerRole| {
+        let mut c = cluster_broker_config(nsa, dir.path(), (name, id, role), "1s");
+        c.timer_precision_ms = 100;
+        c
+    };
+    let mut m1 = BrokerNode::start(cfg("b1", 0, BrokerRole::AsyncMaster));
+    let s1 = BrokerNode::start(cfg("b1", 1, BrokerRole::Slave));
+    let m2 = BrokerNode::start(cfg("b2", 0, BrokerRole::AsyncMaster));
+    let client = raw_client();
+    for m in [&m1, &m2] {
+        raw::create_topic(&client, &m.addr, TOPIC, 1).await;
+    }
+    let mut due = send_timers(&client, &m1.addr, 0..1, 4_000, 0).await;
+    wait_until("the slave to replicate the timer queue", WAIT, || {
+        let (c, a) = (client.clone(), s1.addr.clone());
+        async move { raw::max_offset(&c, &a, "rmq_sys_wheel_timer", 0).await >= 1 }
+    })
+    .await;
+    m1.kill();
+    wait_until("the acting slave to deliver it to b2", WAIT, || {
+        let (c, a) = (client.clone(), m2.addr.clone());
+        async move { !delivered(&c, &a).await.is_empty() }
+    })
+    .await;
+    assert_eq!(
+        tally(&delivered(&client, &m2.addr).await, &due),
+        [(0, 1)].into()
+    );
+
+    // The master returns with its older checkpoint and takes the slave's.
+    m1.restart();
+    wait_until(
+        "the master to take the slave's timer checkpoint",
+        WAIT,
+        || {
+            let (c, a, at) = (client.clone(), m1.addr.clone(), due[0]);
+            async move { delivered_up_to(&c, &a).await >= at }
+        },
+    )
+    .await;
+    // A later timer message is delivered by the master, and the first is not again.
+    due.extend(send_timers(&client, &m1.addr, 1..2, 300, 0).await);
+    wait_until("the master to deliver the second", WAIT, || {
+        let (c, a) = (client.clone(), m1.addr.clone());
+        async move { !delivered(&c, &a).await.is_empty() }
+    })
+    .await;
+    assert_eq!(
+        tally(&delivered(&client, &m1.addr).await, &due),
+        [(1, 1)].into()
+    );
+    assert_eq!(
+        tally(&delivered(&client, &m2.addr).await, &due),
+        [(0, 1)].into()
+    );
+    drop((s1, m2, m1));
+    ns.shutdown().await;
 }

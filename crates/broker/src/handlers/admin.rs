@@ -179,12 +179,17 @@ pub(super) async fn all_delay_offset(
 }
 
 /// GET_TIMER_CHECK_POINT (60): the timer checkpoint in upstream's layout plus Apogee's field
-/// (see [`crate::timer::encode_body`]).
+/// (see [`crate::timer::encode_body`]). A slave asked by its returning master first hands
+/// timer delivery back (see [`crate::timer::TimerService::hand_back`]).
 pub(super) async fn timer_check_point(
     state: Arc<BrokerServices>,
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
+    let h: GetAllDelayOffsetRequestHeader = header(&req)?;
+    if h.master_returned && state.config().is_slave() {
+        state.timer.hand_back(&state).await;
+    }
     let body = crate::timer::encode_body(&state.timer.checkpoint());
     Ok(Some(success(&req).with_body(body)))
 }
