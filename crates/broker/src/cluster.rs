@@ -5,8 +5,11 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use rand::seq::SliceRandom;
-use remoting::broker_headers::{SendMessageRequestHeader, SendMessageRequestHeaderV2};
+use remoting::broker_headers::{
+    GetAllDelayOffsetRequestHeader, SendMessageRequestHeader, SendMessageRequestHeaderV2,
+};
 use remoting::headers::CommandHeader;
 use remoting::message::{MessageConst, Properties};
 use remoting::protocol::{from_fastjson, ClusterInfo};
@@ -86,6 +89,49 @@ pub(crate) async fn forward_to_live_master(
         bname: None,
     };
     send_to_live_master(state, &header, &msg.body).await
+}
+
+/// A master starting up asks the other brokers of its group (found at the NameServer) with
+/// `code` carrying `masterReturned` ([`GetAllDelayOffsetRequestHeader`]), so that a slave
+/// that acted as master hands its delivery back first; returns `(slave address, body)` of each
+/// SUCCESS answer. Failures are logged, naming `what` was asked for.
+pub(crate) async fn ask_returning_to_slaves(
+    state: &BrokerContext,
+    code: i32,
+    what: &str,
+) -> Vec<(String, Bytes)> {
+    let info = match cluster_info(state).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find the slaves to learn their {what}");
+            return Vec::new();
+        }
+    };
+    let me = state.broker_addr();
+    let Some(group) = info.broker_addr_table.get(&state.config().broker_name) else {
+        return Vec::new();
+    };
+    let mut answers = Vec::new();
+    for addr in group.broker_addrs.values().filter(|a| **a != me) {
+        let Some(slave) = BrokerAddr::parse(addr) else {
+            continue;
+        };
+        let mut cmd = RemotingCommand::request(code);
+        GetAllDelayOffsetRequestHeader {
+            master_returned: true,
+        }
+        .write_to(&mut cmd);
+        match state.client.invoke(&slave, cmd, TIMEOUT).await {
+            Ok(r) if r.code == ResponseCode::SUCCESS => answers.push((addr.clone(), r.body)),
+            Ok(r) => {
+                tracing::warn!(slave = %addr, code = r.code, remark = r.remark_str(), "slave refused its {what}")
+            }
+            Err(e) => {
+                tracing::warn!(slave = %addr, error = %e, "cannot ask a slave for its {what}")
+            }
+        }
+    }
+    answers
 }
 
 /// `(brokerName, master address)` of every group of our cluster that has a master, in random

@@ -24,11 +24,9 @@ use std::time::Duration;
 use std::sync::atomic::Ordering;
 
 use parking_lot::Mutex;
-use remoting::broker_headers::GetAllDelayOffsetRequestHeader;
-use remoting::headers::CommandHeader;
 use remoting::message::{now_millis, MessageConst, Properties};
 use remoting::protocol::{from_fastjson, to_fastjson, KeyStyle};
-use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
+use remoting::RequestCode;
 use serde::{Deserialize, Serialize};
 use store::{AcceptAll, GetMessageStatus, MessageExt};
 use tokio::task::JoinSet;
@@ -45,8 +43,6 @@ const BATCH: usize = 32;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// How often a slave checks whether it should deliver.
 const IDLE_CHECK: Duration = Duration::from_millis(200);
-/// Timeout of a returning master's request to a slave.
-const SLAVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Producer group named in a slave's forwarded delivery.
 const PRODUCER_GROUP: &str = "SCHEDULE_PRODUCER";
 
@@ -228,38 +224,16 @@ pub(crate) fn delivers_here(state: &BrokerContext) -> bool {
 /// A master starting up merges the delay progress of its group's slaves (keeping each
 /// level's larger offset): what a slave delivered as acting master is not delivered again.
 async fn learn_slave_progress(state: &BrokerContext, delay: &DelayService) {
-    let info = match cluster::cluster_info(state).await {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot find the slaves to learn their delay progress");
-            return;
-        }
-    };
-    let name = state.config().broker_name.clone();
-    let me = state.broker_addr();
-    let Some(group) = info.broker_addr_table.get(&name) else {
-        return;
-    };
-    for addr in group.broker_addrs.values().filter(|a| **a != me) {
-        let Some(slave) = BrokerAddr::parse(addr) else {
-            continue;
-        };
-        let mut cmd = RemotingCommand::request(RequestCode::GET_ALL_DELAY_OFFSET);
-        GetAllDelayOffsetRequestHeader {
-            master_returned: true,
-        }
-        .write_to(&mut cmd);
-        match state.client.invoke(&slave, cmd, SLAVE_TIMEOUT).await {
-            Ok(r) if r.code == ResponseCode::SUCCESS => match delay.offsets.merge_max(&r.body) {
-                Ok(()) => tracing::info!(slave = %addr, "learnt a slave's delay progress"),
-                Err(e) => tracing::warn!(slave = %addr, error = %e, "bad delay progress"),
-            },
-            Ok(r) => {
-                tracing::warn!(slave = %addr, code = r.code, remark = r.remark_str(), "slave refused its delay progress")
-            }
-            Err(e) => {
-                tracing::warn!(slave = %addr, error = %e, "cannot ask a slave for its delay progress")
-            }
+    let answers = cluster::ask_returning_to_slaves(
+        state,
+        RequestCode::GET_ALL_DELAY_OFFSET,
+        "delay progress",
+    )
+    .await;
+    for (slave, body) in answers {
+        match delay.offsets.merge_max(&body) {
+            Ok(()) => tracing::info!(%slave, "learnt a slave's delay progress"),
+            Err(e) => tracing::warn!(%slave, error = %e, "bad delay progress"),
         }
     }
 }

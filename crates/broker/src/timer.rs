@@ -57,10 +57,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use remoting::broker_headers::GetAllDelayOffsetRequestHeader;
-use remoting::headers::CommandHeader;
 use remoting::message::{find_property, parse_record, MessageConst, Parsed, Properties};
-use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
+use remoting::RequestCode;
 use serde::{Deserialize, Serialize};
 use store::{AcceptAll, GetMessageStatus, MessageExt, MessageInner};
 
@@ -82,8 +80,6 @@ const PUT_BATCH: usize = 128;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// How often a slave checks whether it should deliver.
 const IDLE_CHECK: Duration = Duration::from_millis(200);
-/// Timeout of a returning master's request to a slave.
-const SLAVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Producer group named in an acting slave's forwarded delivery.
 const PRODUCER_GROUP: &str = "TIMER_PRODUCER";
 /// Longest sleep between passes with nothing due (the queue's growth wakes it sooner).
@@ -633,43 +629,19 @@ async fn deliver_from_checkpoint(
 /// checkpoint, each handing delivery back first, and takes one a slave advanced as acting
 /// master ([`TimerService::adopt_if_further`]): what it delivered is not delivered again.
 async fn learn_slave_checkpoint(state: &BrokerContext, timer: &TimerService) {
-    let info = match cluster::cluster_info(state).await {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot find the slaves to learn their timer checkpoint");
-            return;
-        }
-    };
-    let me = state.broker_addr();
-    let Some(group) = info.broker_addr_table.get(&state.config().broker_name) else {
-        return;
-    };
-    for addr in group.broker_addrs.values().filter(|a| **a != me) {
-        let Some(slave) = BrokerAddr::parse(addr) else {
-            continue;
-        };
-        let mut cmd = RemotingCommand::request(RequestCode::GET_TIMER_CHECK_POINT);
-        GetAllDelayOffsetRequestHeader {
-            master_returned: true,
-        }
-        .write_to(&mut cmd);
-        let answer = match state.client.invoke(&slave, cmd, SLAVE_TIMEOUT).await {
-            Ok(r) if r.code == ResponseCode::SUCCESS => decode_body(&r.body),
-            Ok(r) => {
-                tracing::warn!(slave = %addr, code = r.code, remark = r.remark_str(), "slave refused its timer checkpoint");
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(slave = %addr, error = %e, "cannot ask a slave for its timer checkpoint");
-                continue;
-            }
-        };
-        match answer {
+    let answers = cluster::ask_returning_to_slaves(
+        state,
+        RequestCode::GET_TIMER_CHECK_POINT,
+        "timer checkpoint",
+    )
+    .await;
+    for (slave, body) in answers {
+        match decode_body(&body) {
             Some(cp) if timer.adopt_if_further(cp) => {
-                tracing::info!(slave = %addr, checkpoint = ?cp, "took the timer checkpoint of a slave that acted as master")
+                tracing::info!(%slave, checkpoint = ?cp, "took the timer checkpoint of a slave that acted as master")
             }
             Some(_) => {}
-            None => tracing::warn!(slave = %addr, "bad timer checkpoint from a slave"),
+            None => tracing::warn!(%slave, "bad timer checkpoint from a slave"),
         }
     }
 }

@@ -26,7 +26,7 @@ use it::{
 };
 use remoting::client::RemotingClient;
 use remoting::message::{now_millis, MessageConst, MessageExt};
-use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
+use remoting::{RequestCode, ResponseCode};
 use serde::Deserialize;
 
 const IT_BROKER: &str = env!("CARGO_BIN_EXE_it-broker");
@@ -254,17 +254,10 @@ fn due_max(due: &[i64]) -> i64 {
 /// `deliveredUpToMs` of the timer checkpoint `broker` answers (GET_TIMER_CHECK_POINT, first
 /// 8 bytes); -1 when it does not answer.
 async fn delivered_up_to(client: &RemotingClient, broker: &str) -> i64 {
-    let cmd = RemotingCommand::request(RequestCode::GET_TIMER_CHECK_POINT);
-    let Ok(r) = client
-        .invoke(&BrokerAddr::parse(broker).unwrap(), cmd, WAIT)
+    raw::body_of(client, broker, RequestCode::GET_TIMER_CHECK_POINT)
         .await
-    else {
-        return -1;
-    };
-    match r.body.get(..8) {
-        Some(b) if r.code == ResponseCode::SUCCESS => i64::from_be_bytes(b.try_into().unwrap()),
-        _ => -1,
-    }
+        .and_then(|b| Some(i64::from_be_bytes(b.get(..8)?.try_into().ok()?)))
+        .unwrap_or(-1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
