@@ -28,6 +28,7 @@ use crate::long_poll::PullWaiters;
 use crate::membership;
 use crate::metrics::{BrokerMetrics, GroupLag, ScrapeValues};
 use crate::offset::ConsumerOffsetManager;
+use crate::pop::PopService;
 use crate::register;
 use crate::schedule::{self, DelayOffsets, DelayService};
 use crate::services::BrokerServices;
@@ -158,7 +159,11 @@ impl Broker {
             )),
             timer: Arc::new(TimerService::load(&root)?),
             transactions: Arc::new(TransactionService::default()),
+            pop: Arc::new(PopService::new()),
         });
+        if !config.is_slave() {
+            services.pop.recover(&state);
+        }
         let dispatcher = match handlers::dispatcher(&services) {
             Ok(mut d) => {
                 if state.metrics.enabled() {
@@ -243,6 +248,12 @@ impl Broker {
                 services.transactions.clone(),
             )));
         }
+        tasks.push(tokio::spawn(
+            services
+                .pop
+                .clone()
+                .run_revive(state.clone(), state.stop_signal()),
+        ));
         let metrics_server = match config.metrics_addr() {
             Some(addr) => match tokio::net::TcpListener::bind(addr).await {
                 Ok(listener) => serve_metrics(&services, listener),

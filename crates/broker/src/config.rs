@@ -327,6 +327,21 @@ remoting::settings_struct! {
         /// `maxHeldPullRequests` (Apogee key): long-polling pulls held at once; a pull that
         /// would be held beyond it is answered `SYSTEM_BUSY` at once.
         max_held_pull_requests: usize = "maxHeldPullRequests", 16_384;
+        /// `reviveQueueNum`: queues of the revive log (`rmq_sys_REVIVE_LOG_<cluster>`) that
+        /// journals POP checkpoints and acks.
+        revive_queue_num: i32 = "reviveQueueNum", 8;
+        /// `reviveInterval` (ms): how often unacked popped messages past their invisible time
+        /// are revived (re-sent through the POP retry topic).
+        revive_interval: u64 = "reviveInterval", 1_000;
+        /// `popFromRetryProbability` (%): share of pops that read the group's POP retry topic
+        /// before the topic itself (0-100).
+        pop_from_retry_probability: i32 = "popFromRetryProbability", 20;
+        /// `enableRetryTopicV2`: name new POP retry topics `%RETRY%<group>+<topic>` instead of
+        /// `%RETRY%<group>_<topic>`.
+        enable_retry_topic_v2: bool = "enableRetryTopicV2", false;
+        /// `maxPopPollingSize`: pops held by long polling at once; beyond it a pop is answered
+        /// `POLLING_FULL`.
+        max_pop_polling_size: usize = "maxPopPollingSize", 100_000;
         /// `tls.server.mode`: `disabled`, `permissive` (upstream's default: TLS and plaintext
         /// on the same port, told apart by the first byte) or `enforcing` (TLS only). See
         /// `remoting::tls`. Upstream reads the `tls.*` keys as JVM system properties.
@@ -442,12 +457,20 @@ impl BrokerConfig {
                 self.max_in_flight_oneway_requests,
             ),
             ("maxHeldPullRequests", self.max_held_pull_requests),
+            ("maxPopPollingSize", self.max_pop_polling_size),
+            ("reviveQueueNum", self.revive_queue_num.max(0) as usize),
         ] {
             if value == 0 {
                 return Err(BrokerError::Config(format!(
                     "config key `{key}` is 0, expected a positive number"
                 )));
             }
+        }
+        if !(0..=100).contains(&self.pop_from_retry_probability) {
+            return Err(BrokerError::Config(format!(
+                "config key `popFromRetryProbability` has value `{}`, expected 0 to 100",
+                self.pop_from_retry_probability
+            )));
         }
         if !["DISABLE", "PROM", "OTLP_GRPC", "LOG"]
             .iter()

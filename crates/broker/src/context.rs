@@ -107,6 +107,21 @@ impl BrokerContext {
         !c.is_slave() && perm::is_writeable(c.broker_permission)
     }
 
+    /// Whether this broker acts as its group's master now: a master always; a slave only as
+    /// an acting master — `enableActingMaster` on, no master at the NameServer, no
+    /// replication connection, and no returning master has taken over since the connection
+    /// was last up.
+    pub(crate) fn serves_as_master(&self) -> bool {
+        let c = self.config();
+        if !c.is_slave() {
+            return true;
+        }
+        c.enable_acting_master
+            && self.ha.master_addr.read().is_none()
+            && !self.ha.link_up.load(Ordering::Acquire)
+            && !self.ha.master_back.load(Ordering::Acquire)
+    }
+
     /// A receiver that sees `true` when the broker stops. Subscribed after the stop (a task
     /// first polled during shutdown), its `changed()` still fires at once.
     pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {

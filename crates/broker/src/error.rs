@@ -97,6 +97,12 @@ pub(crate) enum HandlerError {
     /// `CONSUME_MSG_TIMEOUT` (207).
     #[error("{0}")]
     ConsumeTimeout(String),
+    /// `NO_MESSAGE` (208): an ack or change of invisible time whose message is not in flight.
+    #[error("{0}")]
+    NoMessage(String),
+    /// `INVALID_PARAMETER` (29).
+    #[error("{0}")]
+    InvalidParameter(String),
     /// A header that does not parse: `SYSTEM_ERROR` naming the field, as upstream's
     /// `RemotingCommandException` does.
     #[error("{}", bad_header_remark(.0))]
@@ -127,6 +133,8 @@ impl HandlerError {
             E::SlaveNotAvailable(_) => ResponseCode::SLAVE_NOT_AVAILABLE,
             E::ConsumerNotOnline(_) => ResponseCode::CONSUMER_NOT_ONLINE,
             E::ConsumeTimeout(_) => ResponseCode::CONSUME_MSG_TIMEOUT,
+            E::NoMessage(_) => ResponseCode::NO_MESSAGE,
+            E::InvalidParameter(_) => ResponseCode::INVALID_PARAMETER,
             E::Write(e) => e.code,
         }
     }

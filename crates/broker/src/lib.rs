@@ -40,6 +40,7 @@ mod cluster;
 mod ha;
 mod membership;
 mod metrics;
+mod pop;
 mod register;
 mod retry;
 mod schedule;

@@ -17,6 +17,9 @@ use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+/// Queue id to wait on for growth of any queue of a topic (a POP of every queue).
+pub(crate) const ANY_QUEUE: i32 = -1;
+
 /// Longest sleep between two looks at the queue, in case a notification is missed.
 const RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -53,11 +56,16 @@ impl PullWaiters {
         self.held.load(Ordering::Relaxed)
     }
 
-    /// Wakes everyone waiting on the queue. Cheap when nobody waits.
+    /// Wakes everyone waiting on the queue, and those waiting on any queue of the topic
+    /// ([`ANY_QUEUE`]). Cheap when nobody waits.
     pub(crate) fn notify(&self, topic: &str, queue_id: i32) {
         let map = self.map.lock();
-        if let Some(n) = map.get(topic).and_then(|q| q.get(&queue_id)) {
-            n.notify_waiters();
+        if let Some(queues) = map.get(topic) {
+            for q in [queue_id, ANY_QUEUE] {
+                if let Some(n) = queues.get(&q) {
+                    n.notify_waiters();
+                }
+            }
         }
     }
 

@@ -7,7 +7,7 @@
 //! so a restart neither loses nor repeats deliveries beyond the last persist.
 //!
 //! **Acting master.** A slave runs the same tasks on its replicated `SCHEDULE_TOPIC_XXXX`,
-//! but delivers only while its master is gone ([`delivers_here`]): it then sends each due
+//! but delivers only while its master is gone ([`BrokerContext::serves_as_master`]): it then sends each due
 //! message to a live master of the cluster (as the acting master's send-back does) and keeps
 //! its own progress. A master starting up first asks its group's slaves (found at the
 //! NameServer) for their progress with GET_ALL_DELAY_OFFSET carrying `masterReturned`
@@ -206,21 +206,6 @@ pub(crate) async fn run(state: Arc<BrokerContext>, delay: Arc<DelayService>) {
     while levels.join_next().await.is_some() {}
 }
 
-/// Whether this broker delivers delayed (and timer) messages now: a master always; a slave only as an
-/// acting master — `enableActingMaster` on, no master at the NameServer, no replication
-/// connection, and no returning master has taken delivery back since the connection was
-/// last up.
-pub(crate) fn delivers_here(state: &BrokerContext) -> bool {
-    let c = state.config();
-    if !c.is_slave() {
-        return true;
-    }
-    c.enable_acting_master
-        && state.ha.master_addr.read().is_none()
-        && !state.ha.link_up.load(Ordering::Acquire)
-        && !state.ha.master_back.load(Ordering::Acquire)
-}
-
 /// A master starting up merges the delay progress of its group's slaves (keeping each
 /// level's larger offset): what a slave delivered as acting master is not delivered again.
 async fn learn_slave_progress(state: &BrokerContext, delay: &DelayService) {
@@ -249,7 +234,7 @@ async fn run_level(state: Arc<BrokerContext>, delay: Arc<DelayService>, level: i
         if *stop.borrow() {
             return;
         }
-        if !delivers_here(&state) {
+        if !state.serves_as_master() {
             tokio::select! {
                 _ = tokio::time::sleep(IDLE_CHECK) => {}
                 _ = stop.changed() => {}
@@ -328,7 +313,7 @@ async fn deliver_due(
                 return Some(Duration::from_millis((due - now) as u64));
             }
             let _delivering = delay.offsets.delivering.read().await;
-            if !delivers_here(state) {
+            if !state.serves_as_master() {
                 return Some(IDLE_CHECK);
             }
             if let Err(remark) = deliver(state, &ext).await {

@@ -91,12 +91,14 @@ pub(crate) fn plan(
                 "batch request does not support retry group ".into(),
             ));
         }
-        let group = &topic[RETRY_GROUP_TOPIC_PREFIX.len()..];
-        let Ok(Some(group_config)) = state.groups.find(group, false) else {
+        let rest = &topic[RETRY_GROUP_TOPIC_PREFIX.len()..];
+        // `%RETRY%<group>`, or a POP retry topic `%RETRY%<group>_<topic>`.
+        let Some(group_config) = state.groups.retry_owner(rest) else {
             return Err(HandlerError::GroupNotExist(format!(
-                "subscription group not exist, {group}"
+                "subscription group not exist, {rest}"
             )));
         };
+        let group = group_config.group_name.as_str();
         let max = h
             .max_reconsume_times
             .unwrap_or(group_config.retry_max_times);

@@ -8,6 +8,7 @@
 //! | delay | [`crate::schedule`] | delay levels, delivery progress, delivery |
 //! | timer messages | [`crate::timer`] | timer properties of a send, the timer wheel, its checkpoint, delivery |
 //! | transactions | [`crate::transaction`] | half messages resolved, END_TRANSACTION, checks |
+//! | POP | [`crate::pop`] | pop checkpoints, acks, FIFO batches, the revive log and revive task |
 //! | cluster | [`crate::cluster`] | the cluster map, sending to a live master of another group |
 //! | membership | [`crate::membership`] | telling consumer groups their membership changed |
 //! | registration | [`crate::register`] | registering with the NameServers |
@@ -20,6 +21,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::context::BrokerContext;
+use crate::pop::PopService;
 use crate::schedule::DelayService;
 use crate::timer::TimerService;
 use crate::transaction::TransactionService;
@@ -30,6 +32,7 @@ pub(crate) struct BrokerServices {
     pub(crate) delay: Arc<DelayService>,
     pub(crate) timer: Arc<TimerService>,
     pub(crate) transactions: Arc<TransactionService>,
+    pub(crate) pop: Arc<PopService>,
 }
 
 impl Deref for BrokerServices {

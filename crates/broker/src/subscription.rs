@@ -143,6 +143,24 @@ impl SubscriptionGroupManager {
         Ok(Some(created))
     }
 
+    /// The group a retry topic belongs to, from the part after `%RETRY%`: the group of that
+    /// name, else the longest group name followed by `_` or `+` (a POP retry topic
+    /// `%RETRY%<group>_<topic>` / `%RETRY%<group>+<topic>`).
+    pub fn retry_owner(&self, rest: &str) -> Option<SubscriptionGroupConfig> {
+        let t = self.table.read();
+        if let Some(c) = t.subscription_group_table.get(rest) {
+            return Some(c.clone());
+        }
+        t.subscription_group_table
+            .iter()
+            .filter(|(name, _)| {
+                rest.strip_prefix(name.as_str())
+                    .is_some_and(|tail| tail.starts_with('_') || tail.starts_with('+'))
+            })
+            .max_by_key(|(name, _)| name.len())
+            .map(|(_, c)| c.clone())
+    }
+
     /// Creates or replaces a group (UPDATE_AND_CREATE_SUBSCRIPTIONGROUP).
     pub fn update(&self, config: SubscriptionGroupConfig) -> Result<(), BrokerError> {
         {
@@ -218,6 +236,29 @@ impl SubscriptionGroupManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_topics_name_their_group_plain_or_pop() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = BrokerConfig {
+            store_path_root_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        let m = SubscriptionGroupManager::load(&c).unwrap();
+        for g in ["G", "G_A", "GID_x"] {
+            m.find(g, true).unwrap();
+        }
+        let owner = |rest: &str| m.retry_owner(rest).map(|g| g.group_name);
+        assert_eq!(owner("G").as_deref(), Some("G"));
+        assert_eq!(owner("G_A").as_deref(), Some("G_A"), "an exact name wins");
+        assert_eq!(
+            owner("G_A_Topic").as_deref(),
+            Some("G_A"),
+            "the longest group"
+        );
+        assert_eq!(owner("GID_x+T").as_deref(), Some("GID_x"));
+        assert_eq!(owner("H_T"), None);
+    }
 
     #[test]
     fn auto_create_update_reload() {

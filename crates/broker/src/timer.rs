@@ -42,7 +42,7 @@
 //! the master delivered since the last applied sync).
 //!
 //! **Acting master.** While its master is gone (as for delay levels,
-//! [`crate::schedule::delivers_here`]), a slave delivers from that checkpoint itself, sending
+//! [`BrokerContext::serves_as_master`]), a slave delivers from that checkpoint itself, sending
 //! each due message to a live master of another group of the cluster, and keeps its own
 //! progress. A master starting up asks its group's slaves for their checkpoint with
 //! GET_TIMER_CHECK_POINT carrying `masterReturned`; a slave receiving it stops delivering,
@@ -67,7 +67,6 @@ use crate::config::BrokerConfig;
 use crate::context::{reput_inner, BrokerContext};
 use crate::error::{BrokerError, HandlerError};
 use crate::persist::Persister;
-use crate::schedule::delivers_here;
 use crate::topic::TIMER_TOPIC;
 
 /// The one queue of [`TIMER_TOPIC`].
@@ -523,7 +522,7 @@ struct Scan {
 }
 
 /// Runs timer delivery until the broker stops: on a master after learning a slave's acting
-/// progress, on a slave only while it acts as master ([`delivers_here`]).
+/// progress, on a slave only while it acts as master ([`BrokerContext::serves_as_master`]).
 pub(crate) async fn run(state: Arc<BrokerContext>, timer: Arc<TimerService>) {
     if !state.config().is_slave() {
         learn_slave_checkpoint(&state, &timer).await;
@@ -533,7 +532,7 @@ pub(crate) async fn run(state: Arc<BrokerContext>, timer: Arc<TimerService>) {
         if *stop.borrow() {
             return;
         }
-        if delivers_here(&state) {
+        if state.serves_as_master() {
             deliver_from_checkpoint(&state, &timer, &mut stop).await;
             continue;
         }
@@ -583,7 +582,7 @@ async fn deliver_from_checkpoint(
         "timer wheel loaded"
     );
     loop {
-        if *stop.borrow() || !delivers_here(state) {
+        if *stop.borrow() || !state.serves_as_master() {
             return;
         }
         while read_some(state, &mut wheel, &mut scan) > 0 {
@@ -704,7 +703,7 @@ async fn deliver_due(
     let _delivering = timer.delivering.read().await;
     let store_host = state.store_host();
     let acting = state.config().is_slave();
-    let mut failed = !delivers_here(state);
+    let mut failed = !state.serves_as_master();
     for (slot, msgs) in wheel.take_due(now) {
         if failed {
             wheel.put_back(slot, msgs);

@@ -26,6 +26,7 @@ use clap::{Args, ValueEnum};
 use client::consumer::push::{
     ConsumeConcurrentlyStatus, MessageListener, PushConsumer, PushConsumerConfig,
 };
+use client::consumer::simple::{SimpleConsumer, SimpleConsumerConfig};
 use client::{ClientConfig, Producer, ProducerConfig};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -89,6 +90,11 @@ pub struct BenchArgs {
     /// Where a new consumer group starts.
     #[arg(long = "from", value_enum, default_value = "last")]
     from: From,
+    /// consume: pop and ack (POP consumption, `--concurrency` simple consumers, each
+    /// receiving up to 32 messages at a time and acking them with one batch ack) instead of a
+    /// push consumer. A new POP group starts at the queues' first message.
+    #[arg(long)]
+    pop: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -196,6 +202,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let secs = produce(&args, &namesrv, duration, meter.clone()).await?;
             meter.summary("produce", secs)
         }
+        Mode::Consume if args.pop => consume_pop(&args, &namesrv, duration).await?,
         Mode::Consume => consume_only(&args, &namesrv, duration).await?,
         Mode::E2e => e2e(&args, &namesrv, duration).await?,
     };
@@ -612,6 +619,102 @@ async fn consume_only(
         .unwrap_or(started);
     Ok(meter.summary(
         "consume",
+        end.saturating_duration_since(since).as_secs_f64(),
+    ))
+}
+
+/// `consume --pop`: `--concurrency` simple consumers pop (up to 32 at a time, 60 s
+/// invisible) and ack what each pop returned with one batch ack; latency is from send to
+/// receipt.
+async fn consume_pop(
+    args: &BenchArgs,
+    namesrv: &str,
+    duration: Option<Duration>,
+) -> anyhow::Result<serde_json::Value> {
+    let meter = Meter::new()?;
+    let group = args
+        .group
+        .clone()
+        .unwrap_or_else(|| "bench_pop_consumer".to_string());
+    let expr = args.tags.clone().unwrap_or_else(|| "*".to_string());
+    let mut consumers = Vec::new();
+    for _ in 0..args.concurrency {
+        let client = args
+            .acl
+            .apply(args.tls.apply(ClientConfig::new(namesrv)?)?)?
+            .poll_name_server_interval(Duration::from_secs(5));
+        let c = SimpleConsumer::start(
+            client,
+            SimpleConsumerConfig::new(group.as_str()).await_duration(Duration::from_secs(1)),
+        )
+        .await
+        .context("cannot start a simple consumer")?;
+        c.subscribe(&args.topic, &expr)
+            .await
+            .with_context(|| format!("cannot subscribe to {}", args.topic))?;
+        consumers.push(Arc::new(c));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let first = Arc::new(Mutex::new(None::<Instant>));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in &consumers {
+        let (c, meter, stop, first) = (c.clone(), meter.clone(), stop.clone(), first.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let msgs = match c.receive(32, Duration::from_secs(60)).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        meter.errors.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                if msgs.is_empty() {
+                    continue;
+                }
+                {
+                    let mut f = first.lock().unwrap_or_else(|e| e.into_inner());
+                    f.get_or_insert_with(Instant::now);
+                }
+                let now = now_micros();
+                for m in &msgs {
+                    meter.record(now.saturating_sub(sent_micros(&m.message, now)));
+                }
+                if c.ack_batch(&msgs).await.is_err() {
+                    meter.errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let bytes: usize = msgs.iter().map(|m| m.message.message.body.len()).sum();
+                meter.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                meter
+                    .messages
+                    .fetch_add(msgs.len() as u64, Ordering::Relaxed);
+            }
+        }));
+    }
+    let progress = spawn_progress("pop", meter.clone(), stop.clone());
+    let deadline = duration.map(|d| started + d);
+    let count = args.count;
+    wait_until(deadline, || {
+        count.is_some_and(|c| meter.messages.load(Ordering::Relaxed) >= c)
+    })
+    .await;
+    let end = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = progress.await;
+    for c in &consumers {
+        c.shutdown().await;
+    }
+    let since = first
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or(started);
+    Ok(meter.summary(
+        "consume --pop",
         end.saturating_duration_since(since).as_secs_f64(),
     ))
 }

@@ -10,6 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use remoting::broker_headers::*;
 use remoting::headers::{CommandHeader, GetRouteInfoRequestHeader};
+use remoting::pop::{
+    AckMessageRequestHeader, BatchAckMessageRequestBody, ChangeInvisibleTimeRequestHeader,
+    ChangeInvisibleTimeResponseHeader, PopMessageRequestHeader, PopMessageResponseHeader,
+};
 use remoting::protocol::{from_fastjson, TopicRouteData};
 use remoting::{BrokerAddr, NameServerAddr, RemotingCommand, RequestCode, ResponseCode};
 use tracing::{debug, warn};
@@ -24,6 +28,15 @@ pub struct RawPull {
     /// The response code: SUCCESS, PULL_NOT_FOUND, PULL_RETRY_IMMEDIATELY or PULL_OFFSET_MOVED.
     pub code: i32,
     pub header: PullMessageResponseHeader,
+    pub body: Bytes,
+}
+
+/// Answer to a POP_MESSAGE before message decoding: SUCCESS with records, or
+/// POLLING_TIMEOUT / POLLING_FULL / PULL_NOT_FOUND with none.
+#[derive(Clone, Debug)]
+pub struct RawPop {
+    pub code: i32,
+    pub header: PopMessageResponseHeader,
     pub body: Bytes,
 }
 
@@ -195,6 +208,79 @@ impl ClientApi {
             }),
             _ => Err(broker_error(addr, &resp)),
         }
+    }
+
+    /// POP_MESSAGE; `timeout` must exceed the header's poll time.
+    pub async fn pop_message(
+        &self,
+        addr: &BrokerAddr,
+        header: &PopMessageRequestHeader,
+        timeout: Duration,
+    ) -> Result<RawPop> {
+        let resp = self
+            .transport
+            .invoke(addr, request(RequestCode::POP_MESSAGE, header), timeout)
+            .await?;
+        match resp.code {
+            ResponseCode::SUCCESS
+            | ResponseCode::POLLING_TIMEOUT
+            | ResponseCode::POLLING_FULL
+            | ResponseCode::PULL_NOT_FOUND => Ok(RawPop {
+                code: resp.code,
+                header: PopMessageResponseHeader::from_command(&resp)?,
+                body: resp.body,
+            }),
+            _ => Err(broker_error(addr, &resp)),
+        }
+    }
+
+    /// ACK_MESSAGE. A stale handle is the broker's NO_MESSAGE error.
+    pub async fn ack_message(
+        &self,
+        addr: &BrokerAddr,
+        header: &AckMessageRequestHeader,
+    ) -> Result<()> {
+        let resp = self
+            .transport
+            .invoke(
+                addr,
+                request(RequestCode::ACK_MESSAGE, header),
+                self.timeout,
+            )
+            .await?;
+        ok(addr, resp).map(|_| ())
+    }
+
+    /// BATCH_ACK_MESSAGE. When some acks are stale the broker applies the others and answers
+    /// NO_MESSAGE naming the stale ones.
+    pub async fn batch_ack_message(
+        &self,
+        addr: &BrokerAddr,
+        body: &BatchAckMessageRequestBody,
+    ) -> Result<()> {
+        let json = serde_json::to_vec(body)
+            .map_err(|e| ClientError::InvalidMessage(format!("batch ack body: {e}")))?;
+        let cmd = RemotingCommand::request(RequestCode::BATCH_ACK_MESSAGE).with_body(json);
+        let resp = self.transport.invoke(addr, cmd, self.timeout).await?;
+        ok(addr, resp).map(|_| ())
+    }
+
+    /// CHANGE_MESSAGE_INVISIBLETIME; answers the fields of the message's new handle.
+    pub async fn change_invisible_time(
+        &self,
+        addr: &BrokerAddr,
+        header: &ChangeInvisibleTimeRequestHeader,
+    ) -> Result<ChangeInvisibleTimeResponseHeader> {
+        let resp = self
+            .transport
+            .invoke(
+                addr,
+                request(RequestCode::CHANGE_MESSAGE_INVISIBLETIME, header),
+                self.timeout,
+            )
+            .await?;
+        let resp = ok(addr, resp)?;
+        Ok(ChangeInvisibleTimeResponseHeader::from_command(&resp)?)
     }
 
     /// QUERY_CONSUMER_OFFSET; `Ok(None)` when the broker has no offset for the queue

@@ -12,8 +12,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::error::check_len;
 use crate::error::{MessageError, Reader};
-use crate::ext::{check_len, Message};
+use crate::ext::Message;
 use crate::properties::Properties;
 
 /// Encodes messages into a `SEND_BATCH_MESSAGE` body (upstream `MessageDecoder.encodeMessages`;

@@ -179,3 +179,11 @@ impl<'a> Reader<'a> {
         Ok(i64::from_be_bytes(self.array(field)?))
     }
 }
+
+/// `len` as an `i32` when it is at most `max`.
+pub(crate) fn check_len(field: &'static str, len: usize, max: usize) -> Result<i32, MessageError> {
+    if len > max {
+        return Err(MessageError::TooLong { field, len, max });
+    }
+    i32::try_from(len).map_err(|_| MessageError::TooLong { field, len, max })
+}

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use bytes::{Bytes, BytesMut};
 
 use crate::compress::decompress_body;
-use crate::error::MessageError;
+use crate::error::{check_len, MessageError};
 use crate::id::create_message_id;
 use crate::properties::{MessageConst, Properties};
 use crate::record::{
@@ -359,12 +359,4 @@ impl MessageExt {
         encode_record(&inner, &stamp, &mut dst[start..]);
         Ok(())
     }
-}
-
-/// `len` as an `i32` when it is at most `max`.
-pub(crate) fn check_len(field: &'static str, len: usize, max: usize) -> Result<i32, MessageError> {
-    if len > max {
-        return Err(MessageError::TooLong { field, len, max });
-    }
-    i32::try_from(len).map_err(|_| MessageError::TooLong { field, len, max })
 }

@@ -36,7 +36,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use bytes::{BufMut, Bytes};
 
-use crate::error::{Reader, RecordError};
+use crate::error::{check_len, MessageError, Reader, RecordError};
 use crate::host::{is_v6, put_host};
 use crate::id::create_message_id;
 use crate::properties::{decode_properties, find_property};
@@ -518,6 +518,38 @@ impl StoredMessage {
                 4,
             ) as u32)),
         }
+    }
+
+    /// The record encoded again from these fields, after a caller changed the topic or the
+    /// properties (a POP retry message handed out under its original topic). Sizes beyond the
+    /// record format's limits are an error.
+    pub fn to_record(&self) -> Result<Bytes, MessageError> {
+        check_len("properties", self.properties.len(), usize::from(u16::MAX))?;
+        check_len("topic", self.topic.len(), usize::from(u16::MAX))?;
+        let inner = MessageInner {
+            topic: self.topic.clone(),
+            queue_id: self.queue_id,
+            flag: self.flag,
+            body: self.body.clone(),
+            properties: self.properties.clone(),
+            sys_flag: self.sys_flag,
+            born_timestamp: self.born_timestamp,
+            born_host: self.born_host,
+            store_host: self.store_host,
+            reconsume_times: self.reconsume_times,
+            prepared_transaction_offset: self.prepared_transaction_offset,
+        };
+        let total = inner.record_len();
+        check_len("record", total, i32::MAX as usize)?;
+        let stamp = RecordStamp {
+            queue_offset: self.queue_offset,
+            physical_offset: self.commit_log_offset,
+            store_timestamp: self.store_timestamp,
+            body_crc: self.body_crc,
+        };
+        let mut out = vec![0u8; total];
+        encode_record(&inner, &stamp, &mut out);
+        Ok(Bytes::from(out))
     }
 
     /// The upstream message id (`offsetMsgId`) of this message.

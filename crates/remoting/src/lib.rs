@@ -23,6 +23,7 @@ pub mod controller_headers;
 pub mod error;
 pub mod header;
 pub mod headers;
+pub mod pop;
 pub mod properties;
 pub mod protocol;
 pub mod server;

@@ -434,6 +434,9 @@ pub(super) async fn consume_stats(
         broker_offset: i64,
         consumer_offset: i64,
         last_timestamp: i64,
+        /// Apogee: messages popped (POP consumption) and not acked yet; upstream readers
+        /// ignore the field.
+        pop_inflight: usize,
     }
     let config = state.config();
     let broker_name = &config.broker_name;
@@ -459,6 +462,7 @@ pub(super) async fn consume_stats(
                     broker_offset,
                     consumer_offset,
                     last_timestamp,
+                    pop_inflight: state.pop.inflight(&group, &topic, q),
                 },
             );
         }

@@ -9,6 +9,7 @@ mod admin;
 mod client;
 mod consumer;
 mod forward;
+mod pop;
 mod pull;
 mod query;
 mod send;
@@ -90,6 +91,14 @@ const HANDLERS: &[(i32, Handler)] = &[
         RequestCode::END_TRANSACTION,
         handler!(transaction::end_transaction),
     ),
+    (RequestCode::POP_MESSAGE, handler!(pop::pop)),
+    (RequestCode::ACK_MESSAGE, handler!(pop::ack)),
+    (RequestCode::BATCH_ACK_MESSAGE, handler!(pop::batch_ack)),
+    (
+        RequestCode::CHANGE_MESSAGE_INVISIBLETIME,
+        handler!(pop::change_invisible_time),
+    ),
+    (RequestCode::NOTIFICATION, handler!(pop::notification)),
     (RequestCode::QUERY_MESSAGE, handler!(query::query_message)),
     (
         RequestCode::VIEW_MESSAGE_BY_ID,
@@ -273,7 +282,7 @@ mod tests {
     const SERVED: &[i32] = &[
         10, 310, 320, 11, 14, 15, 30, 31, 32, 29, 38, 34, 35, 41, 42, 46, 36, 37, 12, 33, 17, 215,
         21, 200, 207, 201, 28, 203, 204, 208, 202, 26, 25, 45, 43, 60, 307, 309, 222, 223, 50, 51,
-        52, 53,
+        52, 53, 200050, 200051, 200151, 200053, 200054,
     ];
 
     #[test]

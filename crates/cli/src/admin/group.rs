@@ -197,19 +197,27 @@ pub(crate) struct Progress {
     broker_offset: i64,
     consumer_offset: i64,
     pub(crate) diff: i64,
+    /// Messages popped (POP consumption) and not acked yet.
+    pub(crate) inflight: i64,
     last_timestamp: i64,
 }
 
-/// GET_CONSUME_STATS of `group` from every master of its retry topic.
+/// GET_CONSUME_STATS of `group` from every master of its retry topic (of `topic` for a
+/// group that only pops, which has no `%RETRY%<group>` topic).
 pub(crate) async fn consume_stats(
     admin: &Admin,
     group: &str,
     topic: Option<&str>,
 ) -> anyhow::Result<Vec<Progress>> {
-    let masters = admin
-        .route_masters(&client::retry_topic(group))
-        .await
-        .with_context(|| format!("consumer group `{group}` not found"))?;
+    let masters = match (
+        admin.route_masters(&client::retry_topic(group)).await,
+        topic,
+    ) {
+        (Ok(m), _) => Ok(m),
+        (Err(_), Some(t)) => admin.route_masters(t).await,
+        (Err(e), None) => Err(e),
+    }
+    .with_context(|| format!("consumer group `{group}` not found"))?;
     let mut rows = Vec::new();
     for (_, addr) in &masters {
         let mut cmd = RemotingCommand::request(RequestCode::GET_CONSUME_STATS)
@@ -228,6 +236,7 @@ pub(crate) async fn consume_stats(
                 broker_offset,
                 consumer_offset,
                 diff: broker_offset - consumer_offset,
+                inflight: v["popInflight"].as_i64().unwrap_or(0),
                 last_timestamp: v["lastTimestamp"].as_i64().unwrap_or(0),
             });
         }
@@ -259,7 +268,8 @@ pub(super) async fn progress(admin: &Admin, a: ConsumerProgressArgs) -> anyhow::
     if let Some(group) = &a.group {
         let rows = consume_stats(admin, group, a.topic.as_deref()).await?;
         let total: i64 = rows.iter().map(|r| r.diff).sum();
-        let out = serde_json::json!({"group": group, "diff_total": total, "queues": rows});
+        let inflight: i64 = rows.iter().map(|r| r.inflight).sum();
+        let out = serde_json::json!({"group": group, "diff_total": total, "inflight_total": inflight, "queues": rows});
         return admin.print(&out, || {
             let mut t = table(&[
                 "#Topic",
@@ -268,6 +278,7 @@ pub(super) async fn progress(admin: &Admin, a: ConsumerProgressArgs) -> anyhow::
                 "#Broker Offset",
                 "#Consumer Offset",
                 "#Diff",
+                "#Inflight",
                 "#LastTime",
             ]);
             for r in &rows {
@@ -278,10 +289,11 @@ pub(super) async fn progress(admin: &Admin, a: ConsumerProgressArgs) -> anyhow::
                     r.broker_offset.to_string(),
                     r.consumer_offset.to_string(),
                     r.diff.to_string(),
+                    r.inflight.to_string(),
                     format_millis(r.last_timestamp),
                 ]);
             }
-            format!("{t}\n\nDiff Total: {total}")
+            format!("{t}\n\nDiff Total: {total}\nInflight Total: {inflight}")
         });
     }
     let groups = group_totals(admin).await?;

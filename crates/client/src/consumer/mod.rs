@@ -1,6 +1,6 @@
 //! Consumers: queue allocation, process queues, offset stores, subscriptions, the send-back
 //! decision, the queue steps they share ([`queues`]), the rebalance round ([`rebalance`]),
-//! and the push, pull and lite-pull consumers built from them.
+//! the push, pull and lite-pull consumers built from them, and the POP-based simple consumer.
 
 pub mod allocate;
 pub mod lite_pull;
@@ -11,4 +11,5 @@ pub mod push;
 pub mod queues;
 pub mod rebalance;
 pub mod send_back;
+pub mod simple;
 pub mod subscription;
