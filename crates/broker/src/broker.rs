@@ -1,6 +1,6 @@
 //! [`Broker`]: a running broker — the store, the managers, the remoting servers (`listenPort`
-//! and the fast port, one dispatcher) with the request handlers, and the background tasks (registration, delay delivery, transaction
-//! checks, housekeeping), each stopped and awaited by [`Broker::shutdown`].
+//! and the fast port, one dispatcher) with the request handlers, and the background tasks (registration, delay delivery, timer
+//! delivery, transaction checks, housekeeping), each stopped and awaited by [`Broker::shutdown`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +34,7 @@ use crate::schedule::{self, DelayOffsets, DelayService};
 use crate::services::BrokerServices;
 use crate::slave_sync;
 use crate::subscription::SubscriptionGroupManager;
+use crate::timer::{self, TimerService};
 use crate::topic::TopicConfigManager;
 use crate::transaction::{self, TransactionService};
 
@@ -156,6 +157,7 @@ impl Broker {
                 config.delay_levels(),
                 DelayOffsets::load(&root)?,
             )),
+            timer: Arc::new(TimerService::load(&root)?),
             transactions: Arc::new(TransactionService::default()),
             pop: Arc::new(PopService::new()),
         });
@@ -214,6 +216,7 @@ impl Broker {
             tasks.push(tokio::spawn(slave_sync::run(
                 state.clone(),
                 services.delay.clone(),
+                services.timer.clone(),
             )));
         } else {
             let listener = match ha::master::bind(&state).await {
@@ -234,6 +237,10 @@ impl Broker {
         tasks.push(tokio::spawn(schedule::run(
             state.clone(),
             services.delay.clone(),
+        )));
+        tasks.push(tokio::spawn(timer::run(
+            state.clone(),
+            services.timer.clone(),
         )));
         if !config.is_slave() {
             tasks.push(tokio::spawn(transaction::run_checks(
@@ -444,13 +451,14 @@ async fn stop_servers(server: RemotingServer, fast: Option<RemotingServer>) {
 /// Writes every config file with the latest state and waits until they are durable (the
 /// writes run in parallel on the files' writer threads).
 async fn persist_all(state: &BrokerServices) {
-    let (offsets, delay_offsets, topics, groups) = tokio::join!(
+    let (offsets, delay_offsets, timer, topics, groups) = tokio::join!(
         state.offsets.flush(),
         state.delay.offsets.flush(),
+        state.timer.flush(),
         state.topics.flush(),
         state.groups.flush(),
     );
-    for r in [offsets, delay_offsets, topics, groups] {
+    for r in [offsets, delay_offsets, timer, topics, groups] {
         if let Err(e) = r {
             tracing::error!(error = %e, "cannot persist broker config");
         }

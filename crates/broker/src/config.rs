@@ -98,6 +98,28 @@ const IGNORED_KEYS: &[&str] = &[
     "brokerFastFailureEnable",
     "osPageCacheBusyTimeOutMills",
     "transientStorePoolEnable",
+    // Timer wheel tuning of upstream's `TimerMessageStore` (its timer log and wheel files,
+    // disruptor queues, thread pools, flow control, metrics and warm-up). Apogee's wheel is
+    // an in-memory index over the timer topic's ConsumeQueue, driven by one task, so none of
+    // these has anything to tune.
+    "mappedFileSizeTimerLog",
+    "timerRollWindowSlot",
+    "timerFlushIntervalMs",
+    "timerGetMessageThreadNum",
+    "timerPutMessageThreadNum",
+    "timerEnableDisruptor",
+    "timerEnableCheckMetrics",
+    "timerInterceptDelayLevel",
+    "timerStopEnqueue",
+    "timerCheckMetricsWhen",
+    "timerSkipUnknownError",
+    "timerWarmEnable",
+    "timerStopDequeue",
+    "timerEnableRetryUntilSuccess",
+    "timerCongestNumEachSlot",
+    "timerMetricSmallThreshold",
+    "timerProgressLogIntervalMs",
+    "timerColdDataCheckIntervalMs",
     "transientStorePoolSize",
     "fastFailIfNoBufferInStorePool",
     "warmMapedFileEnable",
@@ -188,6 +210,17 @@ remoting::settings_struct! {
         default_topic_queue_nums: i32 = "defaultTopicQueueNums", 8;
         /// `messageDelayLevel`: delay of each level (`ms`, `s`, `m`, `h`, `d` units).
         message_delay_level: String = "messageDelayLevel", DEFAULT_DELAY_LEVELS.to_string();
+        /// `timerWheelEnable`: accept timer messages (`TIMER_DELIVER_MS` / `TIMER_DELAY_SEC` /
+        /// `TIMER_DELAY_MS`); `false` refuses them with `SYSTEM_ERROR`, as upstream. Those
+        /// already waiting are still delivered.
+        timer_wheel_enable: bool = "timerWheelEnable", true;
+        /// `timerPrecisionMs`: timer slot length, snapped as upstream to 100, 200, 500 or
+        /// 1000 (see [`BrokerConfig::timer_precision`]); a timer message is delivered at most
+        /// this much after its time, never before.
+        timer_precision_ms: u64 = "timerPrecisionMs", 1_000;
+        /// `timerMaxDelaySec`: longest timer delay; a longer one is refused with
+        /// `MESSAGE_ILLEGAL` (upstream default: 3 days).
+        timer_max_delay_sec: u64 = "timerMaxDelaySec", 3 * 24 * 3_600;
         /// `maxMessageSize` (bytes).
         max_message_size: usize = "maxMessageSize", 4 * 1024 * 1024;
         /// `fileReservedTime` (hours).
@@ -471,6 +504,16 @@ impl BrokerConfig {
                 self.broker_id
             )));
         }
+        for (key, value) in [
+            ("timerPrecisionMs", self.timer_precision_ms),
+            ("timerMaxDelaySec", self.timer_max_delay_sec),
+        ] {
+            if value == 0 {
+                return Err(BrokerError::Config(format!(
+                    "config key `{key}` is 0, expected a positive number"
+                )));
+            }
+        }
         if self.default_topic_queue_nums <= 0 {
             return Err(BrokerError::Config(format!(
                 "config key `defaultTopicQueueNums` has value `{}`, expected a positive number",
@@ -545,6 +588,16 @@ impl BrokerConfig {
     /// The IP advertised to NameServers and written into message ids.
     pub fn advertised_ip(&self) -> IpAddr {
         self.broker_ip1.unwrap_or_else(local_ipv4)
+    }
+
+    /// Timer slot length in ms: `timerPrecisionMs` snapped as upstream's
+    /// `MessageStoreConfig.setTimerPrecisionMs` to the largest of 100, 200, 500 and 1000 not
+    /// above it (100 below that).
+    pub fn timer_precision(&self) -> u64 {
+        [1_000, 500, 200]
+            .into_iter()
+            .find(|&c| self.timer_precision_ms >= c)
+            .unwrap_or(100)
     }
 
     /// Delay of each level (index 0 is level 1).
@@ -746,6 +799,41 @@ mod tests {
     }
 
     #[test]
+    fn timer_keys_are_read_and_tuning_keys_ignored() {
+        let d = BrokerConfig::default();
+        assert!(d.timer_wheel_enable);
+        assert_eq!(
+            (d.timer_precision(), d.timer_max_delay_sec),
+            (1_000, 259_200)
+        );
+        let c = BrokerConfig::from_properties(&props(&[
+            ("timerWheelEnable", "false"),
+            ("timerPrecisionMs", "300"),
+            ("timerMaxDelaySec", "60"),
+            ("timerEnableDisruptor", "true"),
+            ("timerRollWindowSlot", "172800"),
+            ("timerCongestNumEachSlot", "2147483647"),
+            ("timerGetMessageThreadNum", "3"),
+        ]))
+        .unwrap();
+        assert!(!c.timer_wheel_enable);
+        assert_eq!((c.timer_precision(), c.timer_max_delay_sec), (200, 60));
+        assert!(c.to_properties().contains("timerPrecisionMs=300\n"));
+        for (raw, snapped) in [
+            (1, 100),
+            (100, 100),
+            (499, 200),
+            (500, 500),
+            (60_000, 1_000),
+        ] {
+            let c =
+                BrokerConfig::from_properties(&props(&[("timerPrecisionMs", &raw.to_string())]))
+                    .unwrap();
+            assert_eq!(c.timer_precision(), snapped, "timerPrecisionMs={raw}");
+        }
+    }
+
+    #[test]
     fn bad_values_are_errors_naming_the_key() {
         for (k, v) in [
             ("listenPort", "http"),
@@ -758,6 +846,11 @@ mod tests {
             ("enableDLegerCommitLog", "true"),
             ("metricsExporterType", "STATSD"),
             ("metricsPromExporterPort", "70000"),
+            ("timerWheelEnable", "on"),
+            ("timerPrecisionMs", "0"),
+            ("timerPrecisionMs", "1s"),
+            ("timerMaxDelaySec", "-1"),
+            ("timerMaxDelaySec", "0"),
         ] {
             let err = BrokerConfig::from_properties(&props(&[(k, v)])).unwrap_err();
             assert!(err.to_string().contains(k), "{err}");

@@ -5,7 +5,7 @@
 //!
 //! Layers, each using only those before it: the shared resources (`context`: config
 //! snapshot, store, managers, the write path), the services built on them (`services` lists
-//! them: send policy, retry / DLQ, delay, transactions, cluster, membership, registration,
+//! them: send policy, retry / DLQ, delay, timer messages, transactions, cluster, membership, registration,
 //! replication), and the request handlers (`handlers`: one dispatch table keyed by request
 //! code, one function per code, calling services). [`Broker`] builds and runs them.
 //!
@@ -46,6 +46,7 @@ mod retry;
 mod schedule;
 mod send_policy;
 mod slave_sync;
+mod timer;
 mod transaction;
 
 mod handlers;

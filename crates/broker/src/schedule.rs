@@ -24,11 +24,9 @@ use std::time::Duration;
 use std::sync::atomic::Ordering;
 
 use parking_lot::Mutex;
-use remoting::broker_headers::{GetAllDelayOffsetRequestHeader, SendMessageRequestHeader};
-use remoting::headers::CommandHeader;
 use remoting::message::{now_millis, MessageConst, Properties};
 use remoting::protocol::{from_fastjson, to_fastjson, KeyStyle};
-use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
+use remoting::RequestCode;
 use serde::{Deserialize, Serialize};
 use store::{AcceptAll, GetMessageStatus, MessageExt};
 use tokio::task::JoinSet;
@@ -45,11 +43,8 @@ const BATCH: usize = 32;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// How often a slave checks whether it should deliver.
 const IDLE_CHECK: Duration = Duration::from_millis(200);
-/// Timeout of a returning master's request to a slave.
-const SLAVE_TIMEOUT: Duration = Duration::from_secs(3);
-/// Producer group and default topic named in a slave's forwarded delivery.
+/// Producer group named in a slave's forwarded delivery.
 const PRODUCER_GROUP: &str = "SCHEDULE_PRODUCER";
-const DEFAULT_TOPIC: &str = "TBW102";
 
 #[derive(Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -214,38 +209,16 @@ pub(crate) async fn run(state: Arc<BrokerContext>, delay: Arc<DelayService>) {
 /// A master starting up merges the delay progress of its group's slaves (keeping each
 /// level's larger offset): what a slave delivered as acting master is not delivered again.
 async fn learn_slave_progress(state: &BrokerContext, delay: &DelayService) {
-    let info = match cluster::cluster_info(state).await {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot find the slaves to learn their delay progress");
-            return;
-        }
-    };
-    let name = state.config().broker_name.clone();
-    let me = state.broker_addr();
-    let Some(group) = info.broker_addr_table.get(&name) else {
-        return;
-    };
-    for addr in group.broker_addrs.values().filter(|a| **a != me) {
-        let Some(slave) = BrokerAddr::parse(addr) else {
-            continue;
-        };
-        let mut cmd = RemotingCommand::request(RequestCode::GET_ALL_DELAY_OFFSET);
-        GetAllDelayOffsetRequestHeader {
-            master_returned: true,
-        }
-        .write_to(&mut cmd);
-        match state.client.invoke(&slave, cmd, SLAVE_TIMEOUT).await {
-            Ok(r) if r.code == ResponseCode::SUCCESS => match delay.offsets.merge_max(&r.body) {
-                Ok(()) => tracing::info!(slave = %addr, "learnt a slave's delay progress"),
-                Err(e) => tracing::warn!(slave = %addr, error = %e, "bad delay progress"),
-            },
-            Ok(r) => {
-                tracing::warn!(slave = %addr, code = r.code, remark = r.remark_str(), "slave refused its delay progress")
-            }
-            Err(e) => {
-                tracing::warn!(slave = %addr, error = %e, "cannot ask a slave for its delay progress")
-            }
+    let answers = cluster::ask_returning_to_slaves(
+        state,
+        RequestCode::GET_ALL_DELAY_OFFSET,
+        "delay progress",
+    )
+    .await;
+    for (slave, body) in answers {
+        match delay.offsets.merge_max(&body) {
+            Ok(()) => tracing::info!(%slave, "learnt a slave's delay progress"),
+            Err(e) => tracing::warn!(%slave, error = %e, "bad delay progress"),
         }
     }
 }
@@ -372,34 +345,16 @@ async fn deliver(state: &BrokerContext, ext: &MessageExt) -> Result<(), String> 
         .and_then(|q| q.parse().ok())
         .unwrap_or(0);
     props.remove(MessageConst::PROPERTY_DELAY_TIME_LEVEL);
-    if state.config().is_slave() {
-        let header = SendMessageRequestHeader {
-            producer_group: PRODUCER_GROUP.into(),
-            topic: topic.clone(),
-            default_topic: DEFAULT_TOPIC.into(),
-            default_topic_queue_nums: 1,
-            queue_id,
-            sys_flag: ext.sys_flag,
-            born_timestamp: ext.born_timestamp,
-            flag: ext.flag,
-            max_reconsume_times: props
-                .get(MessageConst::PROPERTY_MAX_RECONSUME_TIMES)
-                .and_then(|m| m.parse().ok()),
-            properties: Some(props.to_wire_string()),
-            reconsume_times: Some(ext.reconsume_times),
-            unit_mode: Some(false),
-            batch: Some(false),
-            bname: None,
-        };
-        let target = cluster::send_to_live_master(state, &header, &ext.body)
-            .await
-            .map_err(|e| e.to_string())?;
-        tracing::info!(msg_id = %ext.msg_id(), %topic, %target, "acting master delivered a delayed message");
-        return Ok(());
-    }
     let mut msg = reput_inner(ext, state.store_host());
     msg.topic = topic;
     msg.queue_id = queue_id;
     msg.properties = props.to_wire_string();
+    if state.config().is_slave() {
+        let target = cluster::forward_to_live_master(state, &msg, PRODUCER_GROUP)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(msg_id = %ext.msg_id(), topic = %msg.topic, %target, "acting master delivered a delayed message");
+        return Ok(());
+    }
     state.put(vec![msg]).await.map(|_| ()).map_err(|e| e.remark)
 }

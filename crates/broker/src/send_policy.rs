@@ -1,6 +1,7 @@
 //! The send policy: what a SEND_MESSAGE (10), SEND_MESSAGE_V2 (310) or SEND_BATCH_MESSAGE
 //! (320) writes, or why it is refused — topic auto-create from `TBW102`, the retry and DLQ
-//! topic rules, transactional half messages and delay levels. The send handler parses,
+//! topic rules, transactional half messages, delay levels and timer messages (see
+//! [`crate::timer`]). The send handler parses,
 //! calls [`plan`], appends what it returns and answers.
 
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use rand::Rng;
 use remoting::broker_headers::SendMessageRequestHeader;
-use remoting::message::{decode_batch, MessageConst, MessageSysFlag, Properties};
+use remoting::message::{decode_batch, now_millis, MessageConst, MessageSysFlag, Properties};
 use remoting::protocol::{perm, TopicConfig};
 use store::MessageInner;
 
@@ -16,6 +17,7 @@ use crate::config::BrokerConfig;
 use crate::context::BrokerContext;
 use crate::error::HandlerError;
 use crate::schedule::DelayService;
+use crate::timer;
 use crate::topic::{
     dlq_topic, is_not_allowed_send_topic, validate_topic_name, RETRY_GROUP_TOPIC_PREFIX,
     TRANS_HALF_TOPIC,
@@ -33,7 +35,8 @@ pub(crate) struct Planned {
 /// writes, the topic name is legal and sendable, the topic exists (auto-created from the
 /// default topic, or as a retry topic, when allowed), the queue id is in range; then a retry
 /// message past its maximum goes to the DLQ, a batch body is split, a transactional message
-/// becomes a half message and a message with a delay level waits in the schedule topic.
+/// becomes a half message, a message with a delay level waits in the schedule topic and one
+/// with a timer property in the timer topic.
 /// `born_host` is the producer's address; `config` the snapshot the request is served with.
 pub(crate) fn plan(
     state: &BrokerContext,
@@ -144,6 +147,11 @@ pub(crate) fn plan(
                     "batch messages do not support delay levels".into(),
                 ));
             }
+            if timer::requests_timer(&topic, &m.properties) {
+                return Err(HandlerError::MessageIllegal(
+                    "batch messages do not support timer properties".into(),
+                ));
+            }
             let mut props = m.properties;
             props.insert(MessageConst::PROPERTY_CLUSTER, cluster.clone());
             msgs.push(make(m.flag, m.body, props));
@@ -170,7 +178,10 @@ pub(crate) fn plan(
                 .and_then(|l| l.trim().parse::<i32>().ok())
                 .unwrap_or(0);
             if level > 0 {
+                timer::clear_timer_request(&mut props);
                 delay.to_schedule(&mut msg, &mut props, level);
+            } else if timer::requests_timer(&msg.topic, &props) {
+                timer::to_timer(&mut msg, &mut props, config, now_millis())?;
             }
         }
         msgs.push(msg);

@@ -1,7 +1,8 @@
 //! A slave's copy of its master's metadata (upstream's `SlaveSynchronize`): every
 //! `slaveSynchronizeInterval`, and as soon as the master's address is learnt, it fetches
 //! GET_ALL_TOPIC_CONFIG (21), GET_ALL_SUBSCRIPTIONGROUP_CONFIG (201), GET_ALL_CONSUMER_OFFSET
-//! (43) and GET_ALL_DELAY_OFFSET (45). Topics and groups are replaced when their data version
+//! (43), GET_ALL_DELAY_OFFSET (45) and GET_TIMER_CHECK_POINT (60; applied once this slave's
+//! CommitLog covers it, see [`crate::timer`]). Topics and groups are replaced when their data version
 //! differs; consumer offsets and delay progress are merged keeping the larger value, so
 //! offsets committed to this slave while the master was away survive the master's return
 //! (upstream overwrites them). Offsets consumers committed to this slave that are ahead of the
@@ -21,18 +22,23 @@ use crate::context::BrokerContext;
 use crate::offset::QueueOffset;
 use crate::schedule::DelayService;
 use crate::subscription::SubscriptionGroupWrapper;
+use crate::timer::TimerService;
 
 /// Timeout of each request to the master.
 const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Synchronises until the broker stops.
-pub(crate) async fn run(state: Arc<BrokerContext>, delay: Arc<DelayService>) {
+pub(crate) async fn run(
+    state: Arc<BrokerContext>,
+    delay: Arc<DelayService>,
+    timer: Arc<TimerService>,
+) {
     let mut stop = state.stop_signal();
     let mut master_ha = state.ha.master_ha_addr.subscribe();
     loop {
         let master = state.ha.master_addr.read().clone();
         if let Some(master) = master {
-            if let Err(e) = sync_once(&state, &delay, &master).await {
+            if let Err(e) = sync_once(&state, &delay, &timer, &master).await {
                 tracing::warn!(master = %master, error = %e, "slave synchronisation failed");
             }
         }
@@ -65,6 +71,7 @@ async fn fetch(state: &BrokerContext, master: &BrokerAddr, code: i32) -> Result<
 async fn sync_once(
     state: &BrokerContext,
     delay: &DelayService,
+    timer: &TimerService,
     master: &BrokerAddr,
 ) -> Result<(), String> {
     let body = fetch(state, master, RequestCode::GET_ALL_TOPIC_CONFIG).await?;
@@ -89,6 +96,11 @@ async fn sync_once(
 
     let body = fetch(state, master, RequestCode::GET_ALL_DELAY_OFFSET).await?;
     delay.offsets.merge_max(&body).map_err(|e| e.to_string())?;
+
+    let body = fetch(state, master, RequestCode::GET_TIMER_CHECK_POINT).await?;
+    timer
+        .learn_from_master(&body, state.store.commit_log_max_offset())
+        .map_err(|e| e.to_string())?;
     tracing::debug!(master = %master, "synchronised from master");
     Ok(())
 }

@@ -21,6 +21,8 @@ use crate::persist::Persister;
 pub const AUTO_CREATE_TOPIC_KEY_TOPIC: &str = "TBW102";
 /// Delayed messages wait here, one queue per level.
 pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
+/// Timer messages wait here, in queue 0 (upstream `TimerMessageStore.TIMER_TOPIC`).
+pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
 pub const SELF_TEST_TOPIC: &str = "SELF_TEST_TOPIC";
 pub const BENCHMARK_TOPIC: &str = "BenchmarkTest";
 pub const OFFSET_MOVED_EVENT: &str = "OFFSET_MOVED_EVENT";
@@ -59,11 +61,12 @@ pub fn validate_topic_name(topic: &str) -> Option<String> {
     None
 }
 
-/// Topics clients may not send to directly.
+/// Topics clients may not send to directly (upstream's set, and the timer topic: only the
+/// send policy writes timer messages there).
 pub fn is_not_allowed_send_topic(topic: &str) -> bool {
     matches!(
         topic,
-        SCHEDULE_TOPIC | TRANS_HALF_TOPIC | TRANS_OP_HALF_TOPIC | OFFSET_MOVED_EVENT
+        SCHEDULE_TOPIC | TIMER_TOPIC | TRANS_HALF_TOPIC | TRANS_OP_HALF_TOPIC | OFFSET_MOVED_EVENT
     )
 }
 

@@ -7,6 +7,11 @@
 //!   time that bench producers write in the first 8 bytes of every body (big-endian
 //!   microseconds since the epoch), falling back to the born timestamp.
 //! - `e2e`: both at once, on a fresh consumer group; latency is send-to-consume.
+//! - timer messages: `produce --timer-spread-secs S [--timer-after-secs A]` sends every
+//!   message as a timer message due at a time spread evenly over `[start + A, start + A + S)`;
+//!   `consume --timer` then measures delivery lateness: consume time minus the message's
+//!   `TIMER_OUT_MS` (its requested time), and counts messages consumed before it (`early`)
+//!   and without it (`errors`).
 //!
 //! A progress line is drawn every second on stderr; the summary gives msg/s, MB/s (10^6
 //! bytes), latency percentiles from an HDR histogram (microsecond resolution) and errors.
@@ -26,7 +31,7 @@ use client::{ClientConfig, Producer, ProducerConfig};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use remoting::broker_headers::ConsumeFromWhere;
-use remoting::message::{Message, MessageExt};
+use remoting::message::{Message, MessageConst, MessageExt};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
@@ -93,6 +98,15 @@ pub struct BenchArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+    /// produce: send timer messages due at times spread evenly over this many seconds.
+    #[arg(long)]
+    timer_spread_secs: Option<u64>,
+    /// produce, with --timer-spread-secs: the spread starts this many seconds after the run.
+    #[arg(long, default_value_t = 0)]
+    timer_after_secs: u64,
+    /// consume: latency is delivery lateness, consume time minus `TIMER_OUT_MS`.
+    #[arg(long)]
+    timer: bool,
     #[command(flatten)]
     tls: crate::tls_args::TlsArgs,
     #[command(flatten)]
@@ -104,6 +118,8 @@ struct Meter {
     messages: AtomicU64,
     bytes: AtomicU64,
     errors: AtomicU64,
+    /// Timer messages consumed before their time (`consume --timer`).
+    early: AtomicU64,
     hist: Mutex<Histogram<u64>>,
 }
 
@@ -113,6 +129,7 @@ impl Meter {
             messages: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            early: AtomicU64::new(0),
             // 1 µs .. 1 h, 3 significant digits.
             hist: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3)?),
         }))
@@ -139,6 +156,7 @@ impl Meter {
             "mode": mode,
             "messages": messages,
             "errors": self.errors.load(Ordering::Relaxed),
+            "early": self.early.load(Ordering::Relaxed),
             "seconds": round3(seconds),
             "msgs_per_sec": round3(messages as f64 / secs),
             "mb_per_sec": round3(bytes as f64 / secs / 1e6),
@@ -166,6 +184,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let namesrv = crate::admin::namesrv_list(args.namesrv.as_deref())?;
     if args.concurrency == 0 || args.batch == 0 {
         anyhow::bail!("--concurrency and --batch must be at least 1");
+    }
+    if args.timer_spread_secs.is_some() && args.batch > 1 {
+        anyhow::bail!("--timer-spread-secs sends timer messages, which cannot be batched");
+    }
+    if args.timer_spread_secs == Some(0) {
+        anyhow::bail!("--timer-spread-secs must be at least 1");
     }
     let duration = match (args.duration, args.count) {
         (Some(d), _) => Some(Duration::from_secs(d)),
@@ -204,6 +228,12 @@ fn report(args: &BenchArgs, s: &serde_json::Value) -> anyhow::Result<()> {
         s["p999_ms"].as_f64().unwrap_or(0.0),
         s["max_ms"].as_f64().unwrap_or(0.0),
     );
+    if args.timer {
+        text.push_str(&format!(
+            "\n  timer: latency is lateness after TIMER_OUT_MS; {} consumed early, {} without TIMER_OUT_MS",
+            s["early"], s["errors"]
+        ));
+    }
     if let Some(p) = s.get("produce") {
         text.push_str(&format!(
             "\n  produce: {} messages, {:.0} msg/s, send p99 {:.3} ms, {} errors",
@@ -288,17 +318,44 @@ impl Budget {
     }
 }
 
-/// A bench message: body of `size` bytes starting with the send time.
-fn bench_message(topic: &str, template: &[u8], tags: Option<&str>) -> Message {
+/// Delivery times of `produce --timer-spread-secs`: the n-th message is due at
+/// `first_ms + n * golden ratio (mod spread)`, which spreads any number of messages evenly.
+struct TimerSpread {
+    first_ms: u64,
+    spread_ms: u64,
+    sent: AtomicU64,
+}
+
+impl TimerSpread {
+    fn next_due_ms(&self) -> u64 {
+        let n = self.sent.fetch_add(1, Ordering::Relaxed);
+        // Fractional part of n * (golden ratio - 1), in 2^-64 units.
+        let frac = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let offset = ((u128::from(frac) * u128::from(self.spread_ms)) >> 64) as u64;
+        self.first_ms + offset
+    }
+}
+
+/// A bench message: body of `size` bytes starting with the send time; a timer message when
+/// `timer` is given.
+fn bench_message(
+    topic: &str,
+    template: &[u8],
+    tags: Option<&str>,
+    timer: Option<&TimerSpread>,
+) -> Message {
     let mut body = template.to_vec();
     if body.len() >= 8 {
         body[..8].copy_from_slice(&now_micros().to_be_bytes());
     }
-    let msg = Message::new(topic.to_string(), body);
-    match tags {
-        Some(t) => msg.with_tags(t.to_string()),
-        None => msg,
+    let mut msg = Message::new(topic.to_string(), body);
+    if let Some(t) = tags {
+        msg = msg.with_tags(t.to_string());
     }
+    if let Some(timer) = timer {
+        msg = msg.with_deliver_time_ms(timer.next_due_ms() as i64);
+    }
+    msg
 }
 
 /// Runs the producers; returns the elapsed seconds.
@@ -336,12 +393,19 @@ async fn produce(
     let progress = spawn_progress("produce", meter.clone(), stop.clone());
     let template: Arc<[u8]> = vec![b'a'; args.size].into();
     let tags = args.tags.clone();
+    let timer = args.timer_spread_secs.map(|secs| {
+        Arc::new(TimerSpread {
+            first_ms: now_micros() / 1000 + args.timer_after_secs * 1000,
+            spread_ms: secs * 1000,
+            sent: AtomicU64::new(0),
+        })
+    });
     let batch = args.batch;
     let mut workers = Vec::new();
     let permits = Arc::new(Semaphore::new(args.concurrency));
     let senders = if args.is_async { 1 } else { args.concurrency };
     for _ in 0..senders {
-        let (producer, meter, budget, template, tags, topic, permits) = (
+        let (producer, meter, budget, template, tags, topic, permits, timer) = (
             producer.clone(),
             meter.clone(),
             budget.clone(),
@@ -349,6 +413,7 @@ async fn produce(
             tags.clone(),
             args.topic.clone(),
             permits.clone(),
+            timer.clone(),
         );
         let is_async = args.is_async;
         workers.push(tokio::spawn(async move {
@@ -359,7 +424,7 @@ async fn produce(
                     break;
                 }
                 let msgs: Vec<Message> = (0..n)
-                    .map(|_| bench_message(&topic, &template, tags.as_deref()))
+                    .map(|_| bench_message(&topic, &template, tags.as_deref(), timer.as_deref()))
                     .collect();
                 let task = send_once(producer.clone(), msgs, meter.clone(), template.len());
                 if is_async {
@@ -434,6 +499,14 @@ fn sent_micros(m: &MessageExt, now: u64) -> u64 {
     }
 }
 
+/// A delivered timer message's requested time (`TIMER_OUT_MS`) in µs since the epoch.
+fn timer_out_micros(m: &MessageExt) -> Option<u64> {
+    m.message
+        .property(MessageConst::PROPERTY_TIMER_OUT_MS)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|ms| ms * 1000)
+}
+
 /// Starts a push consumer that records into `meter`; `first` is set at the first message.
 /// Messages sent before `since` (µs since the epoch) are not counted.
 async fn start_consumer(
@@ -453,6 +526,7 @@ async fn start_consumer(
         .rebalance_interval(Duration::from_secs(2));
     config.pull_threshold_for_queue = 4096;
     let expr = args.tags.clone().unwrap_or_else(|| "*".to_string());
+    let timer = args.timer;
     let client = args
         .acl
         .apply(args.tls.apply(ClientConfig::new(namesrv)?)?)?
@@ -471,9 +545,21 @@ async fn start_consumer(
                 if sent < since {
                     continue;
                 }
-                h.saturating_record(now.saturating_sub(sent).max(1));
                 bytes += m.message.body.len() as u64;
                 count += 1;
+                if !timer {
+                    h.saturating_record(now.saturating_sub(sent).max(1));
+                    continue;
+                }
+                match timer_out_micros(m) {
+                    Some(due) if due > now => {
+                        meter.early.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(due) => h.saturating_record((now - due).max(1)),
+                    None => {
+                        meter.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
         }
         meter.bytes.fetch_add(bytes, Ordering::Relaxed);

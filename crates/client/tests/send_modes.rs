@@ -151,3 +151,43 @@ async fn first_send_to_an_unknown_topic_creates_it_through_tbw102() {
     producer.shutdown().await;
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn timer_sends_are_consumed_at_their_time() {
+    let cluster = Cluster::start().await;
+    cluster.create_topic("TimerTopic", 2).await;
+    let producer = Producer::start(cluster.client_config(), ProducerConfig::new("PG_timer"))
+        .await
+        .unwrap();
+    let (consumer, mut rx) = consumer(&cluster, "CG_timer", "TimerTopic").await;
+    let sent_at = remoting::message::now_millis();
+    let msgs = [
+        Message::new("TimerTopic", "at").with_deliver_time_ms(sent_at + 1_200),
+        Message::new("TimerTopic", "sec").with_delay_time_sec(1),
+        Message::new("TimerTopic", "ms").with_delay_time_ms(1_500),
+    ];
+    for m in msgs {
+        let r = producer.send(m).await.unwrap();
+        assert_eq!(r.send_status, SendStatus::SendOk);
+        assert_eq!(r.message_queue.topic, "TimerTopic");
+    }
+    let got = collect(&mut rx, 3).await;
+    let mut bodies: Vec<String> = got
+        .iter()
+        .map(|m| {
+            let out: i64 = m
+                .message
+                .property(MessageConst::PROPERTY_TIMER_OUT_MS)
+                .and_then(|v| v.parse().ok())
+                .expect("TIMER_OUT_MS");
+            assert!(out >= sent_at + 1_000);
+            assert!(m.store_timestamp >= out, "delivered early");
+            String::from_utf8_lossy(&m.message.body).into_owned()
+        })
+        .collect();
+    bodies.sort();
+    assert_eq!(bodies, ["at", "ms", "sec"]);
+    consumer.shutdown().await;
+    producer.shutdown().await;
+    cluster.stop().await;
+}

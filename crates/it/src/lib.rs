@@ -323,6 +323,18 @@ pub mod raw {
         client.invoke(&addr(broker), cmd, T).await
     }
 
+    /// The body of `broker`'s SUCCESS answer to request `code` (no header); `None` when it
+    /// does not answer or refuses.
+    pub async fn body_of(client: &RemotingClient, broker: &str, code: i32) -> Option<bytes::Bytes> {
+        match client
+            .invoke(&addr(broker), RemotingCommand::request(code), T)
+            .await
+        {
+            Ok(r) if r.code == ResponseCode::SUCCESS => Some(r.body),
+            _ => None,
+        }
+    }
+
     /// GET_MAX_OFFSET of a queue (-1 when the request fails).
     pub async fn max_offset(client: &RemotingClient, broker: &str, topic: &str, queue: i32) -> i64 {
         let mut cmd = RemotingCommand::request(RequestCode::GET_MAX_OFFSET);

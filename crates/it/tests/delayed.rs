@@ -12,7 +12,7 @@ use it::{
 use remoting::client::RemotingClient;
 use remoting::message::MessageConst;
 use remoting::protocol::from_fastjson;
-use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
+use remoting::{RequestCode, ResponseCode};
 
 const TOPIC: &str = "TopicDelayed";
 const SCHEDULE: &str = "SCHEDULE_TOPIC_XXXX";
@@ -27,17 +27,10 @@ struct DelayOffsets {
 
 /// Level 1's delay progress on `broker` (-1 when it does not answer).
 async fn level_one_progress(client: &RemotingClient, broker: &str) -> i64 {
-    let cmd = RemotingCommand::request(RequestCode::GET_ALL_DELAY_OFFSET);
-    let Ok(r) = client
-        .invoke(&BrokerAddr::parse(broker).unwrap(), cmd, WAIT)
-        .await
-    else {
+    let Some(body) = raw::body_of(client, broker, RequestCode::GET_ALL_DELAY_OFFSET).await else {
         return -1;
     };
-    if r.code != ResponseCode::SUCCESS {
-        return -1;
-    }
-    let d: DelayOffsets = from_fastjson(&r.body).unwrap();
+    let d: DelayOffsets = from_fastjson(&body).unwrap();
     d.offset_table.get(&1).copied().unwrap_or(0)
 }
 

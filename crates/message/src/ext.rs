@@ -77,6 +77,46 @@ impl Message {
         self
     }
 
+    /// Asks for delivery at `deliver_time_ms` (ms since the epoch; the `TIMER_DELIVER_MS`
+    /// property, upstream 5.x `Message.setDeliverTimeMs`). The broker delivers a timer
+    /// message at or after its time (within `timerPrecisionMs`); a time more than
+    /// `timerMaxDelaySec` ahead is refused with `MESSAGE_ILLEGAL`, one already past is
+    /// delivered at once. A delay level, if also set, wins.
+    ///
+    /// ```
+    /// use message::{Message, MessageConst};
+    ///
+    /// let at = Message::new("T", &b"x"[..]).with_deliver_time_ms(1_800_000_000_000);
+    /// assert_eq!(at.property(MessageConst::PROPERTY_TIMER_DELIVER_MS), Some("1800000000000"));
+    /// let later = Message::new("T", &b"x"[..]).with_delay_time_sec(90);
+    /// assert_eq!(later.property(MessageConst::PROPERTY_TIMER_DELAY_SEC), Some("90"));
+    /// let soon = Message::new("T", &b"x"[..]).with_delay_time_ms(1_500);
+    /// assert_eq!(soon.property(MessageConst::PROPERTY_TIMER_DELAY_MS), Some("1500"));
+    /// ```
+    pub fn with_deliver_time_ms(mut self, deliver_time_ms: i64) -> Self {
+        self.properties.insert(
+            MessageConst::PROPERTY_TIMER_DELIVER_MS,
+            deliver_time_ms.to_string(),
+        );
+        self
+    }
+
+    /// Asks for delivery `seconds` after the broker receives it (the `TIMER_DELAY_SEC`
+    /// property, upstream `Message.setDelayTimeSec`); see [`Self::with_deliver_time_ms`].
+    pub fn with_delay_time_sec(mut self, seconds: i64) -> Self {
+        self.properties
+            .insert(MessageConst::PROPERTY_TIMER_DELAY_SEC, seconds.to_string());
+        self
+    }
+
+    /// Asks for delivery `millis` ms after the broker receives it (the `TIMER_DELAY_MS`
+    /// property, upstream `Message.setDelayTimeMs`); see [`Self::with_deliver_time_ms`].
+    pub fn with_delay_time_ms(mut self, millis: i64) -> Self {
+        self.properties
+            .insert(MessageConst::PROPERTY_TIMER_DELAY_MS, millis.to_string());
+        self
+    }
+
     /// Sets any property.
     pub fn with_property(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(name, value);

@@ -368,8 +368,9 @@ command_header! {
         pub keep_larger: bool => "keepLarger",
     }
 
-    /// Apogee's header of GET_ALL_DELAY_OFFSET (45; upstream's has none): a returning master
-    /// asking a slave for the delay progress it made as acting master.
+    /// Apogee's header of GET_ALL_DELAY_OFFSET (45) and GET_TIMER_CHECK_POINT (60; upstream's
+    /// have none): a returning master asking a slave for the delay / timer progress it made as
+    /// acting master.
     pub struct GetAllDelayOffsetRequestHeader {
         pub master_returned: bool => "masterReturned",
     }

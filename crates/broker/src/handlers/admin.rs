@@ -170,12 +170,36 @@ pub(super) async fn all_delay_offset(
     _conn: Connection,
     req: RemotingCommand,
 ) -> Reply {
-    let h: GetAllDelayOffsetRequestHeader = header(&req)?;
-    if h.master_returned && state.config().is_slave() {
+    if asked_by_returning_master(&state, &req)? {
         state.delay.hand_back(&state).await;
     }
     let body = state.delay.offsets.encode()?;
     Ok(Some(success(&req).with_body(body)))
+}
+
+/// GET_TIMER_CHECK_POINT (60): the timer checkpoint in upstream's layout plus Apogee's field
+/// (see [`crate::timer::encode_body`]). A slave asked by its returning master first hands
+/// timer delivery back (see [`crate::timer::TimerService::hand_back`]).
+pub(super) async fn timer_check_point(
+    state: Arc<BrokerServices>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    if asked_by_returning_master(&state, &req)? {
+        state.timer.hand_back(&state).await;
+    }
+    let body = crate::timer::encode_body(&state.timer.checkpoint());
+    Ok(Some(success(&req).with_body(body)))
+}
+
+/// Whether this is a slave asked by its returning master (`masterReturned`, see
+/// [`crate::cluster::ask_returning_to_slaves`]).
+fn asked_by_returning_master(
+    state: &BrokerServices,
+    req: &RemotingCommand,
+) -> Result<bool, HandlerError> {
+    let h: GetAllDelayOffsetRequestHeader = header(req)?;
+    Ok(h.master_returned && state.config().is_slave())
 }
 
 /// GET_ALL_CONSUMER_OFFSET (43).

@@ -165,6 +165,10 @@ const HANDLERS: &[(i32, Handler)] = &[
         handler!(admin::all_consumer_offset),
     ),
     (
+        RequestCode::GET_TIMER_CHECK_POINT,
+        handler!(admin::timer_check_point),
+    ),
+    (
         RequestCode::UPDATE_AND_CREATE_ACL_CONFIG,
         handler!(acl::update),
     ),
@@ -277,8 +281,8 @@ mod tests {
     /// admin codes 50-53 added since.
     const SERVED: &[i32] = &[
         10, 310, 320, 11, 14, 15, 30, 31, 32, 29, 38, 34, 35, 41, 42, 46, 36, 37, 12, 33, 17, 215,
-        21, 200, 207, 201, 28, 203, 204, 208, 202, 26, 25, 45, 43, 307, 309, 222, 223, 50, 51, 52,
-        53, 200050, 200051, 200151, 200053, 200054,
+        21, 200, 207, 201, 28, 203, 204, 208, 202, 26, 25, 45, 43, 60, 307, 309, 222, 223, 50, 51,
+        52, 53, 200050, 200051, 200151, 200053, 200054,
     ];
 
     #[test]
