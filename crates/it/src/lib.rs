@@ -392,6 +392,30 @@ pub mod raw {
         assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
     }
 
+    /// UPDATE_CONSUMER_OFFSET (two-way) as a consumer sends it.
+    pub async fn commit_offset(
+        client: &RemotingClient,
+        broker: &str,
+        (group, topic, queue): (&str, &str, i32),
+        offset: i64,
+    ) {
+        use remoting::broker_headers::UpdateConsumerOffsetRequestHeader;
+        let mut cmd = RemotingCommand::request(RequestCode::UPDATE_CONSUMER_OFFSET);
+        UpdateConsumerOffsetRequestHeader {
+            consumer_group: group.into(),
+            topic: topic.into(),
+            queue_id: queue,
+            commit_offset: offset,
+            bname: None,
+        }
+        .write_to(&mut cmd);
+        let r = client
+            .invoke(&addr(broker), cmd, T)
+            .await
+            .expect("answered");
+        assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+    }
+
     /// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP with defaults.
     pub async fn create_group(client: &RemotingClient, broker: &str, group: &str) {
         let body = format!(r#"{{"groupName":"{group}"}}"#);
