@@ -188,6 +188,19 @@ mod tests {
     }
 
     #[test]
+    fn create_dir_all_creates_nested_directories_and_accepts_existing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a").join("b").join("c");
+        create_dir_all(&nested).unwrap();
+        assert!(nested.is_dir());
+        create_dir_all(&nested).unwrap();
+        let file = dir.path().join("a").join("f");
+        fs::write(&file, b"x").unwrap();
+        assert!(create_dir_all(&file.join("d")).is_err());
+        sync_dir(&nested).unwrap();
+    }
+
+    #[test]
     fn the_backup_is_read_when_the_file_is_missing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.json");

@@ -27,7 +27,10 @@ use std::time::Duration;
 
 use broker::BrokerConfig;
 use it::child::{TORN_TAIL_LOG, UNCLEAN_RECOVERY_LOG};
-use it::{broker_config, committed_offset, raw, raw_client, wait_until, BrokerRole, ChildBroker};
+use it::{
+    broker_config, committed_offset, raw, raw_client, scan_commit_log, wait_until, BrokerRole,
+    ChildBroker,
+};
 use parking_lot::Mutex;
 use remoting::client::RemotingClient;
 use remoting::message::decode_message_id;
@@ -214,24 +217,6 @@ fn checkpoint(bytes: &[u8]) -> Option<(u64, u64)> {
     Some((at(48)?, at(56)?))
 }
 
-/// (position, size, queue id) of each complete record at the start of a CommitLog segment.
-fn records(bytes: &[u8]) -> Vec<(usize, usize, i32)> {
-    const MAGICS: [u32; 2] = [0xDAA3_20A7, 0xDAA3_20AB];
-    let be32 =
-        |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + 16 <= bytes.len() {
-        let size = be32(pos) as usize;
-        if size < 16 || pos + size > bytes.len() || !MAGICS.contains(&be32(pos + 4)) {
-            break;
-        }
-        out.push((pos, size, be32(pos + 12) as i32));
-        pos += size;
-    }
-    out
-}
-
 /// Where to tear the CommitLog: a sector boundary strictly inside a record, above the first
 /// byte that is not durable yet (so the cut keeps some unsynced bytes and loses the rest of
 /// that record). The last such record, and the boundary.
@@ -240,7 +225,8 @@ fn tear_point(current: &[u8], durable: &[u8]) -> Option<((usize, usize, i32), u6
         .iter()
         .zip(durable.iter().chain(std::iter::repeat(&0)))
         .position(|(c, d)| c != d)?;
-    records(current)
+    scan_commit_log(current)
+        .0
         .into_iter()
         .rev()
         .find_map(|r @ (pos, size, _)| {
@@ -320,7 +306,8 @@ async fn async_flush_recovers_torn_tail() {
         tear.expect("unsynced CommitLog bytes to tear after three tries");
     let (flushed, _) =
         checkpoint(&disk.durable_bytes(&cp_path).expect("checkpoint")).expect("a valid checkpoint");
-    let complete: Vec<_> = records(&current)
+    let complete: Vec<_> = scan_commit_log(&current)
+        .0
         .into_iter()
         .filter(|&(pos, _, _)| pos < torn_at)
         .collect();

@@ -76,6 +76,13 @@ fn entry(reply: ReplyEntry, result: Result<Attr, i32>) {
     }
 }
 
+fn attr(reply: ReplyAttr, result: Result<Attr, i32>) {
+    match result {
+        Ok(a) => reply.attr(&TTL, &file_attr(a)),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 fn empty(reply: ReplyEmpty, result: Result<(), i32>) {
     match result {
         Ok(()) => reply.ok(),
@@ -89,10 +96,7 @@ impl Filesystem for VolatileFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.model().attr(ino.0) {
-            Ok(a) => reply.attr(&TTL, &file_attr(a)),
-            Err(e) => reply.error(errno(e)),
-        }
+        attr(reply, self.model().attr(ino.0));
     }
 
     fn setattr(
@@ -118,10 +122,7 @@ impl Filesystem for VolatileFs {
             .map_or(Ok(()), |len| model.set_len(ino.0, len))
             .and_then(|()| mode.map_or(Ok(()), |m| model.set_perm(ino.0, (m & 0o7777) as u16)))
             .and_then(|()| model.attr(ino.0));
-        match result {
-            Ok(a) => reply.attr(&TTL, &file_attr(a)),
-            Err(e) => reply.error(errno(e)),
-        }
+        attr(reply, result);
     }
 
     fn mknod(
