@@ -1,6 +1,11 @@
-//! The power-loss disk through the kernel: what `write`, mmap stores, `fsync`, `msync` and a
-//! directory fsync make durable, and what a cut drops. Needs root and `/dev/fuse`; `.ci/run`
-//! runs it with `cargo test -p apogee-testkit --test powerloss -- --ignored`.
+//! The power-loss disk through the kernel: what `write`, `fsync` and a directory fsync make
+//! durable, and what a cut drops. Needs root and `/dev/fuse`; `.ci/run` runs it with
+//! `cargo test -p apogee-testkit --test powerloss -- --ignored`.
+//!
+//! Stores through a shared mapping and `msync` are not tried here: this process serves the
+//! mount, and a process that dirties pages of its own FUSE mount can end up waiting on its
+//! own write-back (seen once: `munmap` stuck in `fuse_vma_close`). The broker tests
+//! (`crates/it/tests/power_loss.rs`) cover them, the broker being another process.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -14,7 +19,7 @@ fn sync_dir(dir: &Path) {
 
 #[test]
 #[ignore = "needs root and /dev/fuse (CI runs it with --ignored)"]
-fn writes_names_and_mmap_stores_survive_only_once_synced() {
+fn writes_and_names_survive_only_once_synced() {
     let mut disk = PowerLossDisk::mount().unwrap();
     let root = disk.path().to_path_buf();
     let dir = root.join("d");
@@ -35,36 +40,12 @@ fn writes_names_and_mmap_stores_survive_only_once_synced() {
     f.sync_all().unwrap();
     drop(f);
 
-    // Stores through a shared mapping: durable up to the last msync.
-    let mapped = dir.join("mapped");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&mapped)
-        .unwrap();
-    f.set_len(8192).unwrap();
     sync_dir(&dir);
-    let mut map = unsafe { memmap2::MmapMut::map_mut(&f).unwrap() };
-    map[..5].copy_from_slice(b"first");
-    map.flush().unwrap();
-    map[4096..4102].copy_from_slice(b"second");
-    drop(map);
-    drop(f);
-    assert_eq!(&fs::read(&mapped).unwrap()[4096..4102], b"second");
 
     let report = disk.power_cut().unwrap();
-    assert!(report.files_reverted >= 2, "{report:?}");
+    assert!(report.files_reverted >= 1, "{report:?}");
     assert_eq!(fs::read(&synced).unwrap(), b"durable");
     assert!(!unnamed.exists(), "a name that was never synced survived");
-    let bytes = fs::read(&mapped).unwrap();
-    assert_eq!(bytes.len(), 8192);
-    assert_eq!(&bytes[..5], b"first");
-    assert!(
-        bytes[4096..].iter().all(|b| *b == 0),
-        "an unsynced mmap store survived"
-    );
 
     // A torn cut keeps a prefix of one file's unsynced bytes.
     let mut f = OpenOptions::new().append(true).open(&synced).unwrap();
