@@ -8,6 +8,8 @@
 //! last is the caller's business (the broker gives each file one writer thread).
 //! [`remove_stale_temps`] clears what a process that died mid-write left behind, and
 //! [`read_optional`] reads a file that may not exist yet, falling back to upstream's `.bak`.
+//! [`sync_dir`] and [`create_dir_all`] make names durable (new directories, new files of the
+//! store): after a power cut a name survives only once its directory was fsynced.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -65,7 +67,7 @@ fn parent_dir(path: &Path) -> &Path {
 /// file is removed. Blocks on the disk: not for async runtime threads.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), FileError> {
     let dir = parent_dir(path);
-    fs::create_dir_all(dir).map_err(at(dir))?;
+    create_dir_all(dir)?;
     let tmp = temp_path(path);
     let written = OpenOptions::new()
         .write(true)
@@ -82,7 +84,34 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), FileError> {
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
+    sync_dir(dir)
+}
+
+/// Fsyncs the directory `dir`: the names created, renamed or removed in it so far are
+/// durable when it returns `Ok` (an fsync of a file does not make its name durable).
+pub fn sync_dir(dir: &Path) -> Result<(), FileError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir))
+}
+
+/// [`fs::create_dir_all`] whose result survives a power cut: the parent of every directory
+/// it creates is fsynced, so each new name is durable when it returns `Ok`. A directory that
+/// already existed is left as it is.
+pub fn create_dir_all(dir: &Path) -> Result<(), FileError> {
+    let mut missing = Vec::new();
+    let mut at_dir = dir;
+    while !at_dir.is_dir() {
+        missing.push(at_dir);
+        match at_dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at_dir = parent,
+            _ => break,
+        }
+    }
+    fs::create_dir_all(dir).map_err(at(dir))?;
+    // Outermost first: a name is only reachable once its parent's name is durable.
+    for created in missing.iter().rev() {
+        sync_dir(parent_dir(created))?;
+    }
+    Ok(())
 }
 
 /// Removes the temporary files of `path` that another process left when it died mid-write
@@ -156,6 +185,19 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![OsString::from("a.json")]);
+    }
+
+    #[test]
+    fn create_dir_all_creates_nested_directories_and_accepts_existing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a").join("b").join("c");
+        create_dir_all(&nested).unwrap();
+        assert!(nested.is_dir());
+        create_dir_all(&nested).unwrap();
+        let file = dir.path().join("a").join("f");
+        fs::write(&file, b"x").unwrap();
+        assert!(create_dir_all(&file.join("d")).is_err());
+        sync_dir(&nested).unwrap();
     }
 
     #[test]

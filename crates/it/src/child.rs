@@ -3,7 +3,8 @@
 //! the broker runs after it (no `Drop`, no checkpoint, the `abort` marker stays), so the next
 //! [`ChildBroker::restart`] runs the store's crash recovery, as after `kill -9` in
 //! production. Bytes the broker wrote stay in the page cache, as they do for a killed
-//! process (power loss is another test's business).
+//! process; `tests/power_loss.rs` puts the store on a `testkit::PowerLossDisk` and cuts its
+//! power after the kill.
 //!
 //! The binary's path is only known to the crate's integration tests
 //! (`env!("CARGO_BIN_EXE_it-broker")`), so they pass it in.
@@ -23,6 +24,10 @@ use broker::BrokerConfig;
 
 /// The signal number of SIGKILL (Linux, and every Unix this runs on).
 const SIGKILL: i32 = 9;
+
+/// How long a child may take to end after SIGKILL (a process stuck in a file system request
+/// must fail the test, not hang it).
+const KILL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long a child may take to print its `READY` line.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -160,7 +165,8 @@ impl ChildBroker {
     }
 
     /// Sends SIGKILL and reaps the process. Nothing of the broker runs after it. Panics
-    /// (with its log) if the broker had already ended by itself.
+    /// (with its log) if the broker had already ended by itself, and if it has not ended
+    /// [`KILL_TIMEOUT`] after the signal.
     pub fn sigkill(&mut self) {
         if let Some(mut run) = self.run.take() {
             if let Ok(Some(status)) = run.child.try_wait() {
@@ -173,7 +179,17 @@ impl ChildBroker {
             }
             // `Child::kill` is SIGKILL on Unix.
             run.child.kill().expect("SIGKILL it-broker");
-            let status = run.child.wait().expect("reap it-broker");
+            let deadline = Instant::now() + KILL_TIMEOUT;
+            let status = loop {
+                if let Some(status) = run.child.try_wait().expect("reap it-broker") {
+                    break status;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "it-broker did not end within {KILL_TIMEOUT:?} of SIGKILL"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            };
             assert_eq!(
                 status.signal(),
                 Some(SIGKILL),

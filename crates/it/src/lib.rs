@@ -197,6 +197,25 @@ impl Drop for BrokerNode {
     }
 }
 
+/// The complete records at the start of a CommitLog segment's bytes: (position, size, queue
+/// id) of each, and where they end (the first byte that does not start a complete record).
+pub fn scan_commit_log(bytes: &[u8]) -> (Vec<(usize, usize, i32)>, usize) {
+    const MAGICS: [u32; 2] = [0xDAA3_20A7, 0xDAA3_20AB];
+    let be32 =
+        |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let mut records = Vec::new();
+    let mut pos = 0;
+    while pos + 16 <= bytes.len() {
+        let size = be32(pos) as usize;
+        if size < 16 || pos + size > bytes.len() || !MAGICS.contains(&be32(pos + 4)) {
+            break;
+        }
+        records.push((pos, size, be32(pos + 12) as i32));
+        pos += size;
+    }
+    (records, pos)
+}
+
 /// Polls `check` every 20 ms until it returns true; panics naming `what` after `timeout`.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
 where
@@ -397,6 +416,30 @@ pub mod raw {
             .with_ext("readQueueNums", queues)
             .with_ext("writeQueueNums", queues)
             .with_ext("perm", 6);
+        let r = client
+            .invoke(&addr(broker), cmd, T)
+            .await
+            .expect("answered");
+        assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+    }
+
+    /// UPDATE_CONSUMER_OFFSET (two-way) as a consumer sends it.
+    pub async fn commit_offset(
+        client: &RemotingClient,
+        broker: &str,
+        (group, topic, queue): (&str, &str, i32),
+        offset: i64,
+    ) {
+        use remoting::broker_headers::UpdateConsumerOffsetRequestHeader;
+        let mut cmd = RemotingCommand::request(RequestCode::UPDATE_CONSUMER_OFFSET);
+        UpdateConsumerOffsetRequestHeader {
+            consumer_group: group.into(),
+            topic: topic.into(),
+            queue_id: queue,
+            commit_offset: offset,
+            bname: None,
+        }
+        .write_to(&mut cmd);
         let r = client
             .invoke(&addr(broker), cmd, T)
             .await

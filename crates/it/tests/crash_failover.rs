@@ -57,7 +57,7 @@ use common::failover::{
 use it::child::{CLEAN_START_LOG, TORN_TAIL_LOG, UNCLEAN_RECOVERY_LOG};
 use it::{
     broker_config, cluster_broker_config, committed_offset, namesrv_config, raw, raw_client,
-    wait_until, BrokerNode, BrokerRole, ChildBroker,
+    scan_commit_log, wait_until, BrokerNode, BrokerRole, ChildBroker,
 };
 use parking_lot::Mutex;
 use remoting::client::RemotingClient;
@@ -650,31 +650,6 @@ async fn sigkill_master_send_backs_no_acting_master() {
     .await;
 }
 
-/// The CommitLog records from offset 0 up to the first bytes that are not a record: their
-/// positions, sizes and queue ids (record layout: `message::record`).
-struct Records {
-    /// (position, size, queue id) of each record.
-    records: Vec<(usize, usize, i32)>,
-    /// Where the data ends.
-    tail: usize,
-}
-
-fn scan_commit_log(bytes: &[u8]) -> Records {
-    const MAGICS: [u32; 2] = [0xDAA3_20A7, 0xDAA3_20AB];
-    let be32 = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
-    let mut records = Vec::new();
-    let mut pos = 0;
-    while pos + 16 <= bytes.len() {
-        let size = be32(pos) as usize;
-        if size < 16 || pos + size > bytes.len() || !MAGICS.contains(&be32(pos + 4)) {
-            break;
-        }
-        records.push((pos, size, be32(pos + 12) as i32));
-        pos += size;
-    }
-    Records { records, tail: pos }
-}
-
 /// (c): a master killed while it writes recovers a torn tail: the torn record is cut, every
 /// acknowledged message (and every complete record) is served, new messages go after the cut.
 ///
@@ -738,7 +713,7 @@ async fn torn_tail_recovered_after_sigkill() {
 
     // What the killed broker left, and the torn record at its end.
     let mut bytes = std::fs::read(&commit_log).unwrap();
-    let Records { records, tail } = scan_commit_log(&bytes);
+    let (records, tail) = scan_commit_log(&bytes);
     let &(last, size, queue) = records.last().expect("records in the CommitLog");
     let next_in_queue = records.iter().filter(|r| r.2 == queue).count() as i64;
     assert!(

@@ -17,10 +17,8 @@ use it::{
     BrokerRole,
 };
 use parking_lot::Mutex;
-use remoting::broker_headers::UpdateConsumerOffsetRequestHeader;
-use remoting::headers::CommandHeader;
 use remoting::protocol::MASTER_ID;
-use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
+use remoting::ResponseCode;
 
 const TOPIC: &str = "TopicOffsets";
 const GROUP: &str = "GroupOffsets";
@@ -54,20 +52,7 @@ async fn consumer(ns: std::net::SocketAddr, name: &str) -> (PushConsumer, Arc<Mu
 
 /// UPDATE_CONSUMER_OFFSET (two-way) as a consumer sends it.
 async fn commit(client: &remoting::client::RemotingClient, broker: &str, queue: i32, offset: i64) {
-    let mut cmd = RemotingCommand::request(RequestCode::UPDATE_CONSUMER_OFFSET);
-    UpdateConsumerOffsetRequestHeader {
-        consumer_group: GROUP.into(),
-        topic: TOPIC.into(),
-        queue_id: queue,
-        commit_offset: offset,
-        bname: None,
-    }
-    .write_to(&mut cmd);
-    let r = client
-        .invoke(&BrokerAddr::parse(broker).unwrap(), cmd, WAIT)
-        .await
-        .unwrap();
-    assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+    raw::commit_offset(client, broker, (GROUP, TOPIC, queue), offset).await;
 }
 
 /// Waits until QUERY_CONSUMER_OFFSET on `broker` answers `want` for every queue.

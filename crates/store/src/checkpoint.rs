@@ -125,23 +125,17 @@ pub(crate) fn create_abort_marker(root: &Path) -> Result<()> {
     File::create(&path)
         .and_then(|f| f.sync_all())
         .map_err(|e| StoreError::io(&path, e))?;
-    sync_dir(root)
+    Ok(durable::sync_dir(root)?)
 }
 
 /// Removes the abort marker.
 pub(crate) fn remove_abort_marker(root: &Path) -> Result<()> {
     let path = root.join("abort");
     match fs::remove_file(&path) {
-        Ok(()) => sync_dir(root),
+        Ok(()) => Ok(durable::sync_dir(root)?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(StoreError::io(&path, e)),
     }
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io(dir, e))
 }
 
 /// Exclusive lock on `<root>/lock`, held for the life of the store (released by the kernel

@@ -79,6 +79,12 @@ impl StoreError {
     }
 }
 
+impl From<durable::FileError> for StoreError {
+    fn from(e: durable::FileError) -> StoreError {
+        StoreError::io(e.path, e.source)
+    }
+}
+
 /// Result alias of the store.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

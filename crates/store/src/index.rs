@@ -332,7 +332,7 @@ pub(crate) struct IndexHits {
 impl IndexService {
     /// Loads the files of `dir`.
     pub(crate) fn load(dir: &Path, slots: u32, entries: u32) -> Result<IndexService> {
-        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        durable::create_dir_all(dir)?;
         let mut names = Vec::new();
         for entry in fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
             let entry = entry.map_err(|e| StoreError::io(dir, e))?;
@@ -379,6 +379,7 @@ impl IndexService {
             path = self.dir.join(local_time(ms).compact());
         }
         let mut f = IndexFile::open(&path, self.slots, self.entries)?;
+        durable::sync_dir(&self.dir)?;
         if end_phy > 0 {
             f.header.begin_phy_offset = end_phy;
             f.header.end_phy_offset = end_phy;

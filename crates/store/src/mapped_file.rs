@@ -418,7 +418,7 @@ impl MappedFileQueue {
     /// full size, except that the last may be short; it is then extended with zeros.
     /// `prealloc` as in [`MappedFile::open`].
     pub(crate) fn load(dir: &Path, file_size: u64, prealloc: bool) -> Result<Loaded> {
-        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        durable::create_dir_all(dir)?;
         let mut names = Vec::new();
         for entry in fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
             let entry = entry.map_err(|e| StoreError::io(dir, e))?;
@@ -545,6 +545,8 @@ impl MappedFileQueue {
             }
             return Err(e);
         }
+        // The new file's name: without it a power cut loses the whole file, synced or not.
+        durable::sync_dir(&self.dir)?;
         let mf = Arc::new(mf);
         files.push(Arc::clone(&mf));
         Ok(mf)

@@ -268,7 +268,7 @@ impl MessageStore {
     pub fn open(config: StoreConfig) -> Result<MessageStore> {
         config.validate()?;
         let root = config.store_path_root_dir.clone();
-        fs::create_dir_all(&root).map_err(|e| StoreError::io(&root, e))?;
+        durable::create_dir_all(&root)?;
         let lock = DirLock::acquire(&root)?;
         let delay_levels = config.delay_levels_ms()?;
         let (cp_file, cp) = CheckpointFile::open(&root)?;
@@ -645,7 +645,7 @@ impl MessageStore {
 
 fn load_queues(config: &StoreConfig) -> Result<HashMap<String, HashMap<i32, Arc<ConsumeQueue>>>> {
     let dir = config.consume_queue_dir();
-    fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+    durable::create_dir_all(&dir)?;
     let mut out: HashMap<String, HashMap<i32, Arc<ConsumeQueue>>> = HashMap::new();
     for topic_entry in fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, e))? {
         let topic_entry = topic_entry.map_err(|e| StoreError::io(&dir, e))?;

@@ -4,14 +4,17 @@
 //! printing a note, and the tests that need them skip. [`fault`] holds the loopback
 //! [`FaultProxy`] that tests put between two components to partition them; [`metrics`]
 //! scrapes and parses a `/metrics` endpoint; [`http`] is a bare HTTP/1.1 client for them;
-//! [`pki`] makes certificates for TLS tests.
+//! [`pki`] makes certificates for TLS tests; [`powerloss`] is a FUSE disk that loses what was
+//! not synced when a test cuts its power.
 
 pub mod fault;
 pub mod http;
 pub mod metrics;
 pub mod pki;
+pub mod powerloss;
 pub use fault::{FaultMode, FaultProxy};
 pub use pki::TestPki;
+pub use powerloss::PowerLossDisk;
 
 use std::path::PathBuf;
 
