@@ -692,6 +692,20 @@ impl Inner {
     ) -> Result<()> {
         let cl = &self.commit_log;
         let cp_flushed = cp.map(|c| c.commit_log_flushed).unwrap_or(0);
+        // Segments lost from the end (a power cut that kept the data but not the names): the
+        // scan below would start an empty or shortened log where the checkpoint vouches for
+        // more, silently dropping acknowledged messages. Refuse instead.
+        let files_end = cl.files().last().map_or(0, |f| f.start() + f.size());
+        if files_end < cp_flushed {
+            return Err(StoreError::Corrupt {
+                path: self.config.commit_log_dir(),
+                offset: files_end,
+                reason: format!(
+                    "CommitLog segment files are missing: they end at {files_end}, below the \
+                     checkpointed flushed offset {cp_flushed}"
+                ),
+            });
+        }
         let clean = !aborted && short_last.is_none() && cp.is_some() && cl.is_clean_end(cp_flushed);
         let tail = if clean {
             tracing::info!(
