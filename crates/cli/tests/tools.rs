@@ -216,6 +216,67 @@ async fn bench_produce_prints_the_summary_keys() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_pop_then_consumer_progress_lists_the_pop_group() {
+    let c = Cluster::start().await;
+    create_topic(&c, "PopTopic").await;
+    let ns = c.ns();
+    let produced = apogee(&[
+        "bench", "produce", "-n", &ns, "--topic", "PopTopic", "--count", "100", "--json",
+    ])
+    .await;
+    assert_eq!(stdout_json(&produced)["messages"], 100);
+    let popped = apogee(&[
+        "bench",
+        "consume",
+        "--pop",
+        "-n",
+        &ns,
+        "--topic",
+        "PopTopic",
+        "--group",
+        "GPopTools",
+        "--count",
+        "100",
+        "--concurrency",
+        "2",
+        "--duration",
+        "30",
+        "--json",
+    ])
+    .await;
+    let s = stdout_json(&popped);
+    assert_eq!(s["mode"], "consume --pop");
+    assert_eq!(s["messages"], 100);
+    assert_eq!(s["errors"], 0);
+    // The group's POP retry topic is registered; consumerProgress lists the group as POP
+    // with nothing in flight (every message was acked) and no lag.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = apogee(&["admin", "consumerProgress", "-n", &ns, "--json"]).await;
+        let groups = stdout_json(&out);
+        let found = groups
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["group"] == "GPopTools")
+            .cloned();
+        if let Some(g) = found {
+            assert_eq!(g["mode"], "POP", "{g}");
+            assert_eq!(g["topic"], "PopTopic", "{g}");
+            assert_eq!(g["inflight_total"], 0, "{g}");
+            assert_eq!(g["diff_total"], 0, "{g}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the POP group is never listed: {groups}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickstart_exits_zero() {
     let out = apogee(&["quickstart", "--messages", "100"]).await;
     let text = String::from_utf8_lossy(&out.stdout);

@@ -226,6 +226,12 @@ impl PopService {
             (random, random < retry_probability)
         };
         let retry = Self::retry_topic(ctx, r.topic, r.group);
+        if !ctx.config().is_slave() && ctx.topics.select(&retry).is_none() {
+            // Created with the group's first pop (upstream creates it at the first revive), so
+            // that the NameServer and the admin tools know the group pops this topic.
+            ctx.topics
+                .create_if_missing(&retry, 1, perm::PERM_READ | perm::PERM_WRITE, 0)?;
+        }
         if retry_first && !r.order {
             self.pop_retry(ctx, r, &retry, &mut out).await?;
         }

@@ -247,21 +247,58 @@ pub(crate) async fn consume_stats(
     Ok(rows)
 }
 
-/// Every consumer group (one per `%RETRY%` topic) with its total lag; groups whose stats
+/// Every consumer group with its total lag: one per `%RETRY%<group>` topic (push and pull
+/// groups), and one per POP retry topic `%RETRY%<group>_<topic>` (or `+`) whose `<topic>` is
+/// a topic of the cluster (groups that pop; their in-flight count too). Groups whose stats
 /// cannot be read are left out.
 pub(crate) async fn group_totals(admin: &Admin) -> anyhow::Result<Vec<serde_json::Value>> {
+    let names = super::topic::topic_names(admin).await?;
+    let plain: std::collections::BTreeSet<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|t| !t.starts_with(client::RETRY_GROUP_TOPIC_PREFIX))
+        .collect();
     let mut groups = Vec::new();
-    for topic in super::topic::topic_names(admin).await? {
-        let Some(group) = topic.strip_prefix(client::RETRY_GROUP_TOPIC_PREFIX) else {
+    for topic in &names {
+        let Some(rest) = topic.strip_prefix(client::RETRY_GROUP_TOPIC_PREFIX) else {
             continue;
         };
-        let diff = match consume_stats(admin, group, None).await {
-            Ok(rows) => rows.iter().map(|r| r.diff).sum::<i64>(),
+        let pop = pop_retry_parts(rest, &plain);
+        let (group, of_topic) = match pop {
+            Some((g, t)) => (g, Some(t)),
+            None => (rest, None),
+        };
+        let rows = match consume_stats(admin, group, of_topic).await {
+            Ok(rows) => rows,
             Err(_) => continue,
         };
-        groups.push(serde_json::json!({"group": group, "diff_total": diff}));
+        let diff: i64 = rows.iter().map(|r| r.diff).sum();
+        let inflight: i64 = rows.iter().map(|r| r.inflight).sum();
+        groups.push(serde_json::json!({
+            "group": group,
+            "mode": if pop.is_some() { "POP" } else { "PUSH" },
+            "topic": of_topic,
+            "diff_total": diff,
+            "inflight_total": inflight,
+        }));
     }
     Ok(groups)
+}
+
+/// `(group, topic)` of a POP retry topic name (after `%RETRY%`): the longest topic of
+/// `topics` it ends with, behind `_` or `+`.
+fn pop_retry_parts<'a>(
+    rest: &'a str,
+    topics: &std::collections::BTreeSet<&str>,
+) -> Option<(&'a str, &'a str)> {
+    topics
+        .iter()
+        .filter_map(|t| {
+            let head = rest.strip_suffix(t)?;
+            let group = head.strip_suffix('_').or_else(|| head.strip_suffix('+'))?;
+            (!group.is_empty()).then(|| (group, &rest[head.len()..]))
+        })
+        .max_by_key(|(_, t)| t.len())
 }
 
 pub(super) async fn progress(admin: &Admin, a: ConsumerProgressArgs) -> anyhow::Result<()> {
@@ -298,11 +335,13 @@ pub(super) async fn progress(admin: &Admin, a: ConsumerProgressArgs) -> anyhow::
     }
     let groups = group_totals(admin).await?;
     admin.print(&groups, || {
-        let mut t = table(&["#Group", "#Diff Total"]);
+        let mut t = table(&["#Group", "#Mode", "#Diff Total", "#Inflight Total"]);
         for g in &groups {
             t.add_row([
                 g["group"].as_str().unwrap_or("").to_string(),
+                g["mode"].as_str().unwrap_or("").to_string(),
                 g["diff_total"].to_string(),
+                g["inflight_total"].to_string(),
             ]);
         }
         t.to_string()
@@ -472,5 +511,26 @@ mod tests {
             which_broker_when_consume_slowly: 1,
         };
         assert_eq!(config.encode().unwrap(), reqs[0].1);
+    }
+
+    #[test]
+    fn pop_retry_topics_name_group_and_topic() {
+        let topics: std::collections::BTreeSet<&str> = ["T", "Orders", "A_T"].into();
+        assert_eq!(
+            pop_retry_parts("GID_x_Orders", &topics),
+            Some(("GID_x", "Orders"))
+        );
+        assert_eq!(pop_retry_parts("G+T", &topics), Some(("G", "T")));
+        assert_eq!(
+            pop_retry_parts("G_A_T", &topics),
+            Some(("G", "A_T")),
+            "the longest topic"
+        );
+        assert_eq!(
+            pop_retry_parts("GroupOnly", &topics),
+            None,
+            "a push group's retry topic"
+        );
+        assert_eq!(pop_retry_parts("_T", &topics), None);
     }
 }
