@@ -238,8 +238,19 @@ fn check_offset(
     Ok(())
 }
 
-fn parse_handle(s: &str) -> Result<ExtraInfo, HandlerError> {
-    ExtraInfo::parse(s).map_err(HandlerError::BadHeader)
+/// The handle of an ack or a change of invisible time and the real topic it names (the
+/// retry topic for a retried message), after upstream's topic, queue and offset checks.
+fn checked_handle(
+    state: &BrokerContext,
+    (group, topic, queue_id): (&str, &str, i32),
+    extra_info: &str,
+    offset: i64,
+) -> Result<(ExtraInfo, String), HandlerError> {
+    let handle = ExtraInfo::parse(extra_info).map_err(HandlerError::BadHeader)?;
+    let topic = real_topic(topic, group, handle.retry);
+    check_topic(state, &topic, queue_id, false)?;
+    check_offset(state, &topic, queue_id, offset)?;
+    Ok((handle, topic))
 }
 
 /// ACK_MESSAGE (200051).
@@ -249,10 +260,12 @@ pub(super) async fn ack(
     req: RemotingCommand,
 ) -> Reply {
     let h: AckMessageRequestHeader = header(&req)?;
-    let handle = parse_handle(&h.extra_info)?;
-    let topic = real_topic(&h.topic, &h.consumer_group, handle.retry);
-    check_topic(&state, &topic, h.queue_id, false)?;
-    check_offset(&state, &topic, h.queue_id, h.offset)?;
+    let (handle, topic) = checked_handle(
+        &state,
+        (&h.consumer_group, &h.topic, h.queue_id),
+        &h.extra_info,
+        h.offset,
+    )?;
     let receipt = Receipt {
         group: &h.consumer_group,
         topic: &topic,
@@ -333,10 +346,12 @@ pub(super) async fn change_invisible_time(
     req: RemotingCommand,
 ) -> Reply {
     let h: ChangeInvisibleTimeRequestHeader = header(&req)?;
-    let handle = parse_handle(&h.extra_info)?;
-    let topic = real_topic(&h.topic, &h.consumer_group, handle.retry);
-    check_topic(&state, &topic, h.queue_id, false)?;
-    check_offset(&state, &topic, h.queue_id, h.offset)?;
+    let (handle, topic) = checked_handle(
+        &state,
+        (&h.consumer_group, &h.topic, h.queue_id),
+        &h.extra_info,
+        h.offset,
+    )?;
     let invisible = h.invisible_time.max(0);
     let receipt = Receipt {
         group: &h.consumer_group,
