@@ -98,6 +98,21 @@ const IGNORED_KEYS: &[&str] = &[
     "brokerFastFailureEnable",
     "osPageCacheBusyTimeOutMills",
     "transientStorePoolEnable",
+    // Controller-mode settings: read only with `enableControllerMode=true`, which stops the
+    // start (not supported yet), so with it false they have nothing to configure.
+    "controllerAddr",
+    "fetchControllerAddrByDnsLookup",
+    "controllerHeartBeatTimeoutMills",
+    "syncBrokerMetadataPeriod",
+    "checkSyncStateSetPeriod",
+    "syncControllerMetadataPeriod",
+    "haMaxTimeSlaveNotCatchup",
+    "allAckInSyncStateSet",
+    "storePathEpochFile",
+    "asyncLearner",
+    "minInSyncReplicas",
+    "enableAutoInSyncReplicas",
+    "inSyncReplicas",
     // Timer wheel tuning of upstream's `TimerMessageStore` (its timer log and wheel files,
     // disruptor queues, thread pools, flow control, metrics and warm-up). Apogee's wheel is
     // an in-memory index over the timer topic's ConsumeQueue, driven by one task, so none of
@@ -281,6 +296,9 @@ remoting::settings_struct! {
         /// `enableDLegerCommitLog`: upstream's Raft CommitLog, which Apogee does not have;
         /// `true` stops the broker at start rather than run it unreplicated.
         enable_dleger_commit_log: bool = "enableDLegerCommitLog", false;
+        /// `enableControllerMode`: upstream 5.x controller mode (roles assigned by the
+        /// controllers). Not supported yet: `true` stops the start with an error naming it.
+        enable_controller_mode: bool = "enableControllerMode", false;
         /// `aclEnable`: check every request against the ACL files (ACL 1.0: signed requests,
         /// accounts in `<rocketmqHome>/conf/plain_acl.yml` and `conf/acl/**/*.yml`).
         acl_enable: bool = "aclEnable", false;
@@ -484,7 +502,15 @@ impl BrokerConfig {
         if self.enable_dleger_commit_log {
             return Err(BrokerError::Config(
                 "config key `enableDLegerCommitLog` is true: the DLedger CommitLog is not \
-                 supported; run the group as master/slave (or in controller mode) instead"
+                 supported; run the group as master/slave instead"
+                    .into(),
+            ));
+        }
+        if self.enable_controller_mode {
+            return Err(BrokerError::Config(
+                "config key `enableControllerMode` is true: brokers in controller mode are not \
+                 supported yet (`apogee controller` runs, but brokers do not register with it); \
+                 run the group as master/slave (brokerRole, brokerId) instead"
                     .into(),
             ));
         }
@@ -844,6 +870,7 @@ mod tests {
             ("brokerId", "-1"),
             ("fastListenPort", "-2"),
             ("enableDLegerCommitLog", "true"),
+            ("enableControllerMode", "true"),
             ("metricsExporterType", "STATSD"),
             ("metricsPromExporterPort", "70000"),
             ("timerWheelEnable", "on"),
