@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use remoting::protocol::{from_fastjson, to_fastjson, KVTable, KeyStyle};
 use serde::{Deserialize, Serialize};
 
@@ -27,8 +27,11 @@ struct KvConfigFile {
 #[derive(Debug)]
 pub struct KvConfigManager {
     path: PathBuf,
-    /// Held while a change is applied and persisted, so the file follows the order of changes.
-    table: Mutex<ConfigTable>,
+    table: RwLock<ConfigTable>,
+    /// Held by a change from its update of the table until its file is written, so the file
+    /// follows the order of changes; readers (route lookups read the order-topic namespace)
+    /// never wait for the disk, only for the update itself.
+    writer: Mutex<()>,
 }
 
 impl KvConfigManager {
@@ -55,47 +58,57 @@ impl KvConfigManager {
         };
         Ok(KvConfigManager {
             path: path.to_path_buf(),
-            table: Mutex::new(table),
+            table: RwLock::new(table),
+            writer: Mutex::new(()),
         })
     }
 
     /// Sets `namespace`/`key` to `value` and persists.
     pub fn put(&self, namespace: &str, key: &str, value: &str) -> Result<(), NamesrvError> {
-        let mut table = self.table.lock();
-        let previous = table
-            .entry(namespace.to_string())
-            .or_default()
-            .insert(key.to_string(), value.to_string());
-        tracing::info!(%namespace, %key, %value, updated = previous.is_some(), "KV config put");
-        self.persist(&table)
+        let _writing = self.writer.lock();
+        let snapshot = {
+            let mut table = self.table.write();
+            let previous = table
+                .entry(namespace.to_string())
+                .or_default()
+                .insert(key.to_string(), value.to_string());
+            tracing::info!(%namespace, %key, %value, updated = previous.is_some(), "KV config put");
+            table.clone()
+        };
+        self.persist(snapshot)
     }
 
     /// Removes `namespace`/`key` (if present) and persists.
     pub fn delete(&self, namespace: &str, key: &str) -> Result<(), NamesrvError> {
-        let mut table = self.table.lock();
-        let removed = table.get_mut(namespace).and_then(|ns| ns.remove(key));
-        tracing::info!(%namespace, %key, ?removed, "KV config delete");
-        self.persist(&table)
+        let _writing = self.writer.lock();
+        let snapshot = {
+            let mut table = self.table.write();
+            let removed = table.get_mut(namespace).and_then(|ns| ns.remove(key));
+            tracing::info!(%namespace, %key, ?removed, "KV config delete");
+            table.clone()
+        };
+        self.persist(snapshot)
     }
 
     /// Value of `namespace`/`key`.
     pub fn get(&self, namespace: &str, key: &str) -> Option<String> {
-        self.table.lock().get(namespace)?.get(key).cloned()
+        self.table.read().get(namespace)?.get(key).cloned()
     }
 
     /// Whole table of `namespace`, `None` when the namespace was never written.
     pub fn namespace(&self, namespace: &str) -> Option<KVTable> {
-        let table = self.table.lock().get(namespace)?.clone();
+        let table = self.table.read().get(namespace)?.clone();
         Some(KVTable { table })
     }
 
-    fn persist(&self, table: &ConfigTable) -> Result<(), NamesrvError> {
+    /// Writes `table` to the file (caller holds `writer`).
+    fn persist(&self, table: ConfigTable) -> Result<(), NamesrvError> {
         let failed = |e: &dyn std::fmt::Display| NamesrvError::KvConfig {
             path: self.path.clone(),
             reason: e.to_string(),
         };
         let file = KvConfigFile {
-            config_table: table.clone(),
+            config_table: table,
         };
         let json = to_fastjson(&file, KeyStyle::Quoted).map_err(|e| failed(&e))?;
         durable::write_atomic(&self.path, &json).map_err(|e| failed(&e))
