@@ -95,12 +95,18 @@ impl Messaging {
     }
 
     /// The endpoints clients are told about: the ones they reached the proxy at (as upstream),
-    /// else the proxy's bound address.
+    /// else the proxy's bound address (this host's address when bound to all interfaces).
     fn endpoints(&self, asked: Option<&Endpoints>) -> Endpoints {
         asked
             .filter(|e| !e.addresses.is_empty())
             .cloned()
-            .unwrap_or_else(|| endpoints_of(self.local_addr))
+            .unwrap_or_else(|| {
+                let mut addr = self.local_addr;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(client::config::local_ip());
+                }
+                endpoints_of(addr)
+            })
     }
 
     /// The route of `topic`, or the status to answer.
