@@ -59,3 +59,40 @@ pub fn overall<'a>(mut statuses: impl Iterator<Item = &'a Status>) -> Status {
         status(Code::MultipleResults, "multiple results")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(code: i32) -> ClientError {
+        ClientError::Broker {
+            addr: "127.0.0.1:10911".into(),
+            code,
+            remark: String::new(),
+        }
+    }
+
+    #[test]
+    fn broker_refusals_map_to_upstream_codes() {
+        let c = |code| from_client_error(&broker(code)).code;
+        assert_eq!(c(ResponseCode::TOPIC_NOT_EXIST), Code::TopicNotFound as i32);
+        assert_eq!(
+            c(ResponseCode::NO_MESSAGE),
+            Code::InvalidReceiptHandle as i32
+        );
+        assert_eq!(c(ResponseCode::SYSTEM_BUSY), Code::TooManyRequests as i32);
+        assert_eq!(c(ResponseCode::NO_PERMISSION), Code::Forbidden as i32);
+        assert_eq!(
+            c(ResponseCode::SYSTEM_ERROR),
+            Code::InternalServerError as i32
+        );
+    }
+
+    #[test]
+    fn overall_status_of_several_results() {
+        assert_eq!(overall([ok(), ok()].iter()).code, Code::Ok as i32);
+        let mixed = [ok(), status(Code::BadRequest, "x")];
+        assert_eq!(overall(mixed.iter()).code, Code::MultipleResults as i32);
+        assert_eq!(overall([].iter()).code, Code::Ok as i32);
+    }
+}

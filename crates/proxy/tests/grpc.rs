@@ -123,6 +123,16 @@ impl Env {
     }
 
     async fn send(&mut self, id: &str, body: &str, deliver_at: Option<i64>) -> SendMessageResponse {
+        self.send_in_group(id, body, deliver_at, None).await
+    }
+
+    async fn send_in_group(
+        &mut self,
+        id: &str,
+        body: &str,
+        deliver_at: Option<i64>,
+        group: Option<&str>,
+    ) -> SendMessageResponse {
         let m = Message {
             topic: res(TOPIC),
             user_properties: [("k".to_string(), "v".to_string())].into(),
@@ -131,9 +141,12 @@ impl Env {
                 message_id: id.into(),
                 message_type: if deliver_at.is_some() {
                     MessageType::Delay
+                } else if group.is_some() {
+                    MessageType::Fifo
                 } else {
                     MessageType::Normal
                 } as i32,
+                message_group: group.map(str::to_string),
                 delivery_timestamp: deliver_at.map(|ms| prost_types::Timestamp {
                     seconds: ms / 1000,
                     nanos: ((ms % 1000) * 1_000_000) as i32,
@@ -354,7 +367,7 @@ async fn route_send_receive_ack_and_change_invisible() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn timer_message_is_not_early_and_telemetry_answers_settings() {
+async fn timer_not_early_fifo_group_one_queue_and_telemetry_settings() {
     let mut env = start().await;
     let at = remoting::message::now_millis() + 1_500;
     let r = env.send("ID-T", "timer", Some(at)).await;
@@ -363,6 +376,34 @@ async fn timer_message_is_not_early_and_telemetry_answers_settings() {
     assert!(remoting::message::now_millis() >= at, "delivered early");
     assert_eq!(body(&got[0]), "timer");
     assert_eq!(code(&env.ack(&got[0]).await.status), Code::Ok);
+
+    // A message group always goes to one queue.
+    for i in 0..4 {
+        let r = env
+            .send_in_group(
+                &format!("ID-F{i}"),
+                &format!("f-{i}"),
+                None,
+                Some("order-1"),
+            )
+            .await;
+        assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+    }
+    let fifo = env.receive_n(4, Duration::from_secs(30)).await;
+    let queues: std::collections::BTreeSet<i32> = fifo
+        .iter()
+        .map(|m| m.system_properties.as_ref().unwrap().queue_id)
+        .collect();
+    assert_eq!(queues.len(), 1, "{fifo:?}");
+    let sys = fifo[0].system_properties.as_ref().unwrap();
+    assert_eq!(sys.message_group.as_deref(), Some("order-1"));
+    assert_eq!(sys.message_type, MessageType::Fifo as i32);
+    for m in &fifo {
+        assert_eq!(code(&env.ack(m).await.status), Code::Ok);
+    }
+    // A FIFO message without a group is refused.
+    let r = env.send_in_group("ID-F9", "f-9", None, Some("")).await;
+    assert_eq!(code(&r.status), Code::IllegalMessageGroup, "{r:?}");
 
     let settings = Settings {
         client_type: Some(ClientType::SimpleConsumer as i32),
