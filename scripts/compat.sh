@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the two third-party RocketMQ clients in ../shared/compat (the C++ client and the
 # JavaScript ali-ons) against `apogee standalone`: each produces N messages, consumes them in a
-# fresh group, fails every 10th once so it is sent back, and must report ok.
+# fresh group, fails every 10th once so it is sent back, and must report ok. Then the official
+# 5.x Python client produces and consumes N messages through the standalone's gRPC endpoint
+# (scripts/compat/grpc-python.sh).
 #   usage: scripts/compat.sh [N]          (N defaults to 200)
 # Needs python3 (with venv) and node/npm; installs the clients into $COMPAT_DIR (outside the repo).
 set -euo pipefail
@@ -38,23 +40,23 @@ import socket
 def free(port=0):
     s = socket.socket(); s.bind(("127.0.0.1", port)); return s
 while True:
-    ns, br = free(), free()
+    ns, br, grpc = free(), free(), free()
     try:
         ha = free(br.getsockname()[1] + 1)
         fast = free(br.getsockname()[1] - 2)
     except OSError:
         continue
-    print(ns.getsockname()[1], br.getsockname()[1]); break'
+    print(ns.getsockname()[1], br.getsockname()[1], grpc.getsockname()[1]); break'
 }
 
 # A port picked above can be taken by another process before the server binds it: then the
 # server exits, and it is started again on other ports.
 started=""
 for attempt in 1 2 3 4 5; do
-  read -r NS_PORT BROKER_PORT < <(free_ports)
+  read -r NS_PORT BROKER_PORT GRPC_PORT < <(free_ports)
   NS="127.0.0.1:$NS_PORT"
   RUST_LOG=warn "$BIN" standalone --data-dir "$WORK/data$attempt" --namesrv-port "$NS_PORT" \
-    --broker-port "$BROKER_PORT" >"$WORK/standalone.log" 2>&1 &
+    --broker-port "$BROKER_PORT" --proxy-port "$GRPC_PORT" >"$WORK/standalone.log" 2>&1 &
   echo $! >"$PIDFILE"
   # Ready when the cluster list names the broker; give up on this try if the server exits.
   for _ in $(seq 1 100); do
@@ -75,12 +77,13 @@ if [ -z "$started" ]; then
   echo "compat: FAILED to start apogee standalone" >&2
   exit 1
 fi
-for t in COMPAT_cpp COMPAT_js; do
+for t in COMPAT_cpp COMPAT_js COMPAT_grpc; do
   "$BIN" admin updateTopic -n "$NS" -c DefaultCluster -t "$t" -r 4 -w 4 >/dev/null
 done
 
 rc=0
 LOGDIR="$WORK/logs" bash "$COMPAT/run.sh" --namesrv "$NS" --n "$N" --timeout 120 || rc=$?
+bash scripts/compat/grpc-python.sh "127.0.0.1:$GRPC_PORT" COMPAT_grpc "$N" || rc=$?
 if [ "$rc" != 0 ]; then
   echo "compat: FAILED; standalone log tail:" >&2
   tail -n 50 "$WORK/standalone.log" >&2 || true

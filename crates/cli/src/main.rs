@@ -8,6 +8,7 @@ mod broker_cmd;
 mod console;
 mod controller_cmd;
 mod namesrv_cmd;
+mod proxy_cmd;
 mod quickstart_cmd;
 mod standalone_cmd;
 mod tls_args;
@@ -39,6 +40,8 @@ enum Command {
     Controller(controller_cmd::ControllerArgs),
     /// Run a broker (upstream `mqbroker`) from a `broker.conf`.
     Broker(broker_cmd::BrokerArgs),
+    /// Run the 5.x gRPC endpoint (upstream `mqproxy`, port 8081) for a cluster.
+    Proxy(proxy_cmd::ProxyArgs),
     /// Run a NameServer and one master broker in one process (ports 9876 and 10911).
     Standalone(standalone_cmd::StandaloneArgs),
     /// Administer a cluster (upstream `mqadmin`): topics, groups, brokers, messages.
@@ -158,6 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Namesrv(args) => namesrv_cmd::run(args).await,
             Command::Controller(args) => controller_cmd::run(args).await,
             Command::Broker(args) => broker_cmd::run(args).await,
+            Command::Proxy(args) => proxy_cmd::run(args).await,
             Command::Standalone(args) => standalone_cmd::run(args).await,
             Command::Admin(args) => admin::run(args).await,
             Command::Console(args) => console::run(args).await,

@@ -1,6 +1,7 @@
 //! `apogee standalone`: a NameServer and one master broker in one process, topic
 //! auto-creation on, upstream's default ports (9876, 10911): the quickest way to a working
-//! RocketMQ endpoint on one machine, with the web console on 8082.
+//! RocketMQ endpoint on one machine, with the 5.x gRPC endpoint on 8081 and the web console on
+//! 8082.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -33,6 +34,9 @@ pub struct StandaloneArgs {
     /// Port of the web console (`apogee console`) for this server (0: none).
     #[arg(long = "console-port", default_value_t = crate::console::DEFAULT_CONSOLE_PORT)]
     console_port: u16,
+    /// Port of the 5.x gRPC endpoint (`apogee proxy`, upstream's local mode) (0: none).
+    #[arg(long = "proxy-port", default_value_t = 8081)]
+    proxy_port: u16,
     /// Turn ACL on (`aclEnable=true`) for the broker and the NameServer, with the accounts of
     /// `DIR/conf/plain_acl.yml` (DIR is the `rocketmqHome`).
     #[arg(long = "acl-home", value_name = "DIR")]
@@ -103,8 +107,29 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             }
         }
     };
+    let grpc = if args.proxy_port == 0 {
+        None
+    } else {
+        let config = proxy::ProxyConfig {
+            grpc_server_port: args.proxy_port,
+            namesrv_addr: proxy::parse_namesrv_addr(&format!(
+                "127.0.0.1:{}",
+                namesrv.local_addr().port()
+            ))?,
+            ..proxy::ProxyConfig::default()
+        };
+        match proxy::Proxy::start(config).await {
+            Ok(p) => Some(p),
+            // Like the console: a busy gRPC port costs the 5.x endpoint, not the server.
+            Err(e) => {
+                tracing::warn!(error = %e, "gRPC proxy not started");
+                None
+            }
+        }
+    };
     tracing::info!(
         namesrv = %namesrv.local_addr(),
+        grpc = ?grpc.as_ref().map(|p| p.local_addr().to_string()),
         broker = %broker.broker_addr(),
         metrics = ?broker.metrics_addr(),
         console = ?console.as_ref().map(|c| format!("http://{}", c.local_addr())),
@@ -116,6 +141,9 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     if let Some(c) = console {
         c.shutdown();
+    }
+    if let Some(p) = grpc {
+        p.shutdown().await;
     }
     broker.shutdown().await;
     namesrv.shutdown().await;

@@ -1,0 +1,97 @@
+//! The RocketMQ 5.x gRPC endpoint (upstream's proxy): `apache.rocketmq.v2.MessagingService`
+//! served with `tonic`, each call turned into remoting requests to the NameServers and brokers
+//! through the client's [`ClientApi`]. The proxy keeps no state of its own (routes are asked for
+//! per call, receipt handles carry what an ack needs), so any number of instances can stand
+//! behind one address.
+
+mod config;
+mod convert;
+mod service;
+mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use client::api::ClientApi;
+use proto::v2::messaging_service_server::MessagingServiceServer;
+use remoting::client::RemotingClient;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::{parse_namesrv_addr, ConfigError, ProxyConfig};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("gRPC port {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// A running proxy; [`Proxy::shutdown`] stops it.
+pub struct Proxy {
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    remoting: RemotingClient,
+}
+
+impl Proxy {
+    /// Binds `grpcServerPort` on `config.bind_address` and serves until shut down.
+    pub async fn start(config: ProxyConfig) -> Result<Proxy, ProxyError> {
+        let addr = SocketAddr::new(config.bind_address, config.grpc_server_port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ProxyError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ProxyError::Bind { addr, source })?;
+        let remoting = RemotingClient::new(Default::default());
+        let api = ClientApi::new(
+            Arc::new(remoting.clone()),
+            config.namesrv_addr.clone(),
+            Duration::from_secs(3),
+        );
+        let svc = service::Messaging::new(api, local_addr);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(MessagingServiceServer::new(svc))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "gRPC server stopped");
+            }
+        });
+        tracing::info!(addr = %local_addr, "gRPC proxy listening");
+        Ok(Proxy {
+            local_addr,
+            stop: Some(stop),
+            task,
+            remoting,
+        })
+    }
+
+    /// The bound address (the port when `grpcServerPort` was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets calls in progress finish, closes the broker connections.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+        self.remoting.shutdown().await;
+    }
+}

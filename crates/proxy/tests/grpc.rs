@@ -1,0 +1,436 @@
+//! The gRPC endpoint against a real NameServer and broker on 127.0.0.1 (ephemeral ports, temp
+//! dirs), through a tonic client: route, send (normal and timer), assignment, receive, ack,
+//! change of invisible duration, stale and malformed receipt handles, telemetry settings.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use broker::{Broker, BrokerConfig};
+use namesrv::{NameServer, NamesrvConfig};
+use proto::v2::messaging_service_client::MessagingServiceClient;
+use proto::v2::receive_message_response::Content;
+use proto::v2::*;
+use proxy::{Proxy, ProxyConfig};
+use remoting::client::RemotingClient;
+use remoting::{BrokerAddr, NameServerAddr, RemotingCommand, RequestCode};
+use tonic::transport::Channel;
+
+const TOPIC: &str = "GrpcTopic";
+const GROUP: &str = "GID_grpc";
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn res(name: &str) -> Option<Resource> {
+    Some(Resource {
+        resource_namespace: String::new(),
+        name: name.into(),
+    })
+}
+
+fn code(s: &Option<Status>) -> Code {
+    Code::try_from(s.as_ref().map_or(0, |s| s.code)).unwrap_or(Code::Unspecified)
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    namesrv: NameServer,
+    broker: Broker,
+    proxy: Proxy,
+    client: MessagingServiceClient<Channel>,
+}
+
+async fn start() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let namesrv = NameServer::start(NamesrvConfig {
+        listen_port: 0,
+        bind_address: "127.0.0.1".parse().unwrap(),
+        kv_config_path: dir.path().join("kvConfig.json"),
+        ..NamesrvConfig::default()
+    })
+    .await
+    .unwrap();
+    let broker = Broker::start(BrokerConfig {
+        broker_name: "broker-a".into(),
+        namesrv_addr: namesrv.local_addr().to_string(),
+        listen_port: 0,
+        bind_address: "127.0.0.1".parse().unwrap(),
+        broker_ip1: Some("127.0.0.1".parse().unwrap()),
+        store_path_root_dir: dir.path().join("store"),
+        mapped_file_size_commit_log: 4 * 1024 * 1024,
+        mapped_file_size_consume_queue: 20 * 1000,
+        register_name_server_period: 1_000,
+        ..BrokerConfig::default()
+    })
+    .await
+    .unwrap();
+    let admin = RemotingClient::new(Default::default());
+    let req = RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_TOPIC)
+        .with_ext("topic", TOPIC)
+        .with_ext("readQueueNums", 2)
+        .with_ext("writeQueueNums", 2)
+        .with_ext("perm", 6)
+        .with_ext("topicFilterType", "SINGLE_TAG")
+        .with_ext("topicSysFlag", 0)
+        .with_ext("order", false)
+        .with_ext("defaultTopic", "TBW102");
+    let broker_addr = BrokerAddr::parse(&broker.local_addr().to_string()).unwrap();
+    let resp = admin
+        .invoke(&broker_addr, req, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(resp.code, 0, "{}", resp.remark_str());
+    admin.shutdown().await;
+    let proxy = Proxy::start(ProxyConfig {
+        grpc_server_port: 0,
+        bind_address: "127.0.0.1".parse().unwrap(),
+        namesrv_addr: vec![NameServerAddr::parse(&namesrv.local_addr().to_string()).unwrap()],
+        ..ProxyConfig::default()
+    })
+    .await
+    .unwrap();
+    let client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
+        .await
+        .unwrap();
+    let mut env = Env {
+        _dir: dir,
+        namesrv,
+        broker,
+        proxy,
+        client,
+    };
+    // The topic is served once the NameServer's route lists it.
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let r = env.route(TOPIC).await;
+        if code(&r.status) == Code::Ok && !r.message_queues.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < until, "route of {TOPIC}: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env
+}
+
+impl Env {
+    async fn route(&mut self, topic: &str) -> QueryRouteResponse {
+        self.client
+            .query_route(QueryRouteRequest {
+                topic: res(topic),
+                endpoints: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn send(&mut self, id: &str, body: &str, deliver_at: Option<i64>) -> SendMessageResponse {
+        self.send_in_group(id, body, deliver_at, None).await
+    }
+
+    async fn send_in_group(
+        &mut self,
+        id: &str,
+        body: &str,
+        deliver_at: Option<i64>,
+        group: Option<&str>,
+    ) -> SendMessageResponse {
+        let m = Message {
+            topic: res(TOPIC),
+            user_properties: [("k".to_string(), "v".to_string())].into(),
+            system_properties: Some(SystemProperties {
+                tag: Some("TagA".into()),
+                message_id: id.into(),
+                message_type: if deliver_at.is_some() {
+                    MessageType::Delay
+                } else if group.is_some() {
+                    MessageType::Fifo
+                } else {
+                    MessageType::Normal
+                } as i32,
+                message_group: group.map(str::to_string),
+                delivery_timestamp: deliver_at.map(|ms| prost_types::Timestamp {
+                    seconds: ms / 1000,
+                    nanos: ((ms % 1000) * 1_000_000) as i32,
+                }),
+                ..Default::default()
+            }),
+            body: body.as_bytes().to_vec().into(),
+        };
+        self.client
+            .send_message(SendMessageRequest { messages: vec![m] })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// One receive: its stream items.
+    async fn receive(&mut self, invisible: Duration) -> Vec<Content> {
+        let mut stream = self
+            .client
+            .receive_message(ReceiveMessageRequest {
+                group: res(GROUP),
+                message_queue: Some(MessageQueue {
+                    topic: res(TOPIC),
+                    id: -1,
+                    ..Default::default()
+                }),
+                filter_expression: Some(FilterExpression {
+                    r#type: FilterType::Tag as i32,
+                    expression: "*".into(),
+                }),
+                batch_size: 32,
+                invisible_duration: prost_types::Duration::try_from(invisible).ok(),
+                auto_renew: false,
+                long_polling_timeout: Some(prost_types::Duration {
+                    seconds: 1,
+                    nanos: 0,
+                }),
+                attempt_id: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(item) = stream.message().await.unwrap() {
+            out.extend(item.content);
+        }
+        out
+    }
+
+    /// Receives until `n` messages came.
+    async fn receive_n(&mut self, n: usize, invisible: Duration) -> Vec<Message> {
+        let until = Instant::now() + DEADLINE;
+        let mut got = Vec::new();
+        while got.len() < n {
+            assert!(Instant::now() < until, "received {} of {n}", got.len());
+            let items = self.receive(invisible).await;
+            if items.iter().any(|c| matches!(c, Content::Message(_))) {
+                assert!(
+                    matches!(&items[0], Content::Status(s) if s.code == Code::Ok as i32),
+                    "{items:?}"
+                );
+                assert!(matches!(items.last(), Some(Content::DeliveryTimestamp(_))));
+            }
+            got.extend(items.into_iter().filter_map(|c| match c {
+                Content::Message(m) => Some(m),
+                _ => None,
+            }));
+        }
+        got
+    }
+
+    async fn ack(&mut self, m: &Message) -> AckMessageResponse {
+        self.ack_handle(&handle(m)).await
+    }
+
+    async fn ack_handle(&mut self, receipt_handle: &str) -> AckMessageResponse {
+        self.client
+            .ack_message(AckMessageRequest {
+                group: res(GROUP),
+                topic: res(TOPIC),
+                entries: vec![AckMessageEntry {
+                    message_id: String::new(),
+                    receipt_handle: receipt_handle.into(),
+                    lite_topic: None,
+                }],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn stop(self) {
+        drop(self.client);
+        self.proxy.shutdown().await;
+        self.broker.shutdown().await;
+        self.namesrv.shutdown().await;
+    }
+}
+
+fn handle(m: &Message) -> String {
+    m.system_properties
+        .as_ref()
+        .and_then(|s| s.receipt_handle.clone())
+        .unwrap()
+}
+
+fn body(m: &Message) -> String {
+    String::from_utf8(m.body.to_vec()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn route_send_receive_ack_and_change_invisible() {
+    let mut env = start().await;
+    let proxy_addr: SocketAddr = env.proxy.local_addr();
+
+    let route = env.route(TOPIC).await;
+    assert_eq!(route.message_queues.len(), 2, "{route:?}");
+    for q in &route.message_queues {
+        assert_eq!(q.permission, Permission::ReadWrite as i32);
+        let ep = q.broker.as_ref().unwrap().endpoints.as_ref().unwrap();
+        assert_eq!(ep.addresses[0].port, i32::from(proxy_addr.port()));
+    }
+    assert_eq!(
+        code(&env.route("NoSuchTopic").await.status),
+        Code::TopicNotFound
+    );
+
+    for i in 0..3 {
+        let r = env.send(&format!("ID-{i}"), &format!("m-{i}"), None).await;
+        assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+        assert_eq!(r.entries[0].message_id, format!("ID-{i}"));
+    }
+
+    let a = env
+        .client
+        .query_assignment(QueryAssignmentRequest {
+            topic: res(TOPIC),
+            group: res(GROUP),
+            endpoints: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&a.status), Code::Ok);
+    assert_eq!(a.assignments.len(), 1);
+
+    // m-2 is left unacked: 5 s later it is handed out again.
+    let mut got = env.receive_n(3, Duration::from_secs(5)).await;
+    got.sort_by_key(body);
+    assert_eq!(
+        got.iter().map(body).collect::<Vec<_>>(),
+        ["m-0", "m-1", "m-2"]
+    );
+    let sys = got[0].system_properties.as_ref().unwrap();
+    assert_eq!(sys.message_id, "ID-0");
+    assert_eq!(sys.tag.as_deref(), Some("TagA"));
+    assert_eq!(sys.delivery_attempt, Some(1));
+    assert_eq!(
+        got[0].user_properties.get("k").map(String::as_str),
+        Some("v")
+    );
+    assert_eq!(got[0].topic.as_ref().unwrap().name, TOPIC);
+
+    // Ack; the same handle again is stale.
+    assert_eq!(code(&env.ack(&got[0]).await.status), Code::Ok);
+    assert_eq!(
+        code(&env.ack(&got[0]).await.status),
+        Code::InvalidReceiptHandle
+    );
+    // A malformed handle.
+    assert_eq!(
+        code(&env.ack_handle("not a handle").await.status),
+        Code::InvalidReceiptHandle
+    );
+
+    // Change of invisible duration: a new handle that acks; the old one is stale.
+    let changed = env
+        .client
+        .change_invisible_duration(ChangeInvisibleDurationRequest {
+            group: res(GROUP),
+            topic: res(TOPIC),
+            receipt_handle: handle(&got[1]),
+            invisible_duration: Some(prost_types::Duration {
+                seconds: 60,
+                nanos: 0,
+            }),
+            message_id: "ID-1".into(),
+            lite_topic: None,
+            suspend: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&changed.status), Code::Ok, "{changed:?}");
+    assert_ne!(changed.receipt_handle, handle(&got[1]));
+    assert_eq!(
+        code(&env.ack(&got[1]).await.status),
+        Code::InvalidReceiptHandle
+    );
+    assert_eq!(
+        code(&env.ack_handle(&changed.receipt_handle).await.status),
+        Code::Ok
+    );
+
+    // Not acked in time: handed out again with its attempt raised.
+    let again = env.receive_n(1, Duration::from_secs(30)).await;
+    assert_eq!(body(&again[0]), "m-2");
+    assert_eq!(
+        again[0]
+            .system_properties
+            .as_ref()
+            .unwrap()
+            .delivery_attempt,
+        Some(2)
+    );
+    assert_eq!(code(&env.ack(&again[0]).await.status), Code::Ok);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn timer_not_early_fifo_group_one_queue_and_telemetry_settings() {
+    let mut env = start().await;
+    let at = remoting::message::now_millis() + 1_500;
+    let r = env.send("ID-T", "timer", Some(at)).await;
+    assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+    let got = env.receive_n(1, Duration::from_secs(30)).await;
+    assert!(remoting::message::now_millis() >= at, "delivered early");
+    assert_eq!(body(&got[0]), "timer");
+    assert_eq!(code(&env.ack(&got[0]).await.status), Code::Ok);
+
+    // A message group always goes to one queue.
+    for i in 0..4 {
+        let r = env
+            .send_in_group(
+                &format!("ID-F{i}"),
+                &format!("f-{i}"),
+                None,
+                Some("order-1"),
+            )
+            .await;
+        assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+    }
+    let fifo = env.receive_n(4, Duration::from_secs(30)).await;
+    let queues: std::collections::BTreeSet<i32> = fifo
+        .iter()
+        .map(|m| m.system_properties.as_ref().unwrap().queue_id)
+        .collect();
+    assert_eq!(queues.len(), 1, "{fifo:?}");
+    let sys = fifo[0].system_properties.as_ref().unwrap();
+    assert_eq!(sys.message_group.as_deref(), Some("order-1"));
+    assert_eq!(sys.message_type, MessageType::Fifo as i32);
+    for m in &fifo {
+        assert_eq!(code(&env.ack(m).await.status), Code::Ok);
+    }
+    // A FIFO message without a group is refused.
+    let r = env.send_in_group("ID-F9", "f-9", None, Some("")).await;
+    assert_eq!(code(&r.status), Code::IllegalMessageGroup, "{r:?}");
+
+    let settings = Settings {
+        client_type: Some(ClientType::SimpleConsumer as i32),
+        pub_sub: Some(settings::PubSub::Subscription(Subscription {
+            group: res(GROUP),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let cmd = TelemetryCommand {
+        status: None,
+        command: Some(telemetry_command::Command::Settings(settings)),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(cmd).await.unwrap();
+    let mut answers = env
+        .client
+        .telemetry(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    assert_eq!(code(&answer.status), Code::Ok);
+    let Some(telemetry_command::Command::Settings(s)) = answer.command else {
+        panic!("{answer:?}");
+    };
+    assert!(s.backoff_policy.is_some());
+    drop(tx);
+    env.stop().await;
+}
