@@ -64,8 +64,10 @@ struct Run {
 
 impl ChildBroker {
     /// Writes `config` next to its store (`<storePathRootDir>.conf`), starts `exe` on it and
-    /// returns once the broker listens. A restart reuses the ports it bound.
-    pub fn start(exe: &Path, config: BrokerConfig) -> ChildBroker {
+    /// returns once the broker listens. A `listenPort` of 0 gets fixed ports
+    /// ([`crate::fix_restartable_ports`]); a restart reuses them.
+    pub fn start(exe: &Path, mut config: BrokerConfig) -> ChildBroker {
+        crate::fix_restartable_ports(&mut config);
         let root = config.store_path_root_dir.clone();
         let conf_path = root.with_extension("conf");
         let mut node = ChildBroker {

@@ -114,9 +114,42 @@ pub struct BrokerNode {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Gives a broker whose `listenPort` is 0 fixed ports it can be restarted on: a listen port
+/// `p` and the two beside it (`p - 2` fast, `p + 1` HA), all free now and below the kernel's
+/// ephemeral range (32768-60999 here), so no socket another test opens meanwhile gets them
+/// while the broker is down. (Ephemeral ports freed by a killed broker were handed to other
+/// tests' brokers before its restart.) Picks are spread by the process id and a counter.
+pub fn fix_restartable_ports(config: &mut BrokerConfig) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    if config.listen_port != 0 {
+        return;
+    }
+    let seed = std::process::id().wrapping_mul(2_654_435_761);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let p = 20_002 + (seed.wrapping_add(n.wrapping_mul(7_919)) % 12_000) as u16;
+        let free = [p - 2, p, p + 1]
+            .iter()
+            .all(|q| std::net::TcpListener::bind((LOCALHOST, *q)).is_ok());
+        if free {
+            config.listen_port = p;
+            if config.ha_listen_port.is_none_or(|x| x == 0) {
+                config.ha_listen_port = Some(p + 1);
+            }
+            if config.fast_listen_port.is_none_or(|x| x == 0) {
+                config.fast_listen_port = Some(p - 2);
+            }
+            return;
+        }
+    }
+}
+
 impl BrokerNode {
-    /// Starts a broker; returns once it is listening.
-    pub fn start(config: BrokerConfig) -> BrokerNode {
+    /// Starts a broker; returns once it is listening. A `listenPort` of 0 gets fixed ports
+    /// ([`fix_restartable_ports`]), kept by [`BrokerNode::restart`].
+    pub fn start(mut config: BrokerConfig) -> BrokerNode {
+        fix_restartable_ports(&mut config);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<bool>();
         let cfg = config.clone();
