@@ -330,16 +330,9 @@ async fn wait_all_consumed(what: &str, con: &Consuming, acked: &[Acked]) {
 async fn stored(raw: &RemotingClient, broker: &str) -> BTreeMap<(i32, i64), String> {
     let mut out = BTreeMap::new();
     for q in 0..QUEUES {
-        let max = raw::max_offset(raw, broker, TOPIC, q).await;
-        let mut off = 0;
-        while off < max {
-            let got = raw::pull(raw, broker, CHECK_GROUP, TOPIC, q, off).await;
-            let Some(last) = got.last() else { break };
-            off = last.queue_offset + 1;
-            for m in got {
-                let key = String::from_utf8_lossy(&m.message.body).to_string();
-                out.insert((q, m.queue_offset), key);
-            }
+        for m in raw::pull_all(raw, broker, (CHECK_GROUP, TOPIC), q).await {
+            let key = String::from_utf8_lossy(&m.message.body).to_string();
+            out.insert((q, m.queue_offset), key);
         }
     }
     out
