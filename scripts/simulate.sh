@@ -9,9 +9,12 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-10}"
 mkdir -p target/simulate
-# Build once, outside the timed runs.
-cargo test -q -p apogee-it --test simulate --no-run >/dev/null 2>&1 ||
-  { echo "build failed"; exit 2; }
+root=$(pwd)
+# Build once, outside the timed runs; each run executes that binary (cargo runs tests in the
+# package's directory, so do the same).
+exe=$(cargo test -q -p apogee-it --test simulate --no-run --message-format=json 2>/dev/null |
+  jq -r 'select(.executable != null and .target.name == "simulate") | .executable')
+[[ -x "$exe" ]] || { echo "build of the simulate test failed"; exit 2; }
 failed=()
 start=$(date +%s)
 for i in $(seq 1 "$n"); do
@@ -20,10 +23,9 @@ for i in $(seq 1 "$n"); do
   else
     seed=$(od -An -N8 -tu8 /dev/urandom | tr -d ' ')
   fi
-  log="target/simulate/$seed.log"
+  log="$root/target/simulate/$seed.log"
   t0=$(date +%s.%N)
-  SIM_SEED="$seed" cargo test -q -p apogee-it --test simulate -- --ignored seeded \
-    --nocapture >"$log" 2>&1
+  (cd crates/it && SIM_SEED="$seed" "$exe" --ignored --exact seeded --nocapture) >"$log" 2>&1
   rc=$?
   took=$(echo "$(date +%s.%N) - $t0" | bc)
   if [[ $rc -eq 0 ]]; then

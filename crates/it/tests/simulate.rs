@@ -45,10 +45,11 @@ use std::time::{Duration, Instant};
 use client::consumer::push::{
     ConsumeConcurrentlyStatus, MessageListener, PushConsumer, PushConsumerConfig,
 };
-use client::producer::SendStatus;
 use client::{Producer, ProducerConfig};
 use common::client_config;
-use common::failover::{init_tracing, HELD_PER_QUEUE, PULL_BATCH, PULL_THRESHOLD};
+use common::failover::{
+    init_tracing, send_acked, Acked, HELD_PER_QUEUE, PULL_BATCH, PULL_THRESHOLD,
+};
 use it::{
     cluster_broker_config, committed_offset, namesrv_config, raw, raw_client, wait_until,
     BrokerNode, BrokerRole, ChildBroker,
@@ -57,7 +58,6 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use remoting::client::RemotingClient;
-use remoting::message::Message;
 use testkit::{FaultMode, FaultProxy};
 
 const IT_BROKER: &str = env!("CARGO_BIN_EXE_it-broker");
@@ -209,15 +209,6 @@ fn schedule(seed: u64) -> Vec<Step> {
     }
     steps.push(send(&mut rng));
     steps
-}
-
-/// A message the producer had acknowledged (SEND_OK), and where it was stored.
-#[derive(Clone, Debug)]
-struct Acked {
-    key: String,
-    broker: String,
-    queue: i32,
-    offset: i64,
 }
 
 /// What the consumer's listener saw, and what it was told to do.
@@ -429,16 +420,8 @@ impl Sim {
 
     async fn send(&mut self, key: String, fails: u32) {
         self.consumed.lock().plan.insert(key.clone(), fails);
-        let msg = Message::new(TOPIC, key.clone().into_bytes()).with_keys([key.as_str()]);
-        if let Ok(r) = self.producer.send(msg).await {
-            if r.send_status == SendStatus::SendOk {
-                self.acked.push(Acked {
-                    key,
-                    broker: r.message_queue.broker_name.clone(),
-                    queue: r.message_queue.queue_id,
-                    offset: r.queue_offset,
-                });
-            }
+        if let Some(a) = send_acked(&self.producer, TOPIC, key).await {
+            self.acked.push(a);
         }
     }
 
