@@ -8,7 +8,8 @@
 //! A seed (`SIM_SEED`, else random; always printed) drives a `StdRng` that draws the whole
 //! schedule before anything runs: send bursts (each message with the number of times the
 //! listener fails it), SIGKILL and restart of b1's master or slave (never both down), a link
-//! cut (blackhole, drop, reset, half-open, delay) and healed, pauses. The schedule ends with
+//! cut (blackhole, drop, reset, half-open, delay) and healed, the consumer shut down and a new
+//! one started, pauses. The schedule ends with
 //! every link healed and every broker up. After every step the invariants are checked:
 //! - every acknowledged (`SEND_OK`) message is readable at its group (b1: its master, or its
 //!   slave while the master is down), at the queue offset the send answered;
@@ -106,6 +107,9 @@ enum Step {
     RestartMaster,
     KillSlave,
     RestartSlave,
+    /// Shut the consumer down (cleanly: it commits its offsets) and start a new one of the
+    /// group, which resumes from the committed offsets.
+    RestartConsumer,
     Cut(Link, FaultMode),
     Heal(Link),
     Pause(Duration),
@@ -131,6 +135,7 @@ impl fmt::Debug for Step {
             Step::RestartMaster => write!(f, "RestartMaster"),
             Step::KillSlave => write!(f, "KillSlave"),
             Step::RestartSlave => write!(f, "RestartSlave"),
+            Step::RestartConsumer => write!(f, "RestartConsumer"),
             Step::Cut(l, m) => write!(f, "Cut({l:?}, {m:?})"),
             Step::Heal(l) => write!(f, "Heal({l:?})"),
             Step::Pause(d) => write!(f, "Pause({d:?})"),
@@ -140,7 +145,7 @@ impl fmt::Debug for Step {
 
 /// The schedule of `seed`: [`STEPS`] steps drawn from a `StdRng`, each valid in the state
 /// the steps before it leave (a broker is restarted only when down, b1 never loses both its
-/// brokers), then a tail that heals every cut link, restarts every killed broker and sends
+/// brokers, the consumer is restarted only while it reaches the NameServer), then a tail that heals every cut link, restarts every killed broker and sends
 /// once more.
 fn schedule(seed: u64) -> Vec<Step> {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -196,6 +201,8 @@ fn schedule(seed: u64) -> Vec<Step> {
                 }
             }
             6 => Step::Pause(Duration::from_millis(rng.gen_range(100..2_500))),
+            // A new consumer must reach the NameServer to find its queues.
+            7 if !cut.contains(&Link::ClientNs) => Step::RestartConsumer,
             _ => send(&mut rng),
         };
         steps.push(step);
@@ -231,6 +238,8 @@ struct Sim {
     raw: RemotingClient,
     producer: Producer,
     consumer: PushConsumer,
+    /// Consumers started so far (each new one gets its own client id).
+    consumers: usize,
     consumed: Arc<Mutex<Consumed>>,
     acked: Vec<Acked>,
     master_up: bool,
@@ -317,7 +326,7 @@ impl Sim {
         .await
         .unwrap();
         let consumed = Arc::new(Mutex::new(Consumed::default()));
-        let consumer = start_consumer(clients_ns, consumed.clone()).await;
+        let consumer = start_consumer(clients_ns, "sim-consumer-1", consumed.clone()).await;
         wait_until("the producer to see b1 and b2", WAIT, || {
             let qs = producer.fetch_publish_queues(TOPIC);
             async move {
@@ -346,6 +355,7 @@ impl Sim {
             raw,
             producer,
             consumer,
+            consumers: 1,
             consumed,
             acked: Vec::new(),
             master_up: true,
@@ -376,8 +386,8 @@ impl Sim {
         let dead = c.plan.values().filter(|n| **n > MAX_RECONSUME).count();
         println!(
             "SIM_SEED={}: {} steps, {} acknowledged, {} failed deliveries, {dead} meant for \
-             the DLQ, {dups} duplicate consumptions, offsets at most {} back at a failover, send-backs \
-             {:?}, {:?}",
+             the DLQ, {dups} duplicate consumptions, offsets at most {} back at a failover, \
+             the last consumer's send-backs {:?}, {:?}",
             self.seed,
             self.steps.len(),
             self.acked.len(),
@@ -386,6 +396,9 @@ impl Sim {
             self.consumer.send_back_counts(),
             self.started.elapsed()
         );
+        drop(c);
+        self.consumer.shutdown().await;
+        self.producer.shutdown().await;
     }
 
     async fn apply(&mut self, step: &Step) {
@@ -410,6 +423,16 @@ impl Sim {
             Step::RestartSlave => {
                 self.s1.restart();
                 self.slave_up = true;
+            }
+            Step::RestartConsumer => {
+                self.consumer.shutdown().await;
+                self.consumers += 1;
+                self.consumer = start_consumer(
+                    self.proxies[&Link::ClientNs].addr(),
+                    &format!("sim-consumer-{}", self.consumers),
+                    self.consumed.clone(),
+                )
+                .await;
             }
             Step::Cut(link, mode) => self.proxies[link].set_mode(*mode),
             Step::Heal(link) => self.proxies[link].set_mode(FaultMode::Pass),
@@ -623,8 +646,13 @@ impl Sim {
     }
 }
 
-/// The consumer of the group: fails each message as many times as its plan says.
-async fn start_consumer(ns: SocketAddr, consumed: Arc<Mutex<Consumed>>) -> PushConsumer {
+/// A consumer of the group, `name` making its client id: fails each message as many times as
+/// its plan says.
+async fn start_consumer(
+    ns: SocketAddr,
+    name: &str,
+    consumed: Arc<Mutex<Consumed>>,
+) -> PushConsumer {
     let mut config = PushConsumerConfig::new(GROUP)
         .pull_batch_size(PULL_BATCH)
         .consume_thread_max(4)
@@ -648,7 +676,7 @@ async fn start_consumer(ns: SocketAddr, consumed: Arc<Mutex<Consumed>>) -> PushC
         status
     });
     PushConsumer::start(
-        client_config(ns, Duration::from_millis(200), "sim-consumer"),
+        client_config(ns, Duration::from_millis(200), name),
         config,
         &[(TOPIC, "*")],
         listener,
