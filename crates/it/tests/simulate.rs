@@ -381,22 +381,25 @@ impl Sim {
             self.check(&format!("after step {i} {step:?}")).await;
         }
         self.drain().await;
-        let c = self.consumed.lock();
-        let dups: u32 = c.ok.values().map(|n| n.saturating_sub(1)).sum();
-        let dead = c.plan.values().filter(|n| **n > MAX_RECONSUME).count();
+        let (failed, dead, dups) = {
+            let c = self.consumed.lock();
+            (
+                c.failed.values().sum::<u32>(),
+                c.plan.values().filter(|n| **n > MAX_RECONSUME).count(),
+                c.ok.values().map(|n| n.saturating_sub(1)).sum::<u32>(),
+            )
+        };
         println!(
-            "SIM_SEED={}: {} steps, {} acknowledged, {} failed deliveries, {dead} meant for \
-             the DLQ, {dups} duplicate consumptions, offsets at most {} back at a failover, \
-             the last consumer's send-backs {:?}, {:?}",
+            "SIM_SEED={}: {} steps, {} acknowledged, {failed} failed deliveries, {dead} meant \
+             for the DLQ, {dups} duplicate consumptions, offsets at most {} back at a \
+             failover, the last consumer's send-backs {:?}, {:?}",
             self.seed,
             self.steps.len(),
             self.acked.len(),
-            c.failed.values().sum::<u32>(),
             self.failover_lag,
             self.consumer.send_back_counts(),
             self.started.elapsed()
         );
-        drop(c);
         self.consumer.shutdown().await;
         self.producer.shutdown().await;
     }
