@@ -532,6 +532,31 @@ impl Sim {
         keys
     }
 
+    /// Every copy of `key` on every broker (topic, retry topic, DLQ): (broker, topic, queue,
+    /// queue offset, reconsume times). For the report of a failed run.
+    async fn copies_of(&self, key: &str) -> Vec<(String, String, i32, i64, i32)> {
+        let retry = format!("%RETRY%{GROUP}");
+        let mut out = Vec::new();
+        for broker in [&self.m1.addr, &self.s1.addr, &self.m2.addr] {
+            for (topic, queues) in [(TOPIC, QUEUES), (retry.as_str(), 1), (DLQ, 1)] {
+                for q in 0..queues {
+                    for m in raw::pull_all(&self.raw, broker, (CHECK_GROUP, topic), q).await {
+                        if &m.message.body[..] == key.as_bytes() {
+                            out.push((
+                                broker.clone(),
+                                topic.to_string(),
+                                q,
+                                m.queue_offset,
+                                m.reconsume_times,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// One DLQ rule: only a message meant to fail every delivery, and failed
     /// `maxReconsumeTimes + 1` times, is in a DLQ.
     async fn check_dlq(&self, what: &str) {
@@ -634,10 +659,23 @@ impl Sim {
                 return;
             }
             if Instant::now() >= deadline {
+                let mut detail = Vec::new();
+                for a in &missing {
+                    let (plan, failed, ok) = {
+                        let c = self.consumed.lock();
+                        let n = |m: &HashMap<String, u32>| m.get(&a.key).copied();
+                        (n(&c.plan), n(&c.failed), n(&c.ok))
+                    };
+                    detail.push(format!(
+                        "{a:?}: meant to fail {plan:?}, failed {failed:?}, consumed {ok:?}, \
+                         stored as {:?}",
+                        self.copies_of(&a.key).await
+                    ));
+                }
                 self.fail(
                     "at the end",
                     format!(
-                        "acknowledged but neither consumed nor dead-lettered: {missing:?}; \
+                        "acknowledged but neither consumed nor dead-lettered: {detail:#?}; \
                          assigned {:?}; send-backs {:?}",
                         self.consumer.assigned_queues(),
                         self.consumer.send_back_counts()
