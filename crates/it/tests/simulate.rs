@@ -688,7 +688,7 @@ impl Sim {
 }
 
 /// A consumer of the group, `name` making its client id: fails each message as many times as
-/// its plan says.
+/// its plan says, every time when that is more than [`MAX_RECONSUME`].
 async fn start_consumer(
     ns: SocketAddr,
     name: &str,
@@ -707,7 +707,9 @@ async fn start_consumer(
             let key = String::from_utf8_lossy(&m.message.body).to_string();
             let plan = c.plan.get(&key).copied().unwrap_or(0);
             let failed = c.failed.entry(key.clone()).or_default();
-            if *failed < plan {
+            // Counted over every copy: a message delivered again (a consumer restarted before
+            // committing it) uses up its failures, and one meant for the DLQ never succeeds.
+            if *failed < plan || plan > MAX_RECONSUME {
                 *failed += 1;
                 status = ConsumeConcurrentlyStatus::ReconsumeLater;
             } else {
