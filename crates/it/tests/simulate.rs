@@ -17,11 +17,12 @@
 //!   no broker request code, e.g. CONSUMER_SEND_MSG_BACK, went to it);
 //! - one DLQ rule: a message is in a DLQ only if the listener failed it `maxReconsumeTimes + 1`
 //!   times and was meant to fail every delivery;
-//! - the committed offset of each queue, read where the consumer reads it, never moves back by
-//!   more than the consumer's in-flight window (`HELD_PER_QUEUE`) on one broker, nor when b1's
-//!   master returns (it gets the slave's offsets back). When the master dies, the slave serves
-//!   the offsets it last synchronised, which can be further back: that lag is measured and
-//!   printed, not asserted (see `Sim::check_offsets`).
+//! - the committed offset of each queue, read where the consumer reads it (b2's master, the
+//!   broker the NameServer lists as b1's id 0), never moves back by more than the consumer's
+//!   in-flight window (`HELD_PER_QUEUE`) on one broker, nor when b1's master returns (it gets
+//!   the slave's offsets back). When the master dies, the slave serves the offsets it last
+//!   synchronised, which can be further back: that lag is measured and printed, not asserted
+//!   (see `Sim::check_offsets`).
 //!
 //! At the end every acknowledged message was consumed (or, when it always fails, is in a DLQ).
 //! A failure prints the seed and the steps run; `SIM_SEED=<seed> cargo test -p apogee-it
@@ -49,10 +50,10 @@ use client::consumer::push::{
 use client::{Producer, ProducerConfig};
 use common::client_config;
 use common::failover::{
-    init_tracing, send_acked, Acked, HELD_PER_QUEUE, PULL_BATCH, PULL_THRESHOLD,
+    b1_master_in, init_tracing, send_acked, Acked, HELD_PER_QUEUE, PULL_BATCH, PULL_THRESHOLD,
 };
 use it::{
-    cluster_broker_config, committed_offset, namesrv_config, raw, raw_client, wait_until,
+    cluster_broker_config, committed_offset, namesrv_config, raw, raw_client, route, wait_until,
     BrokerNode, BrokerRole, ChildBroker,
 };
 use parking_lot::Mutex;
@@ -588,25 +589,31 @@ impl Sim {
         }
     }
 
-    /// Committed offsets, read where the consumer reads them ([`Sim::reader`]):
+    /// Committed offsets, read where the consumer reads them: b2's master, and the broker the
+    /// NameServer lists as b1's id 0 (its master, or its slave as acting master while the
+    /// master is down or cut off from the NameServer; none while b1 has neither):
     /// - on one reader, an offset never goes back by more than the consumer's in-flight
     ///   window ([`HELD_PER_QUEUE`]);
     /// - b1's master, back after its slave served, serves at least what the slave had, less
-    ///   the window, within [`WAIT`] (the slave hands its offsets back after the restart);
+    ///   the window, within [`WAIT`] (the slave hands its offsets back once it sees the
+    ///   master);
     /// - b1's slave, serving while its master is down, has the offsets it last synchronised
     ///   (every `slaveSynchronizeInterval`), which may be further back: measured in
     ///   `failover_lag`, not asserted (a consumer that re-reads its offset during the outage,
     ///   after a restart or a rebalance, consumes that lag again).
     async fn check_offsets(&mut self, what: &str) {
-        for group in ["b1", "b2"] {
+        let b1 = route(&self.raw, self.ns.local_addr(), TOPIC)
+            .await
+            .and_then(|r| b1_master_in(&r).cloned());
+        for (group, reader) in [("b1", b1), ("b2", Some(self.m2.addr.clone()))] {
+            let Some(reader) = reader else { continue };
             for q in 0..QUEUES {
-                let reader = self.reader(group).to_string();
                 let read = || committed_offset(&self.raw, &reader, GROUP, TOPIC, q);
                 let Some(mut now) = read().await else {
                     continue;
                 };
                 let Some((last, high)) = self.committed.get(&(group, q)).cloned() else {
-                    self.committed.insert((group, q), (reader, now));
+                    self.committed.insert((group, q), (reader.clone(), now));
                     continue;
                 };
                 let to_slave = last != reader && reader == self.s1.addr;
@@ -631,7 +638,7 @@ impl Sim {
                     }
                 }
                 let high = if to_slave { now } else { high.max(now) };
-                self.committed.insert((group, q), (reader, high));
+                self.committed.insert((group, q), (reader.clone(), high));
             }
         }
     }
