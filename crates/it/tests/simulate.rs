@@ -502,12 +502,18 @@ impl Sim {
                 return;
             }
             if Instant::now() >= deadline {
+                let mut found = Vec::new();
+                for a in missing.iter().take(5) {
+                    found.push((a.key.clone(), self.copies_of(&a.key).await));
+                }
                 self.fail(
                     what,
                     format!(
-                        "{} of {} acknowledged messages not readable at their group: {missing:?}",
+                        "{} of {} acknowledged messages not readable at their group (b1 read \
+                         at {}): {missing:?}; where the first are stored: {found:?}",
                         missing.len(),
-                        self.acked.len()
+                        self.acked.len(),
+                        self.reader("b1"),
                     ),
                 );
             }
