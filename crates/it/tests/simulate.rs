@@ -19,8 +19,10 @@
 //!   times and was meant to fail every delivery;
 //! - the committed offset of each queue, read where the consumer reads it (b2's master, the
 //!   broker the NameServer lists as b1's id 0), never moves back by more than the consumer's
-//!   in-flight window (`HELD_PER_QUEUE`) on one broker, nor when b1's master returns (it gets
-//!   the slave's offsets back). When the master dies, the slave serves the offsets it last
+//!   in-flight window (`HELD_PER_QUEUE`) on one broker process; when b1's master returns (it
+//!   gets the slave's offsets back) or a broker restarts (it lost the commits it had not
+//!   flushed, and the consumer commits again) it is back there within a bounded wait. When
+//!   the master dies, the slave serves the offsets it last
 //!   synchronised, which can be further back: that lag is measured and printed, not asserted
 //!   (see `Sim::check_offsets`).
 //!
@@ -219,6 +221,10 @@ fn schedule(seed: u64) -> Vec<Step> {
     steps
 }
 
+/// Where a committed offset was read: the broker's address and, for a child broker, the
+/// process id of its run.
+type Reader = (String, Option<u32>);
+
 /// What the consumer's listener saw, and what it was told to do.
 #[derive(Default)]
 struct Consumed {
@@ -245,8 +251,8 @@ struct Sim {
     acked: Vec<Acked>,
     master_up: bool,
     slave_up: bool,
-    /// (group, queue) -> (where it was read last, highest committed offset seen there).
-    committed: BTreeMap<(&'static str, i32), (String, i64)>,
+    /// (group, queue) -> where it was read last, and the highest committed offset seen there.
+    committed: BTreeMap<(&'static str, i32), (Reader, i64)>,
     /// How far back b1's slave served a committed offset when it took over from its dead
     /// master, at most (see [`Sim::check_offsets`]).
     failover_lag: i64,
@@ -598,8 +604,11 @@ impl Sim {
     /// Committed offsets, read where the consumer reads them: b2's master, and the broker the
     /// NameServer lists as b1's id 0 (its master, or its slave as acting master while the
     /// master is down or cut off from the NameServer; none while b1 has neither):
-    /// - on one reader, an offset never goes back by more than the consumer's in-flight
-    ///   window ([`HELD_PER_QUEUE`]);
+    /// - on one reader (one broker process), an offset never goes back by more than the
+    ///   consumer's in-flight window ([`HELD_PER_QUEUE`]);
+    /// - a reader restarted after SIGKILL has lost what was committed to it after its last
+    ///   offsets flush (`flushConsumerOffsetInterval`); the consumer commits again, so within
+    ///   [`WAIT`] it serves at least what it had, less the window;
     /// - b1's master, back after its slave served, serves at least what the slave had, less
     ///   the window, within [`WAIT`] (the slave hands its offsets back once it sees the
     ///   master);
@@ -618,15 +627,26 @@ impl Sim {
                 let Some(mut now) = read().await else {
                     continue;
                 };
-                let Some((last, high)) = self.committed.get(&(group, q)).cloned() else {
-                    self.committed.insert((group, q), (reader.clone(), now));
+                // The reader and its run: a restarted broker keeps its address.
+                let run = if reader == self.m1.addr {
+                    self.m1.pid()
+                } else if reader == self.s1.addr {
+                    self.s1.pid()
+                } else {
+                    None
+                };
+                let id = (reader.clone(), run);
+                let Some(((last, last_run), high)) = self.committed.get(&(group, q)).cloned()
+                else {
+                    self.committed.insert((group, q), (id, now));
                     continue;
                 };
                 let to_slave = last != reader && reader == self.s1.addr;
                 if to_slave {
                     self.failover_lag = self.failover_lag.max(high - now);
                 } else {
-                    let wait = if last == reader { Duration::ZERO } else { WAIT };
+                    let same = last == reader && last_run == run;
+                    let wait = if same { Duration::ZERO } else { WAIT };
                     let deadline = Instant::now() + wait;
                     while now + HELD_PER_QUEUE < high {
                         if Instant::now() >= deadline {
@@ -644,7 +664,7 @@ impl Sim {
                     }
                 }
                 let high = if to_slave { now } else { high.max(now) };
-                self.committed.insert((group, q), (reader.clone(), high));
+                self.committed.insert((group, q), (id, high));
             }
         }
     }
