@@ -442,6 +442,25 @@ pub mod raw {
         }
     }
 
+    /// Every message of `queue` of `topic` on `broker` as `group` reads it, from queue offset 0
+    /// on: [`pull`]s of 32 from after the last one until none is left.
+    pub async fn pull_all(
+        client: &RemotingClient,
+        broker: &str,
+        (group, topic): (&str, &str),
+        queue: i32,
+    ) -> Vec<MessageExt> {
+        let mut out: Vec<MessageExt> = Vec::new();
+        loop {
+            let from = out.last().map_or(0, |m| m.queue_offset + 1);
+            let got = pull(client, broker, group, topic, queue, from).await;
+            if got.is_empty() {
+                return out;
+            }
+            out.extend(got);
+        }
+    }
+
     /// UPDATE_AND_CREATE_TOPIC: `topic` with `queues` read and write queues, read-write.
     pub async fn create_topic(client: &RemotingClient, broker: &str, topic: &str, queues: i32) {
         let cmd = RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_TOPIC)

@@ -48,11 +48,10 @@ use std::time::{Duration, Instant};
 use client::consumer::push::{
     ConsumeConcurrentlyStatus, MessageListener, PushConsumer, PushConsumerConfig,
 };
-use client::producer::SendStatus;
 use client::{Producer, ProducerConfig};
 use common::client_config;
 use common::failover::{
-    b1_master_in, init_tracing, Log, HELD_PER_QUEUE, PULL_BATCH, PULL_THRESHOLD,
+    b1_master_in, init_tracing, send_acked, Acked, Log, HELD_PER_QUEUE, PULL_BATCH, PULL_THRESHOLD,
 };
 use it::child::{CLEAN_START_LOG, TORN_TAIL_LOG, UNCLEAN_RECOVERY_LOG};
 use it::{
@@ -61,7 +60,7 @@ use it::{
 };
 use parking_lot::Mutex;
 use remoting::client::RemotingClient;
-use remoting::message::{decode_message_id, Message, MessageConst};
+use remoting::message::{decode_message_id, MessageConst};
 use remoting::ResponseCode;
 use tokio::task::JoinHandle;
 
@@ -85,15 +84,6 @@ const SENDS_IN_FLIGHT: usize = 1;
 const DUPLICATE_BOUND: usize = SENDS_IN_FLIGHT + QUEUES as usize * HELD_PER_QUEUE as usize;
 /// Each wait for an event of the scenario.
 const WAIT: Duration = Duration::from_secs(15);
-
-/// A message the producer had acknowledged (SEND_OK), and where it was stored.
-#[derive(Clone, Debug)]
-struct Acked {
-    key: String,
-    broker: String,
-    queue: i32,
-    offset: i64,
-}
 
 #[derive(Clone, Copy, Debug)]
 struct Scenario {
@@ -158,17 +148,8 @@ async fn start_producer(ns: std::net::SocketAddr) -> Arc<Producer> {
 }
 
 async fn send_one(p: &Producer, i: usize, acked: &Mutex<Vec<Acked>>) {
-    let key = format!("k{i}");
-    let msg = Message::new(TOPIC, key.clone().into_bytes()).with_keys([key.as_str()]);
-    if let Ok(r) = p.send(msg).await {
-        if r.send_status == SendStatus::SendOk {
-            acked.lock().push(Acked {
-                key,
-                broker: r.message_queue.broker_name.clone(),
-                queue: r.message_queue.queue_id,
-                offset: r.queue_offset,
-            });
-        }
+    if let Some(a) = send_acked(p, TOPIC, format!("k{i}")).await {
+        acked.lock().push(a);
     }
 }
 
@@ -330,16 +311,9 @@ async fn wait_all_consumed(what: &str, con: &Consuming, acked: &[Acked]) {
 async fn stored(raw: &RemotingClient, broker: &str) -> BTreeMap<(i32, i64), String> {
     let mut out = BTreeMap::new();
     for q in 0..QUEUES {
-        let max = raw::max_offset(raw, broker, TOPIC, q).await;
-        let mut off = 0;
-        while off < max {
-            let got = raw::pull(raw, broker, CHECK_GROUP, TOPIC, q, off).await;
-            let Some(last) = got.last() else { break };
-            off = last.queue_offset + 1;
-            for m in got {
-                let key = String::from_utf8_lossy(&m.message.body).to_string();
-                out.insert((q, m.queue_offset), key);
-            }
+        for m in raw::pull_all(raw, broker, (CHECK_GROUP, TOPIC), q).await {
+            let key = String::from_utf8_lossy(&m.message.body).to_string();
+            out.insert((q, m.queue_offset), key);
         }
     }
     out

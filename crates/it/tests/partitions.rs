@@ -83,23 +83,17 @@ async fn broker_route_expires_behind_a_blackhole_and_returns() {
     ns.shutdown().await;
 }
 
-/// Every message of `queue` on `broker` from offset 0 on (pulls of 32 until none is left).
+/// Every message of `queue` on `broker`: (queue offset, body).
 async fn pull_all(
     client: &remoting::client::RemotingClient,
     broker: &str,
     queue: i32,
 ) -> Vec<(i64, Vec<u8>)> {
-    let mut out = Vec::new();
-    loop {
-        let got = raw::pull(client, broker, GROUP, TOPIC, queue, out.len() as i64).await;
-        if got.is_empty() {
-            return out;
-        }
-        out.extend(
-            got.into_iter()
-                .map(|m| (m.queue_offset, m.message.body.to_vec())),
-        );
-    }
+    raw::pull_all(client, broker, (GROUP, TOPIC), queue)
+        .await
+        .into_iter()
+        .map(|m| (m.queue_offset, m.message.body.to_vec()))
+        .collect()
 }
 
 /// master (SYNC_MASTER) <- proxy <- slave's HA connection: with the link blackholed every

@@ -327,7 +327,14 @@ impl OffsetStore {
     pub async fn persist_all(&self, mqs: &BTreeSet<MessageQueue>) {
         match self {
             OffsetStore::Remote(r) => {
-                for (mq, offset) in r.table().snapshot(Some(mqs)) {
+                // Each queue's offset is read just before its own push (as upstream reads
+                // each entry's current value), not from a snapshot taken before the first:
+                // a push held up by a slow broker must not then send another queue's offset
+                // from before the wait, moving it back past what pulls committed meanwhile.
+                for mq in r.table().snapshot(Some(mqs)).into_keys() {
+                    let Some(offset) = r.table().get(&mq) else {
+                        continue;
+                    };
                     if let Err(e) = r.push(&mq, offset, true).await {
                         warn!(queue = %mq, offset, error = %e, "offset commit failed");
                     } else {

@@ -1,12 +1,16 @@
 //! What the failover scenario files (`failover.rs`, in-process brokers; `crash_failover.rs`,
-//! SIGKILLed child brokers) share: the consumer's in-flight window, the consumption log, and
-//! waiting for the NameServer to name b1's master.
+//! SIGKILLed child brokers; `simulate.rs`, seeded faults) share: the consumer's in-flight
+//! window, acknowledged sends, the consumption log, and waiting for the NameServer to name
+//! b1's master.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use client::producer::SendStatus;
+use client::Producer;
 use it::{raw_client, route, wait_until};
+use remoting::message::Message;
 use remoting::protocol::{TopicRouteData, MASTER_ID};
 
 /// Messages the consumer pulls per request, and holds per queue before it stops pulling.
@@ -16,6 +20,27 @@ pub const PULL_THRESHOLD: usize = 4;
 /// threshold, so it holds at most threshold + one batch pulled but not committed. A message
 /// of b1 at a higher queue offset consumed after the kill came from the slave.
 pub const HELD_PER_QUEUE: i64 = PULL_THRESHOLD as i64 + PULL_BATCH as i64;
+
+/// A message the producer had acknowledged (SEND_OK), and where it was stored.
+#[derive(Clone, Debug)]
+pub struct Acked {
+    pub key: String,
+    pub broker: String,
+    pub queue: i32,
+    pub offset: i64,
+}
+
+/// Sends `key` (as body and key) to `topic`; where it was stored when the answer is SEND_OK.
+pub async fn send_acked(p: &Producer, topic: &str, key: String) -> Option<Acked> {
+    let msg = Message::new(topic, key.clone().into_bytes()).with_keys([key.as_str()]);
+    let r = p.send(msg).await.ok()?;
+    (r.send_status == SendStatus::SendOk).then(|| Acked {
+        key,
+        broker: r.message_queue.broker_name.clone(),
+        queue: r.message_queue.queue_id,
+        offset: r.queue_offset,
+    })
+}
 
 /// What the scenario's consumer saw.
 #[derive(Default)]
