@@ -381,3 +381,38 @@ async fn popped_messages_come_back_after_a_restart_and_acked_ones_do_not() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn notification_says_whether_a_pop_would_find_something() {
+    let env = Env::start().await;
+    env.create_topic("NT", 1).await;
+    let notify = |poll_ms: i64| {
+        RemotingCommand::request(RequestCode::NOTIFICATION)
+            .with_ext("consumerGroup", "NG")
+            .with_ext("topic", "NT")
+            .with_ext("queueId", -1)
+            .with_ext("pollTime", poll_ms)
+            .with_ext("bornTime", remoting::message::now_millis())
+    };
+    let empty = env.call(notify(0)).await;
+    assert_eq!(empty.code, 0, "{}", empty.remark_str());
+    assert_eq!(empty.ext("hasMsg"), Some("false"));
+    // A held notification is answered when a message arrives.
+    let waiter = {
+        let (client, addr, req) = (env.client.clone(), env.addr.clone(), notify(8_000));
+        tokio::spawn(async move {
+            client
+                .invoke(&addr, req, Duration::from_secs(20))
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send(&env, "NT", 0, "n").await;
+    let woken = waiter.await.unwrap();
+    assert_eq!(woken.ext("hasMsg"), Some("true"));
+    // Popped (invisible), nothing is left to notify about.
+    assert_eq!(pop_n(&env, "NG", "NT", 1, 60_000).await.len(), 1);
+    assert_eq!(env.call(notify(0)).await.ext("hasMsg"), Some("false"));
+    env.stop().await;
+}
