@@ -144,6 +144,31 @@ impl ConsumerOffsetManager {
             .insert(queue_id, offset);
     }
 
+    /// The queue's committed offset, or `init` recorded as it when there is none (in one
+    /// step, so that two first reads cannot both initialise it and move it back). `on_slave`
+    /// marks a recorded init for the push to the master, as [`Self::commit_on_slave`] does.
+    pub fn query_or_init(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+        init: impl FnOnce() -> i64,
+        on_slave: bool,
+    ) -> i64 {
+        let k = key(topic, group);
+        let mut table = self.table.write();
+        let queues = table.entry(k.clone()).or_default();
+        if let Some(o) = queues.get(&queue_id).copied().filter(|o| *o >= 0) {
+            return o;
+        }
+        let offset = init();
+        queues.insert(queue_id, offset);
+        if on_slave {
+            self.unpushed.lock().insert((k, queue_id));
+        }
+        offset
+    }
+
     /// Records `offset` committed by a consumer to this slave; it is pushed to the master by
     /// slave synchronisation while it is ahead of the master's.
     pub fn commit_on_slave(&self, group: &str, topic: &str, queue_id: i32, offset: i64) {
@@ -335,6 +360,20 @@ mod tests {
         assert_eq!(again.query("G", "U", 0), Some(3));
         again.remove_topic("T");
         assert_eq!(again.query("G", "T", 0), None);
+    }
+
+    /// A first pop initialises the offset; a second first read that lost the race must not
+    /// move it back to the init offset (it did, and two POP consumers got the same messages).
+    #[test]
+    fn init_never_moves_a_committed_offset_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = ConsumerOffsetManager::load(dir.path()).unwrap();
+        assert_eq!(m.query_or_init("G", "T", 0, || 0, false), 0);
+        m.commit("G", "T", 0, 13);
+        assert_eq!(m.query_or_init("G", "T", 0, || 0, false), 13);
+        assert_eq!(m.query("G", "T", 0), Some(13));
+        assert_eq!(m.query_or_init("G", "T", 1, || 5, true), 5);
+        assert_eq!(m.query("G", "T", 1), Some(5));
     }
 
     /// Rounds of commits each followed by a persist, all at once (the periodic persist, a

@@ -296,17 +296,15 @@ impl PopService {
         q: i32,
         init_mode: i32,
     ) -> i64 {
-        if let Some(o) = ctx.offsets.query(group, topic, q).filter(|o| *o >= 0) {
-            return o;
-        }
-        let offset =
+        let init = || {
             if init_mode == 0 || topic.starts_with(remoting::message::RETRY_GROUP_TOPIC_PREFIX) {
                 ctx.store.min_offset(topic, q)
             } else {
                 (ctx.store.max_offset(topic, q) - 1).max(0)
-            };
-        commit(ctx, group, topic, q, offset);
-        offset
+            }
+        };
+        ctx.offsets
+            .query_or_init(group, topic, q, init, ctx.config().is_slave())
     }
 
     /// On an acting master: commits the queue's offset up to its lowest popped message not
