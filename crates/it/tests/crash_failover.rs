@@ -51,7 +51,8 @@ use client::consumer::push::{
 use client::{Producer, ProducerConfig};
 use common::client_config;
 use common::failover::{
-    b1_master_in, init_tracing, send_acked, Acked, Log, HELD_PER_QUEUE, PULL_BATCH, PULL_THRESHOLD,
+    b1_master_in, init_tracing, send_acked, wait_topic_on, Acked, Log, HELD_PER_QUEUE, PULL_BATCH,
+    PULL_THRESHOLD,
 };
 use it::child::{CLEAN_START_LOG, TORN_TAIL_LOG, UNCLEAN_RECOVERY_LOG};
 use it::{
@@ -125,6 +126,7 @@ async fn cluster(acting_master: bool) -> Cluster {
     for m in [&m1.addr, &m2.addr] {
         raw::create_topic(&raw, m, TOPIC, QUEUES).await;
     }
+    wait_topic_on(nsa, TOPIC, &["b1", "b2"], WAIT).await;
     Cluster {
         ns,
         m1,

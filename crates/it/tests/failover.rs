@@ -42,7 +42,7 @@ use client::producer::SendStatus;
 use client::{Producer, ProducerConfig};
 use common::client_config;
 use common::failover::{
-    b1_master_in, init_tracing, Log, HELD_PER_QUEUE, PULL_BATCH, PULL_THRESHOLD,
+    b1_master_in, init_tracing, wait_topic_on, Log, HELD_PER_QUEUE, PULL_BATCH, PULL_THRESHOLD,
 };
 use it::{
     cluster_broker_config, committed_offset, namesrv_config, raw, raw_client, wait_until,
@@ -97,6 +97,7 @@ async fn cluster(acting_master: bool) -> Cluster {
     for m in [&m1, &m2] {
         raw::create_topic(&raw, &m.addr, TOPIC, 4).await;
     }
+    wait_topic_on(nsa, TOPIC, &["b1", "b2"], WAIT).await;
     Cluster {
         ns,
         m1,

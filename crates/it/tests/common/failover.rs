@@ -86,6 +86,31 @@ pub async fn wait_b1_master(ns: SocketAddr, topic: &str, master: Option<&str>, w
     .await;
 }
 
+/// Waits up to `wait` until the NameServer at `ns` lists queues of `topic` on every group of
+/// `groups` with its master: a producer started before that sends only to the groups it
+/// lists, and a scenario's backlog on b1 would not be there.
+pub async fn wait_topic_on(ns: SocketAddr, topic: &str, groups: &[&str], wait: Duration) {
+    let client = raw_client();
+    wait_until(
+        &format!("the NameServer to route {topic} to {groups:?}"),
+        wait,
+        || {
+            let client = client.clone();
+            async move {
+                route(&client, ns, topic).await.is_some_and(|r| {
+                    groups.iter().all(|g| {
+                        r.queue_datas.iter().any(|q| q.broker_name == *g)
+                            && r.broker_datas.iter().any(|b| {
+                                b.broker_name == *g && b.broker_addrs.contains_key(&MASTER_ID)
+                            })
+                    })
+                })
+            }
+        },
+    )
+    .await;
+}
+
 /// Logs to the test's output, filtered by `RUST_LOG`.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
