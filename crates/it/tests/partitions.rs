@@ -1,16 +1,27 @@
 //! Partitions injected on the wire with the test kit's [`FaultProxy`] between two components:
 //! broker <-> NameServer (the route expires while the broker lives and comes back when the
 //! link heals) and master <-> slave under SYNC_MASTER (sends are answered in bounded time
-//! while the slave is cut off, and every acknowledged message reaches the slave afterwards).
-//! Client <-> broker is not here yet: a broker advertises its own listen port, so putting a
-//! proxy in a client's path needs a second loopback address, and these tests keep to
-//! 127.0.0.1.
+//! while the slave is cut off, and every acknowledged message reaches the slave afterwards),
+//! and push consumer <-> broker (blackhole, reset and half-open links: the consumer resumes by
+//! itself, consumes every message once the link heals, and its committed offsets end at the
+//! queues' ends). A broker advertises its own listen port, so the consumer is put behind the
+//! proxy by pinning its route to the proxy's address.
 
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use it::{
-    broker_config, raw, raw_client, route, start_namesrv, wait_until, BrokerNode, BrokerRole,
+use client::consumer::push::{
+    ConsumeConcurrentlyStatus, MessageListener, PushConsumer, PushConsumerConfig,
 };
+use common::client_config;
+use it::{
+    broker_config, committed_offset, raw, raw_client, route, start_namesrv, wait_until, BrokerNode,
+    BrokerRole,
+};
+use parking_lot::Mutex;
 use remoting::ResponseCode;
 use testkit::{FaultMode, FaultProxy};
 
@@ -203,5 +214,147 @@ async fn sync_master_answers_in_bounded_time_and_loses_nothing() {
     drop(s);
     drop(m);
     drop(proxy);
+    ns.shutdown().await;
+}
+
+/// Bodies a push consumer consumed, with how often each.
+type Seen = Arc<Mutex<HashMap<String, usize>>>;
+
+/// Sends `prefix0..prefix<n>` to the broker directly (round robin over `queues`).
+async fn send_batch(
+    client: &remoting::client::RemotingClient,
+    broker: &str,
+    prefix: &str,
+    n: usize,
+    queues: i32,
+) -> Vec<String> {
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let body = format!("{prefix}{i}");
+        let r = raw::send(client, broker, TOPIC, i as i32 % queues, body.as_bytes()).await;
+        assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+        sent.push(body);
+    }
+    sent
+}
+
+async fn wait_seen(seen: &Seen, bodies: &[String], what: &str) {
+    wait_until(what, Duration::from_secs(15), || {
+        let s = seen.lock();
+        let all = bodies.iter().all(|b| s.contains_key(b));
+        async move { all }
+    })
+    .await;
+}
+
+/// consumer -> proxy -> broker: a blackholed link holds back what is sent meanwhile and the
+/// consumer resumes once it heals (no hung pull); a reset link is reconnected; a half-open
+/// link (requests arrive, answers never do) loses nothing either. After each heal every
+/// message is consumed, and at the end the broker's committed offsets are the queues' ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_consumer_rides_out_client_broker_partitions() {
+    const QUEUES: i32 = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let ns = start_namesrv(Duration::from_secs(10)).await;
+    let nsa = ns.local_addr();
+    let b = BrokerNode::start(broker_config(
+        nsa,
+        "C",
+        "b1",
+        0,
+        BrokerRole::AsyncMaster,
+        dir.path().join("b1"),
+    ));
+    let client = raw_client();
+    raw::create_topic(&client, &b.addr, TOPIC, QUEUES).await;
+    let proxy = FaultProxy::start(b.addr.parse().unwrap()).await.unwrap();
+
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let listener = MessageListener::concurrently(move |msgs, _ctx| {
+        let mut s = s.lock();
+        for m in msgs {
+            *s.entry(String::from_utf8_lossy(&m.message.body).to_string())
+                .or_default() += 1;
+        }
+        ConsumeConcurrentlyStatus::ConsumeSuccess
+    });
+    let mut config = PushConsumerConfig::new(GROUP).rebalance_interval(Duration::from_millis(300));
+    // Held pulls end within a second and a pull lost on the link is given up after two.
+    config.broker_suspend_max_time = Duration::from_millis(1_000);
+    config.consumer_timeout_when_suspend = Duration::from_millis(2_000);
+    let consumer = PushConsumer::start(
+        client_config(nsa, Duration::from_millis(200), "partitioned"),
+        config,
+        &[(TOPIC, "*")],
+        listener,
+    )
+    .await
+    .unwrap();
+    wait_until("the consumer's route", Duration::from_secs(5), || {
+        let ok = consumer.topic_route(TOPIC).is_some();
+        async move { ok }
+    })
+    .await;
+    // Every broker request of the consumer goes through the proxy from now on.
+    let retry = format!("%RETRY%{GROUP}");
+    for t in [TOPIC, retry.as_str()] {
+        if let Some(mut r) = consumer.topic_route(t) {
+            for bd in &mut r.broker_datas {
+                for addr in bd.broker_addrs.values_mut() {
+                    *addr = proxy.addr().to_string();
+                }
+            }
+            consumer.pin_route(t, r);
+        }
+    }
+    let mut all = send_batch(&client, &b.addr, "pass", 20, QUEUES).await;
+    wait_seen(&seen, &all, "messages through the proxy").await;
+    assert!(
+        proxy.connections() >= 1,
+        "the consumer pulls through the proxy"
+    );
+
+    let mut report = Vec::new();
+    for (mode, name) in [
+        (FaultMode::Blackhole, "blackhole"),
+        (FaultMode::Reset, "reset"),
+        (FaultMode::HalfOpen, "half-open"),
+    ] {
+        proxy.set_mode(mode);
+        let cut = send_batch(&client, &b.addr, name, 20, QUEUES).await;
+        all.extend(cut.iter().cloned());
+        // Pulls answered by the broker now never reach the consumer (blackhole and half-open
+        // hold or drop the answers; reset closes each connection at once).
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let early: Vec<String> = {
+            let s = seen.lock();
+            cut.iter().filter(|b| s.contains_key(*b)).cloned().collect()
+        };
+        assert!(
+            early.is_empty(),
+            "{name}: consumed {early:?} through a cut link: the consumer bypasses the proxy"
+        );
+        proxy.set_mode(FaultMode::Pass);
+        let healed = Instant::now();
+        wait_seen(&seen, &cut, &format!("{name}: messages after the heal")).await;
+        report.push((name, healed.elapsed().as_millis()));
+    }
+    println!("consumed every message after the heal (mode, ms): {report:?}");
+    consumer.shutdown().await;
+
+    let s = seen.lock().clone();
+    for body in &all {
+        assert!(s.contains_key(body), "{body} never consumed");
+    }
+    // Redelivery after a heal is allowed (an answer lost on the link), loss is not; the
+    // offsets committed at shutdown are the queues' ends.
+    for q in 0..QUEUES {
+        let max = raw::max_offset(&client, &b.addr, TOPIC, q).await;
+        let committed = committed_offset(&client, &b.addr, GROUP, TOPIC, q).await;
+        assert_eq!(committed, Some(max), "queue {q}: committed offset");
+    }
+    drop(proxy);
+    drop(b);
     ns.shutdown().await;
 }
