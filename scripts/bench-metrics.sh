@@ -4,9 +4,9 @@
 # request signed by the bench and checked by the broker): `apogee bench produce`, 1 KiB, 64 in
 # flight, a fixed message count per run, the three modes in turn ROUNDS times (after one
 # discarded warm-up run; every other round in reverse order). For each run it
-# prints the bench's msg/s and p99, and the broker's CPU per message (user + system time from
-# /proc/<pid>/stat over the run, in microseconds), which is steadier than msg/s on a shared
-# machine.
+# prints the bench's msg/s and p99, the broker's CPU per message (user + system time from
+# /proc/<pid>/stat over the run, in microseconds) and the bench client's (from /usr/bin/time),
+# which are steadier than msg/s on a shared machine. MODES=DISABLE is the plain send path.
 #   usage: [MODES="PROM DISABLE ACL"] scripts/bench-metrics.sh [MESSAGES] [ROUNDS]
 #          (default 400000, 3; MODES picks and orders the modes of each round)
 set -euo pipefail
@@ -71,19 +71,24 @@ run() {
   fi
   local before after out
   before=$(cpu_ticks "$broker")
-  out=$("$B" bench produce -n "$ns" --topic BenchMetrics --size 1024 --concurrency 64 \
-    --count "$COUNT" --json "${creds[@]}" 2>/dev/null | tail -n 1)
+  out=$(/usr/bin/time -f 'client %U %S' -o "$dir/client.cpu" "$B" bench produce -n "$ns" \
+    --topic BenchMetrics --size 1024 --concurrency 64 --count "$COUNT" --json "${creds[@]}" \
+    2>/dev/null | tail -n 1)
   after=$(cpu_ticks "$broker")
+  local client_cpu
+  client_cpu=$(awk '/^client/ {print $2 + $3}' "$dir/client.cpu")
   [ -n "$scraper" ] && kill "$scraper" 2>/dev/null
   python3 -c '
 import json, sys
-mode, before, after, tick, count, out = sys.argv[1:]
+mode, before, after, tick, count, client, out = sys.argv[1:]
 s = json.loads(out)
 cpu_us = (int(after) - int(before)) / int(tick) * 1e6 / int(count)
+client_us = float(client) * 1e6 / int(count)
 p99 = s.get("p99_ms")
 rate = s["msgs_per_sec"]
-print(f"{mode:8} {rate:>10.0f} msg/s  p99 {p99} ms  broker {cpu_us:.1f} us CPU/msg")
-' "$mode" "$before" "$after" "$TICK" "$COUNT" "$out"
+print(f"{mode:8} {rate:>10.0f} msg/s  p99 {p99} ms  broker {cpu_us:.1f} us CPU/msg"
+      f"  bench client {client_us:.1f} us CPU/msg")
+' "$mode" "$before" "$after" "$TICK" "$COUNT" "$client_cpu" "$out"
   kill "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
   rm -rf "$dir"

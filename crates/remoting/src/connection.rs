@@ -4,8 +4,10 @@
 //!
 //! A [`Connection`] is accepted by the server or opened by the client; either side may send
 //! requests on it ([`Connection::invoke`], [`Connection::send_oneway`]). Responses coming back
-//! (flag bit 0) are matched to those requests by opaque. Every request is handled in its own
-//! task, so a handler that waits (a long-polling pull) does not hold up the others; its
+//! (flag bit 0) are matched to those requests by opaque. A request's handler is polled once
+//! by the reader: if it finishes there (no waiting), its answer is queued at once, with no
+//! task spawned (the send path's common case); if it waits (a long-polling pull, a sync flush
+//! or replication), it goes on in a task of its own, so it does not hold up the others. The
 //! response carries the request's opaque, the response flag and the request's serialize type,
 //! and is dropped for a oneway request. A code without handler (and no default handler) is
 //! answered `REQUEST_CODE_NOT_SUPPORTED` right away by the reader. A malformed or oversized
@@ -699,41 +701,65 @@ async fn dispatch(cmd: RemotingCommand, conn: &Connection, ctx: &ConnectionConte
         serialize_type: cmd.serialize_type,
         ..RemotingCommand::default()
     };
-    let future = handler.handle(conn.clone(), cmd);
+    // Polled once here: a handler that finishes without waiting (most sends, queries) is
+    // answered from the reader, in order, with no task spawned; one that waits (a held pull,
+    // a sync flush or replication) goes on in a task of its own. The no-op waker of this
+    // first poll is replaced at the task's first poll, as every future re-registers its
+    // waker when polled.
+    let mut future = AssertUnwindSafe(handler.handle(conn.clone(), cmd)).catch_unwind();
+    let first = future.poll_unpin(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+    if let std::task::Poll::Ready(outcome) = first {
+        answer(outcome, request, conn, observer.cloned(), started, permit).await;
+        return;
+    }
     let conn = conn.clone();
     let observer = observer.cloned();
     ctx.tracker.spawn(async move {
-        let response = match AssertUnwindSafe(future).catch_unwind().await {
-            Ok(response) => response,
-            Err(_) => {
-                tracing::error!(code = request.code, "request handler panicked");
-                Some(RemotingCommand::response_to(
-                    &request,
-                    ResponseCode::SYSTEM_ERROR,
-                    Some(format!("handler of request code {} failed", request.code)),
-                ))
-            }
-        };
-        let answered = response
-            .as_ref()
-            .filter(|_| !request.is_oneway())
-            .map(|r| r.code);
-        if let Some(o) = &observer {
-            o.observe(request.code, answered, started.elapsed());
-        }
-        let Some(mut response) = response else {
-            return;
-        };
-        if request.is_oneway() {
-            return;
-        }
-        response.opaque = request.opaque;
-        response.flag |= FLAG_RESPONSE;
-        response.serialize_type = request.serialize_type;
-        // Fails only when the connection has closed: the peer is gone.
-        let _ = conn.send(response).await;
-        drop(permit);
+        let outcome = future.await;
+        answer(outcome, request, &conn, observer, started, permit).await;
     });
+}
+
+/// Sends a handler's response (or a SYSTEM_ERROR one if it panicked) unless the request was
+/// oneway; records it with the observer; releases the request's permit once queued.
+async fn answer(
+    outcome: std::thread::Result<Option<RemotingCommand>>,
+    request: RemotingCommand,
+    conn: &Connection,
+    observer: Option<Arc<dyn RequestObserver>>,
+    started: Instant,
+    permit: Permit,
+) {
+    let response = match outcome {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!(code = request.code, "request handler panicked");
+            Some(RemotingCommand::response_to(
+                &request,
+                ResponseCode::SYSTEM_ERROR,
+                Some(format!("handler of request code {} failed", request.code)),
+            ))
+        }
+    };
+    let answered = response
+        .as_ref()
+        .filter(|_| !request.is_oneway())
+        .map(|r| r.code);
+    if let Some(o) = &observer {
+        o.observe(request.code, answered, started.elapsed());
+    }
+    let Some(mut response) = response else {
+        return;
+    };
+    if request.is_oneway() {
+        return;
+    }
+    response.opaque = request.opaque;
+    response.flag |= FLAG_RESPONSE;
+    response.serialize_type = request.serialize_type;
+    // Fails only when the connection has closed: the peer is gone.
+    let _ = conn.send(response).await;
+    drop(permit);
 }
 
 /// Writes queued commands, gathering what is queued into few writes, until the connection
