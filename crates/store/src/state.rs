@@ -67,6 +67,9 @@ pub type FlushObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
 /// Shared state of the store; the threads hold it through an `Arc`.
 pub(crate) struct Inner {
     pub(crate) config: StoreConfig,
+    /// Whether the store is a slave's now (starts as `config.broker_role`; controller mode
+    /// switches it, see `MessageStore::become_master` / `become_slave`).
+    pub(crate) slave: AtomicBool,
     pub(crate) commit_log: CommitLog,
     pub(crate) queues: RwLock<HashMap<String, HashMap<i32, Arc<ConsumeQueue>>>>,
     pub(crate) index: Option<IndexService>,

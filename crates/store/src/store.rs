@@ -300,6 +300,7 @@ impl MessageStore {
         let (flush_state, _) = watch::channel(FlushState::default());
         let inner = Arc::new(Inner {
             total_memory: total_memory(),
+            slave: AtomicBool::new(config.broker_role == BrokerRole::Slave),
             config,
             commit_log,
             queues: RwLock::new(queues),
@@ -572,7 +573,7 @@ impl MessageStore {
     /// equal [`Self::commit_log_max_offset`]; the dispatcher builds the queues from them.
     pub fn append_replicated(&self, phys_offset: i64, data: &[u8]) -> Result<i64> {
         let inner = self.inner();
-        if inner.config.broker_role != BrokerRole::Slave {
+        if !inner.is_slave() {
             return Err(StoreError::NotWritable(
                 "only a slave appends replicated data".into(),
             ));
@@ -586,6 +587,30 @@ impl MessageStore {
         inner.signals.flush.notify();
         inner.signals.dispatch.notify();
         Ok(end as i64)
+    }
+
+    /// Controller mode, slave -> master: cuts the CommitLog to its last whole record
+    /// (replication may have stopped inside one), waits (up to `timeout`) until the
+    /// ConsumeQueues and Index cover it, takes each queue's next offset from its ConsumeQueue,
+    /// and from then on accepts writes and refuses replicated data. Returns the CommitLog
+    /// end, where the new master's first write goes. Blocking: call it off the async
+    /// workers. The caller must have stopped replication first.
+    pub fn become_master(&self, timeout: Duration) -> Result<i64> {
+        self.inner().become_master(timeout).map(|end| end as i64)
+    }
+
+    /// Controller mode, master -> slave: refuses writes from now on (a write in progress
+    /// finishes first: both take the put lock) and accepts replicated data at the CommitLog
+    /// end.
+    pub fn become_slave(&self) {
+        let _put = self.inner().commit_log.lock_writer();
+        self.inner().slave.store(true, Ordering::Release);
+        tracing::info!("store switched to slave");
+    }
+
+    /// Whether the store is a slave's now (only replicated data is appended).
+    pub fn is_slave(&self) -> bool {
+        self.inner().is_slave()
     }
 
     /// CommitLog bytes from `from`, up to `max_len` and at most to the end of the segment (for
@@ -861,6 +886,62 @@ impl Inner {
         Ok(())
     }
 
+    /// Whether the store is a slave's now.
+    pub(crate) fn is_slave(&self) -> bool {
+        self.slave.load(Ordering::Acquire)
+    }
+
+    /// See [`MessageStore::become_master`].
+    fn become_master(&self, timeout: Duration) -> Result<u64> {
+        if !self.is_slave() {
+            return Ok(self.commit_log.max_offset());
+        }
+        let cl = &self.commit_log;
+        // Replicated bytes end wherever the last HA frame ended, possibly inside a record.
+        // Everything below the dispatcher's position is whole records.
+        let from = self.dispatched.load(Ordering::Acquire).min(cl.max_offset());
+        let end = cl.scan(from, self.config.check_crc_on_recover, u64::MAX);
+        let tail = end.tail;
+        if tail < cl.max_offset() {
+            tracing::warn!(
+                tail,
+                cut = cl.max_offset() - tail,
+                why = end.damage.as_deref().unwrap_or("partial record"),
+                "cutting the replicated CommitLog to its last whole record"
+            );
+            cl.truncate(tail)?;
+        }
+        cl.files().flush(cl.flushed().min(tail), tail)?;
+        cl.set_recovered(tail, HashMap::new());
+        let _ = self.flush_state.send_replace(FlushState {
+            flushed: tail,
+            failed: false,
+            stalled: false,
+        });
+        self.signals.dispatch.notify();
+        let deadline = Instant::now() + timeout;
+        while self.dispatched.load(Ordering::Acquire) < tail {
+            if Instant::now() >= deadline {
+                return Err(StoreError::NotWritable(format!(
+                    "the dispatcher did not reach the CommitLog end {tail} within {timeout:?}; \
+                     the store stays a slave's"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut next_offsets: HashMap<String, HashMap<i32, i64>> = HashMap::new();
+        for q in self.all_queues() {
+            next_offsets
+                .entry(q.topic().to_string())
+                .or_default()
+                .insert(q.queue_id(), q.max_offset() as i64);
+        }
+        cl.set_queue_offsets(next_offsets);
+        self.slave.store(false, Ordering::Release);
+        tracing::info!(offset = tail, "store switched to master");
+        Ok(tail)
+    }
+
     pub(crate) fn poison(&self, why: String) {
         self.poisoned.lock().get_or_insert(why);
         self.is_poisoned.store(true, Ordering::Release);
@@ -884,7 +965,7 @@ impl Inner {
     }
 
     fn append(&self, msgs: &[MessageInner]) -> Result<Appended> {
-        if self.config.broker_role == BrokerRole::Slave {
+        if self.is_slave() {
             return Err(StoreError::NotWritable(
                 "a slave does not accept writes".into(),
             ));
@@ -964,7 +1045,7 @@ impl Inner {
         filter: &dyn MessageFilter,
     ) -> GetResult {
         let correct = |old: i64, new: i64| {
-            if self.config.broker_role != BrokerRole::Slave || self.config.offset_check_in_slave {
+            if !self.is_slave() || self.config.offset_check_in_slave {
                 new
             } else {
                 old

@@ -390,6 +390,65 @@ async fn slave_rebuilds_queues_from_replicated_bytes() {
 }
 
 #[tokio::test]
+async fn slave_becomes_master_at_its_last_whole_record_and_back() {
+    let master_dir = tempfile::tempdir().unwrap();
+    let slave_dir = tempfile::tempdir().unwrap();
+    let master = MessageStore::open(config(master_dir.path())).unwrap();
+    let mut ends = Vec::new();
+    for i in 0..20 {
+        let r = master
+            .put_message(msg("P", i % 2, &format!("k{i}"), "t", &[b'p'; 500]))
+            .await
+            .unwrap();
+        ends.push(r.wrote_offset + i64::from(r.wrote_bytes));
+    }
+    let mut sc = config(slave_dir.path());
+    sc.broker_role = BrokerRole::Slave;
+    let slave = MessageStore::open(sc).unwrap();
+    // Replication stopped 100 bytes into the 20th record.
+    let cut = ends[18] + 100;
+    let bytes = master.read_commit_log(0, cut as usize).unwrap();
+    assert_eq!(bytes.len() as i64, cut);
+    slave.append_replicated(0, &bytes).unwrap();
+    assert!(slave.is_slave());
+    let end = tokio::task::spawn_blocking({
+        let slave = slave.clone();
+        move || slave.become_master(Duration::from_secs(5))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(end, ends[18], "cut to the last whole record");
+    assert!(!slave.is_slave());
+    assert_eq!(slave.commit_log_max_offset(), ends[18]);
+    // Queue 0 holds records 0, 2, .., 18 (10), queue 1 records 1, .., 17 (9): the next
+    // write to each takes the next queue offset.
+    let r0 = slave
+        .put_message(msg("P", 0, "n0", "t", b"new"))
+        .await
+        .unwrap();
+    let r1 = slave
+        .put_message(msg("P", 1, "n1", "t", b"new"))
+        .await
+        .unwrap();
+    assert_eq!((r0.queue_offset, r1.queue_offset), (10, 9));
+    assert_eq!(r0.wrote_offset, ends[18]);
+    assert!(matches!(
+        slave.append_replicated(slave.commit_log_max_offset(), b"x"),
+        Err(StoreError::NotWritable(_))
+    ));
+    slave.become_slave();
+    assert!(matches!(
+        slave.put_message(msg("P", 0, "k", "t", b"x")).await,
+        Err(StoreError::NotWritable(_))
+    ));
+    assert!(slave.wait_dispatched(Duration::from_secs(5)));
+    assert_eq!(slave.max_offset("P", 0), 11);
+    master.shutdown().unwrap();
+    slave.shutdown().unwrap();
+}
+
+#[tokio::test]
 async fn retention_deletes_old_segments_and_moves_queue_minimums() {
     let dir = tempfile::tempdir().unwrap();
     let store = MessageStore::open(config(dir.path())).unwrap();
