@@ -1,7 +1,7 @@
 //! The slave side of replication: connects to the master's HA address (from `haMasterAddress`
 //! or the registration answer), reports its CommitLog end, and appends every frame it
-//! receives verbatim. Reconnects (after a short pause) when the connection ends or the
-//! master's address changes. Keeps [`HaState::link_up`](super::HaState) current.
+//! receives verbatim (in controller mode, after its replica id). Reconnects (after a short
+//! pause) when the connection ends or the master's address changes. Keeps [`HaState::link_up`](super::HaState) current.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -66,12 +66,21 @@ async fn replicate(state: &BrokerContext, addr: &str) -> Result<(), HaError> {
             Duration::from_millis(c.ha_housekeeping_interval.max(100)),
         )
     };
+    // Held while this connection may append (see `HaState::replica_link`).
+    let _link = state.ha.replica_link.lock().await;
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| HaError::Timeout)??;
     stream.set_nodelay(true)?;
-    state.ha.link_up.store(true, Ordering::Release);
     let (mut rd, mut wr) = stream.into_split();
+    if state.config().enable_controller_mode {
+        let id = state
+            .ha
+            .local_id()
+            .ok_or_else(|| HaError::Protocol("no replica id from the controllers yet".into()))?;
+        wr.write_all(&id.to_be_bytes()).await?;
+    }
+    state.ha.link_up.store(true, Ordering::Release);
     let mut reported = state.store.commit_log_max_offset();
     wr.write_all(&reported.to_be_bytes()).await?;
     tracing::info!(master = %addr, offset = reported, "replicating from master");
