@@ -301,6 +301,8 @@ impl MessageStore {
         let inner = Arc::new(Inner {
             total_memory: total_memory(),
             slave: AtomicBool::new(config.broker_role == BrokerRole::Slave),
+            dispatch_lock: Mutex::new(()),
+            rewind: AtomicU64::new(u64::MAX),
             config,
             commit_log,
             queues: RwLock::new(queues),
@@ -606,6 +608,21 @@ impl MessageStore {
         let _put = self.inner().commit_log.lock_writer();
         self.inner().slave.store(true, Ordering::Release);
         tracing::info!("store switched to slave");
+    }
+
+    /// Controller mode, a slave whose log diverged from its new master's (an old master that
+    /// returned): cuts the CommitLog at `offset` (a record boundary) and the ConsumeQueue
+    /// and Index entries of everything after it, makes the cut durable (checkpoint
+    /// included) and rewinds the dispatcher. Replication then continues from `offset`.
+    /// Returns the new end (unchanged when `offset` is not below it). Blocking.
+    pub fn truncate_replicated(&self, offset: i64) -> Result<i64> {
+        let offset = u64::try_from(offset).map_err(|_| StoreError::ReplicationGap {
+            offset: 0,
+            expected: self.inner().commit_log.max_offset(),
+        })?;
+        self.inner()
+            .truncate_replicated(offset)
+            .map(|end| end as i64)
     }
 
     /// Whether the store is a slave's now (only replicated data is appended).
@@ -942,6 +959,53 @@ impl Inner {
         Ok(tail)
     }
 
+    /// See [`MessageStore::truncate_replicated`].
+    fn truncate_replicated(&self, offset: u64) -> Result<u64> {
+        if !self.is_slave() {
+            return Err(StoreError::NotWritable(
+                "only a slave's CommitLog is cut to its master's".into(),
+            ));
+        }
+        let _pass = self.dispatch_lock.lock();
+        let cl = &self.commit_log;
+        let max = cl.max_offset();
+        if offset >= max {
+            return Ok(max);
+        }
+        tracing::warn!(
+            from = max,
+            to = offset,
+            "cutting the CommitLog to where it agrees with the master"
+        );
+        cl.files().flush(cl.flushed().min(offset), offset)?;
+        cl.truncate(offset)?;
+        for q in self.all_queues() {
+            q.truncate_from_phys(offset)?;
+        }
+        if let Some(index) = &self.index {
+            index.truncate_from_phys(offset)?;
+        }
+        cl.set_recovered(offset, HashMap::new());
+        let _ = self.flush_state.send_replace(FlushState {
+            flushed: offset,
+            failed: false,
+            stalled: false,
+        });
+        let dispatched = self.dispatched.load(Ordering::Acquire).min(offset);
+        self.dispatched.store(dispatched, Ordering::Release);
+        self.rewind.store(dispatched, Ordering::Release);
+        for q in self.all_queues() {
+            q.flush(0)?;
+        }
+        if let Some(index) = &self.index {
+            index.flush()?;
+        }
+        // A crash from here on recovers the cut log, not the checkpoint's old end.
+        self.write_checkpoint(offset, dispatched, dispatched)?;
+        self.signals.dispatch.notify();
+        Ok(offset)
+    }
+
     pub(crate) fn poison(&self, why: String) {
         self.poisoned.lock().get_or_insert(why);
         self.is_poisoned.store(true, Ordering::Release);
@@ -1275,6 +1339,9 @@ impl Inner {
     /// Flushes ConsumeQueues and the Index (per the page minimums, or all when `thorough`),
     /// then records in the checkpoint the offsets below which everything is on disk.
     fn flush_logics_and_checkpoint(&self, thorough: bool) -> Result<()> {
+        // Not across a slave's truncation: its checkpoint must not be overwritten with
+        // offsets read before it.
+        let _pass = self.dispatch_lock.lock();
         let dispatched = self.dispatched.load(Ordering::Acquire);
         let least = if thorough {
             0

@@ -449,6 +449,80 @@ async fn slave_becomes_master_at_its_last_whole_record_and_back() {
 }
 
 #[tokio::test]
+async fn slave_cut_to_its_masters_log_replicates_again_from_there() {
+    let old_dir = tempfile::tempdir().unwrap();
+    let new_dir = tempfile::tempdir().unwrap();
+    let slave_dir = tempfile::tempdir().unwrap();
+    // Two masters that agree on 10 records and then diverge.
+    let old = MessageStore::open(config(old_dir.path())).unwrap();
+    let new = MessageStore::open(config(new_dir.path())).unwrap();
+    let mut common_end = 0;
+    for i in 0..10 {
+        for m in [&old, &new] {
+            let r = m
+                .put_message(msg("D", i % 2, &format!("c{i}"), "t", &[b'c'; 300]))
+                .await
+                .unwrap();
+            common_end = r.wrote_offset + i64::from(r.wrote_bytes);
+        }
+    }
+    for i in 0..7 {
+        old.put_message(msg("D", i % 2, &format!("old{i}"), "t", &[b'o'; 200]))
+            .await
+            .unwrap();
+    }
+    for i in 0..4 {
+        new.put_message(msg("D", i % 2, &format!("new{i}"), "t", &[b'n'; 450]))
+            .await
+            .unwrap();
+    }
+    let mut sc = config(slave_dir.path());
+    sc.broker_role = BrokerRole::Slave;
+    let slave = MessageStore::open(sc).unwrap();
+    let bytes = old.read_commit_log(0, 1 << 20).unwrap();
+    slave.append_replicated(0, &bytes).unwrap();
+    assert!(slave.wait_dispatched(Duration::from_secs(5)));
+    assert_eq!(slave.max_offset("D", 0), 9);
+    assert_eq!(slave.truncate_replicated(common_end).unwrap(), common_end);
+    assert_eq!(slave.commit_log_max_offset(), common_end);
+    assert_eq!((slave.max_offset("D", 0), slave.max_offset("D", 1)), (5, 5));
+    assert!(slave
+        .query_by_key("D", "old1", 4, 0, i64::MAX)
+        .messages
+        .is_empty());
+    let rest = new.read_commit_log(common_end, 1 << 20).unwrap();
+    slave.append_replicated(common_end, &rest).unwrap();
+    assert!(slave.wait_dispatched(Duration::from_secs(5)));
+    assert_eq!(
+        slave.read_commit_log(0, 1 << 20),
+        new.read_commit_log(0, 1 << 20),
+        "byte-identical with the new master"
+    );
+    for q in 0..2 {
+        let a = new.get_messages("D", q, 0, 32, 1 << 20, &AcceptAll);
+        let b = slave.get_messages("D", q, 0, 32, 1 << 20, &AcceptAll);
+        assert_eq!(a.messages, b.messages);
+    }
+    assert_eq!(
+        slave
+            .query_by_key("D", "new3", 4, 0, i64::MAX)
+            .messages
+            .len(),
+        1
+    );
+    // The cut is durable: a restart recovers the new log, not the old end.
+    slave.shutdown().unwrap();
+    drop(slave);
+    let mut sc = config(slave_dir.path());
+    sc.broker_role = BrokerRole::Slave;
+    let slave = MessageStore::open(sc).unwrap();
+    assert_eq!(slave.commit_log_max_offset(), new.commit_log_max_offset());
+    old.shutdown().unwrap();
+    new.shutdown().unwrap();
+    slave.shutdown().unwrap();
+}
+
+#[tokio::test]
 async fn retention_deletes_old_segments_and_moves_queue_minimums() {
     let dir = tempfile::tempdir().unwrap();
     let store = MessageStore::open(config(dir.path())).unwrap();
