@@ -93,7 +93,7 @@ async fn serve(
     let (_, silent, _) = timeouts(state);
     let controller_mode = state.config().enable_controller_mode;
     let role_epoch = state.ha.role_epoch.subscribe();
-    let (mut rd, wr) = stream.into_split();
+    let (mut rd, mut wr) = stream.into_split();
     let broker_id = if controller_mode {
         let id = read_report(&mut rd, silent).await?;
         if state.store.is_slave() {
@@ -101,6 +101,7 @@ async fn serve(
                 "replica {id} connected, but this broker is not the master"
             )));
         }
+        wr.write_all(&epoch_table(state)).await?;
         Some(id)
     } else {
         None
@@ -113,6 +114,26 @@ async fn serve(
     let r = serve_slave(state, rd, wr, id, start, role_epoch).await;
     state.ha.acks.slave_disconnected(id);
     r
+}
+
+/// The controller-mode handshake answer: the epoch entries and the CommitLog end (see the
+/// table in the module above).
+fn epoch_table(state: &BrokerContext) -> Vec<u8> {
+    let entries = state
+        .ha
+        .epochs
+        .lock()
+        .as_ref()
+        .map(|f| f.entries().to_vec())
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(12 + entries.len() * 12);
+    out.extend_from_slice(&(entries.len() as i32).to_be_bytes());
+    for e in &entries {
+        out.extend_from_slice(&e.epoch.to_be_bytes());
+        out.extend_from_slice(&e.start_offset.to_be_bytes());
+    }
+    out.extend_from_slice(&state.store.commit_log_max_offset().to_be_bytes());
+    out
 }
 
 async fn serve_slave(

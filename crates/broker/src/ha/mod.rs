@@ -16,14 +16,26 @@
 //! The master starts streaming at the offset the slave first reports (upstream starts a fresh
 //! slave at the last segment; Apogee replicates everything the master still has).
 //!
-//! In controller mode (`enableControllerMode=true`) the slave first sends its replica id
-//! (8 bytes, i64 BE; Apogee's handshake, not upstream's `AutoSwitchHAClient` one), so the
-//! master knows which member of the SyncStateSet each connection is; then the stream above.
+//! In controller mode (`enableControllerMode=true`) a handshake comes first (Apogee's, not
+//! upstream's `AutoSwitchHAClient` one, which carries the same facts):
+//!
+//! | direction | bytes | field |
+//! |---|---|---|
+//! | slave -> master | 8 | replica id (i64 BE): which SyncStateSet member this connection is |
+//! | master -> slave | 4 | number of epoch entries `n` (i32 BE, at most [`MAX_EPOCH_ENTRIES`]) |
+//! | | n × 12 | epoch (i32 BE), its start offset (i64 BE), oldest first |
+//! | | 8 | the master's CommitLog end (i64 BE) |
+//!
+//! The slave cuts its CommitLog to the last point where its epochs agree with the master's
+//! ([`epoch::consistent_point`]; a returning old master loses what it never replicated), takes
+//! the master's entries for what it holds, and then reports its end as above; it records each
+//! further master epoch once it has data of it.
 //! Either side of a controller-mode group listens on the HA port, but only the master serves:
 //! a broker that is not master closes the connection, and a role change closes every
 //! replication connection (`role_epoch`).
 
 pub(crate) mod acks;
+pub(crate) mod epoch;
 pub(crate) mod master;
 pub(crate) mod slave;
 
@@ -40,6 +52,8 @@ use acks::AckTable;
 
 /// Size of a master -> slave frame header.
 pub(crate) const FRAME_HEADER_LEN: usize = 12;
+/// Most epoch entries a slave accepts in the controller-mode handshake.
+pub(crate) const MAX_EPOCH_ENTRIES: usize = 100_000;
 /// Largest body a slave accepts in one frame (the master sends `haTransferBatchSize`).
 pub(crate) const MAX_FRAME_BODY: usize = 64 * 1024 * 1024;
 
@@ -76,6 +90,9 @@ pub(crate) struct HaState {
     pub(crate) role_epoch: watch::Sender<u64>,
     /// Controller mode: this broker's replica id (-1 until assigned; 0 is never assigned).
     pub(crate) local_id: AtomicI64,
+    /// Controller mode: the epoch file (loaded at start); the master sends its entries in the
+    /// replication handshake, a slave copies them as it replicates their data.
+    pub(crate) epochs: Mutex<Option<epoch::EpochFile>>,
     /// Controller mode: the latest NOTIFY_BROKER_ROLE_CHANGED, for the replicas task.
     pub(crate) role_notice: Mutex<Option<RoleNotice>>,
     /// Wakes the replicas task: a notice arrived, or a slave caught up (SyncStateSet check).
@@ -127,6 +144,15 @@ impl HaState {
     pub(crate) fn local_id(&self) -> Option<i64> {
         let id = self.local_id.load(Ordering::Acquire);
         (id > 0).then_some(id)
+    }
+
+    /// Controller mode: the newest epoch of the epoch file (0: none).
+    pub(crate) fn last_epoch(&self) -> i32 {
+        self.epochs
+            .lock()
+            .as_ref()
+            .and_then(|f| f.last())
+            .map_or(0, |e| e.epoch)
     }
 
     /// Controller mode: records a role change (see `role_epoch`).

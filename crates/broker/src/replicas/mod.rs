@@ -18,7 +18,7 @@
 //! 3. **Role switch, no restart.** Slave -> master: stop replicating (and wait until no
 //!    replicated append is in progress), cut the CommitLog to its last whole record and take
 //!    the queue offsets from the ConsumeQueues (`MessageStore::become_master`), append the
-//!    new epoch and its start offset to the epoch file ([`epoch`]), then accept writes as
+//!    new epoch and its start offset to the epoch file (`ha::epoch`), then accept writes as
 //!    `SYNC_MASTER` and register with the NameServers as broker 0. Master -> slave: refuse
 //!    writes (`MessageStore::become_slave`), close the replication connections it served,
 //!    ask the new master for its HA address (EXCHANGE_BROKER_HA_INFO) and replicate from it,
@@ -32,14 +32,14 @@
 //!    With `allAckInSyncStateSet=true` a send is answered once every member has it
 //!    (`BrokerContext::put_acked`); `minInSyncReplicas` refuses sends while the set is smaller.
 //!
-//! Not done yet (the next step): the epoch handshake on the HA connection that makes a
-//! returning old master truncate what it never replicated before it follows the new master.
+//! 5. **Returning old master**: it registers, is told to follow the new master, and the
+//!    replication handshake (`ha` module docs) cuts its CommitLog to where its epochs agree
+//!    with the new master's before it replicates.
 
-pub(crate) mod epoch;
 pub(crate) mod identity;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,8 +58,8 @@ use thiserror::Error;
 
 use crate::context::BrokerContext;
 use crate::error::BrokerError;
+use crate::ha::epoch::EpochFile;
 use crate::ha::RoleNotice;
-use epoch::EpochFile;
 use identity::{Identity, IdentityFiles};
 
 /// Timeout of each request to a controller or to the master.
@@ -94,9 +94,6 @@ struct Manager {
     controllers: Vec<BrokerAddr>,
     leader: Option<BrokerAddr>,
     files: IdentityFiles,
-    epochs: EpochFile,
-    /// The last epoch of the epoch file, read by the heartbeat task.
-    last_epoch: Arc<AtomicI32>,
     /// This broker's replica id (0 until assigned).
     id: i64,
     master_epoch: i32,
@@ -115,14 +112,12 @@ pub(crate) fn prepare(
     let config = ctx.config();
     let epochs =
         EpochFile::load(&config.epoch_file()).map_err(|e| BrokerError::Config(e.to_string()))?;
-    let last_epoch = Arc::new(AtomicI32::new(epochs.last().map_or(0, |e| e.epoch)));
+    *ctx.ha.epochs.lock() = Some(epochs);
     let manager = Manager {
         ctx: ctx.clone(),
         controllers: config.controllers(),
         leader: None,
         files: IdentityFiles::new(&config.store_path_root_dir),
-        epochs,
-        last_epoch,
         id: 0,
         master_epoch: 0,
         master_id: None,
@@ -162,7 +157,6 @@ impl Manager {
             self.ctx.clone(),
             self.controllers.clone(),
             self.id,
-            self.last_epoch.clone(),
         ));
         let c = self.ctx.config();
         let mut sync_broker = ticker(c.sync_broker_metadata_period);
@@ -275,7 +269,7 @@ impl Manager {
             tracing::info!(id = self.id, "replica id from the controllers");
         }
         let notice = self.register().await?;
-        send_heartbeats(&self.ctx, &self.controllers, self.id, &self.last_epoch).await;
+        send_heartbeats(&self.ctx, &self.controllers, self.id).await;
         let notice = match notice.master_broker_id {
             Some(_) => notice,
             None => self.elect().await?,
@@ -505,10 +499,10 @@ impl Manager {
                 .map_err(|e| ReplicasError::Local(format!("role switch task: {e}")))?
                 .map_err(|e| ReplicasError::Local(format!("cannot become master: {e}")))?
         };
-        self.epochs
-            .append(n.master_epoch, end)
-            .map_err(|e| ReplicasError::Local(e.to_string()))?;
-        self.last_epoch.store(n.master_epoch, Ordering::Release);
+        if let Some(f) = self.ctx.ha.epochs.lock().as_mut() {
+            f.append(n.master_epoch, end)
+                .map_err(|e| ReplicasError::Local(e.to_string()))?;
+        }
         self.master_epoch = n.master_epoch;
         self.master_id = Some(self.id);
         self.sync_set = n.sync_state_set;
@@ -625,7 +619,14 @@ impl Manager {
         }
         let c = self.ctx.config();
         let max_lag = Duration::from_millis(c.ha_max_time_slave_not_catchup);
-        let epoch_start = self.epochs.last().map_or(0, |e| e.start_offset);
+        let epoch_start = self
+            .ctx
+            .ha
+            .epochs
+            .lock()
+            .as_ref()
+            .and_then(|f| f.last())
+            .map_or(0, |e| e.start_offset);
         let replicas = self.ctx.ha.acks.replicas();
         let mut next = self.sync_set.clone();
         let now = Instant::now();
@@ -702,28 +703,18 @@ fn sync_state_set_body(body: &[u8]) -> SyncStateSet {
 
 /// BROKER_HEARTBEAT (oneway) to every controller, every `brokerHeartbeatInterval`, until the
 /// broker stops.
-async fn heartbeats(
-    ctx: Arc<BrokerContext>,
-    controllers: Vec<BrokerAddr>,
-    id: i64,
-    last_epoch: Arc<AtomicI32>,
-) {
+async fn heartbeats(ctx: Arc<BrokerContext>, controllers: Vec<BrokerAddr>, id: i64) {
     let mut stop = ctx.stop_signal();
     let mut tick = ticker(ctx.config().broker_heartbeat_interval);
     loop {
         tokio::select! {
-            _ = tick.tick() => send_heartbeats(&ctx, &controllers, id, &last_epoch).await,
+            _ = tick.tick() => send_heartbeats(&ctx, &controllers, id).await,
             _ = stop.changed() => return,
         }
     }
 }
 
-async fn send_heartbeats(
-    ctx: &BrokerContext,
-    controllers: &[BrokerAddr],
-    id: i64,
-    last_epoch: &AtomicI32,
-) {
+async fn send_heartbeats(ctx: &BrokerContext, controllers: &[BrokerAddr], id: i64) {
     let c = ctx.config();
     let max = ctx.store.commit_log_max_offset();
     let header = BrokerHeartbeatRequestHeader {
@@ -731,7 +722,7 @@ async fn send_heartbeats(
         broker_addr: ctx.broker_addr(),
         broker_name: c.broker_name.clone(),
         broker_id: Some(id),
-        epoch: Some(last_epoch.load(Ordering::Acquire)),
+        epoch: Some(ctx.ha.last_epoch()),
         max_offset: Some(max),
         confirm_offset: Some(max),
         heartbeat_timeout_millis: Some(c.controller_heart_beat_timeout_mills as i64),

@@ -1,8 +1,9 @@
 //! [`EpochFile`]: the master epochs this broker's CommitLog went through and the offset where
 //! each started (upstream's `EpochFileCache`), in `storePathEpochFile`
 //! (`<storePathRootDir>/epochFileCheckpoint`). A new master appends an entry for its epoch
-//! at its CommitLog end before it accepts a write; the replication handshake of the next step
-//! compares these entries to find where a returning old master's log diverged.
+//! at its CommitLog end before it accepts a write; a slave copies its master's entries as it
+//! replicates their data, and the controller-mode replication handshake compares the two
+//! lists ([`consistent_point`]) to find where a returning old master's log diverged.
 //!
 //! The file is upstream's `CheckpointFile` text, so either implementation reads the other's:
 //!
@@ -70,9 +71,23 @@ impl EpochFile {
     }
 
     /// Every entry, oldest first.
-    #[cfg(test)]
     pub(crate) fn entries(&self) -> &[EpochEntry] {
         &self.entries
+    }
+
+    /// Replaces every entry (a slave that cut its log to its master's takes the master's
+    /// entries for what it holds) and writes the file.
+    pub(crate) fn replace(&mut self, entries: Vec<EpochEntry>) -> Result<(), EpochFileError> {
+        if entries == self.entries {
+            return Ok(());
+        }
+        self.entries = entries;
+        durable::write_atomic(&self.path, encode(&self.entries).as_bytes()).map_err(|source| {
+            EpochFileError::Io {
+                path: self.path.clone(),
+                source,
+            }
+        })
     }
 
     /// Records that `epoch` starts at `start_offset` and writes the file. An epoch not newer
@@ -92,6 +107,35 @@ impl EpochFile {
             }
         })
     }
+}
+
+/// Where a slave's log (`local` entries, CommitLog end `local_end`) and its master's
+/// (`master`, `master_end`) last agree (upstream's `findLastConsistentPoint`): in the newest
+/// epoch both have with the same start offset, the lower of the two ends of that epoch. A
+/// slave without entries (a fresh one) agrees up to its end if that is not past the
+/// master's. `None`: no common epoch, the slave cannot follow this master without losing
+/// its whole log (an operator's decision).
+pub(crate) fn consistent_point(
+    local: &[EpochEntry],
+    local_end: i64,
+    master: &[EpochEntry],
+    master_end: i64,
+) -> Option<i64> {
+    if local.is_empty() {
+        return (local_end <= master_end).then_some(local_end);
+    }
+    for (i, l) in local.iter().enumerate().rev() {
+        let Some(j) = master.iter().position(|m| m.epoch == l.epoch) else {
+            continue;
+        };
+        if master[j].start_offset != l.start_offset {
+            continue;
+        }
+        let l_end = local.get(i + 1).map_or(local_end, |n| n.start_offset);
+        let m_end = master.get(j + 1).map_or(master_end, |n| n.start_offset);
+        return Some(l_end.min(m_end));
+    }
+    None
 }
 
 fn crc(text: &str) -> i32 {
@@ -196,5 +240,46 @@ mod tests {
             assert!(decode(bad.as_bytes()).is_err(), "{bad:?}");
         }
         assert_eq!(decode(b"1\n0\n2-10\n").unwrap().len(), 1);
+    }
+
+    fn e(epoch: i32, start_offset: i64) -> EpochEntry {
+        EpochEntry {
+            epoch,
+            start_offset,
+        }
+    }
+
+    #[test]
+    fn consistent_point_is_the_end_of_the_last_common_epoch() {
+        // A returning old master: it wrote on in epoch 1 past where the new master took over.
+        assert_eq!(
+            consistent_point(&[e(1, 0)], 900, &[e(1, 0), e(2, 600)], 1000),
+            Some(600)
+        );
+        // A slave behind its master in the same epoch: nothing to cut.
+        assert_eq!(
+            consistent_point(&[e(1, 0)], 500, &[e(1, 0)], 800),
+            Some(500)
+        );
+        // Both were masters of later epochs the other never saw.
+        assert_eq!(
+            consistent_point(
+                &[e(1, 0), e(2, 100), e(4, 300)],
+                450,
+                &[e(1, 0), e(2, 100), e(3, 250)],
+                700
+            ),
+            Some(250)
+        );
+        // Same epoch number, different start: not the same epoch.
+        assert_eq!(
+            consistent_point(&[e(1, 0), e(2, 50)], 90, &[e(1, 0), e(2, 60)], 99),
+            Some(50)
+        );
+        // A fresh slave follows; one without entries but longer than the master cannot.
+        assert_eq!(consistent_point(&[], 0, &[e(1, 0)], 10), Some(0));
+        assert_eq!(consistent_point(&[], 20, &[e(1, 0)], 10), None);
+        // No common epoch.
+        assert_eq!(consistent_point(&[e(5, 0)], 10, &[e(1, 0)], 10), None);
     }
 }
