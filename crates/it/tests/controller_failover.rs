@@ -10,6 +10,15 @@
 //! - the NameServer lists the new master as broker 0;
 //! - every message the old master acknowledged is readable from the new master;
 //! - no broker request reached the NameServer.
+//!
+//! [`returning_old_master_cuts_its_unreplicated_tail_and_follows`]: with
+//! `allAckInSyncStateSet=false` the master acknowledges messages its slave, SIGKILLed, never
+//! gets; then the master is SIGKILLed too and the slave restarted: the controller elects it
+//! (still in the SyncStateSet) and it takes sends of its own. The old master restarted on its
+//! store is told to follow it; the replication handshake finds where their epochs agree, the
+//! old master cuts its unreplicated tail there and replicates: its CommitLog ends up
+//! byte-identical with the new master's and its epoch file equal to it, and the messages only
+//! it had acknowledged are gone from it (which `allAckInSyncStateSet=true` prevents).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -92,6 +101,167 @@ fn body(i: usize) -> Vec<u8> {
     format!("ctl-{i}").into_bytes()
 }
 
+/// Starts the controller (its store under `dir`).
+fn start_controller(dir: &Path) -> ChildController {
+    let port = free_port();
+    let conf = format!(
+        "controllerDLegerGroup=it\ncontrollerDLegerPeers=n0-127.0.0.1:{port}\n\
+         controllerDLegerSelfId=n0\ncontrollerStorePath={}\nscanNotActiveBrokerInterval=100\n\
+         raftHeartbeatIntervalMillis=50\nmetricsExporterType=DISABLE\n",
+        dir.join("controller").display()
+    );
+    ChildController::start(
+        Path::new(IT_CONTROLLER),
+        &dir.join("controller.conf"),
+        &conf,
+    )
+}
+
+/// The bytes of `broker`'s first CommitLog segment up to the end of its last whole record.
+fn commit_log(broker: &ChildBroker) -> Vec<u8> {
+    let path = broker
+        .config()
+        .store_path_root_dir
+        .join("commitlog")
+        .join("00000000000000000000");
+    let mut bytes = std::fs::read(&path).expect("first CommitLog segment");
+    let (_, end) = it::scan_commit_log(&bytes);
+    bytes.truncate(end);
+    bytes
+}
+
+/// The bodies of every message of [`TOPIC`] on `broker`.
+async fn bodies(client: &RemotingClient, broker: &str) -> BTreeSet<Vec<u8>> {
+    let mut out = BTreeSet::new();
+    for q in 0..QUEUES {
+        for m in raw::pull_all(client, broker, (CHECK_GROUP, TOPIC), q).await {
+            out.insert(m.message.body.to_vec());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returning_old_master_cuts_its_unreplicated_tail_and_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv::NameServer::start(namesrv_config(Duration::from_secs(3)))
+        .await
+        .unwrap();
+    let nsa = ns.local_addr();
+    let ctl = start_controller(dir.path());
+    let cfg = |n: i64| {
+        let mut c = cluster_broker_config(nsa, dir.path(), ("b1", n, BrokerRole::SyncMaster), "1s");
+        c.enable_controller_mode = true;
+        c.controller_addr = ctl.addr.clone();
+        c.all_ack_in_sync_state_set = false;
+        c.broker_heartbeat_interval = 100;
+        c.controller_heart_beat_timeout_mills = HEARTBEAT_TIMEOUT_MS;
+        c.sync_broker_metadata_period = 500;
+        // The SyncStateSet never shrinks during the test: the killed slave stays electable.
+        c.check_sync_state_set_period = 600_000;
+        c.ha_max_time_slave_not_catchup = 600_000;
+        c.ha_send_heartbeat_interval = 100;
+        c
+    };
+    let raw = raw_client();
+    let exe = Path::new(IT_BROKER);
+    let mut a = ChildBroker::start(exe, cfg(1));
+    wait_until("the first broker elected master", WAIT, || async {
+        replicas(&raw, &ctl.addr).await.master == Some(1)
+    })
+    .await;
+    let mut b = ChildBroker::start(exe, cfg(2));
+    wait_until("both brokers in the SyncStateSet", WAIT, || async {
+        replicas(&raw, &ctl.addr).await.sync_state_set == BTreeSet::from([1, 2])
+    })
+    .await;
+    raw::create_topic(&raw, &a.addr, TOPIC, QUEUES).await;
+    for i in 0..40 {
+        let r = raw::send(&raw, &a.addr, TOPIC, i % QUEUES, &body(i as usize)).await;
+        assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+    }
+    wait_until("the slave has the first messages", WAIT, || async {
+        bodies(&raw, &b.addr).await.len() == 40
+    })
+    .await;
+
+    // The slave dies; the master acknowledges messages only it has, then dies too.
+    b.sigkill();
+    let mut only_old = BTreeSet::new();
+    for i in 1_000..1_030 {
+        let r = raw::send(&raw, &a.addr, TOPIC, i % QUEUES, &body(i as usize)).await;
+        assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+        only_old.insert(body(i as usize));
+    }
+    let old_log = commit_log(&a);
+    a.sigkill();
+
+    // The slave comes back and is elected: it is in the SyncStateSet.
+    b.restart();
+    wait_until("the restarted slave elected master", WAIT, || async {
+        replicas(&raw, &ctl.addr).await.master == Some(2)
+    })
+    .await;
+    let mut only_new = BTreeSet::new();
+    let deadline = Instant::now() + WAIT;
+    let mut i = 2_000;
+    while only_new.len() < 25 {
+        let r = raw::try_send_with(&raw, &b.addr, TOPIC, i % QUEUES, &body(i as usize), &[]).await;
+        if matches!(&r, Ok(r) if r.code == ResponseCode::SUCCESS) {
+            only_new.insert(body(i as usize));
+            i += 1;
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "the new master takes no send: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    // The old master returns on its store and follows the new one.
+    a.restart();
+    a.wait_log("diverged from its master's: cutting it", WAIT);
+    wait_until(
+        "the old master caught up with the new one",
+        WAIT,
+        || async {
+            let new_log = commit_log(&b);
+            !new_log.is_empty() && commit_log(&a) == new_log
+        },
+    )
+    .await;
+    let new_log = commit_log(&b);
+    assert!(
+        !new_log.starts_with(&old_log),
+        "the old master's log had diverged from the new master's"
+    );
+    let on_old = bodies(&raw, &a.addr).await;
+    assert!(
+        only_new.is_subset(&on_old),
+        "the new master's messages are on the old one"
+    );
+    assert!(
+        on_old.is_disjoint(&only_old),
+        "messages only the old master had are gone from it"
+    );
+    let epochs = |x: &ChildBroker| {
+        std::fs::read_to_string(x.config().store_path_root_dir.join("epochFileCheckpoint"))
+            .expect("epoch file")
+    };
+    assert_eq!(
+        epochs(&a),
+        epochs(&b),
+        "the old master took the new master's epochs"
+    );
+    assert!(
+        epochs(&b).lines().count() >= 4,
+        "two epochs: {}",
+        epochs(&b)
+    );
+    assert!(ns.unsupported_request_counts().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_master_is_replaced_without_losing_acknowledged_messages() {
     let dir = tempfile::tempdir().unwrap();
@@ -99,18 +269,7 @@ async fn sigkilled_master_is_replaced_without_losing_acknowledged_messages() {
         .await
         .unwrap();
     let nsa = ns.local_addr();
-    let port = free_port();
-    let conf = format!(
-        "controllerDLegerGroup=it\ncontrollerDLegerPeers=n0-127.0.0.1:{port}\n\
-         controllerDLegerSelfId=n0\ncontrollerStorePath={}\nscanNotActiveBrokerInterval=100\n\
-         raftHeartbeatIntervalMillis=50\nmetricsExporterType=DISABLE\n",
-        dir.path().join("controller").display()
-    );
-    let ctl = ChildController::start(
-        Path::new(IT_CONTROLLER),
-        &dir.path().join("controller.conf"),
-        &conf,
-    );
+    let ctl = start_controller(dir.path());
     let cfg = |n: i64| {
         let mut c = cluster_broker_config(nsa, dir.path(), ("b1", n, BrokerRole::SyncMaster), "1s");
         c.enable_controller_mode = true;
