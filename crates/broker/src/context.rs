@@ -108,15 +108,18 @@ impl BrokerContext {
     }
 
     /// Whether this broker acts as its group's master now: a master always; a slave only as
-    /// an acting master — `enableActingMaster` on, no master at the NameServer, no
-    /// replication connection, and no returning master has taken over since the connection
-    /// was last up.
+    /// an acting master (never in controller mode) — `enableActingMaster` on, no master at
+    /// the NameServer, no replication connection, and no returning master has taken over
+    /// since the connection was last up.
     pub(crate) fn serves_as_master(&self) -> bool {
         let c = self.config();
         if !c.is_slave() {
             return true;
         }
-        c.enable_acting_master
+        // In controller mode the controllers elect a real master instead (and a broker
+        // without a role yet is a slave until they say otherwise).
+        !c.enable_controller_mode
+            && c.enable_acting_master
             && self.ha.master_addr.read().is_none()
             && !self.ha.link_up.load(Ordering::Acquire)
             && !self.ha.master_back.load(Ordering::Acquire)
