@@ -11,6 +11,12 @@
 //! - every message the old master acknowledged is readable from the new master;
 //! - no broker request reached the NameServer.
 //!
+//! [`designated_election_switches_two_live_brokers`]: an operator's election
+//! (CONTROLLER_ELECT_MASTER with `designateElect`) makes the live slave master and the live
+//! master a slave, without a restart: the old master refuses sends and replicates from the
+//! new one (which accepts them), rejoins the SyncStateSet, and both hold every acknowledged
+//! message; the NameServer lists them the other way round.
+//!
 //! [`returning_old_master_cuts_its_unreplicated_tail_and_follows`]: with
 //! `allAckInSyncStateSet=false` the master acknowledges messages its slave, SIGKILLed, never
 //! gets; then the master is SIGKILLed too and the slave restarted: the controller elects it
@@ -142,6 +148,106 @@ async fn bodies(client: &RemotingClient, broker: &str) -> BTreeSet<Vec<u8>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn designated_election_switches_two_live_brokers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv::NameServer::start(namesrv_config(Duration::from_secs(3)))
+        .await
+        .unwrap();
+    let nsa = ns.local_addr();
+    let ctl = start_controller(dir.path());
+    let cfg = |n: i64| {
+        let mut c = cluster_broker_config(nsa, dir.path(), ("b1", n, BrokerRole::SyncMaster), "1s");
+        c.enable_controller_mode = true;
+        c.controller_addr = ctl.addr.clone();
+        c.all_ack_in_sync_state_set = true;
+        c.broker_heartbeat_interval = 100;
+        c.controller_heart_beat_timeout_mills = HEARTBEAT_TIMEOUT_MS;
+        c.sync_broker_metadata_period = 500;
+        c.check_sync_state_set_period = 200;
+        c.ha_send_heartbeat_interval = 100;
+        c
+    };
+    let raw = raw_client();
+    let exe = Path::new(IT_BROKER);
+    let a = ChildBroker::start(exe, cfg(1));
+    wait_until("the first broker elected master", WAIT, || async {
+        replicas(&raw, &ctl.addr).await.master == Some(1)
+    })
+    .await;
+    let b = ChildBroker::start(exe, cfg(2));
+    wait_until("both brokers in the SyncStateSet", WAIT, || async {
+        replicas(&raw, &ctl.addr).await.sync_state_set == BTreeSet::from([1, 2])
+    })
+    .await;
+    raw::create_topic(&raw, &a.addr, TOPIC, QUEUES).await;
+    let mut acked = BTreeSet::new();
+    for i in 0..30 {
+        let r = raw::send(&raw, &a.addr, TOPIC, i % QUEUES, &body(i as usize)).await;
+        assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+        acked.insert(body(i as usize));
+    }
+
+    // The operator makes the slave master.
+    let mut req = RemotingCommand::request(RequestCode::CONTROLLER_ELECT_MASTER);
+    remoting::controller_headers::ElectMasterRequestHeader {
+        cluster_name: Some("C".into()),
+        broker_name: "b1".into(),
+        broker_id: Some(2),
+        designate_elect: true,
+        invoke_time: None,
+    }
+    .write_to(&mut req);
+    let ctl_addr = BrokerAddr::parse(&ctl.addr).unwrap();
+    let resp = raw
+        .invoke(&ctl_addr, req, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(resp.code, ResponseCode::SUCCESS, "{}", resp.remark_str());
+
+    let deadline = Instant::now() + WAIT;
+    let mut i = 100;
+    while acked.len() < 60 {
+        let r = raw::try_send_with(&raw, &b.addr, TOPIC, i % QUEUES, &body(i as usize), &[]).await;
+        if matches!(&r, Ok(r) if r.code == ResponseCode::SUCCESS) {
+            acked.insert(body(i as usize));
+            i += 1;
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "the new master takes no send: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // The old master refuses writes now.
+    wait_until("the demoted master to refuse sends", WAIT, || async {
+        let r = raw::try_send_with(&raw, &a.addr, TOPIC, 0, b"to the old master", &[]).await;
+        matches!(r, Ok(r) if r.code != ResponseCode::SUCCESS)
+    })
+    .await;
+    wait_until("the old master back in the SyncStateSet", WAIT, || async {
+        let r = replicas(&raw, &ctl.addr).await;
+        r.master == Some(2) && r.sync_state_set == BTreeSet::from([1, 2])
+    })
+    .await;
+    wait_until("both hold every acknowledged message", WAIT, || async {
+        acked.is_subset(&bodies(&raw, &a.addr).await)
+            && acked.is_subset(&bodies(&raw, &b.addr).await)
+    })
+    .await;
+    wait_until("identical CommitLogs", WAIT, || async {
+        commit_log(&a) == commit_log(&b)
+    })
+    .await;
+    wait_until("the NameServer lists the switched roles", WAIT, || async {
+        listed(&raw, nsa, 0).await.as_deref() == Some(b.addr.as_str())
+            && listed(&raw, nsa, 1).await.as_deref() == Some(a.addr.as_str())
+    })
+    .await;
+    assert!(ns.unsupported_request_counts().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn returning_old_master_cuts_its_unreplicated_tail_and_follows() {
     let dir = tempfile::tempdir().unwrap();
     let ns = namesrv::NameServer::start(namesrv_config(Duration::from_secs(3)))
@@ -236,11 +342,14 @@ async fn returning_old_master_cuts_its_unreplicated_tail_and_follows() {
         !new_log.starts_with(&old_log),
         "the old master's log had diverged from the new master's"
     );
+    // The old master's ConsumeQueues follow its CommitLog (its dispatcher may lag).
+    wait_until(
+        "the new master's messages readable on the old one",
+        WAIT,
+        || async { only_new.is_subset(&bodies(&raw, &a.addr).await) },
+    )
+    .await;
     let on_old = bodies(&raw, &a.addr).await;
-    assert!(
-        only_new.is_subset(&on_old),
-        "the new master's messages are on the old one"
-    );
     assert!(
         on_old.is_disjoint(&only_old),
         "messages only the old master had are gone from it"
