@@ -478,7 +478,8 @@ async fn sigkilled_master_is_replaced_without_losing_acknowledged_messages() {
     };
     eprintln!(
         "failover: {failover:?} from SIGKILL to the first acknowledged send on the new master \
-         (heartbeat timeout {HEARTBEAT_TIMEOUT_MS} ms; {during} sends attempted during the kill)"
+         (the controller sees the master's connection close; heartbeat timeout \
+         {HEARTBEAT_TIMEOUT_MS} ms otherwise; {during} sends attempted during the kill)"
     );
     let after = replicas(&raw, &ctl.addr).await;
     assert_eq!(after.master, Some(2), "{after:?}");

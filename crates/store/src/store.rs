@@ -625,6 +625,15 @@ impl MessageStore {
             .map(|end| end as i64)
     }
 
+    /// Every (topic, queue id) that has a ConsumeQueue.
+    pub fn queue_ids(&self) -> Vec<(String, i32)> {
+        self.inner()
+            .all_queues()
+            .iter()
+            .map(|q| (q.topic().to_string(), q.queue_id()))
+            .collect()
+    }
+
     /// Whether the store is a slave's now (only replicated data is appended).
     pub fn is_slave(&self) -> bool {
         self.inner().is_slave()

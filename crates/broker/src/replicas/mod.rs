@@ -18,7 +18,8 @@
 //! 3. **Role switch, no restart.** Slave -> master: stop replicating (and wait until no
 //!    replicated append is in progress), cut the CommitLog to its last whole record and take
 //!    the queue offsets from the ConsumeQueues (`MessageStore::become_master`), append the
-//!    new epoch and its start offset to the epoch file (`ha::epoch`), then accept writes as
+//!    new epoch and its start offset to the epoch file (`ha::epoch`), make sure the topic
+//!    table has every queue the store holds (it may lag the replicated data), then accept writes as
 //!    `SYNC_MASTER` and register with the NameServers as broker 0. Master -> slave: refuse
 //!    writes (`MessageStore::become_slave`), close the replication connections it served,
 //!    ask the new master for its HA address (EXCHANGE_BROKER_HA_INFO) and replicate from it,
@@ -513,6 +514,14 @@ impl Manager {
             .acks
             .set_required(Some((self.id, self.sync_set.clone())));
         self.ctx.ha.note_written(end);
+        // The topic table may lag the replicated data (synchronised every
+        // `slaveSynchronizeInterval`, or not persisted before a crash): every queue with
+        // messages must take sends.
+        for (topic, queue) in self.ctx.store.queue_ids() {
+            if let Err(e) = self.ctx.topics.learn_replicated(&topic, queue) {
+                tracing::warn!(%topic, queue, error = %e, "cannot record a replicated queue");
+            }
+        }
         self.set_role(0, BrokerRole::SyncMaster);
         self.ctx.ha.role_changed();
         tracing::info!(
