@@ -30,6 +30,7 @@ use crate::metrics::{BrokerMetrics, GroupLag, ScrapeValues};
 use crate::offset::ConsumerOffsetManager;
 use crate::pop::PopService;
 use crate::register;
+use crate::replicas;
 use crate::schedule::{self, DelayOffsets, DelayService};
 use crate::services::BrokerServices;
 use crate::slave_sync;
@@ -57,7 +58,12 @@ impl Broker {
     /// Opens the store (recovering it if needed), loads the config files, binds
     /// `bindAddress:listenPort` and the fast port, registers with the NameServers and starts
     /// the services. Fails with [`BrokerError::Config`] when `storePathRootDir` is empty.
-    pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
+    pub async fn start(mut config: BrokerConfig) -> Result<Broker, BrokerError> {
+        if config.enable_controller_mode {
+            // The controllers decide the role; until then the store refuses writes.
+            config.broker_role = store::config::BrokerRole::Slave;
+        }
+        let controller_mode = config.enable_controller_mode;
         if config.store_path_root_dir.as_os_str().is_empty() {
             return Err(BrokerError::Config(
                 "config key `storePathRootDir` is not set".into(),
@@ -137,7 +143,7 @@ impl Broker {
             // Replicated messages of a topic whose config is not synchronised yet.
             let weak = Arc::downgrade(&state);
             store.subscribe_queue_growth(Arc::new(move |g: &store::QueueGrowth<'_>| {
-                if let Some(state) = weak.upgrade() {
+                if let Some(state) = weak.upgrade().filter(|s| s.store.is_slave()) {
                     if let Err(e) = state.topics.learn_replicated(g.topic, g.queue_id) {
                         tracing::warn!(topic = g.topic, error = %e, "cannot record a replicated topic");
                     }
@@ -211,6 +217,7 @@ impl Broker {
         let _ = state.store_host.set(advertised);
 
         let mut tasks = Vec::new();
+        // Controller mode runs both sides of replication; each serves only in its role.
         if config.is_slave() {
             tasks.push(tokio::spawn(ha::slave::run(state.clone())));
             tasks.push(tokio::spawn(slave_sync::run(
@@ -218,7 +225,8 @@ impl Broker {
                 services.delay.clone(),
                 services.timer.clone(),
             )));
-        } else {
+        }
+        if !config.is_slave() || controller_mode {
             let listener = match ha::master::bind(&state).await {
                 Ok(l) => l,
                 Err(e) => {
@@ -242,7 +250,21 @@ impl Broker {
             state.clone(),
             services.timer.clone(),
         )));
-        if !config.is_slave() {
+        if controller_mode {
+            match replicas::prepare(&state) {
+                Ok(task) => tasks.push(tokio::spawn(task)),
+                Err(e) => {
+                    state.stopping.send_replace(true);
+                    for t in tasks {
+                        let _ = t.await;
+                    }
+                    stop_servers(server, fast_server).await;
+                    store.shutdown()?;
+                    return Err(e);
+                }
+            }
+        }
+        if !config.is_slave() || controller_mode {
             tasks.push(tokio::spawn(transaction::run_checks(
                 state.clone(),
                 services.transactions.clone(),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use remoting::properties::{apply_properties, SettingFormat};
 use remoting::tls::{ClientAuth, Secret, TlsClientKeys, TlsMode, TlsServerSettings};
-use remoting::NameServerAddr;
+use remoting::{BrokerAddr, NameServerAddr};
 use store::config::{BrokerRole, FlushDiskType, StoreConfig};
 
 use crate::error::BrokerError;
@@ -98,19 +98,11 @@ const IGNORED_KEYS: &[&str] = &[
     "brokerFastFailureEnable",
     "osPageCacheBusyTimeOutMills",
     "transientStorePoolEnable",
-    // Controller-mode settings: read only with `enableControllerMode=true`, which stops the
-    // start (not supported yet), so with it false they have nothing to configure.
-    "controllerAddr",
+    // Controller-mode settings Apogee does not have: controller addresses by DNS lookup,
+    // asynchronous learners (replicas never in the SyncStateSet) and acknowledgement counts
+    // between 1 and the whole SyncStateSet (`allAckInSyncStateSet` covers the two ends).
     "fetchControllerAddrByDnsLookup",
-    "controllerHeartBeatTimeoutMills",
-    "syncBrokerMetadataPeriod",
-    "checkSyncStateSetPeriod",
-    "syncControllerMetadataPeriod",
-    "haMaxTimeSlaveNotCatchup",
-    "allAckInSyncStateSet",
-    "storePathEpochFile",
     "asyncLearner",
-    "minInSyncReplicas",
     "enableAutoInSyncReplicas",
     "inSyncReplicas",
     // Timer wheel tuning of upstream's `TimerMessageStore` (its timer log and wheel files,
@@ -296,9 +288,40 @@ remoting::settings_struct! {
         /// `enableDLegerCommitLog`: upstream's Raft CommitLog, which Apogee does not have;
         /// `true` stops the broker at start rather than run it unreplicated.
         enable_dleger_commit_log: bool = "enableDLegerCommitLog", false;
-        /// `enableControllerMode`: upstream 5.x controller mode (roles assigned by the
-        /// controllers). Not supported yet: `true` stops the start with an error naming it.
+        /// `enableControllerMode`: upstream 5.x controller mode: the controllers
+        /// (`controllerAddr`) assign this broker its replica id and its role; `brokerId` and
+        /// `brokerRole` are then ignored (a master runs as `SYNC_MASTER` and registers as id
+        /// 0, a slave under its replica id). See the `replicas` module.
         enable_controller_mode: bool = "enableControllerMode", false;
+        /// `controllerAddr`: the controllers, `host:port;host:port` (controller mode).
+        controller_addr: String = "controllerAddr", String::new();
+        /// `controllerHeartBeatTimeoutMills` (ms): how long a controller waits for this
+        /// broker's next BROKER_HEARTBEAT before it counts it dead (sent in each heartbeat).
+        controller_heart_beat_timeout_mills: u64 = "controllerHeartBeatTimeoutMills", 10_000;
+        /// `brokerHeartbeatInterval` (ms): BROKER_HEARTBEAT to every controller.
+        broker_heartbeat_interval: u64 = "brokerHeartbeatInterval", 1_000;
+        /// `syncBrokerMetadataPeriod` (ms): how often the broker reads its group's master and
+        /// SyncStateSet from the controller leader (GET_REPLICA_INFO), in case it missed a
+        /// NOTIFY_BROKER_ROLE_CHANGED.
+        sync_broker_metadata_period: u64 = "syncBrokerMetadataPeriod", 5_000;
+        /// `checkSyncStateSetPeriod` (ms): how often a master checks which slaves fell behind
+        /// or caught up and reports a changed SyncStateSet (ALTER_SYNC_STATE_SET).
+        check_sync_state_set_period: u64 = "checkSyncStateSetPeriod", 5_000;
+        /// `syncControllerMetadataPeriod` (ms): how often the broker asks the controllers who
+        /// leads them (GET_CONTROLLER_METADATA_INFO).
+        sync_controller_metadata_period: u64 = "syncControllerMetadataPeriod", 10_000;
+        /// `haMaxTimeSlaveNotCatchup` (ms): a slave that has not caught up with the master for
+        /// this long leaves the SyncStateSet.
+        ha_max_time_slave_not_catchup: u64 = "haMaxTimeSlaveNotCatchup", 15_000;
+        /// `allAckInSyncStateSet`: a master in controller mode answers a send only once every
+        /// member of the SyncStateSet has it (else: once it is stored locally).
+        all_ack_in_sync_state_set: bool = "allAckInSyncStateSet", false;
+        /// `minInSyncReplicas`: a master in controller mode refuses sends (`SYSTEM_ERROR`,
+        /// "in-sync replicas not enough") while its SyncStateSet has fewer members.
+        min_in_sync_replicas: usize = "minInSyncReplicas", 1;
+        /// `storePathEpochFile`: the master epochs and where each started in the CommitLog;
+        /// default `<storePathRootDir>/epochFileCheckpoint`.
+        store_path_epoch_file: Option<PathBuf> = "storePathEpochFile", None;
         /// `aclEnable`: check every request against the ACL files (ACL 1.0: signed requests,
         /// accounts in `<rocketmqHome>/conf/plain_acl.yml` and `conf/acl/**/*.yml`).
         acl_enable: bool = "aclEnable", false;
@@ -506,13 +529,19 @@ impl BrokerConfig {
                     .into(),
             ));
         }
-        if self.enable_controller_mode {
-            return Err(BrokerError::Config(
-                "config key `enableControllerMode` is true: brokers in controller mode are not \
-                 supported yet (`apogee controller` runs, but brokers do not register with it); \
-                 run the group as master/slave (brokerRole, brokerId) instead"
-                    .into(),
-            ));
+        if self.enable_controller_mode && self.controllers().is_empty() {
+            return Err(BrokerError::Config(format!(
+                "config key `enableControllerMode` is true but `controllerAddr` (`{}`) names no \
+                 controller: expected host:port;host:port",
+                self.controller_addr
+            )));
+        }
+        for addr in self.controller_addr.split([';', ',']).map(str::trim) {
+            if !addr.is_empty() && BrokerAddr::parse(addr).is_none() {
+                return Err(BrokerError::Config(format!(
+                    "config key `controllerAddr` has entry `{addr}`, expected host:port"
+                )));
+            }
         }
         if self.broker_name.trim().is_empty() {
             return Err(BrokerError::Config(
@@ -569,6 +598,21 @@ impl BrokerConfig {
     /// The NameServers to register with.
     pub fn name_servers(&self) -> Vec<NameServerAddr> {
         NameServerAddr::parse_list(&self.namesrv_addr)
+    }
+
+    /// The controllers (`controllerAddr`).
+    pub fn controllers(&self) -> Vec<BrokerAddr> {
+        self.controller_addr
+            .split([';', ','])
+            .filter_map(BrokerAddr::parse)
+            .collect()
+    }
+
+    /// The epoch file (`storePathEpochFile`, default `<storePathRootDir>/epochFileCheckpoint`).
+    pub fn epoch_file(&self) -> PathBuf {
+        self.store_path_epoch_file
+            .clone()
+            .unwrap_or_else(|| self.store_path_root_dir.join("epochFileCheckpoint"))
     }
 
     /// Whether this broker is a slave.
@@ -871,6 +915,7 @@ mod tests {
             ("fastListenPort", "-2"),
             ("enableDLegerCommitLog", "true"),
             ("enableControllerMode", "true"),
+            ("controllerAddr", "nohost"),
             ("metricsExporterType", "STATSD"),
             ("metricsPromExporterPort", "70000"),
             ("timerWheelEnable", "on"),

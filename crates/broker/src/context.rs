@@ -108,15 +108,18 @@ impl BrokerContext {
     }
 
     /// Whether this broker acts as its group's master now: a master always; a slave only as
-    /// an acting master — `enableActingMaster` on, no master at the NameServer, no
-    /// replication connection, and no returning master has taken over since the connection
-    /// was last up.
+    /// an acting master (never in controller mode) — `enableActingMaster` on, no master at
+    /// the NameServer, no replication connection, and no returning master has taken over
+    /// since the connection was last up.
     pub(crate) fn serves_as_master(&self) -> bool {
         let c = self.config();
         if !c.is_slave() {
             return true;
         }
-        c.enable_acting_master
+        // In controller mode the controllers elect a real master instead (and a broker
+        // without a role yet is a slave until they say otherwise).
+        !c.enable_controller_mode
+            && c.enable_acting_master
             && self.ha.master_addr.read().is_none()
             && !self.ha.link_up.load(Ordering::Acquire)
             && !self.ha.master_back.load(Ordering::Acquire)
@@ -157,24 +160,42 @@ impl BrokerContext {
     /// [`Self::put`] for a client's write, answered with its response code: SUCCESS, or
     /// FLUSH_DISK_TIMEOUT when the flush policy did not hold in time; under `SYNC_MASTER`
     /// also FLUSH_SLAVE_TIMEOUT when no slave acknowledged within `syncFlushTimeout` and
-    /// SLAVE_NOT_AVAILABLE when no slave is connected or in sync. The wait for the slave is
-    /// asynchronous (see [`crate::ha::acks`]).
+    /// SLAVE_NOT_AVAILABLE when no slave is connected or in sync. In controller mode the
+    /// wait is for every member of the SyncStateSet with `allAckInSyncStateSet` (none
+    /// without), and a SyncStateSet smaller than `minInSyncReplicas` refuses the write. The
+    /// wait for the slave is asynchronous (see [`crate::ha::acks`]).
     pub(crate) async fn put_acked(
         &self,
         msgs: Vec<MessageInner>,
     ) -> Result<(PutResult, i32), PutError> {
-        let r = self.put(msgs).await?;
-        if r.status == PutStatus::FlushDiskTimeout {
-            return Ok((r, ResponseCode::FLUSH_DISK_TIMEOUT));
-        }
         let (sync, timeout, gap) = {
             let c = self.config();
+            let sync = if c.enable_controller_mode {
+                // As upstream: refused before it is stored while the SyncStateSet is too
+                // small; with `allAckInSyncStateSet` every member acknowledges, else the
+                // master alone (`inSyncReplicas` 1).
+                if c.broker_role != BrokerRole::Slave
+                    && self.ha.acks.in_sync_replicas() < c.min_in_sync_replicas
+                {
+                    return Err(PutError {
+                        code: ResponseCode::SYSTEM_ERROR,
+                        remark: "in-sync replicas not enough".into(),
+                    });
+                }
+                c.all_ack_in_sync_state_set
+            } else {
+                c.broker_role == BrokerRole::SyncMaster
+            };
             (
-                c.broker_role == BrokerRole::SyncMaster,
+                sync,
                 Duration::from_millis(c.sync_flush_timeout),
                 c.ha_max_gap_not_in_sync,
             )
         };
+        let r = self.put(msgs).await?;
+        if r.status == PutStatus::FlushDiskTimeout {
+            return Ok((r, ResponseCode::FLUSH_DISK_TIMEOUT));
+        }
         if !sync {
             return Ok((r, ResponseCode::SUCCESS));
         }

@@ -42,6 +42,7 @@ mod membership;
 mod metrics;
 mod pop;
 mod register;
+mod replicas;
 mod retry;
 mod schedule;
 mod send_policy;

@@ -4,7 +4,9 @@
 //! oneway 103, which the NameServer does not answer, as upstream does; body
 //! `{"filterServerList":[],"topicConfigSerializeWrapper":{...}}` with `bodyCrc32` (upstream's
 //! CRC32 of the body, masked to 31 bits) and `compressed:"false"` in the header.
-//! UNREGISTER_BROKER (104) on a clean stop.
+//! UNREGISTER_BROKER (104) on a clean stop. In controller mode the first registration waits
+//! for the role the controllers give (see `replicas`), and each role change registers again
+//! at once (a new master as broker 0, a slave under its replica id).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +29,7 @@ pub(crate) fn body_crc32(body: &[u8]) -> i32 {
     (crc32fast::hash(body) & 0x7FFF_FFFF) as i32
 }
 
-fn ha_server_addr(state: &BrokerContext) -> String {
+pub(crate) fn ha_server_addr(state: &BrokerContext) -> String {
     let c = state.config();
     let ip = c.broker_ip2.unwrap_or_else(|| c.advertised_ip());
     let port = state
@@ -107,7 +109,8 @@ pub(crate) async fn register_all(state: &BrokerContext, client: &RemotingClient,
             Err(e) => tracing::warn!(namesrv = %ns, error = %e, "registration failed"),
         }
     }
-    if answered && state.config().is_slave() {
+    // In controller mode the controllers name the master, not the NameServers.
+    if answered && state.config().is_slave() && !state.config().enable_controller_mode {
         learn_master(state, master);
     }
 }
@@ -152,6 +155,16 @@ fn learn_master(state: &BrokerContext, answer: Option<RegisterBrokerResponseHead
 pub(crate) async fn run(state: Arc<BrokerContext>, client: RemotingClient) {
     let mut stop = state.stop_signal();
     let mut oneway = false;
+    let controller_mode = state.config().enable_controller_mode;
+    let mut role = state.ha.role_epoch.subscribe();
+    if controller_mode {
+        // Nothing to tell the NameServers before the controllers gave this broker a role.
+        tokio::select! {
+            r = role.wait_for(|e| *e > 0) => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+        role.mark_unchanged();
+    }
     loop {
         register_all(&state, &client, oneway).await;
         let period =
@@ -160,6 +173,8 @@ pub(crate) async fn run(state: Arc<BrokerContext>, client: RemotingClient) {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             _ = state.topics.changed() => oneway = state.topics.take_only_auto_created(),
+            // Controller mode: a new role is registered at once (master as broker 0).
+            _ = role.changed(), if controller_mode => {}
             _ = stop.changed() => {}
         }
         if *stop.borrow() {

@@ -24,6 +24,9 @@ pub struct LiveInfo {
 #[derive(Debug, Default)]
 pub struct BrokerLiveness {
     brokers: BTreeMap<(String, i64), LiveInfo>,
+    /// The connection each broker's last heartbeat came on (upstream's broker channel): its
+    /// close counts the broker dead at once.
+    channels: BTreeMap<(String, i64), u64>,
 }
 
 impl BrokerLiveness {
@@ -64,6 +67,28 @@ impl BrokerLiveness {
         out
     }
 
+    /// Records that broker `id` of `broker_name` heartbeats on connection `conn`.
+    pub fn bind_channel(&mut self, broker_name: &str, id: i64, conn: u64) {
+        self.channels.insert((broker_name.to_string(), id), conn);
+    }
+
+    /// Connection `conn` closed: removes and returns the brokers whose last heartbeat came
+    /// on it (upstream `onBrokerChannelClose`), as (brokerName, brokerId, info).
+    pub fn channel_closed(&mut self, conn: u64) -> Vec<(String, i64, LiveInfo)> {
+        let gone: Vec<(String, i64)> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| **c == conn)
+            .map(|(k, _)| k.clone())
+            .collect();
+        gone.into_iter()
+            .filter_map(|k| {
+                self.channels.remove(&k);
+                self.brokers.remove(&k).map(|info| (k.0, k.1, info))
+            })
+            .collect()
+    }
+
     /// Removes and returns the brokers whose timeout has passed at `now`, as
     /// (brokerName, brokerId, info).
     pub fn scan_not_active(&mut self, now: Instant) -> Vec<(String, i64, LiveInfo)> {
@@ -75,7 +100,10 @@ impl BrokerLiveness {
             .collect();
         expired
             .into_iter()
-            .filter_map(|k| self.brokers.remove(&k).map(|info| (k.0, k.1, info)))
+            .filter_map(|k| {
+                self.channels.remove(&k);
+                self.brokers.remove(&k).map(|info| (k.0, k.1, info))
+            })
             .collect()
     }
 }
@@ -103,5 +131,30 @@ mod tests {
         let gone = l.scan_not_active(t0 + Duration::from_secs(3));
         assert_eq!(gone.len(), 1);
         assert!(!l.is_alive("b1", 1, t0));
+    }
+
+    #[test]
+    fn a_broker_whose_channel_closes_is_dead_at_once() {
+        let t0 = Instant::now();
+        let mut l = BrokerLiveness::default();
+        let info = LiveInfo {
+            cluster_name: "c1".into(),
+            address: "127.0.0.1:10911".into(),
+            last_seen: t0,
+            timeout: Duration::from_secs(10),
+            epoch: 1,
+            max_offset: 10,
+            election_priority: 0,
+        };
+        l.heartbeat("b1", 1, info.clone());
+        l.bind_channel("b1", 1, 7);
+        l.heartbeat("b1", 2, info);
+        l.bind_channel("b1", 2, 8);
+        assert!(l.channel_closed(9).is_empty());
+        let gone = l.channel_closed(7);
+        assert_eq!(gone.len(), 1);
+        assert_eq!((gone[0].0.as_str(), gone[0].1), ("b1", 1));
+        assert!(!l.is_alive("b1", 1, t0));
+        assert!(l.is_alive("b1", 2, t0));
     }
 }

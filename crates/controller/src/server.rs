@@ -2,7 +2,7 @@
 //! of `controllerDLegerPeers`, the task that finds silent brokers and has the leader elect a
 //! new master. The state they share is in `state`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use crate::handlers;
 use crate::liveness::BrokerLiveness;
 use crate::metrics::{dir_size, ControllerMetrics, Role, ScrapeValues};
 use crate::raft::{ControllerRaft, Network, NodeId};
-use crate::replicas::{ElectRequest, ReplicasInfo};
+use crate::replicas::ReplicasInfo;
 use crate::state::ControllerState;
 use crate::store::{LogStore, StateMachineStore};
 
@@ -122,6 +122,7 @@ impl Controller {
             replicas,
             liveness: Mutex::new(BrokerLiveness::default()),
             decide: tokio::sync::Mutex::new(()),
+            stopping: Default::default(),
             client,
             metrics,
         });
@@ -217,6 +218,10 @@ impl Controller {
     /// Stops the scanner, the remoting server and the Raft node. Nothing is handed over: to
     /// the other controllers this looks like a crash (the store is durable at every step).
     pub async fn shutdown(self) {
+        // Closing the server closes brokers' connections: not a sign they died.
+        self.state
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
         let _ = self.stop_scanner.send(());
         if let Err(e) = self.scanner.await {
             tracing::error!("broker liveness scanner failed: {e}");
@@ -264,26 +269,8 @@ async fn scan_not_active_brokers(state: Arc<ControllerState>, mut stop: oneshot:
             _ = tokio::time::sleep(interval) => {}
         }
         let expired = state.liveness.lock().scan_not_active(Instant::now());
-        if expired.is_empty() || state.leader() != Some(state.peers.self_id) {
-            continue;
-        }
-        let groups: BTreeSet<String> = {
-            let replicas = state.replicas.read();
-            expired
-                .iter()
-                .filter(|(name, id, _)| {
-                    replicas
-                        .group(name)
-                        .is_some_and(|g| g.master_broker_id == Some(*id))
-                })
-                .map(|(name, _, _)| name.clone())
-                .collect()
-        };
-        for broker_name in groups {
-            tracing::info!(%broker_name, "master stopped sending heartbeats; electing");
-            if let Err(refusal) = state.elect(&broker_name, ElectRequest::ByController).await {
-                tracing::warn!(%broker_name, "election after master loss: {refusal}");
-            }
-        }
+        state
+            .masters_lost(expired, "master stopped sending heartbeats; electing")
+            .await;
     }
 }

@@ -3,7 +3,7 @@
 //! make through it (decide on the current state, commit the resulting events through Raft,
 //! notify brokers). It sits below both `handlers` and `server`, which builds it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,6 +35,8 @@ pub(crate) struct ControllerState {
     /// Held from a decision until its events are committed, so that every decision sees the
     /// effects of the one before (upstream runs them on one scheduler thread).
     pub(crate) decide: tokio::sync::Mutex<()>,
+    /// Set when the controller shuts down: connections closing then are its own doing.
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
     /// Raft RPCs to peers and role-change notifications to brokers.
     pub(crate) client: RemotingClient,
     pub(crate) metrics: Arc<ControllerMetrics>,
@@ -176,6 +178,38 @@ impl ControllerState {
                     .collect::<BTreeMap<_, _>>(),
             }),
             sync_state_set: info.sync_state_set.clone(),
+        }
+    }
+
+    /// On the leader, a controller-triggered election for each group whose master is among
+    /// `gone` (brokers found dead: heartbeats stopped, or their connection closed).
+    pub(crate) async fn masters_lost(
+        self: &Arc<Self>,
+        gone: Vec<(String, i64, crate::liveness::LiveInfo)>,
+        why: &str,
+    ) {
+        if gone.is_empty()
+            || self.leader() != Some(self.peers.self_id)
+            || self.stopping.load(std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
+        let groups: BTreeSet<String> = {
+            let replicas = self.replicas.read();
+            gone.iter()
+                .filter(|(name, id, _)| {
+                    replicas
+                        .group(name)
+                        .is_some_and(|g| g.master_broker_id == Some(*id))
+                })
+                .map(|(name, _, _)| name.clone())
+                .collect()
+        };
+        for broker_name in groups {
+            tracing::info!(%broker_name, "{why}");
+            if let Err(refusal) = self.elect(&broker_name, ElectRequest::ByController).await {
+                tracing::warn!(%broker_name, "election after master loss: {refusal}");
+            }
         }
     }
 

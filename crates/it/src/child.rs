@@ -252,3 +252,83 @@ impl Drop for ChildBroker {
         }
     }
 }
+
+/// A controller running in a child process (the `it-controller` binary); killed (SIGKILL)
+/// when dropped. Its log (stderr) is kept like a [`ChildBroker`]'s.
+pub struct ChildController {
+    /// `ip:port` it listens on (its own entry of `controllerDLegerPeers`).
+    pub addr: String,
+    child: Child,
+    _stdin: ChildStdin,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ChildController {
+    /// Writes `properties` (a `controller.conf`) to `conf_path`, starts `exe` on it and
+    /// returns once it listens.
+    pub fn start(exe: &Path, conf_path: &Path, properties: &str) -> ChildController {
+        std::fs::write(conf_path, properties).expect("write controller.conf");
+        let mut child = Command::new(exe)
+            .arg(conf_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        {
+            let log = log.clone();
+            let verbose = std::env::var_os("IT_BROKER_LOG").is_some();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if verbose {
+                        eprintln!("[controller] {line}");
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+            if let Some(first) = lines.next() {
+                let _ = ready_tx.send(first);
+            }
+            lines.for_each(drop);
+        });
+        let Ok(line) = ready_rx.recv_timeout(START_TIMEOUT) else {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            std::thread::sleep(Duration::from_millis(100));
+            panic!(
+                "it-controller did not start (exit {status:?}); its log:\n{}",
+                log.lock().unwrap().join("\n")
+            );
+        };
+        let addr = match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["READY", addr] => addr.to_string(),
+            _ => panic!("unexpected first line from it-controller: {line}"),
+        };
+        ChildController {
+            addr,
+            child,
+            _stdin: stdin,
+            log,
+        }
+    }
+
+    /// The log (stderr) so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ChildController {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 
 pub mod child;
 
-pub use child::ChildBroker;
+pub use child::{ChildBroker, ChildController};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 

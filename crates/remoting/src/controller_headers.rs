@@ -118,6 +118,21 @@ command_header! {
         pub broker_name: Option<String> => "brokerName",
     }
 
+    /// EXCHANGE_BROKER_HA_INFO (906), slave -> master in controller mode: the slave asks
+    /// the master it was given for its HA address (all fields empty in the request).
+    pub struct ExchangeHaInfoRequestHeader {
+        pub master_ha_address: Option<String> => "masterHaAddress",
+        pub master_flush_offset: Option<i64> => "masterFlushOffset",
+        pub master_address: Option<String> => "masterAddress",
+    }
+
+    /// Response to EXCHANGE_BROKER_HA_INFO.
+    pub struct ExchangeHaInfoResponseHeader {
+        pub master_ha_address: Option<String> => "masterHaAddress",
+        pub master_flush_offset: Option<i64> => "masterFlushOffset",
+        pub master_address: Option<String> => "masterAddress",
+    }
+
     /// NOTIFY_BROKER_ROLE_CHANGED (1008), controller -> broker, after an election.
     pub struct NotifyBrokerRoleChangedRequestHeader {
         pub master_address: Option<String> => "masterAddress",

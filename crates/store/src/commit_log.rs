@@ -179,6 +179,16 @@ impl CommitLog {
         self.flushed.store(tail, Ordering::Release);
     }
 
+    /// Replaces the next queue offset of each queue (a slave becoming master).
+    pub(crate) fn set_queue_offsets(&self, queue_offsets: HashMap<String, HashMap<i32, i64>>) {
+        self.writer.lock().queue_offsets = queue_offsets;
+    }
+
+    /// The put lock, for a caller that must wait for a write in progress to finish.
+    pub(crate) fn lock_writer(&self) -> impl Drop + '_ {
+        self.writer.lock()
+    }
+
     /// Checks one message before it is appended.
     fn validate(&self, msg: &MessageInner) -> Result<()> {
         if msg.body.len() > self.max_message_size {

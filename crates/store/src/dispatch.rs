@@ -175,12 +175,25 @@ impl Inner {
         let mut pos = self.dispatched.load(Ordering::Acquire);
         let mut last_complaint: Option<u64> = None;
         loop {
-            let limit = self.dispatch_limit();
-            let mut progressed = false;
-            if pos < limit {
-                let (reached, stall) = self.dispatch_range(pos, limit);
-                progressed = reached > pos;
-                pos = reached;
+            let (limit, progressed, stall) = {
+                // A slave's truncation (see `truncate_replicated`) runs between two passes
+                // and may move the position back.
+                let _pass = self.dispatch_lock.lock();
+                let rewind = self.rewind.swap(u64::MAX, Ordering::AcqRel);
+                if rewind != u64::MAX {
+                    pos = pos.min(rewind);
+                }
+                let limit = self.dispatch_limit();
+                if pos < limit {
+                    let (reached, stall) = self.dispatch_range(pos, limit);
+                    let progressed = reached > pos;
+                    pos = reached;
+                    (limit, progressed, Some(stall))
+                } else {
+                    (limit, false, None)
+                }
+            };
+            if let Some(stall) = stall {
                 let trouble = match stall {
                     Some(Stall::Damaged(at, why)) => Some((at, why)),
                     Some(Stall::Failed(at, e)) => Some((at, e.to_string())),
@@ -204,7 +217,7 @@ impl Inner {
             if self.stopping.load(Ordering::Acquire) {
                 return;
             }
-            let seen = self.dispatch_limit();
+            let seen = limit;
             self.signals
                 .dispatch
                 .wait_unless(Duration::from_millis(10), || {

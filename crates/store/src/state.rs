@@ -67,6 +67,13 @@ pub type FlushObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
 /// Shared state of the store; the threads hold it through an `Arc`.
 pub(crate) struct Inner {
     pub(crate) config: StoreConfig,
+    /// Whether the store is a slave's now (starts as `config.broker_role`; controller mode
+    /// switches it, see `MessageStore::become_master` / `become_slave`).
+    pub(crate) slave: AtomicBool,
+    /// Held by the dispatcher for each pass, and by a slave's truncation.
+    pub(crate) dispatch_lock: Mutex<()>,
+    /// A position the dispatcher must go back to before its next pass (`u64::MAX`: none).
+    pub(crate) rewind: AtomicU64,
     pub(crate) commit_log: CommitLog,
     pub(crate) queues: RwLock<HashMap<String, HashMap<i32, Arc<ConsumeQueue>>>>,
     pub(crate) index: Option<IndexService>,

@@ -300,6 +300,9 @@ impl MessageStore {
         let (flush_state, _) = watch::channel(FlushState::default());
         let inner = Arc::new(Inner {
             total_memory: total_memory(),
+            slave: AtomicBool::new(config.broker_role == BrokerRole::Slave),
+            dispatch_lock: Mutex::new(()),
+            rewind: AtomicU64::new(u64::MAX),
             config,
             commit_log,
             queues: RwLock::new(queues),
@@ -572,7 +575,7 @@ impl MessageStore {
     /// equal [`Self::commit_log_max_offset`]; the dispatcher builds the queues from them.
     pub fn append_replicated(&self, phys_offset: i64, data: &[u8]) -> Result<i64> {
         let inner = self.inner();
-        if inner.config.broker_role != BrokerRole::Slave {
+        if !inner.is_slave() {
             return Err(StoreError::NotWritable(
                 "only a slave appends replicated data".into(),
             ));
@@ -586,6 +589,54 @@ impl MessageStore {
         inner.signals.flush.notify();
         inner.signals.dispatch.notify();
         Ok(end as i64)
+    }
+
+    /// Controller mode, slave -> master: cuts the CommitLog to its last whole record
+    /// (replication may have stopped inside one), waits (up to `timeout`) until the
+    /// ConsumeQueues and Index cover it, takes each queue's next offset from its ConsumeQueue,
+    /// and from then on accepts writes and refuses replicated data. Returns the CommitLog
+    /// end, where the new master's first write goes. Blocking: call it off the async
+    /// workers. The caller must have stopped replication first.
+    pub fn become_master(&self, timeout: Duration) -> Result<i64> {
+        self.inner().become_master(timeout).map(|end| end as i64)
+    }
+
+    /// Controller mode, master -> slave: refuses writes from now on (a write in progress
+    /// finishes first: both take the put lock) and accepts replicated data at the CommitLog
+    /// end.
+    pub fn become_slave(&self) {
+        let _put = self.inner().commit_log.lock_writer();
+        self.inner().slave.store(true, Ordering::Release);
+        tracing::info!("store switched to slave");
+    }
+
+    /// Controller mode, a slave whose log diverged from its new master's (an old master that
+    /// returned): cuts the CommitLog at `offset` (a record boundary) and the ConsumeQueue
+    /// and Index entries of everything after it, makes the cut durable (checkpoint
+    /// included) and rewinds the dispatcher. Replication then continues from `offset`.
+    /// Returns the new end (unchanged when `offset` is not below it). Blocking.
+    pub fn truncate_replicated(&self, offset: i64) -> Result<i64> {
+        let offset = u64::try_from(offset).map_err(|_| StoreError::ReplicationGap {
+            offset: 0,
+            expected: self.inner().commit_log.max_offset(),
+        })?;
+        self.inner()
+            .truncate_replicated(offset)
+            .map(|end| end as i64)
+    }
+
+    /// Every (topic, queue id) that has a ConsumeQueue.
+    pub fn queue_ids(&self) -> Vec<(String, i32)> {
+        self.inner()
+            .all_queues()
+            .iter()
+            .map(|q| (q.topic().to_string(), q.queue_id()))
+            .collect()
+    }
+
+    /// Whether the store is a slave's now (only replicated data is appended).
+    pub fn is_slave(&self) -> bool {
+        self.inner().is_slave()
     }
 
     /// CommitLog bytes from `from`, up to `max_len` and at most to the end of the segment (for
@@ -861,6 +912,109 @@ impl Inner {
         Ok(())
     }
 
+    /// Whether the store is a slave's now.
+    pub(crate) fn is_slave(&self) -> bool {
+        self.slave.load(Ordering::Acquire)
+    }
+
+    /// See [`MessageStore::become_master`].
+    fn become_master(&self, timeout: Duration) -> Result<u64> {
+        if !self.is_slave() {
+            return Ok(self.commit_log.max_offset());
+        }
+        let cl = &self.commit_log;
+        // Replicated bytes end wherever the last HA frame ended, possibly inside a record.
+        // Everything below the dispatcher's position is whole records.
+        let from = self.dispatched.load(Ordering::Acquire).min(cl.max_offset());
+        let end = cl.scan(from, self.config.check_crc_on_recover, u64::MAX);
+        let tail = end.tail;
+        if tail < cl.max_offset() {
+            tracing::warn!(
+                tail,
+                cut = cl.max_offset() - tail,
+                why = end.damage.as_deref().unwrap_or("partial record"),
+                "cutting the replicated CommitLog to its last whole record"
+            );
+            cl.truncate(tail)?;
+        }
+        cl.files().flush(cl.flushed().min(tail), tail)?;
+        cl.set_recovered(tail, HashMap::new());
+        let _ = self.flush_state.send_replace(FlushState {
+            flushed: tail,
+            failed: false,
+            stalled: false,
+        });
+        self.signals.dispatch.notify();
+        let deadline = Instant::now() + timeout;
+        while self.dispatched.load(Ordering::Acquire) < tail {
+            if Instant::now() >= deadline {
+                return Err(StoreError::NotWritable(format!(
+                    "the dispatcher did not reach the CommitLog end {tail} within {timeout:?}; \
+                     the store stays a slave's"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut next_offsets: HashMap<String, HashMap<i32, i64>> = HashMap::new();
+        for q in self.all_queues() {
+            next_offsets
+                .entry(q.topic().to_string())
+                .or_default()
+                .insert(q.queue_id(), q.max_offset() as i64);
+        }
+        cl.set_queue_offsets(next_offsets);
+        self.slave.store(false, Ordering::Release);
+        tracing::info!(offset = tail, "store switched to master");
+        Ok(tail)
+    }
+
+    /// See [`MessageStore::truncate_replicated`].
+    fn truncate_replicated(&self, offset: u64) -> Result<u64> {
+        if !self.is_slave() {
+            return Err(StoreError::NotWritable(
+                "only a slave's CommitLog is cut to its master's".into(),
+            ));
+        }
+        let _pass = self.dispatch_lock.lock();
+        let cl = &self.commit_log;
+        let max = cl.max_offset();
+        if offset >= max {
+            return Ok(max);
+        }
+        tracing::warn!(
+            from = max,
+            to = offset,
+            "cutting the CommitLog to where it agrees with the master"
+        );
+        cl.files().flush(cl.flushed().min(offset), offset)?;
+        cl.truncate(offset)?;
+        for q in self.all_queues() {
+            q.truncate_from_phys(offset)?;
+        }
+        if let Some(index) = &self.index {
+            index.truncate_from_phys(offset)?;
+        }
+        cl.set_recovered(offset, HashMap::new());
+        let _ = self.flush_state.send_replace(FlushState {
+            flushed: offset,
+            failed: false,
+            stalled: false,
+        });
+        let dispatched = self.dispatched.load(Ordering::Acquire).min(offset);
+        self.dispatched.store(dispatched, Ordering::Release);
+        self.rewind.store(dispatched, Ordering::Release);
+        for q in self.all_queues() {
+            q.flush(0)?;
+        }
+        if let Some(index) = &self.index {
+            index.flush()?;
+        }
+        // A crash from here on recovers the cut log, not the checkpoint's old end.
+        self.write_checkpoint(offset, dispatched, dispatched)?;
+        self.signals.dispatch.notify();
+        Ok(offset)
+    }
+
     pub(crate) fn poison(&self, why: String) {
         self.poisoned.lock().get_or_insert(why);
         self.is_poisoned.store(true, Ordering::Release);
@@ -884,7 +1038,7 @@ impl Inner {
     }
 
     fn append(&self, msgs: &[MessageInner]) -> Result<Appended> {
-        if self.config.broker_role == BrokerRole::Slave {
+        if self.is_slave() {
             return Err(StoreError::NotWritable(
                 "a slave does not accept writes".into(),
             ));
@@ -964,7 +1118,7 @@ impl Inner {
         filter: &dyn MessageFilter,
     ) -> GetResult {
         let correct = |old: i64, new: i64| {
-            if self.config.broker_role != BrokerRole::Slave || self.config.offset_check_in_slave {
+            if !self.is_slave() || self.config.offset_check_in_slave {
                 new
             } else {
                 old
@@ -1194,6 +1348,9 @@ impl Inner {
     /// Flushes ConsumeQueues and the Index (per the page minimums, or all when `thorough`),
     /// then records in the checkpoint the offsets below which everything is on disk.
     fn flush_logics_and_checkpoint(&self, thorough: bool) -> Result<()> {
+        // Not across a slave's truncation: its checkpoint must not be overwritten with
+        // offsets read before it.
+        let _pass = self.dispatch_lock.lock();
         let dispatched = self.dispatched.load(Ordering::Acquire);
         let least = if thorough {
             0

@@ -390,6 +390,139 @@ async fn slave_rebuilds_queues_from_replicated_bytes() {
 }
 
 #[tokio::test]
+async fn slave_becomes_master_at_its_last_whole_record_and_back() {
+    let master_dir = tempfile::tempdir().unwrap();
+    let slave_dir = tempfile::tempdir().unwrap();
+    let master = MessageStore::open(config(master_dir.path())).unwrap();
+    let mut ends = Vec::new();
+    for i in 0..20 {
+        let r = master
+            .put_message(msg("P", i % 2, &format!("k{i}"), "t", &[b'p'; 500]))
+            .await
+            .unwrap();
+        ends.push(r.wrote_offset + i64::from(r.wrote_bytes));
+    }
+    let mut sc = config(slave_dir.path());
+    sc.broker_role = BrokerRole::Slave;
+    let slave = MessageStore::open(sc).unwrap();
+    // Replication stopped 100 bytes into the 20th record.
+    let cut = ends[18] + 100;
+    let bytes = master.read_commit_log(0, cut as usize).unwrap();
+    assert_eq!(bytes.len() as i64, cut);
+    slave.append_replicated(0, &bytes).unwrap();
+    assert!(slave.is_slave());
+    let end = tokio::task::spawn_blocking({
+        let slave = slave.clone();
+        move || slave.become_master(Duration::from_secs(5))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(end, ends[18], "cut to the last whole record");
+    assert!(!slave.is_slave());
+    assert_eq!(slave.commit_log_max_offset(), ends[18]);
+    // Queue 0 holds records 0, 2, .., 18 (10), queue 1 records 1, .., 17 (9): the next
+    // write to each takes the next queue offset.
+    let r0 = slave
+        .put_message(msg("P", 0, "n0", "t", b"new"))
+        .await
+        .unwrap();
+    let r1 = slave
+        .put_message(msg("P", 1, "n1", "t", b"new"))
+        .await
+        .unwrap();
+    assert_eq!((r0.queue_offset, r1.queue_offset), (10, 9));
+    assert_eq!(r0.wrote_offset, ends[18]);
+    assert!(matches!(
+        slave.append_replicated(slave.commit_log_max_offset(), b"x"),
+        Err(StoreError::NotWritable(_))
+    ));
+    slave.become_slave();
+    assert!(matches!(
+        slave.put_message(msg("P", 0, "k", "t", b"x")).await,
+        Err(StoreError::NotWritable(_))
+    ));
+    assert!(slave.wait_dispatched(Duration::from_secs(5)));
+    assert_eq!(slave.max_offset("P", 0), 11);
+    master.shutdown().unwrap();
+    slave.shutdown().unwrap();
+}
+
+#[tokio::test]
+async fn slave_cut_to_its_masters_log_replicates_again_from_there() {
+    let old_dir = tempfile::tempdir().unwrap();
+    let new_dir = tempfile::tempdir().unwrap();
+    let slave_dir = tempfile::tempdir().unwrap();
+    // Two masters that agree on 10 records and then diverge.
+    let old = MessageStore::open(config(old_dir.path())).unwrap();
+    let new = MessageStore::open(config(new_dir.path())).unwrap();
+    let mut common_end = 0;
+    for i in 0..10 {
+        for m in [&old, &new] {
+            let r = m
+                .put_message(msg("D", i % 2, &format!("c{i}"), "t", &[b'c'; 300]))
+                .await
+                .unwrap();
+            common_end = r.wrote_offset + i64::from(r.wrote_bytes);
+        }
+    }
+    for i in 0..7 {
+        old.put_message(msg("D", i % 2, &format!("old{i}"), "t", &[b'o'; 200]))
+            .await
+            .unwrap();
+    }
+    for i in 0..4 {
+        new.put_message(msg("D", i % 2, &format!("new{i}"), "t", &[b'n'; 450]))
+            .await
+            .unwrap();
+    }
+    let mut sc = config(slave_dir.path());
+    sc.broker_role = BrokerRole::Slave;
+    let slave = MessageStore::open(sc).unwrap();
+    let bytes = old.read_commit_log(0, 1 << 20).unwrap();
+    slave.append_replicated(0, &bytes).unwrap();
+    assert!(slave.wait_dispatched(Duration::from_secs(5)));
+    assert_eq!(slave.max_offset("D", 0), 9);
+    assert_eq!(slave.truncate_replicated(common_end).unwrap(), common_end);
+    assert_eq!(slave.commit_log_max_offset(), common_end);
+    assert_eq!((slave.max_offset("D", 0), slave.max_offset("D", 1)), (5, 5));
+    assert!(slave
+        .query_by_key("D", "old1", 4, 0, i64::MAX)
+        .messages
+        .is_empty());
+    let rest = new.read_commit_log(common_end, 1 << 20).unwrap();
+    slave.append_replicated(common_end, &rest).unwrap();
+    assert!(slave.wait_dispatched(Duration::from_secs(5)));
+    assert_eq!(
+        slave.read_commit_log(0, 1 << 20),
+        new.read_commit_log(0, 1 << 20),
+        "byte-identical with the new master"
+    );
+    for q in 0..2 {
+        let a = new.get_messages("D", q, 0, 32, 1 << 20, &AcceptAll);
+        let b = slave.get_messages("D", q, 0, 32, 1 << 20, &AcceptAll);
+        assert_eq!(a.messages, b.messages);
+    }
+    assert_eq!(
+        slave
+            .query_by_key("D", "new3", 4, 0, i64::MAX)
+            .messages
+            .len(),
+        1
+    );
+    // The cut is durable: a restart recovers the new log, not the old end.
+    slave.shutdown().unwrap();
+    drop(slave);
+    let mut sc = config(slave_dir.path());
+    sc.broker_role = BrokerRole::Slave;
+    let slave = MessageStore::open(sc).unwrap();
+    assert_eq!(slave.commit_log_max_offset(), new.commit_log_max_offset());
+    old.shutdown().unwrap();
+    new.shutdown().unwrap();
+    slave.shutdown().unwrap();
+}
+
+#[tokio::test]
 async fn retention_deletes_old_segments_and_moves_queue_minimums() {
     let dir = tempfile::tempdir().unwrap();
     let store = MessageStore::open(config(dir.path())).unwrap();

@@ -4,8 +4,8 @@
 //! request-handling task never blocks a thread and sends stay pipelined (upstream lost an
 //! order of magnitude of throughput by blocking, issue #1515).
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -21,14 +21,69 @@ pub(crate) enum SlaveWait {
     NotAvailable,
 }
 
+/// One connected slave.
+struct Slave {
+    addr: String,
+    /// Offset it last reported.
+    offset: i64,
+    /// Its replica id (controller mode: sent first on the HA connection).
+    broker_id: Option<i64>,
+    /// Last time it had everything the master had written when it was last sent data
+    /// (controller mode: `haMaxTimeSlaveNotCatchup` counts from here); `None` until then.
+    caught_up: Option<Instant>,
+}
+
 #[derive(Default)]
 struct Inner {
     /// Highest offset any slave reported (upstream `push2SlaveMaxOffset`).
     acked: i64,
-    /// Connected slaves by connection id: the slave's address and the offset it last reported.
-    slaves: BTreeMap<u64, (String, i64)>,
+    /// Connected slaves by connection id.
+    slaves: BTreeMap<u64, Slave>,
     next_slave: u64,
     waiters: BTreeMap<i64, Vec<oneshot::Sender<()>>>,
+    /// Controller mode: this master's replica id and the replicas that must acknowledge a
+    /// write (the SyncStateSet; while a change is being reported, old and new together).
+    /// `None`: any one slave acknowledges (master/slave mode).
+    required: Option<(i64, BTreeSet<i64>)>,
+}
+
+impl Inner {
+    /// Offset below which every required slave has the log: with `required`, the lowest
+    /// offset of its members (a member without a connection has nothing; only the master:
+    /// everything); otherwise the highest any slave reported.
+    fn watermark(&self) -> i64 {
+        let Some((me, set)) = &self.required else {
+            return self.acked;
+        };
+        set.iter()
+            .filter(|id| *id != me)
+            .map(|id| {
+                self.slaves
+                    .values()
+                    .filter(|s| s.broker_id == Some(*id))
+                    .map(|s| s.offset)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+
+    /// Takes the waiters the watermark covers.
+    fn release(&mut self) -> Vec<oneshot::Sender<()>> {
+        let mark = self.watermark();
+        if mark == i64::MAX {
+            return std::mem::take(&mut self.waiters)
+                .into_values()
+                .flatten()
+                .collect();
+        }
+        let rest = self.waiters.split_off(&(mark + 1));
+        std::mem::replace(&mut self.waiters, rest)
+            .into_values()
+            .flatten()
+            .collect()
+    }
 }
 
 /// Slave acknowledgements and the sends waiting for them.
@@ -39,11 +94,19 @@ pub(crate) struct AckTable {
 
 impl AckTable {
     /// A slave at `addr` connected; returns the id its reports and its departure carry.
-    pub(crate) fn slave_connected(&self, addr: String) -> u64 {
+    pub(crate) fn slave_connected(&self, addr: String, broker_id: Option<i64>) -> u64 {
         let mut g = self.inner.lock();
         let id = g.next_slave;
         g.next_slave += 1;
-        g.slaves.insert(id, (addr, 0));
+        g.slaves.insert(
+            id,
+            Slave {
+                addr,
+                offset: 0,
+                broker_id,
+                caught_up: None,
+            },
+        );
         id
     }
 
@@ -54,38 +117,118 @@ impl AckTable {
 
     /// Every connected slave's address and the offset it last reported.
     pub(crate) fn slaves(&self) -> Vec<(String, i64)> {
-        self.inner.lock().slaves.values().cloned().collect()
+        self.inner
+            .lock()
+            .slaves
+            .values()
+            .map(|s| (s.addr.clone(), s.offset))
+            .collect()
     }
 
     /// Slave `id` reports it has everything below `offset`; releases the waiters it covers.
-    pub(crate) fn ack(&self, id: u64, offset: i64) {
+    /// `caught_up`: the master's CommitLog end when it last sent data, and when; the slave
+    /// has caught up then if `offset` reaches it.
+    pub(crate) fn ack(&self, id: u64, offset: i64, caught_up: Option<(i64, Instant)>) {
         let ready = {
             let mut g = self.inner.lock();
             if let Some(slave) = g.slaves.get_mut(&id) {
-                slave.1 = slave.1.max(offset);
+                slave.offset = slave.offset.max(offset);
+                if let Some((end, at)) = caught_up {
+                    if offset >= end && slave.caught_up.is_none_or(|t| at > t) {
+                        slave.caught_up = Some(at);
+                    }
+                }
             }
-            if offset <= g.acked {
-                return;
-            }
-            g.acked = offset;
-            let rest = g.waiters.split_off(&(offset + 1));
-            std::mem::replace(&mut g.waiters, rest)
+            g.acked = g.acked.max(offset);
+            g.release()
         };
-        for tx in ready.into_values().flatten() {
+        for tx in ready {
             let _ = tx.send(());
         }
     }
 
-    /// Waits until a slave has everything below `end`, at most `timeout`. Answers
-    /// [`SlaveWait::NotAvailable`] at once when no slave is connected or the nearest one lags
-    /// `max_gap` bytes or more.
+    /// Controller mode: the replicas (`set`, with this master's id `me`) whose
+    /// acknowledgement a write needs; `None` goes back to "any slave".
+    pub(crate) fn set_required(&self, required: Option<(i64, BTreeSet<i64>)>) {
+        let ready = {
+            let mut g = self.inner.lock();
+            g.required = required;
+            g.release()
+        };
+        for tx in ready {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Controller mode: how many replicas the SyncStateSet in force has (the master too).
+    pub(crate) fn in_sync_replicas(&self) -> usize {
+        self.inner
+            .lock()
+            .required
+            .as_ref()
+            .map_or(1, |(_, set)| set.len())
+    }
+
+    /// Controller mode: the connected slaves by replica id — the offset each last reported
+    /// and when it was last caught up (the best connection when one has several).
+    pub(crate) fn replicas(&self) -> BTreeMap<i64, (i64, Option<Instant>)> {
+        let g = self.inner.lock();
+        let mut out: BTreeMap<i64, (i64, Option<Instant>)> = BTreeMap::new();
+        for s in g.slaves.values() {
+            if let Some(id) = s.broker_id {
+                let e = out.entry(id).or_insert((s.offset, s.caught_up));
+                e.0 = e.0.max(s.offset);
+                e.1 = e.1.max(s.caught_up);
+            }
+        }
+        out
+    }
+
+    /// Controller mode: if replica `id` has everything the master has written
+    /// (`master_end()`, read under the table's lock), writes wait for it from now on as if
+    /// it were in the SyncStateSet, and true is answered. Atomic with the check: every
+    /// write answered before waited for a watermark at most `master_end()`, so the replica
+    /// has every acknowledged message before it is reported in sync.
+    pub(crate) fn try_expand(&self, id: i64, master_end: &dyn Fn() -> i64) -> bool {
+        let mut g = self.inner.lock();
+        let offset = g
+            .slaves
+            .values()
+            .filter(|s| s.broker_id == Some(id))
+            .map(|s| s.offset)
+            .max();
+        let Some(offset) = offset else {
+            return false;
+        };
+        if offset < master_end() {
+            return false;
+        }
+        match &mut g.required {
+            Some((_, set)) => {
+                set.insert(id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Waits until the slaves have everything below `end`, at most `timeout`: any one slave,
+    /// or with a required set (controller mode) every member. Answers
+    /// [`SlaveWait::NotAvailable`] at once when no slave (or a required member) is
+    /// connected, or (any-slave mode) the nearest one lags `max_gap` bytes or more.
     pub(crate) async fn wait(&self, end: i64, timeout: Duration, max_gap: u64) -> SlaveWait {
         let rx = {
             let mut g = self.inner.lock();
-            if g.acked >= end {
+            if g.watermark() >= end {
                 return SlaveWait::Acked;
             }
-            if g.slaves.is_empty() || (end - g.acked) as u64 >= max_gap {
+            let unavailable = match &g.required {
+                None => g.slaves.is_empty() || (end - g.acked) as u64 >= max_gap,
+                Some((me, set)) => set
+                    .iter()
+                    .any(|id| id != me && !g.slaves.values().any(|s| s.broker_id == Some(*id))),
+            };
+            if unavailable {
                 return SlaveWait::NotAvailable;
             }
             let (tx, rx) = oneshot::channel();
@@ -122,7 +265,7 @@ mod tests {
             t.wait(10, Duration::from_secs(1), gap).await,
             SlaveWait::NotAvailable
         );
-        let slave = t.slave_connected("127.0.0.1:1".into());
+        let slave = t.slave_connected("127.0.0.1:1".into(), None);
         let a = tokio::spawn({
             let t = t.clone();
             async move { t.wait(100, Duration::from_secs(10), gap).await }
@@ -135,7 +278,7 @@ mod tests {
         while t.inner.lock().waiters.len() < 2 {
             tokio::task::yield_now().await;
         }
-        t.ack(slave, 150);
+        t.ack(slave, 150, None);
         assert_eq!(t.slaves(), vec![("127.0.0.1:1".to_string(), 150)]);
         assert_eq!(a.await.unwrap(), SlaveWait::Acked);
         assert_eq!(b.await.unwrap(), SlaveWait::Timeout);
@@ -147,5 +290,52 @@ mod tests {
         );
         t.slave_disconnected(slave);
         assert!(t.slaves().is_empty());
+    }
+
+    #[tokio::test]
+    async fn with_a_required_set_every_member_must_acknowledge() {
+        let t = Arc::new(AckTable::default());
+        let gap = u64::MAX;
+        // Only the master (id 1) in the set: nothing to wait for.
+        t.set_required(Some((1, BTreeSet::from([1]))));
+        assert_eq!(t.in_sync_replicas(), 1);
+        assert_eq!(t.wait(100, Duration::ZERO, gap).await, SlaveWait::Acked);
+        t.set_required(Some((1, BTreeSet::from([1, 2, 3]))));
+        // Replica 3 is not connected.
+        let two = t.slave_connected("127.0.0.1:2".into(), Some(2));
+        assert_eq!(
+            t.wait(100, Duration::from_secs(1), gap).await,
+            SlaveWait::NotAvailable
+        );
+        let three = t.slave_connected("127.0.0.1:3".into(), Some(3));
+        let w = tokio::spawn({
+            let t = t.clone();
+            async move { t.wait(100, Duration::from_secs(10), gap).await }
+        });
+        while t.inner.lock().waiters.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let at = Instant::now();
+        t.ack(two, 150, Some((150, at)));
+        assert!(!w.is_finished(), "replica 3 has not acknowledged yet");
+        t.ack(three, 90, Some((150, at)));
+        tokio::task::yield_now().await;
+        assert!(!w.is_finished());
+        t.ack(three, 100, None);
+        assert_eq!(w.await.unwrap(), SlaveWait::Acked);
+        let replicas = t.replicas();
+        assert_eq!(replicas[&2], (150, Some(at)));
+        assert_eq!(
+            replicas[&3],
+            (100, None),
+            "replica 3 never reached the master's end"
+        );
+        assert!(!t.try_expand(3, &|| 150));
+        assert!(t.try_expand(2, &|| 150));
+        // Shrunk to the master and replica 2: replica 3's lag no longer holds writes.
+        t.set_required(Some((1, BTreeSet::from([1, 2]))));
+        assert_eq!(t.wait(150, Duration::ZERO, gap).await, SlaveWait::Acked);
+        t.slave_disconnected(two);
+        t.slave_disconnected(three);
     }
 }

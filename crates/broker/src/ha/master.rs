@@ -45,9 +45,7 @@ pub(crate) async fn run(state: Arc<BrokerContext>, listener: TcpListener) {
                 tracing::info!(%peer, "slave connected for replication");
                 let state2 = state.clone();
                 state.tasks.spawn(async move {
-                    let id = state2.ha.acks.slave_connected(peer.to_string());
-                    let r = serve(&state2, stream, id).await;
-                    state2.ha.acks.slave_disconnected(id);
+                    let r = serve(&state2, stream, peer).await;
                     match r {
                         Ok(()) => tracing::info!(%peer, "replication connection closed"),
                         Err(e) => tracing::warn!(%peer, error = %e, "replication connection ended"),
@@ -85,27 +83,89 @@ async fn read_report(rd: &mut OwnedReadHalf, silent: Duration) -> Result<i64, Ha
     }
 }
 
-/// Serves slave connection `id` of the ack table.
-async fn serve(state: &Arc<BrokerContext>, stream: TcpStream, id: u64) -> Result<(), HaError> {
+/// Serves one slave connection.
+async fn serve(
+    state: &Arc<BrokerContext>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Result<(), HaError> {
     stream.set_nodelay(true)?;
     let (_, silent, _) = timeouts(state);
-    let (mut rd, wr) = stream.into_split();
+    let controller_mode = state.config().enable_controller_mode;
+    let role_epoch = state.ha.role_epoch.subscribe();
+    let (mut rd, mut wr) = stream.into_split();
+    let broker_id = if controller_mode {
+        let id = read_report(&mut rd, silent).await?;
+        if state.store.is_slave() {
+            return Err(HaError::Protocol(format!(
+                "replica {id} connected, but this broker is not the master"
+            )));
+        }
+        wr.write_all(&epoch_table(state)).await?;
+        Some(id)
+    } else {
+        None
+    };
     let start = read_report(&mut rd, silent).await?;
     if start < 0 {
         return Err(HaError::Protocol(format!("negative slave offset {start}")));
     }
-    state.ha.acks.ack(id, start);
+    let id = state.ha.acks.slave_connected(peer.to_string(), broker_id);
+    let r = serve_slave(state, rd, wr, id, start, role_epoch).await;
+    state.ha.acks.slave_disconnected(id);
+    r
+}
+
+/// The controller-mode handshake answer: the epoch entries and the CommitLog end (see the
+/// table in the module above).
+fn epoch_table(state: &BrokerContext) -> Vec<u8> {
+    let entries = state
+        .ha
+        .epochs
+        .lock()
+        .as_ref()
+        .map(|f| f.entries().to_vec())
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(12 + entries.len() * 12);
+    out.extend_from_slice(&(entries.len() as i32).to_be_bytes());
+    for e in &entries {
+        out.extend_from_slice(&e.epoch.to_be_bytes());
+        out.extend_from_slice(&e.start_offset.to_be_bytes());
+    }
+    out.extend_from_slice(&state.store.commit_log_max_offset().to_be_bytes());
+    out
+}
+
+async fn serve_slave(
+    state: &Arc<BrokerContext>,
+    mut rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    id: u64,
+    start: i64,
+    mut role_epoch: tokio::sync::watch::Receiver<u64>,
+) -> Result<(), HaError> {
+    let (_, silent, _) = timeouts(state);
+    // The master's CommitLog end when data was last sent, and when: a report reaching it
+    // means the slave had caught up at that time.
+    let sent = parking_lot::Mutex::new((start, Instant::now()));
+    state.ha.acks.ack(id, start, Some(*sent.lock()));
     let mut stop = state.stop_signal();
     let reader = async {
         loop {
             let offset = read_report(&mut rd, silent).await?;
-            state.ha.acks.ack(id, offset);
+            let mark = *sent.lock();
+            state.ha.acks.ack(id, offset, Some(mark));
+            if offset >= mark.0 {
+                // A slave outside the SyncStateSet may have caught up.
+                state.ha.replicas_wake.notify_one();
+            }
         }
     };
     tokio::select! {
         r = reader => r,
-        r = stream_log(state, wr, start) => r,
+        r = stream_log(state, wr, start, &sent) => r,
         _ = stop.changed() => Ok(()),
+        _ = role_epoch.changed() => Ok(()),
     }
 }
 
@@ -114,6 +174,7 @@ async fn stream_log(
     state: &BrokerContext,
     mut wr: OwnedWriteHalf,
     mut next: i64,
+    sent: &parking_lot::Mutex<(i64, Instant)>,
 ) -> Result<(), HaError> {
     let (heartbeat, _, batch) = timeouts(state);
     let mut written = state.ha.written.subscribe();
@@ -128,6 +189,7 @@ async fn stream_log(
             wr.write_all(&frame).await?;
             next += chunk.len() as i64;
             last_write = Instant::now();
+            *sent.lock() = (state.store.commit_log_max_offset(), last_write);
             continue;
         }
         if last_write.elapsed() >= heartbeat {
@@ -135,6 +197,7 @@ async fn stream_log(
             hb[..8].copy_from_slice(&next.to_be_bytes());
             wr.write_all(&hb).await?;
             last_write = Instant::now();
+            *sent.lock() = (next, last_write);
         }
         let idle = heartbeat.saturating_sub(last_write.elapsed()).min(POLL);
         tokio::select! {

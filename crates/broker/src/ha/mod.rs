@@ -15,23 +15,45 @@
 //!
 //! The master starts streaming at the offset the slave first reports (upstream starts a fresh
 //! slave at the last segment; Apogee replicates everything the master still has).
+//!
+//! In controller mode (`enableControllerMode=true`) a handshake comes first (Apogee's, not
+//! upstream's `AutoSwitchHAClient` one, which carries the same facts):
+//!
+//! | direction | bytes | field |
+//! |---|---|---|
+//! | slave -> master | 8 | replica id (i64 BE): which SyncStateSet member this connection is |
+//! | master -> slave | 4 | number of epoch entries `n` (i32 BE, at most [`MAX_EPOCH_ENTRIES`]) |
+//! | | n × 12 | epoch (i32 BE), its start offset (i64 BE), oldest first |
+//! | | 8 | the master's CommitLog end (i64 BE) |
+//!
+//! The slave cuts its CommitLog to the last point where its epochs agree with the master's
+//! ([`epoch::consistent_point`]; a returning old master loses what it never replicated), takes
+//! the master's entries for what it holds, and then reports its end as above; it records each
+//! further master epoch once it has data of it.
+//! Either side of a controller-mode group listens on the HA port, but only the master serves:
+//! a broker that is not master closes the connection, and a role change closes every
+//! replication connection (`role_epoch`).
 
 pub(crate) mod acks;
+pub(crate) mod epoch;
 pub(crate) mod master;
 pub(crate) mod slave;
 
-use std::sync::atomic::AtomicBool;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::OnceLock;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use remoting::BrokerAddr;
 use thiserror::Error;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use acks::AckTable;
 
 /// Size of a master -> slave frame header.
 pub(crate) const FRAME_HEADER_LEN: usize = 12;
+/// Most epoch entries a slave accepts in the controller-mode handshake.
+pub(crate) const MAX_EPOCH_ENTRIES: usize = 100_000;
 /// Largest body a slave accepts in one frame (the master sends `haTransferBatchSize`).
 pub(crate) const MAX_FRAME_BODY: usize = 64 * 1024 * 1024;
 
@@ -48,9 +70,36 @@ pub(crate) enum HaError {
     Protocol(String),
 }
 
+/// A role decision of the controllers (NOTIFY_BROKER_ROLE_CHANGED, or an answer to
+/// REGISTER_BROKER / ELECT_MASTER / GET_REPLICA_INFO).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RoleNotice {
+    pub(crate) master_broker_id: Option<i64>,
+    pub(crate) master_address: Option<String>,
+    pub(crate) master_epoch: i32,
+    pub(crate) sync_state_set_epoch: i32,
+    pub(crate) sync_state_set: BTreeSet<i64>,
+}
+
 /// Replication state shared by the handlers and the HA tasks.
 #[derive(Default)]
 pub(crate) struct HaState {
+    /// Controller mode: 0 until the controllers gave this broker a role, then bumped at
+    /// every role change (NameServer registration waits for it and follows it; replication
+    /// connections end when it changes).
+    pub(crate) role_epoch: watch::Sender<u64>,
+    /// Controller mode: this broker's replica id (-1 until assigned; 0 is never assigned).
+    pub(crate) local_id: AtomicI64,
+    /// Controller mode: the epoch file (loaded at start); the master sends its entries in the
+    /// replication handshake, a slave copies them as it replicates their data.
+    pub(crate) epochs: Mutex<Option<epoch::EpochFile>>,
+    /// Controller mode: the latest NOTIFY_BROKER_ROLE_CHANGED, for the replicas task.
+    pub(crate) role_notice: Mutex<Option<RoleNotice>>,
+    /// Wakes the replicas task: a notice arrived, or a slave caught up (SyncStateSet check).
+    pub(crate) replicas_wake: Notify,
+    /// Slave: held for as long as a replication connection appends; a role change takes it
+    /// to know no replicated append is in progress.
+    pub(crate) replica_link: tokio::sync::Mutex<()>,
     /// Master: end offset of the newest write, watched by the connection writers.
     pub(crate) written: watch::Sender<i64>,
     /// Master: slave acknowledgements and the sends waiting for them.
@@ -89,5 +138,25 @@ impl HaState {
             }
             changed
         });
+    }
+
+    /// Controller mode: this broker's replica id, once assigned.
+    pub(crate) fn local_id(&self) -> Option<i64> {
+        let id = self.local_id.load(Ordering::Acquire);
+        (id > 0).then_some(id)
+    }
+
+    /// Controller mode: the newest epoch of the epoch file (0: none).
+    pub(crate) fn last_epoch(&self) -> i32 {
+        self.epochs
+            .lock()
+            .as_ref()
+            .and_then(|f| f.last())
+            .map_or(0, |e| e.epoch)
+    }
+
+    /// Controller mode: records a role change (see `role_epoch`).
+    pub(crate) fn role_changed(&self) {
+        self.role_epoch.send_modify(|e| *e += 1);
     }
 }

@@ -12,6 +12,7 @@ mod forward;
 mod pop;
 mod pull;
 mod query;
+mod replicas;
 mod send;
 mod send_back;
 mod transaction;
@@ -49,6 +50,14 @@ macro_rules! handler {
 /// Request code -> handler, for every code a broker serves; every other code is answered
 /// `REQUEST_CODE_NOT_SUPPORTED` by the remoting server.
 const HANDLERS: &[(i32, Handler)] = &[
+    (
+        RequestCode::NOTIFY_BROKER_ROLE_CHANGED,
+        handler!(replicas::role_changed),
+    ),
+    (
+        RequestCode::EXCHANGE_BROKER_HA_INFO,
+        handler!(replicas::exchange_ha_info),
+    ),
     (RequestCode::SEND_MESSAGE, handler!(send::send_v1)),
     (RequestCode::SEND_MESSAGE_V2, handler!(send::send_v2)),
     (RequestCode::SEND_BATCH_MESSAGE, handler!(send::send_batch)),
@@ -282,7 +291,7 @@ mod tests {
     const SERVED: &[i32] = &[
         10, 310, 320, 11, 14, 15, 30, 31, 32, 29, 38, 34, 35, 41, 42, 46, 36, 37, 12, 33, 17, 215,
         21, 200, 207, 201, 28, 203, 204, 208, 202, 26, 25, 45, 43, 60, 307, 309, 222, 223, 50, 51,
-        52, 53, 200050, 200051, 200151, 200053, 200054,
+        52, 53, 200050, 200051, 200151, 200053, 200054, 1008, 906,
     ];
 
     #[test]

@@ -14,8 +14,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use remoting::headers::CommandHeader;
-use remoting::server::{Connection, Dispatcher};
+use remoting::headers::{BrokerHeartbeatRequestHeader, CommandHeader};
+use remoting::server::{Connection, ConnectionListener, Dispatcher};
 use remoting::{RemotingCommand, RemotingError, RequestCode, ResponseCode};
 
 use crate::raft::{serve_rpc, RAFT_APPEND_ENTRIES, RAFT_INSTALL_SNAPSHOT, RAFT_VOTE};
@@ -127,12 +127,36 @@ pub(crate) fn dispatcher(state: &Arc<ControllerState>) -> Result<Dispatcher, Rem
             }),
         )?;
     }
+    dispatcher.set_listener(Arc::new(BrokerChannels(state.clone())));
     dispatcher.set_default(Arc::new(
         |_conn: Connection, request: RemotingCommand| async move {
             Some(RemotingCommand::not_supported(&request))
         },
     ));
     Ok(dispatcher)
+}
+
+/// Upstream's `onBrokerChannelClose`: a broker whose heartbeat connection closes is dead at
+/// once (a killed broker's kernel closes it), so its group need not wait for the heartbeat
+/// timeout to get a new master.
+struct BrokerChannels(Arc<ControllerState>);
+
+impl ConnectionListener for BrokerChannels {
+    fn on_close(&self, conn: &Connection) {
+        if self.0.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let gone = self.0.liveness.lock().channel_closed(conn.id());
+        if gone.is_empty() {
+            return;
+        }
+        let state = self.0.clone();
+        tokio::spawn(async move {
+            state
+                .masters_lost(gone, "master's connection closed; electing")
+                .await;
+        });
+    }
 }
 
 /// Whether `request` is an operator's (with `aclEnable=true` it needs an admin account): a
@@ -172,6 +196,16 @@ async fn run(
     }
     let code = request.code;
     let fallback = RemotingCommand::response_to(&request, ResponseCode::SYSTEM_ERROR, None);
+    if code == RequestCode::BROKER_HEARTBEAT {
+        if let Ok(h) = BrokerHeartbeatRequestHeader::from_command(&request) {
+            if let Some(id) = h.broker_id {
+                state
+                    .liveness
+                    .lock()
+                    .bind_channel(&h.broker_name, id, conn.id());
+            }
+        }
+    }
     handler(state, request).await.unwrap_or_else(|e| {
         tracing::warn!(code, remote = %conn.remote_addr(), "bad request: {e}");
         fallback.with_remark(e.to_string())

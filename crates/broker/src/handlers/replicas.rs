@@ -1,0 +1,74 @@
+//! Controller-mode requests a broker serves: NOTIFY_BROKER_ROLE_CHANGED (1008, from the
+//! controller leader after an election; handed to the replicas task, which applies it) and
+//! EXCHANGE_BROKER_HA_INFO (906, from a slave that was told this broker is its master: the
+//! answer names this broker's HA address).
+
+use std::sync::Arc;
+
+use remoting::controller_headers::{
+    ElectMasterResponseBody, ExchangeHaInfoResponseHeader, NotifyBrokerRoleChangedRequestHeader,
+};
+use remoting::headers::CommandHeader;
+use remoting::server::Connection;
+use remoting::RemotingCommand;
+
+use super::{header, success, Reply};
+use crate::error::HandlerError;
+use crate::ha::RoleNotice;
+use crate::services::BrokerServices;
+
+/// NOTIFY_BROKER_ROLE_CHANGED: the newest notice (by master epoch) waits for the replicas
+/// task; the controller sends it oneway, so usually nothing is answered.
+pub(super) async fn role_changed(
+    state: Arc<BrokerServices>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    if !state.config().enable_controller_mode {
+        return Err(HandlerError::System(
+            "this broker is not in controller mode (enableControllerMode=false)".into(),
+        ));
+    }
+    let h: NotifyBrokerRoleChangedRequestHeader = header(&req)?;
+    let body: ElectMasterResponseBody = if req.body.is_empty() {
+        ElectMasterResponseBody::default()
+    } else {
+        serde_json::from_slice(&req.body)
+            .map_err(|e| HandlerError::System(format!("bad role-change body: {e}")))?
+    };
+    let notice = RoleNotice {
+        master_broker_id: h.master_broker_id,
+        master_address: h.master_address.filter(|a| !a.is_empty()),
+        master_epoch: h.master_epoch.unwrap_or_default(),
+        sync_state_set_epoch: h.sync_state_set_epoch.unwrap_or_default(),
+        sync_state_set: body.sync_state_set,
+    };
+    tracing::info!(?notice, "controller announced a role change");
+    {
+        let mut slot = state.ha.role_notice.lock();
+        if slot
+            .as_ref()
+            .is_none_or(|n| n.master_epoch <= notice.master_epoch)
+        {
+            *slot = Some(notice);
+        }
+    }
+    state.ha.replicas_wake.notify_one();
+    Ok((!req.is_oneway()).then(|| success(&req)))
+}
+
+/// EXCHANGE_BROKER_HA_INFO: this broker's HA address, broker address and CommitLog end.
+pub(super) async fn exchange_ha_info(
+    state: Arc<BrokerServices>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let mut resp = success(&req);
+    ExchangeHaInfoResponseHeader {
+        master_ha_address: Some(crate::register::ha_server_addr(&state)),
+        master_flush_offset: Some(state.store.commit_log_max_offset()),
+        master_address: Some(state.broker_addr()),
+    }
+    .write_to(&mut resp);
+    Ok(Some(resp))
+}
