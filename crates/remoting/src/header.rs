@@ -101,7 +101,7 @@ struct JsonHeaderIn {
     #[serde(default)]
     code: i32,
     #[serde(default)]
-    language: Option<Value>,
+    language: Text,
     #[serde(default)]
     version: i32,
     #[serde(default)]
@@ -109,46 +109,119 @@ struct JsonHeaderIn {
     #[serde(default)]
     flag: i32,
     #[serde(default)]
-    remark: Option<Value>,
-    #[serde(default)]
-    ext_fields: Option<serde_json::Map<String, Value>>,
+    remark: Text,
+    #[serde(default, deserialize_with = "ext_fields")]
+    ext_fields: HashMap<String, String>,
 }
 
-/// Text of a JSON value as kept in `extFields`/`remark`: strings unquoted, `null` as `None`,
-/// anything else as its compact JSON text.
-fn scalar_text(v: Value) -> Option<String> {
-    match v {
-        Value::Null => None,
-        Value::String(s) => Some(s),
-        other => Some(other.to_string()),
+/// A JSON value as kept in `extFields`/`remark`: strings unquoted, `null` as `None`, anything
+/// else as its compact JSON text. Read straight from the frame, with no `Value` tree.
+#[derive(Default)]
+struct Text(Option<String>);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
+        d.deserialize_any(TextVisitor)
     }
+}
+
+struct TextVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TextVisitor {
+    type Value = Text;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Text, E> {
+        Ok(Text(Some(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Text, E> {
+        Ok(Text(Some(v)))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Text, E> {
+        Ok(Text(Some(v.to_string())))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Text, E> {
+        Ok(Text(Some(v.to_string())))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Text, E> {
+        Ok(Text(Some(v.to_string())))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Text, E> {
+        // As `Value::to_string` writes it (`1.0`, not `1`).
+        Ok(Text(Some(Value::from(v).to_string())))
+    }
+    fn visit_unit<E>(self) -> Result<Text, E> {
+        Ok(Text(None))
+    }
+    fn visit_none<E>(self) -> Result<Text, E> {
+        Ok(Text(None))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Text, A::Error> {
+        let v = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(Text(Some(v.to_string())))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Text, A::Error> {
+        let v = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(Text(Some(v.to_string())))
+    }
+}
+
+/// `extFields` as text by key (`null` values left out; a later duplicate key wins), or empty
+/// when the header has `null` there.
+fn ext_fields<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HashMap<String, String>, D::Error> {
+    struct Fields;
+    impl<'de> serde::de::Visitor<'de> for Fields {
+        type Value = HashMap<String, String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of header fields")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(HashMap::new())
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(HashMap::new())
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = HashMap::with_capacity(map.size_hint().unwrap_or(16));
+            while let Some((k, Text(v))) = map.next_entry::<String, Text>()? {
+                match v {
+                    Some(v) => {
+                        out.insert(k, v);
+                    }
+                    None => {
+                        out.remove(&k);
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(Fields)
 }
 
 /// Decodes a JSON header.
 pub fn decode_json(src: &[u8]) -> Result<RemotingCommand, WireError> {
     let h: JsonHeaderIn =
         serde_json::from_slice(src).map_err(|e| WireError::Json(e.to_string()))?;
-    let language = match h.language {
-        Some(Value::String(name)) => LanguageCode::from_name(&name),
-        _ => None,
-    }
-    .unwrap_or(LanguageCode::Other);
-    let ext_fields = h
-        .ext_fields
-        .map(|m| {
-            m.into_iter()
-                .filter_map(|(k, v)| scalar_text(v).map(|v| (k, v)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let language = h
+        .language
+        .0
+        .and_then(|name| LanguageCode::from_name(&name))
+        .unwrap_or(LanguageCode::Other);
     Ok(RemotingCommand {
         code: h.code,
         language,
         version: h.version,
         opaque: h.opaque,
         flag: h.flag,
-        remark: h.remark.and_then(scalar_text),
-        ext_fields,
+        remark: h.remark.0,
+        ext_fields: h.ext_fields,
         body: Default::default(),
         serialize_type: SerializeType::Json,
     })

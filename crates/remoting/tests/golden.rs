@@ -124,7 +124,7 @@ fn binary_response_with_body() {
 /// values, `remark: null`, unknown keys, unknown or missing language.
 #[test]
 fn tolerant_json_input() {
-    let header = br#"{"code":10,"language":"CPP","version":63,"opaque":3,"flag":0,"remark":"","extFields":{"queueId":5,"unitMode":false,"topic":"T","gone":null,"nested":{"a":[1]}},"x":1}"#;
+    let header = br#"{"code":10,"language":"CPP","version":63,"opaque":3,"flag":0,"remark":"","extFields":{"queueId":5,"unitMode":false,"topic":"T","gone":null,"nested":{"a":[1]},"rate":1.5,"whole":2.0,"twice":"a","twice":null,"list":[1,"b"]},"x":1}"#;
     let cmd = decode_json_frame(header);
     assert_eq!(cmd.language, LanguageCode::Cpp);
     assert_eq!(cmd.ext("queueId"), Some("5"));
@@ -132,6 +132,10 @@ fn tolerant_json_input() {
     assert_eq!(cmd.ext("topic"), Some("T"));
     assert_eq!(cmd.ext("gone"), None);
     assert_eq!(cmd.ext("nested"), Some(r#"{"a":[1]}"#));
+    assert_eq!(cmd.ext("rate"), Some("1.5"));
+    assert_eq!(cmd.ext("whole"), Some("2.0"));
+    assert_eq!(cmd.ext("twice"), None, "a later null wins");
+    assert_eq!(cmd.ext("list"), Some(r#"[1,"b"]"#));
     assert_eq!(cmd.remark.as_deref(), Some(""));
 
     let cmd =
