@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use client::api::ClientApi;
@@ -9,18 +11,22 @@ use client::route::{master_addr, TopicPublishInfo};
 use futures::Stream;
 use proto::v2::messaging_service_server::MessagingService;
 use proto::v2::*;
-use remoting::broker_headers::SendMessageRequestHeader;
-use remoting::message::{now_millis, MessageExt};
+use remoting::broker_headers::{EndTransactionRequestHeader, SendMessageRequestHeader};
+use remoting::headers::CommandHeader;
+use remoting::message::{decode_message_id, now_millis, MessageExt, MessageSysFlag};
 use remoting::pop::{
     pop_handles, real_topic, AckMessageRequestHeader, ChangeInvisibleTimeRequestHeader, ExtraInfo,
     PopMessageRequestHeader,
 };
 use remoting::protocol::{perm, TopicRouteData};
-use remoting::{BrokerAddr, ResponseCode};
+use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response};
 
-use crate::convert::{duration, now_timestamp, to_grpc, to_remoting};
+use crate::convert::{duration, is_transactional, now_timestamp, to_grpc, to_remoting};
 use crate::status::{from_client_error, not_implemented, ok, overall, status};
+use crate::transaction::{HalfHandle, Producers};
 
 type Rpc<T> = Result<Response<T>, tonic::Status>;
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
@@ -36,10 +42,30 @@ const MAX_BODY_SIZE: i32 = 4 * 1024 * 1024;
 /// Most messages one receive asks the broker for (the POP limit).
 const MAX_BATCH: i32 = 32;
 
-/// The service state: a remoting client API and the proxy's own address.
+/// Room for commands queued to one client's Telemetry stream.
+const TELEMETRY_QUEUE: usize = 64;
+
+/// The service state: a remoting client API, the proxy's own address, and the producers whose
+/// Telemetry streams are open here (for transaction check-backs).
 pub struct Messaging {
-    api: ClientApi,
+    api: Arc<ClientApi>,
     local_addr: SocketAddr,
+    producers: Arc<Producers>,
+    /// Ends the Telemetry streams when the proxy stops.
+    stop: CancellationToken,
+    /// The tasks reading Telemetry streams.
+    tasks: TaskTracker,
+    next_stream: AtomicU64,
+}
+
+/// The client id a call carries (`x-mq-client-id`, as upstream's clients send it).
+fn client_id<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get("x-mq-client-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 fn name(r: Option<&Resource>) -> &str {
@@ -90,8 +116,21 @@ fn topic_resource(topic: &str) -> Resource {
 }
 
 impl Messaging {
-    pub fn new(api: ClientApi, local_addr: SocketAddr) -> Self {
-        Messaging { api, local_addr }
+    pub fn new(
+        api: Arc<ClientApi>,
+        local_addr: SocketAddr,
+        producers: Arc<Producers>,
+        stop: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
+        Messaging {
+            api,
+            local_addr,
+            producers,
+            stop,
+            tasks,
+            next_stream: AtomicU64::new(0),
+        }
     }
 
     /// The endpoints clients are told about: the ones they reached the proxy at (as upstream),
@@ -187,13 +226,23 @@ impl Messaging {
             )
         })?;
         let addr = Self::master(route, &mq.broker_name)?;
+        let transactional = is_transactional(m);
         let header = SendMessageRequestHeader {
-            producer_group: PROXY_PRODUCER_GROUP.into(),
+            // A transaction's group is its topic (see `transaction`).
+            producer_group: if transactional {
+                topic.to_string()
+            } else {
+                PROXY_PRODUCER_GROUP.into()
+            },
             topic: topic.to_string(),
             default_topic: "TBW102".into(),
             default_topic_queue_nums: 4,
             queue_id: mq.queue_id,
-            sys_flag: 0,
+            sys_flag: if transactional {
+                MessageSysFlag::TRANSACTION_PREPARED_TYPE
+            } else {
+                0
+            },
             born_timestamp: now_millis(),
             flag: msg.flag,
             properties: Some(msg.properties.to_wire_string()),
@@ -225,10 +274,26 @@ impl Messaging {
                 }
                 s
             })?;
+        let transaction_id = if transactional {
+            let (_, commit_log_offset) = decode_message_id(&sent.offset_msg_id).map_err(|e| {
+                status(
+                    Code::InternalServerError,
+                    format!("broker answered a bad message id: {e}"),
+                )
+            })?;
+            HalfHandle {
+                tran_state_table_offset: sent.queue_offset,
+                commit_log_offset,
+                broker_name: mq.broker_name.clone(),
+            }
+            .to_string()
+        } else {
+            sent.transaction_id.unwrap_or_default()
+        };
         Ok(SendResultEntry {
             status: Some(ok()),
             message_id: id,
-            transaction_id: sent.transaction_id.unwrap_or_default(),
+            transaction_id,
             offset: sent.queue_offset,
             recall_handle: String::new(),
         })
@@ -399,6 +464,62 @@ impl Messaging {
             ..handle
         }
         .to_string())
+    }
+
+    /// EndTransaction as END_TRANSACTION to the master of the half message's group (two-way,
+    /// so a refusal reaches the client; upstream sends it oneway and answers OK).
+    async fn end(&self, req: &EndTransactionRequest) -> Result<(), Status> {
+        let topic = name(req.topic.as_ref());
+        if req.transaction_id.is_empty() {
+            return Err(status(
+                Code::InvalidTransactionId,
+                "transaction id cannot be empty",
+            ));
+        }
+        let half = HalfHandle::parse(&req.transaction_id).ok_or_else(|| {
+            status(
+                Code::InvalidTransactionId,
+                format!(
+                    "{} is not a transaction id of this proxy",
+                    req.transaction_id
+                ),
+            )
+        })?;
+        let commit_or_rollback = match TransactionResolution::try_from(req.resolution) {
+            Ok(TransactionResolution::Commit) => MessageSysFlag::TRANSACTION_COMMIT_TYPE,
+            Ok(TransactionResolution::Rollback) => MessageSysFlag::TRANSACTION_ROLLBACK_TYPE,
+            _ => MessageSysFlag::TRANSACTION_NOT_TYPE,
+        };
+        let route = self.route(topic).await?;
+        let addr = Self::master(&route, &half.broker_name)?;
+        let header = EndTransactionRequestHeader {
+            topic: Some(topic.to_string()),
+            producer_group: topic.to_string(),
+            tran_state_table_offset: half.tran_state_table_offset,
+            commit_log_offset: half.commit_log_offset,
+            commit_or_rollback,
+            from_transaction_check: TransactionSource::try_from(req.source)
+                == Ok(TransactionSource::SourceServerCheck),
+            msg_id: req.message_id.clone(),
+            transaction_id: Some(req.message_id.clone()),
+            bname: Some(half.broker_name.clone()),
+        };
+        let mut cmd = RemotingCommand::request(RequestCode::END_TRANSACTION);
+        header.write_to(&mut cmd);
+        let resp = self
+            .api
+            .transport()
+            .invoke(&addr, cmd, self.api.timeout())
+            .await
+            .map_err(|e| from_client_error(&client::ClientError::from(e)))?;
+        if resp.code != ResponseCode::SUCCESS {
+            return Err(from_client_error(&client::ClientError::Broker {
+                addr: addr.to_string(),
+                code: resp.code,
+                remark: resp.remark_str().to_string(),
+            }));
+        }
+        Ok(())
     }
 
     /// The settings answered to a client's (upstream's `ClientActivity` defaults): what the
@@ -689,45 +810,82 @@ impl MessagingService for Messaging {
 
     async fn end_transaction(
         &self,
-        _request: Request<EndTransactionRequest>,
+        request: Request<EndTransactionRequest>,
     ) -> Rpc<EndTransactionResponse> {
-        Ok(Response::new(EndTransactionResponse {
-            status: Some(not_implemented("EndTransaction")),
-        }))
+        let st = match self.end(request.get_ref()).await {
+            Ok(()) => ok(),
+            Err(s) => s,
+        };
+        Ok(Response::new(EndTransactionResponse { status: Some(st) }))
     }
 
     type TelemetryStream = BoxStream<TelemetryCommand>;
 
-    /// Answers each settings command with the settings the client is to use; other commands
-    /// (thread stack traces, verify results) need no answer.
+    /// Answers each settings command with the settings the client is to use; a producer's
+    /// stream is registered for its topics' transaction check-backs until it ends (or the
+    /// proxy stops). Other commands (thread stack traces, verify results) need no answer.
     async fn telemetry(
         &self,
         request: Request<tonic::Streaming<TelemetryCommand>>,
     ) -> Rpc<Self::TelemetryStream> {
-        use futures::StreamExt;
-        let inbound = request.into_inner();
-        let out = inbound.filter_map(|cmd| async move {
-            match cmd {
-                Ok(TelemetryCommand {
-                    command: Some(telemetry_command::Command::Settings(s)),
-                    ..
-                }) => Some(Ok(TelemetryCommand {
+        let client = client_id(&request);
+        let mut inbound = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(TELEMETRY_QUEUE);
+        let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let producers = self.producers.clone();
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            loop {
+                let cmd = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    cmd = inbound.message() => cmd,
+                };
+                let settings = match cmd {
+                    Ok(Some(TelemetryCommand {
+                        command: Some(telemetry_command::Command::Settings(s)),
+                        ..
+                    })) => s,
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(client = %client, error = %e, "telemetry stream failed");
+                        break;
+                    }
+                };
+                if let Some(settings::PubSub::Publishing(p)) = &settings.pub_sub {
+                    let groups = p
+                        .topics
+                        .iter()
+                        .map(|t| t.name.clone())
+                        .filter(|t| !t.is_empty())
+                        .collect();
+                    producers.register(stream, &client, groups, tx.clone());
+                }
+                let answer = TelemetryCommand {
                     status: Some(ok()),
                     command: Some(telemetry_command::Command::Settings(
-                        Messaging::answer_settings(s),
+                        Messaging::answer_settings(settings),
                     )),
-                })),
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
+                };
+                if tx.send(Ok(answer)).await.is_err() {
+                    break;
+                }
             }
+            producers.unregister(stream);
         });
-        Ok(Response::new(Box::pin(out)))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn notify_client_termination(
         &self,
-        _request: Request<NotifyClientTerminationRequest>,
+        request: Request<NotifyClientTerminationRequest>,
     ) -> Rpc<NotifyClientTerminationResponse> {
+        let client = client_id(&request);
+        if !client.is_empty() {
+            self.producers.unregister_client(&client);
+        }
         Ok(Response::new(NotifyClientTerminationResponse {
             status: Some(ok()),
         }))

@@ -1,6 +1,7 @@
 //! The gRPC endpoint against a real NameServer and broker on 127.0.0.1 (ephemeral ports, temp
 //! dirs), through a tonic client: route, send (normal and timer), assignment, receive, ack,
-//! change of invisible duration, stale and malformed receipt handles, telemetry settings.
+//! change of invisible duration, stale and malformed receipt handles, telemetry settings,
+//! transactions (commit, rollback, and the broker's check-back over the Telemetry stream).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -39,6 +40,10 @@ struct Env {
 }
 
 async fn start() -> Env {
+    start_with(|_| {}).await
+}
+
+async fn start_with(tune: impl FnOnce(&mut BrokerConfig)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let namesrv = NameServer::start(NamesrvConfig {
         listen_port: 0,
@@ -48,7 +53,7 @@ async fn start() -> Env {
     })
     .await
     .unwrap();
-    let broker = Broker::start(BrokerConfig {
+    let mut config = BrokerConfig {
         broker_name: "broker-a".into(),
         namesrv_addr: namesrv.local_addr().to_string(),
         listen_port: 0,
@@ -59,9 +64,9 @@ async fn start() -> Env {
         mapped_file_size_consume_queue: 20 * 1000,
         register_name_server_period: 1_000,
         ..BrokerConfig::default()
-    })
-    .await
-    .unwrap();
+    };
+    tune(&mut config);
+    let broker = Broker::start(config).await.unwrap();
     let admin = RemotingClient::new(Default::default());
     let req = RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_TOPIC)
         .with_ext("topic", TOPIC)
@@ -133,30 +138,45 @@ impl Env {
         deliver_at: Option<i64>,
         group: Option<&str>,
     ) -> SendMessageResponse {
-        let m = Message {
-            topic: res(TOPIC),
-            user_properties: [("k".to_string(), "v".to_string())].into(),
-            system_properties: Some(SystemProperties {
-                tag: Some("TagA".into()),
-                message_id: id.into(),
-                message_type: if deliver_at.is_some() {
-                    MessageType::Delay
-                } else if group.is_some() {
-                    MessageType::Fifo
-                } else {
-                    MessageType::Normal
-                } as i32,
-                message_group: group.map(str::to_string),
-                delivery_timestamp: deliver_at.map(|ms| prost_types::Timestamp {
-                    seconds: ms / 1000,
-                    nanos: ((ms % 1000) * 1_000_000) as i32,
-                }),
-                ..Default::default()
-            }),
-            body: body.as_bytes().to_vec().into(),
-        };
+        let m = message(id, body, deliver_at, group);
         self.client
             .send_message(SendMessageRequest { messages: vec![m] })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn send_transactional(&mut self, id: &str, body: &str) -> SendResultEntry {
+        let mut m = message(id, body, None, None);
+        if let Some(s) = m.system_properties.as_mut() {
+            s.message_type = MessageType::Transaction as i32;
+        }
+        let r = self
+            .client
+            .send_message(SendMessageRequest { messages: vec![m] })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+        r.entries.into_iter().next().unwrap()
+    }
+
+    async fn end_transaction(
+        &mut self,
+        id: &str,
+        transaction_id: &str,
+        resolution: TransactionResolution,
+        source: TransactionSource,
+    ) -> EndTransactionResponse {
+        self.client
+            .end_transaction(EndTransactionRequest {
+                topic: res(TOPIC),
+                message_id: id.into(),
+                transaction_id: transaction_id.into(),
+                resolution: resolution as i32,
+                source: source as i32,
+                trace_context: String::new(),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -243,6 +263,31 @@ impl Env {
         self.proxy.shutdown().await;
         self.broker.shutdown().await;
         self.namesrv.shutdown().await;
+    }
+}
+
+fn message(id: &str, body: &str, deliver_at: Option<i64>, group: Option<&str>) -> Message {
+    Message {
+        topic: res(TOPIC),
+        user_properties: [("k".to_string(), "v".to_string())].into(),
+        system_properties: Some(SystemProperties {
+            tag: Some("TagA".into()),
+            message_id: id.into(),
+            message_type: if deliver_at.is_some() {
+                MessageType::Delay
+            } else if group.is_some() {
+                MessageType::Fifo
+            } else {
+                MessageType::Normal
+            } as i32,
+            message_group: group.map(str::to_string),
+            delivery_timestamp: deliver_at.map(|ms| prost_types::Timestamp {
+                seconds: ms / 1000,
+                nanos: ((ms % 1000) * 1_000_000) as i32,
+            }),
+            ..Default::default()
+        }),
+        body: body.as_bytes().to_vec().into(),
     }
 }
 
@@ -432,5 +477,138 @@ async fn timer_not_early_fifo_group_one_queue_and_telemetry_settings() {
     };
     assert!(s.backoff_policy.is_some());
     drop(tx);
+    env.stop().await;
+}
+
+/// Opens a Telemetry stream as producer `client` of TOPIC; returns the stream's sender (the
+/// stream lives while it is held) and the commands the proxy sends, after the settings answer.
+async fn producer_telemetry(
+    env: &mut Env,
+    client: &str,
+) -> (
+    tokio::sync::mpsc::Sender<TelemetryCommand>,
+    tonic::Streaming<TelemetryCommand>,
+) {
+    let settings = Settings {
+        client_type: Some(ClientType::Producer as i32),
+        pub_sub: Some(settings::PubSub::Publishing(Publishing {
+            topics: vec![Resource {
+                resource_namespace: String::new(),
+                name: TOPIC.into(),
+            }],
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(TelemetryCommand {
+        status: None,
+        command: Some(telemetry_command::Command::Settings(settings)),
+    })
+    .await
+    .unwrap();
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut()
+        .insert("x-mq-client-id", client.parse().unwrap());
+    let mut answers = env.client.telemetry(req).await.unwrap().into_inner();
+    let first = answers.message().await.unwrap().unwrap();
+    assert!(
+        matches!(first.command, Some(telemetry_command::Command::Settings(_))),
+        "{first:?}"
+    );
+    (tx, answers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transactions_commit_rollback_and_check_back_over_telemetry() {
+    let mut env = start_with(|c| {
+        c.transaction_check_interval = 200;
+        c.transaction_time_out = 500;
+    })
+    .await;
+    let (_telemetry, mut commands) = producer_telemetry(&mut env, "producer-1").await;
+
+    let a = env.send_transactional("ID-A", "tx-commit").await;
+    let b = env.send_transactional("ID-B", "tx-rollback").await;
+    assert!(!a.transaction_id.is_empty());
+    let r = env
+        .end_transaction(
+            "ID-A",
+            &a.transaction_id,
+            TransactionResolution::Commit,
+            TransactionSource::SourceClient,
+        )
+        .await;
+    assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+    let r = env
+        .end_transaction(
+            "ID-B",
+            &b.transaction_id,
+            TransactionResolution::Rollback,
+            TransactionSource::SourceClient,
+        )
+        .await;
+    assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+    // A transaction id the proxy did not make.
+    let r = env
+        .end_transaction(
+            "ID-A",
+            "not-a-transaction-id",
+            TransactionResolution::Commit,
+            TransactionSource::SourceClient,
+        )
+        .await;
+    assert_eq!(code(&r.status), Code::InvalidTransactionId, "{r:?}");
+
+    // C is left open: the broker's check comes over the producer's Telemetry stream, and the
+    // answer to it commits C.
+    env.send_transactional("ID-C", "tx-checked").await;
+    let check = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let cmd = commands.message().await.unwrap().unwrap();
+            if let Some(telemetry_command::Command::RecoverOrphanedTransactionCommand(c)) =
+                cmd.command
+            {
+                let m = c.message.clone().unwrap();
+                if m.system_properties.as_ref().unwrap().message_id == "ID-C" {
+                    return c;
+                }
+            }
+        }
+    })
+    .await
+    .expect("no transaction check-back for ID-C");
+    let m = check.message.as_ref().unwrap();
+    assert_eq!(body(m), "tx-checked");
+    assert_eq!(m.topic.as_ref().unwrap().name, TOPIC);
+    assert_eq!(
+        m.system_properties.as_ref().unwrap().message_type,
+        MessageType::Transaction as i32
+    );
+    let r = env
+        .end_transaction(
+            "ID-C",
+            &check.transaction_id,
+            TransactionResolution::Commit,
+            TransactionSource::SourceServerCheck,
+        )
+        .await;
+    assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+
+    let mut got = env.receive_n(2, Duration::from_secs(30)).await;
+    got.sort_by_key(body);
+    assert_eq!(
+        got.iter().map(body).collect::<Vec<_>>(),
+        ["tx-checked", "tx-commit"]
+    );
+    for m in &got {
+        assert_eq!(code(&env.ack(m).await.status), Code::Ok);
+    }
+    // The rolled back B never comes.
+    let more = env.receive(Duration::from_secs(30)).await;
+    assert!(
+        !more.iter().any(|c| matches!(c, Content::Message(_))),
+        "{more:?}"
+    );
     env.stop().await;
 }
