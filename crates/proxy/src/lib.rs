@@ -9,6 +9,7 @@
 
 mod config;
 mod convert;
+mod receipt;
 mod service;
 mod status;
 mod transaction;

@@ -11,7 +11,9 @@ use client::route::{master_addr, TopicPublishInfo};
 use futures::Stream;
 use proto::v2::messaging_service_server::MessagingService;
 use proto::v2::*;
-use remoting::broker_headers::{EndTransactionRequestHeader, SendMessageRequestHeader};
+use remoting::broker_headers::{
+    ConsumerSendMsgBackRequestHeader, EndTransactionRequestHeader, SendMessageRequestHeader,
+};
 use remoting::headers::CommandHeader;
 use remoting::message::{decode_message_id, now_millis, MessageExt, MessageSysFlag};
 use remoting::pop::{
@@ -25,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response};
 
 use crate::convert::{duration, is_transactional, now_timestamp, to_grpc, to_remoting};
+use crate::receipt::Receipt;
 use crate::status::{from_client_error, not_implemented, ok, overall, status};
 use crate::transaction::{HalfHandle, Producers};
 
@@ -39,6 +42,8 @@ const DEFAULT_LONG_POLLING: Duration = Duration::from_secs(20);
 const SEND_TIMEOUT: Duration = Duration::from_secs(3);
 /// Upstream's `maxMessageSize` default, told to producers in their settings.
 const MAX_BODY_SIZE: i32 = 4 * 1024 * 1024;
+/// How long a forward to the DLQ may take at the broker (upstream's send-back timeout).
+const SEND_BACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most messages one receive asks the broker for (the POP limit).
 const MAX_BATCH: i32 = 32;
 
@@ -394,9 +399,10 @@ impl Messaging {
         group: &str,
         topic: &str,
         receipt_handle: &str,
-    ) -> Result<(BrokerAddr, ExtraInfo, String, i64), Status> {
-        let handle = ExtraInfo::parse(receipt_handle)
+    ) -> Result<(BrokerAddr, Receipt, String, i64), Status> {
+        let receipt = Receipt::parse(receipt_handle)
             .map_err(|e| status(Code::InvalidReceiptHandle, e.to_string()))?;
+        let handle = &receipt.info;
         let offset = handle
             .queue_offset
             .ok_or_else(|| status(Code::InvalidReceiptHandle, "receipt handle has no offset"))?;
@@ -409,15 +415,16 @@ impl Messaging {
         let route = self.route(topic).await?;
         let addr = Self::master(&route, &handle.broker_name)?;
         let real = real_topic(topic, group, handle.retry);
-        Ok((addr, handle, real, offset))
+        Ok((addr, receipt, real, offset))
     }
 
     async fn ack_one(&self, group: &str, topic: &str, e: &AckMessageEntry) -> Status {
-        let (addr, handle, real, offset) =
+        let (addr, receipt, real, offset) =
             match self.handle_target(group, topic, &e.receipt_handle).await {
                 Ok(t) => t,
                 Err(s) => return s,
             };
+        let handle = receipt.info;
         let header = AckMessageRequestHeader {
             consumer_group: group.to_string(),
             topic: real,
@@ -439,9 +446,10 @@ impl Messaging {
         let topic = name(req.topic.as_ref());
         let invisible = duration(req.invisible_duration.as_ref())
             .ok_or_else(|| status(Code::IllegalInvisibleTime, "invisible duration is required"))?;
-        let (addr, handle, real, offset) = self
+        let (addr, receipt, real, offset) = self
             .handle_target(group, topic, &req.receipt_handle)
             .await?;
+        let handle = receipt.info;
         let header = ChangeInvisibleTimeRequestHeader {
             consumer_group: group.to_string(),
             topic: real,
@@ -455,15 +463,65 @@ impl Messaging {
             .change_invisible_time(&addr, &header)
             .await
             .map_err(|e| from_client_error(&e))?;
-        Ok(ExtraInfo {
-            ck_queue_offset: offset,
-            pop_time: r.pop_time,
-            invisible_time: r.invisible_time,
-            revive_qid: r.revive_qid,
-            queue_offset: Some(offset),
-            ..handle
+        Ok(Receipt {
+            info: ExtraInfo {
+                ck_queue_offset: offset,
+                pop_time: r.pop_time,
+                invisible_time: r.invisible_time,
+                revive_qid: r.revive_qid,
+                queue_offset: Some(offset),
+                ..handle
+            },
+            commit_log_offset: receipt.commit_log_offset,
         }
         .to_string())
+    }
+
+    /// ForwardMessageToDeadLetterQueue as upstream's proxy does it: CONSUMER_SEND_MSG_BACK with
+    /// delay level -1 (straight to `%DLQ%<group>`, the broker's one DLQ rule) to the master of
+    /// the message's group as the route lists it (the acting master while the master is gone,
+    /// which forwards it to a live master), then an ack of the handle. Only a broker address
+    /// can be given here: this never goes to a NameServer.
+    async fn forward_to_dlq(
+        &self,
+        req: &ForwardMessageToDeadLetterQueueRequest,
+    ) -> Result<(), Status> {
+        let group = name(req.group.as_ref());
+        let topic = name(req.topic.as_ref());
+        let (addr, receipt, real, offset) = self
+            .handle_target(group, topic, &req.receipt_handle)
+            .await?;
+        let commit_log_offset = receipt
+            .commit_log_offset
+            .ok_or_else(|| status(Code::InvalidReceiptHandle, "commit log offset is empty"))?;
+        let handle = receipt.info;
+        let header = ConsumerSendMsgBackRequestHeader {
+            offset: commit_log_offset,
+            group: group.to_string(),
+            delay_level: -1,
+            origin_msg_id: Some(req.message_id.clone()).filter(|m| !m.is_empty()),
+            origin_topic: Some(real.clone()),
+            unit_mode: false,
+            max_reconsume_times: Some(0),
+            bname: Some(handle.broker_name.clone()),
+        };
+        self.api
+            .consumer_send_msg_back(&addr, &header, SEND_BACK_TIMEOUT)
+            .await
+            .map_err(|e| from_client_error(&e))?;
+        let ack = AckMessageRequestHeader {
+            consumer_group: group.to_string(),
+            topic: real,
+            queue_id: handle.queue_id,
+            extra_info: handle.to_string(),
+            offset,
+        };
+        // The copy is in the DLQ: a failed ack only means the message may be handed out once
+        // more (upstream ignores it too).
+        if let Err(e) = self.api.ack_message(&addr, &ack).await {
+            tracing::debug!(error = %e, "ack after a forward to the DLQ failed");
+        }
+        Ok(())
     }
 
     /// EndTransaction as END_TRANSACTION to the master of the half message's group (two-way,
@@ -717,9 +775,12 @@ impl MessagingService for Messaging {
             Ok(Some((messages, handles, topic, invisible))) => {
                 let mut out = vec![answer(ok())];
                 out.extend(messages.iter().zip(handles).map(|(m, h)| {
-                    let handle = ExtraInfo {
-                        queue_offset: Some(m.queue_offset),
-                        ..h
+                    let handle = Receipt {
+                        info: ExtraInfo {
+                            queue_offset: Some(m.queue_offset),
+                            ..h
+                        },
+                        commit_log_offset: Some(m.commit_log_offset),
                     };
                     ReceiveMessageResponse {
                         content: Some(Content::Message(to_grpc(
@@ -762,10 +823,14 @@ impl MessagingService for Messaging {
 
     async fn forward_message_to_dead_letter_queue(
         &self,
-        _request: Request<ForwardMessageToDeadLetterQueueRequest>,
+        request: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> Rpc<ForwardMessageToDeadLetterQueueResponse> {
+        let st = match self.forward_to_dlq(request.get_ref()).await {
+            Ok(()) => ok(),
+            Err(s) => s,
+        };
         Ok(Response::new(ForwardMessageToDeadLetterQueueResponse {
-            status: Some(not_implemented("ForwardMessageToDeadLetterQueue")),
+            status: Some(st),
         }))
     }
 

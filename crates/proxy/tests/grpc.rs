@@ -184,12 +184,22 @@ impl Env {
 
     /// One receive: its stream items.
     async fn receive(&mut self, invisible: Duration) -> Vec<Content> {
+        self.receive_from(TOPIC, GROUP, invisible).await
+    }
+
+    /// One receive from `topic` as `group`: its stream items.
+    async fn receive_from(
+        &mut self,
+        topic: &str,
+        group: &str,
+        invisible: Duration,
+    ) -> Vec<Content> {
         let mut stream = self
             .client
             .receive_message(ReceiveMessageRequest {
-                group: res(GROUP),
+                group: res(group),
                 message_queue: Some(MessageQueue {
-                    topic: res(TOPIC),
+                    topic: res(topic),
                     id: -1,
                     ..Default::default()
                 }),
@@ -218,11 +228,22 @@ impl Env {
 
     /// Receives until `n` messages came.
     async fn receive_n(&mut self, n: usize, invisible: Duration) -> Vec<Message> {
+        self.receive_n_from(TOPIC, GROUP, n, invisible).await
+    }
+
+    /// Receives from `topic` as `group` until `n` messages came.
+    async fn receive_n_from(
+        &mut self,
+        topic: &str,
+        group: &str,
+        n: usize,
+        invisible: Duration,
+    ) -> Vec<Message> {
         let until = Instant::now() + DEADLINE;
         let mut got = Vec::new();
         while got.len() < n {
             assert!(Instant::now() < until, "received {} of {n}", got.len());
-            let items = self.receive(invisible).await;
+            let items = self.receive_from(topic, group, invisible).await;
             if items.iter().any(|c| matches!(c, Content::Message(_))) {
                 assert!(
                     matches!(&items[0], Content::Status(s) if s.code == Code::Ok as i32),
@@ -609,6 +630,55 @@ async fn transactions_commit_rollback_and_check_back_over_telemetry() {
     assert!(
         !more.iter().any(|c| matches!(c, Content::Message(_))),
         "{more:?}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forward_to_dead_letter_queue_then_read_it_from_the_dlq() {
+    let mut env = start().await;
+    let r = env.send("ID-D", "to-dlq", None).await;
+    assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+    let got = env.receive_n(1, Duration::from_secs(30)).await;
+    let forward = |receipt_handle: String| ForwardMessageToDeadLetterQueueRequest {
+        group: res(GROUP),
+        topic: res(TOPIC),
+        receipt_handle,
+        message_id: "ID-D".into(),
+        delivery_attempt: 1,
+        max_delivery_attempts: 16,
+        lite_topic: None,
+    };
+    // A handle without the CommitLog offset (the POP handle alone) cannot be forwarded.
+    let pop_handle = handle(&got[0]).rsplit_once(' ').unwrap().0.to_string();
+    let r = env
+        .client
+        .forward_message_to_dead_letter_queue(forward(pop_handle))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), Code::InvalidReceiptHandle, "{r:?}");
+    let r = env
+        .client
+        .forward_message_to_dead_letter_queue(forward(handle(&got[0])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+    // The forward acked the handle.
+    assert_eq!(
+        code(&env.ack(&got[0]).await.status),
+        Code::InvalidReceiptHandle
+    );
+    // The copy is in %DLQ%<group>, with its id.
+    let dlq = format!("%DLQ%{GROUP}");
+    let copies = env
+        .receive_n_from(&dlq, "GID_dlq_reader", 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(body(&copies[0]), "to-dlq");
+    assert_eq!(
+        copies[0].system_properties.as_ref().unwrap().message_id,
+        "ID-D"
     );
     env.stop().await;
 }
