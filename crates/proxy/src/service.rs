@@ -1,10 +1,11 @@
 //! `MessagingService`: each call as remoting requests (upstream's proxy activities).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use client::api::ClientApi;
 use client::route::{master_addr, TopicPublishInfo};
@@ -12,13 +13,14 @@ use futures::Stream;
 use proto::v2::messaging_service_server::MessagingService;
 use proto::v2::*;
 use remoting::broker_headers::{
-    ConsumerSendMsgBackRequestHeader, EndTransactionRequestHeader, SendMessageRequestHeader,
+    ConsumerSendMsgBackRequestHeader, EndTransactionRequestHeader,
+    GetSubscriptionGroupConfigRequestHeader, SendMessageRequestHeader,
 };
 use remoting::headers::CommandHeader;
 use remoting::message::{decode_message_id, now_millis, MessageExt, MessageSysFlag};
 use remoting::pop::{
-    pop_handles, real_topic, AckMessageRequestHeader, ChangeInvisibleTimeRequestHeader, ExtraInfo,
-    PopMessageRequestHeader,
+    parse_offset_info, pop_handles, real_topic, retry_mark, AckMessageRequestHeader,
+    ChangeInvisibleTimeRequestHeader, ExtraInfo, PopMessageRequestHeader,
 };
 use remoting::protocol::{perm, TopicRouteData};
 use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
@@ -47,6 +49,8 @@ const SEND_BACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most messages one receive asks the broker for (the POP limit).
 const MAX_BATCH: i32 = 32;
 
+/// How long whether a group is FIFO is remembered (a group made FIFO takes effect within it).
+const FIFO_CACHE: Duration = Duration::from_secs(10);
 /// Room for commands queued to one client's Telemetry stream.
 const TELEMETRY_QUEUE: usize = 64;
 
@@ -61,6 +65,8 @@ pub struct Messaging {
     /// The tasks reading Telemetry streams.
     tasks: TaskTracker,
     next_stream: AtomicU64,
+    /// Whether a group is FIFO, and when that was asked (see [`FIFO_CACHE`]).
+    fifo_groups: parking_lot::Mutex<HashMap<String, (bool, Instant)>>,
 }
 
 /// The client id a call carries (`x-mq-client-id`, as upstream's clients send it).
@@ -135,6 +141,7 @@ impl Messaging {
             stop,
             tasks,
             next_stream: AtomicU64::new(0),
+            fifo_groups: Default::default(),
         }
     }
 
@@ -304,6 +311,50 @@ impl Messaging {
         })
     }
 
+    /// Whether `group` is a FIFO group (`consumeMessageOrderly` in its config at the broker
+    /// `addr`; GET_SUBSCRIPTIONGROUP_CONFIG), as upstream's proxy decides an orderly receive.
+    /// A group the broker does not know is not FIFO; an answer is remembered for
+    /// [`FIFO_CACHE`], a failure is not.
+    async fn is_fifo(&self, addr: &BrokerAddr, group: &str) -> bool {
+        let now = Instant::now();
+        if let Some((fifo, at)) = self.fifo_groups.lock().get(group) {
+            if now.duration_since(*at) < FIFO_CACHE {
+                return *fifo;
+            }
+        }
+        let mut cmd = RemotingCommand::request(RequestCode::GET_SUBSCRIPTIONGROUP_CONFIG);
+        GetSubscriptionGroupConfigRequestHeader {
+            group: group.to_string(),
+        }
+        .write_to(&mut cmd);
+        let fifo = match self
+            .api
+            .transport()
+            .invoke(addr, cmd, self.api.timeout())
+            .await
+        {
+            Ok(r) if r.code == ResponseCode::SUCCESS => {
+                serde_json::from_slice::<serde_json::Value>(&r.body)
+                    .ok()
+                    .and_then(|v| v.get("consumeMessageOrderly")?.as_bool())
+                    .unwrap_or(false)
+            }
+            Ok(r) if r.code == ResponseCode::SUBSCRIPTION_GROUP_NOT_EXIST => false,
+            Ok(r) => {
+                tracing::debug!(%group, code = r.code, "cannot tell whether the group is FIFO");
+                return false;
+            }
+            Err(e) => {
+                tracing::debug!(%group, error = %e, "cannot tell whether the group is FIFO");
+                return false;
+            }
+        };
+        let mut cache = self.fifo_groups.lock();
+        cache.retain(|_, (_, at)| now.duration_since(*at) < FIFO_CACHE);
+        cache.insert(group.to_string(), (fifo, now));
+        fifo
+    }
+
     /// The POP for a receive; `Ok(None)` when nothing came within the long polling time.
     async fn pop(
         &self,
@@ -359,9 +410,10 @@ impl Messaging {
             init_mode: 0,
             exp_type: Some("TAG".into()),
             exp: Some(exp),
-            order: Some(false),
+            order: Some(self.is_fifo(&addr, group).await),
             attempt_id: req.attempt_id.clone(),
         };
+        let order = header.order == Some(true);
         let raw = self
             .api
             .pop_message(&addr, &header, polling + self.api.timeout())
@@ -386,8 +438,24 @@ impl Messaging {
                 }))
             }
         }
-        let messages = MessageExt::decode_all(&raw.body, true)
+        let mut messages = MessageExt::decode_all(&raw.body, true)
             .map_err(|e| status(Code::InternalServerError, format!("broker answer: {e}")))?;
+        if order {
+            // An orderly pop counts a queue's deliveries in `orderCountInfo` (as upstream's
+            // client reads it): the attempt of a batch handed out again.
+            let counts = parse_offset_info(raw.header.order_count_info.as_deref().unwrap_or(""))
+                .map_err(|e| status(Code::InternalServerError, format!("broker answer: {e}")))?;
+            for m in &mut messages {
+                let mark = retry_mark(&m.message.topic);
+                if let Some(n) = counts
+                    .iter()
+                    .find(|(k, q, _)| *k == mark && *q == m.queue_id)
+                    .and_then(|(_, _, v)| v.parse::<i32>().ok())
+                {
+                    m.reconsume_times = m.reconsume_times.max(n);
+                }
+            }
+        }
         let handles = pop_handles(&raw.header, &messages, &broker_name)
             .map_err(|e| status(Code::InternalServerError, format!("broker answer: {e}")))?;
         Ok(Some((messages, handles, topic, invisible)))

@@ -263,6 +263,24 @@ impl Env {
         self.ack_handle(&handle(m)).await
     }
 
+    async fn ack_as(&mut self, group: &str, m: &Message) -> Code {
+        let r = self
+            .client
+            .ack_message(AckMessageRequest {
+                group: res(group),
+                topic: res(TOPIC),
+                entries: vec![AckMessageEntry {
+                    message_id: String::new(),
+                    receipt_handle: handle(m),
+                    lite_topic: None,
+                }],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        code(&r.status)
+    }
+
     async fn ack_handle(&mut self, receipt_handle: &str) -> AckMessageResponse {
         self.client
             .ack_message(AckMessageRequest {
@@ -679,6 +697,98 @@ async fn forward_to_dead_letter_queue_then_read_it_from_the_dlq() {
     assert_eq!(
         copies[0].system_properties.as_ref().unwrap().message_id,
         "ID-D"
+    );
+    env.stop().await;
+}
+
+/// Creates consumer group `group` at the broker, FIFO when `orderly`.
+async fn create_group(env: &Env, group: &str, orderly: bool) {
+    let admin = RemotingClient::new(Default::default());
+    let body = format!(
+        r#"{{"groupName":"{group}","consumeEnable":true,"consumeMessageOrderly":{orderly},"retryMaxTimes":16,"retryQueueNums":1}}"#
+    );
+    let req = RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+        .with_body(body.into_bytes());
+    let addr = BrokerAddr::parse(&env.broker.local_addr().to_string()).unwrap();
+    let resp = admin
+        .invoke(&addr, req, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(resp.code, 0, "{}", resp.remark_str());
+    admin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifo_group_receives_in_order_and_a_batch_not_acked_blocks_its_queue() {
+    const FIFO_GROUP: &str = "GID_fifo";
+    let mut env = start().await;
+    create_group(&env, FIFO_GROUP, true).await;
+    for i in 0..4 {
+        let r = env
+            .send_in_group(&format!("ID-O{i}"), &format!("o-{i}"), None, Some("g1"))
+            .await;
+        assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+    }
+    // Received and acked as they come: in send order (a pop may see only part of them yet).
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        for m in env
+            .receive_n_from(TOPIC, FIFO_GROUP, 1, Duration::from_secs(30))
+            .await
+        {
+            assert_eq!(env.ack_as(FIFO_GROUP, &m).await, Code::Ok);
+            seen.push(body(&m));
+        }
+    }
+    assert_eq!(seen, ["o-0", "o-1", "o-2", "o-3"]);
+
+    // A batch not fully acked blocks its queue until its invisible time passes; then it is
+    // handed out again from its start, in order, with the attempt raised.
+    for i in 0..4 {
+        let r = env
+            .send_in_group(&format!("ID-P{i}"), &format!("p-{i}"), None, Some("g1"))
+            .await;
+        assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+    }
+    let invisible = Duration::from_secs(2);
+    let b1 = env.receive_n_from(TOPIC, FIFO_GROUP, 1, invisible).await;
+    let popped_at = Instant::now();
+    assert_eq!(body(&b1[0]), "p-0");
+    assert_eq!(env.ack_as(FIFO_GROUP, &b1[0]).await, Code::Ok);
+    let items = env.receive_from(TOPIC, FIFO_GROUP, invisible).await;
+    // (Blocked only while part of the batch is unacked.)
+    if b1.len() > 1 && popped_at.elapsed() < invisible {
+        assert!(
+            !items.iter().any(|c| matches!(c, Content::Message(_))),
+            "handed out while its batch is in flight: {items:?}"
+        );
+    }
+    let mut rest = Vec::new();
+    let mut attempts = std::collections::BTreeMap::new();
+    while rest.len() < 3 {
+        for m in env
+            .receive_n_from(TOPIC, FIFO_GROUP, 1, Duration::from_secs(30))
+            .await
+        {
+            assert_eq!(env.ack_as(FIFO_GROUP, &m).await, Code::Ok);
+            let b = body(&m);
+            attempts.insert(
+                b.clone(),
+                m.system_properties.as_ref().unwrap().delivery_attempt,
+            );
+            if b != "p-0" {
+                rest.push(b);
+            }
+        }
+    }
+    assert_eq!(rest, ["p-1", "p-2", "p-3"]);
+    if b1.len() > 1 {
+        assert_eq!(attempts.get("p-1"), Some(&Some(2)), "{attempts:?}");
+    }
+    let more = env.receive_from(TOPIC, FIFO_GROUP, invisible).await;
+    assert!(
+        !more.iter().any(|c| matches!(c, Content::Message(_))),
+        "{more:?}"
     );
     env.stop().await;
 }
