@@ -19,7 +19,7 @@ use remoting::broker_headers::{
 use remoting::headers::CommandHeader;
 use remoting::message::{decode_message_id, now_millis, MessageExt, MessageSysFlag};
 use remoting::pop::{
-    parse_offset_info, pop_handles, real_topic, retry_mark, AckMessageRequestHeader,
+    order_count, pop_handles, real_topic, AckMessageRequestHeader,
     ChangeInvisibleTimeRequestHeader, ExtraInfo, PopMessageRequestHeader,
 };
 use remoting::protocol::{perm, TopicRouteData};
@@ -443,15 +443,9 @@ impl Messaging {
         if order {
             // An orderly pop counts a queue's deliveries in `orderCountInfo` (as upstream's
             // client reads it): the attempt of a batch handed out again.
-            let counts = parse_offset_info(raw.header.order_count_info.as_deref().unwrap_or(""))
-                .map_err(|e| status(Code::InternalServerError, format!("broker answer: {e}")))?;
+            let info = raw.header.order_count_info.as_deref().unwrap_or("");
             for m in &mut messages {
-                let mark = retry_mark(&m.message.topic);
-                if let Some(n) = counts
-                    .iter()
-                    .find(|(k, q, _)| *k == mark && *q == m.queue_id)
-                    .and_then(|(_, _, v)| v.parse::<i32>().ok())
-                {
+                if let Some(n) = order_count(info, &m.message.topic, m.queue_id, m.queue_offset) {
                     m.reconsume_times = m.reconsume_times.max(n);
                 }
             }
