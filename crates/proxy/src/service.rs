@@ -49,6 +49,9 @@ const SEND_BACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most messages one receive asks the broker for (the POP limit).
 const MAX_BATCH: i32 = 32;
 
+/// How long a route the data path (send, receive, ack, end transaction) uses is kept before the
+/// NameServer is asked again; QueryRoute and QueryAssignment always ask.
+const ROUTE_CACHE: Duration = Duration::from_secs(2);
 /// How long whether a group is FIFO is remembered (a group made FIFO takes effect within it).
 const FIFO_CACHE: Duration = Duration::from_secs(10);
 /// Room for commands queued to one client's Telemetry stream.
@@ -67,6 +70,8 @@ pub struct Messaging {
     next_stream: AtomicU64,
     /// Whether a group is FIFO, and when that was asked (see [`FIFO_CACHE`]).
     fifo_groups: parking_lot::Mutex<HashMap<String, (bool, Instant)>>,
+    /// Routes for the data path, and when they were asked (see [`ROUTE_CACHE`]).
+    routes: parking_lot::Mutex<HashMap<String, (Arc<TopicRouteData>, Instant)>>,
 }
 
 /// The client id a call carries (`x-mq-client-id`, as upstream's clients send it).
@@ -142,6 +147,7 @@ impl Messaging {
             tasks,
             next_stream: AtomicU64::new(0),
             fifo_groups: Default::default(),
+            routes: Default::default(),
         }
     }
 
@@ -173,6 +179,22 @@ impl Messaging {
             )),
             Err(e) => Err(from_client_error(&e)),
         }
+    }
+
+    /// The route of `topic` for the data path: asked at most every [`ROUTE_CACHE`] (a route
+    /// per message would double the requests of a send).
+    async fn cached_route(&self, topic: &str) -> Result<Arc<TopicRouteData>, Status> {
+        let now = Instant::now();
+        if let Some((route, at)) = self.routes.lock().get(topic) {
+            if now.duration_since(*at) < ROUTE_CACHE {
+                return Ok(route.clone());
+            }
+        }
+        let route = Arc::new(self.route(topic).await?);
+        let mut routes = self.routes.lock();
+        routes.retain(|_, (_, at)| now.duration_since(*at) < ROUTE_CACHE);
+        routes.insert(topic.to_string(), (route.clone(), now));
+        Ok(route)
     }
 
     /// The master address of `broker_name` in `route`.
@@ -382,7 +404,7 @@ impl Messaging {
         if FilterType::try_from(expression.r#type) == Ok(FilterType::Sql) {
             return Err(not_implemented("SQL92 filtering"));
         }
-        let route = self.route(&topic).await?;
+        let route = self.cached_route(&topic).await?;
         let broker_name = match mq.broker.as_ref().map(|b| b.name.as_str()) {
             Some(n) if !n.is_empty() => n.to_string(),
             _ => route
@@ -474,7 +496,7 @@ impl Messaging {
                 "consumer group is empty",
             ));
         }
-        let route = self.route(topic).await?;
+        let route = self.cached_route(topic).await?;
         let addr = Self::master(&route, &handle.broker_name)?;
         let real = real_topic(topic, group, handle.retry);
         Ok((addr, receipt, real, offset))
@@ -610,7 +632,7 @@ impl Messaging {
             Ok(TransactionResolution::Rollback) => MessageSysFlag::TRANSACTION_ROLLBACK_TYPE,
             _ => MessageSysFlag::TRANSACTION_NOT_TYPE,
         };
-        let route = self.route(topic).await?;
+        let route = self.cached_route(topic).await?;
         let addr = Self::master(&route, &half.broker_name)?;
         let header = EndTransactionRequestHeader {
             topic: Some(topic.to_string()),
@@ -757,7 +779,7 @@ impl MessagingService for Messaging {
                 entries: vec![],
             }));
         }
-        let route = match self.route(&topic).await {
+        let route = match self.cached_route(&topic).await {
             Ok(r) => r,
             Err(s) => {
                 return Ok(Response::new(SendMessageResponse {
