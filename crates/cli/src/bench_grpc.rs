@@ -12,7 +12,7 @@ use proto::v2::{
     Code, Message, MessageType, QueryRouteRequest, Resource, SendMessageRequest, SystemProperties,
 };
 use remoting::message::{Message as RemotingMessage, MessageConst};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 
 /// A gRPC sender: one HTTP/2 connection; clones share it (calls are multiplexed).
 #[derive(Clone)]
@@ -42,9 +42,15 @@ fn resource(name: &str) -> Option<Resource> {
 impl GrpcSender {
     /// Connects to `endpoint` (`host:port`) and checks that `topic` has a route there.
     pub async fn connect(endpoint: &str, topic: &str) -> anyhow::Result<GrpcSender> {
-        let mut client = MessagingServiceClient::connect(format!("http://{endpoint}"))
+        let channel = Endpoint::from_shared(format!("http://{endpoint}"))
+            .with_context(|| format!("not an endpoint: {endpoint}"))?
+            .tcp_nodelay(true)
+            .initial_connection_window_size(4 * 1024 * 1024)
+            .initial_stream_window_size(4 * 1024 * 1024)
+            .connect()
             .await
             .with_context(|| format!("cannot connect to the gRPC endpoint {endpoint}"))?;
+        let mut client = MessagingServiceClient::new(channel);
         let route = client
             .query_route(QueryRouteRequest {
                 topic: resource(topic),

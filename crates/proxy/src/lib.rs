@@ -24,12 +24,16 @@ use remoting::client::{ClientConfig, RemotingClient};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::transaction::{heartbeat_loop, CheckHandler, Producers};
 
 pub use config::{parse_namesrv_addr, ConfigError, ProxyConfig};
+
+/// HTTP/2 flow-control window of each gRPC connection and stream, in bytes.
+const HTTP2_WINDOW: u32 = 4 * 1024 * 1024;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -80,10 +84,23 @@ impl Proxy {
         tasks.spawn(heartbeat_loop(api.clone(), producers.clone(), stop.clone()));
         let svc = service::Messaging::new(api, local_addr, producers, stop.clone(), tasks.clone());
         let stopped = stop.clone();
+        // Without TCP_NODELAY a small response waits for the client's delayed ACK (tens of
+        // ms at p99); tonic's own setting only applies to listeners it binds itself.
+        let incoming = TcpListenerStream::new(listener).map(|conn| {
+            conn.inspect(|c| {
+                if let Err(e) = c.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on a gRPC connection");
+                }
+            })
+        });
         let task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
+                // Room for many small calls in flight on one connection (h2's default
+                // connection window is 64 KiB).
+                .initial_connection_window_size(Some(HTTP2_WINDOW))
+                .initial_stream_window_size(Some(HTTP2_WINDOW))
                 .add_service(MessagingServiceServer::new(svc))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                .serve_with_incoming_shutdown(incoming, async move {
                     stopped.cancelled().await;
                 })
                 .await;
