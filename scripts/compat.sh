@@ -2,8 +2,8 @@
 # Runs the two third-party RocketMQ clients in ../shared/compat (the C++ client and the
 # JavaScript ali-ons) against `apogee standalone`: each produces N messages, consumes them in a
 # fresh group, fails every 10th once so it is sent back, and must report ok. Then the official
-# 5.x Python client produces and consumes N messages through the standalone's gRPC endpoint
-# (scripts/compat/grpc-python.sh).
+# 5.x Python and Node.js clients produce and consume N messages through the standalone's gRPC
+# endpoint (scripts/compat/grpc-python.sh, scripts/compat/grpc-node.sh).
 #   usage: scripts/compat.sh [N]          (N defaults to 200)
 # Needs python3 (with venv) and node/npm; installs the clients into $COMPAT_DIR (outside the repo).
 set -euo pipefail
@@ -77,13 +77,19 @@ if [ -z "$started" ]; then
   echo "compat: FAILED to start apogee standalone" >&2
   exit 1
 fi
-for t in COMPAT_cpp COMPAT_js COMPAT_grpc; do
+for t in COMPAT_cpp COMPAT_js COMPAT_grpc COMPAT_grpc_node; do
   "$BIN" admin updateTopic -n "$NS" -c DefaultCluster -t "$t" -r 4 -w 4 >/dev/null
 done
+# A fresh FIFO group for the Node.js client; transaction checks every 3 s (from the end of the
+# first 60 s wait) so its open transaction is checked back soon.
+NODE_FIFO_GROUP="GID_grpc_node_fifo_$$"
+"$BIN" admin updateSubGroup -n "$NS" -c DefaultCluster -g "$NODE_FIFO_GROUP" -o true >/dev/null
+"$BIN" admin updateBrokerConfig -n "$NS" -c DefaultCluster -k transactionCheckInterval -v 3000 >/dev/null
 
 rc=0
 LOGDIR="$WORK/logs" bash "$COMPAT/run.sh" --namesrv "$NS" --n "$N" --timeout 120 || rc=$?
 bash scripts/compat/grpc-python.sh "127.0.0.1:$GRPC_PORT" COMPAT_grpc "$N" || rc=$?
+bash scripts/compat/grpc-node.sh "127.0.0.1:$GRPC_PORT" COMPAT_grpc_node "$N" "$NODE_FIFO_GROUP" || rc=$?
 if [ "$rc" != 0 ]; then
   echo "compat: FAILED; standalone log tail:" >&2
   tail -n 50 "$WORK/standalone.log" >&2 || true

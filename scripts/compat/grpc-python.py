@@ -1,7 +1,9 @@
 """The official RocketMQ 5.x Python client (PyPI rocketmq-python-client) against Apogee's gRPC
 endpoint: a Producer sends N messages (every 5th with a message group, every 5th a timer message
-about 2 s ahead, the rest normal), a SimpleConsumer in a fresh group receives them, leaves every 10th
-unacked once (it must come back with its delivery attempt raised) and acks the rest; timer
+about 2 s ahead, every 5th transactional and committed, the rest normal), plus one transaction
+rolled back (must never arrive) and one left open (the broker checks it back; the checker
+commits it, so it must arrive). A SimpleConsumer in a fresh group receives them, leaves every
+10th unacked once (it must come back with its delivery attempt raised) and acks the rest; timer
 messages must not come early. Prints "grpc-python: ok N" or exits non-zero saying what failed."""
 
 import argparse
@@ -10,7 +12,23 @@ import time
 import uuid
 
 from rocketmq import (ClientConfiguration, Credentials, FilterExpression,
-                      Message, Producer, SimpleConsumer)
+                      Message, Producer, SimpleConsumer, TransactionChecker,
+                      TransactionResolution)
+
+
+class Checker(TransactionChecker):
+    """Commits what the broker checks back, except the rolled back ones; records the bodies."""
+
+    def __init__(self):
+        self.checked = set()
+        self.rolled_back = set()
+
+    def check(self, message):
+        body = message.body.decode()
+        self.checked.add(body)
+        if body in self.rolled_back:
+            return TransactionResolution.ROLLBACK
+        return TransactionResolution.COMMIT
 
 
 def main():
@@ -23,10 +41,21 @@ def main():
 
     config = ClientConfiguration(args.endpoint, Credentials())
     run = uuid.uuid4().hex[:8]
-    producer = Producer(config, (args.topic,))
+    checker = Checker()
+    producer = Producer(config, (args.topic,), checker)
     producer.startup()
     sent = set()
     deliver_at = {}
+
+    def half(body):
+        msg = Message()
+        msg.topic = args.topic
+        msg.body = body.encode()
+        msg.tag = "grpc"
+        tx = producer.begin_transaction()
+        producer.send(msg, tx)
+        return tx
+
     try:
         for i in range(args.n):
             body = f"{run}-{i}"
@@ -42,10 +71,21 @@ def main():
                 at = int(time.time()) + 2
                 deliver_at[body] = at * 1000
                 msg.delivery_timestamp = at
-            producer.send(msg)
+            if i % 5 == 3:
+                half(body).commit()
+            else:
+                producer.send(msg)
             sent.add(body)
-    finally:
+        rolled_back = f"{run}-rb-0"
+        checker.rolled_back.add(rolled_back)
+        half(rolled_back).rollback()
+        # Left open: only the broker's check-back (answered COMMIT) delivers it.
+        orphan = f"{run}-orphan-0"
+        half(orphan)
+        sent.add(orphan)
+    except BaseException:
         producer.shutdown()
+        raise
 
     consumer = SimpleConsumer(config, f"GID_grpc_python_{run}", await_duration=5)
     consumer.startup()
@@ -56,6 +96,8 @@ def main():
         while got != sent and time.time() < deadline:
             for m in consumer.receive(32, 5) or []:
                 body = m.body.decode()
+                if body == rolled_back:
+                    errors.append(f"rolled back {body} was delivered")
                 if body not in sent:
                     consumer.ack(m)
                     continue
@@ -71,7 +113,10 @@ def main():
                 got.add(body)
     finally:
         consumer.shutdown()
+        producer.shutdown()
 
+    if orphan not in checker.checked:
+        errors.append(f"the open transaction {orphan} was never checked back")
     missing = sent - got
     if errors:
         print(f"grpc-python: FAILED, {errors[:5]}")

@@ -23,6 +23,9 @@ pub struct SubscriptionGroupConfig {
     pub consume_broadcast_enable: bool,
     pub consume_enable: bool,
     pub consume_from_min_enable: bool,
+    /// A FIFO group: 5.x clients of it receive with orderly POP (upstream
+    /// `consumeMessageOrderly`).
+    pub consume_message_orderly: bool,
     pub group_name: String,
     pub notify_consumer_ids_changed_enable: bool,
     /// Deliveries before a message goes to the DLQ.
@@ -38,6 +41,7 @@ impl Default for SubscriptionGroupConfig {
             consume_broadcast_enable: true,
             consume_enable: true,
             consume_from_min_enable: true,
+            consume_message_orderly: false,
             group_name: String::new(),
             notify_consumer_ids_changed_enable: true,
             retry_max_times: 16,

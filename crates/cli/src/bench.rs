@@ -13,6 +13,10 @@
 //!   `TIMER_OUT_MS` (its requested time), and counts messages consumed before it (`early`)
 //!   and without it (`errors`).
 //!
+//! - `produce --protocol grpc [--endpoint host:port]`: the same sends through a 5.x gRPC
+//!   endpoint (`apogee proxy`, or `apogee standalone` on 8081), one SendMessage per request,
+//!   over one HTTP/2 connection ([`crate::bench_grpc`]).
+//!
 //! A progress line is drawn every second on stderr; the summary gives msg/s, MB/s (10^6
 //! bytes), latency percentiles from an HDR histogram (microsecond resolution) and errors.
 //! `--json` prints the summary as one JSON object on stdout.
@@ -28,6 +32,8 @@ use client::consumer::push::{
 };
 use client::consumer::simple::{SimpleConsumer, SimpleConsumerConfig};
 use client::{ClientConfig, Producer, ProducerConfig};
+
+use crate::bench_grpc::GrpcSender;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use remoting::broker_headers::ConsumeFromWhere;
@@ -40,6 +46,12 @@ enum Mode {
     Produce,
     Consume,
     E2e,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    Remoting,
+    Grpc,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -107,6 +119,12 @@ pub struct BenchArgs {
     /// consume: latency is delivery lateness, consume time minus `TIMER_OUT_MS`.
     #[arg(long)]
     timer: bool,
+    /// produce: `remoting` (NameServer and brokers) or `grpc` (a 5.x endpoint, --endpoint).
+    #[arg(long, value_enum, default_value = "remoting")]
+    protocol: Protocol,
+    /// The gRPC endpoint (`host:port`) for --protocol grpc.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    endpoint: String,
     #[command(flatten)]
     tls: crate::tls_args::TlsArgs,
     #[command(flatten)]
@@ -190,6 +208,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.timer_spread_secs == Some(0) {
         anyhow::bail!("--timer-spread-secs must be at least 1");
+    }
+    if args.protocol == Protocol::Grpc && args.mode != Mode::Produce {
+        anyhow::bail!("--protocol grpc measures produce only so far");
     }
     let duration = match (args.duration, args.count) {
         (Some(d), _) => Some(Duration::from_secs(d)),
@@ -365,22 +386,28 @@ async fn produce(
     duration: Option<Duration>,
     meter: Arc<Meter>,
 ) -> anyhow::Result<f64> {
-    let group = args
-        .group
-        .clone()
-        .unwrap_or_else(|| "bench_producer".to_string());
-    let producer = Producer::start(
-        args.acl
-            .apply(args.tls.apply(ClientConfig::new(namesrv)?)?)?,
-        ProducerConfig::new(group),
-    )
-    .await
-    .context("cannot start the producer")?;
-    // Resolve the route once up front so a missing topic fails fast and clearly.
-    producer
-        .fetch_publish_queues(&args.topic)
-        .await
-        .with_context(|| format!("cannot get a route for topic `{}`", args.topic))?;
+    let producer = match args.protocol {
+        Protocol::Remoting => {
+            let group = args
+                .group
+                .clone()
+                .unwrap_or_else(|| "bench_producer".to_string());
+            let producer = Producer::start(
+                args.acl
+                    .apply(args.tls.apply(ClientConfig::new(namesrv)?)?)?,
+                ProducerConfig::new(group),
+            )
+            .await
+            .context("cannot start the producer")?;
+            // Resolve the route once up front so a missing topic fails fast and clearly.
+            producer
+                .fetch_publish_queues(&args.topic)
+                .await
+                .with_context(|| format!("cannot get a route for topic `{}`", args.topic))?;
+            Sender::Remoting(producer)
+        }
+        Protocol::Grpc => Sender::Grpc(GrpcSender::connect(&args.endpoint, &args.topic).await?),
+    };
     let started = Instant::now();
     let budget = Arc::new(Budget {
         started,
@@ -449,21 +476,34 @@ async fn produce(
     let secs = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let _ = progress.await;
-    producer.shutdown().await;
+    if let Sender::Remoting(p) = producer {
+        p.shutdown().await;
+    }
     Ok(secs)
 }
 
+/// What `produce` sends with.
+#[derive(Clone)]
+enum Sender {
+    Remoting(Producer),
+    Grpc(GrpcSender),
+}
+
 /// Sends `msgs` as one request (a batch when more than one) and records the outcome.
-async fn send_once(producer: Producer, mut msgs: Vec<Message>, meter: Arc<Meter>, size: usize) {
+async fn send_once(producer: Sender, mut msgs: Vec<Message>, meter: Arc<Meter>, size: usize) {
     let n = msgs.len() as u64;
     let t0 = Instant::now();
-    let result = if msgs.len() == 1 {
-        match msgs.pop() {
-            Some(m) => producer.send(m).await.map(|_| ()),
+    let result: anyhow::Result<()> = match producer {
+        Sender::Grpc(g) => g.send(msgs).await,
+        Sender::Remoting(producer) if msgs.len() == 1 => match msgs.pop() {
+            Some(m) => producer.send(m).await.map(|_| ()).map_err(Into::into),
             None => return,
-        }
-    } else {
-        producer.send_batch(msgs).await.map(|_| ())
+        },
+        Sender::Remoting(producer) => producer
+            .send_batch(msgs)
+            .await
+            .map(|_| ())
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => {

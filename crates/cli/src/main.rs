@@ -4,6 +4,7 @@
 mod acl_args;
 mod admin;
 mod bench;
+mod bench_grpc;
 mod broker_cmd;
 mod console;
 mod controller_cmd;

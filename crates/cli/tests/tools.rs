@@ -216,6 +216,62 @@ async fn bench_produce_prints_the_summary_keys() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_produce_over_grpc_through_a_proxy() {
+    let c = Cluster::start().await;
+    create_topic(&c, "GrpcBenchTopic").await;
+    let proxy = proxy::Proxy::start(proxy::ProxyConfig {
+        grpc_server_port: 0,
+        bind_address: "127.0.0.1".parse().unwrap(),
+        namesrv_addr: proxy::parse_namesrv_addr(&c.ns()).unwrap(),
+        ..proxy::ProxyConfig::default()
+    })
+    .await
+    .unwrap();
+    let endpoint = proxy.local_addr().to_string();
+    let out = apogee(&[
+        "bench",
+        "produce",
+        "--protocol",
+        "grpc",
+        "--endpoint",
+        &endpoint,
+        "--topic",
+        "GrpcBenchTopic",
+        "--count",
+        "100",
+        "--batch",
+        "4",
+        "--json",
+    ])
+    .await;
+    let s = stdout_json(&out);
+    assert_eq!(s["messages"], 100);
+    assert_eq!(s["errors"], 0);
+    let out = apogee(&[
+        "admin",
+        "topicStatus",
+        "-n",
+        &c.ns(),
+        "-t",
+        "GrpcBenchTopic",
+        "--json",
+    ])
+    .await;
+    let total: i64 = stdout_json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["max_offset"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 100);
+    // Only produce is measured over gRPC so far.
+    let out = apogee(&["bench", "consume", "--protocol", "grpc", "--count", "1"]).await;
+    assert!(!out.status.success());
+    proxy.shutdown().await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_pop_then_consumer_progress_lists_the_pop_group() {
     let c = Cluster::start().await;
     create_topic(&c, "PopTopic").await;

@@ -50,8 +50,17 @@ fn is_system_property(name: &str) -> bool {
         )
 }
 
+/// Whether a gRPC message is transactional (sent as a half message).
+pub fn is_transactional(m: &Message) -> bool {
+    m.system_properties
+        .as_ref()
+        .is_some_and(|s| MessageType::try_from(s.message_type) == Ok(MessageType::Transaction))
+}
+
 /// A message to send, as the remoting client would build it; a message the broker could not
-/// take is refused with its status.
+/// take is refused with its status. As upstream's proxy, the producer group (`PGROUP`) is the
+/// topic, and a transactional message is marked prepared (`TRAN_MSG`), with its check
+/// immunity from `orphaned_transaction_recovery_duration`.
 pub fn to_remoting(topic: &str, m: &Message) -> Result<RemotingMessage, Status> {
     let sys = m.system_properties.clone().unwrap_or_default();
     if sys.message_id.is_empty() {
@@ -61,10 +70,10 @@ pub fn to_remoting(topic: &str, m: &Message) -> Result<RemotingMessage, Status> 
         return Err(status(Code::MessageBodyEmpty, "message body is empty"));
     }
     match MessageType::try_from(sys.message_type) {
-        Ok(MessageType::Transaction) => {
+        Ok(MessageType::Transaction) if sys.delivery_timestamp.is_some() => {
             return Err(status(
-                Code::NotImplemented,
-                "transactional messages are not implemented by this proxy yet",
+                Code::IllegalDeliveryTime,
+                "a transactional message cannot have a delivery time",
             ))
         }
         Ok(MessageType::Fifo) if sys.message_group.as_deref().unwrap_or("").is_empty() => {
@@ -102,6 +111,18 @@ pub fn to_remoting(topic: &str, m: &Message) -> Result<RemotingMessage, Status> 
         out.properties
             .insert(MessageConst::PROPERTY_SHARDING_KEY, group);
     }
+    out.properties
+        .insert(MessageConst::PROPERTY_PRODUCER_GROUP, topic);
+    if MessageType::try_from(sys.message_type) == Ok(MessageType::Transaction) {
+        out.properties
+            .insert(MessageConst::PROPERTY_TRANSACTION_PREPARED, "true");
+        if let Some(d) = duration(sys.orphaned_transaction_recovery_duration.as_ref()) {
+            out.properties.insert(
+                MessageConst::PROPERTY_CHECK_IMMUNITY_TIME_IN_SECONDS,
+                d.as_secs().to_string(),
+            );
+        }
+    }
     if let Some(at) = &sys.delivery_timestamp {
         let ms = timestamp_millis(at)
             .ok_or_else(|| status(Code::IllegalDeliveryTime, "delivery timestamp out of range"))?;
@@ -126,7 +147,10 @@ pub fn to_grpc(
     let delivery = msg
         .property(MessageConst::PROPERTY_TIMER_DELIVER_MS)
         .and_then(|v| v.parse::<i64>().ok());
-    let message_type = if message_group.is_some() {
+    let message_type = if msg.property(MessageConst::PROPERTY_TRANSACTION_PREPARED) == Some("true")
+    {
+        MessageType::Transaction
+    } else if message_group.is_some() {
         MessageType::Fifo
     } else if delivery.is_some() {
         MessageType::Delay

@@ -1,13 +1,18 @@
 //! The RocketMQ 5.x gRPC endpoint (upstream's proxy): `apache.rocketmq.v2.MessagingService`
 //! served with `tonic`, each call turned into remoting requests to the NameServers and brokers
 //! through the client's [`ClientApi`]. The proxy keeps no state of its own (routes are asked for
-//! per call, receipt handles carry what an ack needs), so any number of instances can stand
-//! behind one address.
+//! per call, receipt handles carry what an ack needs, transaction ids what ending a
+//! transaction needs), so any number of instances can stand behind one address. The one thing
+//! an instance holds is its clients' Telemetry streams: a broker's transaction check-back goes
+//! to the instance whose producer heartbeat it has, which passes it to one of its producers
+//! (`transaction`).
 
 mod config;
 mod convert;
+mod receipt;
 mod service;
 mod status;
+mod transaction;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,13 +20,20 @@ use std::time::Duration;
 
 use client::api::ClientApi;
 use proto::v2::messaging_service_server::MessagingServiceServer;
-use remoting::client::RemotingClient;
+use remoting::client::{ClientConfig, RemotingClient};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::transaction::{heartbeat_loop, CheckHandler, Producers};
 
 pub use config::{parse_namesrv_addr, ConfigError, ProxyConfig};
+
+/// HTTP/2 flow-control window of each gRPC connection and stream, in bytes.
+const HTTP2_WINDOW: u32 = 4 * 1024 * 1024;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +50,10 @@ pub enum ProxyError {
 /// A running proxy; [`Proxy::shutdown`] stops it.
 pub struct Proxy {
     local_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    stop: CancellationToken,
     task: JoinHandle<()>,
+    /// The heartbeat task and the Telemetry stream readers.
+    tasks: TaskTracker,
     remoting: RemotingClient,
 }
 
@@ -53,19 +67,41 @@ impl Proxy {
         let local_addr = listener
             .local_addr()
             .map_err(|source| ProxyError::Bind { addr, source })?;
-        let remoting = RemotingClient::new(Default::default());
-        let api = ClientApi::new(
+        let producers = Arc::new(Producers::default());
+        let remoting = RemotingClient::new(ClientConfig {
+            server_request_handler: Some(Arc::new(CheckHandler {
+                producers: producers.clone(),
+            })),
+            ..Default::default()
+        });
+        let api = Arc::new(ClientApi::new(
             Arc::new(remoting.clone()),
             config.namesrv_addr.clone(),
             Duration::from_secs(3),
-        );
-        let svc = service::Messaging::new(api, local_addr);
-        let (stop, stopped) = oneshot::channel::<()>();
+        ));
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(heartbeat_loop(api.clone(), producers.clone(), stop.clone()));
+        let svc = service::Messaging::new(api, local_addr, producers, stop.clone(), tasks.clone());
+        let stopped = stop.clone();
+        // Without TCP_NODELAY a small response waits for the client's delayed ACK (tens of
+        // ms at p99); tonic's own setting only applies to listeners it binds itself.
+        let incoming = TcpListenerStream::new(listener).map(|conn| {
+            conn.inspect(|c| {
+                if let Err(e) = c.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on a gRPC connection");
+                }
+            })
+        });
         let task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
+                // Room for many small calls in flight on one connection (h2's default
+                // connection window is 64 KiB).
+                .initial_connection_window_size(Some(HTTP2_WINDOW))
+                .initial_stream_window_size(Some(HTTP2_WINDOW))
                 .add_service(MessagingServiceServer::new(svc))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                    let _ = stopped.await;
+                .serve_with_incoming_shutdown(incoming, async move {
+                    stopped.cancelled().await;
                 })
                 .await;
             if let Err(e) = served {
@@ -75,8 +111,9 @@ impl Proxy {
         tracing::info!(addr = %local_addr, "gRPC proxy listening");
         Ok(Proxy {
             local_addr,
-            stop: Some(stop),
+            stop,
             task,
+            tasks,
             remoting,
         })
     }
@@ -86,12 +123,13 @@ impl Proxy {
         self.local_addr
     }
 
-    /// Stops accepting, lets calls in progress finish, closes the broker connections.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = (&mut self.task).await;
+    /// Stops accepting, ends the Telemetry streams, lets calls in progress finish, closes the
+    /// broker connections.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        let _ = self.task.await;
         self.remoting.shutdown().await;
     }
 }

@@ -1,26 +1,37 @@
 //! `MessagingService`: each call as remoting requests (upstream's proxy activities).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use client::api::ClientApi;
 use client::route::{master_addr, TopicPublishInfo};
 use futures::Stream;
 use proto::v2::messaging_service_server::MessagingService;
 use proto::v2::*;
-use remoting::broker_headers::SendMessageRequestHeader;
-use remoting::message::{now_millis, MessageExt};
+use remoting::broker_headers::{
+    ConsumerSendMsgBackRequestHeader, EndTransactionRequestHeader,
+    GetSubscriptionGroupConfigRequestHeader, SendMessageRequestHeader,
+};
+use remoting::headers::CommandHeader;
+use remoting::message::{decode_message_id, now_millis, MessageExt, MessageSysFlag};
 use remoting::pop::{
-    pop_handles, real_topic, AckMessageRequestHeader, ChangeInvisibleTimeRequestHeader, ExtraInfo,
-    PopMessageRequestHeader,
+    order_count, pop_handles, real_topic, AckMessageRequestHeader,
+    ChangeInvisibleTimeRequestHeader, ExtraInfo, PopMessageRequestHeader,
 };
 use remoting::protocol::{perm, TopicRouteData};
-use remoting::{BrokerAddr, ResponseCode};
+use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response};
 
-use crate::convert::{duration, now_timestamp, to_grpc, to_remoting};
+use crate::convert::{duration, is_transactional, now_timestamp, to_grpc, to_remoting};
+use crate::receipt::Receipt;
 use crate::status::{from_client_error, not_implemented, ok, overall, status};
+use crate::transaction::{HalfHandle, Producers};
 
 type Rpc<T> = Result<Response<T>, tonic::Status>;
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
@@ -33,13 +44,44 @@ const DEFAULT_LONG_POLLING: Duration = Duration::from_secs(20);
 const SEND_TIMEOUT: Duration = Duration::from_secs(3);
 /// Upstream's `maxMessageSize` default, told to producers in their settings.
 const MAX_BODY_SIZE: i32 = 4 * 1024 * 1024;
+/// How long a forward to the DLQ may take at the broker (upstream's send-back timeout).
+const SEND_BACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most messages one receive asks the broker for (the POP limit).
 const MAX_BATCH: i32 = 32;
 
-/// The service state: a remoting client API and the proxy's own address.
+/// How long a route the data path (send, receive, ack, end transaction) uses is kept before the
+/// NameServer is asked again; QueryRoute and QueryAssignment always ask.
+const ROUTE_CACHE: Duration = Duration::from_secs(2);
+/// How long whether a group is FIFO is remembered (a group made FIFO takes effect within it).
+const FIFO_CACHE: Duration = Duration::from_secs(10);
+/// Room for commands queued to one client's Telemetry stream.
+const TELEMETRY_QUEUE: usize = 64;
+
+/// The service state: a remoting client API, the proxy's own address, and the producers whose
+/// Telemetry streams are open here (for transaction check-backs).
 pub struct Messaging {
-    api: ClientApi,
+    api: Arc<ClientApi>,
     local_addr: SocketAddr,
+    producers: Arc<Producers>,
+    /// Ends the Telemetry streams when the proxy stops.
+    stop: CancellationToken,
+    /// The tasks reading Telemetry streams.
+    tasks: TaskTracker,
+    next_stream: AtomicU64,
+    /// Whether a group is FIFO, and when that was asked (see [`FIFO_CACHE`]).
+    fifo_groups: parking_lot::Mutex<HashMap<String, (bool, Instant)>>,
+    /// Routes for the data path, and when they were asked (see [`ROUTE_CACHE`]).
+    routes: parking_lot::Mutex<HashMap<String, (Arc<TopicRouteData>, Instant)>>,
+}
+
+/// The client id a call carries (`x-mq-client-id`, as upstream's clients send it).
+fn client_id<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get("x-mq-client-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 fn name(r: Option<&Resource>) -> &str {
@@ -90,8 +132,23 @@ fn topic_resource(topic: &str) -> Resource {
 }
 
 impl Messaging {
-    pub fn new(api: ClientApi, local_addr: SocketAddr) -> Self {
-        Messaging { api, local_addr }
+    pub fn new(
+        api: Arc<ClientApi>,
+        local_addr: SocketAddr,
+        producers: Arc<Producers>,
+        stop: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
+        Messaging {
+            api,
+            local_addr,
+            producers,
+            stop,
+            tasks,
+            next_stream: AtomicU64::new(0),
+            fifo_groups: Default::default(),
+            routes: Default::default(),
+        }
     }
 
     /// The endpoints clients are told about: the ones they reached the proxy at (as upstream),
@@ -122,6 +179,22 @@ impl Messaging {
             )),
             Err(e) => Err(from_client_error(&e)),
         }
+    }
+
+    /// The route of `topic` for the data path: asked at most every [`ROUTE_CACHE`] (a route
+    /// per message would double the requests of a send).
+    async fn cached_route(&self, topic: &str) -> Result<Arc<TopicRouteData>, Status> {
+        let now = Instant::now();
+        if let Some((route, at)) = self.routes.lock().get(topic) {
+            if now.duration_since(*at) < ROUTE_CACHE {
+                return Ok(route.clone());
+            }
+        }
+        let route = Arc::new(self.route(topic).await?);
+        let mut routes = self.routes.lock();
+        routes.retain(|_, (_, at)| now.duration_since(*at) < ROUTE_CACHE);
+        routes.insert(topic.to_string(), (route.clone(), now));
+        Ok(route)
     }
 
     /// The master address of `broker_name` in `route`.
@@ -187,13 +260,23 @@ impl Messaging {
             )
         })?;
         let addr = Self::master(route, &mq.broker_name)?;
+        let transactional = is_transactional(m);
         let header = SendMessageRequestHeader {
-            producer_group: PROXY_PRODUCER_GROUP.into(),
+            // A transaction's group is its topic (see `transaction`).
+            producer_group: if transactional {
+                topic.to_string()
+            } else {
+                PROXY_PRODUCER_GROUP.into()
+            },
             topic: topic.to_string(),
             default_topic: "TBW102".into(),
             default_topic_queue_nums: 4,
             queue_id: mq.queue_id,
-            sys_flag: 0,
+            sys_flag: if transactional {
+                MessageSysFlag::TRANSACTION_PREPARED_TYPE
+            } else {
+                0
+            },
             born_timestamp: now_millis(),
             flag: msg.flag,
             properties: Some(msg.properties.to_wire_string()),
@@ -225,13 +308,73 @@ impl Messaging {
                 }
                 s
             })?;
+        let transaction_id = if transactional {
+            let (_, commit_log_offset) = decode_message_id(&sent.offset_msg_id).map_err(|e| {
+                status(
+                    Code::InternalServerError,
+                    format!("broker answered a bad message id: {e}"),
+                )
+            })?;
+            HalfHandle {
+                tran_state_table_offset: sent.queue_offset,
+                commit_log_offset,
+                broker_name: mq.broker_name.clone(),
+            }
+            .to_string()
+        } else {
+            sent.transaction_id.unwrap_or_default()
+        };
         Ok(SendResultEntry {
             status: Some(ok()),
             message_id: id,
-            transaction_id: sent.transaction_id.unwrap_or_default(),
+            transaction_id,
             offset: sent.queue_offset,
             recall_handle: String::new(),
         })
+    }
+
+    /// Whether `group` is a FIFO group (`consumeMessageOrderly` in its config at the broker
+    /// `addr`; GET_SUBSCRIPTIONGROUP_CONFIG), as upstream's proxy decides an orderly receive.
+    /// A group the broker does not know is not FIFO; an answer is remembered for
+    /// [`FIFO_CACHE`], a failure is not.
+    async fn is_fifo(&self, addr: &BrokerAddr, group: &str) -> bool {
+        let now = Instant::now();
+        if let Some((fifo, at)) = self.fifo_groups.lock().get(group) {
+            if now.duration_since(*at) < FIFO_CACHE {
+                return *fifo;
+            }
+        }
+        let mut cmd = RemotingCommand::request(RequestCode::GET_SUBSCRIPTIONGROUP_CONFIG);
+        GetSubscriptionGroupConfigRequestHeader {
+            group: group.to_string(),
+        }
+        .write_to(&mut cmd);
+        let fifo = match self
+            .api
+            .transport()
+            .invoke(addr, cmd, self.api.timeout())
+            .await
+        {
+            Ok(r) if r.code == ResponseCode::SUCCESS => {
+                serde_json::from_slice::<serde_json::Value>(&r.body)
+                    .ok()
+                    .and_then(|v| v.get("consumeMessageOrderly")?.as_bool())
+                    .unwrap_or(false)
+            }
+            Ok(r) if r.code == ResponseCode::SUBSCRIPTION_GROUP_NOT_EXIST => false,
+            Ok(r) => {
+                tracing::debug!(%group, code = r.code, "cannot tell whether the group is FIFO");
+                return false;
+            }
+            Err(e) => {
+                tracing::debug!(%group, error = %e, "cannot tell whether the group is FIFO");
+                return false;
+            }
+        };
+        let mut cache = self.fifo_groups.lock();
+        cache.retain(|_, (_, at)| now.duration_since(*at) < FIFO_CACHE);
+        cache.insert(group.to_string(), (fifo, now));
+        fifo
     }
 
     /// The POP for a receive; `Ok(None)` when nothing came within the long polling time.
@@ -261,7 +404,7 @@ impl Messaging {
         if FilterType::try_from(expression.r#type) == Ok(FilterType::Sql) {
             return Err(not_implemented("SQL92 filtering"));
         }
-        let route = self.route(&topic).await?;
+        let route = self.cached_route(&topic).await?;
         let broker_name = match mq.broker.as_ref().map(|b| b.name.as_str()) {
             Some(n) if !n.is_empty() => n.to_string(),
             _ => route
@@ -289,9 +432,10 @@ impl Messaging {
             init_mode: 0,
             exp_type: Some("TAG".into()),
             exp: Some(exp),
-            order: Some(false),
+            order: Some(self.is_fifo(&addr, group).await),
             attempt_id: req.attempt_id.clone(),
         };
+        let order = header.order == Some(true);
         let raw = self
             .api
             .pop_message(&addr, &header, polling + self.api.timeout())
@@ -316,8 +460,18 @@ impl Messaging {
                 }))
             }
         }
-        let messages = MessageExt::decode_all(&raw.body, true)
+        let mut messages = MessageExt::decode_all(&raw.body, true)
             .map_err(|e| status(Code::InternalServerError, format!("broker answer: {e}")))?;
+        if order {
+            // An orderly pop counts a queue's deliveries in `orderCountInfo` (as upstream's
+            // client reads it): the attempt of a batch handed out again.
+            let info = raw.header.order_count_info.as_deref().unwrap_or("");
+            for m in &mut messages {
+                if let Some(n) = order_count(info, &m.message.topic, m.queue_id, m.queue_offset) {
+                    m.reconsume_times = m.reconsume_times.max(n);
+                }
+            }
+        }
         let handles = pop_handles(&raw.header, &messages, &broker_name)
             .map_err(|e| status(Code::InternalServerError, format!("broker answer: {e}")))?;
         Ok(Some((messages, handles, topic, invisible)))
@@ -329,9 +483,10 @@ impl Messaging {
         group: &str,
         topic: &str,
         receipt_handle: &str,
-    ) -> Result<(BrokerAddr, ExtraInfo, String, i64), Status> {
-        let handle = ExtraInfo::parse(receipt_handle)
+    ) -> Result<(BrokerAddr, Receipt, String, i64), Status> {
+        let receipt = Receipt::parse(receipt_handle)
             .map_err(|e| status(Code::InvalidReceiptHandle, e.to_string()))?;
+        let handle = &receipt.info;
         let offset = handle
             .queue_offset
             .ok_or_else(|| status(Code::InvalidReceiptHandle, "receipt handle has no offset"))?;
@@ -341,18 +496,19 @@ impl Messaging {
                 "consumer group is empty",
             ));
         }
-        let route = self.route(topic).await?;
+        let route = self.cached_route(topic).await?;
         let addr = Self::master(&route, &handle.broker_name)?;
         let real = real_topic(topic, group, handle.retry);
-        Ok((addr, handle, real, offset))
+        Ok((addr, receipt, real, offset))
     }
 
     async fn ack_one(&self, group: &str, topic: &str, e: &AckMessageEntry) -> Status {
-        let (addr, handle, real, offset) =
+        let (addr, receipt, real, offset) =
             match self.handle_target(group, topic, &e.receipt_handle).await {
                 Ok(t) => t,
                 Err(s) => return s,
             };
+        let handle = receipt.info;
         let header = AckMessageRequestHeader {
             consumer_group: group.to_string(),
             topic: real,
@@ -374,9 +530,10 @@ impl Messaging {
         let topic = name(req.topic.as_ref());
         let invisible = duration(req.invisible_duration.as_ref())
             .ok_or_else(|| status(Code::IllegalInvisibleTime, "invisible duration is required"))?;
-        let (addr, handle, real, offset) = self
+        let (addr, receipt, real, offset) = self
             .handle_target(group, topic, &req.receipt_handle)
             .await?;
+        let handle = receipt.info;
         let header = ChangeInvisibleTimeRequestHeader {
             consumer_group: group.to_string(),
             topic: real,
@@ -390,15 +547,121 @@ impl Messaging {
             .change_invisible_time(&addr, &header)
             .await
             .map_err(|e| from_client_error(&e))?;
-        Ok(ExtraInfo {
-            ck_queue_offset: offset,
-            pop_time: r.pop_time,
-            invisible_time: r.invisible_time,
-            revive_qid: r.revive_qid,
-            queue_offset: Some(offset),
-            ..handle
+        Ok(Receipt {
+            info: ExtraInfo {
+                ck_queue_offset: offset,
+                pop_time: r.pop_time,
+                invisible_time: r.invisible_time,
+                revive_qid: r.revive_qid,
+                queue_offset: Some(offset),
+                ..handle
+            },
+            commit_log_offset: receipt.commit_log_offset,
         }
         .to_string())
+    }
+
+    /// ForwardMessageToDeadLetterQueue as upstream's proxy does it: CONSUMER_SEND_MSG_BACK with
+    /// delay level -1 (straight to `%DLQ%<group>`, the broker's one DLQ rule) to the master of
+    /// the message's group as the route lists it (the acting master while the master is gone,
+    /// which forwards it to a live master), then an ack of the handle. Only a broker address
+    /// can be given here: this never goes to a NameServer.
+    async fn forward_to_dlq(
+        &self,
+        req: &ForwardMessageToDeadLetterQueueRequest,
+    ) -> Result<(), Status> {
+        let group = name(req.group.as_ref());
+        let topic = name(req.topic.as_ref());
+        let (addr, receipt, real, offset) = self
+            .handle_target(group, topic, &req.receipt_handle)
+            .await?;
+        let commit_log_offset = receipt
+            .commit_log_offset
+            .ok_or_else(|| status(Code::InvalidReceiptHandle, "commit log offset is empty"))?;
+        let handle = receipt.info;
+        let header = ConsumerSendMsgBackRequestHeader {
+            offset: commit_log_offset,
+            group: group.to_string(),
+            delay_level: -1,
+            origin_msg_id: Some(req.message_id.clone()).filter(|m| !m.is_empty()),
+            origin_topic: Some(real.clone()),
+            unit_mode: false,
+            max_reconsume_times: Some(0),
+            bname: Some(handle.broker_name.clone()),
+        };
+        self.api
+            .consumer_send_msg_back(&addr, &header, SEND_BACK_TIMEOUT)
+            .await
+            .map_err(|e| from_client_error(&e))?;
+        let ack = AckMessageRequestHeader {
+            consumer_group: group.to_string(),
+            topic: real,
+            queue_id: handle.queue_id,
+            extra_info: handle.to_string(),
+            offset,
+        };
+        // The copy is in the DLQ: a failed ack only means the message may be handed out once
+        // more (upstream ignores it too).
+        if let Err(e) = self.api.ack_message(&addr, &ack).await {
+            tracing::debug!(error = %e, "ack after a forward to the DLQ failed");
+        }
+        Ok(())
+    }
+
+    /// EndTransaction as END_TRANSACTION to the master of the half message's group (two-way,
+    /// so a refusal reaches the client; upstream sends it oneway and answers OK).
+    async fn end(&self, req: &EndTransactionRequest) -> Result<(), Status> {
+        let topic = name(req.topic.as_ref());
+        if req.transaction_id.is_empty() {
+            return Err(status(
+                Code::InvalidTransactionId,
+                "transaction id cannot be empty",
+            ));
+        }
+        let half = HalfHandle::parse(&req.transaction_id).ok_or_else(|| {
+            status(
+                Code::InvalidTransactionId,
+                format!(
+                    "{} is not a transaction id of this proxy",
+                    req.transaction_id
+                ),
+            )
+        })?;
+        let commit_or_rollback = match TransactionResolution::try_from(req.resolution) {
+            Ok(TransactionResolution::Commit) => MessageSysFlag::TRANSACTION_COMMIT_TYPE,
+            Ok(TransactionResolution::Rollback) => MessageSysFlag::TRANSACTION_ROLLBACK_TYPE,
+            _ => MessageSysFlag::TRANSACTION_NOT_TYPE,
+        };
+        let route = self.cached_route(topic).await?;
+        let addr = Self::master(&route, &half.broker_name)?;
+        let header = EndTransactionRequestHeader {
+            topic: Some(topic.to_string()),
+            producer_group: topic.to_string(),
+            tran_state_table_offset: half.tran_state_table_offset,
+            commit_log_offset: half.commit_log_offset,
+            commit_or_rollback,
+            from_transaction_check: TransactionSource::try_from(req.source)
+                == Ok(TransactionSource::SourceServerCheck),
+            msg_id: req.message_id.clone(),
+            transaction_id: Some(req.message_id.clone()),
+            bname: Some(half.broker_name.clone()),
+        };
+        let mut cmd = RemotingCommand::request(RequestCode::END_TRANSACTION);
+        header.write_to(&mut cmd);
+        let resp = self
+            .api
+            .transport()
+            .invoke(&addr, cmd, self.api.timeout())
+            .await
+            .map_err(|e| from_client_error(&client::ClientError::from(e)))?;
+        if resp.code != ResponseCode::SUCCESS {
+            return Err(from_client_error(&client::ClientError::Broker {
+                addr: addr.to_string(),
+                code: resp.code,
+                remark: resp.remark_str().to_string(),
+            }));
+        }
+        Ok(())
     }
 
     /// The settings answered to a client's (upstream's `ClientActivity` defaults): what the
@@ -516,7 +779,7 @@ impl MessagingService for Messaging {
                 entries: vec![],
             }));
         }
-        let route = match self.route(&topic).await {
+        let route = match self.cached_route(&topic).await {
             Ok(r) => r,
             Err(s) => {
                 return Ok(Response::new(SendMessageResponse {
@@ -596,9 +859,12 @@ impl MessagingService for Messaging {
             Ok(Some((messages, handles, topic, invisible))) => {
                 let mut out = vec![answer(ok())];
                 out.extend(messages.iter().zip(handles).map(|(m, h)| {
-                    let handle = ExtraInfo {
-                        queue_offset: Some(m.queue_offset),
-                        ..h
+                    let handle = Receipt {
+                        info: ExtraInfo {
+                            queue_offset: Some(m.queue_offset),
+                            ..h
+                        },
+                        commit_log_offset: Some(m.commit_log_offset),
                     };
                     ReceiveMessageResponse {
                         content: Some(Content::Message(to_grpc(
@@ -641,10 +907,14 @@ impl MessagingService for Messaging {
 
     async fn forward_message_to_dead_letter_queue(
         &self,
-        _request: Request<ForwardMessageToDeadLetterQueueRequest>,
+        request: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> Rpc<ForwardMessageToDeadLetterQueueResponse> {
+        let st = match self.forward_to_dlq(request.get_ref()).await {
+            Ok(()) => ok(),
+            Err(s) => s,
+        };
         Ok(Response::new(ForwardMessageToDeadLetterQueueResponse {
-            status: Some(not_implemented("ForwardMessageToDeadLetterQueue")),
+            status: Some(st),
         }))
     }
 
@@ -689,45 +959,82 @@ impl MessagingService for Messaging {
 
     async fn end_transaction(
         &self,
-        _request: Request<EndTransactionRequest>,
+        request: Request<EndTransactionRequest>,
     ) -> Rpc<EndTransactionResponse> {
-        Ok(Response::new(EndTransactionResponse {
-            status: Some(not_implemented("EndTransaction")),
-        }))
+        let st = match self.end(request.get_ref()).await {
+            Ok(()) => ok(),
+            Err(s) => s,
+        };
+        Ok(Response::new(EndTransactionResponse { status: Some(st) }))
     }
 
     type TelemetryStream = BoxStream<TelemetryCommand>;
 
-    /// Answers each settings command with the settings the client is to use; other commands
-    /// (thread stack traces, verify results) need no answer.
+    /// Answers each settings command with the settings the client is to use; a producer's
+    /// stream is registered for its topics' transaction check-backs until it ends (or the
+    /// proxy stops). Other commands (thread stack traces, verify results) need no answer.
     async fn telemetry(
         &self,
         request: Request<tonic::Streaming<TelemetryCommand>>,
     ) -> Rpc<Self::TelemetryStream> {
-        use futures::StreamExt;
-        let inbound = request.into_inner();
-        let out = inbound.filter_map(|cmd| async move {
-            match cmd {
-                Ok(TelemetryCommand {
-                    command: Some(telemetry_command::Command::Settings(s)),
-                    ..
-                }) => Some(Ok(TelemetryCommand {
+        let client = client_id(&request);
+        let mut inbound = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(TELEMETRY_QUEUE);
+        let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let producers = self.producers.clone();
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            loop {
+                let cmd = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    cmd = inbound.message() => cmd,
+                };
+                let settings = match cmd {
+                    Ok(Some(TelemetryCommand {
+                        command: Some(telemetry_command::Command::Settings(s)),
+                        ..
+                    })) => s,
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(client = %client, error = %e, "telemetry stream failed");
+                        break;
+                    }
+                };
+                if let Some(settings::PubSub::Publishing(p)) = &settings.pub_sub {
+                    let groups = p
+                        .topics
+                        .iter()
+                        .map(|t| t.name.clone())
+                        .filter(|t| !t.is_empty())
+                        .collect();
+                    producers.register(stream, &client, groups, tx.clone());
+                }
+                let answer = TelemetryCommand {
                     status: Some(ok()),
                     command: Some(telemetry_command::Command::Settings(
-                        Messaging::answer_settings(s),
+                        Messaging::answer_settings(settings),
                     )),
-                })),
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
+                };
+                if tx.send(Ok(answer)).await.is_err() {
+                    break;
+                }
             }
+            producers.unregister(stream);
         });
-        Ok(Response::new(Box::pin(out)))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn notify_client_termination(
         &self,
-        _request: Request<NotifyClientTerminationRequest>,
+        request: Request<NotifyClientTerminationRequest>,
     ) -> Rpc<NotifyClientTerminationResponse> {
+        let client = client_id(&request);
+        if !client.is_empty() {
+            self.producers.unregister_client(&client);
+        }
         Ok(Response::new(NotifyClientTerminationResponse {
             status: Some(ok()),
         }))

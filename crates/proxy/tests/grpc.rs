@@ -1,6 +1,7 @@
 //! The gRPC endpoint against a real NameServer and broker on 127.0.0.1 (ephemeral ports, temp
 //! dirs), through a tonic client: route, send (normal and timer), assignment, receive, ack,
-//! change of invisible duration, stale and malformed receipt handles, telemetry settings.
+//! change of invisible duration, stale and malformed receipt handles, telemetry settings,
+//! transactions (commit, rollback, and the broker's check-back over the Telemetry stream).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -39,6 +40,10 @@ struct Env {
 }
 
 async fn start() -> Env {
+    start_with(|_| {}).await
+}
+
+async fn start_with(tune: impl FnOnce(&mut BrokerConfig)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let namesrv = NameServer::start(NamesrvConfig {
         listen_port: 0,
@@ -48,7 +53,7 @@ async fn start() -> Env {
     })
     .await
     .unwrap();
-    let broker = Broker::start(BrokerConfig {
+    let mut config = BrokerConfig {
         broker_name: "broker-a".into(),
         namesrv_addr: namesrv.local_addr().to_string(),
         listen_port: 0,
@@ -59,9 +64,9 @@ async fn start() -> Env {
         mapped_file_size_consume_queue: 20 * 1000,
         register_name_server_period: 1_000,
         ..BrokerConfig::default()
-    })
-    .await
-    .unwrap();
+    };
+    tune(&mut config);
+    let broker = Broker::start(config).await.unwrap();
     let admin = RemotingClient::new(Default::default());
     let req = RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_TOPIC)
         .with_ext("topic", TOPIC)
@@ -133,28 +138,7 @@ impl Env {
         deliver_at: Option<i64>,
         group: Option<&str>,
     ) -> SendMessageResponse {
-        let m = Message {
-            topic: res(TOPIC),
-            user_properties: [("k".to_string(), "v".to_string())].into(),
-            system_properties: Some(SystemProperties {
-                tag: Some("TagA".into()),
-                message_id: id.into(),
-                message_type: if deliver_at.is_some() {
-                    MessageType::Delay
-                } else if group.is_some() {
-                    MessageType::Fifo
-                } else {
-                    MessageType::Normal
-                } as i32,
-                message_group: group.map(str::to_string),
-                delivery_timestamp: deliver_at.map(|ms| prost_types::Timestamp {
-                    seconds: ms / 1000,
-                    nanos: ((ms % 1000) * 1_000_000) as i32,
-                }),
-                ..Default::default()
-            }),
-            body: body.as_bytes().to_vec().into(),
-        };
+        let m = message(id, body, deliver_at, group);
         self.client
             .send_message(SendMessageRequest { messages: vec![m] })
             .await
@@ -162,14 +146,60 @@ impl Env {
             .into_inner()
     }
 
+    async fn send_transactional(&mut self, id: &str, body: &str) -> SendResultEntry {
+        let mut m = message(id, body, None, None);
+        if let Some(s) = m.system_properties.as_mut() {
+            s.message_type = MessageType::Transaction as i32;
+        }
+        let r = self
+            .client
+            .send_message(SendMessageRequest { messages: vec![m] })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+        r.entries.into_iter().next().unwrap()
+    }
+
+    async fn end_transaction(
+        &mut self,
+        id: &str,
+        transaction_id: &str,
+        resolution: TransactionResolution,
+        source: TransactionSource,
+    ) -> EndTransactionResponse {
+        self.client
+            .end_transaction(EndTransactionRequest {
+                topic: res(TOPIC),
+                message_id: id.into(),
+                transaction_id: transaction_id.into(),
+                resolution: resolution as i32,
+                source: source as i32,
+                trace_context: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// One receive: its stream items.
     async fn receive(&mut self, invisible: Duration) -> Vec<Content> {
+        self.receive_from(TOPIC, GROUP, invisible).await
+    }
+
+    /// One receive from `topic` as `group`: its stream items.
+    async fn receive_from(
+        &mut self,
+        topic: &str,
+        group: &str,
+        invisible: Duration,
+    ) -> Vec<Content> {
         let mut stream = self
             .client
             .receive_message(ReceiveMessageRequest {
-                group: res(GROUP),
+                group: res(group),
                 message_queue: Some(MessageQueue {
-                    topic: res(TOPIC),
+                    topic: res(topic),
                     id: -1,
                     ..Default::default()
                 }),
@@ -198,11 +228,22 @@ impl Env {
 
     /// Receives until `n` messages came.
     async fn receive_n(&mut self, n: usize, invisible: Duration) -> Vec<Message> {
+        self.receive_n_from(TOPIC, GROUP, n, invisible).await
+    }
+
+    /// Receives from `topic` as `group` until `n` messages came.
+    async fn receive_n_from(
+        &mut self,
+        topic: &str,
+        group: &str,
+        n: usize,
+        invisible: Duration,
+    ) -> Vec<Message> {
         let until = Instant::now() + DEADLINE;
         let mut got = Vec::new();
         while got.len() < n {
             assert!(Instant::now() < until, "received {} of {n}", got.len());
-            let items = self.receive(invisible).await;
+            let items = self.receive_from(topic, group, invisible).await;
             if items.iter().any(|c| matches!(c, Content::Message(_))) {
                 assert!(
                     matches!(&items[0], Content::Status(s) if s.code == Code::Ok as i32),
@@ -220,6 +261,24 @@ impl Env {
 
     async fn ack(&mut self, m: &Message) -> AckMessageResponse {
         self.ack_handle(&handle(m)).await
+    }
+
+    async fn ack_as(&mut self, group: &str, m: &Message) -> Code {
+        let r = self
+            .client
+            .ack_message(AckMessageRequest {
+                group: res(group),
+                topic: res(TOPIC),
+                entries: vec![AckMessageEntry {
+                    message_id: String::new(),
+                    receipt_handle: handle(m),
+                    lite_topic: None,
+                }],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        code(&r.status)
     }
 
     async fn ack_handle(&mut self, receipt_handle: &str) -> AckMessageResponse {
@@ -243,6 +302,31 @@ impl Env {
         self.proxy.shutdown().await;
         self.broker.shutdown().await;
         self.namesrv.shutdown().await;
+    }
+}
+
+fn message(id: &str, body: &str, deliver_at: Option<i64>, group: Option<&str>) -> Message {
+    Message {
+        topic: res(TOPIC),
+        user_properties: [("k".to_string(), "v".to_string())].into(),
+        system_properties: Some(SystemProperties {
+            tag: Some("TagA".into()),
+            message_id: id.into(),
+            message_type: if deliver_at.is_some() {
+                MessageType::Delay
+            } else if group.is_some() {
+                MessageType::Fifo
+            } else {
+                MessageType::Normal
+            } as i32,
+            message_group: group.map(str::to_string),
+            delivery_timestamp: deliver_at.map(|ms| prost_types::Timestamp {
+                seconds: ms / 1000,
+                nanos: ((ms % 1000) * 1_000_000) as i32,
+            }),
+            ..Default::default()
+        }),
+        body: body.as_bytes().to_vec().into(),
     }
 }
 
@@ -432,5 +516,279 @@ async fn timer_not_early_fifo_group_one_queue_and_telemetry_settings() {
     };
     assert!(s.backoff_policy.is_some());
     drop(tx);
+    env.stop().await;
+}
+
+/// Opens a Telemetry stream as producer `client` of TOPIC; returns the stream's sender (the
+/// stream lives while it is held) and the commands the proxy sends, after the settings answer.
+async fn producer_telemetry(
+    env: &mut Env,
+    client: &str,
+) -> (
+    tokio::sync::mpsc::Sender<TelemetryCommand>,
+    tonic::Streaming<TelemetryCommand>,
+) {
+    let settings = Settings {
+        client_type: Some(ClientType::Producer as i32),
+        pub_sub: Some(settings::PubSub::Publishing(Publishing {
+            topics: vec![Resource {
+                resource_namespace: String::new(),
+                name: TOPIC.into(),
+            }],
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(TelemetryCommand {
+        status: None,
+        command: Some(telemetry_command::Command::Settings(settings)),
+    })
+    .await
+    .unwrap();
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut()
+        .insert("x-mq-client-id", client.parse().unwrap());
+    let mut answers = env.client.telemetry(req).await.unwrap().into_inner();
+    let first = answers.message().await.unwrap().unwrap();
+    assert!(
+        matches!(first.command, Some(telemetry_command::Command::Settings(_))),
+        "{first:?}"
+    );
+    (tx, answers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transactions_commit_rollback_and_check_back_over_telemetry() {
+    let mut env = start_with(|c| {
+        c.transaction_check_interval = 200;
+        c.transaction_time_out = 500;
+    })
+    .await;
+    let (_telemetry, mut commands) = producer_telemetry(&mut env, "producer-1").await;
+
+    let a = env.send_transactional("ID-A", "tx-commit").await;
+    let b = env.send_transactional("ID-B", "tx-rollback").await;
+    assert!(!a.transaction_id.is_empty());
+    let r = env
+        .end_transaction(
+            "ID-A",
+            &a.transaction_id,
+            TransactionResolution::Commit,
+            TransactionSource::SourceClient,
+        )
+        .await;
+    assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+    let r = env
+        .end_transaction(
+            "ID-B",
+            &b.transaction_id,
+            TransactionResolution::Rollback,
+            TransactionSource::SourceClient,
+        )
+        .await;
+    assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+    // A transaction id the proxy did not make.
+    let r = env
+        .end_transaction(
+            "ID-A",
+            "not-a-transaction-id",
+            TransactionResolution::Commit,
+            TransactionSource::SourceClient,
+        )
+        .await;
+    assert_eq!(code(&r.status), Code::InvalidTransactionId, "{r:?}");
+
+    // C is left open: the broker's check comes over the producer's Telemetry stream, and the
+    // answer to it commits C.
+    env.send_transactional("ID-C", "tx-checked").await;
+    let check = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let cmd = commands.message().await.unwrap().unwrap();
+            if let Some(telemetry_command::Command::RecoverOrphanedTransactionCommand(c)) =
+                cmd.command
+            {
+                let m = c.message.clone().unwrap();
+                if m.system_properties.as_ref().unwrap().message_id == "ID-C" {
+                    return c;
+                }
+            }
+        }
+    })
+    .await
+    .expect("no transaction check-back for ID-C");
+    let m = check.message.as_ref().unwrap();
+    assert_eq!(body(m), "tx-checked");
+    assert_eq!(m.topic.as_ref().unwrap().name, TOPIC);
+    assert_eq!(
+        m.system_properties.as_ref().unwrap().message_type,
+        MessageType::Transaction as i32
+    );
+    let r = env
+        .end_transaction(
+            "ID-C",
+            &check.transaction_id,
+            TransactionResolution::Commit,
+            TransactionSource::SourceServerCheck,
+        )
+        .await;
+    assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+
+    let mut got = env.receive_n(2, Duration::from_secs(30)).await;
+    got.sort_by_key(body);
+    assert_eq!(
+        got.iter().map(body).collect::<Vec<_>>(),
+        ["tx-checked", "tx-commit"]
+    );
+    for m in &got {
+        assert_eq!(code(&env.ack(m).await.status), Code::Ok);
+    }
+    // The rolled back B never comes.
+    let more = env.receive(Duration::from_secs(30)).await;
+    assert!(
+        !more.iter().any(|c| matches!(c, Content::Message(_))),
+        "{more:?}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forward_to_dead_letter_queue_then_read_it_from_the_dlq() {
+    let mut env = start().await;
+    let r = env.send("ID-D", "to-dlq", None).await;
+    assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+    let got = env.receive_n(1, Duration::from_secs(30)).await;
+    let forward = |receipt_handle: String| ForwardMessageToDeadLetterQueueRequest {
+        group: res(GROUP),
+        topic: res(TOPIC),
+        receipt_handle,
+        message_id: "ID-D".into(),
+        delivery_attempt: 1,
+        max_delivery_attempts: 16,
+        lite_topic: None,
+    };
+    // A handle without the CommitLog offset (the POP handle alone) cannot be forwarded.
+    let pop_handle = handle(&got[0]).rsplit_once(' ').unwrap().0.to_string();
+    let r = env
+        .client
+        .forward_message_to_dead_letter_queue(forward(pop_handle))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), Code::InvalidReceiptHandle, "{r:?}");
+    let r = env
+        .client
+        .forward_message_to_dead_letter_queue(forward(handle(&got[0])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+    // The forward acked the handle.
+    assert_eq!(
+        code(&env.ack(&got[0]).await.status),
+        Code::InvalidReceiptHandle
+    );
+    // The copy is in %DLQ%<group>, with its id.
+    let dlq = format!("%DLQ%{GROUP}");
+    let copies = env
+        .receive_n_from(&dlq, "GID_dlq_reader", 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(body(&copies[0]), "to-dlq");
+    assert_eq!(
+        copies[0].system_properties.as_ref().unwrap().message_id,
+        "ID-D"
+    );
+    env.stop().await;
+}
+
+/// Creates consumer group `group` at the broker, FIFO when `orderly`.
+async fn create_group(env: &Env, group: &str, orderly: bool) {
+    let admin = RemotingClient::new(Default::default());
+    let body = format!(
+        r#"{{"groupName":"{group}","consumeEnable":true,"consumeMessageOrderly":{orderly},"retryMaxTimes":16,"retryQueueNums":1}}"#
+    );
+    let req = RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+        .with_body(body.into_bytes());
+    let addr = BrokerAddr::parse(&env.broker.local_addr().to_string()).unwrap();
+    let resp = admin
+        .invoke(&addr, req, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(resp.code, 0, "{}", resp.remark_str());
+    admin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifo_group_receives_in_order_and_a_batch_not_acked_blocks_its_queue() {
+    const FIFO_GROUP: &str = "GID_fifo";
+    let mut env = start().await;
+    create_group(&env, FIFO_GROUP, true).await;
+    for i in 0..4 {
+        let r = env
+            .send_in_group(&format!("ID-O{i}"), &format!("o-{i}"), None, Some("g1"))
+            .await;
+        assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+    }
+    // Received and acked as they come: in send order (a pop may see only part of them yet).
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        for m in env
+            .receive_n_from(TOPIC, FIFO_GROUP, 1, Duration::from_secs(30))
+            .await
+        {
+            assert_eq!(env.ack_as(FIFO_GROUP, &m).await, Code::Ok);
+            seen.push(body(&m));
+        }
+    }
+    assert_eq!(seen, ["o-0", "o-1", "o-2", "o-3"]);
+
+    // A batch not fully acked blocks its queue until its invisible time passes; then it is
+    // handed out again from its start, in order, with the attempt raised.
+    for i in 0..4 {
+        let r = env
+            .send_in_group(&format!("ID-P{i}"), &format!("p-{i}"), None, Some("g1"))
+            .await;
+        assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+    }
+    let invisible = Duration::from_secs(2);
+    let b1 = env.receive_n_from(TOPIC, FIFO_GROUP, 1, invisible).await;
+    let popped_at = Instant::now();
+    assert_eq!(body(&b1[0]), "p-0");
+    assert_eq!(env.ack_as(FIFO_GROUP, &b1[0]).await, Code::Ok);
+    let items = env.receive_from(TOPIC, FIFO_GROUP, invisible).await;
+    // (Blocked only while part of the batch is unacked.)
+    if b1.len() > 1 && popped_at.elapsed() < invisible {
+        assert!(
+            !items.iter().any(|c| matches!(c, Content::Message(_))),
+            "handed out while its batch is in flight: {items:?}"
+        );
+    }
+    let mut rest = Vec::new();
+    let mut attempts = std::collections::BTreeMap::new();
+    while rest.len() < 3 {
+        for m in env
+            .receive_n_from(TOPIC, FIFO_GROUP, 1, Duration::from_secs(30))
+            .await
+        {
+            assert_eq!(env.ack_as(FIFO_GROUP, &m).await, Code::Ok);
+            let b = body(&m);
+            attempts.insert(
+                b.clone(),
+                m.system_properties.as_ref().unwrap().delivery_attempt,
+            );
+            if b != "p-0" {
+                rest.push(b);
+            }
+        }
+    }
+    assert_eq!(rest, ["p-1", "p-2", "p-3"]);
+    if b1.len() > 1 {
+        assert_eq!(attempts.get("p-1"), Some(&Some(2)), "{attempts:?}");
+    }
+    let more = env.receive_from(TOPIC, FIFO_GROUP, invisible).await;
+    assert!(
+        !more.iter().any(|c| matches!(c, Content::Message(_))),
+        "{more:?}"
+    );
     env.stop().await;
 }

@@ -340,6 +340,12 @@ command_header! {
         pub group_name: String => "groupName",
     }
 
+    /// GET_SUBSCRIPTIONGROUP_CONFIG (352): one group's config (the proxy asks whether a group
+    /// is FIFO).
+    pub struct GetSubscriptionGroupConfigRequestHeader {
+        pub group: String => "group",
+    }
+
     /// GET_CONSUMER_CONNECTION_LIST (203), admin to broker.
     pub struct GetConsumerConnectionListRequestHeader {
         pub consumer_group: String => "consumerGroup",

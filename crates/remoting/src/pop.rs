@@ -159,6 +159,49 @@ pub fn push_offset_info(out: &mut String, topic: &str, queue_id: i32, value: &st
     out.push_str(value);
 }
 
+/// Appends a FIFO batch's delivery counts to an `orderCountInfo` list as upstream's broker
+/// writes it: the queue's entry `mark queueId count` with the batch's smallest count, then
+/// `mark qo<queueId>%<offset> count` for each offset counted more than that.
+pub fn push_order_counts(
+    out: &mut String,
+    topic: &str,
+    queue_id: i32,
+    offsets: &[i64],
+    counts: &[i32],
+) {
+    let min = counts.iter().copied().min().unwrap_or(0);
+    push_offset_info(out, topic, queue_id, &min.to_string());
+    for (o, c) in offsets.iter().zip(counts).filter(|(_, c)| **c > min) {
+        out.push(';');
+        out.push(retry_mark(topic));
+        out.push_str(&format!(" qo{queue_id}%{o} {c}"));
+    }
+}
+
+/// How many times the message at `offset` of queue `queue_id` of `topic` was handed out
+/// before, by an `orderCountInfo` list (its offset's entry, else its queue's); `None` when the
+/// list names neither.
+pub fn order_count(info: &str, topic: &str, queue_id: i32, offset: i64) -> Option<i32> {
+    let mark = retry_mark(topic);
+    let entries = info.split(';').filter_map(|e| {
+        let mut f = e.split(' ');
+        let (m, k, v) = (f.next()?, f.next()?, f.next()?);
+        (f.next().is_none() && m.starts_with(mark)).then_some((k, v.parse::<i32>().ok()?))
+    });
+    let per_offset = format!("qo{queue_id}%{offset}");
+    let queue = queue_id.to_string();
+    let mut by_queue = None;
+    for (k, v) in entries {
+        if k == per_offset {
+            return Some(v);
+        }
+        if k == queue {
+            by_queue = Some(v);
+        }
+    }
+    by_queue
+}
+
 /// Parses an offset list into `(mark, queueId, value)` entries.
 pub fn parse_offset_info(s: &str) -> Result<Vec<(char, i32, String)>, RemotingError> {
     let mut out = Vec::new();
@@ -405,6 +448,20 @@ mod tests {
         assert_eq!(real_topic("T", "G", '1'), "%RETRY%G_T");
         assert_eq!(real_topic("%RETRY%G_T", "G", '1'), "%RETRY%G_T");
         assert_eq!(real_topic("T", "G", '0'), "T");
+    }
+
+    #[test]
+    fn order_counts_per_queue_and_per_offset() {
+        let mut info = String::new();
+        push_order_counts(&mut info, "T", 0, &[3, 4], &[1, 1]);
+        push_order_counts(&mut info, "T", 1, &[7, 8, 9], &[0, 2, 0]);
+        assert_eq!(info, "0 0 1;0 1 0;0 qo1%8 2");
+        assert_eq!(order_count(&info, "T", 0, 4), Some(1));
+        assert_eq!(order_count(&info, "T", 1, 8), Some(2));
+        assert_eq!(order_count(&info, "T", 1, 9), Some(0));
+        assert_eq!(order_count(&info, "T", 2, 9), None);
+        assert_eq!(order_count(&info, "%RETRY%G_T", 0, 4), None);
+        assert_eq!(order_count("", "T", 0, 4), None);
     }
 
     #[test]

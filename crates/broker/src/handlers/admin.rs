@@ -11,7 +11,7 @@ use remoting::broker_headers::{
     CreateTopicRequestHeader, DeleteSubscriptionGroupRequestHeader, DeleteTopicRequestHeader,
     GetAllDelayOffsetRequestHeader, GetConsumeStatsRequestHeader,
     GetConsumerConnectionListRequestHeader, GetProducerConnectionListRequestHeader,
-    GetTopicStatsInfoRequestHeader, MessageQueue,
+    GetSubscriptionGroupConfigRequestHeader, GetTopicStatsInfoRequestHeader, MessageQueue,
 };
 use remoting::properties::parse_properties;
 use remoting::protocol::{perm, to_fastjson, KVTable, KeyStyle, TopicConfig};
@@ -142,6 +142,23 @@ pub(super) async fn all_group_config(
     req: RemotingCommand,
 ) -> Reply {
     json_body(&req, &state.groups.snapshot())
+}
+
+/// GET_SUBSCRIPTIONGROUP_CONFIG (352): one group's config; a group not known is
+/// SUBSCRIPTION_GROUP_NOT_EXIST (nothing is created).
+pub(super) async fn group_config(
+    state: Arc<BrokerServices>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let h: GetSubscriptionGroupConfigRequestHeader = header(&req)?;
+    match state.groups.find(&h.group, false)? {
+        Some(config) => json_body(&req, &config),
+        None => Err(HandlerError::GroupNotExist(format!(
+            "subscription group {} does not exist",
+            h.group
+        ))),
+    }
 }
 
 /// GET_BROKER_RUNTIME_INFO (28).

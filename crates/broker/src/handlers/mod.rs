@@ -138,6 +138,10 @@ const HANDLERS: &[(i32, Handler)] = &[
         handler!(admin::all_group_config),
     ),
     (
+        RequestCode::GET_SUBSCRIPTIONGROUP_CONFIG,
+        handler!(admin::group_config),
+    ),
+    (
         RequestCode::GET_BROKER_RUNTIME_INFO,
         handler!(admin::runtime_info),
     ),
@@ -287,11 +291,11 @@ mod tests {
     use super::*;
 
     /// The codes a broker served before its table was keyed by single codes, and the ACL
-    /// admin codes 50-53 added since.
+    /// admin codes 50-53 and GET_SUBSCRIPTIONGROUP_CONFIG (352, for the proxy) added since.
     const SERVED: &[i32] = &[
         10, 310, 320, 11, 14, 15, 30, 31, 32, 29, 38, 34, 35, 41, 42, 46, 36, 37, 12, 33, 17, 215,
         21, 200, 207, 201, 28, 203, 204, 208, 202, 26, 25, 45, 43, 60, 307, 309, 222, 223, 50, 51,
-        52, 53, 200050, 200051, 200151, 200053, 200054, 1008, 906,
+        52, 53, 352, 200050, 200051, 200151, 200053, 200054, 1008, 906,
     ];
 
     #[test]

@@ -51,7 +51,8 @@ use rand::Rng;
 use remoting::broker_headers::SendMessageRequestHeader;
 use remoting::message::{now_millis, MessageConst, MessageInner, Properties};
 use remoting::pop::{
-    pop_retry_topic, pop_retry_topic_v2, push_offset_info, ExtraInfo, ORDER_REVIVE_QUEUE,
+    pop_retry_topic, pop_retry_topic_v2, push_offset_info, push_order_counts, ExtraInfo,
+    ORDER_REVIVE_QUEUE,
 };
 use remoting::protocol::perm;
 use store::{AcceptAll, GetMessageStatus, MessageExt, MessageFilter};
@@ -390,7 +391,7 @@ impl PopService {
                 r.invisible_time,
                 offsets.clone(),
             );
-            push_offset_info(&mut out.order_count_info, topic, q, &attempts.to_string());
+            push_order_counts(&mut out.order_count_info, topic, q, &offsets, &attempts);
         } else {
             let ck = Checkpoint {
                 key: CkKey {

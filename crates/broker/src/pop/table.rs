@@ -4,7 +4,7 @@
 //! ([`OrderTable`]). The service (`pop/mod.rs`) journals every change to the revive log and
 //! rebuilds the [`CkTable`] from it after a restart.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Identity of one pop of one queue (upstream matches acks to checkpoints the same way).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -206,15 +206,17 @@ pub(crate) struct OrderBatch {
     pub(crate) invisible_time: i64,
     pub(crate) offsets: Vec<i64>,
     pub(crate) acked: u64,
-    /// How many times this batch's first message was handed out before (0 the first time).
-    pub(crate) attempts: i32,
 }
 
 /// FIFO queues: one batch per (group, topic, queue) in flight; the queue is blocked until the
-/// batch is acked or its invisible time passes.
+/// batch is acked or its invisible time passes. Each offset's deliveries are counted until the
+/// queue's offset is committed past it, so a message handed out again in a later, shorter or
+/// differently cut batch keeps its count (upstream's per-offset `offsetConsumedCount`).
 #[derive(Default)]
 pub(crate) struct OrderTable {
     batches: HashMap<(String, String, i32), OrderBatch>,
+    /// Times each offset not yet committed past was handed out before its latest batch.
+    attempts: HashMap<(String, String, i32), BTreeMap<i64, i32>>,
 }
 
 impl OrderTable {
@@ -225,19 +227,24 @@ impl OrderTable {
             .is_some_and(|b| now < b.pop_time.saturating_add(b.invisible_time))
     }
 
-    /// Records a new batch handed out from `offsets[0]`; returns its attempt count (how many
-    /// times a batch starting at the same offset was handed out before).
+    /// Records a new batch of `offsets`; returns each one's attempt count (how many times it
+    /// was handed out before: 0 the first time).
     pub(crate) fn start(
         &mut self,
         key: (String, String, i32),
         pop_time: i64,
         invisible_time: i64,
         offsets: Vec<i64>,
-    ) -> i32 {
-        let attempts = match self.batches.get(&key) {
-            Some(b) if b.offsets.first() == offsets.first() => b.attempts + 1,
-            _ => 0,
-        };
+    ) -> Vec<i32> {
+        let counts = self.attempts.entry(key.clone()).or_default();
+        let attempts = offsets
+            .iter()
+            .map(|o| {
+                let c = counts.entry(*o).or_insert(-1);
+                *c += 1;
+                *c
+            })
+            .collect();
         self.batches.insert(
             key,
             OrderBatch {
@@ -245,7 +252,6 @@ impl OrderTable {
                 invisible_time,
                 offsets,
                 acked: 0,
-                attempts,
             },
         );
         attempts
@@ -279,6 +285,12 @@ impl OrderTable {
         if b.acked & all == all {
             let next = b.offsets.iter().max().map_or(offset, |m| m + 1);
             self.batches.remove(key);
+            if let Some(counts) = self.attempts.get_mut(key) {
+                *counts = counts.split_off(&next);
+                if counts.is_empty() {
+                    self.attempts.remove(key);
+                }
+            }
             return Ok(Some(next));
         }
         Ok(None)
@@ -383,20 +395,27 @@ mod tests {
     fn a_fifo_queue_is_blocked_until_acked_or_expired() {
         let mut o = OrderTable::default();
         let k = ("G".to_string(), "T".to_string(), 0);
-        assert_eq!(o.start(k.clone(), 1_000, 500, vec![3, 4]), 0);
+        assert_eq!(o.start(k.clone(), 1_000, 500, vec![3, 4]), [0, 0]);
         assert!(o.blocked("G", "T", 0, 1_499));
         assert!(!o.blocked("G", "T", 0, 1_500), "expired: handed out again");
         assert_eq!(
-            o.start(k.clone(), 1_500, 500, vec![3, 4]),
-            1,
-            "second attempt"
+            o.start(k.clone(), 1_500, 500, vec![3]),
+            [1],
+            "second attempt, a shorter batch"
         );
+        // Offset 4 keeps its count although the batch in between left it out.
+        assert_eq!(o.start(k.clone(), 1_600, 500, vec![3, 4]), [2, 1]);
+        assert_eq!(o.start(k.clone(), 1_500, 500, vec![3, 4]), [3, 2]);
         assert_eq!(o.ack(&k, 1_000, 3), Err(Stale::UnknownHandle), "old handle");
         assert_eq!(o.ack(&k, 1_500, 3), Ok(None));
         assert_eq!(o.inflight("G", "T", 0, 1_600), 1);
         assert_eq!(o.ack(&k, 1_500, 4), Ok(Some(5)));
         assert!(!o.blocked("G", "T", 0, 1_600));
-        assert_eq!(o.start(k.clone(), 2_000, 500, vec![5]), 0);
+        assert_eq!(o.start(k.clone(), 2_000, 500, vec![5]), [0]);
+        assert!(
+            o.attempts[&k].keys().all(|o| *o >= 5),
+            "committed past: forgotten"
+        );
         o.extend(&k, 2_000, 2_400, 1_000).unwrap();
         assert!(o.blocked("G", "T", 0, 3_399));
     }

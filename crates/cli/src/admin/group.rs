@@ -52,6 +52,9 @@ pub struct UpdateSubGroupArgs {
     /// Notify consumers when the group's membership changes.
     #[arg(short = 'a', long = "notifyConsumerIdsChanged", default_value_t = true, action = clap::ArgAction::Set)]
     notify: bool,
+    /// A FIFO group: 5.x clients receive its messages in order per message group.
+    #[arg(short = 'o', long = "consumeMessageOrderly", default_value_t = false, action = clap::ArgAction::Set)]
+    orderly: bool,
 }
 
 #[derive(Args, Debug)]
@@ -121,6 +124,10 @@ struct SubscriptionGroupConfig<'a> {
     consume_broadcast_enable: bool,
     consume_enable: bool,
     consume_from_min_enable: bool,
+    /// A FIFO group (upstream 5.x `consumeMessageOrderly`); left out when false, as 4.x
+    /// `mqadmin` writes the body.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    consume_message_orderly: bool,
     group_name: &'a str,
     notify_consumer_ids_changed_enable: bool,
     retry_max_times: i32,
@@ -141,6 +148,7 @@ pub(super) async fn update(admin: &Admin, a: UpdateSubGroupArgs) -> anyhow::Resu
         consume_broadcast_enable: a.broadcast,
         consume_enable: a.consume_enable,
         consume_from_min_enable: a.consume_from_min,
+        consume_message_orderly: a.orderly,
         group_name: &a.group,
         notify_consumer_ids_changed_enable: a.notify,
         retry_max_times: a.retry_max,
@@ -504,6 +512,7 @@ mod tests {
             consume_broadcast_enable: false,
             consume_enable: true,
             consume_from_min_enable: false,
+            consume_message_orderly: false,
             group_name: "CG_cap_admin",
             notify_consumer_ids_changed_enable: true,
             retry_max_times: 16,
