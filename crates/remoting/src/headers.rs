@@ -21,8 +21,15 @@ use crate::error::RemotingError;
 
 /// A typed view of a command's `extFields`.
 pub trait CommandHeader: Sized {
+    /// Adds the fields as they go on the wire to `out` (replacing fields of the same name).
+    fn write_fields(&self, out: &mut HashMap<String, String>);
+
     /// The fields as they go on the wire.
-    fn to_ext_fields(&self) -> HashMap<String, String>;
+    fn to_ext_fields(&self) -> HashMap<String, String> {
+        let mut fields = HashMap::new();
+        self.write_fields(&mut fields);
+        fields
+    }
 
     /// Parses the fields; see the module table for the rules.
     fn from_ext_fields(fields: &HashMap<String, String>) -> Result<Self, RemotingError>;
@@ -34,7 +41,7 @@ pub trait CommandHeader: Sized {
 
     /// Adds this header's fields to `cmd` (replacing fields of the same name).
     fn write_to(&self, cmd: &mut RemotingCommand) {
-        cmd.ext_fields.extend(self.to_ext_fields());
+        self.write_fields(&mut cmd.ext_fields);
     }
 }
 
@@ -128,10 +135,8 @@ macro_rules! command_header {
         }
 
         impl $crate::headers::CommandHeader for $name {
-            fn to_ext_fields(&self) -> ::std::collections::HashMap<String, String> {
-                let mut fields = ::std::collections::HashMap::new();
-                $($crate::headers::HeaderField::write_field(&self.$field, $key, &mut fields);)+
-                fields
+            fn write_fields(&self, fields: &mut ::std::collections::HashMap<String, String>) {
+                $($crate::headers::HeaderField::write_field(&self.$field, $key, fields);)+
             }
 
             fn from_ext_fields(
