@@ -453,19 +453,29 @@ async fn slave_cut_to_its_masters_log_replicates_again_from_there() {
     let old_dir = tempfile::tempdir().unwrap();
     let new_dir = tempfile::tempdir().unwrap();
     let slave_dir = tempfile::tempdir().unwrap();
-    // Two masters that agree on 10 records and then diverge.
+    // Two masters that agree on 10 records and then diverge: `new` replicated the first 10
+    // from `old` (so they are the same bytes, store timestamps included) and was then made
+    // master.
     let old = MessageStore::open(config(old_dir.path())).unwrap();
-    let new = MessageStore::open(config(new_dir.path())).unwrap();
+    let mut nc = config(new_dir.path());
+    nc.broker_role = BrokerRole::Slave;
+    let new = MessageStore::open(nc).unwrap();
     let mut common_end = 0;
     for i in 0..10 {
-        for m in [&old, &new] {
-            let r = m
-                .put_message(msg("D", i % 2, &format!("c{i}"), "t", &[b'c'; 300]))
-                .await
-                .unwrap();
-            common_end = r.wrote_offset + i64::from(r.wrote_bytes);
-        }
+        let r = old
+            .put_message(msg("D", i % 2, &format!("c{i}"), "t", &[b'c'; 300]))
+            .await
+            .unwrap();
+        common_end = r.wrote_offset + i64::from(r.wrote_bytes);
     }
+    let common = old.read_commit_log(0, common_end as usize).unwrap();
+    new.append_replicated(0, &common).unwrap();
+    assert!(new.wait_dispatched(Duration::from_secs(5)));
+    let promoted = new.clone();
+    tokio::task::spawn_blocking(move || promoted.become_master(Duration::from_secs(5)))
+        .await
+        .unwrap()
+        .unwrap();
     for i in 0..7 {
         old.put_message(msg("D", i % 2, &format!("old{i}"), "t", &[b'o'; 200]))
             .await
