@@ -10,6 +10,7 @@
 //! | [`group`] | updateSubGroup, deleteSubGroup, consumerProgress, consumerConnection, producerConnection, resetOffsetByTime |
 //! | [`message`] | queryMsgById, queryMsgByKey, queryMsgByOffset, sendMessage, consumeMessage, printMsg |
 //! | [`acl`] | updateAclConfig, deleteAclConfig, clusterAclConfigVersion, updateGlobalWhiteAddr |
+//! | [`controller`] | getControllerMetaData, getSyncStateSet, getBrokerEpoch, electMaster (5.x controller mode) |
 //!
 //! Output is a plain table by default and one JSON document with `--json`. Any failure
 //! (unreachable NameServer, unknown topic, broker error) is an error, so the process exits
@@ -17,6 +18,7 @@
 
 mod acl;
 pub(crate) mod broker;
+mod controller;
 #[cfg(test)]
 mod golden;
 pub(crate) mod group;
@@ -110,6 +112,14 @@ enum AdminCommand {
     ClusterAclConfigVersion(acl::AclTargetArgs),
     /// Replace the ACL's global white list of addresses.
     UpdateGlobalWhiteAddr(acl::UpdateGlobalWhiteAddrArgs),
+    /// Show the controller group: its leader and peers.
+    GetControllerMetaData(controller::ControllerMetaArgs),
+    /// Show a broker group's master, epochs and SyncStateSet, from the controller leader.
+    GetSyncStateSet(controller::GetSyncStateSetArgs),
+    /// Show the epoch entries of every broker of a group (-b) or cluster (-c).
+    GetBrokerEpoch(controller::GetBrokerEpochArgs),
+    /// Make a replica the master of its group (controller mode).
+    ElectMaster(controller::ElectMasterArgs),
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
@@ -146,6 +156,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::DeleteAclConfig(a) => acl::delete(&admin, a).await,
         AdminCommand::ClusterAclConfigVersion(a) => acl::versions(&admin, a).await,
         AdminCommand::UpdateGlobalWhiteAddr(a) => acl::update_global_white(&admin, a).await,
+        AdminCommand::GetControllerMetaData(a) => controller::metadata(&admin, a).await,
+        AdminCommand::GetSyncStateSet(a) => controller::sync_state_set(&admin, a).await,
+        AdminCommand::GetBrokerEpoch(a) => controller::broker_epoch(&admin, a).await,
+        AdminCommand::ElectMaster(a) => controller::elect_master(&admin, a).await,
     };
     admin.client.shutdown().await;
     result
