@@ -139,6 +139,7 @@ async fn controller_commands_read_and_switch_a_group() {
     assert_eq!(meta["controllerLeaderAddress"], ctl.as_str());
     assert_eq!(meta["peers"], serde_json::json!([format!("n0-{ctl}")]));
     let text = stdout(&apogee(&["admin", "getControllerMetaData", "-a", &ctl]).await);
+    println!("$ apogee admin getControllerMetaData -a {ctl}{text}");
     assert!(text.contains("#ControllerGroup\tcg\n"), "{text}");
     assert!(text.contains("#ControllerLeaderId\tn0\n"), "{text}");
     assert!(
@@ -169,6 +170,7 @@ async fn controller_commands_read_and_switch_a_group() {
         assert!(Instant::now() < deadline, "b1 never registered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    println!("$ apogee admin getSyncStateSet -a {ctl} -c C{text}");
     for line in [
         "#brokerName\tb1\n".to_string(),
         "#MasterBrokerId\t1\n".to_string(),
@@ -250,6 +252,7 @@ async fn controller_commands_read_and_switch_a_group() {
         assert_eq!(list.last().unwrap()["endOffset"], e["maxOffset"]);
     }
     let text = stdout(&apogee(&["admin", "-n", &ns, "getBrokerEpoch", "-c", "C"]).await);
+    println!("$ apogee admin getBrokerEpoch -c C{text}");
     assert!(text.contains(&format!("#brokerAddr\t{a_addr}\n")), "{text}");
     assert!(text.contains(&format!("#brokerAddr\t{b_addr}\n")), "{text}");
     assert!(
@@ -259,7 +262,8 @@ async fn controller_commands_read_and_switch_a_group() {
         "{text}"
     );
 
-    // electMaster: the operator makes replica 2 master, then 1 again (text output).
+    // electMaster: the operator makes replica 2 master, then 1 again (text output, with
+    // upstream's `-bn <group> -b <id>` spelling).
     let elected = json(
         &apogee(&[
             "admin",
@@ -287,15 +291,16 @@ async fn controller_commands_read_and_switch_a_group() {
             "electMaster",
             "-a",
             &ctl,
-            "--clusterName",
+            "-c",
             "C",
-            "--bn",
+            "-bn",
             "b1",
-            "--brokerId",
+            "-b",
             "1",
         ])
         .await,
     );
+    println!("$ apogee admin electMaster -a {ctl} -c C -bn b1 -b 1{text}");
     for line in [
         "#ClusterName\tC\n".to_string(),
         "#BrokerName\tb1\n".to_string(),

@@ -60,10 +60,11 @@ pub struct ElectMasterArgs {
     /// The cluster of the group.
     #[arg(short = 'c', long = "clusterName")]
     cluster: String,
-    /// The broker group (brokerName). Upstream's mqadmin spells it `-bn`.
-    #[arg(short = 'b', long = "brokerName", visible_alias = "bn")]
+    /// The broker group (brokerName). Upstream's `-bn <name> -b <id>` works too (see
+    /// [`super::upstream_flags`]).
+    #[arg(short = 'b', long = "brokerName")]
     broker_name: String,
-    /// The replica id to make master. Upstream's mqadmin spells it `-b`.
+    /// The replica id to make master.
     #[arg(short = 'i', long = "brokerId")]
     broker_id: i64,
 }

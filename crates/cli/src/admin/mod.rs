@@ -165,6 +165,30 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     result
 }
 
+/// Command-line arguments with upstream mqadmin's two-letter flag spelled the way clap takes
+/// it: upstream's `electMaster` names the group `-bn` and the replica id `-b`, so when an
+/// `electMaster` command line has `-bn`, `-bn` becomes `--brokerName` and `-b` `--brokerId`
+/// (without `-bn`, `-b` is the group and `-i` the id, as in the spelling).
+pub fn upstream_flags<I: IntoIterator<Item = std::ffi::OsString>>(
+    args: I,
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let Some(at) = args.iter().position(|a| a == "electMaster") else {
+        return args;
+    };
+    let tail = &mut args[at + 1..];
+    if tail.iter().any(|a| a == "-bn") {
+        for a in tail {
+            if a == "-bn" {
+                *a = "--brokerName".into();
+            } else if a == "-b" {
+                *a = "--brokerId".into();
+            }
+        }
+    }
+    args
+}
+
 /// The NameServer list from `-n`, else `NAMESRV_ADDR`, else [`DEFAULT_NAMESRV`].
 pub(crate) fn namesrv_list(flag: Option<&str>) -> anyhow::Result<String> {
     let raw = flag
@@ -443,6 +467,40 @@ pub(crate) fn parse_time(s: &str) -> anyhow::Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_elect_master_flags_are_rewritten() {
+        let args = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let upstream = args(&[
+            "apogee",
+            "admin",
+            "electMaster",
+            "-a",
+            "x:1",
+            "-bn",
+            "b1",
+            "-b",
+            "2",
+        ]);
+        assert_eq!(
+            upstream_flags(upstream),
+            args(&[
+                "apogee",
+                "admin",
+                "electMaster",
+                "-a",
+                "x:1",
+                "--brokerName",
+                "b1",
+                "--brokerId",
+                "2"
+            ])
+        );
+        let ours = args(&["apogee", "admin", "electMaster", "-b", "b1", "-i", "2"]);
+        assert_eq!(upstream_flags(ours.clone()), ours);
+        let other = args(&["apogee", "admin", "topicRoute", "-bn"]);
+        assert_eq!(upstream_flags(other.clone()), other);
+    }
 
     #[test]
     fn time_round_trip() {
