@@ -1,7 +1,8 @@
 //! `apogee admin`: the counterpart of upstream's `mqadmin`, with its command names and flags.
 //! Every command speaks only the RocketMQ remoting protocol and sends the same request codes
-//! and ext fields as `mqadmin` 4.9.8 (minus its `AccessKey`/`Signature` ACL fields), so it
-//! works against Apache RocketMQ as well as Apogee.
+//! and ext fields as `mqadmin` 4.9.8 (the controller-mode commands: as 5.x `mqadmin`; minus
+//! its `AccessKey`/`Signature` ACL fields), so it works against Apache RocketMQ as well as
+//! Apogee.
 //!
 //! | module | commands |
 //! |---|---|
