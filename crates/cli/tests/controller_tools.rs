@@ -21,18 +21,34 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// The controllers of a group `cg` with one peer per port, started in order.
+async fn start_controllers(dir: &Path, ports: &[u16]) -> Vec<Controller> {
+    let peers = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("n{i}-127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(";");
+    let mut out = Vec::new();
+    for i in 0..ports.len() {
+        let text = format!(
+            "controllerDLegerGroup=cg\ncontrollerDLegerPeers={peers}\n\
+             controllerDLegerSelfId=n{i}\ncontrollerStorePath={}\n\
+             raftHeartbeatIntervalMillis=50\ncontrollerHeartBeatTimeoutMills=1000\n\
+             scanNotActiveBrokerInterval=100\nmetricsExporterType=DISABLE\n",
+            dir.join(format!("controller-n{i}")).display()
+        );
+        let config =
+            ControllerConfig::from_properties(&remoting::properties::parse_properties(&text))
+                .expect("controller config");
+        out.push(Controller::start(config).await.expect("start controller"));
+    }
+    out
+}
+
 async fn start_controller(dir: &Path) -> Controller {
-    let port = free_port();
-    let text = format!(
-        "controllerDLegerGroup=cg\ncontrollerDLegerPeers=n0-127.0.0.1:{port}\n\
-         controllerDLegerSelfId=n0\ncontrollerStorePath={}\nraftHeartbeatIntervalMillis=50\n\
-         controllerHeartBeatTimeoutMills=1000\nscanNotActiveBrokerInterval=100\n\
-         metricsExporterType=DISABLE\n",
-        dir.join("controller").display()
-    );
-    let config = ControllerConfig::from_properties(&remoting::properties::parse_properties(&text))
-        .expect("controller config");
-    Controller::start(config).await.expect("start controller")
+    let mut all = start_controllers(dir, &[free_port()]).await;
+    all.remove(0)
 }
 
 async fn start_broker(dir: &Path, ns: &str, ctl: &str, id: i64) -> Broker {
@@ -316,5 +332,82 @@ async fn controller_commands_read_and_switch_a_group() {
     b.shutdown().await;
     a.shutdown().await;
     controller.shutdown().await;
+    namesrv.shutdown().await;
+}
+
+/// With three controllers, every command given a follower's address reaches the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_given_a_follower_reach_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let namesrv = NameServer::start(NamesrvConfig {
+        listen_port: 0,
+        kv_config_path: dir.path().join("kv.json"),
+        ..NamesrvConfig::default()
+    })
+    .await
+    .unwrap();
+    let ns = format!("127.0.0.1:{}", namesrv.local_addr().port());
+    let ports = [free_port(), free_port(), free_port()];
+    let controllers = start_controllers(dir.path(), &ports).await;
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+
+    // Wait for a leader, then pick a follower.
+    let deadline = Instant::now() + WAIT;
+    let leader = loop {
+        let meta =
+            json(&apogee(&["admin", "getControllerMetaData", "-a", &addrs[0], "--json"]).await);
+        if let Some(l) = meta["controllerLeaderAddress"].as_str() {
+            break l.to_string();
+        }
+        assert!(Instant::now() < deadline, "no leader: {meta}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let follower = addrs.iter().find(|a| **a != leader).unwrap().clone();
+    let meta = json(&apogee(&["admin", "getControllerMetaData", "-a", &follower, "--json"]).await);
+    assert_eq!(meta["isLeader"], false);
+    assert_eq!(meta["controllerLeaderAddress"], leader.as_str());
+    assert_eq!(meta["peers"].as_array().map(Vec::len), Some(3));
+
+    let broker = start_broker(dir.path(), &ns, &addrs.join(";"), 1).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = b1_state(&follower).await;
+        if s["masterBrokerId"] == 1 {
+            assert_eq!(s["masterAddress"], broker.broker_addr().as_str());
+            break;
+        }
+        assert!(Instant::now() < deadline, "b1 never had a master: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // An election the leader refuses (no replica 7) comes back as the leader's refusal.
+    let out = apogee(&[
+        "admin",
+        "electMaster",
+        "-a",
+        &follower,
+        "-c",
+        "C",
+        "-b",
+        "b1",
+        "-i",
+        "7",
+    ])
+    .await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("$ apogee admin electMaster -a {follower} -c C -b b1 -i 7\n{err}");
+    assert!(!err.contains("CONTROLLER_NOT_LEADER"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "CONTROLLER_ELECT_MASTER failed at controller {leader}: code 2012 \
+             (CONTROLLER_ELECT_MASTER_FAILED)"
+        )),
+        "{err}"
+    );
+
+    broker.shutdown().await;
+    for c in controllers {
+        c.shutdown().await;
+    }
     namesrv.shutdown().await;
 }

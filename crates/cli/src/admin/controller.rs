@@ -123,8 +123,9 @@ impl Admin {
     }
 
     /// Sends `cmd` to the controller leader (as the metadata of `controllers` names it; else
-    /// the first controller), following one CONTROLLER_NOT_LEADER answer.
-    async fn controller_leader_call(
+    /// the first controller), following one CONTROLLER_NOT_LEADER answer; the answer must be
+    /// SUCCESS.
+    async fn controller_leader_ok(
         &self,
         controllers: &[BrokerAddr],
         cmd: RemotingCommand,
@@ -150,7 +151,7 @@ impl Admin {
                     continue;
                 }
             }
-            return Ok(resp);
+            return check(resp, cmd.code, &format!("controller {target}"));
         }
         bail!("the controllers do not agree on a leader")
     }
@@ -224,12 +225,7 @@ pub(super) async fn sync_state_set(admin: &Admin, a: GetSyncStateSetArgs) -> any
     };
     let cmd = RemotingCommand::request(RequestCode::CONTROLLER_GET_SYNC_STATE_DATA)
         .with_body(serde_json::to_vec(&names)?);
-    let resp = admin.controller_leader_call(&controllers, cmd).await?;
-    let resp = check(
-        resp,
-        RequestCode::CONTROLLER_GET_SYNC_STATE_DATA,
-        "the controller leader",
-    )?;
+    let resp = admin.controller_leader_ok(&controllers, cmd).await?;
     let info: BrokerReplicasInfo =
         serde_json::from_slice(&resp.body).context("malformed BrokerReplicasInfo body")?;
     if info.replicas_info_table.is_empty() {
@@ -360,12 +356,7 @@ pub(super) async fn elect_master(admin: &Admin, a: ElectMasterArgs) -> anyhow::R
         invoke_time: Some(remoting::message::now_millis()),
     }
     .write_to(&mut cmd);
-    let resp = admin.controller_leader_call(&controllers, cmd).await?;
-    let resp = check(
-        resp,
-        RequestCode::CONTROLLER_ELECT_MASTER,
-        "the controller leader",
-    )?;
+    let resp = admin.controller_leader_ok(&controllers, cmd).await?;
     let h = ElectMasterResponseHeader::from_command(&resp).context("malformed elect header")?;
     let body: ElectMasterResponseBody = if resp.body.is_empty() {
         ElectMasterResponseBody::default()
