@@ -278,6 +278,28 @@ async fn controller_commands_read_and_switch_a_group() {
         "{text}"
     );
 
+    // `-i 1` prints again every second until stopped.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_apogee"))
+        .args([
+            "admin",
+            "getSyncStateSet",
+            "-a",
+            &ctl,
+            "-b",
+            "b1",
+            "-i",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    child.start_kill().unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.matches("#brokerName\tb1\n").count() >= 2, "{text}");
+
     // electMaster: the operator makes replica 2 master, then 1 again (text output, with
     // upstream's `-bn <group> -b <id>` spelling).
     let elected = json(

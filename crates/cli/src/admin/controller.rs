@@ -39,6 +39,9 @@ pub struct GetSyncStateSetArgs {
     /// Every broker group of this cluster (names from the NameServer).
     #[arg(short = 'c', long = "clusterName")]
     cluster: Option<String>,
+    /// Print again every this many seconds until stopped (upstream's `-i`).
+    #[arg(short = 'i', long = "interval")]
+    interval: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -49,6 +52,9 @@ pub struct GetBrokerEpochArgs {
     /// Every broker of this cluster.
     #[arg(short = 'c', long = "clusterName")]
     cluster: Option<String>,
+    /// Print again every this many seconds until stopped (upstream's `-i`).
+    #[arg(short = 'i', long = "interval")]
+    interval: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -67,6 +73,23 @@ pub struct ElectMasterArgs {
     /// The replica id to make master.
     #[arg(short = 'i', long = "brokerId")]
     broker_id: i64,
+}
+
+/// Runs `once`, then again every `interval` seconds (at least 1) until the process is
+/// stopped or a round fails (upstream's `-i`); without `interval`, once.
+async fn repeat<F, Fut>(interval: Option<u64>, mut once: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    once().await?;
+    let Some(secs) = interval else {
+        return Ok(());
+    };
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(secs.max(1))).await;
+        once().await?;
+    }
 }
 
 /// The controller addresses of `-a`.
@@ -210,6 +233,10 @@ fn replica_text(r: &ReplicaIdentity) -> String {
 }
 
 pub(super) async fn sync_state_set(admin: &Admin, a: GetSyncStateSetArgs) -> anyhow::Result<()> {
+    repeat(a.interval, || sync_state_set_once(admin, &a)).await
+}
+
+async fn sync_state_set_once(admin: &Admin, a: &GetSyncStateSetArgs) -> anyhow::Result<()> {
     let controllers = controller_list(&a.controller)?;
     let names: Vec<String> = match (&a.broker_name, &a.cluster) {
         (Some(b), _) => vec![b.clone()],
@@ -274,6 +301,10 @@ fn epoch_text(e: &EpochEntryBody) -> String {
 }
 
 pub(super) async fn broker_epoch(admin: &Admin, a: GetBrokerEpochArgs) -> anyhow::Result<()> {
+    repeat(a.interval, || broker_epoch_once(admin, &a)).await
+}
+
+async fn broker_epoch_once(admin: &Admin, a: &GetBrokerEpochArgs) -> anyhow::Result<()> {
     let info = admin.cluster_info().await?;
     let names: Vec<String> = match (&a.broker_name, &a.cluster) {
         (Some(b), _) => {
