@@ -427,7 +427,41 @@ async fn commands_given_a_follower_reach_the_leader() {
         "{err}"
     );
 
+    // cleanBrokerMetadata (upstream's flags): refused while the broker lives, then done.
+    let clean = [
+        "admin",
+        "cleanBrokerMetadata",
+        "-a",
+        &follower,
+        "-bn",
+        "b1",
+        "-c",
+        "C",
+    ];
+    let out = apogee(&clean).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("still alive"), "{err}");
     broker.shutdown().await;
+    let deadline = Instant::now() + WAIT;
+    let text = loop {
+        let out = apogee(&clean).await;
+        if out.status.success() {
+            break stdout(&out);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never cleaned: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        text.trim(),
+        "clear broker b1 metadata from controller success!"
+    );
+    assert_eq!(b1_state(&follower).await, serde_json::Value::Null);
+
     for c in controllers {
         c.shutdown().await;
     }

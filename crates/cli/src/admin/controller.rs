@@ -2,7 +2,8 @@
 //! (CONTROLLER_GET_METADATA_INFO, 1005, to any controller), getSyncStateSet
 //! (CONTROLLER_GET_SYNC_STATE_DATA, 1006) and electMaster (CONTROLLER_ELECT_MASTER, 1002, with
 //! `designateElect`), both sent to the leader the metadata names, and getBrokerEpoch
-//! (GET_BROKER_EPOCH_CACHE, 1007, to every broker of a group or cluster).
+//! (GET_BROKER_EPOCH_CACHE, 1007, to every broker of a group or cluster), and
+//! cleanBrokerMetadata (CLEAN_BROKER_DATA, 1011, to the leader).
 //!
 //! The text output is upstream's `#Key<TAB>value` lines, so scripts written against mqadmin
 //! read it; `--json` prints the response bodies with upstream's field names.
@@ -10,9 +11,9 @@
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use remoting::controller_headers::{
-    BrokerReplicasInfo, ElectMasterRequestHeader, ElectMasterResponseBody,
-    ElectMasterResponseHeader, EpochEntryBody, EpochEntryCache, GetMetaDataResponseHeader,
-    ReplicaIdentity,
+    BrokerReplicasInfo, CleanControllerBrokerDataRequestHeader, ElectMasterRequestHeader,
+    ElectMasterResponseBody, ElectMasterResponseHeader, EpochEntryBody, EpochEntryCache,
+    GetMetaDataResponseHeader, ReplicaIdentity,
 };
 use remoting::headers::CommandHeader;
 use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
@@ -73,6 +74,30 @@ pub struct ElectMasterArgs {
     /// The replica id to make master.
     #[arg(short = 'i', long = "brokerId")]
     broker_id: i64,
+}
+
+#[derive(Args, Debug)]
+pub struct CleanBrokerMetadataArgs {
+    /// Controller address `host:port` (or a `;`-separated list); the request goes to the
+    /// leader it names.
+    #[arg(short = 'a', long = "controllerAddress")]
+    controller: String,
+    /// The replica ids to clean, `1;2;3` (default: every replica of the group).
+    #[arg(short = 'b', long = "brokerControllerIdsToClean")]
+    ids: Option<String>,
+    /// The broker group (upstream's `-bn`, which is accepted too).
+    #[arg(long = "brokerName")]
+    broker_name: String,
+    /// The cluster of the group (required unless -l).
+    #[arg(
+        short = 'c',
+        long = "clusterName",
+        required_unless_present = "clean_living"
+    )]
+    cluster: Option<String>,
+    /// Clean replicas the controller still counts alive too.
+    #[arg(short = 'l', long = "cleanLivingBroker")]
+    clean_living: bool,
 }
 
 /// Runs `once`, then again every `interval` seconds (at least 1) until the process is
@@ -420,5 +445,45 @@ pub(super) async fn elect_master(admin: &Admin, a: ElectMasterArgs) -> anyhow::R
             }
         }
         s
+    })
+}
+
+pub(super) async fn clean_broker_metadata(
+    admin: &Admin,
+    a: CleanBrokerMetadataArgs,
+) -> anyhow::Result<()> {
+    let controllers = controller_list(&a.controller)?;
+    let ids: Vec<i64> = a
+        .ids
+        .as_deref()
+        .unwrap_or_default()
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<i64>()
+                .map_err(|_| anyhow!("invalid broker id `{s}` in -b (expected e.g. 1;2;3)"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut cmd = RemotingCommand::request(RequestCode::CLEAN_BROKER_DATA);
+    CleanControllerBrokerDataRequestHeader {
+        cluster_name: a.cluster.clone(),
+        broker_name: a.broker_name.clone(),
+        broker_controller_ids_to_clean: a.ids.clone().filter(|_| !ids.is_empty()),
+        is_clean_living_broker: a.clean_living,
+        invoke_time: Some(remoting::message::now_millis()),
+    }
+    .write_to(&mut cmd);
+    admin.controller_leader_ok(&controllers, cmd).await?;
+    let out = serde_json::json!({
+        "brokerName": a.broker_name,
+        "brokerIds": ids,
+        "cleanLivingBroker": a.clean_living,
+    });
+    admin.print(&out, || {
+        format!(
+            "clear broker {} metadata from controller success!",
+            a.broker_name
+        )
     })
 }

@@ -11,7 +11,7 @@
 //! | [`group`] | updateSubGroup, deleteSubGroup, consumerProgress, consumerConnection, producerConnection, resetOffsetByTime |
 //! | [`message`] | queryMsgById, queryMsgByKey, queryMsgByOffset, sendMessage, consumeMessage, printMsg |
 //! | [`acl`] | updateAclConfig, deleteAclConfig, clusterAclConfigVersion, updateGlobalWhiteAddr |
-//! | [`controller`] | getControllerMetaData, getSyncStateSet, getBrokerEpoch, electMaster (5.x controller mode) |
+//! | [`controller`] | getControllerMetaData, getSyncStateSet, getBrokerEpoch, electMaster, cleanBrokerMetadata (5.x controller mode) |
 //!
 //! Output is a plain table by default and one JSON document with `--json`. Any failure
 //! (unreachable NameServer, unknown topic, broker error) is an error, so the process exits
@@ -121,6 +121,8 @@ enum AdminCommand {
     GetBrokerEpoch(controller::GetBrokerEpochArgs),
     /// Make a replica the master of its group (controller mode).
     ElectMaster(controller::ElectMasterArgs),
+    /// Remove replicas (or a whole group) from the controllers' metadata.
+    CleanBrokerMetadata(controller::CleanBrokerMetadataArgs),
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
@@ -161,28 +163,34 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::GetSyncStateSet(a) => controller::sync_state_set(&admin, a).await,
         AdminCommand::GetBrokerEpoch(a) => controller::broker_epoch(&admin, a).await,
         AdminCommand::ElectMaster(a) => controller::elect_master(&admin, a).await,
+        AdminCommand::CleanBrokerMetadata(a) => controller::clean_broker_metadata(&admin, a).await,
     };
     admin.client.shutdown().await;
     result
 }
 
-/// Command-line arguments with upstream mqadmin's two-letter flag spelled the way clap takes
-/// it: upstream's `electMaster` names the group `-bn` and the replica id `-b`, so when an
-/// `electMaster` command line has `-bn`, `-bn` becomes `--brokerName` and `-b` `--brokerId`
-/// (without `-bn`, `-b` is the group and `-i` the id, as in the spelling).
+/// Command-line arguments with upstream mqadmin's two-letter flag `-bn` (the group) spelled
+/// the way clap takes it: in `cleanBrokerMetadata` it becomes `--brokerName`; in
+/// `electMaster`, whose upstream flags are `-bn <group> -b <id>`, `-bn` becomes `--brokerName`
+/// and `-b` `--brokerId` (without `-bn`, `-b` is the group and `-i` the id, as in the issue's
+/// spelling).
 pub fn upstream_flags<I: IntoIterator<Item = std::ffi::OsString>>(
     args: I,
 ) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
-    let Some(at) = args.iter().position(|a| a == "electMaster") else {
+    let Some(at) = args
+        .iter()
+        .position(|a| a == "electMaster" || a == "cleanBrokerMetadata")
+    else {
         return args;
     };
+    let elect = args[at] == "electMaster";
     let tail = &mut args[at + 1..];
     if tail.iter().any(|a| a == "-bn") {
         for a in tail {
             if a == "-bn" {
                 *a = "--brokerName".into();
-            } else if a == "-b" {
+            } else if elect && a == "-b" {
                 *a = "--brokerId".into();
             }
         }
@@ -499,6 +507,27 @@ mod tests {
         );
         let ours = args(&["apogee", "admin", "electMaster", "-b", "b1", "-i", "2"]);
         assert_eq!(upstream_flags(ours.clone()), ours);
+        let clean = args(&[
+            "apogee",
+            "admin",
+            "cleanBrokerMetadata",
+            "-bn",
+            "b1",
+            "-b",
+            "1;2",
+        ]);
+        assert_eq!(
+            upstream_flags(clean),
+            args(&[
+                "apogee",
+                "admin",
+                "cleanBrokerMetadata",
+                "--brokerName",
+                "b1",
+                "-b",
+                "1;2"
+            ])
+        );
         let other = args(&["apogee", "admin", "topicRoute", "-bn"]);
         assert_eq!(upstream_flags(other.clone()), other);
     }
