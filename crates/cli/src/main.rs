@@ -121,7 +121,7 @@ pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
 
 /// Runs the command; an error is printed with its causes on one line and exits with status 1.
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
+    match run(Cli::parse_from(admin::upstream_flags(std::env::args_os()))) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));

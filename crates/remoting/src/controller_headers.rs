@@ -201,6 +201,33 @@ pub struct BrokerReplicasInfo {
     pub replicas_info_table: BTreeMap<String, ReplicasInfoBody>,
 }
 
+/// One entry of [`EpochEntryCache`] (upstream `EpochEntry`): a master epoch and the CommitLog
+/// range it wrote, `endOffset` being the next epoch's start (`i64::MAX` for the newest one).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EpochEntryBody {
+    pub epoch: i32,
+    pub start_offset: i64,
+    pub end_offset: i64,
+}
+
+/// Body of the GET_BROKER_EPOCH_CACHE (1007) response (JSON, upstream `EpochEntryCache`): a
+/// controller-mode broker's epoch entries and its CommitLog end.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EpochEntryCache {
+    #[serde(default)]
+    pub cluster_name: String,
+    #[serde(default)]
+    pub broker_name: String,
+    #[serde(default)]
+    pub broker_id: i64,
+    #[serde(default)]
+    pub epoch_list: Vec<EpochEntryBody>,
+    #[serde(default)]
+    pub max_offset: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +262,29 @@ mod tests {
         };
         let json = serde_json::to_string(&body).unwrap_or_default();
         assert_eq!(json, r#"{"syncStateSet":[1,2],"syncStateSetEpoch":3}"#);
+    }
+
+    #[test]
+    fn epoch_entry_cache_json_uses_upstream_names() {
+        let body = EpochEntryCache {
+            cluster_name: "C".into(),
+            broker_name: "b1".into(),
+            broker_id: 0,
+            epoch_list: vec![EpochEntryBody {
+                epoch: 2,
+                start_offset: 0,
+                end_offset: i64::MAX,
+            }],
+            max_offset: 120,
+        };
+        let json = serde_json::to_string(&body).unwrap_or_default();
+        assert_eq!(
+            json,
+            r#"{"clusterName":"C","brokerName":"b1","brokerId":0,"epochList":[{"epoch":2,"startOffset":0,"endOffset":9223372036854775807}],"maxOffset":120}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<EpochEntryCache>(&json).ok(),
+            Some(body)
+        );
     }
 }

@@ -1,12 +1,14 @@
 //! Controller-mode requests a broker serves: NOTIFY_BROKER_ROLE_CHANGED (1008, from the
 //! controller leader after an election; handed to the replicas task, which applies it) and
 //! EXCHANGE_BROKER_HA_INFO (906, from a slave that was told this broker is its master: the
-//! answer names this broker's HA address).
+//! answer names this broker's HA address) and GET_BROKER_EPOCH_CACHE (1007, from
+//! `apogee admin getBrokerEpoch`: the epoch entries and the CommitLog end).
 
 use std::sync::Arc;
 
 use remoting::controller_headers::{
-    ElectMasterResponseBody, ExchangeHaInfoResponseHeader, NotifyBrokerRoleChangedRequestHeader,
+    ElectMasterResponseBody, EpochEntryBody, EpochEntryCache, ExchangeHaInfoResponseHeader,
+    NotifyBrokerRoleChangedRequestHeader,
 };
 use remoting::headers::CommandHeader;
 use remoting::server::Connection;
@@ -71,4 +73,46 @@ pub(super) async fn exchange_ha_info(
     }
     .write_to(&mut resp);
     Ok(Some(resp))
+}
+
+/// GET_BROKER_EPOCH_CACHE (upstream `AdminBrokerProcessor.getBrokerEpochCache`): each epoch
+/// ends where the next starts, the newest at `i64::MAX` (upstream's `Long.MAX_VALUE`; the
+/// tool shows the CommitLog end instead). Refused outside controller mode, as upstream.
+pub(super) async fn epoch_cache(
+    state: Arc<BrokerServices>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let config = state.config();
+    if !config.enable_controller_mode {
+        return Err(HandlerError::System(
+            "this request only for controllerMode (enableControllerMode=false)".into(),
+        ));
+    }
+    let entries = state
+        .ha
+        .epochs
+        .lock()
+        .as_ref()
+        .map(|f| f.entries().to_vec())
+        .unwrap_or_default();
+    let epoch_list = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| EpochEntryBody {
+            epoch: e.epoch,
+            start_offset: e.start_offset,
+            end_offset: entries.get(i + 1).map_or(i64::MAX, |n| n.start_offset),
+        })
+        .collect();
+    let body = EpochEntryCache {
+        cluster_name: config.broker_cluster_name.clone(),
+        broker_name: config.broker_name.clone(),
+        broker_id: config.broker_id,
+        epoch_list,
+        max_offset: state.store.commit_log_max_offset(),
+    };
+    let json = serde_json::to_vec(&body)
+        .map_err(|e| HandlerError::System(format!("cannot encode the epoch cache: {e}")))?;
+    Ok(Some(success(&req).with_body(json)))
 }

@@ -1,7 +1,8 @@
 //! `apogee admin`: the counterpart of upstream's `mqadmin`, with its command names and flags.
 //! Every command speaks only the RocketMQ remoting protocol and sends the same request codes
-//! and ext fields as `mqadmin` 4.9.8 (minus its `AccessKey`/`Signature` ACL fields), so it
-//! works against Apache RocketMQ as well as Apogee.
+//! and ext fields as `mqadmin` 4.9.8 (the controller-mode commands: as 5.x `mqadmin`; minus
+//! its `AccessKey`/`Signature` ACL fields), so it works against Apache RocketMQ as well as
+//! Apogee.
 //!
 //! | module | commands |
 //! |---|---|
@@ -10,6 +11,7 @@
 //! | [`group`] | updateSubGroup, deleteSubGroup, consumerProgress, consumerConnection, producerConnection, resetOffsetByTime |
 //! | [`message`] | queryMsgById, queryMsgByKey, queryMsgByOffset, sendMessage, consumeMessage, printMsg |
 //! | [`acl`] | updateAclConfig, deleteAclConfig, clusterAclConfigVersion, updateGlobalWhiteAddr |
+//! | [`controller`] | getControllerMetaData, getSyncStateSet, getBrokerEpoch, electMaster, cleanBrokerMetadata (5.x controller mode) |
 //!
 //! Output is a plain table by default and one JSON document with `--json`. Any failure
 //! (unreachable NameServer, unknown topic, broker error) is an error, so the process exits
@@ -17,6 +19,7 @@
 
 mod acl;
 pub(crate) mod broker;
+mod controller;
 #[cfg(test)]
 mod golden;
 pub(crate) mod group;
@@ -110,6 +113,16 @@ enum AdminCommand {
     ClusterAclConfigVersion(acl::AclTargetArgs),
     /// Replace the ACL's global white list of addresses.
     UpdateGlobalWhiteAddr(acl::UpdateGlobalWhiteAddrArgs),
+    /// Show the controller group: its leader and peers.
+    GetControllerMetaData(controller::ControllerMetaArgs),
+    /// Show a broker group's master, epochs and SyncStateSet, from the controller leader.
+    GetSyncStateSet(controller::GetSyncStateSetArgs),
+    /// Show the epoch entries of every broker of a group (-b) or cluster (-c).
+    GetBrokerEpoch(controller::GetBrokerEpochArgs),
+    /// Make a replica the master of its group (controller mode).
+    ElectMaster(controller::ElectMasterArgs),
+    /// Remove replicas (or a whole group) from the controllers' metadata.
+    CleanBrokerMetadata(controller::CleanBrokerMetadataArgs),
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
@@ -146,9 +159,43 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::DeleteAclConfig(a) => acl::delete(&admin, a).await,
         AdminCommand::ClusterAclConfigVersion(a) => acl::versions(&admin, a).await,
         AdminCommand::UpdateGlobalWhiteAddr(a) => acl::update_global_white(&admin, a).await,
+        AdminCommand::GetControllerMetaData(a) => controller::metadata(&admin, a).await,
+        AdminCommand::GetSyncStateSet(a) => controller::sync_state_set(&admin, a).await,
+        AdminCommand::GetBrokerEpoch(a) => controller::broker_epoch(&admin, a).await,
+        AdminCommand::ElectMaster(a) => controller::elect_master(&admin, a).await,
+        AdminCommand::CleanBrokerMetadata(a) => controller::clean_broker_metadata(&admin, a).await,
     };
     admin.client.shutdown().await;
     result
+}
+
+/// Command-line arguments with upstream mqadmin's two-letter flag `-bn` (the group) spelled
+/// the way clap takes it: in `cleanBrokerMetadata` it becomes `--brokerName`; in
+/// `electMaster`, whose upstream flags are `-bn <group> -b <id>`, `-bn` becomes `--brokerName`
+/// and `-b` `--brokerId` (without `-bn`, `-b` is the group and `-i` the id, as in the issue's
+/// spelling).
+pub fn upstream_flags<I: IntoIterator<Item = std::ffi::OsString>>(
+    args: I,
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let Some(at) = args
+        .iter()
+        .position(|a| a == "electMaster" || a == "cleanBrokerMetadata")
+    else {
+        return args;
+    };
+    let elect = args[at] == "electMaster";
+    let tail = &mut args[at + 1..];
+    if tail.iter().any(|a| a == "-bn") {
+        for a in tail {
+            if a == "-bn" {
+                *a = "--brokerName".into();
+            } else if elect && a == "-b" {
+                *a = "--brokerId".into();
+            }
+        }
+    }
+    args
 }
 
 /// The NameServer list from `-n`, else `NAMESRV_ADDR`, else [`DEFAULT_NAMESRV`].
@@ -429,6 +476,61 @@ pub(crate) fn parse_time(s: &str) -> anyhow::Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_elect_master_flags_are_rewritten() {
+        let args = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let upstream = args(&[
+            "apogee",
+            "admin",
+            "electMaster",
+            "-a",
+            "x:1",
+            "-bn",
+            "b1",
+            "-b",
+            "2",
+        ]);
+        assert_eq!(
+            upstream_flags(upstream),
+            args(&[
+                "apogee",
+                "admin",
+                "electMaster",
+                "-a",
+                "x:1",
+                "--brokerName",
+                "b1",
+                "--brokerId",
+                "2"
+            ])
+        );
+        let ours = args(&["apogee", "admin", "electMaster", "-b", "b1", "-i", "2"]);
+        assert_eq!(upstream_flags(ours.clone()), ours);
+        let clean = args(&[
+            "apogee",
+            "admin",
+            "cleanBrokerMetadata",
+            "-bn",
+            "b1",
+            "-b",
+            "1;2",
+        ]);
+        assert_eq!(
+            upstream_flags(clean),
+            args(&[
+                "apogee",
+                "admin",
+                "cleanBrokerMetadata",
+                "--brokerName",
+                "b1",
+                "-b",
+                "1;2"
+            ])
+        );
+        let other = args(&["apogee", "admin", "topicRoute", "-bn"]);
+        assert_eq!(upstream_flags(other.clone()), other);
+    }
 
     #[test]
     fn time_round_trip() {
