@@ -124,6 +124,34 @@ fn start_controller(dir: &Path) -> ChildController {
 }
 
 /// The bytes of `broker`'s first CommitLog segment up to the end of its last whole record.
+/// A NameServer and one controller (a child process) for a scenario, with their temp dir.
+async fn start_namesrv_and_controller() -> (tempfile::TempDir, namesrv::NameServer, ChildController)
+{
+    let dir = tempfile::tempdir().unwrap();
+    let ns = namesrv::NameServer::start(namesrv_config(Duration::from_secs(3)))
+        .await
+        .unwrap();
+    let ctl = start_controller(dir.path());
+    (dir, ns, ctl)
+}
+
+/// Replica `n` of group `b1` in controller mode under `ctl`, with heartbeats (to the
+/// controller and over HA) every 100 ms.
+fn controller_mode_config(
+    nsa: std::net::SocketAddr,
+    dir: &Path,
+    ctl: &ChildController,
+    n: i64,
+) -> broker::BrokerConfig {
+    let mut c = cluster_broker_config(nsa, dir, ("b1", n, BrokerRole::SyncMaster), "1s");
+    c.enable_controller_mode = true;
+    c.controller_addr = ctl.addr.clone();
+    c.broker_heartbeat_interval = 100;
+    c.controller_heart_beat_timeout_mills = HEARTBEAT_TIMEOUT_MS;
+    c.ha_send_heartbeat_interval = 100;
+    c
+}
+
 fn commit_log(broker: &ChildBroker) -> Vec<u8> {
     let path = broker
         .config()
@@ -149,22 +177,13 @@ async fn bodies(client: &RemotingClient, broker: &str) -> BTreeSet<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn designated_election_switches_two_live_brokers() {
-    let dir = tempfile::tempdir().unwrap();
-    let ns = namesrv::NameServer::start(namesrv_config(Duration::from_secs(3)))
-        .await
-        .unwrap();
+    let (dir, ns, ctl) = start_namesrv_and_controller().await;
     let nsa = ns.local_addr();
-    let ctl = start_controller(dir.path());
     let cfg = |n: i64| {
-        let mut c = cluster_broker_config(nsa, dir.path(), ("b1", n, BrokerRole::SyncMaster), "1s");
-        c.enable_controller_mode = true;
-        c.controller_addr = ctl.addr.clone();
+        let mut c = controller_mode_config(nsa, dir.path(), &ctl, n);
         c.all_ack_in_sync_state_set = true;
-        c.broker_heartbeat_interval = 100;
-        c.controller_heart_beat_timeout_mills = HEARTBEAT_TIMEOUT_MS;
         c.sync_broker_metadata_period = 500;
         c.check_sync_state_set_period = 200;
-        c.ha_send_heartbeat_interval = 100;
         c
     };
     let raw = raw_client();
@@ -249,24 +268,15 @@ async fn designated_election_switches_two_live_brokers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn returning_old_master_cuts_its_unreplicated_tail_and_follows() {
-    let dir = tempfile::tempdir().unwrap();
-    let ns = namesrv::NameServer::start(namesrv_config(Duration::from_secs(3)))
-        .await
-        .unwrap();
+    let (dir, ns, ctl) = start_namesrv_and_controller().await;
     let nsa = ns.local_addr();
-    let ctl = start_controller(dir.path());
     let cfg = |n: i64| {
-        let mut c = cluster_broker_config(nsa, dir.path(), ("b1", n, BrokerRole::SyncMaster), "1s");
-        c.enable_controller_mode = true;
-        c.controller_addr = ctl.addr.clone();
+        let mut c = controller_mode_config(nsa, dir.path(), &ctl, n);
         c.all_ack_in_sync_state_set = false;
-        c.broker_heartbeat_interval = 100;
-        c.controller_heart_beat_timeout_mills = HEARTBEAT_TIMEOUT_MS;
         c.sync_broker_metadata_period = 500;
         // The SyncStateSet never shrinks during the test: the killed slave stays electable.
         c.check_sync_state_set_period = 600_000;
         c.ha_max_time_slave_not_catchup = 600_000;
-        c.ha_send_heartbeat_interval = 100;
         c
     };
     let raw = raw_client();
@@ -373,23 +383,14 @@ async fn returning_old_master_cuts_its_unreplicated_tail_and_follows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_master_is_replaced_without_losing_acknowledged_messages() {
-    let dir = tempfile::tempdir().unwrap();
-    let ns = namesrv::NameServer::start(namesrv_config(Duration::from_secs(3)))
-        .await
-        .unwrap();
+    let (dir, ns, ctl) = start_namesrv_and_controller().await;
     let nsa = ns.local_addr();
-    let ctl = start_controller(dir.path());
     let cfg = |n: i64| {
-        let mut c = cluster_broker_config(nsa, dir.path(), ("b1", n, BrokerRole::SyncMaster), "1s");
-        c.enable_controller_mode = true;
-        c.controller_addr = ctl.addr.clone();
+        let mut c = controller_mode_config(nsa, dir.path(), &ctl, n);
         c.all_ack_in_sync_state_set = true;
-        c.broker_heartbeat_interval = 100;
-        c.controller_heart_beat_timeout_mills = HEARTBEAT_TIMEOUT_MS;
         c.sync_broker_metadata_period = 1_000;
         c.sync_controller_metadata_period = 2_000;
         c.check_sync_state_set_period = 200;
-        c.ha_send_heartbeat_interval = 100;
         c.slave_synchronize_interval = 300;
         c
     };
