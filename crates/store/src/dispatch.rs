@@ -23,7 +23,7 @@ const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
 /// How long the dispatcher sleeps after a pass that dispatched something, before the next
 /// pass: the most a consumer waits for a new message beyond its arrival while appends stream
 /// in.
-const DISPATCH_LINGER: Duration = Duration::from_millis(1);
+const DISPATCH_LINGER: Duration = Duration::from_micros(200);
 
 /// Why a dispatch pass stopped before its limit.
 #[derive(Debug)]
@@ -220,7 +220,8 @@ impl Inner {
                 // Under a stream of appends, let the next ones gather rather than having each
                 // writer wake this thread (a futex wake per message cost the writers about a
                 // third of their CPU); idle, it sleeps until notified. Upstream's reput
-                // service sleeps 1 ms between passes the same way.
+                // service sleeps 1 ms between passes; 200 us keeps most of the saving and
+                // adds less to a consumer's end-to-end latency.
                 std::thread::sleep(DISPATCH_LINGER);
                 continue;
             }
