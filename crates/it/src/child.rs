@@ -85,58 +85,13 @@ impl ChildBroker {
 
     fn spawn(&mut self) {
         std::fs::write(&self.conf_path, self.config.to_properties()).expect("write broker.conf");
-        let mut child = Command::new(&self.exe)
-            .arg(&self.conf_path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.exe.display()));
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
         let name = format!(
             "{}-{} run {}",
             self.config.broker_name,
             self.config.broker_id,
             self.runs + 1
         );
-        {
-            let log = log.clone();
-            let verbose = std::env::var_os("IT_BROKER_LOG").is_some();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if verbose {
-                        eprintln!("[{name}] {line}");
-                    }
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
-        let (ready_tx, ready_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-            if let Some(first) = lines.next() {
-                let _ = ready_tx.send(first);
-            }
-            // Nothing else is printed; drain until the child is gone.
-            lines.for_each(drop);
-        });
-        let line = match ready_rx.recv_timeout(START_TIMEOUT) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait().ok();
-                // Give the stderr reader a moment to collect the last lines.
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "it-broker {} did not start (exit {status:?}); its log:\n{}",
-                    self.conf_path.display(),
-                    log.lock().unwrap().join("\n")
-                );
-            }
-        };
+        let (child, stdin, log, line) = spawn_until_ready(&self.exe, &self.conf_path, &name);
         let fields: Vec<&str> = line.split_whitespace().collect();
         assert!(
             fields.len() == 5 && fields[0] == "READY",
@@ -253,6 +208,63 @@ impl Drop for ChildBroker {
     }
 }
 
+/// Starts `exe conf_path` with piped stdio, keeps its stderr lines in a log (echoed with
+/// `[name]` when `IT_BROKER_LOG` is set) and waits up to [`START_TIMEOUT`] for its first stdout
+/// line (its `READY ...` line), which it returns. Panics with the child's log when it does not
+/// start.
+fn spawn_until_ready(
+    exe: &Path,
+    conf_path: &Path,
+    name: &str,
+) -> (Child, ChildStdin, Arc<Mutex<Vec<String>>>, String) {
+    let mut child = Command::new(exe)
+        .arg(conf_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+    let stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    {
+        let log = log.clone();
+        let name = name.to_string();
+        let verbose = std::env::var_os("IT_BROKER_LOG").is_some();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if verbose {
+                    eprintln!("[{name}] {line}");
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+    }
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        if let Some(first) = lines.next() {
+            let _ = ready_tx.send(first);
+        }
+        // Nothing else is printed; drain until the child is gone.
+        lines.for_each(drop);
+    });
+    let Ok(line) = ready_rx.recv_timeout(START_TIMEOUT) else {
+        let _ = child.kill();
+        let status = child.wait().ok();
+        // Give the stderr reader a moment to collect the last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        panic!(
+            "{} {} did not start (exit {status:?}); its log:\n{}",
+            exe.display(),
+            conf_path.display(),
+            log.lock().unwrap().join("\n")
+        );
+    };
+    (child, stdin, log, line)
+}
+
 /// A controller running in a child process (the `it-controller` binary); killed (SIGKILL)
 /// when dropped. Its log (stderr) is kept like a [`ChildBroker`]'s.
 pub struct ChildController {
@@ -268,46 +280,7 @@ impl ChildController {
     /// returns once it listens.
     pub fn start(exe: &Path, conf_path: &Path, properties: &str) -> ChildController {
         std::fs::write(conf_path, properties).expect("write controller.conf");
-        let mut child = Command::new(exe)
-            .arg(conf_path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        {
-            let log = log.clone();
-            let verbose = std::env::var_os("IT_BROKER_LOG").is_some();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if verbose {
-                        eprintln!("[controller] {line}");
-                    }
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
-        let (ready_tx, ready_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-            if let Some(first) = lines.next() {
-                let _ = ready_tx.send(first);
-            }
-            lines.for_each(drop);
-        });
-        let Ok(line) = ready_rx.recv_timeout(START_TIMEOUT) else {
-            let _ = child.kill();
-            let status = child.wait().ok();
-            std::thread::sleep(Duration::from_millis(100));
-            panic!(
-                "it-controller did not start (exit {status:?}); its log:\n{}",
-                log.lock().unwrap().join("\n")
-            );
-        };
+        let (child, stdin, log, line) = spawn_until_ready(exe, conf_path, "controller");
         let addr = match line.split_whitespace().collect::<Vec<_>>().as_slice() {
             ["READY", addr] => addr.to_string(),
             _ => panic!("unexpected first line from it-controller: {line}"),
