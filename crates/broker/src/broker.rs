@@ -251,7 +251,7 @@ impl Broker {
             services.timer.clone(),
         )));
         if controller_mode {
-            match replicas::prepare(&state) {
+            match replicas::prepare(&state, services.pop.clone()) {
                 Ok(task) => tasks.push(tokio::spawn(task)),
                 Err(e) => {
                     state.stopping.send_replace(true);

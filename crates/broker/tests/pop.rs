@@ -416,3 +416,71 @@ async fn notification_says_whether_a_pop_would_find_something() {
     assert_eq!(env.call(notify(0)).await.ext("hasMsg"), Some("false"));
     env.stop().await;
 }
+
+#[tokio::test]
+async fn polling_info_counts_the_pops_held_per_queue() {
+    let env = Env::start().await;
+    env.create_topic("PI", 2).await;
+    let info = |queue: i32| {
+        let env = &env;
+        async move {
+            let r = env
+                .call(
+                    RemotingCommand::request(RequestCode::POLLING_INFO)
+                        .with_ext("consumerGroup", "PG")
+                        .with_ext("topic", "PI")
+                        .with_ext("queueId", queue),
+                )
+                .await;
+            assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+            r.ext("pollingNum").unwrap().parse::<i32>().unwrap()
+        }
+    };
+    assert_eq!((info(-1).await, info(0).await), (0, 0));
+    // Two pops of every queue and one of queue 0, each for one message, held up to 20 s.
+    let held: Vec<_> = [-1, -1, 0]
+        .into_iter()
+        .map(|queue| {
+            let (client, addr) = (env.client.clone(), env.addr.clone());
+            let req = pop_request("PG", "PI", queue, 1, 60_000, 20_000, false);
+            tokio::spawn(async move {
+                client
+                    .invoke(&addr, req, Duration::from_secs(30))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (info(-1).await, info(0).await, info(1).await) != (2, 1, 0) {
+        assert!(std::time::Instant::now() < deadline, "pops never held");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Three messages answer the three pops; nothing is held any more.
+    for i in 0..3 {
+        send(&env, "PI", 0, &format!("m{i}")).await;
+    }
+    for h in held {
+        let r = h.await.unwrap();
+        assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+        assert_eq!(handles(&r).len(), 1);
+    }
+    assert_eq!((info(-1).await, info(0).await), (0, 0));
+    // Upstream's refusals: an unknown topic, a queue beyond the topic's read queues.
+    let ask = |topic: &str, queue: i32| {
+        RemotingCommand::request(RequestCode::POLLING_INFO)
+            .with_ext("consumerGroup", "PG")
+            .with_ext("topic", topic)
+            .with_ext("queueId", queue)
+    };
+    let r = env.call(ask("NoSuchTopic", 0)).await;
+    assert_eq!(r.code, ResponseCode::TOPIC_NOT_EXIST, "{}", r.remark_str());
+    let r = env.call(ask("PI", 2)).await;
+    assert_eq!(
+        r.code,
+        ResponseCode::INVALID_PARAMETER,
+        "{}",
+        r.remark_str()
+    );
+    env.stop().await;
+}

@@ -17,6 +17,10 @@
 //! new one (which accepts them), rejoins the SyncStateSet, and both hold every acknowledged
 //! message; the NameServer lists them the other way round.
 //!
+//! [`pops_in_flight_survive_the_masters_sigkill`]: messages popped from the master and not
+//! acked are handed out again by the elected slave, which also accepts acks and changes of
+//! invisible time for the old master's handles; acked ones are not handed out again.
+//!
 //! [`returning_old_master_cuts_its_unreplicated_tail_and_follows`]: with
 //! `allAckInSyncStateSet=false` the master acknowledges messages its slave, SIGKILLed, never
 //! gets; then the master is SIGKILLed too and the slave restarted: the controller elects it
@@ -31,7 +35,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use it::{cluster_broker_config, namesrv_config, raw, raw_client, route, wait_until};
+mod common;
+
+use client::consumer::simple::{ReceivedMessage, SimpleConsumer, SimpleConsumerConfig};
+use common::client_config;
+use it::{
+    cluster_broker_config, committed_offset, namesrv_config, raw, raw_client, route, wait_until,
+};
 use it::{BrokerRole, ChildBroker, ChildController};
 use parking_lot::Mutex;
 use remoting::client::RemotingClient;
@@ -39,6 +49,7 @@ use remoting::controller_headers::{
     GetReplicaInfoRequestHeader, GetReplicaInfoResponseHeader, SyncStateSet,
 };
 use remoting::headers::CommandHeader;
+use remoting::pop::{AckMessageRequestHeader, ChangeInvisibleTimeRequestHeader};
 use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
 
 const IT_BROKER: &str = env!("CARGO_BIN_EXE_it-broker");
@@ -46,6 +57,7 @@ const IT_CONTROLLER: &str = env!("CARGO_BIN_EXE_it-controller");
 
 const TOPIC: &str = "TopicCtl";
 const CHECK_GROUP: &str = "GroupCtlCheck";
+const POP_GROUP: &str = "GroupCtlPop";
 const QUEUES: i32 = 4;
 /// Messages sent before the kill, one at a time.
 const BEFORE: usize = 100;
@@ -263,6 +275,181 @@ async fn designated_election_switches_two_live_brokers() {
             && listed(&raw, nsa, 1).await.as_deref() == Some(a.addr.as_str())
     })
     .await;
+    assert!(ns.unsupported_request_counts().is_empty());
+}
+
+/// Sends an ACK_MESSAGE (`change`: None) or CHANGE_MESSAGE_INVISIBLETIME for `m` to `broker`
+/// (not the broker that handed it out); returns the answer's code and remark.
+async fn settle_at(
+    client: &RemotingClient,
+    broker: &str,
+    m: &ReceivedMessage,
+    change: Option<Duration>,
+) -> (i32, String) {
+    let mut req;
+    match change {
+        None => {
+            req = RemotingCommand::request(RequestCode::ACK_MESSAGE);
+            AckMessageRequestHeader {
+                consumer_group: POP_GROUP.into(),
+                topic: TOPIC.into(),
+                queue_id: m.handle.queue_id,
+                extra_info: m.handle.to_string(),
+                offset: m.message.queue_offset,
+            }
+            .write_to(&mut req);
+        }
+        Some(invisible) => {
+            req = RemotingCommand::request(RequestCode::CHANGE_MESSAGE_INVISIBLETIME);
+            ChangeInvisibleTimeRequestHeader {
+                consumer_group: POP_GROUP.into(),
+                topic: TOPIC.into(),
+                queue_id: m.handle.queue_id,
+                extra_info: m.handle.to_string(),
+                offset: m.message.queue_offset,
+                invisible_time: invisible.as_millis() as i64,
+            }
+            .write_to(&mut req);
+        }
+    }
+    let addr = BrokerAddr::parse(broker).expect("broker addr");
+    match client.invoke(&addr, req, Duration::from_secs(3)).await {
+        Ok(r) => (r.code, r.remark_str().to_string()),
+        Err(e) => (-1, e.to_string()),
+    }
+}
+
+fn pop_body(m: &ReceivedMessage) -> Vec<u8> {
+    m.message.message.body.to_vec()
+}
+
+/// Controller mode keeps POP state across a failover: the master hands out messages (a
+/// third acked there); after its SIGKILL the elected slave rebuilds the in-flight table
+/// from the replicated revive log, so it accepts acks (a third) and changes of invisible
+/// time (the rest) for handles the old master issued, hands out again exactly the messages
+/// never acked, and none of the acked ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pops_in_flight_survive_the_masters_sigkill() {
+    const POPPED: usize = 24;
+    let (dir, ns, ctl) = start_namesrv_and_controller().await;
+    let nsa = ns.local_addr();
+    let cfg = |n: i64| {
+        let mut c = controller_mode_config(nsa, dir.path(), &ctl, n);
+        c.all_ack_in_sync_state_set = true;
+        c.sync_broker_metadata_period = 500;
+        c.check_sync_state_set_period = 200;
+        c.revive_interval = 100;
+        c
+    };
+    let raw = raw_client();
+    let exe = Path::new(IT_BROKER);
+    let mut a = ChildBroker::start(exe, cfg(1));
+    wait_until("the first broker elected master", WAIT, || async {
+        replicas(&raw, &ctl.addr).await.master == Some(1)
+    })
+    .await;
+    let b = ChildBroker::start(exe, cfg(2));
+    wait_until("both brokers in the SyncStateSet", WAIT, || async {
+        replicas(&raw, &ctl.addr).await.sync_state_set == BTreeSet::from([1, 2])
+    })
+    .await;
+    raw::create_topic(&raw, &a.addr, TOPIC, QUEUES).await;
+    // Sends to it tell when a broker takes writes (not popped by the consumer).
+    let probe = "TopicCtlProbe";
+    raw::create_topic(&raw, &a.addr, probe, 1).await;
+    wait_until("the topic's route", WAIT, || async {
+        route(&raw, nsa, TOPIC).await.is_some()
+    })
+    .await;
+    for i in 0..POPPED {
+        let r = raw::send(&raw, &a.addr, TOPIC, i as i32 % QUEUES, &body(i)).await;
+        assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+    }
+    let consumer = SimpleConsumer::start(
+        client_config(nsa, Duration::from_millis(200), "ctl-pop"),
+        SimpleConsumerConfig::new(POP_GROUP).await_duration(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
+    consumer.subscribe(TOPIC, "*").await.unwrap();
+    // Invisible far beyond the test: only a rebuilt checkpoint can bring them back.
+    let invisible = Duration::from_secs(600);
+    let mut got = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while got.len() < POPPED && Instant::now() < deadline {
+        got.extend(consumer.receive(32, invisible).await.unwrap());
+    }
+    assert_eq!(got.len(), POPPED);
+    got.sort_by_key(pop_body);
+    for m in got.iter().step_by(3) {
+        consumer.ack(m).await.unwrap();
+    }
+    wait_until(
+        "the slave has the revive log and the offsets",
+        WAIT,
+        || async {
+            if commit_log(&a) != commit_log(&b) {
+                return false;
+            }
+            for q in 0..QUEUES {
+                let end = raw::max_offset(&raw, &a.addr, TOPIC, q).await;
+                if committed_offset(&raw, &b.addr, POP_GROUP, TOPIC, q).await != Some(end) {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+
+    a.sigkill();
+    wait_until(
+        "the slave elected master and taking writes",
+        WAIT,
+        || async {
+            let r = raw::try_send_with(&raw, &b.addr, probe, 0, b"probe", &[]).await;
+            replicas(&raw, &ctl.addr).await.master == Some(2)
+                && matches!(r, Ok(r) if r.code == ResponseCode::SUCCESS)
+        },
+    )
+    .await;
+    // Handles the old master issued work on the new one.
+    let mut left = BTreeSet::new();
+    for (i, m) in got.iter().enumerate() {
+        let change = match i % 3 {
+            0 => continue,
+            1 => None,
+            _ => Some(Duration::from_millis(100)),
+        };
+        let (code, remark) = settle_at(&raw, &b.addr, m, change).await;
+        assert_eq!(
+            code,
+            ResponseCode::SUCCESS,
+            "message {i} on the new master: {remark}"
+        );
+        if change.is_some() {
+            left.insert(pop_body(m));
+        }
+    }
+    let mut back = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while back.len() < left.len() && Instant::now() < deadline {
+        match consumer.receive(32, invisible).await {
+            Ok(ms) => back.extend(ms),
+            // The route may still name the dead master for a moment.
+            Err(e) => eprintln!("receive after the failover: {e}"),
+        }
+    }
+    let names: BTreeSet<Vec<u8>> = back.iter().map(pop_body).collect();
+    assert_eq!(names, left, "messages handed out again after the failover");
+    assert_eq!(back.len(), left.len(), "a message came back twice");
+    assert!(back.iter().all(|m| m.message.reconsume_times == 1));
+    for m in &back {
+        consumer.ack(m).await.unwrap();
+    }
+    let extra = consumer.receive(32, invisible).await.unwrap();
+    assert!(extra.is_empty(), "handed out again: {} more", extra.len());
+    consumer.shutdown().await;
     assert!(ns.unsupported_request_counts().is_empty());
 }
 

@@ -1,6 +1,6 @@
 //! POP requests (upstream 5.x): POP_MESSAGE (200050), ACK_MESSAGE (200051),
-//! BATCH_ACK_MESSAGE (200151), CHANGE_MESSAGE_INVISIBLETIME (200053) and NOTIFICATION
-//! (200054). Checks and answers as upstream's processors; the state is the POP service's
+//! BATCH_ACK_MESSAGE (200151), CHANGE_MESSAGE_INVISIBLETIME (200053), NOTIFICATION
+//! (200054) and POLLING_INFO (200055). Checks and answers as upstream's processors; the state is the POP service's
 //! ([`crate::pop`]).
 
 use std::sync::Arc;
@@ -12,8 +12,8 @@ use remoting::headers::CommandHeader;
 use remoting::pop::{
     real_topic, AckMessageRequestHeader, BatchAckMessageRequestBody,
     ChangeInvisibleTimeRequestHeader, ChangeInvisibleTimeResponseHeader, ExtraInfo,
-    NotificationRequestHeader, NotificationResponseHeader, PopMessageRequestHeader,
-    PopMessageResponseHeader,
+    NotificationRequestHeader, NotificationResponseHeader, PollingInfoRequestHeader,
+    PollingInfoResponseHeader, PopMessageRequestHeader, PopMessageResponseHeader,
 };
 use remoting::protocol::{from_fastjson, perm, TopicConfig};
 use remoting::server::Connection;
@@ -29,9 +29,20 @@ use crate::services::BrokerServices;
 /// Longest hold of a pop or notification, whatever the client asks.
 const MAX_POLL: Duration = Duration::from_secs(60);
 
-/// Refuses pops on a slave that is not acting as master (acks and invisible-time changes
-/// of what an acting master handed out stay welcome) and requests to a broker without read
-/// permission; returns the topic's config after upstream's topic and queue checks.
+/// Refuses pops and notifications on a slave that is not acting as master (acks and
+/// invisible-time changes of what an acting master handed out stay welcome).
+fn check_serves_pops(state: &BrokerContext) -> Result<(), HandlerError> {
+    if state.serves_as_master() {
+        return Ok(());
+    }
+    Err(HandlerError::NoPermission(format!(
+        "the broker[{}] is a slave and its master is alive: pop from the master",
+        state.broker_addr()
+    )))
+}
+
+/// Refuses requests to a broker without read permission; returns the topic's config after
+/// upstream's topic and queue checks (`allow_any_queue`: queue -1 means every queue).
 fn check_topic(
     state: &BrokerContext,
     topic: &str,
@@ -39,12 +50,6 @@ fn check_topic(
     allow_any_queue: bool,
 ) -> Result<TopicConfig, HandlerError> {
     let broker_perm = state.config().broker_permission;
-    if allow_any_queue && !state.serves_as_master() {
-        return Err(HandlerError::NoPermission(format!(
-            "the broker[{}] is a slave and its master is alive: pop from the master",
-            state.broker_addr()
-        )));
-    }
     if !perm::is_readable(broker_perm) {
         return Err(HandlerError::NoPermission(format!(
             "the broker[{}] pop message is forbidden",
@@ -100,6 +105,7 @@ pub(super) async fn pop(
     req: RemotingCommand,
 ) -> Reply {
     let h: PopMessageRequestHeader = header(&req)?;
+    check_serves_pops(&state)?;
     let tc = check_topic(&state, &h.topic, h.queue_id, true)?;
     if !perm::is_readable(tc.perm) {
         return Err(HandlerError::NoPermission(format!(
@@ -136,7 +142,7 @@ pub(super) async fn pop(
     let hold = poll_time(h.poll_time);
     if popped.records.is_empty() && !hold.is_zero() {
         let max_held = state.config().max_pop_polling_size;
-        let Some(_held) = state.pop.try_hold(max_held) else {
+        let Some(_held) = state.pop.try_hold_pop(max_held, &r) else {
             return Ok(Some(answer(&req, ResponseCode::POLLING_FULL, popped)));
         };
         let deadline = tokio::time::Instant::now() + hold;
@@ -381,6 +387,7 @@ pub(super) async fn notification(
     req: RemotingCommand,
 ) -> Reply {
     let h: NotificationRequestHeader = header(&req)?;
+    check_serves_pops(&state)?;
     let tc = check_topic(&state, &h.topic, h.queue_id, true)?;
     check_group(&state, &h.consumer_group)?;
     let filter = TagFilter::parse("*");
@@ -411,6 +418,27 @@ pub(super) async fn notification(
     NotificationResponseHeader {
         has_msg,
         polling_full: Some(polling_full),
+    }
+    .write_to(&mut resp);
+    Ok(Some(resp))
+}
+
+/// POLLING_INFO (200055): how many pops of the group on the topic's queue (as they asked for
+/// it: -1 counts pops of every queue) are held by long polling now.
+pub(super) async fn polling_info(
+    state: Arc<BrokerServices>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let h: PollingInfoRequestHeader = header(&req)?;
+    check_topic(&state, &h.topic, h.queue_id, true)?;
+    check_group(&state, &h.consumer_group)?;
+    let polling_num = state
+        .pop
+        .polling_num(&h.consumer_group, &h.topic, h.queue_id);
+    let mut resp = RemotingCommand::response_to(&req, ResponseCode::SUCCESS, None);
+    PollingInfoResponseHeader {
+        polling_num: i32::try_from(polling_num).unwrap_or(i32::MAX),
     }
     .write_to(&mut resp);
     Ok(Some(resp))

@@ -36,6 +36,13 @@
 //! hands out its in-flight messages again rather than losing them; so does the master after
 //! its return, for messages still in flight at the slave then (the slave still takes their
 //! acks and revives them).
+//!
+//! **Controller mode.** A slave elected master rebuilds the table from the revive log it
+//! replicated ([`PopService::recover`]) before it takes pops, so it accepts acks and changes
+//! of invisible time for the old master's handles and revives what was never acked; a master
+//! that becomes a slave drops its table ([`PopService::forget_all`]), since the new master
+//! revives those pops. FIFO batches are not journaled: after a failover a FIFO queue's batch
+//! in flight is handed out again at once.
 
 pub(crate) mod record;
 pub(crate) mod table;
@@ -125,8 +132,11 @@ pub(crate) struct PopService {
     /// `QueueLockManager.tryLock`).
     busy: Mutex<HashSet<(String, String, i32)>>,
     next_revive_qid: AtomicU32,
-    /// Pops held by long polling now.
+    /// Pops and notifications held by long polling now (capped by `maxPopPollingSize`).
     held: AtomicUsize,
+    /// Pops held now per (group, topic, queue as asked, -1 for all): what POLLING_INFO
+    /// reports. Touched only when a pop is held, never on the pop path itself.
+    held_pops: Mutex<HashMap<(String, String, i32), usize>>,
     /// On an acting master: the next offset to pop per (group, topic, queue), ahead of the
     /// committed offset while messages are in flight.
     cursors: Mutex<HashMap<(String, String, i32), i64>>,
@@ -144,12 +154,25 @@ impl Drop for QueueLock<'_> {
     }
 }
 
-/// One held pop's slot, released when dropped.
-pub(crate) struct HeldPop<'a>(&'a AtomicUsize);
+/// One held pop's or notification's slot, released when dropped.
+pub(crate) struct HeldPop<'a> {
+    service: &'a PopService,
+    /// Set for a pop: its (group, topic, queue) count in `held_pops`.
+    key: Option<(String, String, i32)>,
+}
 
 impl Drop for HeldPop<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.service.held.fetch_sub(1, Ordering::AcqRel);
+        if let Some(key) = self.key.take() {
+            let mut held = self.service.held_pops.lock();
+            if let Some(n) = held.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(&key);
+                }
+            }
+        }
     }
 }
 
@@ -161,17 +184,39 @@ impl PopService {
             busy: Mutex::new(HashSet::new()),
             next_revive_qid: AtomicU32::new(0),
             held: AtomicUsize::new(0),
+            held_pops: Mutex::new(HashMap::new()),
             cursors: Mutex::new(HashMap::new()),
         }
     }
 
-    /// A slot for one more held pop, or `None` when `max` are held (answer POLLING_FULL).
+    /// A slot for one more held notification, or `None` when `max` pops and notifications
+    /// are held (answer POLLING_FULL).
     pub(crate) fn try_hold(&self, max: usize) -> Option<HeldPop<'_>> {
         if self.held.fetch_add(1, Ordering::AcqRel) >= max {
             self.held.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(HeldPop(&self.held))
+        Some(HeldPop {
+            service: self,
+            key: None,
+        })
+    }
+
+    /// A slot for one more held pop of `r` (counted for [`Self::polling_num`]), or `None`
+    /// when `max` pops and notifications are held.
+    pub(crate) fn try_hold_pop(&self, max: usize, r: &PopRequest<'_>) -> Option<HeldPop<'_>> {
+        let mut slot = self.try_hold(max)?;
+        let key = (r.group.to_string(), r.topic.to_string(), r.queue_id);
+        *self.held_pops.lock().entry(key.clone()).or_insert(0) += 1;
+        slot.key = Some(key);
+        Some(slot)
+    }
+
+    /// Pops of `group` on `topic` held by long polling now, counted by the queue they asked
+    /// for (`queue_id` -1: pops of every queue), as upstream's POLLING_INFO reports them.
+    pub(crate) fn polling_num(&self, group: &str, topic: &str, queue_id: i32) -> usize {
+        let key = (group.to_string(), topic.to_string(), queue_id);
+        self.held_pops.lock().get(&key).copied().unwrap_or(0)
     }
 
     fn try_lock(&self, group: &str, topic: &str, queue_id: i32) -> Option<QueueLock<'_>> {
@@ -705,8 +750,18 @@ impl PopService {
             .is_some_and(|tc| (0..tc.read_queue_nums).any(|q| ready(&retry, q)))
     }
 
+    /// Drops every checkpoint, FIFO batch and acting-master cursor: for a master that became
+    /// a slave in controller mode, whose in-flight pops the new master rebuilt from the
+    /// replicated revive log (reviving them here too would hand them out twice).
+    pub(crate) fn forget_all(&self) {
+        *self.cks.lock() = CkTable::default();
+        *self.orders.lock() = OrderTable::default();
+        self.cursors.lock().clear();
+    }
+
     /// Rebuilds the checkpoint table from the revive log, from each revive queue's recorded
-    /// progress to its end. Called once at start, before requests are served.
+    /// progress to its end. Called at start before requests are served, and in controller
+    /// mode when this broker becomes master, before it takes pops.
     pub(crate) fn recover(&self, ctx: &BrokerContext) {
         let (topic, n) = {
             let c = ctx.config();

@@ -61,6 +61,7 @@ use crate::context::BrokerContext;
 use crate::error::BrokerError;
 use crate::ha::epoch::EpochFile;
 use crate::ha::RoleNotice;
+use crate::pop::PopService;
 use identity::{Identity, IdentityFiles};
 
 /// Timeout of each request to a controller or to the master.
@@ -104,11 +105,14 @@ struct Manager {
     sync_set_epoch: i32,
     /// Slave: the master whose HA address is still to be asked for.
     master_to_follow: Option<BrokerAddr>,
+    /// POP state: rebuilt from the replicated revive log on promotion, dropped on demotion.
+    pop: Arc<PopService>,
 }
 
 /// Reads the epoch file and builds the task's state; an unreadable file stops the start.
 pub(crate) fn prepare(
     ctx: &Arc<BrokerContext>,
+    pop: Arc<PopService>,
 ) -> Result<impl std::future::Future<Output = ()>, BrokerError> {
     let config = ctx.config();
     let epochs =
@@ -125,6 +129,7 @@ pub(crate) fn prepare(
         sync_set: BTreeSet::new(),
         sync_set_epoch: 0,
         master_to_follow: None,
+        pop,
     };
     Ok(manager.run())
 }
@@ -495,10 +500,18 @@ impl Manager {
             // No replicated append runs once the replication task let go of the link.
             let _link = self.ctx.ha.replica_link.lock().await;
             let store = self.ctx.store.clone();
-            tokio::task::spawn_blocking(move || store.become_master(SWITCH_TIMEOUT))
+            let end = tokio::task::spawn_blocking(move || store.become_master(SWITCH_TIMEOUT))
                 .await
                 .map_err(|e| ReplicasError::Local(format!("role switch task: {e}")))?
-                .map_err(|e| ReplicasError::Local(format!("cannot become master: {e}")))?
+                .map_err(|e| ReplicasError::Local(format!("cannot become master: {e}")))?;
+            // The pops the old master handed out and the acks it took are in the replicated
+            // revive log: rebuild them before this broker takes pops, so unacked messages
+            // come back after their invisible time and acks of them are accepted here.
+            let (pop, ctx) = (self.pop.clone(), self.ctx.clone());
+            tokio::task::spawn_blocking(move || pop.recover(&ctx))
+                .await
+                .map_err(|e| ReplicasError::Local(format!("POP recovery task: {e}")))?;
+            end
         };
         if let Some(f) = self.ctx.ha.epochs.lock().as_mut() {
             f.append(n.master_epoch, end)
@@ -554,6 +567,8 @@ impl Manager {
         if self.is_master() {
             self.ctx.store.become_slave();
             self.ctx.ha.acks.set_required(None);
+            // The new master revives what this one handed out (see change_to_master).
+            self.pop.forget_all();
         }
         self.master_epoch = epoch;
         self.master_id = Some(master_id);
