@@ -18,8 +18,9 @@
 //! message; the NameServer lists them the other way round.
 //!
 //! [`pops_in_flight_survive_the_masters_sigkill`]: messages popped from the master and not
-//! acked are handed out again by the elected slave, which also accepts acks and changes of
-//! invisible time for the old master's handles; acked ones are not handed out again.
+//! acked are handed out again by the elected slave, which also accepts acks (the simple
+//! consumer sends them to the group's new master when the old one is unreachable) and changes
+//! of invisible time for the old master's handles; acked ones are not handed out again.
 //!
 //! [`returning_old_master_cuts_its_unreplicated_tail_and_follows`]: with
 //! `allAckInSyncStateSet=false` the master acknowledges messages its slave, SIGKILLed, never
@@ -49,7 +50,7 @@ use remoting::controller_headers::{
     GetReplicaInfoRequestHeader, GetReplicaInfoResponseHeader, SyncStateSet,
 };
 use remoting::headers::CommandHeader;
-use remoting::pop::{AckMessageRequestHeader, ChangeInvisibleTimeRequestHeader};
+use remoting::pop::ChangeInvisibleTimeRequestHeader;
 use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
 
 const IT_BROKER: &str = env!("CARGO_BIN_EXE_it-broker");
@@ -278,40 +279,24 @@ async fn designated_election_switches_two_live_brokers() {
     assert!(ns.unsupported_request_counts().is_empty());
 }
 
-/// Sends an ACK_MESSAGE (`change`: None) or CHANGE_MESSAGE_INVISIBLETIME for `m` to `broker`
-/// (not the broker that handed it out); returns the answer's code and remark.
-async fn settle_at(
+/// Sends CHANGE_MESSAGE_INVISIBLETIME for `m` to `broker` (not the broker that handed it
+/// out); returns the answer's code and remark.
+async fn change_invisible_at(
     client: &RemotingClient,
     broker: &str,
     m: &ReceivedMessage,
-    change: Option<Duration>,
+    invisible: Duration,
 ) -> (i32, String) {
-    let mut req;
-    match change {
-        None => {
-            req = RemotingCommand::request(RequestCode::ACK_MESSAGE);
-            AckMessageRequestHeader {
-                consumer_group: POP_GROUP.into(),
-                topic: TOPIC.into(),
-                queue_id: m.handle.queue_id,
-                extra_info: m.handle.to_string(),
-                offset: m.message.queue_offset,
-            }
-            .write_to(&mut req);
-        }
-        Some(invisible) => {
-            req = RemotingCommand::request(RequestCode::CHANGE_MESSAGE_INVISIBLETIME);
-            ChangeInvisibleTimeRequestHeader {
-                consumer_group: POP_GROUP.into(),
-                topic: TOPIC.into(),
-                queue_id: m.handle.queue_id,
-                extra_info: m.handle.to_string(),
-                offset: m.message.queue_offset,
-                invisible_time: invisible.as_millis() as i64,
-            }
-            .write_to(&mut req);
-        }
+    let mut req = RemotingCommand::request(RequestCode::CHANGE_MESSAGE_INVISIBLETIME);
+    ChangeInvisibleTimeRequestHeader {
+        consumer_group: POP_GROUP.into(),
+        topic: TOPIC.into(),
+        queue_id: m.handle.queue_id,
+        extra_info: m.handle.to_string(),
+        offset: m.message.queue_offset,
+        invisible_time: invisible.as_millis() as i64,
     }
+    .write_to(&mut req);
     let addr = BrokerAddr::parse(broker).expect("broker addr");
     match client.invoke(&addr, req, Duration::from_secs(3)).await {
         Ok(r) => (r.code, r.remark_str().to_string()),
@@ -413,22 +398,25 @@ async fn pops_in_flight_survive_the_masters_sigkill() {
         },
     )
     .await;
-    // Handles the old master issued work on the new one.
+    // Handles the old master issued work on the new one: the consumer's acks (it cannot
+    // reach the old master, so it asks the group's master now) and changes of invisible time.
     let mut left = BTreeSet::new();
     for (i, m) in got.iter().enumerate() {
-        let change = match i % 3 {
-            0 => continue,
-            1 => None,
-            _ => Some(Duration::from_millis(100)),
-        };
-        let (code, remark) = settle_at(&raw, &b.addr, m, change).await;
-        assert_eq!(
-            code,
-            ResponseCode::SUCCESS,
-            "message {i} on the new master: {remark}"
-        );
-        if change.is_some() {
-            left.insert(pop_body(m));
+        match i % 3 {
+            0 => {}
+            1 => {
+                let deadline = Instant::now() + WAIT;
+                while let Err(e) = consumer.ack(m).await {
+                    assert!(Instant::now() < deadline, "ack of message {i}: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            _ => {
+                let (code, remark) =
+                    change_invisible_at(&raw, &b.addr, m, Duration::from_millis(100)).await;
+                assert_eq!(code, ResponseCode::SUCCESS, "message {i}: {remark}");
+                left.insert(pop_body(m));
+            }
         }
     }
     let mut back = Vec::new();

@@ -82,7 +82,8 @@ pub struct ReceivedMessage {
     pub topic: String,
     /// The receipt handle (`POP_CK`); replaced by [`SimpleConsumer::change_invisible_duration`].
     pub handle: ExtraInfo,
-    /// The broker that handed it out; acks go there.
+    /// The broker that handed it out; acks go there (see [`SimpleConsumer::ack`] for a
+    /// broker that cannot be reached).
     pub broker: BrokerAddr,
 }
 
@@ -198,12 +199,37 @@ impl SimpleConsumer {
         out
     }
 
+    /// Runs `call` at `handed` (the broker that handed the messages out, which holds their
+    /// pop state); when that broker cannot be reached (it died and its group failed over),
+    /// once more at the master the cached routes name now for `broker_name`, which rebuilt
+    /// that state (upstream resolves the group's master for every ack). Returns the answer
+    /// and the broker that gave it.
+    async fn settle<T, F, Fut>(
+        &self,
+        handed: &BrokerAddr,
+        broker_name: &str,
+        call: F,
+    ) -> Result<(T, BrokerAddr)>
+    where
+        F: Fn(BrokerAddr) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        match call(handed.clone()).await {
+            Err(ClientError::Remoting(e)) => match self.instance.routes.master_addr(broker_name) {
+                Some(now) if &now != handed => Ok((call(now.clone()).await?, now)),
+                _ => Err(ClientError::Remoting(e)),
+            },
+            other => other.map(|t| (t, handed.clone())),
+        }
+    }
+
     fn receipt_topic(&self, m: &ReceivedMessage) -> String {
         real_topic(&m.topic, &self.config.consumer_group, m.handle.retry)
     }
 
-    /// Acks a received message. A message whose invisible time passed (and that was handed
-    /// out again) or that was acked already is refused by the broker (NO_MESSAGE).
+    /// Acks a received message at the broker that handed it out, or, when that one cannot be
+    /// reached, at its group's master now. A message whose invisible time passed (and that
+    /// was handed out again) or that was acked already is refused by the broker (NO_MESSAGE).
     pub async fn ack(&self, m: &ReceivedMessage) -> Result<()> {
         let header = AckMessageRequestHeader {
             consumer_group: self.config.consumer_group.clone(),
@@ -212,7 +238,12 @@ impl SimpleConsumer {
             extra_info: m.handle.to_string(),
             offset: m.message.queue_offset,
         };
-        self.instance.api.ack_message(&m.broker, &header).await
+        let header = &header;
+        self.settle(&m.broker, &m.handle.broker_name, |addr| async move {
+            self.instance.api.ack_message(&addr, header).await
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Acks several received messages with one BATCH_ACK_MESSAGE per broker (one record per
@@ -265,14 +296,21 @@ impl SimpleConsumer {
                 ack.set_offsets(&offsets);
                 body.acks.push(ack);
             }
-            if let Err(e) = self.instance.api.batch_ack_message(&addr, &body).await {
+            let (body, name) = (&body, body.broker_name.clone());
+            let acked = self
+                .settle(&addr, &name, |addr| async move {
+                    self.instance.api.batch_ack_message(&addr, body).await
+                })
+                .await;
+            if let Err(e) = acked {
                 first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Makes a received message invisible for `invisible` from now; its handle is replaced.
+    /// Makes a received message invisible for `invisible` from now (where [`Self::ack`]
+    /// would ack it); its handle and broker are replaced.
     pub async fn change_invisible_duration(
         &self,
         m: &mut ReceivedMessage,
@@ -286,11 +324,13 @@ impl SimpleConsumer {
             offset: m.message.queue_offset,
             invisible_time: invisible.as_millis() as i64,
         };
-        let r = self
-            .instance
-            .api
-            .change_invisible_time(&m.broker, &header)
+        let header = &header;
+        let (r, at) = self
+            .settle(&m.broker, &m.handle.broker_name, |addr| async move {
+                self.instance.api.change_invisible_time(&addr, header).await
+            })
             .await?;
+        m.broker = at;
         m.handle = ExtraInfo {
             ck_queue_offset: m.message.queue_offset,
             pop_time: r.pop_time,
