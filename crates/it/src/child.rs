@@ -293,6 +293,23 @@ impl ChildController {
         }
     }
 
+    /// One controller alone in its Raft group (`controllerDLegerPeers` naming only itself,
+    /// on a port free now), its store and `controller.conf` under `dir`; it scans for lost
+    /// brokers every 100 ms and has no metrics endpoint.
+    pub fn start_alone(exe: &Path, dir: &Path) -> ChildController {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let conf = format!(
+            "controllerDLegerGroup=it\ncontrollerDLegerPeers=n0-127.0.0.1:{port}\n\
+             controllerDLegerSelfId=n0\ncontrollerStorePath={}\nscanNotActiveBrokerInterval=100\n\
+             raftHeartbeatIntervalMillis=50\nmetricsExporterType=DISABLE\n",
+            dir.join("controller").display()
+        );
+        ChildController::start(exe, &dir.join("controller.conf"), &conf)
+    }
+
     /// The log (stderr) so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()

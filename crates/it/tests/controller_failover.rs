@@ -67,14 +67,6 @@ const WAIT: Duration = Duration::from_secs(20);
 /// Broker heartbeats are counted lost after this long (sent in each heartbeat).
 const HEARTBEAT_TIMEOUT_MS: u64 = 1_000;
 
-/// A port free now (the controller's address must be in its peer list before it starts).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// What the controller says of `b1`: master id, master address, master epoch, SyncStateSet.
 #[derive(Debug, Default)]
 struct Replicas {
@@ -120,23 +112,6 @@ fn body(i: usize) -> Vec<u8> {
     format!("ctl-{i}").into_bytes()
 }
 
-/// Starts the controller (its store under `dir`).
-fn start_controller(dir: &Path) -> ChildController {
-    let port = free_port();
-    let conf = format!(
-        "controllerDLegerGroup=it\ncontrollerDLegerPeers=n0-127.0.0.1:{port}\n\
-         controllerDLegerSelfId=n0\ncontrollerStorePath={}\nscanNotActiveBrokerInterval=100\n\
-         raftHeartbeatIntervalMillis=50\nmetricsExporterType=DISABLE\n",
-        dir.join("controller").display()
-    );
-    ChildController::start(
-        Path::new(IT_CONTROLLER),
-        &dir.join("controller.conf"),
-        &conf,
-    )
-}
-
-/// The bytes of `broker`'s first CommitLog segment up to the end of its last whole record.
 /// A NameServer and one controller (a child process) for a scenario, with their temp dir.
 async fn start_namesrv_and_controller() -> (tempfile::TempDir, namesrv::NameServer, ChildController)
 {
@@ -144,7 +119,7 @@ async fn start_namesrv_and_controller() -> (tempfile::TempDir, namesrv::NameServ
     let ns = namesrv::NameServer::start(namesrv_config(Duration::from_secs(3)))
         .await
         .unwrap();
-    let ctl = start_controller(dir.path());
+    let ctl = ChildController::start_alone(Path::new(IT_CONTROLLER), dir.path());
     (dir, ns, ctl)
 }
 
@@ -165,6 +140,7 @@ fn controller_mode_config(
     c
 }
 
+/// The bytes of `broker`'s first CommitLog segment up to the end of its last whole record.
 fn commit_log(broker: &ChildBroker) -> Vec<u8> {
     let path = broker
         .config()

@@ -14,7 +14,11 @@
 //! - [`config_files_survive_power_cut`]: a topic and a group created through the admin
 //!   requests (answered once `topics.json` / `subscriptionGroup.json` are durable) and
 //!   consumer offsets the broker had persisted (seen in `consumerOffset.json` with a later
-//!   write after them, so the write that carried them had finished) are there after the cut.
+//!   write after them, so the write that carried them had finished) are there after the cut;
+//! - [`controller_epoch_and_identity_survive_power_cut`]: in controller mode, the epoch file
+//!   (epoch 1 from offset 0) and the granted replica id (`brokerIdentity`) are there after the
+//!   cut, and the restarted broker keeps its id and is master again over every acknowledged
+//!   `SYNC_FLUSH` send.
 //!
 //! They need root and `/dev/fuse`, so they are `#[ignore]`d in `cargo test --workspace`;
 //! `.ci/run` runs them with `cargo test -p apogee-it --test power_loss -- --ignored`.
@@ -454,5 +458,90 @@ async fn config_files_survive_power_cut() {
     assert!(
         matches!(q0, Some(5) | Some(9)),
         "queue 0: the persisted consumer offset after the power cut: {q0:?}"
+    );
+}
+
+/// The entries (`epoch`, `startOffset`) of an epoch file (upstream's `CheckpointFile` text:
+/// count, CRC, one `<epoch>-<startOffset>` line per entry); empty when the file is missing.
+fn epoch_entries(path: &Path) -> Vec<(i32, i64)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (e, o) = l.split_once('-')?;
+            Some((e.parse().ok()?, o.parse().ok()?))
+        })
+        .collect()
+}
+
+/// (4) Controller mode: the broker is elected master (its epoch file gets epoch 1 at
+/// CommitLog offset 0, its replica id is granted into `brokerIdentity`) and acknowledges
+/// `SYNC_FLUSH` sends; after SIGKILL and a power cut both files are there as written, and the
+/// restarted broker keeps its id, serves every acknowledged message and is master again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root and /dev/fuse (CI runs it with --ignored)"]
+async fn controller_epoch_and_identity_survive_power_cut() {
+    let mut disk = PowerLossDisk::mount().expect("mount the power-loss disk");
+    let ctl_dir = tempfile::tempdir().unwrap();
+    let ctl = it::ChildController::start_alone(
+        Path::new(env!("CARGO_BIN_EXE_it-controller")),
+        ctl_dir.path(),
+    );
+    let ns = it::start_namesrv(Duration::from_secs(3)).await;
+    let mut config = config(ns.local_addr(), &disk, FlushDiskType::SyncFlush, SEGMENT);
+    config.enable_controller_mode = true;
+    config.controller_addr = ctl.addr.clone();
+    config.broker_heartbeat_interval = 100;
+    config.controller_heart_beat_timeout_mills = 1_000;
+    let (epoch_file, identity) = (
+        config.epoch_file(),
+        config.store_path_root_dir.join("brokerIdentity"),
+    );
+    let mut m = ChildBroker::start(Path::new(IT_BROKER), config);
+    m.wait_log("this broker is now the master", WAIT);
+    let raw = raw_client();
+    raw::create_topic(&raw, &m.addr, TOPIC, QUEUES).await;
+    let mut acked = Vec::new();
+    for n in 0..20 {
+        let q = n as i32 % QUEUES;
+        acked.push(send(&raw, &m.addr, q, n).await.expect("send acknowledged"));
+    }
+    let written = (
+        epoch_entries(&epoch_file),
+        std::fs::read_to_string(&identity),
+    );
+    assert_eq!(written.0, vec![(1, 0)], "the epoch file before the cut");
+
+    m.sigkill();
+    let report = disk.power_cut().expect("power cut");
+    println!("power cut: {report:?}");
+    assert_eq!(
+        epoch_entries(&epoch_file),
+        written.0,
+        "the epoch file after the power cut"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&identity).ok(),
+        written.1.ok(),
+        "brokerIdentity after the power cut"
+    );
+    m.restart();
+    m.wait_log(UNCLEAN_RECOVERY_LOG, WAIT);
+    m.wait_log("this broker is now the master", WAIT);
+    assert!(
+        m.log()
+            .iter()
+            .all(|l| !l.contains("replica id from the controllers") || l.contains("id=1")),
+        "the restarted broker did not keep replica id 1"
+    );
+    assert_served("after the power cut", &raw, &m.addr, &acked).await;
+    let end = acked.iter().map(|a| a.phys).max().unwrap_or(0);
+    let entries = epoch_entries(&epoch_file);
+    assert_eq!(entries.first(), Some(&(1, 0)), "epoch file: {entries:?}");
+    assert!(
+        entries[1..].iter().all(|(_, start)| *start as u64 > end),
+        "a later epoch starts inside the acknowledged data: {entries:?}"
     );
 }
