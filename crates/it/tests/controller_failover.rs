@@ -25,6 +25,23 @@
 //! old master cuts its unreplicated tail there and replicates: its CommitLog ends up
 //! byte-identical with the new master's and its epoch file equal to it, and the messages only
 //! it had acknowledged are gone from it (which `allAckInSyncStateSet=true` prevents).
+//!
+//! [`partitioned_master_acknowledges_nothing_after_the_election_and_rejoins_as_slave`]
+//! (`allAckInSyncStateSet=true`): every link of the master to the controller and to its slave
+//! goes through a `FaultProxy` ([`Links`]); a producer keeps sending to the master directly.
+//! The proxies blackhole: the controller elects the slave; the old master, which proposes a
+//! SyncStateSet without its silent slave and gets no agreement, acknowledges none of the
+//! sends it takes after the election (each answered FLUSH_SLAVE_TIMEOUT or
+//! SLAVE_NOT_AVAILABLE within `syncFlushTimeout` + 1 s); every acknowledged message is on the
+//! new master. Healed, the old master learns of the new one, cuts the tail only it had
+//! written, replicates to a byte-identical CommitLog and rejoins the SyncStateSet.
+//!
+//! [`no_in_sync_replica_left_elects_no_master_and_the_slave_still_serves_reads`]: the slave's
+//! replication link is cut, so the master shrinks the SyncStateSet to itself; the master is
+//! SIGKILLed. With `enableElectUncleanMaster=false` the controller records the group without
+//! a master and elects none (the slave's own requests included); the slave refuses writes,
+//! the NameServer routes it read-only in the master's place, and it serves every message it
+//! has.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -40,6 +57,7 @@ use remoting::controller_headers::{
 };
 use remoting::headers::CommandHeader;
 use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
+use testkit::{FaultMode, FaultProxy};
 
 const IT_BROKER: &str = env!("CARGO_BIN_EXE_it-broker");
 const IT_CONTROLLER: &str = env!("CARGO_BIN_EXE_it-controller");
@@ -53,6 +71,8 @@ const BEFORE: usize = 100;
 const WAIT: Duration = Duration::from_secs(20);
 /// Broker heartbeats are counted lost after this long (sent in each heartbeat).
 const HEARTBEAT_TIMEOUT_MS: u64 = 1_000;
+/// `syncFlushTimeout` of the partition test: how long a send waits for the SyncStateSet.
+const SLAVE_TIMEOUT_MS: u64 = 500;
 
 /// A port free now (the controller's address must be in its peer list before it starts).
 fn free_port() -> u16 {
@@ -532,4 +552,345 @@ async fn sigkilled_master_is_replaced_without_losing_acknowledged_messages() {
         "broker requests at the NameServer: {:?}",
         ns.unsupported_request_counts()
     );
+}
+
+/// The links of a broker that a partition can cut, each through a [`FaultProxy`]: its
+/// requests and heartbeats to the controller (`controllerAddr` is the proxy's), and every
+/// connection to it (the controller's notifications, a slave's EXCHANGE_BROKER_HA_INFO and
+/// its replication connection). The broker binds `127.0.0.1` and advertises `127.0.0.2`
+/// (`brokerIP1`, `brokerIP2`) where the proxies listen on its ports; its own clients reach
+/// it at [`Self::direct`], on its side of the partition.
+struct Links {
+    controller: FaultProxy,
+    broker: FaultProxy,
+    ha: FaultProxy,
+    /// The broker's own address, not through a proxy.
+    direct: String,
+}
+
+impl Links {
+    /// Puts the broker of `config` behind proxies to itself and to `controller`.
+    async fn around(config: &mut broker::BrokerConfig, controller: &str) -> Links {
+        const FAR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 2);
+        it::fix_restartable_ports(config);
+        config.broker_ip1 = Some(FAR.into());
+        config.broker_ip2 = Some(FAR.into());
+        let controller = FaultProxy::start(controller.parse().expect("controller address"))
+            .await
+            .expect("controller proxy");
+        config.controller_addr = controller.addr().to_string();
+        let port = |p: u16| async move {
+            let listener = tokio::net::TcpListener::bind((FAR, p))
+                .await
+                .expect("a port of the broker on 127.0.0.2");
+            FaultProxy::start_on(listener, ([127, 0, 0, 1], p).into()).expect("broker proxy")
+        };
+        let broker = port(config.listen_port).await;
+        let ha = port(config.ha_listen_port.expect("fixed HA port")).await;
+        Links {
+            controller,
+            broker,
+            ha,
+            direct: format!("127.0.0.1:{}", config.listen_port),
+        }
+    }
+
+    fn set_mode(&self, mode: FaultMode) {
+        for p in [&self.controller, &self.broker, &self.ha] {
+            p.set_mode(mode);
+        }
+    }
+}
+
+/// One send to the cut-off master: when it started, how long it took, its answer.
+struct Attempt {
+    body: Vec<u8>,
+    started: Instant,
+    took: Duration,
+    code: Option<i32>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_master_acknowledges_nothing_after_the_election_and_rejoins_as_slave() {
+    let (dir, ns, ctl) = start_namesrv_and_controller().await;
+    let nsa = ns.local_addr();
+    let cfg = |n: i64| {
+        let mut c = controller_mode_config(nsa, dir.path(), &ctl, n);
+        c.all_ack_in_sync_state_set = true;
+        c.sync_broker_metadata_period = 300;
+        c.check_sync_state_set_period = 200;
+        c.sync_flush_timeout = SLAVE_TIMEOUT_MS;
+        // A slave silent for 1 s is dropped and proposed out of the SyncStateSet.
+        c.ha_housekeeping_interval = 1_000;
+        c.ha_max_time_slave_not_catchup = 1_000;
+        c
+    };
+    let raw = raw_client();
+    let exe = Path::new(IT_BROKER);
+    let mut a_cfg = cfg(1);
+    let links = Links::around(&mut a_cfg, &ctl.addr).await;
+    let a = ChildBroker::start(exe, a_cfg);
+    wait_until("the first broker elected master", WAIT, || async {
+        replicas(&raw, &ctl.addr).await.master == Some(1)
+    })
+    .await;
+    let b = ChildBroker::start(exe, cfg(2));
+    wait_until("both brokers in the SyncStateSet", WAIT, || async {
+        replicas(&raw, &ctl.addr).await.sync_state_set == BTreeSet::from([1, 2])
+    })
+    .await;
+    let old = links.direct.clone();
+    raw::create_topic(&raw, &old, TOPIC, QUEUES).await;
+    let mut acked = BTreeSet::new();
+    for i in 0..50 {
+        let r = raw::send(&raw, &old, TOPIC, i % QUEUES, &body(i as usize)).await;
+        assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+        acked.insert(body(i as usize));
+    }
+
+    // A producer on the old master's side of the partition keeps sending to it.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attempts = Arc::new(Mutex::new(Vec::<Attempt>::new()));
+    let sender = tokio::spawn({
+        let (raw, old, stop, attempts) = (raw.clone(), old.clone(), stop.clone(), attempts.clone());
+        async move {
+            let mut i = 10_000;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let body = body(i);
+                let started = Instant::now();
+                let r = raw::try_send_with(&raw, &old, TOPIC, i as i32 % QUEUES, &body, &[]).await;
+                attempts.lock().push(Attempt {
+                    body,
+                    started,
+                    took: started.elapsed(),
+                    code: r.ok().map(|r| r.code),
+                });
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    wait_until("sends before the cut acknowledged", WAIT, || async {
+        attempts
+            .lock()
+            .iter()
+            .filter(|a| a.code == Some(ResponseCode::SUCCESS))
+            .count()
+            >= 10
+    })
+    .await;
+
+    // The partition: the old master hears from neither the controller nor its slave.
+    links.set_mode(FaultMode::Blackhole);
+    let cut = Instant::now();
+    wait_until("the controller elects the slave", WAIT, || async {
+        let r = replicas(&raw, &ctl.addr).await;
+        r.master == Some(2) && r.epoch >= 2
+    })
+    .await;
+    let elected = Instant::now();
+    // The old master finds its slave gone and proposes a SyncStateSet without it, which no
+    // controller can agree to: it must keep waiting for the slave. Then more sends.
+    wait_until(
+        "the old master's SyncStateSet change to fail",
+        WAIT,
+        || async { a.logged("SyncStateSet change refused") },
+    )
+    .await;
+    let refused_at = Instant::now();
+    wait_until(
+        "sends to the old master after the election",
+        WAIT,
+        || async {
+            let after = attempts
+                .lock()
+                .iter()
+                .filter(|a| a.started >= refused_at)
+                .count();
+            after >= 5
+        },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    sender.await.unwrap();
+    let attempts = std::mem::take(&mut *attempts.lock());
+    let after_election: Vec<&Attempt> = attempts.iter().filter(|a| a.started >= elected).collect();
+    for a in &after_election {
+        assert!(
+            matches!(
+                a.code,
+                Some(ResponseCode::FLUSH_SLAVE_TIMEOUT | ResponseCode::SLAVE_NOT_AVAILABLE)
+            ),
+            "the cut-off master answered {:?} after the election",
+            a.code
+        );
+    }
+    let slowest = attempts.iter().map(|a| a.took).max().unwrap_or_default();
+    assert!(
+        slowest <= Duration::from_millis(SLAVE_TIMEOUT_MS) + Duration::from_secs(1),
+        "a send to the cut-off master took {slowest:?}"
+    );
+    acked.extend(
+        attempts
+            .iter()
+            .filter(|a| a.code == Some(ResponseCode::SUCCESS))
+            .map(|a| a.body.clone()),
+    );
+    eprintln!(
+        "partition: election {:?} after the cut; {} sends to the old master after the cut, \
+         {} of them after the election, none acknowledged",
+        elected - cut,
+        attempts.iter().filter(|a| a.started >= cut).count(),
+        after_election.len()
+    );
+
+    // The new master takes sends and has every message the old one acknowledged.
+    let deadline = Instant::now() + WAIT;
+    let mut i = 20_000;
+    while i < 20_020 {
+        let r = raw::try_send_with(&raw, &b.addr, TOPIC, i as i32 % QUEUES, &body(i), &[]).await;
+        if matches!(&r, Ok(r) if r.code == ResponseCode::SUCCESS) {
+            acked.insert(body(i));
+            i += 1;
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "the new master takes no send: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let on_new = bodies(&raw, &b.addr).await;
+    let missing = acked.difference(&on_new).count();
+    assert_eq!(
+        missing, 0,
+        "acknowledged messages missing on the new master"
+    );
+    let refused: BTreeSet<Vec<u8>> = after_election.iter().map(|a| a.body.clone()).collect();
+    assert!(on_new.is_disjoint(&refused));
+    let old_log = commit_log(&a);
+
+    // Healed: the old master learns of the new one, cuts its unreplicated tail, follows.
+    links.set_mode(FaultMode::Pass);
+    a.wait_log("diverged from its master's: cutting it", WAIT);
+    wait_until(
+        "the old master caught up with the new one",
+        WAIT,
+        || async {
+            let new_log = commit_log(&b);
+            !new_log.is_empty() && commit_log(&a) == new_log
+        },
+    )
+    .await;
+    assert!(
+        !commit_log(&b).starts_with(&old_log),
+        "the old master had written what the new one never got"
+    );
+    wait_until("the old master back in the SyncStateSet", WAIT, || async {
+        let r = replicas(&raw, &ctl.addr).await;
+        r.master == Some(2) && r.sync_state_set == BTreeSet::from([1, 2])
+    })
+    .await;
+    let r = raw::try_send_with(&raw, &old, TOPIC, 0, b"to the old master", &[]).await;
+    assert!(
+        matches!(&r, Ok(r) if r.code != ResponseCode::SUCCESS),
+        "the old master, now a slave, refuses sends: {r:?}"
+    );
+    wait_until(
+        "every acknowledged message on the old master",
+        WAIT,
+        || async { acked.is_subset(&bodies(&raw, &old).await) },
+    )
+    .await;
+    assert!(bodies(&raw, &old).await.is_disjoint(&refused));
+    assert!(ns.unsupported_request_counts().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_in_sync_replica_left_elects_no_master_and_the_slave_still_serves_reads() {
+    let (dir, ns, ctl) = start_namesrv_and_controller().await;
+    let nsa = ns.local_addr();
+    let cfg = |n: i64| {
+        let mut c = controller_mode_config(nsa, dir.path(), &ctl, n);
+        c.all_ack_in_sync_state_set = true;
+        c.sync_broker_metadata_period = 300;
+        c.check_sync_state_set_period = 200;
+        c.ha_max_time_slave_not_catchup = 500;
+        c.ha_housekeeping_interval = 500;
+        c
+    };
+    let raw = raw_client();
+    let exe = Path::new(IT_BROKER);
+    let mut a_cfg = cfg(1);
+    let links = Links::around(&mut a_cfg, &ctl.addr).await;
+    let mut a = ChildBroker::start(exe, a_cfg);
+    wait_until("the first broker elected master", WAIT, || async {
+        replicas(&raw, &ctl.addr).await.master == Some(1)
+    })
+    .await;
+    let b = ChildBroker::start(exe, cfg(2));
+    wait_until("both brokers in the SyncStateSet", WAIT, || async {
+        replicas(&raw, &ctl.addr).await.sync_state_set == BTreeSet::from([1, 2])
+    })
+    .await;
+    raw::create_topic(&raw, &links.direct, TOPIC, QUEUES).await;
+    let mut replicated = BTreeSet::new();
+    for i in 0..40 {
+        let r = raw::send(&raw, &links.direct, TOPIC, i % QUEUES, &body(i as usize)).await;
+        assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+        replicated.insert(body(i as usize));
+    }
+
+    // The slave's replication link is cut: the master drops it from the SyncStateSet and
+    // acknowledges alone.
+    links.ha.set_mode(FaultMode::Blackhole);
+    wait_until("the slave out of the SyncStateSet", WAIT, || async {
+        replicas(&raw, &ctl.addr).await.sync_state_set == BTreeSet::from([1])
+    })
+    .await;
+    let r = raw::send(&raw, &links.direct, TOPIC, 0, b"only on the master").await;
+    assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+    let before = replicas(&raw, &ctl.addr).await;
+
+    // The master dies: its only in-sync replica is gone, and unclean election is off.
+    a.sigkill();
+    wait_until(
+        "the controller to find the group masterless",
+        WAIT,
+        || async {
+            let r = replicas(&raw, &ctl.addr).await;
+            r.master.is_none() && r.epoch > before.epoch
+        },
+    )
+    .await;
+    // The slave asks for itself at every replica-info poll (300 ms); none succeeds.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(2) {
+        let r = replicas(&raw, &ctl.addr).await;
+        assert_eq!(
+            r.master, None,
+            "a replica outside the SyncStateSet was elected: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = raw::try_send_with(&raw, &b.addr, TOPIC, 0, b"to the slave", &[]).await;
+    assert!(
+        matches!(&r, Ok(r) if r.code != ResponseCode::SUCCESS),
+        "the slave refuses writes: {r:?}"
+    );
+    // Reads continue: the NameServer lists the slave in the dead master's place, read-only
+    // (upstream's acting master), and it serves what it has.
+    wait_until("the slave routed read-only", WAIT, || async {
+        route(&raw, nsa, TOPIC).await.is_some_and(|r| {
+            r.broker_datas
+                .iter()
+                .any(|d| d.broker_name == "b1" && d.broker_addrs.values().eq([&b.addr]))
+                && r.queue_datas
+                    .iter()
+                    .all(|q| q.perm == remoting::protocol::perm::PERM_READ)
+        })
+    })
+    .await;
+    assert_eq!(bodies(&raw, &b.addr).await, replicated);
+    assert!(ns.unsupported_request_counts().is_empty());
 }

@@ -197,7 +197,9 @@ impl Manager {
         self.ctx.config().controller_addr.clone()
     }
 
-    /// Asks each controller who leads.
+    /// Asks each controller who leads. A controller that answers it leads is used at the
+    /// address it was asked at (a `controllerAddr` entry, which may be a proxy, NAT or
+    /// another name than its own peer address); otherwise the leader address it names.
     async fn find_leader(&mut self) -> Result<BrokerAddr, ReplicasError> {
         for addr in &self.controllers {
             let req = RemotingCommand::request(RequestCode::CONTROLLER_GET_METADATA_INFO);
@@ -206,8 +208,12 @@ impl Manager {
             };
             let leader = GetMetaDataResponseHeader::from_command(&resp)
                 .ok()
-                .and_then(|h| h.controller_leader_address)
-                .and_then(|a| BrokerAddr::parse(&a));
+                .and_then(|h| match h.is_leader {
+                    true => Some(addr.clone()),
+                    false => h
+                        .controller_leader_address
+                        .and_then(|a| BrokerAddr::parse(&a)),
+                });
             if let Some(leader) = leader {
                 if self.leader.as_ref() != Some(&leader) {
                     tracing::info!(%leader, "controller leader");
@@ -690,11 +696,12 @@ impl Manager {
             },
             Err(e) => {
                 tracing::warn!(error = %e, proposed = ?next, "SyncStateSet change refused");
-                // Writes go back to waiting for the set the controller has.
-                self.ctx
-                    .ha
-                    .acks
-                    .set_required(Some((self.id, self.sync_set.clone())));
+                // The controller may hold either set (a lost answer looks like a refusal):
+                // writes wait for every member of both until it tells which, so a replica
+                // it could elect never misses an acknowledged write. A shrink is thus only
+                // in force once agreed; a member added stays required until then.
+                let both: BTreeSet<i64> = self.sync_set.union(&next).copied().collect();
+                self.ctx.ha.acks.set_required(Some((self.id, both)));
             }
         }
     }
