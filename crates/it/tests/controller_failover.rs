@@ -195,6 +195,63 @@ async fn bodies(client: &RemotingClient, broker: &str) -> BTreeSet<Vec<u8>> {
     out
 }
 
+/// Starts `first` and waits until it is elected master (replica 1), then `second` until both
+/// are in the SyncStateSet.
+async fn start_master_and_slave(
+    raw: &RemotingClient,
+    ctl: &ChildController,
+    first: broker::BrokerConfig,
+    second: broker::BrokerConfig,
+) -> (ChildBroker, ChildBroker) {
+    let exe = Path::new(IT_BROKER);
+    let a = ChildBroker::start(exe, first);
+    wait_until("the first broker elected master", WAIT, || async {
+        replicas(raw, &ctl.addr).await.master == Some(1)
+    })
+    .await;
+    let b = ChildBroker::start(exe, second);
+    wait_until("both brokers in the SyncStateSet", WAIT, || async {
+        replicas(raw, &ctl.addr).await.sync_state_set == BTreeSet::from([1, 2])
+    })
+    .await;
+    (a, b)
+}
+
+/// Sends messages `ids` to `broker` (a new master, which may not take writes at once), each
+/// retried every 10 ms until acknowledged, all within [`WAIT`]; returns their bodies.
+async fn send_until_accepted(
+    raw: &RemotingClient,
+    broker: &str,
+    ids: std::ops::Range<usize>,
+) -> BTreeSet<Vec<u8>> {
+    let deadline = Instant::now() + WAIT;
+    let mut acked = BTreeSet::new();
+    for i in ids {
+        loop {
+            let r = raw::try_send_with(raw, broker, TOPIC, i as i32 % QUEUES, &body(i), &[]).await;
+            if matches!(&r, Ok(r) if r.code == ResponseCode::SUCCESS) {
+                acked.insert(body(i));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the new master takes no send: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    acked
+}
+
+/// Waits until `slave`'s CommitLog is byte-identical with `master`'s (and not empty).
+async fn wait_identical_logs(slave: &ChildBroker, master: &ChildBroker) {
+    wait_until("identical CommitLogs", WAIT, || async {
+        let m = commit_log(master);
+        !m.is_empty() && commit_log(slave) == m
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn designated_election_switches_two_live_brokers() {
     let (dir, ns, ctl) = start_namesrv_and_controller().await;
@@ -207,17 +264,7 @@ async fn designated_election_switches_two_live_brokers() {
         c
     };
     let raw = raw_client();
-    let exe = Path::new(IT_BROKER);
-    let a = ChildBroker::start(exe, cfg(1));
-    wait_until("the first broker elected master", WAIT, || async {
-        replicas(&raw, &ctl.addr).await.master == Some(1)
-    })
-    .await;
-    let b = ChildBroker::start(exe, cfg(2));
-    wait_until("both brokers in the SyncStateSet", WAIT, || async {
-        replicas(&raw, &ctl.addr).await.sync_state_set == BTreeSet::from([1, 2])
-    })
-    .await;
+    let (a, b) = start_master_and_slave(&raw, &ctl, cfg(1), cfg(2)).await;
     raw::create_topic(&raw, &a.addr, TOPIC, QUEUES).await;
     let mut acked = BTreeSet::new();
     for i in 0..30 {
@@ -243,21 +290,7 @@ async fn designated_election_switches_two_live_brokers() {
         .unwrap();
     assert_eq!(resp.code, ResponseCode::SUCCESS, "{}", resp.remark_str());
 
-    let deadline = Instant::now() + WAIT;
-    let mut i = 100;
-    while acked.len() < 60 {
-        let r = raw::try_send_with(&raw, &b.addr, TOPIC, i % QUEUES, &body(i as usize), &[]).await;
-        if matches!(&r, Ok(r) if r.code == ResponseCode::SUCCESS) {
-            acked.insert(body(i as usize));
-            i += 1;
-        } else {
-            assert!(
-                Instant::now() < deadline,
-                "the new master takes no send: {r:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    acked.extend(send_until_accepted(&raw, &b.addr, 100..130).await);
     // The old master refuses writes now.
     wait_until("the demoted master to refuse sends", WAIT, || async {
         let r = raw::try_send_with(&raw, &a.addr, TOPIC, 0, b"to the old master", &[]).await;
@@ -274,10 +307,7 @@ async fn designated_election_switches_two_live_brokers() {
             && acked.is_subset(&bodies(&raw, &b.addr).await)
     })
     .await;
-    wait_until("identical CommitLogs", WAIT, || async {
-        commit_log(&a) == commit_log(&b)
-    })
-    .await;
+    wait_identical_logs(&a, &b).await;
     wait_until("the NameServer lists the switched roles", WAIT, || async {
         listed(&raw, nsa, 0).await.as_deref() == Some(b.addr.as_str())
             && listed(&raw, nsa, 1).await.as_deref() == Some(a.addr.as_str())
@@ -300,17 +330,7 @@ async fn returning_old_master_cuts_its_unreplicated_tail_and_follows() {
         c
     };
     let raw = raw_client();
-    let exe = Path::new(IT_BROKER);
-    let mut a = ChildBroker::start(exe, cfg(1));
-    wait_until("the first broker elected master", WAIT, || async {
-        replicas(&raw, &ctl.addr).await.master == Some(1)
-    })
-    .await;
-    let mut b = ChildBroker::start(exe, cfg(2));
-    wait_until("both brokers in the SyncStateSet", WAIT, || async {
-        replicas(&raw, &ctl.addr).await.sync_state_set == BTreeSet::from([1, 2])
-    })
-    .await;
+    let (mut a, mut b) = start_master_and_slave(&raw, &ctl, cfg(1), cfg(2)).await;
     raw::create_topic(&raw, &a.addr, TOPIC, QUEUES).await;
     for i in 0..40 {
         let r = raw::send(&raw, &a.addr, TOPIC, i % QUEUES, &body(i as usize)).await;
@@ -338,35 +358,12 @@ async fn returning_old_master_cuts_its_unreplicated_tail_and_follows() {
         replicas(&raw, &ctl.addr).await.master == Some(2)
     })
     .await;
-    let mut only_new = BTreeSet::new();
-    let deadline = Instant::now() + WAIT;
-    let mut i = 2_000;
-    while only_new.len() < 25 {
-        let r = raw::try_send_with(&raw, &b.addr, TOPIC, i % QUEUES, &body(i as usize), &[]).await;
-        if matches!(&r, Ok(r) if r.code == ResponseCode::SUCCESS) {
-            only_new.insert(body(i as usize));
-            i += 1;
-        } else {
-            assert!(
-                Instant::now() < deadline,
-                "the new master takes no send: {r:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    let only_new = send_until_accepted(&raw, &b.addr, 2_000..2_025).await;
 
     // The old master returns on its store and follows the new one.
     a.restart();
     a.wait_log("diverged from its master's: cutting it", WAIT);
-    wait_until(
-        "the old master caught up with the new one",
-        WAIT,
-        || async {
-            let new_log = commit_log(&b);
-            !new_log.is_empty() && commit_log(&a) == new_log
-        },
-    )
-    .await;
+    wait_identical_logs(&a, &b).await;
     let new_log = commit_log(&b);
     assert!(
         !new_log.starts_with(&old_log),
@@ -415,19 +412,9 @@ async fn sigkilled_master_is_replaced_without_losing_acknowledged_messages() {
         c
     };
     let raw = raw_client();
-    let exe = Path::new(IT_BROKER);
 
     // The first broker is elected master; the second follows it and joins the SyncStateSet.
-    let mut a = ChildBroker::start(exe, cfg(1));
-    wait_until("the first broker elected master", WAIT, || async {
-        replicas(&raw, &ctl.addr).await.master == Some(1)
-    })
-    .await;
-    let b = ChildBroker::start(exe, cfg(2));
-    wait_until("both brokers in the SyncStateSet", WAIT, || async {
-        replicas(&raw, &ctl.addr).await.sync_state_set == BTreeSet::from([1, 2])
-    })
-    .await;
+    let (mut a, b) = start_master_and_slave(&raw, &ctl, cfg(1), cfg(2)).await;
     let before = replicas(&raw, &ctl.addr).await;
     assert_eq!(before.master_addr.as_deref(), Some(a.addr.as_str()));
     raw::create_topic(&raw, &a.addr, TOPIC, QUEUES).await;
@@ -602,6 +589,50 @@ impl Links {
     }
 }
 
+/// The start of the partition scenarios: a NameServer, the controller, the master (replica 1)
+/// behind [`Links`] and its slave, both in the SyncStateSet, with `allAckInSyncStateSet=true`;
+/// a send waits [`SLAVE_TIMEOUT_MS`] for the set, and a slave silent for 500 ms is dropped and
+/// proposed out of it.
+struct Partitionable {
+    ns: namesrv::NameServer,
+    ctl: ChildController,
+    raw: RemotingClient,
+    links: Links,
+    a: ChildBroker,
+    b: ChildBroker,
+    /// Last: removed once the processes are gone.
+    _dir: tempfile::TempDir,
+}
+
+async fn start_partitionable() -> Partitionable {
+    let (dir, ns, ctl) = start_namesrv_and_controller().await;
+    let nsa = ns.local_addr();
+    let cfg = |n: i64| {
+        let mut c = controller_mode_config(nsa, dir.path(), &ctl, n);
+        c.all_ack_in_sync_state_set = true;
+        c.sync_broker_metadata_period = 300;
+        c.check_sync_state_set_period = 200;
+        c.sync_flush_timeout = SLAVE_TIMEOUT_MS;
+        c.ha_housekeeping_interval = 500;
+        c.ha_max_time_slave_not_catchup = 500;
+        c
+    };
+    let raw = raw_client();
+    let mut a_cfg = cfg(1);
+    let links = Links::around(&mut a_cfg, &ctl.addr).await;
+    let (a, b) = start_master_and_slave(&raw, &ctl, a_cfg, cfg(2)).await;
+    raw::create_topic(&raw, &links.direct, TOPIC, QUEUES).await;
+    Partitionable {
+        ns,
+        ctl,
+        raw,
+        links,
+        a,
+        b,
+        _dir: dir,
+    }
+}
+
 /// One send to the cut-off master: when it started, how long it took, its answer.
 struct Attempt {
     body: Vec<u8>,
@@ -612,35 +643,17 @@ struct Attempt {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_master_acknowledges_nothing_after_the_election_and_rejoins_as_slave() {
-    let (dir, ns, ctl) = start_namesrv_and_controller().await;
-    let nsa = ns.local_addr();
-    let cfg = |n: i64| {
-        let mut c = controller_mode_config(nsa, dir.path(), &ctl, n);
-        c.all_ack_in_sync_state_set = true;
-        c.sync_broker_metadata_period = 300;
-        c.check_sync_state_set_period = 200;
-        c.sync_flush_timeout = SLAVE_TIMEOUT_MS;
-        // A slave silent for 1 s is dropped and proposed out of the SyncStateSet.
-        c.ha_housekeeping_interval = 1_000;
-        c.ha_max_time_slave_not_catchup = 1_000;
-        c
-    };
-    let raw = raw_client();
-    let exe = Path::new(IT_BROKER);
-    let mut a_cfg = cfg(1);
-    let links = Links::around(&mut a_cfg, &ctl.addr).await;
-    let a = ChildBroker::start(exe, a_cfg);
-    wait_until("the first broker elected master", WAIT, || async {
-        replicas(&raw, &ctl.addr).await.master == Some(1)
-    })
-    .await;
-    let b = ChildBroker::start(exe, cfg(2));
-    wait_until("both brokers in the SyncStateSet", WAIT, || async {
-        replicas(&raw, &ctl.addr).await.sync_state_set == BTreeSet::from([1, 2])
-    })
-    .await;
+    // `_dir` first: bindings drop in reverse, so the store is removed after the processes.
+    let Partitionable {
+        _dir,
+        ns,
+        ctl,
+        raw,
+        links,
+        a,
+        b,
+    } = start_partitionable().await;
     let old = links.direct.clone();
-    raw::create_topic(&raw, &old, TOPIC, QUEUES).await;
     let mut acked = BTreeSet::new();
     for i in 0..50 {
         let r = raw::send(&raw, &old, TOPIC, i % QUEUES, &body(i as usize)).await;
@@ -745,21 +758,7 @@ async fn partitioned_master_acknowledges_nothing_after_the_election_and_rejoins_
     );
 
     // The new master takes sends and has every message the old one acknowledged.
-    let deadline = Instant::now() + WAIT;
-    let mut i = 20_000;
-    while i < 20_020 {
-        let r = raw::try_send_with(&raw, &b.addr, TOPIC, i as i32 % QUEUES, &body(i), &[]).await;
-        if matches!(&r, Ok(r) if r.code == ResponseCode::SUCCESS) {
-            acked.insert(body(i));
-            i += 1;
-        } else {
-            assert!(
-                Instant::now() < deadline,
-                "the new master takes no send: {r:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    acked.extend(send_until_accepted(&raw, &b.addr, 20_000..20_020).await);
     let on_new = bodies(&raw, &b.addr).await;
     let missing = acked.difference(&on_new).count();
     assert_eq!(
@@ -773,15 +772,7 @@ async fn partitioned_master_acknowledges_nothing_after_the_election_and_rejoins_
     // Healed: the old master learns of the new one, cuts its unreplicated tail, follows.
     links.set_mode(FaultMode::Pass);
     a.wait_log("diverged from its master's: cutting it", WAIT);
-    wait_until(
-        "the old master caught up with the new one",
-        WAIT,
-        || async {
-            let new_log = commit_log(&b);
-            !new_log.is_empty() && commit_log(&a) == new_log
-        },
-    )
-    .await;
+    wait_identical_logs(&a, &b).await;
     assert!(
         !commit_log(&b).starts_with(&old_log),
         "the old master had written what the new one never got"
@@ -808,32 +799,17 @@ async fn partitioned_master_acknowledges_nothing_after_the_election_and_rejoins_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_in_sync_replica_left_elects_no_master_and_the_slave_still_serves_reads() {
-    let (dir, ns, ctl) = start_namesrv_and_controller().await;
+    // `_dir` first: bindings drop in reverse, so the store is removed after the processes.
+    let Partitionable {
+        _dir,
+        ns,
+        ctl,
+        raw,
+        links,
+        mut a,
+        b,
+    } = start_partitionable().await;
     let nsa = ns.local_addr();
-    let cfg = |n: i64| {
-        let mut c = controller_mode_config(nsa, dir.path(), &ctl, n);
-        c.all_ack_in_sync_state_set = true;
-        c.sync_broker_metadata_period = 300;
-        c.check_sync_state_set_period = 200;
-        c.ha_max_time_slave_not_catchup = 500;
-        c.ha_housekeeping_interval = 500;
-        c
-    };
-    let raw = raw_client();
-    let exe = Path::new(IT_BROKER);
-    let mut a_cfg = cfg(1);
-    let links = Links::around(&mut a_cfg, &ctl.addr).await;
-    let mut a = ChildBroker::start(exe, a_cfg);
-    wait_until("the first broker elected master", WAIT, || async {
-        replicas(&raw, &ctl.addr).await.master == Some(1)
-    })
-    .await;
-    let b = ChildBroker::start(exe, cfg(2));
-    wait_until("both brokers in the SyncStateSet", WAIT, || async {
-        replicas(&raw, &ctl.addr).await.sync_state_set == BTreeSet::from([1, 2])
-    })
-    .await;
-    raw::create_topic(&raw, &links.direct, TOPIC, QUEUES).await;
     let mut replicated = BTreeSet::new();
     for i in 0..40 {
         let r = raw::send(&raw, &links.direct, TOPIC, i % QUEUES, &body(i as usize)).await;
