@@ -30,6 +30,23 @@
 //! old master cuts its unreplicated tail there and replicates: its CommitLog ends up
 //! byte-identical with the new master's and its epoch file equal to it, and the messages only
 //! it had acknowledged are gone from it (which `allAckInSyncStateSet=true` prevents).
+//!
+//! [`partitioned_master_acknowledges_nothing_after_the_election_and_rejoins_as_slave`]
+//! (`allAckInSyncStateSet=true`): every link of the master to the controller and to its slave
+//! goes through a `FaultProxy` ([`Links`]); a producer keeps sending to the master directly.
+//! The proxies blackhole: the controller elects the slave; the old master, which proposes a
+//! SyncStateSet without its silent slave and gets no agreement, acknowledges none of the
+//! sends it takes after the election (each answered FLUSH_SLAVE_TIMEOUT or
+//! SLAVE_NOT_AVAILABLE within `syncFlushTimeout` + 1 s); every acknowledged message is on the
+//! new master. Healed, the old master learns of the new one, cuts the tail only it had
+//! written, replicates to a byte-identical CommitLog and rejoins the SyncStateSet.
+//!
+//! [`no_in_sync_replica_left_elects_no_master_and_the_slave_still_serves_reads`]: the slave's
+//! replication link is cut, so the master shrinks the SyncStateSet to itself; the master is
+//! SIGKILLed. With `enableElectUncleanMaster=false` the controller records the group without
+//! a master and elects none (the slave's own requests included); the slave refuses writes,
+//! the NameServer routes it read-only in the master's place, and it serves every message it
+//! has.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -52,6 +69,7 @@ use remoting::controller_headers::{
 use remoting::headers::CommandHeader;
 use remoting::pop::ChangeInvisibleTimeRequestHeader;
 use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
+use testkit::{FaultMode, FaultProxy};
 
 const IT_BROKER: &str = env!("CARGO_BIN_EXE_it-broker");
 const IT_CONTROLLER: &str = env!("CARGO_BIN_EXE_it-controller");
@@ -66,6 +84,8 @@ const BEFORE: usize = 100;
 const WAIT: Duration = Duration::from_secs(20);
 /// Broker heartbeats are counted lost after this long (sent in each heartbeat).
 const HEARTBEAT_TIMEOUT_MS: u64 = 1_000;
+/// `syncFlushTimeout` of the partition test: how long a send waits for the SyncStateSet.
+const SLAVE_TIMEOUT_MS: u64 = 500;
 
 /// What the controller says of `b1`: master id, master address, master epoch, SyncStateSet.
 #[derive(Debug, Default)]
@@ -164,6 +184,63 @@ async fn bodies(client: &RemotingClient, broker: &str) -> BTreeSet<Vec<u8>> {
     out
 }
 
+/// Starts `first` and waits until it is elected master (replica 1), then `second` until both
+/// are in the SyncStateSet.
+async fn start_master_and_slave(
+    raw: &RemotingClient,
+    ctl: &ChildController,
+    first: broker::BrokerConfig,
+    second: broker::BrokerConfig,
+) -> (ChildBroker, ChildBroker) {
+    let exe = Path::new(IT_BROKER);
+    let a = ChildBroker::start(exe, first);
+    wait_until("the first broker elected master", WAIT, || async {
+        replicas(raw, &ctl.addr).await.master == Some(1)
+    })
+    .await;
+    let b = ChildBroker::start(exe, second);
+    wait_until("both brokers in the SyncStateSet", WAIT, || async {
+        replicas(raw, &ctl.addr).await.sync_state_set == BTreeSet::from([1, 2])
+    })
+    .await;
+    (a, b)
+}
+
+/// Sends messages `ids` to `broker` (a new master, which may not take writes at once), each
+/// retried every 10 ms until acknowledged, all within [`WAIT`]; returns their bodies.
+async fn send_until_accepted(
+    raw: &RemotingClient,
+    broker: &str,
+    ids: std::ops::Range<usize>,
+) -> BTreeSet<Vec<u8>> {
+    let deadline = Instant::now() + WAIT;
+    let mut acked = BTreeSet::new();
+    for i in ids {
+        loop {
+            let r = raw::try_send_with(raw, broker, TOPIC, i as i32 % QUEUES, &body(i), &[]).await;
+            if matches!(&r, Ok(r) if r.code == ResponseCode::SUCCESS) {
+                acked.insert(body(i));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the new master takes no send: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    acked
+}
+
+/// Waits until `slave`'s CommitLog is byte-identical with `master`'s (and not empty).
+async fn wait_identical_logs(slave: &ChildBroker, master: &ChildBroker) {
+    wait_until("identical CommitLogs", WAIT, || async {
+        let m = commit_log(master);
+        !m.is_empty() && commit_log(slave) == m
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn designated_election_switches_two_live_brokers() {
     let (dir, ns, ctl) = start_namesrv_and_controller().await;
@@ -176,17 +253,7 @@ async fn designated_election_switches_two_live_brokers() {
         c
     };
     let raw = raw_client();
-    let exe = Path::new(IT_BROKER);
-    let a = ChildBroker::start(exe, cfg(1));
-    wait_until("the first broker elected master", WAIT, || async {
-        replicas(&raw, &ctl.addr).await.master == Some(1)
-    })
-    .await;
-    let b = ChildBroker::start(exe, cfg(2));
-    wait_until("both brokers in the SyncStateSet", WAIT, || async {
-        replicas(&raw, &ctl.addr).await.sync_state_set == BTreeSet::from([1, 2])
-    })
-    .await;
+    let (a, b) = start_master_and_slave(&raw, &ctl, cfg(1), cfg(2)).await;
     raw::create_topic(&raw, &a.addr, TOPIC, QUEUES).await;
     let mut acked = BTreeSet::new();
     for i in 0..30 {
@@ -212,21 +279,7 @@ async fn designated_election_switches_two_live_brokers() {
         .unwrap();
     assert_eq!(resp.code, ResponseCode::SUCCESS, "{}", resp.remark_str());
 
-    let deadline = Instant::now() + WAIT;
-    let mut i = 100;
-    while acked.len() < 60 {
-        let r = raw::try_send_with(&raw, &b.addr, TOPIC, i % QUEUES, &body(i as usize), &[]).await;
-        if matches!(&r, Ok(r) if r.code == ResponseCode::SUCCESS) {
-            acked.insert(body(i as usize));
-            i += 1;
-        } else {
-            assert!(
-                Instant::now() < deadline,
-                "the new master takes no send: {r:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    acked.extend(send_until_accepted(&raw, &b.addr, 100..130).await);
     // The old master refuses writes now.
     wait_until("the demoted master to refuse sends", WAIT, || async {
         let r = raw::try_send_with(&raw, &a.addr, TOPIC, 0, b"to the old master", &[]).await;
@@ -243,10 +296,7 @@ async fn designated_election_switches_two_live_brokers() {
             && acked.is_subset(&bodies(&raw, &b.addr).await)
     })
     .await;
-    wait_until("identical CommitLogs", WAIT, || async {
-        commit_log(&a) == commit_log(&b)
-    })
-    .await;
+    wait_identical_logs(&a, &b).await;
     wait_until("the NameServer lists the switched roles", WAIT, || async {
         listed(&raw, nsa, 0).await.as_deref() == Some(b.addr.as_str())
             && listed(&raw, nsa, 1).await.as_deref() == Some(a.addr.as_str())
@@ -431,17 +481,7 @@ async fn returning_old_master_cuts_its_unreplicated_tail_and_follows() {
         c
     };
     let raw = raw_client();
-    let exe = Path::new(IT_BROKER);
-    let mut a = ChildBroker::start(exe, cfg(1));
-    wait_until("the first broker elected master", WAIT, || async {
-        replicas(&raw, &ctl.addr).await.master == Some(1)
-    })
-    .await;
-    let mut b = ChildBroker::start(exe, cfg(2));
-    wait_until("both brokers in the SyncStateSet", WAIT, || async {
-        replicas(&raw, &ctl.addr).await.sync_state_set == BTreeSet::from([1, 2])
-    })
-    .await;
+    let (mut a, mut b) = start_master_and_slave(&raw, &ctl, cfg(1), cfg(2)).await;
     raw::create_topic(&raw, &a.addr, TOPIC, QUEUES).await;
     for i in 0..40 {
         let r = raw::send(&raw, &a.addr, TOPIC, i % QUEUES, &body(i as usize)).await;
@@ -469,35 +509,12 @@ async fn returning_old_master_cuts_its_unreplicated_tail_and_follows() {
         replicas(&raw, &ctl.addr).await.master == Some(2)
     })
     .await;
-    let mut only_new = BTreeSet::new();
-    let deadline = Instant::now() + WAIT;
-    let mut i = 2_000;
-    while only_new.len() < 25 {
-        let r = raw::try_send_with(&raw, &b.addr, TOPIC, i % QUEUES, &body(i as usize), &[]).await;
-        if matches!(&r, Ok(r) if r.code == ResponseCode::SUCCESS) {
-            only_new.insert(body(i as usize));
-            i += 1;
-        } else {
-            assert!(
-                Instant::now() < deadline,
-                "the new master takes no send: {r:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    let only_new = send_until_accepted(&raw, &b.addr, 2_000..2_025).await;
 
     // The old master returns on its store and follows the new one.
     a.restart();
     a.wait_log("diverged from its master's: cutting it", WAIT);
-    wait_until(
-        "the old master caught up with the new one",
-        WAIT,
-        || async {
-            let new_log = commit_log(&b);
-            !new_log.is_empty() && commit_log(&a) == new_log
-        },
-    )
-    .await;
+    wait_identical_logs(&a, &b).await;
     let new_log = commit_log(&b);
     assert!(
         !new_log.starts_with(&old_log),
@@ -546,19 +563,9 @@ async fn sigkilled_master_is_replaced_without_losing_acknowledged_messages() {
         c
     };
     let raw = raw_client();
-    let exe = Path::new(IT_BROKER);
 
     // The first broker is elected master; the second follows it and joins the SyncStateSet.
-    let mut a = ChildBroker::start(exe, cfg(1));
-    wait_until("the first broker elected master", WAIT, || async {
-        replicas(&raw, &ctl.addr).await.master == Some(1)
-    })
-    .await;
-    let b = ChildBroker::start(exe, cfg(2));
-    wait_until("both brokers in the SyncStateSet", WAIT, || async {
-        replicas(&raw, &ctl.addr).await.sync_state_set == BTreeSet::from([1, 2])
-    })
-    .await;
+    let (mut a, b) = start_master_and_slave(&raw, &ctl, cfg(1), cfg(2)).await;
     let before = replicas(&raw, &ctl.addr).await;
     assert_eq!(before.master_addr.as_deref(), Some(a.addr.as_str()));
     raw::create_topic(&raw, &a.addr, TOPIC, QUEUES).await;
@@ -683,4 +690,340 @@ async fn sigkilled_master_is_replaced_without_losing_acknowledged_messages() {
         "broker requests at the NameServer: {:?}",
         ns.unsupported_request_counts()
     );
+}
+
+/// The links of a broker that a partition can cut, each through a [`FaultProxy`]: its
+/// requests and heartbeats to the controller (`controllerAddr` is the proxy's), and every
+/// connection to it (the controller's notifications, a slave's EXCHANGE_BROKER_HA_INFO and
+/// its replication connection). The broker binds `127.0.0.1` and advertises `127.0.0.2`
+/// (`brokerIP1`, `brokerIP2`) where the proxies listen on its ports; its own clients reach
+/// it at [`Self::direct`], on its side of the partition.
+struct Links {
+    controller: FaultProxy,
+    broker: FaultProxy,
+    ha: FaultProxy,
+    /// The broker's own address, not through a proxy.
+    direct: String,
+}
+
+impl Links {
+    /// Puts the broker of `config` behind proxies to itself and to `controller`.
+    async fn around(config: &mut broker::BrokerConfig, controller: &str) -> Links {
+        const FAR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 2);
+        it::fix_restartable_ports(config);
+        config.broker_ip1 = Some(FAR.into());
+        config.broker_ip2 = Some(FAR.into());
+        let controller = FaultProxy::start(controller.parse().expect("controller address"))
+            .await
+            .expect("controller proxy");
+        config.controller_addr = controller.addr().to_string();
+        let port = |p: u16| async move {
+            let listener = tokio::net::TcpListener::bind((FAR, p))
+                .await
+                .expect("a port of the broker on 127.0.0.2");
+            FaultProxy::start_on(listener, ([127, 0, 0, 1], p).into()).expect("broker proxy")
+        };
+        let broker = port(config.listen_port).await;
+        let ha = port(config.ha_listen_port.expect("fixed HA port")).await;
+        Links {
+            controller,
+            broker,
+            ha,
+            direct: format!("127.0.0.1:{}", config.listen_port),
+        }
+    }
+
+    fn set_mode(&self, mode: FaultMode) {
+        for p in [&self.controller, &self.broker, &self.ha] {
+            p.set_mode(mode);
+        }
+    }
+}
+
+/// The start of the partition scenarios: a NameServer, the controller, the master (replica 1)
+/// behind [`Links`] and its slave, both in the SyncStateSet, with `allAckInSyncStateSet=true`;
+/// a send waits [`SLAVE_TIMEOUT_MS`] for the set, and a slave silent for 500 ms is dropped and
+/// proposed out of it.
+struct Partitionable {
+    ns: namesrv::NameServer,
+    ctl: ChildController,
+    raw: RemotingClient,
+    links: Links,
+    a: ChildBroker,
+    b: ChildBroker,
+    /// Last: removed once the processes are gone.
+    _dir: tempfile::TempDir,
+}
+
+async fn start_partitionable() -> Partitionable {
+    let (dir, ns, ctl) = start_namesrv_and_controller().await;
+    let nsa = ns.local_addr();
+    let cfg = |n: i64| {
+        let mut c = controller_mode_config(nsa, dir.path(), &ctl, n);
+        c.all_ack_in_sync_state_set = true;
+        c.sync_broker_metadata_period = 300;
+        c.check_sync_state_set_period = 200;
+        c.sync_flush_timeout = SLAVE_TIMEOUT_MS;
+        c.ha_housekeeping_interval = 500;
+        c.ha_max_time_slave_not_catchup = 500;
+        c
+    };
+    let raw = raw_client();
+    let mut a_cfg = cfg(1);
+    let links = Links::around(&mut a_cfg, &ctl.addr).await;
+    let (a, b) = start_master_and_slave(&raw, &ctl, a_cfg, cfg(2)).await;
+    raw::create_topic(&raw, &links.direct, TOPIC, QUEUES).await;
+    Partitionable {
+        ns,
+        ctl,
+        raw,
+        links,
+        a,
+        b,
+        _dir: dir,
+    }
+}
+
+/// One send to the cut-off master: when it started, how long it took, its answer.
+struct Attempt {
+    body: Vec<u8>,
+    started: Instant,
+    took: Duration,
+    code: Option<i32>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_master_acknowledges_nothing_after_the_election_and_rejoins_as_slave() {
+    // `_dir` first: bindings drop in reverse, so the store is removed after the processes.
+    let Partitionable {
+        _dir,
+        ns,
+        ctl,
+        raw,
+        links,
+        a,
+        b,
+    } = start_partitionable().await;
+    let old = links.direct.clone();
+    let mut acked = BTreeSet::new();
+    for i in 0..50 {
+        let r = raw::send(&raw, &old, TOPIC, i % QUEUES, &body(i as usize)).await;
+        assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+        acked.insert(body(i as usize));
+    }
+
+    // A producer on the old master's side of the partition keeps sending to it.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attempts = Arc::new(Mutex::new(Vec::<Attempt>::new()));
+    let sender = tokio::spawn({
+        let (raw, old, stop, attempts) = (raw.clone(), old.clone(), stop.clone(), attempts.clone());
+        async move {
+            let mut i = 10_000;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let body = body(i);
+                let started = Instant::now();
+                let r = raw::try_send_with(&raw, &old, TOPIC, i as i32 % QUEUES, &body, &[]).await;
+                attempts.lock().push(Attempt {
+                    body,
+                    started,
+                    took: started.elapsed(),
+                    code: r.ok().map(|r| r.code),
+                });
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    wait_until("sends before the cut acknowledged", WAIT, || async {
+        attempts
+            .lock()
+            .iter()
+            .filter(|a| a.code == Some(ResponseCode::SUCCESS))
+            .count()
+            >= 10
+    })
+    .await;
+
+    // The partition: the old master hears from neither the controller nor its slave.
+    const REFUSED: &str = "SyncStateSet change refused";
+    let refused_before = a.log().iter().filter(|l| l.contains(REFUSED)).count();
+    links.set_mode(FaultMode::Blackhole);
+    let cut = Instant::now();
+    wait_until("the controller elects the slave", WAIT, || async {
+        let r = replicas(&raw, &ctl.addr).await;
+        r.master == Some(2) && r.epoch >= 2
+    })
+    .await;
+    let elected = Instant::now();
+    // The old master finds its slave gone and proposes a SyncStateSet without it, which no
+    // controller can agree to: it must keep waiting for the slave. Then more sends.
+    wait_until(
+        "the old master's SyncStateSet change to fail",
+        WAIT,
+        || async { a.log().iter().filter(|l| l.contains(REFUSED)).count() > refused_before },
+    )
+    .await;
+    let refused_at = Instant::now();
+    wait_until(
+        "sends to the old master after the election",
+        WAIT,
+        || async {
+            let after = attempts
+                .lock()
+                .iter()
+                .filter(|a| a.started >= refused_at)
+                .count();
+            after >= 5
+        },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    sender.await.unwrap();
+    let attempts = std::mem::take(&mut *attempts.lock());
+    let after_election: Vec<&Attempt> = attempts.iter().filter(|a| a.started >= elected).collect();
+    for a in &after_election {
+        assert!(
+            matches!(
+                a.code,
+                Some(ResponseCode::FLUSH_SLAVE_TIMEOUT | ResponseCode::SLAVE_NOT_AVAILABLE)
+            ),
+            "the cut-off master answered {:?} after the election",
+            a.code
+        );
+    }
+    let slowest = attempts.iter().map(|a| a.took).max().unwrap_or_default();
+    assert!(
+        slowest <= Duration::from_millis(SLAVE_TIMEOUT_MS) + Duration::from_secs(1),
+        "a send to the cut-off master took {slowest:?}"
+    );
+    acked.extend(
+        attempts
+            .iter()
+            .filter(|a| a.code == Some(ResponseCode::SUCCESS))
+            .map(|a| a.body.clone()),
+    );
+    eprintln!(
+        "partition: election {:?} after the cut; {} sends to the old master after the cut, \
+         {} of them after the election, none acknowledged",
+        elected - cut,
+        attempts.iter().filter(|a| a.started >= cut).count(),
+        after_election.len()
+    );
+
+    // The new master takes sends and has every message the old one acknowledged.
+    acked.extend(send_until_accepted(&raw, &b.addr, 20_000..20_020).await);
+    let on_new = bodies(&raw, &b.addr).await;
+    let missing = acked.difference(&on_new).count();
+    assert_eq!(
+        missing, 0,
+        "acknowledged messages missing on the new master"
+    );
+    let refused: BTreeSet<Vec<u8>> = after_election.iter().map(|a| a.body.clone()).collect();
+    assert!(on_new.is_disjoint(&refused));
+    let old_log = commit_log(&a);
+
+    // Healed: the old master learns of the new one, cuts its unreplicated tail, follows.
+    links.set_mode(FaultMode::Pass);
+    a.wait_log("diverged from its master's: cutting it", WAIT);
+    wait_identical_logs(&a, &b).await;
+    assert!(
+        !commit_log(&b).starts_with(&old_log),
+        "the old master had written what the new one never got"
+    );
+    wait_until("the old master back in the SyncStateSet", WAIT, || async {
+        let r = replicas(&raw, &ctl.addr).await;
+        r.master == Some(2) && r.sync_state_set == BTreeSet::from([1, 2])
+    })
+    .await;
+    let r = raw::try_send_with(&raw, &old, TOPIC, 0, b"to the old master", &[]).await;
+    assert!(
+        matches!(&r, Ok(r) if r.code != ResponseCode::SUCCESS),
+        "the old master, now a slave, refuses sends: {r:?}"
+    );
+    wait_until(
+        "every acknowledged message on the old master",
+        WAIT,
+        || async { acked.is_subset(&bodies(&raw, &old).await) },
+    )
+    .await;
+    assert!(bodies(&raw, &old).await.is_disjoint(&refused));
+    assert!(ns.unsupported_request_counts().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_in_sync_replica_left_elects_no_master_and_the_slave_still_serves_reads() {
+    // `_dir` first: bindings drop in reverse, so the store is removed after the processes.
+    let Partitionable {
+        _dir,
+        ns,
+        ctl,
+        raw,
+        links,
+        mut a,
+        b,
+    } = start_partitionable().await;
+    let nsa = ns.local_addr();
+    let mut replicated = BTreeSet::new();
+    for i in 0..40 {
+        let r = raw::send(&raw, &links.direct, TOPIC, i % QUEUES, &body(i as usize)).await;
+        assert_eq!(r.code, ResponseCode::SUCCESS, "{}", r.remark_str());
+        replicated.insert(body(i as usize));
+    }
+
+    // The slave's replication link is cut: the master drops it from the SyncStateSet and
+    // acknowledges alone.
+    links.ha.set_mode(FaultMode::Blackhole);
+    wait_until("the slave out of the SyncStateSet", WAIT, || async {
+        replicas(&raw, &ctl.addr).await.sync_state_set == BTreeSet::from([1])
+    })
+    .await;
+    // (The master applies the set once the controller's answer reaches it.)
+    wait_until("the master acknowledging alone", WAIT, || async {
+        let r = raw::send(&raw, &links.direct, TOPIC, 0, b"only on the master").await;
+        r.code == ResponseCode::SUCCESS
+    })
+    .await;
+    let before = replicas(&raw, &ctl.addr).await;
+
+    // The master dies: its only in-sync replica is gone, and unclean election is off.
+    a.sigkill();
+    wait_until(
+        "the controller to find the group masterless",
+        WAIT,
+        || async {
+            let r = replicas(&raw, &ctl.addr).await;
+            r.master.is_none() && r.epoch > before.epoch
+        },
+    )
+    .await;
+    // The slave asks for itself at every replica-info poll (300 ms); none succeeds.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(2) {
+        let r = replicas(&raw, &ctl.addr).await;
+        assert_eq!(
+            r.master, None,
+            "a replica outside the SyncStateSet was elected: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = raw::try_send_with(&raw, &b.addr, TOPIC, 0, b"to the slave", &[]).await;
+    assert!(
+        matches!(&r, Ok(r) if r.code != ResponseCode::SUCCESS),
+        "the slave refuses writes: {r:?}"
+    );
+    // Reads continue: the NameServer lists the slave in the dead master's place, read-only
+    // (upstream's acting master), and it serves what it has.
+    wait_until("the slave routed read-only", WAIT, || async {
+        route(&raw, nsa, TOPIC).await.is_some_and(|r| {
+            r.broker_datas
+                .iter()
+                .any(|d| d.broker_name == "b1" && d.broker_addrs.values().eq([&b.addr]))
+                && r.queue_datas
+                    .iter()
+                    .all(|q| q.perm == remoting::protocol::perm::PERM_READ)
+        })
+    })
+    .await;
+    assert_eq!(bodies(&raw, &b.addr).await, replicated);
+    assert!(ns.unsupported_request_counts().is_empty());
 }

@@ -2,7 +2,8 @@
 //! `enableControllerMode=true` the controllers (`controllerAddr`), not `brokerRole` /
 //! `brokerId`, decide what this broker is. One long-lived task ([`run`]) owns it:
 //!
-//! 1. **Start**: find the controller leader (CONTROLLER_GET_METADATA_INFO to each controller),
+//! 1. **Start**: find the controller leader (CONTROLLER_GET_METADATA_INFO to each controller;
+//!    one that says it leads is used at the address it was asked at),
 //!    get a replica id (the one in `brokerIdentity`, else CONTROLLER_GET_NEXT_BROKER_ID then
 //!    CONTROLLER_APPLY_BROKER_ID, see [`identity`]), CONTROLLER_REGISTER_BROKER, one
 //!    heartbeat, then take the role the answer gives, or ask for an election
@@ -30,6 +31,10 @@
 //!    CONTROLLER_ALTER_SYNC_STATE_SET; a member that has not caught up for
 //!    `haMaxTimeSlaveNotCatchup` (or is not connected) is reported removed every
 //!    `checkSyncStateSetPeriod`, and writes stop waiting for it once the controller agreed.
+//!    A change refused or unanswered leaves writes waiting for both sets until the controller
+//!    says which it holds: a master never acts on a set the controller did not confirm, so
+//!    one cut off from the controllers cannot acknowledge alone (the fencing argument is in
+//!    `docs/architecture.md`, "Controller mode").
 //!    With `allAckInSyncStateSet=true` a send is answered once every member has it
 //!    (`BrokerContext::put_acked`); `minInSyncReplicas` refuses sends while the set is smaller.
 //!
@@ -202,7 +207,9 @@ impl Manager {
         self.ctx.config().controller_addr.clone()
     }
 
-    /// Asks each controller who leads.
+    /// Asks each controller who leads. A controller that answers it leads is used at the
+    /// address it was asked at (a `controllerAddr` entry, which may be a proxy, NAT or
+    /// another name than its own peer address); otherwise the leader address it names.
     async fn find_leader(&mut self) -> Result<BrokerAddr, ReplicasError> {
         for addr in &self.controllers {
             let req = RemotingCommand::request(RequestCode::CONTROLLER_GET_METADATA_INFO);
@@ -211,8 +218,14 @@ impl Manager {
             };
             let leader = GetMetaDataResponseHeader::from_command(&resp)
                 .ok()
-                .and_then(|h| h.controller_leader_address)
-                .and_then(|a| BrokerAddr::parse(&a));
+                .and_then(|h| {
+                    if h.is_leader {
+                        Some(addr.clone())
+                    } else {
+                        h.controller_leader_address
+                            .and_then(|a| BrokerAddr::parse(&a))
+                    }
+                });
             if let Some(leader) = leader {
                 if self.leader.as_ref() != Some(&leader) {
                     tracing::info!(%leader, "controller leader");
@@ -705,11 +718,12 @@ impl Manager {
             },
             Err(e) => {
                 tracing::warn!(error = %e, proposed = ?next, "SyncStateSet change refused");
-                // Writes go back to waiting for the set the controller has.
-                self.ctx
-                    .ha
-                    .acks
-                    .set_required(Some((self.id, self.sync_set.clone())));
+                // The controller may hold either set (a lost answer looks like a refusal):
+                // writes wait for every member of both until it tells which, so a replica
+                // it could elect never misses an acknowledged write. A shrink is thus only
+                // in force once agreed; a member added stays required until then.
+                let both: BTreeSet<i64> = self.sync_set.union(&next).copied().collect();
+                self.ctx.ha.acks.set_required(Some((self.id, both)));
             }
         }
     }
