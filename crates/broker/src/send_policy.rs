@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use rand::Rng;
 use remoting::broker_headers::SendMessageRequestHeader;
-use remoting::message::{decode_batch, now_millis, MessageConst, MessageSysFlag, Properties};
+use remoting::message::{
+    decode_batch, now_millis, MessageConst, MessageSysFlag, Properties, NAME_VALUE_SEPARATOR,
+    PROPERTY_SEPARATOR,
+};
 use remoting::protocol::{perm, TopicConfig};
 use store::MessageInner;
 
@@ -156,6 +159,12 @@ pub(crate) fn plan(
             props.insert(MessageConst::PROPERTY_CLUSTER, cluster.clone());
             msgs.push(make(m.flag, m.body, props));
         }
+    } else if let Some(wire) = plain_properties(h.properties.as_deref().unwrap_or(""), cluster) {
+        // The common send: nothing to decide from the properties, only CLUSTER to add.
+        msgs.push(MessageInner {
+            properties: wire,
+            ..make(h.flag, body.clone(), Properties::new())
+        });
     } else {
         let mut props = Properties::parse(h.properties.as_deref().unwrap_or(""));
         props.insert(MessageConst::PROPERTY_CLUSTER, cluster.clone());
@@ -189,6 +198,56 @@ pub(crate) fn plan(
     Ok(Planned { msgs, queue_id })
 }
 
+/// Properties a single send's plan reads or replaces: a transaction, a delay level, a timer,
+/// and CLUSTER (which the broker sets).
+const PLANNED_PROPERTIES: [&str; 6] = [
+    MessageConst::PROPERTY_TRANSACTION_PREPARED,
+    MessageConst::PROPERTY_DELAY_TIME_LEVEL,
+    MessageConst::PROPERTY_TIMER_DELAY_SEC,
+    MessageConst::PROPERTY_TIMER_DELAY_MS,
+    MessageConst::PROPERTY_TIMER_DELIVER_MS,
+    MessageConst::PROPERTY_CLUSTER,
+];
+
+/// Most properties [`plain_properties`] checks for repeats by comparison.
+const PLAIN_MAX_PROPERTIES: usize = 16;
+
+/// The stored properties of a plain message, built without parsing them into a map: the
+/// producer's string with `CLUSTER` appended, exactly what parsing, inserting `CLUSTER` and
+/// writing would give. `None` (take the general path) when a name of [`PLANNED_PROPERTIES`]
+/// is there, a pair is malformed or repeated, or there are more than
+/// [`PLAIN_MAX_PROPERTIES`].
+fn plain_properties(raw: &str, cluster: &str) -> Option<String> {
+    let pairs = raw.strip_suffix(PROPERTY_SEPARATOR).unwrap_or(raw);
+    let mut names = [""; PLAIN_MAX_PROPERTIES];
+    let mut n = 0;
+    if !pairs.is_empty() {
+        for pair in pairs.split(PROPERTY_SEPARATOR) {
+            let (name, value) = pair.split_once(NAME_VALUE_SEPARATOR)?;
+            if name.is_empty()
+                || value.is_empty()
+                || n == names.len()
+                || PLANNED_PROPERTIES.contains(&name)
+                || names[..n].contains(&name)
+            {
+                return None;
+            }
+            names[n] = name;
+            n += 1;
+        }
+    }
+    let cluster_key = MessageConst::PROPERTY_CLUSTER;
+    let mut out = String::with_capacity(pairs.len() + cluster_key.len() + cluster.len() + 2);
+    out.push_str(pairs);
+    if !pairs.is_empty() {
+        out.push(PROPERTY_SEPARATOR);
+    }
+    out.push_str(cluster_key);
+    out.push(NAME_VALUE_SEPARATOR);
+    out.push_str(cluster);
+    Some(out)
+}
+
 /// The topic's config, auto-created from the default topic (or as a retry topic) when allowed.
 fn topic_for_send(
     state: &BrokerContext,
@@ -216,4 +275,51 @@ fn topic_for_send(
     created.ok_or_else(|| {
         HandlerError::TopicNotExist(format!("topic[{}] not exist, apply first please!", h.topic))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the general path stores for `raw`.
+    fn general(raw: &str, cluster: &str) -> String {
+        let mut props = Properties::parse(raw);
+        props.insert(MessageConst::PROPERTY_CLUSTER, cluster);
+        props.to_wire_string()
+    }
+
+    #[test]
+    fn plain_properties_equal_the_general_path_or_defer_to_it() {
+        let cases = [
+            "",
+            "\u{2}",
+            "KEYS\u{1}k1\u{2}TAGS\u{1}t\u{2}WAIT\u{1}true",
+            "KEYS\u{1}k1\u{2}TAGS\u{1}t\u{2}",
+            "UNIQ_KEY\u{1}AC11\u{1}00\u{2}TAGS\u{1}t",
+            // Deferred: planned names, repeats, malformed pairs.
+            "DELAY\u{1}3\u{2}KEYS\u{1}k",
+            "TRAN_MSG\u{1}true",
+            "TIMER_DELAY_SEC\u{1}5",
+            "CLUSTER\u{1}theirs\u{2}KEYS\u{1}k",
+            "KEYS\u{1}a\u{2}KEYS\u{1}b",
+            "KEYS\u{1}\u{2}TAGS\u{1}t",
+            "KEYS\u{2}TAGS\u{1}t",
+            "\u{2}\u{2}KEYS\u{1}k",
+        ];
+        let mut fast = 0;
+        for raw in cases {
+            if let Some(wire) = plain_properties(raw, "C1") {
+                assert_eq!(wire, general(raw, "C1"), "{raw:?}");
+                fast += 1;
+            }
+        }
+        assert_eq!(fast, 5, "the first five cases take the plain path");
+        let many: Vec<String> = (0..PLAIN_MAX_PROPERTIES + 1)
+            .map(|i| format!("K{i}\u{1}v"))
+            .collect();
+        assert!(plain_properties(&many.join("\u{2}"), "C1").is_none());
+        let enough = &many[..PLAIN_MAX_PROPERTIES];
+        let raw = enough.join("\u{2}");
+        assert_eq!(plain_properties(&raw, "C1"), Some(general(&raw, "C1")));
+    }
 }
