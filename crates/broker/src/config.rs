@@ -98,13 +98,11 @@ const IGNORED_KEYS: &[&str] = &[
     "brokerFastFailureEnable",
     "osPageCacheBusyTimeOutMills",
     "transientStorePoolEnable",
-    // Controller-mode settings Apogee does not have: controller addresses by DNS lookup,
-    // asynchronous learners (replicas never in the SyncStateSet) and acknowledgement counts
-    // between 1 and the whole SyncStateSet (`allAckInSyncStateSet` covers the two ends).
+    // Controller-mode settings Apogee does not have: controller addresses by DNS lookup, and
+    // upstream's lowering of `inSyncReplicas` to the live replicas, which upstream applies only
+    // to SYNC_MASTER with an acting master (Apogee's SYNC_MASTER waits for one slave, as 4.x).
     "fetchControllerAddrByDnsLookup",
-    "asyncLearner",
     "enableAutoInSyncReplicas",
-    "inSyncReplicas",
     // Timer wheel tuning of upstream's `TimerMessageStore` (its timer log and wheel files,
     // disruptor queues, thread pools, flow control, metrics and warm-up). Apogee's wheel is
     // an in-memory index over the timer topic's ConsumeQueue, driven by one task, so none of
@@ -319,6 +317,14 @@ remoting::settings_struct! {
         /// `minInSyncReplicas`: a master in controller mode refuses sends (`SYSTEM_ERROR`,
         /// "in-sync replicas not enough") while its SyncStateSet has fewer members.
         min_in_sync_replicas: usize = "minInSyncReplicas", 1;
+        /// `inSyncReplicas`: with `allAckInSyncStateSet=false`, a master in controller mode
+        /// answers a send once this many replicas have it, itself included (1: once stored
+        /// locally; 2: and one slave, ...), as upstream's controller mode counts acks.
+        in_sync_replicas: usize = "inSyncReplicas", 1;
+        /// `asyncLearner`: this broker replicates as a slave in controller mode but never joins
+        /// the SyncStateSet, so it is never elected (unless unclean elections are on) and a
+        /// master with `allAckInSyncStateSet` does not wait for it.
+        async_learner: bool = "asyncLearner", false;
         /// `storePathEpochFile`: the master epochs and where each started in the CommitLog;
         /// default `<storePathRootDir>/epochFileCheckpoint`.
         store_path_epoch_file: Option<PathBuf> = "storePathEpochFile", None;

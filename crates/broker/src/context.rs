@@ -161,8 +161,9 @@ impl BrokerContext {
     /// FLUSH_DISK_TIMEOUT when the flush policy did not hold in time; under `SYNC_MASTER`
     /// also FLUSH_SLAVE_TIMEOUT when no slave acknowledged within `syncFlushTimeout` and
     /// SLAVE_NOT_AVAILABLE when no slave is connected or in sync. In controller mode the
-    /// wait is for every member of the SyncStateSet with `allAckInSyncStateSet` (none
-    /// without), and a SyncStateSet smaller than `minInSyncReplicas` refuses the write. The
+    /// wait is for every member of the SyncStateSet with `allAckInSyncStateSet`, else for
+    /// `inSyncReplicas` - 1 slaves (none by default), and a SyncStateSet smaller than
+    /// `minInSyncReplicas` refuses the write. The
     /// wait for the slave is asynchronous (see [`crate::ha::acks`]).
     pub(crate) async fn put_acked(
         &self,
@@ -172,8 +173,8 @@ impl BrokerContext {
             let c = self.config();
             let sync = if c.enable_controller_mode {
                 // As upstream: refused before it is stored while the SyncStateSet is too
-                // small; with `allAckInSyncStateSet` every member acknowledges, else the
-                // master alone (`inSyncReplicas` 1).
+                // small; with `allAckInSyncStateSet` every member acknowledges, else
+                // `inSyncReplicas` replicas (the master and that many slaves less one).
                 if c.broker_role != BrokerRole::Slave
                     && self.ha.acks.in_sync_replicas() < c.min_in_sync_replicas
                 {
@@ -182,9 +183,15 @@ impl BrokerContext {
                         remark: "in-sync replicas not enough".into(),
                     });
                 }
-                c.all_ack_in_sync_state_set
+                if c.all_ack_in_sync_state_set {
+                    ReplicaWait::SyncStateSet
+                } else {
+                    ReplicaWait::Slaves(c.in_sync_replicas.saturating_sub(1))
+                }
+            } else if c.broker_role == BrokerRole::SyncMaster {
+                ReplicaWait::SyncStateSet
             } else {
-                c.broker_role == BrokerRole::SyncMaster
+                ReplicaWait::Slaves(0)
             };
             (
                 sync,
@@ -196,17 +203,27 @@ impl BrokerContext {
         if r.status == PutStatus::FlushDiskTimeout {
             return Ok((r, ResponseCode::FLUSH_DISK_TIMEOUT));
         }
-        if !sync {
-            return Ok((r, ResponseCode::SUCCESS));
-        }
         let end = r.wrote_offset + i64::from(r.wrote_bytes.max(0));
-        let code = match self.ha.acks.wait(end, timeout, gap).await {
+        let waited = match sync {
+            ReplicaWait::Slaves(0) => return Ok((r, ResponseCode::SUCCESS)),
+            ReplicaWait::Slaves(n) => self.ha.acks.wait_slaves(end, n, timeout).await,
+            ReplicaWait::SyncStateSet => self.ha.acks.wait(end, timeout, gap).await,
+        };
+        let code = match waited {
             SlaveWait::Acked => ResponseCode::SUCCESS,
             SlaveWait::Timeout => ResponseCode::FLUSH_SLAVE_TIMEOUT,
             SlaveWait::NotAvailable => ResponseCode::SLAVE_NOT_AVAILABLE,
         };
         Ok((r, code))
     }
+}
+
+/// Which replicas a write waits for before it is answered.
+enum ReplicaWait {
+    /// That many slaves (0: none).
+    Slaves(usize),
+    /// Under `SYNC_MASTER` any one slave; in controller mode every SyncStateSet member.
+    SyncStateSet,
 }
 
 /// Response code of a store failure (as upstream's `PutMessageStatus` mapping).

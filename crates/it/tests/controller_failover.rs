@@ -22,6 +22,10 @@
 //! consumer sends them to the group's new master when the old one is unreachable) and changes
 //! of invisible time for the old master's handles; acked ones are not handed out again.
 //!
+//! [`async_learner_stays_out_of_the_sync_state_set_and_in_sync_replicas_counts_slaves`]: a
+//! replica with `asyncLearner=true` replicates but never joins the SyncStateSet; with
+//! `inSyncReplicas=2` a send needs one slave's acknowledgement.
+//!
 //! [`returning_old_master_cuts_its_unreplicated_tail_and_follows`]: with
 //! `allAckInSyncStateSet=false` the master acknowledges messages its slave, SIGKILLed, never
 //! gets; then the master is SIGKILLed too and the slave restarted: the controller elects it
@@ -464,6 +468,57 @@ async fn pops_in_flight_survive_the_masters_sigkill() {
     let extra = consumer.receive(32, invisible).await.unwrap();
     assert!(extra.is_empty(), "handed out again: {} more", extra.len());
     consumer.shutdown().await;
+    assert!(ns.unsupported_request_counts().is_empty());
+}
+
+/// `asyncLearner` and `inSyncReplicas` (with `allAckInSyncStateSet=false`): a third broker
+/// configured as a learner replicates everything but never joins the SyncStateSet; a master
+/// with `inSyncReplicas=2` answers a send once one slave (the learner too) has it, and
+/// `SLAVE_NOT_AVAILABLE` once no slave is connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_learner_stays_out_of_the_sync_state_set_and_in_sync_replicas_counts_slaves() {
+    let (dir, ns, ctl) = start_namesrv_and_controller().await;
+    let nsa = ns.local_addr();
+    let cfg = |n: i64| {
+        let mut c = controller_mode_config(nsa, dir.path(), &ctl, n);
+        c.all_ack_in_sync_state_set = false;
+        c.in_sync_replicas = 2;
+        c.sync_broker_metadata_period = 500;
+        c.check_sync_state_set_period = 100;
+        c.async_learner = n == 3;
+        c
+    };
+    let raw = raw_client();
+    let (a, mut b) = start_master_and_slave(&raw, &ctl, cfg(1), cfg(2)).await;
+    let mut learner = ChildBroker::start(Path::new(IT_BROKER), cfg(3));
+    raw::create_topic(&raw, &a.addr, TOPIC, QUEUES).await;
+    let mut acked = send_until_accepted(&raw, &a.addr, 0..30).await;
+    wait_identical_logs(&learner, &a).await;
+    // Caught up, and the master checks its set every 100 ms: the learner stays out.
+    for _ in 0..10 {
+        let r = replicas(&raw, &ctl.addr).await;
+        assert_eq!(r.sync_state_set, BTreeSet::from([1, 2]), "{r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One slave is enough for inSyncReplicas=2: the learner alone.
+    b.sigkill();
+    acked.extend(send_until_accepted(&raw, &a.addr, 100..110).await);
+    wait_until(
+        "the learner has every acknowledged message",
+        WAIT,
+        || async { acked.is_subset(&bodies(&raw, &learner.addr).await) },
+    )
+    .await;
+    learner.sigkill();
+    let r = raw::try_send_with(&raw, &a.addr, TOPIC, 0, b"no slave", &[])
+        .await
+        .expect("an answer");
+    assert_eq!(
+        r.code,
+        ResponseCode::SLAVE_NOT_AVAILABLE,
+        "{}",
+        r.remark_str()
+    );
     assert!(ns.unsupported_request_counts().is_empty());
 }
 

@@ -28,6 +28,8 @@ struct Slave {
     offset: i64,
     /// Its replica id (controller mode: sent first on the HA connection).
     broker_id: Option<i64>,
+    /// Controller mode: an asynchronous learner, never a SyncStateSet member.
+    learner: bool,
     /// Last time it had everything the master had written when it was last sent data
     /// (controller mode: `haMaxTimeSlaveNotCatchup` counts from here); `None` until then.
     caught_up: Option<Instant>,
@@ -41,6 +43,9 @@ struct Inner {
     slaves: BTreeMap<u64, Slave>,
     next_slave: u64,
     waiters: BTreeMap<i64, Vec<oneshot::Sender<()>>>,
+    /// Writes waiting for a number of slaves (controller mode, `inSyncReplicas`): by that
+    /// number, then by offset.
+    counted: BTreeMap<usize, BTreeMap<i64, Vec<oneshot::Sender<()>>>>,
     /// Controller mode: this master's replica id and the replicas that must acknowledge a
     /// write (the SyncStateSet; while a change is being reported, old and new together).
     /// `None`: any one slave acknowledges (master/slave mode).
@@ -69,20 +74,52 @@ impl Inner {
             .unwrap_or(i64::MAX)
     }
 
-    /// Takes the waiters the watermark covers.
+    /// Offset below which `n` (at least 1) distinct slaves have the log; -1 while fewer than
+    /// `n` are connected.
+    fn watermark_of(&self, n: usize) -> i64 {
+        let mut best: BTreeMap<Option<i64>, i64> = BTreeMap::new();
+        let mut anonymous = Vec::new();
+        for s in self.slaves.values() {
+            match s.broker_id {
+                Some(_) => {
+                    let e = best.entry(s.broker_id).or_insert(s.offset);
+                    *e = (*e).max(s.offset);
+                }
+                None => anonymous.push(s.offset),
+            }
+        }
+        let mut offsets: Vec<i64> = best.into_values().chain(anonymous).collect();
+        offsets.sort_unstable_by(|a, b| b.cmp(a));
+        offsets.get(n.max(1) - 1).copied().unwrap_or(-1)
+    }
+
+    /// Takes the waiters the watermarks cover.
     fn release(&mut self) -> Vec<oneshot::Sender<()>> {
         let mark = self.watermark();
-        if mark == i64::MAX {
-            return std::mem::take(&mut self.waiters)
+        let mut ready: Vec<oneshot::Sender<()>> = if mark == i64::MAX {
+            std::mem::take(&mut self.waiters)
                 .into_values()
                 .flatten()
-                .collect();
+                .collect()
+        } else {
+            let rest = self.waiters.split_off(&(mark + 1));
+            std::mem::replace(&mut self.waiters, rest)
+                .into_values()
+                .flatten()
+                .collect()
+        };
+        let counts: Vec<usize> = self.counted.keys().copied().collect();
+        for n in counts {
+            let mark = self.watermark_of(n);
+            if let Some(waiting) = self.counted.get_mut(&n) {
+                let rest = waiting.split_off(&(mark + 1));
+                ready.extend(std::mem::replace(waiting, rest).into_values().flatten());
+                if waiting.is_empty() {
+                    self.counted.remove(&n);
+                }
+            }
         }
-        let rest = self.waiters.split_off(&(mark + 1));
-        std::mem::replace(&mut self.waiters, rest)
-            .into_values()
-            .flatten()
-            .collect()
+        ready
     }
 }
 
@@ -93,8 +130,14 @@ pub(crate) struct AckTable {
 }
 
 impl AckTable {
-    /// A slave at `addr` connected; returns the id its reports and its departure carry.
-    pub(crate) fn slave_connected(&self, addr: String, broker_id: Option<i64>) -> u64 {
+    /// A slave at `addr` connected (`learner`: an asynchronous learner, see
+    /// [`Self::replicas`]); returns the id its reports and its departure carry.
+    pub(crate) fn slave_connected(
+        &self,
+        addr: String,
+        broker_id: Option<i64>,
+        learner: bool,
+    ) -> u64 {
         let mut g = self.inner.lock();
         let id = g.next_slave;
         g.next_slave += 1;
@@ -104,6 +147,7 @@ impl AckTable {
                 addr,
                 offset: 0,
                 broker_id,
+                learner,
                 caught_up: None,
             },
         );
@@ -169,12 +213,13 @@ impl AckTable {
             .map_or(1, |(_, set)| set.len())
     }
 
-    /// Controller mode: the connected slaves by replica id — the offset each last reported
-    /// and when it was last caught up (the best connection when one has several).
+    /// Controller mode: the connected slaves that may be SyncStateSet members (asynchronous
+    /// learners are not) by replica id — the offset each last reported and when it was last
+    /// caught up (the best connection when one has several).
     pub(crate) fn replicas(&self) -> BTreeMap<i64, (i64, Option<Instant>)> {
         let g = self.inner.lock();
         let mut out: BTreeMap<i64, (i64, Option<Instant>)> = BTreeMap::new();
-        for s in g.slaves.values() {
+        for s in g.slaves.values().filter(|s| !s.learner) {
             if let Some(id) = s.broker_id {
                 let e = out.entry(id).or_insert((s.offset, s.caught_up));
                 e.0 = e.0.max(s.offset);
@@ -184,7 +229,7 @@ impl AckTable {
         out
     }
 
-    /// Controller mode: if replica `id` has everything the master has written
+    /// Controller mode: if replica `id` (not a learner) has everything the master has written
     /// (`master_end()`, read under the table's lock), writes wait for it from now on as if
     /// it were in the SyncStateSet, and true is answered. Atomic with the check: every
     /// write answered before waited for a watermark at most `master_end()`, so the replica
@@ -194,7 +239,7 @@ impl AckTable {
         let offset = g
             .slaves
             .values()
-            .filter(|s| s.broker_id == Some(id))
+            .filter(|s| s.broker_id == Some(id) && !s.learner)
             .map(|s| s.offset)
             .max();
         let Some(offset) = offset else {
@@ -209,6 +254,56 @@ impl AckTable {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Waits until `n` distinct connected slaves (learners too, as upstream counts its
+    /// connections) have everything below `end`, at most `timeout` (controller mode with
+    /// `inSyncReplicas` n + 1). Answers [`SlaveWait::NotAvailable`] at once when fewer than
+    /// `n` slaves are connected; `n` 0 is acknowledged at once.
+    pub(crate) async fn wait_slaves(&self, end: i64, n: usize, timeout: Duration) -> SlaveWait {
+        if n == 0 {
+            return SlaveWait::Acked;
+        }
+        let rx = {
+            let mut g = self.inner.lock();
+            if g.watermark_of(n) >= end {
+                return SlaveWait::Acked;
+            }
+            let connected: std::collections::BTreeSet<Option<i64>> = g
+                .slaves
+                .iter()
+                .map(|(conn, s)| s.broker_id.or(Some(-(*conn as i64) - 1)))
+                .collect();
+            if connected.len() < n {
+                return SlaveWait::NotAvailable;
+            }
+            let (tx, rx) = oneshot::channel();
+            g.counted
+                .entry(n)
+                .or_default()
+                .entry(end)
+                .or_default()
+                .push(tx);
+            rx
+        };
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(())) => SlaveWait::Acked,
+            _ => {
+                let mut g = self.inner.lock();
+                if let Some(waiting) = g.counted.get_mut(&n) {
+                    if let Some(list) = waiting.get_mut(&end) {
+                        list.retain(|tx| !tx.is_closed());
+                        if list.is_empty() {
+                            waiting.remove(&end);
+                        }
+                    }
+                    if waiting.is_empty() {
+                        g.counted.remove(&n);
+                    }
+                }
+                SlaveWait::Timeout
+            }
         }
     }
 
@@ -265,7 +360,7 @@ mod tests {
             t.wait(10, Duration::from_secs(1), gap).await,
             SlaveWait::NotAvailable
         );
-        let slave = t.slave_connected("127.0.0.1:1".into(), None);
+        let slave = t.slave_connected("127.0.0.1:1".into(), None, false);
         let a = tokio::spawn({
             let t = t.clone();
             async move { t.wait(100, Duration::from_secs(10), gap).await }
@@ -302,12 +397,12 @@ mod tests {
         assert_eq!(t.wait(100, Duration::ZERO, gap).await, SlaveWait::Acked);
         t.set_required(Some((1, BTreeSet::from([1, 2, 3]))));
         // Replica 3 is not connected.
-        let two = t.slave_connected("127.0.0.1:2".into(), Some(2));
+        let two = t.slave_connected("127.0.0.1:2".into(), Some(2), false);
         assert_eq!(
             t.wait(100, Duration::from_secs(1), gap).await,
             SlaveWait::NotAvailable
         );
-        let three = t.slave_connected("127.0.0.1:3".into(), Some(3));
+        let three = t.slave_connected("127.0.0.1:3".into(), Some(3), false);
         let w = tokio::spawn({
             let t = t.clone();
             async move { t.wait(100, Duration::from_secs(10), gap).await }
@@ -337,5 +432,47 @@ mod tests {
         assert_eq!(t.wait(150, Duration::ZERO, gap).await, SlaveWait::Acked);
         t.slave_disconnected(two);
         t.slave_disconnected(three);
+    }
+
+    #[tokio::test]
+    async fn a_count_of_slaves_acknowledges_and_learners_are_no_members() {
+        let t = Arc::new(AckTable::default());
+        assert_eq!(
+            t.wait_slaves(100, 0, Duration::ZERO).await,
+            SlaveWait::Acked
+        );
+        let two = t.slave_connected("127.0.0.1:2".into(), Some(2), false);
+        assert_eq!(
+            t.wait_slaves(100, 2, Duration::from_secs(1)).await,
+            SlaveWait::NotAvailable,
+            "only one slave connected"
+        );
+        let learner = t.slave_connected("127.0.0.1:3".into(), Some(3), true);
+        let w = tokio::spawn({
+            let t = t.clone();
+            async move { t.wait_slaves(100, 2, Duration::from_secs(10)).await }
+        });
+        while t.inner.lock().counted.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        t.ack(two, 150, None);
+        tokio::task::yield_now().await;
+        assert!(!w.is_finished(), "one of two slaves has it");
+        t.ack(learner, 100, None);
+        assert_eq!(w.await.unwrap(), SlaveWait::Acked);
+        assert!(t.inner.lock().counted.is_empty());
+        assert_eq!(
+            t.wait_slaves(200, 1, Duration::from_millis(20)).await,
+            SlaveWait::Timeout
+        );
+        assert!(t.inner.lock().counted.is_empty());
+        // The learner counts as an acknowledging slave but is no SyncStateSet candidate.
+        assert_eq!(t.replicas().keys().copied().collect::<Vec<_>>(), vec![2]);
+        t.set_required(Some((1, BTreeSet::from([1]))));
+        assert!(
+            !t.try_expand(3, &|| 100),
+            "a learner joined the SyncStateSet"
+        );
+        assert!(t.try_expand(2, &|| 150));
     }
 }

@@ -94,23 +94,30 @@ async fn serve(
     let controller_mode = state.config().enable_controller_mode;
     let role_epoch = state.ha.role_epoch.subscribe();
     let (mut rd, mut wr) = stream.into_split();
-    let broker_id = if controller_mode {
+    let (broker_id, learner) = if controller_mode {
         let id = read_report(&mut rd, silent).await?;
+        let mut flags = [0u8; 1];
+        tokio::time::timeout(silent, rd.read_exact(&mut flags))
+            .await
+            .map_err(|_| HaError::Timeout)??;
         if state.store.is_slave() {
             return Err(HaError::Protocol(format!(
                 "replica {id} connected, but this broker is not the master"
             )));
         }
         wr.write_all(&epoch_table(state)).await?;
-        Some(id)
+        (Some(id), flags[0] & super::HANDSHAKE_ASYNC_LEARNER != 0)
     } else {
-        None
+        (None, false)
     };
     let start = read_report(&mut rd, silent).await?;
     if start < 0 {
         return Err(HaError::Protocol(format!("negative slave offset {start}")));
     }
-    let id = state.ha.acks.slave_connected(peer.to_string(), broker_id);
+    let id = state
+        .ha
+        .acks
+        .slave_connected(peer.to_string(), broker_id, learner);
     let r = serve_slave(state, rd, wr, id, start, role_epoch).await;
     state.ha.acks.slave_disconnected(id);
     r

@@ -22,6 +22,7 @@
 //! | direction | bytes | field |
 //! |---|---|---|
 //! | slave -> master | 8 | replica id (i64 BE): which SyncStateSet member this connection is |
+//! | | 1 | flags: bit 0 ([`HANDSHAKE_ASYNC_LEARNER`]) an `asyncLearner`, never a SyncStateSet member |
 //! | master -> slave | 4 | number of epoch entries `n` (i32 BE, at most [`MAX_EPOCH_ENTRIES`]) |
 //! | | n × 12 | epoch (i32 BE), its start offset (i64 BE), oldest first |
 //! | | 8 | the master's CommitLog end (i64 BE) |
@@ -50,6 +51,8 @@ use tokio::sync::{watch, Notify};
 
 use acks::AckTable;
 
+/// Handshake flag of a slave configured `asyncLearner=true`.
+pub(crate) const HANDSHAKE_ASYNC_LEARNER: u8 = 1;
 /// Size of a master -> slave frame header.
 pub(crate) const FRAME_HEADER_LEN: usize = 12;
 /// Most epoch entries a slave accepts in the controller-mode handshake.

@@ -82,7 +82,15 @@ async fn replicate(state: &BrokerContext, addr: &str) -> Result<(), HaError> {
             .ha
             .local_id()
             .ok_or_else(|| HaError::Protocol("no replica id from the controllers yet".into()))?;
-        wr.write_all(&id.to_be_bytes()).await?;
+        let flags = if state.config().async_learner {
+            super::HANDSHAKE_ASYNC_LEARNER
+        } else {
+            0
+        };
+        let mut hello = [0u8; 9];
+        hello[..8].copy_from_slice(&id.to_be_bytes());
+        hello[8] = flags;
+        wr.write_all(&hello).await?;
         let (master, master_end) = read_epoch_table(&mut rd, silent).await?;
         to_record = agree_with_master(state, &master, master_end).await?;
     }
