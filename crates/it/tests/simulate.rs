@@ -26,6 +26,11 @@
 //!   synchronised, which can be further back: that lag is measured and printed, not asserted
 //!   (see `Sim::check_offsets`).
 //!
+//! Beside them a simple consumer pops a second topic (every even key is also sent there) and
+//! acks what it gets, except the first delivery of every fifth key: at the end every
+//! acknowledged message of that topic was popped and acked, the skipped ones after coming
+//! back (POP through kills of b1's master and slave, acting master and cut links).
+//!
 //! At the end every acknowledged message was consumed (or, when it always fails, is in a DLQ).
 //! A failure prints the seed and the steps run; `SIM_SEED=<seed> cargo test -p apogee-it
 //! --test simulate -- --ignored seeded` replays it, `scripts/simulate.sh N` runs N seeds.
@@ -43,12 +48,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use client::consumer::push::{
     ConsumeConcurrentlyStatus, MessageListener, PushConsumer, PushConsumerConfig,
 };
+use client::consumer::simple::{SimpleConsumer, SimpleConsumerConfig};
 use client::{Producer, ProducerConfig};
 use common::client_config;
 use common::failover::{
@@ -71,6 +78,13 @@ const GROUP: &str = "SimGroup";
 const DLQ: &str = "%DLQ%SimGroup";
 /// The group the checker's own reads use.
 const CHECK_GROUP: &str = "SimCheck";
+/// The POP side: every even key is also sent to this topic, popped by a simple consumer of
+/// [`POP_GROUP`] and acked, except the first delivery of keys whose number is a multiple of
+/// [`POP_SKIP_EVERY`] (left unacked: it must come back after [`POP_INVISIBLE`]).
+const POP_TOPIC: &str = "SimPopTopic";
+const POP_GROUP: &str = "SimPopGroup";
+const POP_SKIP_EVERY: usize = 5;
+const POP_INVISIBLE: Duration = Duration::from_secs(2);
 const QUEUES: i32 = 2;
 /// The consumer's `maxReconsumeTimes`: a message failed this many times plus one is
 /// dead-lettered.
@@ -236,6 +250,14 @@ struct Consumed {
     ok: HashMap<String, u32>,
 }
 
+/// What the simple consumer received and acked, by key.
+#[derive(Default)]
+struct Popped {
+    received: HashMap<String, u32>,
+    /// Keys whose ack was answered SUCCESS.
+    acked: BTreeSet<String>,
+}
+
 struct Sim {
     seed: u64,
     steps: Vec<Step>,
@@ -249,6 +271,11 @@ struct Sim {
     consumers: usize,
     consumed: Arc<Mutex<Consumed>>,
     acked: Vec<Acked>,
+    /// Keys sent to [`POP_TOPIC`] and acknowledged by a broker.
+    pop_sent: Vec<String>,
+    popped: Arc<Mutex<Popped>>,
+    pop_stop: Arc<AtomicBool>,
+    popper: Option<tokio::task::JoinHandle<()>>,
     master_up: bool,
     slave_up: bool,
     /// (group, queue) -> where it was read last, and the highest committed offset seen there.
@@ -322,6 +349,7 @@ impl Sim {
         let raw = raw_client();
         for m in [&m1.addr, &m2.addr] {
             raw::create_topic(&raw, m, TOPIC, QUEUES).await;
+            raw::create_topic(&raw, m, POP_TOPIC, QUEUES).await;
         }
 
         let clients_ns = proxies[&Link::ClientNs].addr();
@@ -334,6 +362,12 @@ impl Sim {
         .unwrap();
         let consumed = Arc::new(Mutex::new(Consumed::default()));
         let consumer = start_consumer(clients_ns, "sim-consumer-1", consumed.clone()).await;
+        let (popped, pop_stop) = (Arc::new(Mutex::new(Popped::default())), Arc::default());
+        let popper = tokio::spawn(run_popper(
+            clients_ns,
+            popped.clone(),
+            Arc::clone(&pop_stop),
+        ));
         wait_until("the producer to see b1 and b2", WAIT, || {
             let qs = producer.fetch_publish_queues(TOPIC);
             async move {
@@ -365,6 +399,10 @@ impl Sim {
             consumers: 1,
             consumed,
             acked: Vec::new(),
+            pop_sent: Vec::new(),
+            popped,
+            pop_stop,
+            popper: Some(popper),
             master_up: true,
             slave_up: true,
             committed: BTreeMap::new(),
@@ -388,6 +426,26 @@ impl Sim {
             self.check(&format!("after step {i} {step:?}")).await;
         }
         self.drain().await;
+        self.drain_pops().await;
+        self.pop_stop.store(true, Ordering::Release);
+        if let Some(popper) = self.popper.take() {
+            popper.await.expect("the popper");
+        }
+        let (pops, pop_dups) = {
+            let p = self.popped.lock();
+            (
+                p.received.values().sum::<u32>(),
+                p.received
+                    .values()
+                    .map(|n| n.saturating_sub(1))
+                    .sum::<u32>(),
+            )
+        };
+        println!(
+            "SIM_SEED={}: POP: {} acknowledged sends, {pops} deliveries, {pop_dups} again",
+            self.seed,
+            self.pop_sent.len()
+        );
         let (failed, dead, dups) = {
             let c = self.consumed.lock();
             (
@@ -453,8 +511,41 @@ impl Sim {
 
     async fn send(&mut self, key: String, fails: u32) {
         self.consumed.lock().plan.insert(key.clone(), fails);
+        if key_number(&key) % 2 == 0
+            && send_acked(&self.producer, POP_TOPIC, key.clone())
+                .await
+                .is_some()
+        {
+            self.pop_sent.push(key.clone());
+        }
         if let Some(a) = send_acked(&self.producer, TOPIC, key).await {
             self.acked.push(a);
+        }
+    }
+
+    /// Waits until every key acknowledged on [`POP_TOPIC`] was popped and acked, the ones
+    /// left unacked at their first delivery after coming back.
+    async fn drain_pops(&self) {
+        let deadline = Instant::now() + DRAIN;
+        loop {
+            let missing: Vec<(String, u32)> = {
+                let p = self.popped.lock();
+                self.pop_sent
+                    .iter()
+                    .filter(|k| !p.acked.contains(*k))
+                    .map(|k| (k.clone(), p.received.get(k).copied().unwrap_or(0)))
+                    .collect()
+            };
+            if missing.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                self.fail(
+                    "at the end",
+                    format!("POP: acknowledged sends never popped and acked (key, deliveries): {missing:?}"),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -759,6 +850,53 @@ async fn start_consumer(
     )
     .await
     .unwrap()
+}
+
+/// The number of key `k<n>`.
+fn key_number(key: &str) -> usize {
+    key.trim_start_matches('k').parse().unwrap_or(0)
+}
+
+/// The simple consumer of [`POP_GROUP`] until `stop`: pops [`POP_TOPIC`] (16 at a time,
+/// invisible for [`POP_INVISIBLE`]) and acks each message, except the first delivery of a key
+/// whose number is a multiple of [`POP_SKIP_EVERY`]. Errors (a broker down, a link cut, a
+/// stale handle) are part of the simulation: the message comes back and is acked then.
+async fn run_popper(ns: SocketAddr, popped: Arc<Mutex<Popped>>, stop: Arc<AtomicBool>) {
+    let consumer = SimpleConsumer::start(
+        client_config(ns, Duration::from_millis(200), "sim-popper"),
+        SimpleConsumerConfig::new(POP_GROUP).await_duration(Duration::from_millis(300)),
+    )
+    .await
+    .expect("the simple consumer starts");
+    consumer
+        .subscribe(POP_TOPIC, "*")
+        .await
+        .expect("subscribe to the POP topic");
+    while !stop.load(Ordering::Acquire) {
+        let msgs = match consumer.receive(16, POP_INVISIBLE).await {
+            Ok(msgs) => msgs,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        for m in msgs {
+            let key = String::from_utf8_lossy(&m.message.message.body).to_string();
+            let n = {
+                let mut p = popped.lock();
+                let n = p.received.entry(key.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            if n == 1 && key_number(&key) % POP_SKIP_EVERY == 0 {
+                continue;
+            }
+            if consumer.ack(&m).await.is_ok() {
+                popped.lock().acked.insert(key);
+            }
+        }
+    }
+    consumer.shutdown().await;
 }
 
 async fn simulate(seed: u64) {

@@ -174,8 +174,22 @@ impl Manager {
         let mut sync_controller = ticker(c.sync_controller_metadata_period);
         let mut check_set = ticker(c.check_sync_state_set_period);
         loop {
+            // In this order when several are due: a request to an unreachable controller
+            // takes its whole timeout, after which every tick is due, and a random pick could
+            // put off the SyncStateSet check (what fences a cut-off master) for many rounds.
             tokio::select! {
+                biased;
                 _ = stop.changed() => return,
+                _ = self.ctx.ha.replicas_wake.notified() => {
+                    let notice = self.ctx.ha.role_notice.lock().take();
+                    if let Some(n) = notice {
+                        if let Err(e) = self.apply(n).await {
+                            tracing::warn!(error = %e, "role change not applied");
+                        }
+                    }
+                    self.check_sync_state_set(false).await;
+                }
+                _ = check_set.tick() => self.check_sync_state_set(true).await,
                 _ = sync_broker.tick() => {
                     if let Err(e) = self.sync_replica_info().await {
                         tracing::warn!(error = %e, "cannot read the group's replica info");
@@ -185,16 +199,6 @@ impl Manager {
                     if let Err(e) = self.find_leader().await {
                         tracing::warn!(error = %e, "cannot find the controller leader");
                     }
-                }
-                _ = check_set.tick() => self.check_sync_state_set(true).await,
-                _ = self.ctx.ha.replicas_wake.notified() => {
-                    let notice = self.ctx.ha.role_notice.lock().take();
-                    if let Some(n) = notice {
-                        if let Err(e) = self.apply(n).await {
-                            tracing::warn!(error = %e, "role change not applied");
-                        }
-                    }
-                    self.check_sync_state_set(false).await;
                 }
             }
             if self.master_to_follow.is_some() {
