@@ -3,7 +3,9 @@
 //! (CONTROLLER_GET_SYNC_STATE_DATA, 1006) and electMaster (CONTROLLER_ELECT_MASTER, 1002, with
 //! `designateElect`), both sent to the leader the metadata names, and getBrokerEpoch
 //! (GET_BROKER_EPOCH_CACHE, 1007, to every broker of a group or cluster), and
-//! cleanBrokerMetadata (CLEAN_BROKER_DATA, 1011, to the leader).
+//! cleanBrokerMetadata (CLEAN_BROKER_DATA, 1011, to the leader), getControllerConfig
+//! (GET_CONTROLLER_CONFIG, 1010) and updateControllerConfig (UPDATE_CONTROLLER_CONFIG, 1009,
+//! body `key=value`), both to each controller of `-a`.
 //!
 //! The text output is upstream's `#Key<TAB>value` lines, so scripts written against mqadmin
 //! read it; `--json` prints the response bodies with upstream's field names.
@@ -98,6 +100,27 @@ pub struct CleanBrokerMetadataArgs {
     /// Clean replicas the controller still counts alive too.
     #[arg(short = 'l', long = "cleanLivingBroker")]
     clean_living: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GetControllerConfigArgs {
+    /// Controller addresses `host:port;host:port`: each one's own settings are shown.
+    #[arg(short = 'a', long = "controllerAddress")]
+    controller: String,
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateControllerConfigArgs {
+    /// Controller addresses `host:port;host:port`: each one is changed (not its config file).
+    #[arg(short = 'a', long = "controllerAddress")]
+    controller: String,
+    /// Config key (upstream name; one a running controller reads: `enableElectUncleanMaster`,
+    /// `notifyBrokerRoleChanged`, `controllerHeartBeatTimeoutMills`).
+    #[arg(short = 'k', long = "key")]
+    key: String,
+    /// New value.
+    #[arg(short = 'v', long = "value")]
+    value: String,
 }
 
 /// Runs `once`, then again every `interval` seconds (at least 1) until the process is
@@ -484,6 +507,68 @@ pub(super) async fn clean_broker_metadata(
         format!(
             "clear broker {} metadata from controller success!",
             a.broker_name
+        )
+    })
+}
+
+/// GET_CONTROLLER_CONFIG of each controller of `-a`: upstream's `============addr============`
+/// heading and `key=  value` lines (sorted here); `--json`: address -> key -> value.
+pub(super) async fn controller_config(
+    admin: &Admin,
+    a: GetControllerConfigArgs,
+) -> anyhow::Result<()> {
+    let mut all = std::collections::BTreeMap::new();
+    for addr in controller_list(&a.controller)? {
+        let cmd = RemotingCommand::request(RequestCode::GET_CONTROLLER_CONFIG);
+        let resp = check(
+            admin.controller_call(&addr, cmd).await?,
+            RequestCode::GET_CONTROLLER_CONFIG,
+            &format!("controller {addr}"),
+        )?;
+        let text = String::from_utf8_lossy(&resp.body);
+        let props: std::collections::BTreeMap<String, String> =
+            remoting::properties::parse_properties(&text)
+                .into_iter()
+                .collect();
+        all.insert(addr.to_string(), props);
+    }
+    admin.print(&all, || {
+        all.iter()
+            .map(|(addr, props)| {
+                let mut s = format!("============{addr}============");
+                for (k, v) in props {
+                    s.push_str(&format!("\n{k:<50}=  {v}"));
+                }
+                s
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// UPDATE_CONTROLLER_CONFIG with `key=value` to each controller of `-a`; stops at the first
+/// that refuses (a key only read at start is refused with NO_PERMISSION).
+pub(super) async fn update_controller_config(
+    admin: &Admin,
+    a: UpdateControllerConfigArgs,
+) -> anyhow::Result<()> {
+    let (key, value) = (a.key.trim(), a.value.trim());
+    let controllers = controller_list(&a.controller)?;
+    for addr in &controllers {
+        let cmd = RemotingCommand::request(RequestCode::UPDATE_CONTROLLER_CONFIG)
+            .with_body(format!("{key}={value}\n").into_bytes());
+        check(
+            admin.controller_call(addr, cmd).await?,
+            RequestCode::UPDATE_CONTROLLER_CONFIG,
+            &format!("controller {addr}"),
+        )?;
+    }
+    let names: Vec<String> = controllers.iter().map(ToString::to_string).collect();
+    let out = serde_json::json!({"key": key, "value": value, "controllers": names});
+    admin.print(&out, || {
+        format!(
+            "update controller config success![{}]\n{key} : {value}",
+            names.join(", ")
         )
     })
 }
