@@ -278,6 +278,58 @@ async fn controller_commands_read_and_switch_a_group() {
         "{text}"
     );
 
+    // haStatus: the master lists its slave's connection in sync, the slave names the
+    // master's HA address; by cluster only the master is asked (upstream's -c).
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        let v = json(&apogee(&["admin", "haStatus", "-b", &a_addr, "--json"]).await);
+        let m = v[&a_addr].clone();
+        if m["haConnectionInfo"][0]["diff"] == 0 && m["masterCommitLogMaxOffset"].as_i64() > Some(0)
+        {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "the slave never caught up: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status["master"], true);
+    assert_eq!(status["inSyncSlaveNums"], 1);
+    assert_eq!(status["haConnectionInfo"][0]["inSync"], true);
+    assert_eq!(
+        status["haConnectionInfo"][0]["slaveAckOffset"],
+        status["masterCommitLogMaxOffset"]
+    );
+    let slave = json(&apogee(&["admin", "haStatus", "-b", &b_addr, "--json"]).await);
+    let slave = &slave[&b_addr];
+    assert_eq!(slave["master"], false);
+    assert_eq!(
+        slave["haClientRuntimeInfo"]["maxOffset"],
+        status["masterCommitLogMaxOffset"]
+    );
+    let master_ha = slave["haClientRuntimeInfo"]["masterAddr"].as_str().unwrap();
+    assert!(master_ha.starts_with("127.0.0.1:"), "{slave}");
+    let text = stdout(&apogee(&["admin", "-n", &ns, "haStatus", "-c", "C"]).await);
+    println!("$ apogee admin haStatus -c C{text}");
+    let end = status["masterCommitLogMaxOffset"].as_i64().unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "\n#MasterAddr\t{a_addr}\n#MasterCommitLogMaxOffset\t{end}\n#SlaveNum\t1\n\
+             #InSyncSlaveNum\t1\n#SlaveAddr"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{end:<16} {:>16} {:>16} {:>16}", 0, "0.00", "OK")),
+        "{text}"
+    );
+    assert!(!text.contains(&b_addr), "{text}");
+    let text = stdout(&apogee(&["admin", "haStatus", "-b", &b_addr]).await);
+    assert!(
+        text.starts_with(&format!(
+            "\n#MasterAddr\t{master_ha}\n#CommitLogMaxOffset\t{end}\n"
+        )),
+        "{text}"
+    );
+
     // `-i 1` prints again every second until stopped.
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_apogee"))
         .args([

@@ -11,7 +11,7 @@
 //! | [`group`] | updateSubGroup, deleteSubGroup, consumerProgress, consumerConnection, producerConnection, resetOffsetByTime |
 //! | [`message`] | queryMsgById, queryMsgByKey, queryMsgByOffset, sendMessage, consumeMessage, printMsg |
 //! | [`acl`] | updateAclConfig, deleteAclConfig, clusterAclConfigVersion, updateGlobalWhiteAddr |
-//! | [`controller`] | getControllerMetaData, getSyncStateSet, getBrokerEpoch, electMaster, cleanBrokerMetadata, getControllerConfig, updateControllerConfig (5.x controller mode) |
+//! | [`controller`] | getControllerMetaData, getSyncStateSet, getBrokerEpoch, electMaster, cleanBrokerMetadata, getControllerConfig, updateControllerConfig, haStatus (5.x controller mode) |
 //!
 //! Output is a plain table by default and one JSON document with `--json`. Any failure
 //! (unreachable NameServer, unknown topic, broker error) is an error, so the process exits
@@ -127,6 +127,8 @@ enum AdminCommand {
     GetControllerConfig(controller::GetControllerConfigArgs),
     /// Change a setting of each controller (one a running controller reads).
     UpdateControllerConfig(controller::UpdateControllerConfigArgs),
+    /// Show replication as a broker (-b) or every master of a cluster (-c) sees it.
+    HaStatus(controller::HaStatusArgs),
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
@@ -172,6 +174,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::UpdateControllerConfig(a) => {
             controller::update_controller_config(&admin, a).await
         }
+        AdminCommand::HaStatus(a) => controller::ha_status(&admin, a).await,
     };
     admin.client.shutdown().await;
     result
