@@ -520,6 +520,21 @@ async fn commands_given_a_follower_reach_the_leader() {
     namesrv.shutdown().await;
 }
 
+/// `apogee admin updateControllerConfig -a <controllers> -k <key> -v <value>`.
+async fn update_controller_config(controllers: &str, key: &str, value: &str) -> Output {
+    apogee(&[
+        "admin",
+        "updateControllerConfig",
+        "-a",
+        controllers,
+        "-k",
+        key,
+        "-v",
+        value,
+    ])
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_config_is_read_and_updated_on_each_controller() {
     let dir = tempfile::tempdir().unwrap();
@@ -548,19 +563,7 @@ async fn controller_config_is_read_and_updated_on_each_controller() {
     );
 
     // A key read while running changes on every controller named.
-    let out = stdout(
-        &apogee(&[
-            "admin",
-            "updateControllerConfig",
-            "-a",
-            &all,
-            "-k",
-            "enableElectUncleanMaster",
-            "-v",
-            "true",
-        ])
-        .await,
-    );
+    let out = stdout(&update_controller_config(&all, "enableElectUncleanMaster", "true").await);
     assert_eq!(
         out.trim_end(),
         format!(
@@ -575,34 +578,14 @@ async fn controller_config_is_read_and_updated_on_each_controller() {
 
     // A key only read at start is refused (NO_PERMISSION, upstream's remark) and nothing
     // changes; so is a value that does not parse.
-    let out = apogee(&[
-        "admin",
-        "updateControllerConfig",
-        "-a",
-        &addrs[0],
-        "-k",
-        "controllerDLegerPeers",
-        "-v",
-        "n0-127.0.0.1:1",
-    ])
-    .await;
+    let out = update_controller_config(&addrs[0], "controllerDLegerPeers", "n0-127.0.0.1:1").await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
         err.contains("NO_PERMISSION") && err.contains("Can not update config in black list"),
         "{err}"
     );
-    let out = apogee(&[
-        "admin",
-        "updateControllerConfig",
-        "-a",
-        &addrs[0],
-        "-k",
-        "controllerHeartBeatTimeoutMills",
-        "-v",
-        "soon",
-    ])
-    .await;
+    let out = update_controller_config(&addrs[0], "controllerHeartBeatTimeoutMills", "soon").await;
     assert!(!out.status.success());
     let config = json(&apogee(&["admin", "getControllerConfig", "-a", &addrs[0], "--json"]).await);
     assert_eq!(
