@@ -231,14 +231,19 @@ async fn start_consumer(ns: std::net::SocketAddr, log: Arc<Mutex<Log>>) -> PushC
 
 /// Waits until every key of `acked` was consumed successfully and every one of them that
 /// failed was redelivered (the load goes on: keys sent later may still wait for their
-/// retry); on timeout names what is missing.
-async fn wait_all_consumed(what: &str, log: &Mutex<Log>, acked: &[String]) {
+/// retry); on timeout names what is missing, and the missing ones of `b1` that are not where
+/// they were acknowledged on the replicas at `b1_addrs`, and the group's committed offsets
+/// of their queues there.
+async fn wait_all_consumed(what: &str, log: &Mutex<Log>, acked: &[Acked], b1_addrs: &[String]) {
     let deadline = Instant::now() + WAIT;
-    let keys: HashSet<&String> = acked.iter().collect();
+    let keys: HashSet<&String> = acked.iter().map(|a| &a.key).collect();
     loop {
         let (missing, not_redelivered, bad) = {
             let l = log.lock();
-            let missing: Vec<&String> = acked.iter().filter(|k| !l.ok.contains_key(*k)).collect();
+            let missing: Vec<&Acked> = acked
+                .iter()
+                .filter(|a| !l.ok.contains_key(&a.key))
+                .collect();
             let not_redelivered: Vec<&String> = l
                 .failed
                 .iter()
@@ -254,11 +259,32 @@ async fn wait_all_consumed(what: &str, log: &Mutex<Log>, acked: &[String]) {
         if missing == "[]" && not_redelivered == "[]" {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: timed out; acknowledged not consumed: {missing}; failed not redelivered: \
-             {not_redelivered}"
-        );
+        if Instant::now() >= deadline {
+            let raw = raw_client();
+            let mut where_ = Vec::new();
+            for a in acked
+                .iter()
+                .filter(|a| a.broker == "b1" && !log.lock().ok.contains_key(&a.key))
+            {
+                for addr in b1_addrs {
+                    let held = raw::pull_all(&raw, addr, ("GroupCtlLoadCheck", TOPIC), a.queue)
+                        .await
+                        .into_iter()
+                        .any(|m| {
+                            m.queue_offset == a.offset && m.message.body[..] == *a.key.as_bytes()
+                        });
+                    let committed = it::committed_offset(&raw, addr, GROUP, TOPIC, a.queue).await;
+                    where_.push(format!(
+                        "{} on {addr}: held {held}, committed offset {committed:?}",
+                        a.key
+                    ));
+                }
+            }
+            panic!(
+                "{what}: timed out; acknowledged not consumed: {missing}; failed not \
+                 redelivered: {not_redelivered}; {where_:?}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -407,11 +433,8 @@ async fn sigkilled_masters_under_load() {
             .filter(|s| s.acked.as_ref().is_some_and(|a| a.broker == "b1"))
             .count()
     };
-    let acked_keys = |sent: &Mutex<Vec<Sent>>| -> Vec<String> {
-        sent.lock()
-            .iter()
-            .filter_map(|s| s.acked.as_ref().map(|a| a.key.clone()))
-            .collect()
+    let acked_keys = |sent: &Mutex<Vec<Sent>>| -> Vec<Acked> {
+        sent.lock().iter().filter_map(|s| s.acked.clone()).collect()
     };
 
     let mut rows: Vec<Row> = Vec::new();
@@ -538,7 +561,8 @@ async fn sigkilled_masters_under_load() {
         .await;
 
         // Everything acknowledged so far is consumed; failed ones were redelivered.
-        wait_all_consumed(&format!("kill {kill}"), &log, &acked_keys(&sent)).await;
+        let addrs: Vec<String> = b1.values().map(|b| b.addr.clone()).collect();
+        wait_all_consumed(&format!("kill {kill}"), &log, &acked_keys(&sent), &addrs).await;
         assert!(
             ns.unsupported_request_counts().is_empty(),
             "kill {kill}: broker requests at the NameServer: {:?}",
@@ -565,7 +589,8 @@ async fn sigkilled_masters_under_load() {
     }
     stop.store(true, Ordering::Release);
     load.await.unwrap();
-    wait_all_consumed("the end", &log, &acked_keys(&sent)).await;
+    let addrs: Vec<String> = b1.values().map(|b| b.addr.clone()).collect();
+    wait_all_consumed("the end", &log, &acked_keys(&sent), &addrs).await;
     let mut times: Vec<Duration> = rows.iter().filter_map(|r| r.failover).collect();
     times.sort();
     let (dups, failed_first) = (duplicates(&log), log.lock().failed.len());
