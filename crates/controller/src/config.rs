@@ -22,6 +22,10 @@ pub enum ConfigError {
         value: String,
         expected: &'static str,
     },
+    /// UPDATE_CONTROLLER_CONFIG named a key that is only read at start (upstream's black list
+    /// remark, with the key).
+    #[error("Can not update config in black list: {0}")]
+    NotUpdatable(String),
 }
 
 impl From<InvalidSetting> for ConfigError {
@@ -144,6 +148,16 @@ remoting::settings_struct! {
     }
 }
 
+/// The keys UPDATE_CONTROLLER_CONFIG may change: the ones read while the controller runs
+/// (each election, each role-change notice, each heartbeat). Every other key is only read at
+/// start, so a change would show in GET_CONTROLLER_CONFIG without taking effect: it is refused
+/// as upstream refuses the keys of its `configBlackList`.
+pub const UPDATABLE_KEYS: &[&str] = &[
+    "enableElectUncleanMaster",
+    "notifyBrokerRoleChanged",
+    "controllerHeartBeatTimeoutMills",
+];
+
 /// One controller of the group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
@@ -217,6 +231,26 @@ impl ControllerConfig {
             });
         }
         Ok(config)
+    }
+
+    /// This configuration with `props` applied (UPDATE_CONTROLLER_CONFIG): every key must be
+    /// one of [`UPDATABLE_KEYS`] and its value must parse, else nothing is applied.
+    pub fn updated(
+        &self,
+        props: &HashMap<String, String>,
+    ) -> Result<ControllerConfig, ConfigError> {
+        let mut next = self.clone();
+        let mut keys: Vec<&String> = props.keys().collect();
+        keys.sort();
+        for key in keys {
+            if !UPDATABLE_KEYS.contains(&key.as_str()) {
+                return Err(ConfigError::NotUpdatable(key.clone()));
+            }
+            if let Some(result) = next.set(key, props[key].trim()) {
+                result?;
+            }
+        }
+        Ok(next)
     }
 
     /// Whether metrics are recorded (`metricsExporterType` is not `DISABLE`).
@@ -314,6 +348,28 @@ mod tests {
         assert_eq!(peers.self_id, 1);
         assert_eq!(peers.me().addr.port(), 9878);
         assert!(config.enable_elect_unclean_master);
+    }
+
+    #[test]
+    fn only_keys_read_while_running_are_updated() {
+        let c = ControllerConfig::default();
+        let next = c
+            .updated(&props(
+                "enableElectUncleanMaster=true\ncontrollerHeartBeatTimeoutMills=3000\n",
+            ))
+            .unwrap();
+        assert!(next.enable_elect_unclean_master);
+        assert_eq!(next.controller_heart_beat_timeout, Duration::from_secs(3));
+        assert_eq!(
+            c.updated(&props(
+                "enableElectUncleanMaster=true\ncontrollerDLegerPeers=n0-1.2.3.4:1\n"
+            )),
+            Err(ConfigError::NotUpdatable("controllerDLegerPeers".into()))
+        );
+        assert!(matches!(
+            c.updated(&props("notifyBrokerRoleChanged=maybe\n")),
+            Err(ConfigError::InvalidValue { .. })
+        ));
     }
 
     #[test]

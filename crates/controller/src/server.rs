@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use observe::MetricsServer;
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use remoting::client::{ClientConfig, RemotingClient};
 use remoting::server::{RemotingServer, ServerConfig};
 use remoting::RemotingError;
@@ -116,7 +116,7 @@ impl Controller {
         };
         let state = Arc::new(ControllerState {
             acl,
-            config,
+            config: RwLock::new(config),
             peers,
             raft,
             replicas,
@@ -127,7 +127,7 @@ impl Controller {
             metrics,
         });
         let mut dispatcher = handlers::dispatcher(&state)?;
-        if state.config.metrics_enabled() {
+        if state.config.read().metrics_enabled() {
             dispatcher.set_observer(state.metrics.clone());
         }
         let server = RemotingServer::start(server_config, dispatcher).await?;
@@ -161,7 +161,8 @@ impl Controller {
             scanner,
             stop_scanner,
         };
-        if let Some(addr) = controller.state.config.metrics_addr() {
+        let metrics_addr = controller.state.config.read().metrics_addr();
+        if let Some(addr) = metrics_addr {
             match tokio::net::TcpListener::bind(addr).await {
                 Ok(listener) => {
                     controller.serve_metrics(listener);
@@ -246,7 +247,7 @@ fn scrape_values(state: &ControllerState) -> ScrapeValues {
     };
     ScrapeValues {
         role,
-        disk_usage: dir_size(&state.config.store_path),
+        disk_usage: dir_size(&state.config.read().store_path),
         active_brokers: state
             .liveness
             .lock()
@@ -261,6 +262,7 @@ fn scrape_values(state: &ControllerState) -> ScrapeValues {
 async fn scan_not_active_brokers(state: Arc<ControllerState>, mut stop: oneshot::Receiver<()>) {
     let interval = state
         .config
+        .read()
         .scan_not_active_broker_interval
         .max(MIN_SCAN_INTERVAL);
     loop {

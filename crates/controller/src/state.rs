@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use openraft::BasicNode;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use remoting::addr::BrokerAddr;
 use remoting::client::RemotingClient;
 use remoting::controller_headers::{
@@ -27,7 +27,9 @@ use crate::store::SharedState;
 
 /// Everything the handlers and the liveness scanner share.
 pub(crate) struct ControllerState {
-    pub(crate) config: ControllerConfig,
+    /// Its configuration; UPDATE_CONTROLLER_CONFIG replaces it (only
+    /// [`crate::config::UPDATABLE_KEYS`] change).
+    pub(crate) config: RwLock<ControllerConfig>,
     pub(crate) peers: Peers,
     pub(crate) raft: ControllerRaft,
     pub(crate) replicas: SharedState,
@@ -54,11 +56,11 @@ impl ControllerState {
     pub(crate) fn metadata(&self) -> GetMetaDataResponseHeader {
         let leader = self.leader().and_then(|id| self.peers.by_id.get(&id));
         GetMetaDataResponseHeader {
-            group: Some(self.config.group.clone()),
+            group: Some(self.config.read().group.clone()),
             controller_leader_id: leader.map(|p| p.name.clone()),
             controller_leader_address: leader.map(|p| p.addr.to_string()),
             is_leader: self.leader() == Some(self.peers.self_id),
-            peers: Some(self.config.peers.clone()),
+            peers: Some(self.config.read().peers.clone()),
         }
     }
 
@@ -126,7 +128,7 @@ impl ControllerState {
         broker_name: &str,
         request: ElectRequest,
     ) -> Result<MasterInfo, Refusal> {
-        let unclean = self.config.enable_elect_unclean_master;
+        let unclean = self.config.read().enable_elect_unclean_master;
         let started = Instant::now();
         let result = self
             .decide_and_commit(|replicas| {
@@ -153,7 +155,7 @@ impl ControllerState {
         }
         if let Ok(info) = &result {
             tracing::info!(broker_name, master = ?info.master_broker_id, epoch = info.master_epoch, "new master elected");
-            if self.config.notify_broker_role_changed {
+            if self.config.read().notify_broker_role_changed {
                 self.notify_role_changed(broker_name, info);
             }
         }

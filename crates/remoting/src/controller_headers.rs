@@ -288,3 +288,60 @@ mod tests {
         );
     }
 }
+
+/// Body of the GET_BROKER_HA_STATUS (907) response (JSON, upstream `HARuntimeInfo`): a
+/// master's replication connections, or a slave's view of its master.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HaRuntimeInfo {
+    #[serde(default)]
+    pub master: bool,
+    #[serde(default)]
+    pub master_commit_log_max_offset: i64,
+    #[serde(default)]
+    pub in_sync_slave_nums: i32,
+    #[serde(default)]
+    pub ha_connection_info: Vec<HaConnectionRuntimeInfo>,
+    #[serde(default)]
+    pub ha_client_runtime_info: HaClientRuntimeInfo,
+}
+
+/// One replication connection of a master (upstream `HAConnectionRuntimeInfo`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HaConnectionRuntimeInfo {
+    /// The slave's end of the connection, `ip:port`.
+    #[serde(default)]
+    pub addr: String,
+    #[serde(default)]
+    pub slave_ack_offset: i64,
+    /// The master's CommitLog end minus `slaveAckOffset`.
+    #[serde(default)]
+    pub diff: i64,
+    #[serde(default)]
+    pub in_sync: bool,
+    #[serde(default)]
+    pub transferred_byte_in_second: i64,
+    #[serde(default)]
+    pub transfer_from_where: i64,
+}
+
+/// A slave's replication client (upstream `HAClientRuntimeInfo`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HaClientRuntimeInfo {
+    /// The master's HA address.
+    #[serde(default)]
+    pub master_addr: Option<String>,
+    #[serde(default)]
+    pub transferred_byte_in_second: i64,
+    /// This slave's CommitLog end.
+    #[serde(default)]
+    pub max_offset: i64,
+    #[serde(default)]
+    pub last_read_timestamp: i64,
+    #[serde(default)]
+    pub last_write_timestamp: i64,
+    #[serde(default)]
+    pub master_flush_offset: i64,
+}

@@ -62,6 +62,10 @@ const HANDLERS: &[(i32, Handler)] = &[
         RequestCode::GET_BROKER_EPOCH_CACHE,
         handler!(replicas::epoch_cache),
     ),
+    (
+        RequestCode::GET_BROKER_HA_STATUS,
+        handler!(replicas::ha_status),
+    ),
     (RequestCode::SEND_MESSAGE, handler!(send::send_v1)),
     (RequestCode::SEND_MESSAGE_V2, handler!(send::send_v2)),
     (RequestCode::SEND_BATCH_MESSAGE, handler!(send::send_batch)),
@@ -297,12 +301,12 @@ mod tests {
 
     /// The codes a broker served before its table was keyed by single codes, and the ACL
     /// admin codes 50-53, GET_SUBSCRIPTIONGROUP_CONFIG (352, for the proxy) and the
-    /// controller-mode codes (1008, 906, GET_BROKER_EPOCH_CACHE 1007) and POLLING_INFO
-    /// (200055) added since.
+    /// controller-mode codes (1008, 906, GET_BROKER_EPOCH_CACHE 1007, GET_BROKER_HA_STATUS
+    /// 907) and POLLING_INFO (200055) added since.
     const SERVED: &[i32] = &[
         10, 310, 320, 11, 14, 15, 30, 31, 32, 29, 38, 34, 35, 41, 42, 46, 36, 37, 12, 33, 17, 215,
         21, 200, 207, 201, 28, 203, 204, 208, 202, 26, 25, 45, 43, 60, 307, 309, 222, 223, 50, 51,
-        52, 53, 352, 200050, 200051, 200151, 200053, 200054, 1008, 906, 1007, 200055,
+        52, 53, 352, 200050, 200051, 200151, 200053, 200054, 1008, 906, 1007, 907, 200055,
     ];
 
     #[test]

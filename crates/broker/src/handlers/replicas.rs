@@ -2,12 +2,15 @@
 //! controller leader after an election; handed to the replicas task, which applies it) and
 //! EXCHANGE_BROKER_HA_INFO (906, from a slave that was told this broker is its master: the
 //! answer names this broker's HA address) and GET_BROKER_EPOCH_CACHE (1007, from
-//! `apogee admin getBrokerEpoch`: the epoch entries and the CommitLog end).
+//! `apogee admin getBrokerEpoch`: the epoch entries and the CommitLog end) and
+//! GET_BROKER_HA_STATUS (907, from `apogee admin haStatus`: replication as this broker sees
+//! it, in controller mode or not).
 
 use std::sync::Arc;
 
 use remoting::controller_headers::{
     ElectMasterResponseBody, EpochEntryBody, EpochEntryCache, ExchangeHaInfoResponseHeader,
+    HaClientRuntimeInfo, HaConnectionRuntimeInfo, HaRuntimeInfo,
     NotifyBrokerRoleChangedRequestHeader,
 };
 use remoting::headers::CommandHeader;
@@ -115,4 +118,53 @@ pub(super) async fn epoch_cache(
     let json = serde_json::to_vec(&body)
         .map_err(|e| HandlerError::System(format!("cannot encode the epoch cache: {e}")))?;
     Ok(Some(success(&req).with_body(json)))
+}
+
+/// GET_BROKER_HA_STATUS (upstream `DefaultHAService.getRuntimeInfo`): a master lists each
+/// replication connection with the offset its slave acknowledged, in sync when it lags less
+/// than `haMaxGapNotInSync`; a slave names its master's HA address and its CommitLog end.
+/// Transfer rates, read/write times, `transferFromWhere` and the master's flush offset are not
+/// tracked here: they are 0.
+pub(super) async fn ha_status(
+    state: Arc<BrokerServices>,
+    _conn: Connection,
+    req: RemotingCommand,
+) -> Reply {
+    let config = state.config();
+    let end = state.store.commit_log_max_offset();
+    let info = if config.is_slave() {
+        HaRuntimeInfo {
+            ha_client_runtime_info: HaClientRuntimeInfo {
+                master_addr: state.ha.master_ha_addr.borrow().clone(),
+                max_offset: end,
+                ..HaClientRuntimeInfo::default()
+            },
+            ..HaRuntimeInfo::default()
+        }
+    } else {
+        let gap = i64::try_from(config.ha_max_gap_not_in_sync).unwrap_or(i64::MAX);
+        let connections: Vec<HaConnectionRuntimeInfo> = state
+            .ha
+            .acks
+            .slaves()
+            .into_iter()
+            .map(|(addr, offset)| HaConnectionRuntimeInfo {
+                addr,
+                slave_ack_offset: offset,
+                diff: end - offset,
+                in_sync: end - offset < gap,
+                ..HaConnectionRuntimeInfo::default()
+            })
+            .collect();
+        HaRuntimeInfo {
+            master: true,
+            master_commit_log_max_offset: end,
+            in_sync_slave_nums: connections.iter().filter(|c| c.in_sync).count() as i32,
+            ha_connection_info: connections,
+            ..HaRuntimeInfo::default()
+        }
+    };
+    let body = serde_json::to_vec(&info)
+        .map_err(|e| HandlerError::System(format!("cannot encode HARuntimeInfo: {e}")))?;
+    Ok(Some(success(&req).with_body(body)))
 }

@@ -147,6 +147,16 @@ pub(super) async fn cluster_list(admin: &Admin, a: ClusterListArgs) -> anyhow::R
 
 /// Addresses of `-b`, or of every broker (masters and slaves) of cluster `-c`.
 async fn all_brokers(admin: &Admin, t: &BrokerTargetArgs) -> anyhow::Result<Vec<BrokerAddr>> {
+    target_brokers(admin, t, false).await
+}
+
+/// The broker of `-b`, else every broker (or, with `masters_only`, every master) of the
+/// cluster of `-c` as the NameServer lists it.
+pub(super) async fn target_brokers(
+    admin: &Admin,
+    t: &BrokerTargetArgs,
+    masters_only: bool,
+) -> anyhow::Result<Vec<BrokerAddr>> {
     if let Some(b) = &t.broker {
         return Ok(vec![parse_broker(b)?]);
     }
@@ -161,8 +171,9 @@ async fn all_brokers(admin: &Admin, t: &BrokerTargetArgs) -> anyhow::Result<Vec<
     Ok(names
         .iter()
         .filter_map(|n| info.broker_addr_table.get(n))
-        .flat_map(|d| d.broker_addrs.values())
-        .filter_map(|a| BrokerAddr::parse(a))
+        .flat_map(|d| d.broker_addrs.iter())
+        .filter(|(id, _)| !masters_only || **id == remoting::protocol::MASTER_ID)
+        .filter_map(|(_, a)| BrokerAddr::parse(a))
         .collect())
 }
 

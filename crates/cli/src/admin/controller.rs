@@ -3,7 +3,10 @@
 //! (CONTROLLER_GET_SYNC_STATE_DATA, 1006) and electMaster (CONTROLLER_ELECT_MASTER, 1002, with
 //! `designateElect`), both sent to the leader the metadata names, and getBrokerEpoch
 //! (GET_BROKER_EPOCH_CACHE, 1007, to every broker of a group or cluster), and
-//! cleanBrokerMetadata (CLEAN_BROKER_DATA, 1011, to the leader).
+//! cleanBrokerMetadata (CLEAN_BROKER_DATA, 1011, to the leader), getControllerConfig
+//! (GET_CONTROLLER_CONFIG, 1010) and updateControllerConfig (UPDATE_CONTROLLER_CONFIG, 1009,
+//! body `key=value`), both to each controller of `-a`, and haStatus (GET_BROKER_HA_STATUS,
+//! 907, to a broker or every master of a cluster; any broker, in controller mode or not).
 //!
 //! The text output is upstream's `#Key<TAB>value` lines, so scripts written against mqadmin
 //! read it; `--json` prints the response bodies with upstream's field names.
@@ -13,7 +16,7 @@ use clap::Args;
 use remoting::controller_headers::{
     BrokerReplicasInfo, CleanControllerBrokerDataRequestHeader, ElectMasterRequestHeader,
     ElectMasterResponseBody, ElectMasterResponseHeader, EpochEntryBody, EpochEntryCache,
-    GetMetaDataResponseHeader, ReplicaIdentity,
+    GetMetaDataResponseHeader, HaRuntimeInfo, ReplicaIdentity,
 };
 use remoting::headers::CommandHeader;
 use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
@@ -98,6 +101,36 @@ pub struct CleanBrokerMetadataArgs {
     /// Clean replicas the controller still counts alive too.
     #[arg(short = 'l', long = "cleanLivingBroker")]
     clean_living: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GetControllerConfigArgs {
+    /// Controller addresses `host:port;host:port`: each one's own settings are shown.
+    #[arg(short = 'a', long = "controllerAddress")]
+    controller: String,
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateControllerConfigArgs {
+    /// Controller addresses `host:port;host:port`: each one is changed (not its config file).
+    #[arg(short = 'a', long = "controllerAddress")]
+    controller: String,
+    /// Config key (upstream name; one a running controller reads: `enableElectUncleanMaster`,
+    /// `notifyBrokerRoleChanged`, `controllerHeartBeatTimeoutMills`).
+    #[arg(short = 'k', long = "key")]
+    key: String,
+    /// New value.
+    #[arg(short = 'v', long = "value")]
+    value: String,
+}
+
+#[derive(Args, Debug)]
+pub struct HaStatusArgs {
+    #[command(flatten)]
+    target: super::broker::BrokerTargetArgs,
+    /// Print again every this many seconds until stopped (upstream's `-i`).
+    #[arg(short = 'i', long = "interval")]
+    interval: Option<u64>,
 }
 
 /// Runs `once`, then again every `interval` seconds (at least 1) until the process is
@@ -486,4 +519,134 @@ pub(super) async fn clean_broker_metadata(
             a.broker_name
         )
     })
+}
+
+/// GET_CONTROLLER_CONFIG of each controller of `-a`: upstream's `============addr============`
+/// heading and `key=  value` lines (sorted here); `--json`: address -> key -> value.
+pub(super) async fn controller_config(
+    admin: &Admin,
+    a: GetControllerConfigArgs,
+) -> anyhow::Result<()> {
+    let mut all = std::collections::BTreeMap::new();
+    for addr in controller_list(&a.controller)? {
+        let cmd = RemotingCommand::request(RequestCode::GET_CONTROLLER_CONFIG);
+        let resp = check(
+            admin.controller_call(&addr, cmd).await?,
+            RequestCode::GET_CONTROLLER_CONFIG,
+            &format!("controller {addr}"),
+        )?;
+        let text = String::from_utf8_lossy(&resp.body);
+        let props: std::collections::BTreeMap<String, String> =
+            remoting::properties::parse_properties(&text)
+                .into_iter()
+                .collect();
+        all.insert(addr.to_string(), props);
+    }
+    admin.print(&all, || {
+        all.iter()
+            .map(|(addr, props)| {
+                let mut s = format!("============{addr}============");
+                for (k, v) in props {
+                    s.push_str(&format!("\n{k:<50}=  {v}"));
+                }
+                s
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// UPDATE_CONTROLLER_CONFIG with `key=value` to each controller of `-a`; stops at the first
+/// that refuses (a key only read at start is refused with NO_PERMISSION).
+pub(super) async fn update_controller_config(
+    admin: &Admin,
+    a: UpdateControllerConfigArgs,
+) -> anyhow::Result<()> {
+    let (key, value) = (a.key.trim(), a.value.trim());
+    let controllers = controller_list(&a.controller)?;
+    for addr in &controllers {
+        let cmd = RemotingCommand::request(RequestCode::UPDATE_CONTROLLER_CONFIG)
+            .with_body(format!("{key}={value}\n").into_bytes());
+        check(
+            admin.controller_call(addr, cmd).await?,
+            RequestCode::UPDATE_CONTROLLER_CONFIG,
+            &format!("controller {addr}"),
+        )?;
+    }
+    let names: Vec<String> = controllers.iter().map(ToString::to_string).collect();
+    let out = serde_json::json!({"key": key, "value": value, "controllers": names});
+    admin.print(&out, || {
+        format!(
+            "update controller config success![{}]\n{key} : {value}",
+            names.join(", ")
+        )
+    })
+}
+
+/// `haStatus -b <broker addr> | -c <cluster>` (masters of the cluster) `[-i secs]`: upstream's
+/// lines per broker; `--json`: broker address -> `HARuntimeInfo`.
+pub(super) async fn ha_status(admin: &Admin, a: HaStatusArgs) -> anyhow::Result<()> {
+    repeat(a.interval, || ha_status_once(admin, &a)).await
+}
+
+async fn ha_status_once(admin: &Admin, a: &HaStatusArgs) -> anyhow::Result<()> {
+    let mut all = std::collections::BTreeMap::new();
+    for addr in super::broker::target_brokers(admin, &a.target, true).await? {
+        let cmd = RemotingCommand::request(RequestCode::GET_BROKER_HA_STATUS);
+        let resp = admin.broker_ok(&addr, cmd).await?;
+        let info: HaRuntimeInfo = serde_json::from_slice(&resp.body)
+            .with_context(|| format!("malformed HARuntimeInfo from {addr}"))?;
+        all.insert(addr.to_string(), info);
+    }
+    admin.print(&all, || {
+        all.iter()
+            .map(|(addr, info)| ha_status_text(addr, info))
+            .collect::<Vec<_>>()
+            .join("")
+    })
+}
+
+/// Upstream `HAStatusSubCommand.printStatus`.
+fn ha_status_text(addr: &str, info: &HaRuntimeInfo) -> String {
+    if info.master {
+        let mut s = format!(
+            "\n#MasterAddr\t{addr}\n#MasterCommitLogMaxOffset\t{}\n#SlaveNum\t{}\n#InSyncSlaveNum\t{}\n",
+            info.master_commit_log_max_offset,
+            info.ha_connection_info.len(),
+            info.in_sync_slave_nums
+        );
+        s.push_str(&format!(
+            "{:<32}  {:<16} {:>16} {:>16} {:>16} {:>16}\n",
+            "#SlaveAddr",
+            "#SlaveAckOffset",
+            "#Diff",
+            "#TransferSpeed(KB/s)",
+            "#Status",
+            "#TransferFromWhere"
+        ));
+        for c in &info.ha_connection_info {
+            s.push_str(&format!(
+                "{:<32}  {:<16} {:>16} {:>16.2} {:>16} {:>16}\n",
+                c.addr,
+                c.slave_ack_offset,
+                c.diff,
+                c.transferred_byte_in_second as f64 / 1024.0,
+                if c.in_sync { "OK" } else { "Fall Behind" },
+                c.transfer_from_where
+            ));
+        }
+        s
+    } else {
+        let c = &info.ha_client_runtime_info;
+        format!(
+            "\n#MasterAddr\t{}\n#CommitLogMaxOffset\t{}\n#TransferSpeed(KB/s)\t{:.2}\n\
+             #LastReadTime\t{}\n#LastWriteTime\t{}\n#MasterFlushOffset\t{}\n",
+            c.master_addr.as_deref().unwrap_or("null"),
+            c.max_offset,
+            c.transferred_byte_in_second as f64 / 1024.0,
+            super::format_millis(c.last_read_timestamp),
+            super::format_millis(c.last_write_timestamp),
+            c.master_flush_offset
+        )
+    }
 }

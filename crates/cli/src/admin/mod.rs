@@ -11,7 +11,7 @@
 //! | [`group`] | updateSubGroup, deleteSubGroup, consumerProgress, consumerConnection, producerConnection, resetOffsetByTime |
 //! | [`message`] | queryMsgById, queryMsgByKey, queryMsgByOffset, sendMessage, consumeMessage, printMsg |
 //! | [`acl`] | updateAclConfig, deleteAclConfig, clusterAclConfigVersion, updateGlobalWhiteAddr |
-//! | [`controller`] | getControllerMetaData, getSyncStateSet, getBrokerEpoch, electMaster, cleanBrokerMetadata (5.x controller mode) |
+//! | [`controller`] | getControllerMetaData, getSyncStateSet, getBrokerEpoch, electMaster, cleanBrokerMetadata, getControllerConfig, updateControllerConfig, haStatus (5.x controller mode) |
 //!
 //! Output is a plain table by default and one JSON document with `--json`. Any failure
 //! (unreachable NameServer, unknown topic, broker error) is an error, so the process exits
@@ -123,6 +123,12 @@ enum AdminCommand {
     ElectMaster(controller::ElectMasterArgs),
     /// Remove replicas (or a whole group) from the controllers' metadata.
     CleanBrokerMetadata(controller::CleanBrokerMetadataArgs),
+    /// Show each controller's settings.
+    GetControllerConfig(controller::GetControllerConfigArgs),
+    /// Change a setting of each controller (one a running controller reads).
+    UpdateControllerConfig(controller::UpdateControllerConfigArgs),
+    /// Show replication as a broker (-b) or every master of a cluster (-c) sees it.
+    HaStatus(controller::HaStatusArgs),
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
@@ -164,6 +170,11 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::GetBrokerEpoch(a) => controller::broker_epoch(&admin, a).await,
         AdminCommand::ElectMaster(a) => controller::elect_master(&admin, a).await,
         AdminCommand::CleanBrokerMetadata(a) => controller::clean_broker_metadata(&admin, a).await,
+        AdminCommand::GetControllerConfig(a) => controller::controller_config(&admin, a).await,
+        AdminCommand::UpdateControllerConfig(a) => {
+            controller::update_controller_config(&admin, a).await
+        }
+        AdminCommand::HaStatus(a) => controller::ha_status(&admin, a).await,
     };
     admin.client.shutdown().await;
     result

@@ -6,6 +6,7 @@
 //! `CONTROLLER_NOT_LEADER` (with the leader's address in the metadata header) on a follower,
 //! as upstream. A handler error (bad header or body) becomes a `SYSTEM_ERROR` response.
 
+mod config;
 mod meta;
 mod register;
 mod replica;
@@ -34,6 +35,8 @@ pub const CONTROLLER_REQUEST_CODES: &[i32] = &[
     RequestCode::CLEAN_BROKER_DATA,
     RequestCode::CONTROLLER_GET_NEXT_BROKER_ID,
     RequestCode::CONTROLLER_APPLY_BROKER_ID,
+    RequestCode::GET_CONTROLLER_CONFIG,
+    RequestCode::UPDATE_CONTROLLER_CONFIG,
 ];
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<RemotingCommand, RemotingError>> + Send>>;
@@ -102,6 +105,16 @@ const HANDLERS: &[(i32, Access, Handler)] = &[
         Access::Leader,
         register::apply_broker_id,
     ),
+    (
+        RequestCode::GET_CONTROLLER_CONFIG,
+        Access::Any,
+        config::get_config,
+    ),
+    (
+        RequestCode::UPDATE_CONTROLLER_CONFIG,
+        Access::Any,
+        config::update_config,
+    ),
 ];
 
 /// The dispatcher of a controller over `state`; fails when a code is registered twice.
@@ -160,10 +173,10 @@ impl ConnectionListener for BrokerChannels {
 }
 
 /// Whether `request` is an operator's (with `aclEnable=true` it needs an admin account): a
-/// manual election (`designateElect=true`) or CLEAN_BROKER_DATA.
+/// manual election (`designateElect=true`), CLEAN_BROKER_DATA or UPDATE_CONTROLLER_CONFIG.
 fn is_admin_request(request: &RemotingCommand) -> bool {
     match request.code {
-        RequestCode::CLEAN_BROKER_DATA => true,
+        RequestCode::CLEAN_BROKER_DATA | RequestCode::UPDATE_CONTROLLER_CONFIG => true,
         RequestCode::CONTROLLER_ELECT_MASTER => request
             .ext("designateElect")
             .is_some_and(|v| v.eq_ignore_ascii_case("true")),

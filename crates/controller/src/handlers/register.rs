@@ -107,7 +107,7 @@ pub(super) fn heartbeat(state: Arc<ControllerState>, request: RemotingCommand) -
         let timeout = h
             .heartbeat_timeout_millis
             .filter(|ms| *ms > 0)
-            .map_or(state.config.controller_heart_beat_timeout, |ms| {
+            .map_or(state.config.read().controller_heart_beat_timeout, |ms| {
                 Duration::from_millis(ms.unsigned_abs())
             });
         state.liveness.lock().heartbeat(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use client::producer::SendStatus;
 use client::Producer;
 use it::{raw_client, route, wait_until};
-use remoting::message::Message;
+use remoting::message::{Message, MessageConst, MessageExt};
 use remoting::protocol::{TopicRouteData, MASTER_ID};
 
 /// Messages the consumer pulls per request, and holds per queue before it stops pulling.
@@ -55,6 +55,34 @@ pub struct Log {
     pub bad: Vec<String>,
     /// When a message of b1 was first consumed that the master cannot have served.
     pub first_from_slave: Option<Instant>,
+}
+
+impl Log {
+    /// Records one delivery of `m` (body `k<n>`) to a listener; `false` when it fails: with
+    /// `fail_third`, the first delivery of a key whose number is a multiple of 3 (recorded in
+    /// `failed`; the listener answers RECONSUME_LATER). A redelivery must carry
+    /// ORIGIN_MESSAGE_ID (else it is listed in `bad`); a success is counted in `ok`.
+    pub fn deliver(&mut self, m: &MessageExt, fail_third: bool) -> bool {
+        let key = String::from_utf8_lossy(&m.message.body).to_string();
+        let n: usize = key.trim_start_matches('k').parse().unwrap_or(0);
+        if m.reconsume_times == 0 && fail_third && n.is_multiple_of(3) {
+            self.failed.insert(key);
+            return false;
+        }
+        if m.reconsume_times >= 1 {
+            if m.message
+                .property(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID)
+                .is_some()
+            {
+                self.redelivered_ok.insert(key.clone());
+            } else {
+                self.bad
+                    .push(format!("{key} redelivered without ORIGIN_MESSAGE_ID"));
+            }
+        }
+        *self.ok.entry(key).or_default() += 1;
+        true
+    }
 }
 
 /// The address a route lists as b1's id 0.
