@@ -913,7 +913,7 @@ impl Inner {
                         tracing::error!(thread = %thread, panic = %what, "store thread died");
                         if let Some(inner) = weak.upgrade() {
                             inner.poison(format!("store thread {thread} panicked: {what}"));
-                            let _ = inner
+                            inner
                                 .flush_state
                                 .send_modify(|s: &mut FlushState| s.failed = true);
                         }

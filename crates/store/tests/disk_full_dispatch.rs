@@ -1,12 +1,14 @@
-//! Disk-full test of the store's own threads, in process: the CommitLog segment in use is
-//! preallocated, so appends go on while the file system is full, but the dispatcher must create
-//! ConsumeQueue files (new queues) and Index files (the Index rolls over every few keys) on the
-//! full disk. Nothing may panic (a panic hook records panics on the store's threads), dispatch
-//! must resume by itself once space returns, shutdown must succeed, and every acknowledged
-//! message must be readable at its queue offset after a reopen.
+//! Disk-full tests of the store's own threads, in process. The CommitLog segment in use has
+//! room (preallocated under `ASYNC_FLUSH`), so appends go on while the file system is full,
+//! but the dispatcher must create ConsumeQueue files (new queues; files of 16 units) and Index
+//! files (rolled over every few keys; each message has a `UNIQ_KEY` and a `KEYS` entry) on
+//! the full disk. Each cycle fills the file system, writes, frees a little space, writes,
+//! frees the rest and waits for dispatch and writes to resume by themselves. Nothing may panic
+//! (a panic hook records panics on the store's threads), shutdown must succeed, and after a
+//! reopen every acknowledged message must be readable at its queue offset and by its key.
 //!
-//! Runs on a small tmpfs mounted by the test (skipped with a note where mounting is not
-//! permitted).
+//! Runs on a small tmpfs, or ext4 on a loop device, mounted by the test (skipped with a note
+//! where mounting is not permitted).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,9 @@ use store::{AcceptAll, FlushDiskType, GetMessageStatus, MessageInner, MessageSto
 /// Panics seen on threads named `store-*`, with their message.
 static STORE_PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static HOOKED: AtomicBool = AtomicBool::new(false);
+/// The tests run one at a time: a child process (`mount`) forked by one test while another
+/// opens its store can briefly hold that store's directory lock, failing a reopen.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 fn record_store_panics() {
     if HOOKED.swap(true, Ordering::AcqRel) {
@@ -37,23 +42,55 @@ fn record_store_panics() {
     }));
 }
 
-/// A tmpfs mounted at a temporary directory, unmounted on drop.
+/// A small file system mounted at a temporary directory (a tmpfs, or ext4 on a loop device
+/// backed by an image file), unmounted on drop.
 struct Tmpfs {
     dir: tempfile::TempDir,
+    _image: Option<tempfile::TempDir>,
 }
 
 impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
+    /// Mounts a `size` tmpfs, or with `ext4` an ext4 of that size; None (after printing why)
+    /// where that is not allowed.
+    fn mount_kind(size: &str, ext4: bool) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().ok()?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output();
+        let mut image_dir = None;
+        let out = if ext4 {
+            let img_dir = tempfile::tempdir().ok()?;
+            let img = img_dir.path().join("fs.img");
+            let made = Command::new("mkfs.ext4")
+                .args(["-q", "-F"])
+                .arg(&img)
+                .arg(size)
+                .output();
+            match made {
+                Ok(o) if o.status.success() => {}
+                other => {
+                    println!("SKIPPED: cannot make an ext4 image ({other:?})");
+                    return None;
+                }
+            }
+            let out = Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&img)
+                .arg(dir.path())
+                .output();
+            image_dir = Some(img_dir);
+            out
+        } else {
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .output()
+        };
         match out {
-            Ok(o) if o.status.success() => Some(Tmpfs { dir }),
+            Ok(o) if o.status.success() => Some(Tmpfs {
+                dir,
+                _image: image_dir,
+            }),
             Ok(o) => {
                 println!(
-                    "SKIPPED: cannot mount a tmpfs ({}); the disk-full test needs root",
+                    "SKIPPED: cannot mount a small file system ({}); the disk-full test needs root",
                     String::from_utf8_lossy(&o.stderr).trim()
                 );
                 None
@@ -63,6 +100,10 @@ impl Tmpfs {
                 None
             }
         }
+    }
+
+    fn mount(size: &str) -> Option<Tmpfs> {
+        Self::mount_kind(size, false)
     }
 
     fn path(&self) -> &Path {
@@ -158,8 +199,15 @@ async fn try_put(
 }
 
 fn dispatch_while_full(mode: FlushDiskType, warm: bool, before: usize) {
+    dispatch_while_full_on(mode, warm, before, false)
+}
+
+fn dispatch_while_full_on(mode: FlushDiskType, warm: bool, before: usize, ext4: bool) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     record_store_panics();
-    let Some(fs) = Tmpfs::mount("6m") else { return };
+    let Some(fs) = Tmpfs::mount_kind(if ext4 { "8M" } else { "6m" }, ext4) else {
+        return;
+    };
     let root: PathBuf = fs.path().join("store");
     let filler = fs.path().join("filler");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -180,15 +228,7 @@ fn dispatch_while_full(mode: FlushDiskType, warm: bool, before: usize) {
             for _ in 0..200 {
                 n += 1;
                 let topic = format!("T{}", n % 7);
-                if !try_put(
-                    &store,
-                    &mut acks,
-                    &topic,
-                    (n % 5) as i32,
-                    &format!("c{cycle}-{n}"),
-                )
-                .await
-                {
+                if !try_put(&store, &mut acks, &topic, n % 5, &format!("c{cycle}-{n}")).await {
                     refused += 1;
                 }
             }
@@ -204,15 +244,7 @@ fn dispatch_while_full(mode: FlushDiskType, warm: bool, before: usize) {
             for _ in 0..100 {
                 n += 1;
                 let topic = format!("U{}", n % 11);
-                if !try_put(
-                    &store,
-                    &mut acks,
-                    &topic,
-                    (n % 3) as i32,
-                    &format!("c{cycle}-{n}"),
-                )
-                .await
-                {
+                if !try_put(&store, &mut acks, &topic, n % 3, &format!("c{cycle}-{n}")).await {
                     refused += 1;
                 }
             }
@@ -271,4 +303,72 @@ fn sync_dispatch_on_a_full_disk() {
 #[test]
 fn sync_fresh_store_on_a_full_disk() {
     dispatch_while_full(FlushDiskType::SyncFlush, true, 0);
+}
+
+/// `SYNC_FLUSH`: the disk fills just as the CommitLog reaches the end of a segment, so the
+/// blank marker closing it cannot be written; once space returns, writes go on in the next
+/// segment and every acknowledged message is readable.
+#[test]
+fn sync_segment_roll_on_a_full_disk() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    record_store_panics();
+    let Some(fs) = Tmpfs::mount("6m") else { return };
+    let root: PathBuf = fs.path().join("store");
+    let filler = fs.path().join("filler");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut acks = Vec::new();
+    let seg = 256 * 1024;
+    rt.block_on(async {
+        let store =
+            MessageStore::open(config(&root, FlushDiskType::SyncFlush, false)).expect("open");
+        let mut n = 0;
+        while (store.commit_log_max_offset() as u64) + 6000 < seg {
+            n += 1;
+            put(&store, &mut acks, "T0", 0, &format!("before-{n}")).await;
+        }
+        fill(&filler);
+        let mut refused = 0;
+        for _ in 0..20 {
+            n += 1;
+            if !try_put(&store, &mut acks, "T0", 0, &format!("full-{n}")).await {
+                refused += 1;
+            }
+        }
+        println!("{refused} refused");
+        std::fs::remove_file(&filler).expect("free space");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut after = 0;
+        while after < 20 {
+            n += 1;
+            if try_put(&store, &mut acks, "T0", 0, &format!("after-{n}")).await {
+                after += 1;
+            } else {
+                assert!(Instant::now() < deadline, "writes did not resume");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        assert!(store.wait_dispatched(Duration::from_secs(5)));
+        store.shutdown().expect("shutdown");
+    });
+    let panics = STORE_PANICS.lock().map(|p| p.clone()).unwrap_or_default();
+    assert!(panics.is_empty(), "store threads panicked: {panics:#?}");
+    let store = MessageStore::open(config(&root, FlushDiskType::SyncFlush, false)).expect("reopen");
+    for a in &acks {
+        let got = store.get_messages(&a.topic, a.queue, a.qoff, 1, 1 << 20, &AcceptAll);
+        assert_eq!(got.status, GetMessageStatus::Found, "{a:?}");
+    }
+    store.shutdown().expect("shutdown");
+}
+
+#[test]
+fn async_dispatch_on_a_full_ext4() {
+    dispatch_while_full_on(FlushDiskType::AsyncFlush, false, 10, true);
+}
+
+#[test]
+fn sync_dispatch_on_a_full_ext4() {
+    dispatch_while_full_on(FlushDiskType::SyncFlush, true, 10, true);
 }
