@@ -372,3 +372,97 @@ fn async_dispatch_on_a_full_ext4() {
 fn sync_dispatch_on_a_full_ext4() {
     dispatch_while_full_on(FlushDiskType::SyncFlush, true, 10, true);
 }
+
+/// A fresh store on a full disk: the first segment cannot be created, then space for it (but
+/// not for an Index file) returns, so the first record is appended but cannot be indexed, then
+/// all space returns.
+fn fresh_store_index_blocked(mode: FlushDiskType, free_first: bool) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    record_store_panics();
+    let Some(fs) = Tmpfs::mount("6m") else { return };
+    let root: PathBuf = fs.path().join("store");
+    let filler = fs.path().join("filler");
+    let mut c = config(&root, mode, false);
+    c.max_index_num = 40_000; // 800 KB Index files
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut acks = Vec::new();
+    rt.block_on(async {
+        let store = MessageStore::open(c.clone()).expect("open");
+        fill(&filler);
+        assert!(!try_put(&store, &mut acks, "T0", 0, "first").await);
+        let len = std::fs::metadata(&filler).map(|m| m.len()).unwrap_or(0);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&filler)
+            .expect("filler");
+        f.set_len(len.saturating_sub(400 * 1024)).expect("shrink");
+        drop(f);
+        let mut n = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while acks.len() < 50 && Instant::now() < deadline {
+            n += 1;
+            if !try_put(
+                &store,
+                &mut acks,
+                &format!("T{}", n % 3),
+                n % 2,
+                &format!("k{n}"),
+            )
+            .await
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        println!("{} acknowledged with the Index blocked", acks.len());
+        assert_eq!(store.dispatched_offset(), 0, "the first record was indexed");
+        if free_first {
+            std::fs::remove_file(&filler).expect("free space");
+            assert!(
+                store.wait_dispatched(Duration::from_secs(10)),
+                "dispatch did not resume after space returned"
+            );
+            store.shutdown().expect("shutdown");
+        } else {
+            // Shut down on the full disk: an error is fine, a panic is not.
+            if let Err(e) = store.shutdown() {
+                println!("shutdown on a full disk: {e}");
+            }
+            drop(store);
+            std::fs::remove_file(&filler).expect("free space");
+        }
+    });
+    let panics = STORE_PANICS.lock().map(|p| p.clone()).unwrap_or_default();
+    assert!(panics.is_empty(), "store threads panicked: {panics:#?}");
+    let store = MessageStore::open(c).expect("reopen");
+    for a in &acks {
+        let got = store.get_messages(&a.topic, a.queue, a.qoff, 1, 1 << 20, &AcceptAll);
+        assert_eq!(got.status, GetMessageStatus::Found, "{a:?}");
+        let hits = store.query_by_key(&a.topic, &a.key, 4, 0, i64::MAX);
+        assert_eq!(hits.messages.len(), 1, "{a:?} by key");
+    }
+    store.shutdown().expect("shutdown");
+}
+
+#[test]
+fn async_fresh_store_index_blocked() {
+    fresh_store_index_blocked(FlushDiskType::AsyncFlush, true);
+}
+
+#[test]
+fn async_shutdown_with_the_index_blocked() {
+    fresh_store_index_blocked(FlushDiskType::AsyncFlush, false);
+}
+
+#[test]
+fn sync_shutdown_with_the_index_blocked() {
+    fresh_store_index_blocked(FlushDiskType::SyncFlush, false);
+}
+
+#[test]
+fn sync_fresh_store_index_blocked() {
+    fresh_store_index_blocked(FlushDiskType::SyncFlush, true);
+}
