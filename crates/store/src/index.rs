@@ -428,6 +428,22 @@ impl IndexService {
         if Self::last_indexed(&files).is_some_and(|l| req.phys_offset <= l) {
             return Ok(());
         }
+        // A retried record is skipped whole (above), so its keys must all go in or none: open
+        // the next file before the first key when they would not all fit, so a failure to
+        // create it (a full disk) leaves nothing of this record behind.
+        let wanted = uniq.is_some() as u64
+            + keys.map_or(0, |ks| {
+                ks.split(MessageConst::KEY_SEPARATOR)
+                    .filter(|k| !k.is_empty())
+                    .count() as u64
+            });
+        let room = files
+            .list
+            .last()
+            .map_or(0, |f| f.entries.saturating_sub(f.count()));
+        if room < wanted.min(self.entries.saturating_sub(1)) {
+            self.new_file(&mut files)?;
+        }
         let put = |files: &mut Files, key: &str| -> Result<()> {
             let full = format!("{}#{}", req.topic, key);
             loop {

@@ -894,12 +894,31 @@ impl Inner {
         })
     }
 
+    /// Starts the store's threads. A panic on one of them is logged (through `tracing`, with
+    /// its message and location: see [`log_store_thread_panics`]) and poisons the store for
+    /// writes, since a dead flush or dispatch thread would leave later writes unflushed or
+    /// unreadable.
     fn start_threads(self: &Arc<Self>) -> Result<()> {
+        log_store_thread_panics();
         let spawn = |name: &str, f: fn(Arc<Inner>)| -> Result<JoinHandle<()>> {
             let me = Arc::clone(self);
+            let thread = name.to_string();
             std::thread::Builder::new()
                 .name(name.to_string())
-                .spawn(move || f(me))
+                .spawn(move || {
+                    let weak = Arc::downgrade(&me);
+                    let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(me)));
+                    if let Err(payload) = died {
+                        let what = panic_message(payload.as_ref());
+                        tracing::error!(thread = %thread, panic = %what, "store thread died");
+                        if let Some(inner) = weak.upgrade() {
+                            inner.poison(format!("store thread {thread} panicked: {what}"));
+                            inner
+                                .flush_state
+                                .send_modify(|s: &mut FlushState| s.failed = true);
+                        }
+                    }
+                })
                 .map_err(|e| StoreError::io(&self.config.store_path_root_dir, e))
         };
         let mut threads = self.threads.lock();
@@ -1394,8 +1413,10 @@ impl Inner {
         self.signals.warm.notify();
         let threads: Vec<_> = self.threads.lock().drain(..).collect();
         for t in threads {
-            if t.join().is_err() {
-                tracing::error!("a store thread panicked");
+            let name = t.thread().name().unwrap_or("store").to_string();
+            if let Err(payload) = t.join() {
+                // Not reached while `start_threads` catches panics; kept for safety.
+                tracing::error!(thread = %name, panic = %panic_message(payload.as_ref()), "a store thread panicked");
             }
         }
         self.flush_commit_log(0);
@@ -1422,4 +1443,44 @@ impl Inner {
         });
         checkpoint::remove_abort_marker(&self.config.store_path_root_dir)
     }
+}
+
+/// The message of a panic payload (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// Installs (once per process) a panic hook that logs a panic on a store thread (one named
+/// `store-*`) through `tracing`, with its message and location, so it reaches the broker's log
+/// and not only stderr. It then calls the hook that was installed before it (by default the
+/// one printing to stderr). A hook installed later replaces this one unless it chains too; the
+/// thread's own catch (see `Inner::start_threads`) still logs the message then.
+pub(crate) fn log_store_thread_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or("");
+            if name.starts_with("store-") {
+                let location = info
+                    .location()
+                    .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+                    .unwrap_or_else(|| "unknown".into());
+                tracing::error!(
+                    thread = name,
+                    %location,
+                    panic = %panic_message(info.payload()),
+                    "store thread panicked"
+                );
+            }
+            previous(info);
+        }));
+    });
 }
