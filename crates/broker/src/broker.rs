@@ -251,6 +251,15 @@ impl Broker {
             services.timer.clone(),
         )));
         if controller_mode {
+            // Readers see only what every SyncStateSet member has (see
+            // `MessageStore::set_read_limit`); weak: the table lives in the context.
+            let ctx = Arc::downgrade(&state);
+            state.ha.acks.set_confirm_sink(Box::new(move |confirmed| {
+                if let Some(ctx) = ctx.upgrade() {
+                    let limit = confirmed.filter(|_| ctx.config().all_ack_in_sync_state_set);
+                    ctx.store.set_read_limit(limit.map(|o| o.max(0) as u64));
+                }
+            }));
             match replicas::prepare(&state, services.pop.clone()) {
                 Ok(task) => tasks.push(tokio::spawn(task)),
                 Err(e) => {

@@ -2,7 +2,9 @@
 //! Index entries from them, then tells queue-growth listeners (long polling). A master, a slave
 //! (whose CommitLog is replicated bytes) and a recovering store all build their queues this
 //! way, so they agree. Under `SYNC_FLUSH` it dispatches only flushed records, so a consumer
-//! never sees a message that a crash could take back.
+//! never sees a message that a crash could take back; on a master with a read limit (controller
+//! mode, `allAckInSyncStateSet`) only records every SyncStateSet member has, so none sees one
+//! a failover could take back.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -167,11 +169,17 @@ impl Inner {
         self.queues.read().get(topic)?.get(&queue_id).cloned()
     }
 
-    /// Where the dispatcher may read up to.
+    /// Where the dispatcher may read up to: the flushed or written end, and on a master at
+    /// most the read limit (see `MessageStore::set_read_limit`).
     fn dispatch_limit(&self) -> u64 {
-        match self.config.flush_disk_type {
+        let end = match self.config.flush_disk_type {
             crate::config::FlushDiskType::SyncFlush => self.commit_log.flushed(),
             crate::config::FlushDiskType::AsyncFlush => self.commit_log.max_offset(),
+        };
+        if self.is_slave() {
+            end
+        } else {
+            end.min(self.read_limit.load(Ordering::Acquire))
         }
     }
 

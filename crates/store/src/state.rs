@@ -74,6 +74,9 @@ pub(crate) struct Inner {
     pub(crate) dispatch_lock: Mutex<()>,
     /// A position the dispatcher must go back to before its next pass (`u64::MAX`: none).
     pub(crate) rewind: AtomicU64,
+    /// On a master: the CommitLog offset the dispatcher stops at (`u64::MAX`: none), see
+    /// `MessageStore::set_read_limit`.
+    pub(crate) read_limit: AtomicU64,
     pub(crate) commit_log: CommitLog,
     pub(crate) queues: RwLock<HashMap<String, HashMap<i32, Arc<ConsumeQueue>>>>,
     pub(crate) index: Option<IndexService>,

@@ -303,6 +303,7 @@ impl MessageStore {
             slave: AtomicBool::new(config.broker_role == BrokerRole::Slave),
             dispatch_lock: Mutex::new(()),
             rewind: AtomicU64::new(u64::MAX),
+            read_limit: AtomicU64::new(u64::MAX),
             config,
             commit_log,
             queues: RwLock::new(queues),
@@ -637,6 +638,19 @@ impl MessageStore {
     /// Whether the store is a slave's now (only replicated data is appended).
     pub fn is_slave(&self) -> bool {
         self.inner().is_slave()
+    }
+
+    /// On a master, dispatch (ConsumeQueues, Index, long-polling wake-ups) stops at CommitLog
+    /// offset `limit`: what readers see ends there (upstream's confirm offset: in controller
+    /// mode with `allAckInSyncStateSet`, what every SyncStateSet member has, so no reader sees
+    /// a message a failover could take back). `None` lifts the limit. A slave dispatches
+    /// everything it replicated, whatever the limit.
+    pub fn set_read_limit(&self, limit: Option<u64>) {
+        let limit = limit.unwrap_or(u64::MAX);
+        let inner = self.inner();
+        if inner.read_limit.swap(limit, Ordering::AcqRel) != limit {
+            inner.signals.dispatch.notify();
+        }
     }
 
     /// CommitLog bytes from `from`, up to `max_len` and at most to the end of the segment (for
@@ -982,6 +996,8 @@ impl Inner {
                 .insert(q.queue_id(), q.max_offset() as i64);
         }
         cl.set_queue_offsets(next_offsets);
+        // A limit from an earlier time as master is stale: the new one comes from the caller.
+        self.read_limit.store(u64::MAX, Ordering::Release);
         self.slave.store(false, Ordering::Release);
         tracing::info!(offset = tail, "store switched to master");
         Ok(tail)

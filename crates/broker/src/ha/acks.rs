@@ -123,13 +123,36 @@ impl Inner {
     }
 }
 
+/// Told the offset below which every required replica has the log after each
+/// acknowledgement and each change of the required set (`None`: no required set, or only
+/// the master in it).
+pub(crate) type ConfirmSink = Box<dyn Fn(Option<i64>) + Send + Sync>;
+
 /// Slave acknowledgements and the sends waiting for them.
 #[derive(Default)]
 pub(crate) struct AckTable {
     inner: Mutex<Inner>,
+    sink: std::sync::OnceLock<ConfirmSink>,
 }
 
 impl AckTable {
+    /// Installs the [`ConfirmSink`] (once; later calls are ignored).
+    pub(crate) fn set_confirm_sink(&self, sink: ConfirmSink) {
+        let _ = self.sink.set(sink);
+    }
+
+    fn confirmed(g: &Inner) -> Option<i64> {
+        g.required.as_ref()?;
+        let mark = g.watermark();
+        (mark != i64::MAX).then_some(mark)
+    }
+
+    fn tell(&self, confirmed: Option<i64>) {
+        if let Some(sink) = self.sink.get() {
+            sink(confirmed);
+        }
+    }
+
     /// A slave at `addr` connected (`learner`: an asynchronous learner, see
     /// [`Self::replicas`]); returns the id its reports and its departure carry.
     pub(crate) fn slave_connected(
@@ -184,8 +207,10 @@ impl AckTable {
                 }
             }
             g.acked = g.acked.max(offset);
-            g.release()
+            (g.release(), Self::confirmed(&g))
         };
+        let (ready, confirmed) = ready;
+        self.tell(confirmed);
         for tx in ready {
             let _ = tx.send(());
         }
@@ -197,8 +222,10 @@ impl AckTable {
         let ready = {
             let mut g = self.inner.lock();
             g.required = required;
-            g.release()
+            (g.release(), Self::confirmed(&g))
         };
+        let (ready, confirmed) = ready;
+        self.tell(confirmed);
         for tx in ready {
             let _ = tx.send(());
         }
