@@ -26,6 +26,9 @@
 //! replica with `asyncLearner=true` replicates but never joins the SyncStateSet; with
 //! `inSyncReplicas=2` a send needs one slave's acknowledgement.
 //!
+//! [`readers_see_only_what_the_whole_sync_state_set_has`]: a message only the master stored
+//! (its slave down) is not served until the slave has it.
+//!
 //! [`returning_old_master_cuts_its_unreplicated_tail_and_follows`]: with
 //! `allAckInSyncStateSet=false` the master acknowledges messages its slave, SIGKILLed, never
 //! gets; then the master is SIGKILLed too and the slave restarted: the controller elects it
@@ -518,6 +521,63 @@ async fn async_learner_stays_out_of_the_sync_state_set_and_in_sync_replicas_coun
         ResponseCode::SLAVE_NOT_AVAILABLE,
         "{}",
         r.remark_str()
+    );
+    assert!(ns.unsupported_request_counts().is_empty());
+}
+
+/// With `allAckInSyncStateSet=true` readers see only what every SyncStateSet member has
+/// (upstream's confirm offset): a message the master stored while its slave was down (the
+/// send answered `SLAVE_NOT_AVAILABLE`) is not pulled from the master, since a failover to
+/// the slave would take it back and the queue offset would then name another message; once
+/// the slave has it again, it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_see_only_what_the_whole_sync_state_set_has() {
+    let (dir, ns, ctl) = start_namesrv_and_controller().await;
+    let nsa = ns.local_addr();
+    let cfg = |n: i64| {
+        let mut c = controller_mode_config(nsa, dir.path(), &ctl, n);
+        c.all_ack_in_sync_state_set = true;
+        // The SyncStateSet keeps the slave while it is down.
+        c.check_sync_state_set_period = 600_000;
+        c.ha_max_time_slave_not_catchup = 600_000;
+        c
+    };
+    let raw = raw_client();
+    let (a, mut b) = start_master_and_slave(&raw, &ctl, cfg(1), cfg(2)).await;
+    raw::create_topic(&raw, &a.addr, TOPIC, QUEUES).await;
+    let acked = send_until_accepted(&raw, &a.addr, 0..8).await;
+    wait_until(
+        "the master serves the acknowledged messages",
+        WAIT,
+        || async { bodies(&raw, &a.addr).await == acked },
+    )
+    .await;
+    b.sigkill();
+    let r = raw::try_send_with(&raw, &a.addr, TOPIC, 0, &body(100), &[])
+        .await
+        .expect("an answer");
+    assert_eq!(
+        r.code,
+        ResponseCode::SLAVE_NOT_AVAILABLE,
+        "{}",
+        r.remark_str()
+    );
+    let queue_end = raw::max_offset(&raw, &a.addr, TOPIC, 0).await;
+    assert_eq!(
+        bodies(&raw, &a.addr).await,
+        acked,
+        "a message only the master has was served"
+    );
+    b.restart();
+    let mut all = acked.clone();
+    all.insert(body(100));
+    wait_until("the message served once the slave has it", WAIT, || async {
+        bodies(&raw, &a.addr).await == all
+    })
+    .await;
+    assert_eq!(
+        raw::max_offset(&raw, &a.addr, TOPIC, 0).await,
+        queue_end + 1
     );
     assert!(ns.unsupported_request_counts().is_empty());
 }
