@@ -511,7 +511,7 @@ impl Sim {
 
     async fn send(&mut self, key: String, fails: u32) {
         self.consumed.lock().plan.insert(key.clone(), fails);
-        if key_number(&key) % 2 == 0
+        if key_number(&key).is_multiple_of(2)
             && send_acked(&self.producer, POP_TOPIC, key.clone())
                 .await
                 .is_some()
@@ -888,7 +888,7 @@ async fn run_popper(ns: SocketAddr, popped: Arc<Mutex<Popped>>, stop: Arc<Atomic
                 *n += 1;
                 *n
             };
-            if n == 1 && key_number(&key) % POP_SKIP_EVERY == 0 {
+            if n == 1 && key_number(&key).is_multiple_of(POP_SKIP_EVERY) {
                 continue;
             }
             if consumer.ack(&m).await.is_ok() {
