@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # 5.x gRPC endpoint benchmark: a release `apogee standalone` on free ports on 127.0.0.1, then
-#  1. ROUNDS rounds of 1 KiB sends, 64 in flight, SECS seconds each, remoting and gRPC
+#  1. ROUNDS rounds of 1 KiB sends by 64 senders (64 in flight), SECS seconds each, remoting and gRPC
 #     alternating (same process, same topic), summaries side by side;
 #  2. a backlog of MESSAGES 1 KiB messages, then CONSUMERS gRPC consumers receive (32 at a
 #     time) and ack every one of them through the proxy (`bench consume --protocol grpc`).
@@ -60,7 +60,7 @@ for r in $(seq 1 "$ROUNDS"); do
     if [ "$proto" = grpc ]; then extra=(--endpoint "$grpc" "${TLS[@]}"); fi
     echo "== round $r: $proto"
     "$APOGEE" bench produce -n "$ns" --protocol "$proto" "${extra[@]}" --topic BenchGrpc \
-      --size 1024 --async --concurrency 64 --duration "$SECS"
+      --size 1024 --concurrency 64 --duration "$SECS"
   done
 done
 echo "== backlog: $COUNT messages"

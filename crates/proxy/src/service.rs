@@ -71,7 +71,14 @@ pub struct Messaging {
     /// Whether a group is FIFO, and when that was asked (see [`FIFO_CACHE`]).
     fifo_groups: parking_lot::Mutex<HashMap<String, (bool, Instant)>>,
     /// Routes for the data path, and when they were asked (see [`ROUTE_CACHE`]).
-    routes: parking_lot::Mutex<HashMap<String, (Arc<TopicRouteData>, Instant)>>,
+    routes: parking_lot::Mutex<HashMap<String, (Arc<CachedRoute>, Instant)>>,
+}
+
+/// A route of the data path with the writable queues sends pick from (round robin, shared by
+/// all sends while the route is kept).
+struct CachedRoute {
+    route: TopicRouteData,
+    publish: TopicPublishInfo,
 }
 
 /// The client id a call carries (`x-mq-client-id`, as upstream's clients send it).
@@ -183,14 +190,18 @@ impl Messaging {
 
     /// The route of `topic` for the data path: asked at most every [`ROUTE_CACHE`] (a route
     /// per message would double the requests of a send).
-    async fn cached_route(&self, topic: &str) -> Result<Arc<TopicRouteData>, Status> {
+    async fn cached_route(&self, topic: &str) -> Result<Arc<CachedRoute>, Status> {
         let now = Instant::now();
         if let Some((route, at)) = self.routes.lock().get(topic) {
             if now.duration_since(*at) < ROUTE_CACHE {
                 return Ok(route.clone());
             }
         }
-        let route = Arc::new(self.route(topic).await?);
+        let route = self.route(topic).await?;
+        let route = Arc::new(CachedRoute {
+            publish: TopicPublishInfo::from_route(topic, &route),
+            route,
+        });
         let mut routes = self.routes.lock();
         routes.retain(|_, (_, at)| now.duration_since(*at) < ROUTE_CACHE);
         routes.insert(topic.to_string(), (route.clone(), now));
@@ -214,7 +225,7 @@ impl Messaging {
 
     async fn send_one(
         &self,
-        route: &TopicRouteData,
+        route: &CachedRoute,
         topic: &str,
         m: &proto::v2::Message,
     ) -> SendResultEntry {
@@ -234,12 +245,12 @@ impl Messaging {
 
     async fn try_send(
         &self,
-        route: &TopicRouteData,
+        route: &CachedRoute,
         topic: &str,
         m: &proto::v2::Message,
     ) -> Result<SendResultEntry, Status> {
         let msg = to_remoting(topic, m)?;
-        let info = TopicPublishInfo::from_route(topic, route);
+        let info = &route.publish;
         let group = m
             .system_properties
             .as_ref()
@@ -259,7 +270,7 @@ impl Messaging {
                 format!("topic {topic} has no writable queue"),
             )
         })?;
-        let addr = Self::master(route, &mq.broker_name)?;
+        let addr = Self::master(&route.route, &mq.broker_name)?;
         let transactional = is_transactional(m);
         let header = SendMessageRequestHeader {
             // A transaction's group is its topic (see `transaction`).
@@ -408,6 +419,7 @@ impl Messaging {
         let broker_name = match mq.broker.as_ref().map(|b| b.name.as_str()) {
             Some(n) if !n.is_empty() => n.to_string(),
             _ => route
+                .route
                 .broker_datas
                 .iter()
                 .find(|bd| master_addr(bd).is_some())
@@ -416,7 +428,7 @@ impl Messaging {
                     status(Code::HaNotAvailable, format!("topic {topic} has no master"))
                 })?,
         };
-        let addr = Self::master(&route, &broker_name)?;
+        let addr = Self::master(&route.route, &broker_name)?;
         let exp = match expression.expression.trim() {
             "" => "*".to_string(),
             e => e.to_string(),
@@ -497,7 +509,7 @@ impl Messaging {
             ));
         }
         let route = self.cached_route(topic).await?;
-        let addr = Self::master(&route, &handle.broker_name)?;
+        let addr = Self::master(&route.route, &handle.broker_name)?;
         let real = real_topic(topic, group, handle.retry);
         Ok((addr, receipt, real, offset))
     }
@@ -633,7 +645,7 @@ impl Messaging {
             _ => MessageSysFlag::TRANSACTION_NOT_TYPE,
         };
         let route = self.cached_route(topic).await?;
-        let addr = Self::master(&route, &half.broker_name)?;
+        let addr = Self::master(&route.route, &half.broker_name)?;
         let header = EndTransactionRequestHeader {
             topic: Some(topic.to_string()),
             producer_group: topic.to_string(),
