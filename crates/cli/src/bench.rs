@@ -732,42 +732,23 @@ async fn consume_pop(
                 if msgs.is_empty() {
                     continue;
                 }
-                {
-                    let mut f = first.lock().unwrap_or_else(|e| e.into_inner());
-                    f.get_or_insert_with(Instant::now);
-                }
-                let now = now_micros();
-                for m in &msgs {
-                    let sent = sent_micros(&m.message.message.body, m.message.born_timestamp, now);
-                    meter.record(now.saturating_sub(sent));
-                }
+                let batch = msgs
+                    .iter()
+                    .map(|m| (&m.message.message.body[..], m.message.born_timestamp));
+                note_received(&meter, &first, batch.clone());
                 if c.ack_batch(&msgs).await.is_err() {
                     meter.errors.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                let bytes: usize = msgs.iter().map(|m| m.message.message.body.len()).sum();
-                meter.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-                meter
-                    .messages
-                    .fetch_add(msgs.len() as u64, Ordering::Relaxed);
+                note_acked(&meter, batch);
             }
         }));
     }
-    let progress = spawn_progress("pop", meter.clone(), stop.clone());
-    let end = wait_for_count(&meter, started, duration, args.count).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
-    let _ = progress.await;
+    let secs = run_receivers(args, duration, "pop", &meter, stop, &first, started, tasks).await;
     for c in &consumers {
         c.shutdown().await;
     }
-    let since = first_or(&first, started);
-    Ok(meter.summary(
-        "consume --pop",
-        end.saturating_duration_since(since).as_secs_f64(),
-    ))
+    Ok(meter.summary("consume --pop", secs))
 }
 
 /// `consume --protocol grpc`: `--concurrency` consumers, each on its own connection to
@@ -810,38 +791,68 @@ async fn consume_grpc(
                 if got.messages.is_empty() {
                     continue;
                 }
-                {
-                    let mut f = first.lock().unwrap_or_else(|e| e.into_inner());
-                    f.get_or_insert_with(Instant::now);
-                }
-                let now = now_micros();
-                for (body, born_ms) in &got.messages {
-                    meter.record(now.saturating_sub(sent_micros(body, *born_ms, now)));
-                }
+                let batch = got.messages.iter().map(|(b, born)| (&b[..], *born));
+                note_received(&meter, &first, batch.clone());
                 if c.ack(&got).await.is_err() {
                     meter.errors.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                let bytes: usize = got.messages.iter().map(|(b, _)| b.len()).sum();
-                meter.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-                meter
-                    .messages
-                    .fetch_add(got.messages.len() as u64, Ordering::Relaxed);
+                note_acked(&meter, batch);
             }
         }));
     }
-    let progress = spawn_progress("grpc", meter.clone(), stop.clone());
-    let end = wait_for_count(&meter, started, duration, args.count).await;
+    let secs = run_receivers(args, duration, "grpc", &meter, stop, &first, started, tasks).await;
+    Ok(meter.summary("consume --protocol grpc", secs))
+}
+
+/// A received batch (bodies and born times, ms): notes the first receipt and each message's
+/// latency from its send.
+fn note_received<'a>(
+    meter: &Meter,
+    first: &Mutex<Option<Instant>>,
+    batch: impl Iterator<Item = (&'a [u8], i64)>,
+) {
+    first
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(Instant::now);
+    let now = now_micros();
+    for (body, born_ms) in batch {
+        meter.record(now.saturating_sub(sent_micros(body, born_ms, now)));
+    }
+}
+
+/// An acked batch: counts its messages and bytes.
+fn note_acked<'a>(meter: &Meter, batch: impl Iterator<Item = (&'a [u8], i64)>) {
+    let (n, bytes) = batch.fold((0u64, 0u64), |(n, b), (body, _)| {
+        (n + 1, b + body.len() as u64)
+    });
+    meter.bytes.fetch_add(bytes, Ordering::Relaxed);
+    meter.messages.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Lets the receive loops `tasks` run until `--count` messages or `duration`, shows progress
+/// as `label`, then stops and joins them; the seconds measured, from the first message.
+#[allow(clippy::too_many_arguments)]
+async fn run_receivers(
+    args: &BenchArgs,
+    duration: Option<Duration>,
+    label: &'static str,
+    meter: &Arc<Meter>,
+    stop: Arc<AtomicBool>,
+    first: &Mutex<Option<Instant>>,
+    started: Instant,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) -> f64 {
+    let progress = spawn_progress(label, meter.clone(), stop.clone());
+    let end = wait_for_count(meter, started, duration, args.count).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
     }
     let _ = progress.await;
-    let since = first_or(&first, started);
-    Ok(meter.summary(
-        "consume --protocol grpc",
-        end.saturating_duration_since(since).as_secs_f64(),
-    ))
+    end.saturating_duration_since(first_or(first, started))
+        .as_secs_f64()
 }
 
 async fn e2e(

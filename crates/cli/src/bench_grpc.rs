@@ -12,8 +12,8 @@ use proto::v2::messaging_service_client::MessagingServiceClient;
 use proto::v2::receive_message_response::Content;
 use proto::v2::{
     AckMessageEntry, AckMessageRequest, Code, FilterExpression, FilterType, Message, MessageQueue,
-    MessageType, QueryRouteRequest, ReceiveMessageRequest, Resource, SendMessageRequest,
-    SystemProperties,
+    MessageType, QueryAssignmentRequest, QueryRouteRequest, ReceiveMessageRequest, Resource,
+    SendMessageRequest, SystemProperties,
 };
 use remoting::message::{Message as RemotingMessage, MessageConst};
 use remoting::tls::ClientTls;
@@ -133,12 +133,15 @@ impl GrpcSender {
     }
 }
 
-/// A gRPC consumer of one group (a 5.x SimpleConsumer's calls): its own HTTP/2 connection.
+/// A gRPC consumer of one group (a 5.x SimpleConsumer's calls): its own HTTP/2 connection,
+/// receiving from the queues QueryAssignment gave it (one per broker group) in turn.
 pub struct GrpcReceiver {
     client: MessagingServiceClient<Channel>,
     topic: String,
     group: String,
     expression: String,
+    queues: Vec<MessageQueue>,
+    next: usize,
 }
 
 /// What one receive returned: per message its body and born time (ms), and the receipt
@@ -157,26 +160,48 @@ impl GrpcReceiver {
         expression: &str,
         tls: Option<&ClientTls>,
     ) -> anyhow::Result<GrpcReceiver> {
+        let mut client = connect(endpoint, topic, tls).await?;
+        let a = client
+            .query_assignment(QueryAssignmentRequest {
+                topic: resource(topic),
+                group: resource(group),
+                endpoints: None,
+            })
+            .await
+            .with_context(|| format!("QueryAssignment at {endpoint}"))?
+            .into_inner();
+        let st = a.status.unwrap_or_default();
+        if st.code != Code::Ok as i32 {
+            anyhow::bail!("no assignment for `{topic}`: {}", st.message);
+        }
+        let queues: Vec<MessageQueue> = a
+            .assignments
+            .into_iter()
+            .filter_map(|a| a.message_queue)
+            .collect();
+        if queues.is_empty() {
+            anyhow::bail!("no assignment for `{topic}`: no broker group with a master");
+        }
         Ok(GrpcReceiver {
-            client: connect(endpoint, topic, tls).await?,
+            client,
             topic: topic.to_string(),
             group: group.to_string(),
             expression: expression.to_string(),
+            queues,
+            next: 0,
         })
     }
 
-    /// One ReceiveMessage of up to `batch` messages, invisible for `invisible`, long polling
-    /// up to 1 s; empty when nothing came.
+    /// One ReceiveMessage of up to `batch` messages from the next assigned queue, invisible
+    /// for `invisible`, long polling up to 1 s; empty when nothing came.
     pub async fn receive(&mut self, batch: i32, invisible: Duration) -> anyhow::Result<Received> {
+        let queue = self.queues[self.next % self.queues.len()].clone();
+        self.next = self.next.wrapping_add(1);
         let mut stream = self
             .client
             .receive_message(ReceiveMessageRequest {
                 group: resource(&self.group),
-                message_queue: Some(MessageQueue {
-                    topic: resource(&self.topic),
-                    id: -1,
-                    ..Default::default()
-                }),
+                message_queue: Some(queue),
                 filter_expression: Some(FilterExpression {
                     r#type: FilterType::Tag as i32,
                     expression: self.expression.clone(),

@@ -23,7 +23,7 @@ use remoting::pop::{
     ChangeInvisibleTimeRequestHeader, ExtraInfo, PopMessageRequestHeader,
 };
 use remoting::protocol::{perm, TopicRouteData};
-use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
+use remoting::{BrokerAddr, RemotingCommand, RemotingError, RequestCode, ResponseCode};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response};
@@ -73,6 +73,24 @@ pub struct Messaging {
     /// Routes for the data path, and when they were asked (see [`ROUTE_CACHE`]).
     routes: parking_lot::Mutex<HashMap<String, (Arc<CachedRoute>, Instant)>>,
 }
+
+/// Why one send attempt failed.
+enum SendFailure {
+    /// The master of `broker_name` could not be connected to (it is gone, and the kept route
+    /// still lists it): nothing was sent, so another group may take the message.
+    Unreachable { broker_name: String, status: Status },
+    /// Anything else: the answer to give.
+    Refused(Status),
+}
+
+impl From<Status> for SendFailure {
+    fn from(s: Status) -> Self {
+        SendFailure::Refused(s)
+    }
+}
+
+/// Most broker groups one message is tried on (upstream producers' default attempts).
+const SEND_ATTEMPTS: usize = 3;
 
 /// A route of the data path with the writable queues sends pick from (round robin, shared by
 /// all sends while the route is kept).
@@ -223,32 +241,52 @@ impl Messaging {
             })
     }
 
+    /// Sends `m`; a master that cannot be connected to (gone while the kept route still lists
+    /// it) is given up for the route's other groups, at most [`SEND_ATTEMPTS`] in all, and the
+    /// kept route is dropped.
     async fn send_one(
         &self,
         route: &CachedRoute,
         topic: &str,
         m: &proto::v2::Message,
     ) -> SendResultEntry {
-        match self.try_send(route, topic, m).await {
-            Ok(entry) => entry,
-            Err(s) => SendResultEntry {
-                status: Some(s),
-                message_id: m
-                    .system_properties
-                    .as_ref()
-                    .map(|s| s.message_id.clone())
-                    .unwrap_or_default(),
-                ..Default::default()
-            },
+        let mut avoid = Vec::new();
+        let failed = loop {
+            match self.try_send(route, topic, m, &avoid).await {
+                Ok(entry) => return entry,
+                Err(SendFailure::Unreachable {
+                    broker_name,
+                    status,
+                }) => {
+                    self.routes.lock().remove(topic);
+                    avoid.push(broker_name);
+                    if avoid.len() >= SEND_ATTEMPTS {
+                        break status;
+                    }
+                }
+                Err(SendFailure::Refused(s)) => break s,
+            }
+        };
+        SendResultEntry {
+            status: Some(failed),
+            message_id: m
+                .system_properties
+                .as_ref()
+                .map(|s| s.message_id.clone())
+                .unwrap_or_default(),
+            ..Default::default()
         }
     }
 
+    /// One attempt of sending `m`, to a group not in `avoid` (a FIFO message always goes to
+    /// its message group's queue).
     async fn try_send(
         &self,
         route: &CachedRoute,
         topic: &str,
         m: &proto::v2::Message,
-    ) -> Result<SendResultEntry, Status> {
+        avoid: &[String],
+    ) -> Result<SendResultEntry, SendFailure> {
         let msg = to_remoting(topic, m)?;
         let info = &route.publish;
         let group = m
@@ -262,7 +300,7 @@ impl Messaging {
                 let h = crc32fast::hash(g.as_bytes()) as usize;
                 info.queues.get(h % info.queues.len())
             }
-            _ => info.select_any(),
+            _ => info.select(|q| !avoid.contains(&q.broker_name)),
         }
         .ok_or_else(|| {
             status(
@@ -317,7 +355,17 @@ impl Messaging {
                 if has_timer && s.code == Code::BadRequest as i32 {
                     s.code = Code::IllegalDeliveryTime as i32;
                 }
-                s
+                match e {
+                    client::ClientError::Remoting(RemotingError::Connect { .. })
+                        if group.is_none() =>
+                    {
+                        SendFailure::Unreachable {
+                            broker_name: mq.broker_name.clone(),
+                            status: s,
+                        }
+                    }
+                    _ => SendFailure::Refused(s),
+                }
             })?;
         let transaction_id = if transactional {
             let (_, commit_log_offset) = decode_message_id(&sent.offset_msg_id).map_err(|e| {
