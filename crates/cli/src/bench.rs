@@ -15,7 +15,8 @@
 //!
 //! - `produce --protocol grpc [--endpoint host:port]`: the same sends through a 5.x gRPC
 //!   endpoint (`apogee proxy`, or `apogee standalone` on 8081), one SendMessage per request,
-//!   over one HTTP/2 connection ([`crate::bench_grpc`]).
+//!   over one HTTP/2 connection ([`crate::bench_grpc`]); `consume --protocol grpc`:
+//!   `--concurrency` consumers receiving and acking through it.
 //!
 //! A progress line is drawn every second on stderr; the summary gives msg/s, MB/s (10^6
 //! bytes), latency percentiles from an HDR histogram (microsecond resolution) and errors.
@@ -33,7 +34,7 @@ use client::consumer::push::{
 use client::consumer::simple::{SimpleConsumer, SimpleConsumerConfig};
 use client::{ClientConfig, Producer, ProducerConfig};
 
-use crate::bench_grpc::GrpcSender;
+use crate::bench_grpc::{GrpcReceiver, GrpcSender};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use remoting::broker_headers::ConsumeFromWhere;
@@ -119,7 +120,8 @@ pub struct BenchArgs {
     /// consume: latency is delivery lateness, consume time minus `TIMER_OUT_MS`.
     #[arg(long)]
     timer: bool,
-    /// produce: `remoting` (NameServer and brokers) or `grpc` (a 5.x endpoint, --endpoint).
+    /// produce, consume: `remoting` (NameServer and brokers) or `grpc` (a 5.x endpoint,
+    /// --endpoint; consume receives and acks like --pop).
     #[arg(long, value_enum, default_value = "remoting")]
     protocol: Protocol,
     /// The gRPC endpoint (`host:port`) for --protocol grpc.
@@ -209,8 +211,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.timer_spread_secs == Some(0) {
         anyhow::bail!("--timer-spread-secs must be at least 1");
     }
-    if args.protocol == Protocol::Grpc && args.mode != Mode::Produce {
-        anyhow::bail!("--protocol grpc measures produce only so far");
+    if args.protocol == Protocol::Grpc && args.mode == Mode::E2e {
+        anyhow::bail!("--protocol grpc measures produce and consume, not e2e");
     }
     let duration = match (args.duration, args.count) {
         (Some(d), _) => Some(Duration::from_secs(d)),
@@ -223,6 +225,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let secs = produce(&args, &namesrv, duration, meter.clone()).await?;
             meter.summary("produce", secs)
         }
+        Mode::Consume if args.protocol == Protocol::Grpc => consume_grpc(&args, duration).await?,
         Mode::Consume if args.pop => consume_pop(&args, &namesrv, duration).await?,
         Mode::Consume => consume_only(&args, &namesrv, duration).await?,
         Mode::E2e => e2e(&args, &namesrv, duration).await?,
@@ -406,7 +409,10 @@ async fn produce(
                 .with_context(|| format!("cannot get a route for topic `{}`", args.topic))?;
             Sender::Remoting(producer)
         }
-        Protocol::Grpc => Sender::Grpc(GrpcSender::connect(&args.endpoint, &args.topic).await?),
+        Protocol::Grpc => Sender::Grpc(
+            GrpcSender::connect(&args.endpoint, &args.topic, args.tls.client_tls()?.as_ref())
+                .await?,
+        ),
     };
     let started = Instant::now();
     let budget = Arc::new(Budget {
@@ -520,9 +526,8 @@ async fn send_once(producer: Sender, mut msgs: Vec<Message>, meter: Arc<Meter>, 
 }
 
 /// Send time of a consumed message in microseconds since the epoch: from its body (written
-/// by bench producers), else its born timestamp.
-fn sent_micros(m: &MessageExt, now: u64) -> u64 {
-    let body = &m.message.body;
+/// by bench producers), else its born timestamp (`born_ms`).
+fn sent_micros(body: &[u8], born_ms: i64, now: u64) -> u64 {
     let sent = match body.get(..8) {
         Some(head) => {
             let mut b = [0u8; 8];
@@ -533,7 +538,7 @@ fn sent_micros(m: &MessageExt, now: u64) -> u64 {
     };
     // A body not written by bench: fall back to the born timestamp (ms).
     if sent == 0 || sent > now || now - sent > 3_600_000_000 {
-        (m.born_timestamp.max(0) as u64) * 1000
+        (born_ms.max(0) as u64) * 1000
     } else {
         sent
     }
@@ -581,7 +586,7 @@ async fn start_consumer(
         {
             let mut h = meter.hist.lock().unwrap_or_else(|e| e.into_inner());
             for m in msgs {
-                let sent = sent_micros(m, now);
+                let sent = sent_micros(&m.message.body, m.born_timestamp, now);
                 if sent < since {
                     continue;
                 }
@@ -727,41 +732,127 @@ async fn consume_pop(
                 if msgs.is_empty() {
                     continue;
                 }
-                {
-                    let mut f = first.lock().unwrap_or_else(|e| e.into_inner());
-                    f.get_or_insert_with(Instant::now);
-                }
-                let now = now_micros();
-                for m in &msgs {
-                    meter.record(now.saturating_sub(sent_micros(&m.message, now)));
-                }
+                let batch = msgs
+                    .iter()
+                    .map(|m| (&m.message.message.body[..], m.message.born_timestamp));
+                note_received(&meter, &first, batch.clone());
                 if c.ack_batch(&msgs).await.is_err() {
                     meter.errors.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                let bytes: usize = msgs.iter().map(|m| m.message.message.body.len()).sum();
-                meter.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-                meter
-                    .messages
-                    .fetch_add(msgs.len() as u64, Ordering::Relaxed);
+                note_acked(&meter, batch);
             }
         }));
     }
-    let progress = spawn_progress("pop", meter.clone(), stop.clone());
-    let end = wait_for_count(&meter, started, duration, args.count).await;
+    let secs = run_receivers(args, duration, "pop", &meter, stop, &first, started, tasks).await;
+    for c in &consumers {
+        c.shutdown().await;
+    }
+    Ok(meter.summary("consume --pop", secs))
+}
+
+/// `consume --protocol grpc`: `--concurrency` consumers, each on its own connection to
+/// `--endpoint`, receive (up to 32 at a time, 60 s invisible) and ack what each receive
+/// returned with one AckMessage, as a 5.x SimpleConsumer does; latency is from send to
+/// receipt. A new group starts at the queues' first message, as with `--pop`.
+async fn consume_grpc(
+    args: &BenchArgs,
+    duration: Option<Duration>,
+) -> anyhow::Result<serde_json::Value> {
+    let meter = Meter::new()?;
+    let group = args
+        .group
+        .clone()
+        .unwrap_or_else(|| "bench_grpc_consumer".to_string());
+    let expr = args.tags.clone().unwrap_or_else(|| "*".to_string());
+    let tls = args.tls.client_tls()?;
+    let mut consumers = Vec::new();
+    for _ in 0..args.concurrency {
+        consumers.push(
+            GrpcReceiver::connect(&args.endpoint, &args.topic, &group, &expr, tls.as_ref()).await?,
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let first = Arc::new(Mutex::new(None::<Instant>));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for mut c in consumers {
+        let (meter, stop, first) = (meter.clone(), stop.clone(), first.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let got = match c.receive(32, Duration::from_secs(60)).await {
+                    Ok(got) => got,
+                    Err(_) => {
+                        meter.errors.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                if got.messages.is_empty() {
+                    continue;
+                }
+                let batch = got.messages.iter().map(|(b, born)| (&b[..], *born));
+                note_received(&meter, &first, batch.clone());
+                if c.ack(&got).await.is_err() {
+                    meter.errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                note_acked(&meter, batch);
+            }
+        }));
+    }
+    let secs = run_receivers(args, duration, "grpc", &meter, stop, &first, started, tasks).await;
+    Ok(meter.summary("consume --protocol grpc", secs))
+}
+
+/// A received batch (bodies and born times, ms): notes the first receipt and each message's
+/// latency from its send.
+fn note_received<'a>(
+    meter: &Meter,
+    first: &Mutex<Option<Instant>>,
+    batch: impl Iterator<Item = (&'a [u8], i64)>,
+) {
+    first
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(Instant::now);
+    let now = now_micros();
+    for (body, born_ms) in batch {
+        meter.record(now.saturating_sub(sent_micros(body, born_ms, now)));
+    }
+}
+
+/// An acked batch: counts its messages and bytes.
+fn note_acked<'a>(meter: &Meter, batch: impl Iterator<Item = (&'a [u8], i64)>) {
+    let (n, bytes) = batch.fold((0u64, 0u64), |(n, b), (body, _)| {
+        (n + 1, b + body.len() as u64)
+    });
+    meter.bytes.fetch_add(bytes, Ordering::Relaxed);
+    meter.messages.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Lets the receive loops `tasks` run until `--count` messages or `duration`, shows progress
+/// as `label`, then stops and joins them; the seconds measured, from the first message.
+#[allow(clippy::too_many_arguments)]
+async fn run_receivers(
+    args: &BenchArgs,
+    duration: Option<Duration>,
+    label: &'static str,
+    meter: &Arc<Meter>,
+    stop: Arc<AtomicBool>,
+    first: &Mutex<Option<Instant>>,
+    started: Instant,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) -> f64 {
+    let progress = spawn_progress(label, meter.clone(), stop.clone());
+    let end = wait_for_count(meter, started, duration, args.count).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
     }
     let _ = progress.await;
-    for c in &consumers {
-        c.shutdown().await;
-    }
-    let since = first_or(&first, started);
-    Ok(meter.summary(
-        "consume --pop",
-        end.saturating_duration_since(since).as_secs_f64(),
-    ))
+    end.saturating_duration_since(first_or(first, started))
+        .as_secs_f64()
 }
 
 async fn e2e(

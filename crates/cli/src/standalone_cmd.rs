@@ -78,6 +78,8 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         rocketmq_home: args.acl_home.clone(),
         ..BrokerConfig::default()
     };
+    // Upstream's local mode: the proxy's TLS follows the broker's `tls.server.*` settings.
+    let proxy_tls = broker_config.tls_server_settings();
     let broker = match Broker::start(broker_config).await {
         Ok(b) => b,
         Err(e) => {
@@ -116,6 +118,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
                 "127.0.0.1:{}",
                 namesrv.local_addr().port()
             ))?,
+            tls: proxy_tls,
             ..proxy::ProxyConfig::default()
         };
         match proxy::Proxy::start(config).await {

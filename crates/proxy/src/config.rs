@@ -1,9 +1,12 @@
 //! The proxy's settings: upstream's `rmq-proxy.json` keys that apply.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 
+use remoting::properties::{Plain, SettingFormat};
+use remoting::tls::{TlsMode, TlsServerSettings};
 use remoting::NameServerAddr;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// A bad `rmq-proxy.json` value, naming its key.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +28,10 @@ pub struct ProxyConfig {
     pub namesrv_addr: Vec<NameServerAddr>,
     /// `rocketMQClusterName` (`DefaultCluster`).
     pub cluster_name: String,
+    /// TLS of the gRPC port: `tls.server.mode` (`permissive`: TLS and plaintext on one port),
+    /// the certificate and key from `tlsCertPath` / `tlsKeyPath`, or a self-signed one
+    /// generated at start when neither is set or `tlsTestModeEnable` is `true`.
+    pub tls: TlsServerSettings,
 }
 
 impl Default for ProxyConfig {
@@ -34,6 +41,7 @@ impl Default for ProxyConfig {
             bind_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             namesrv_addr: Vec::new(),
             cluster_name: "DefaultCluster".into(),
+            tls: TlsServerSettings::default(),
         }
     }
 }
@@ -72,7 +80,55 @@ impl ProxyConfig {
                 })?
                 .to_string();
         }
+        self.apply_tls_keys(obj)?;
         Ok(self)
+    }
+
+    /// `tls.server.mode`, `tlsCertPath`, `tlsKeyPath` and `tlsTestModeEnable`. Upstream's
+    /// default test mode (a self-signed certificate) is kept unless a certificate is given;
+    /// `tlsTestModeEnable: true` forces it, `false` without a certificate is an error.
+    fn apply_tls_keys(&mut self, obj: &Map<String, Value>) -> Result<(), ConfigError> {
+        if let Some(m) = obj.get("tls.server.mode") {
+            self.tls.mode = m
+                .as_str()
+                .and_then(|s| <Plain as SettingFormat<TlsMode>>::parse(s.trim()))
+                .ok_or_else(|| ConfigError::Key {
+                    key: "tls.server.mode",
+                    reason: format!("not {}: {m}", <Plain as SettingFormat<TlsMode>>::EXPECTED),
+                })?;
+        }
+        for (key, slot) in [
+            ("tlsCertPath", &mut self.tls.cert_path),
+            ("tlsKeyPath", &mut self.tls.key_path),
+        ] {
+            if let Some(p) = obj.get(key) {
+                let s = p.as_str().ok_or_else(|| ConfigError::Key {
+                    key,
+                    reason: format!("not a path: {p}"),
+                })?;
+                *slot = (!s.trim().is_empty()).then(|| PathBuf::from(s.trim()));
+            }
+        }
+        let Some(t) = obj.get("tlsTestModeEnable") else {
+            return Ok(());
+        };
+        let test_mode = t
+            .as_bool()
+            .or_else(|| t.as_str().and_then(|s| s.trim().parse().ok()))
+            .ok_or_else(|| ConfigError::Key {
+                key: "tlsTestModeEnable",
+                reason: format!("not true or false: {t}"),
+            })?;
+        if test_mode {
+            self.tls.cert_path = None;
+            self.tls.key_path = None;
+        } else if self.tls.cert_path.is_none() || self.tls.key_path.is_none() {
+            return Err(ConfigError::Key {
+                key: "tlsTestModeEnable",
+                reason: "false needs tlsCertPath and tlsKeyPath".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -118,5 +174,30 @@ mod tests {
             .apply_json(r#"{"namesrvAddr": "nope"}"#)
             .unwrap_err();
         assert!(e.to_string().starts_with("namesrvAddr"), "{e}");
+    }
+
+    #[test]
+    fn tls_keys_and_test_mode() {
+        let d = ProxyConfig::default();
+        assert_eq!(d.tls.mode, TlsMode::Permissive);
+        assert_eq!(d.tls.cert_path, None);
+        let c = ProxyConfig::default()
+            .apply_json(r#"{"tls.server.mode": "ENFORCING", "tlsCertPath": "/pki/c.pem", "tlsKeyPath": "/pki/k.pem"}"#)
+            .unwrap();
+        assert_eq!(c.tls.mode, TlsMode::Enforcing);
+        assert_eq!(c.tls.cert_path, Some(PathBuf::from("/pki/c.pem")));
+        assert_eq!(c.tls.key_path, Some(PathBuf::from("/pki/k.pem")));
+        let forced = ProxyConfig::default()
+            .apply_json(r#"{"tlsCertPath": "/pki/c.pem", "tlsKeyPath": "/pki/k.pem", "tlsTestModeEnable": "true"}"#)
+            .unwrap();
+        assert_eq!(forced.tls.cert_path, None);
+        let e = ProxyConfig::default()
+            .apply_json(r#"{"tlsTestModeEnable": false}"#)
+            .unwrap_err();
+        assert!(e.to_string().starts_with("tlsTestModeEnable"), "{e}");
+        let e = ProxyConfig::default()
+            .apply_json(r#"{"tls.server.mode": "sometimes"}"#)
+            .unwrap_err();
+        assert!(e.to_string().starts_with("tls.server.mode"), "{e}");
     }
 }

@@ -62,7 +62,8 @@ pub fn is_transactional(m: &Message) -> bool {
 /// topic, and a transactional message is marked prepared (`TRAN_MSG`), with its check
 /// immunity from `orphaned_transaction_recovery_duration`.
 pub fn to_remoting(topic: &str, m: &Message) -> Result<RemotingMessage, Status> {
-    let sys = m.system_properties.clone().unwrap_or_default();
+    let no_properties = SystemProperties::default();
+    let sys = m.system_properties.as_ref().unwrap_or(&no_properties);
     if sys.message_id.is_empty() {
         return Err(status(Code::IllegalMessageId, "message id is empty"));
     }

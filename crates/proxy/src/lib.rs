@@ -12,6 +12,7 @@ mod convert;
 mod receipt;
 mod service;
 mod status;
+mod tls;
 mod transaction;
 
 use std::net::SocketAddr;
@@ -21,16 +22,17 @@ use std::time::Duration;
 use client::api::ClientApi;
 use proto::v2::messaging_service_server::MessagingServiceServer;
 use remoting::client::{ClientConfig, RemotingClient};
+use remoting::tls::{ServerTls, TlsError};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::transaction::{heartbeat_loop, CheckHandler, Producers};
 
 pub use config::{parse_namesrv_addr, ConfigError, ProxyConfig};
+pub use tls::channel;
 
 /// HTTP/2 flow-control window of each gRPC connection and stream, in bytes.
 const HTTP2_WINDOW: u32 = 4 * 1024 * 1024;
@@ -45,6 +47,8 @@ pub enum ProxyError {
     },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("TLS of the gRPC port: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A running proxy; [`Proxy::shutdown`] stops it.
@@ -58,8 +62,10 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Binds `grpcServerPort` on `config.bind_address` and serves until shut down.
+    /// Binds `grpcServerPort` on `config.bind_address` and serves until shut down, with TLS
+    /// as `config.tls` says (the certificate is read, or generated, before binding).
     pub async fn start(config: ProxyConfig) -> Result<Proxy, ProxyError> {
+        let tls = ServerTls::new(&config.tls)?;
         let addr = SocketAddr::new(config.bind_address, config.grpc_server_port);
         let listener = TcpListener::bind(addr)
             .await
@@ -84,15 +90,7 @@ impl Proxy {
         tasks.spawn(heartbeat_loop(api.clone(), producers.clone(), stop.clone()));
         let svc = service::Messaging::new(api, local_addr, producers, stop.clone(), tasks.clone());
         let stopped = stop.clone();
-        // Without TCP_NODELAY a small response waits for the client's delayed ACK (tens of
-        // ms at p99); tonic's own setting only applies to listeners it binds itself.
-        let incoming = TcpListenerStream::new(listener).map(|conn| {
-            conn.inspect(|c| {
-                if let Err(e) = c.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on a gRPC connection");
-                }
-            })
-        });
+        let incoming = ReceiverStream::new(tls::accept(listener, tls, stop.clone(), &tasks));
         let task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
                 // Room for many small calls in flight on one connection (h2's default
@@ -108,7 +106,7 @@ impl Proxy {
                 tracing::error!(error = %e, "gRPC server stopped");
             }
         });
-        tracing::info!(addr = %local_addr, "gRPC proxy listening");
+        tracing::info!(addr = %local_addr, tls = ?config.tls.mode, "gRPC proxy listening");
         Ok(Proxy {
             local_addr,
             stop,

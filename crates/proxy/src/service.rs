@@ -23,7 +23,7 @@ use remoting::pop::{
     ChangeInvisibleTimeRequestHeader, ExtraInfo, PopMessageRequestHeader,
 };
 use remoting::protocol::{perm, TopicRouteData};
-use remoting::{BrokerAddr, RemotingCommand, RequestCode, ResponseCode};
+use remoting::{BrokerAddr, RemotingCommand, RemotingError, RequestCode, ResponseCode};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response};
@@ -71,7 +71,32 @@ pub struct Messaging {
     /// Whether a group is FIFO, and when that was asked (see [`FIFO_CACHE`]).
     fifo_groups: parking_lot::Mutex<HashMap<String, (bool, Instant)>>,
     /// Routes for the data path, and when they were asked (see [`ROUTE_CACHE`]).
-    routes: parking_lot::Mutex<HashMap<String, (Arc<TopicRouteData>, Instant)>>,
+    routes: parking_lot::Mutex<HashMap<String, (Arc<CachedRoute>, Instant)>>,
+}
+
+/// Why one send attempt failed.
+enum SendFailure {
+    /// The master of `broker_name` could not be connected to (it is gone, and the kept route
+    /// still lists it): nothing was sent, so another group may take the message.
+    Unreachable { broker_name: String, status: Status },
+    /// Anything else: the answer to give.
+    Refused(Status),
+}
+
+impl From<Status> for SendFailure {
+    fn from(s: Status) -> Self {
+        SendFailure::Refused(s)
+    }
+}
+
+/// Most broker groups one message is tried on (upstream producers' default attempts).
+const SEND_ATTEMPTS: usize = 3;
+
+/// A route of the data path with the writable queues sends pick from (round robin, shared by
+/// all sends while the route is kept).
+struct CachedRoute {
+    route: TopicRouteData,
+    publish: TopicPublishInfo,
 }
 
 /// The client id a call carries (`x-mq-client-id`, as upstream's clients send it).
@@ -183,14 +208,18 @@ impl Messaging {
 
     /// The route of `topic` for the data path: asked at most every [`ROUTE_CACHE`] (a route
     /// per message would double the requests of a send).
-    async fn cached_route(&self, topic: &str) -> Result<Arc<TopicRouteData>, Status> {
+    async fn cached_route(&self, topic: &str) -> Result<Arc<CachedRoute>, Status> {
         let now = Instant::now();
         if let Some((route, at)) = self.routes.lock().get(topic) {
             if now.duration_since(*at) < ROUTE_CACHE {
                 return Ok(route.clone());
             }
         }
-        let route = Arc::new(self.route(topic).await?);
+        let route = self.route(topic).await?;
+        let route = Arc::new(CachedRoute {
+            publish: TopicPublishInfo::from_route(topic, &route),
+            route,
+        });
         let mut routes = self.routes.lock();
         routes.retain(|_, (_, at)| now.duration_since(*at) < ROUTE_CACHE);
         routes.insert(topic.to_string(), (route.clone(), now));
@@ -212,34 +241,54 @@ impl Messaging {
             })
     }
 
+    /// Sends `m`; a master that cannot be connected to (gone while the kept route still lists
+    /// it) is given up for the route's other groups, at most [`SEND_ATTEMPTS`] in all, and the
+    /// kept route is dropped.
     async fn send_one(
         &self,
-        route: &TopicRouteData,
+        route: &CachedRoute,
         topic: &str,
         m: &proto::v2::Message,
     ) -> SendResultEntry {
-        match self.try_send(route, topic, m).await {
-            Ok(entry) => entry,
-            Err(s) => SendResultEntry {
-                status: Some(s),
-                message_id: m
-                    .system_properties
-                    .as_ref()
-                    .map(|s| s.message_id.clone())
-                    .unwrap_or_default(),
-                ..Default::default()
-            },
+        let mut avoid = Vec::new();
+        let failed = loop {
+            match self.try_send(route, topic, m, &avoid).await {
+                Ok(entry) => return entry,
+                Err(SendFailure::Unreachable {
+                    broker_name,
+                    status,
+                }) => {
+                    self.routes.lock().remove(topic);
+                    avoid.push(broker_name);
+                    if avoid.len() >= SEND_ATTEMPTS {
+                        break status;
+                    }
+                }
+                Err(SendFailure::Refused(s)) => break s,
+            }
+        };
+        SendResultEntry {
+            status: Some(failed),
+            message_id: m
+                .system_properties
+                .as_ref()
+                .map(|s| s.message_id.clone())
+                .unwrap_or_default(),
+            ..Default::default()
         }
     }
 
+    /// One attempt of sending `m`, to a group not in `avoid` (a FIFO message always goes to
+    /// its message group's queue).
     async fn try_send(
         &self,
-        route: &TopicRouteData,
+        route: &CachedRoute,
         topic: &str,
         m: &proto::v2::Message,
-    ) -> Result<SendResultEntry, Status> {
+        avoid: &[String],
+    ) -> Result<SendResultEntry, SendFailure> {
         let msg = to_remoting(topic, m)?;
-        let info = TopicPublishInfo::from_route(topic, route);
+        let info = &route.publish;
         let group = m
             .system_properties
             .as_ref()
@@ -251,7 +300,7 @@ impl Messaging {
                 let h = crc32fast::hash(g.as_bytes()) as usize;
                 info.queues.get(h % info.queues.len())
             }
-            _ => info.select_any(),
+            _ => info.select(|q| !avoid.contains(&q.broker_name)),
         }
         .ok_or_else(|| {
             status(
@@ -259,7 +308,7 @@ impl Messaging {
                 format!("topic {topic} has no writable queue"),
             )
         })?;
-        let addr = Self::master(route, &mq.broker_name)?;
+        let addr = Self::master(&route.route, &mq.broker_name)?;
         let transactional = is_transactional(m);
         let header = SendMessageRequestHeader {
             // A transaction's group is its topic (see `transaction`).
@@ -306,7 +355,17 @@ impl Messaging {
                 if has_timer && s.code == Code::BadRequest as i32 {
                     s.code = Code::IllegalDeliveryTime as i32;
                 }
-                s
+                match e {
+                    client::ClientError::Remoting(RemotingError::Connect { .. })
+                        if group.is_none() =>
+                    {
+                        SendFailure::Unreachable {
+                            broker_name: mq.broker_name.clone(),
+                            status: s,
+                        }
+                    }
+                    _ => SendFailure::Refused(s),
+                }
             })?;
         let transaction_id = if transactional {
             let (_, commit_log_offset) = decode_message_id(&sent.offset_msg_id).map_err(|e| {
@@ -408,6 +467,7 @@ impl Messaging {
         let broker_name = match mq.broker.as_ref().map(|b| b.name.as_str()) {
             Some(n) if !n.is_empty() => n.to_string(),
             _ => route
+                .route
                 .broker_datas
                 .iter()
                 .find(|bd| master_addr(bd).is_some())
@@ -416,7 +476,7 @@ impl Messaging {
                     status(Code::HaNotAvailable, format!("topic {topic} has no master"))
                 })?,
         };
-        let addr = Self::master(&route, &broker_name)?;
+        let addr = Self::master(&route.route, &broker_name)?;
         let exp = match expression.expression.trim() {
             "" => "*".to_string(),
             e => e.to_string(),
@@ -497,7 +557,7 @@ impl Messaging {
             ));
         }
         let route = self.cached_route(topic).await?;
-        let addr = Self::master(&route, &handle.broker_name)?;
+        let addr = Self::master(&route.route, &handle.broker_name)?;
         let real = real_topic(topic, group, handle.retry);
         Ok((addr, receipt, real, offset))
     }
@@ -633,7 +693,7 @@ impl Messaging {
             _ => MessageSysFlag::TRANSACTION_NOT_TYPE,
         };
         let route = self.cached_route(topic).await?;
-        let addr = Self::master(&route, &half.broker_name)?;
+        let addr = Self::master(&route.route, &half.broker_name)?;
         let header = EndTransactionRequestHeader {
             topic: Some(topic.to_string()),
             producer_group: topic.to_string(),

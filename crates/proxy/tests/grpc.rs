@@ -1,7 +1,8 @@
 //! The gRPC endpoint against a real NameServer and broker on 127.0.0.1 (ephemeral ports, temp
 //! dirs), through a tonic client: route, send (normal and timer), assignment, receive, ack,
 //! change of invisible duration, stale and malformed receipt handles, telemetry settings,
-//! transactions (commit, rollback, and the broker's check-back over the Telemetry stream).
+//! transactions (commit, rollback, and the broker's check-back over the Telemetry stream),
+//! TLS and plaintext on one port.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -13,8 +14,9 @@ use proto::v2::receive_message_response::Content;
 use proto::v2::*;
 use proxy::{Proxy, ProxyConfig};
 use remoting::client::RemotingClient;
+use remoting::tls::{ClientTls, TlsClientSettings, TlsMode, TlsServerSettings};
 use remoting::{BrokerAddr, NameServerAddr, RemotingCommand, RequestCode};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 
 const TOPIC: &str = "GrpcTopic";
 const GROUP: &str = "GID_grpc";
@@ -790,5 +792,108 @@ async fn fifo_group_receives_in_order_and_a_batch_not_acked_blocks_its_queue() {
         !more.iter().any(|c| matches!(c, Content::Message(_))),
         "{more:?}"
     );
+    env.stop().await;
+}
+
+/// A client of the proxy at `addr`, over TLS with `tls`.
+async fn client_of(
+    addr: SocketAddr,
+    tls: Option<&ClientTls>,
+) -> Result<MessagingServiceClient<Channel>, tonic::transport::Error> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    Ok(MessagingServiceClient::new(
+        proxy::channel(endpoint, &addr.to_string(), tls).await?,
+    ))
+}
+
+/// Sends one message through `env.client`, receives it, acks it.
+async fn send_receive_ack(env: &mut Env, id: &str) {
+    let r = env.send(id, id, None).await;
+    assert_eq!(code(&r.status), Code::Ok, "{r:?}");
+    let got = env.receive_n(1, Duration::from_secs(30)).await;
+    assert_eq!(got.iter().map(body).collect::<Vec<_>>(), [id]);
+    assert_eq!(code(&env.ack(&got[0]).await.status), Code::Ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_and_plaintext_share_the_port_and_enforcing_refuses_plaintext() {
+    let mut env = start().await;
+    let pki = tempfile::tempdir().unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (pki.path().join("proxy.crt"), pki.path().join("proxy.key"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.key_pair.serialize_pem()).unwrap();
+    let namesrv = NameServerAddr::parse(&env.namesrv.local_addr().to_string()).unwrap();
+    let config = |tls: TlsServerSettings| ProxyConfig {
+        grpc_server_port: 0,
+        bind_address: "127.0.0.1".parse().unwrap(),
+        namesrv_addr: vec![namesrv.clone()],
+        tls,
+        ..ProxyConfig::default()
+    };
+
+    // Permissive with the configured certificate: a client trusting it and a plaintext one.
+    let permissive = Proxy::start(config(TlsServerSettings {
+        mode: TlsMode::Permissive,
+        cert_path: Some(cert.clone()),
+        key_path: Some(key),
+        ..TlsServerSettings::default()
+    }))
+    .await
+    .unwrap();
+    let trusting = ClientTls::new(&TlsClientSettings {
+        trust_cert_path: Some(cert),
+        ..TlsClientSettings::default()
+    })
+    .unwrap();
+    env.client = client_of(permissive.local_addr(), Some(&trusting))
+        .await
+        .unwrap();
+    send_receive_ack(&mut env, "over-tls").await;
+    env.client = client_of(permissive.local_addr(), None).await.unwrap();
+    send_receive_ack(&mut env, "over-plaintext").await;
+
+    // A certificate the client does not trust (the one generated at start) fails the
+    // handshake: TLS was really checked above.
+    let enforcing = Proxy::start(config(TlsServerSettings {
+        mode: TlsMode::Enforcing,
+        ..TlsServerSettings::default()
+    }))
+    .await
+    .unwrap();
+    assert!(client_of(enforcing.local_addr(), Some(&trusting))
+        .await
+        .is_err());
+
+    // Enforcing: plaintext is closed without an answer, promptly; TLS (accepting the
+    // generated self-signed certificate) is served.
+    let refused = tokio::time::timeout(DEADLINE, async {
+        let mut c = client_of(enforcing.local_addr(), None).await?;
+        let r = c
+            .query_route(QueryRouteRequest {
+                topic: res(TOPIC),
+                endpoints: None,
+            })
+            .await;
+        Ok::<_, tonic::transport::Error>(r.map(|_| ()))
+    })
+    .await
+    .expect("a plaintext client is answered or closed promptly");
+    match refused {
+        Err(_) => {}
+        Ok(call) => assert!(call.is_err(), "plaintext served by an enforcing proxy"),
+    }
+    let insecure = ClientTls::new(&TlsClientSettings {
+        insecure: true,
+        ..TlsClientSettings::default()
+    })
+    .unwrap();
+    env.client = client_of(enforcing.local_addr(), Some(&insecure))
+        .await
+        .unwrap();
+    send_receive_ack(&mut env, "enforced-tls").await;
+
+    permissive.shutdown().await;
+    enforcing.shutdown().await;
     env.stop().await;
 }

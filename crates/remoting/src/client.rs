@@ -34,7 +34,7 @@ use crate::connection::{
     RequestHandler, RequestLimits,
 };
 use crate::error::RemotingError;
-use crate::tls::{server_name, ClientTls};
+use crate::tls::ClientTls;
 
 /// Settings of a [`RemotingClient`].
 #[derive(Clone)]
@@ -256,7 +256,7 @@ impl RemotingClient {
             _ = self.inner.shutdown.cancelled() => return Err(RemotingError::Shutdown),
             handshake = tokio::time::timeout_at(
                 deadline,
-                tls.connector().connect(server_name(addr), stream),
+                tls.connect(addr, stream),
             ) => handshake,
         };
         let stream = handshake

@@ -24,10 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::codec::DEFAULT_MAX_FRAME_SIZE;
 use crate::connection::{set_nodelay, spawn_connection, ConnectionContext, RequestGauge};
 use crate::error::RemotingError;
-use crate::tls::{ServerTls, TlsMode, TLS_HANDSHAKE_BYTE};
-
-/// Longest a client may take over its TLS handshake once it has started one.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::tls::{ServerStream, ServerTls, TlsMode};
 
 /// Re-exported from [`crate::connection`], where the server and the client share them.
 pub use crate::connection::{
@@ -198,9 +195,8 @@ async fn accept_loop(
     }
 }
 
-/// The task that tells a TLS connection from a plaintext one by its first byte (peeked, left
-/// in the socket), runs the handshake if it is TLS, and starts the connection; in enforcing
-/// mode a plaintext connection is closed. Ends early when the server shuts down.
+/// The task that tells a TLS connection from a plaintext one and starts it (see
+/// [`ServerTls::accept`]). Ends early when the server shuts down.
 async fn classify(
     stream: TcpStream,
     remote: SocketAddr,
@@ -209,43 +205,17 @@ async fn classify(
     tls: ServerTls,
     permit: OwnedSemaphorePermit,
 ) {
-    let mut first = [0u8; 1];
-    let peeked = tokio::select! {
+    let accepted = tokio::select! {
         _ = closed.cancelled() => return,
-        peeked = stream.peek(&mut first) => peeked,
+        accepted = tls.accept(stream, remote) => accepted,
     };
-    match peeked {
-        Ok(0) => return, // closed before saying anything
-        Ok(_) => {}
-        Err(e) => {
-            tracing::debug!(%remote, "read failed before the first byte: {e}");
-            return;
-        }
-    }
-    if first[0] != TLS_HANDSHAKE_BYTE {
-        if tls.mode() == TlsMode::Enforcing {
-            tracing::info!(%remote, "plaintext connection refused: tls.server.mode=enforcing");
-            return;
-        }
-        spawn_connection(stream, remote, closed, ctx, Some(permit));
-        return;
-    }
-    let handshake = tokio::select! {
-        _ = closed.cancelled() => return,
-        handshake = tokio::time::timeout(
-            TLS_HANDSHAKE_TIMEOUT,
-            tls.acceptor().accept(stream),
-        ) => handshake,
-    };
-    match handshake {
-        Ok(Ok(stream)) => {
-            tracing::debug!(%remote, "TLS handshake done");
+    match accepted {
+        Some(ServerStream::Plain(stream)) => {
             spawn_connection(stream, remote, closed, ctx, Some(permit));
         }
-        Ok(Err(e)) => tracing::info!(%remote, "TLS handshake failed: {e}"),
-        Err(_) => tracing::info!(
-            %remote,
-            "TLS handshake not finished within {TLS_HANDSHAKE_TIMEOUT:?}"
-        ),
+        Some(ServerStream::Tls(stream)) => {
+            spawn_connection(*stream, remote, closed, ctx, Some(permit));
+        }
+        None => {}
     }
 }

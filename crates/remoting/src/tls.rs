@@ -33,8 +33,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -43,11 +48,16 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use crate::properties::{parse_properties, InvalidSetting, Plain, SettingFormat};
 
 /// First byte of a TLS record carrying a handshake message (a ClientHello opens with it).
 pub const TLS_HANDSHAKE_BYTE: u8 = 0x16;
+
+/// Longest a client may take over its TLS handshake once it has started one.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Names of the TLS settings, as upstream's `TlsSystemConfig` spells them.
 pub mod keys {
@@ -453,7 +463,7 @@ pub fn self_signed() -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>)
 #[derive(Clone)]
 pub struct ServerTls {
     mode: TlsMode,
-    acceptor: tokio_rustls::TlsAcceptor,
+    config: Arc<rustls::ServerConfig>,
 }
 
 impl fmt::Debug for ServerTls {
@@ -546,8 +556,19 @@ impl ServerTls {
         let config = builder.with_single_cert(certs, key)?;
         Ok(Some(ServerTls {
             mode: settings.mode,
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            config: Arc::new(config),
         }))
+    }
+
+    /// The same TLS offering `protocols` by ALPN, most preferred first (a gRPC server offers
+    /// `h2`: gRPC clients refuse a TLS server that negotiates no protocol).
+    pub fn with_alpn(&self, protocols: &[&[u8]]) -> ServerTls {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        ServerTls {
+            mode: self.mode,
+            config: Arc::new(config),
+        }
     }
 
     /// `permissive` or `enforcing` (a disabled server has no [`ServerTls`]).
@@ -555,15 +576,116 @@ impl ServerTls {
         self.mode
     }
 
-    pub(crate) fn acceptor(&self) -> &tokio_rustls::TlsAcceptor {
-        &self.acceptor
+    /// Tells a TLS connection from a plaintext one by its first byte (peeked, left in the
+    /// socket) and runs the handshake if it is TLS, within [`TLS_HANDSHAKE_TIMEOUT`]. `None`
+    /// (logged) when the connection closed before a byte, the handshake failed or timed out,
+    /// or it is plaintext and the mode is enforcing (closed without an answer).
+    pub async fn accept(&self, stream: TcpStream, remote: SocketAddr) -> Option<ServerStream> {
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(0) => return None, // closed before saying anything
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(%remote, "read failed before the first byte: {e}");
+                return None;
+            }
+        }
+        if first[0] != TLS_HANDSHAKE_BYTE {
+            if self.mode == TlsMode::Enforcing {
+                tracing::info!(%remote, "plaintext connection refused: tls.server.mode=enforcing");
+                return None;
+            }
+            return Some(ServerStream::Plain(stream));
+        }
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.config.clone());
+        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => {
+                tracing::debug!(%remote, "TLS handshake done");
+                Some(ServerStream::Tls(Box::new(stream)))
+            }
+            Ok(Err(e)) => {
+                tracing::info!(%remote, "TLS handshake failed: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::info!(
+                    %remote,
+                    "TLS handshake not finished within {TLS_HANDSHAKE_TIMEOUT:?}"
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A server connection as [`ServerTls::accept`] found it.
+pub enum ServerStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for ServerStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ServerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ServerStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ServerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ServerStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ServerStream::Plain(s) => s.is_write_vectored(),
+            ServerStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ServerStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ServerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
 /// A client's TLS: how it checks servers and which certificate it shows. Cheap to clone.
 #[derive(Clone)]
 pub struct ClientTls {
-    connector: tokio_rustls::TlsConnector,
+    config: Arc<rustls::ClientConfig>,
 }
 
 impl fmt::Debug for ClientTls {
@@ -624,18 +746,35 @@ impl ClientTls {
             (None, None) => builder.with_no_client_auth(),
         };
         Ok(ClientTls {
-            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            config: Arc::new(config),
         })
     }
 
-    pub(crate) fn connector(&self) -> &tokio_rustls::TlsConnector {
-        &self.connector
+    /// The same TLS asking for `protocols` by ALPN (`h2` for a gRPC server).
+    pub fn with_alpn(&self, protocols: &[&[u8]]) -> ClientTls {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        ClientTls {
+            config: Arc::new(config),
+        }
+    }
+
+    /// Runs the TLS handshake on `stream`, connected to `addr` (`host:port`, whose host is
+    /// sent as the server name). No time limit: the caller sets one.
+    pub async fn connect(
+        &self,
+        addr: &str,
+        stream: TcpStream,
+    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        tokio_rustls::TlsConnector::from(self.config.clone())
+            .connect(server_name(addr), stream)
+            .await
     }
 }
 
 /// The name sent in the ClientHello (SNI) for `addr` (`host:port`); verification does not
 /// depend on it (see the module docs).
-pub(crate) fn server_name(addr: &str) -> ServerName<'static> {
+fn server_name(addr: &str) -> ServerName<'static> {
     let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     ServerName::try_from(host.to_string()).unwrap_or_else(|_| {

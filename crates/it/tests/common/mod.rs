@@ -13,6 +13,8 @@ use client::ClientConfig;
 /// A client of the NameServer at `ns`, fast enough for tests: heartbeats every 500 ms,
 /// offsets persisted every 200 ms, routes polled every `poll`; `name` makes the instance
 /// (and so the client id) distinct per NameServer.
+// Not every test file runs Apogee's client (the gRPC one uses only `failover`).
+#[allow(dead_code)]
 pub fn client_config(ns: SocketAddr, poll: Duration, name: &str) -> ClientConfig {
     let mut c = ClientConfig::new(&ns.to_string())
         .unwrap()
