@@ -54,7 +54,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::codec;
 use crate::codes::ResponseCode;
-use crate::command::{next_opaque, RemotingCommand, FLAG_ONEWAY, FLAG_RESPONSE};
+use crate::command::{next_opaque, RemotingCommand, SerializeType, FLAG_ONEWAY, FLAG_RESPONSE};
 use crate::error::RemotingError;
 
 /// Commands queued for a connection's writer before senders wait.
@@ -472,10 +472,14 @@ impl Connection {
         })
     }
 
-    /// Queues `cmd` for the writer.
+    /// Queues `cmd` for the writer; a command its binary header cannot carry fails here rather
+    /// than in the writer, where it could only be dropped (and its caller time out).
     async fn send(&self, cmd: RemotingCommand) -> Result<(), RemotingError> {
         if self.is_closed() {
             return Err(self.closed_error());
+        }
+        if cmd.serialize_type == SerializeType::RocketMq {
+            crate::header::binary_code_version(&cmd)?;
         }
         self.inner
             .writer

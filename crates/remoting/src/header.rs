@@ -227,13 +227,25 @@ pub fn decode_json(src: &[u8]) -> Result<RemotingCommand, WireError> {
     })
 }
 
-/// Appends the binary header of `cmd` to `dst`. Fails when `code` or `version` does not fit in
-/// an i16 or a string is too long for its length prefix.
-pub fn encode_binary(cmd: &RemotingCommand, dst: &mut BytesMut) -> Result<(), WireError> {
-    let code = i16::try_from(cmd.code)
-        .map_err(|_| WireError::Binary(format!("code {} does not fit in i16", cmd.code)))?;
+/// The `code` and `version` of `cmd` as the binary header carries them (16 bits each, as
+/// upstream's `RocketMQSerializable`): codes above 32767, such as POP_MESSAGE (200050), can
+/// only travel with JSON headers.
+pub fn binary_code_version(cmd: &RemotingCommand) -> Result<(i16, i16), WireError> {
+    let code = i16::try_from(cmd.code).map_err(|_| {
+        WireError::Binary(format!(
+            "code {} does not fit in the 16 bits of a ROCKETMQ header; send it with JSON headers",
+            cmd.code
+        ))
+    })?;
     let version = i16::try_from(cmd.version)
         .map_err(|_| WireError::Binary(format!("version {} does not fit in i16", cmd.version)))?;
+    Ok((code, version))
+}
+
+/// Appends the binary header of `cmd` to `dst`. Fails when `code` or `version` does not fit in
+/// an i16 ([`binary_code_version`]) or a string is too long for its length prefix.
+pub fn encode_binary(cmd: &RemotingCommand, dst: &mut BytesMut) -> Result<(), WireError> {
+    let (code, version) = binary_code_version(cmd)?;
     let remark = cmd.remark.as_deref().unwrap_or("");
     let fields = sorted_ext(cmd);
     let ext_len: usize = fields.iter().map(|(k, v)| 2 + k.len() + 4 + v.len()).sum();

@@ -165,6 +165,27 @@ async fn responses_are_matched_by_opaque_out_of_order() {
     server.shutdown().await;
 }
 
+/// Upstream's binary header has a 16-bit code: a request with a larger code (POP_MESSAGE) and
+/// binary headers fails at once with a clear error instead of timing out.
+#[tokio::test]
+async fn a_code_too_large_for_binary_headers_fails_at_once() {
+    let server = RemotingServer::start(config(), echo_dispatcher())
+        .await
+        .unwrap();
+    let client = client();
+    let mut req = RemotingCommand::request(200_050);
+    req.serialize_type = SerializeType::RocketMq;
+    let started = std::time::Instant::now();
+    let err = client
+        .invoke(&broker(&server), req, LONG)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("JSON headers"), "{err}");
+    assert!(started.elapsed() < LONG);
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn binary_request_gets_binary_response() {
     let server = RemotingServer::start(config(), echo_dispatcher())
