@@ -44,6 +44,10 @@ pub enum BrokerError {
     /// A config file holds something that is not its JSON shape.
     #[error("cannot parse {path}: {reason}")]
     Parse { path: PathBuf, reason: String },
+    /// A topic the broker would create for itself (a group's retry or DLQ topic) cannot be
+    /// stored under that name (see `store::is_storable_topic`).
+    #[error("the topic[{0}] cannot be created: its name cannot name a ConsumeQueue directory")]
+    InvalidTopic(String),
 }
 
 /// A write that failed, as a response code and remark (the `Display` text).

@@ -265,6 +265,9 @@ impl TopicConfigManager {
             if let Some(tc) = t.topic_config_table.get(topic) {
                 return Ok(tc.clone());
             }
+            if !store::is_storable_topic(topic) {
+                return Err(BrokerError::InvalidTopic(topic.to_string()));
+            }
             let tc = TopicConfig {
                 topic_name: topic.to_string(),
                 read_queue_nums: queue_nums,

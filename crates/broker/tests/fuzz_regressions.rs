@@ -124,3 +124,37 @@ async fn batch_entry_of_size_zero_is_refused() {
     );
     env.stop().await;
 }
+
+/// Fuzz seed 1437730 (about one run in six): a send-back for a group whose name holds NUL
+/// wrote a message to `%DLQ%<group>`, whose ConsumeQueue directory cannot exist; the
+/// dispatcher retried that record forever and no later message of any topic became readable.
+/// Now the retry/DLQ topic is refused (SYSTEM_ERROR naming it) and nothing is written.
+#[tokio::test]
+async fn send_back_for_a_group_that_cannot_name_a_directory_is_refused() {
+    let env = Env::start().await;
+    env.create_topic("T", 1).await;
+    let sent = env.send_v1("T", 0, "first", "").await;
+    assert_eq!(sent.code, 0, "{}", sent.remark_str());
+    env.wait_dispatched("T", 0, 1).await;
+    let first = env.pull_all("G", "T", 0, 0).await;
+    assert_eq!(first.len(), 1);
+    // maxReconsumeTimes 0: straight to the DLQ.
+    let resp = env
+        .call(send_back(first[0].commit_log_offset, "bad/\0group", 0))
+        .await;
+    assert_eq!(
+        resp.code,
+        ResponseCode::SYSTEM_ERROR,
+        "{}",
+        resp.remark_str()
+    );
+    assert!(
+        resp.remark_str().contains("cannot be created"),
+        "{}",
+        resp.remark_str()
+    );
+    let sent = env.send_v1("T", 0, "second", "").await;
+    assert_eq!(sent.code, 0, "{}", sent.remark_str());
+    env.wait_dispatched("T", 0, 2).await;
+    env.stop().await;
+}

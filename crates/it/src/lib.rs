@@ -414,6 +414,23 @@ pub mod raw {
         queue: i32,
         offset: i64,
     ) -> Vec<MessageExt> {
+        match pull_response(client, broker, group, topic, queue, offset).await {
+            Ok(r) if r.code == ResponseCode::SUCCESS => {
+                MessageExt::decode_all(&r.body, true).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The broker's whole answer to the PULL_MESSAGE [`pull`] sends.
+    pub async fn pull_response(
+        client: &RemotingClient,
+        broker: &str,
+        group: &str,
+        topic: &str,
+        queue: i32,
+        offset: i64,
+    ) -> Result<RemotingCommand, remoting::RemotingError> {
         let mut cmd = RemotingCommand::request(RequestCode::PULL_MESSAGE);
         PullMessageRequestHeader {
             consumer_group: group.into(),
@@ -434,12 +451,7 @@ pub mod raw {
             bname: None,
         }
         .write_to(&mut cmd);
-        match client.invoke(&addr(broker), cmd, T).await {
-            Ok(r) if r.code == ResponseCode::SUCCESS => {
-                MessageExt::decode_all(&r.body, true).unwrap_or_default()
-            }
-            _ => Vec::new(),
-        }
+        client.invoke(&addr(broker), cmd, T).await
     }
 
     /// Every message of `queue` of `topic` on `broker` as `group` reads it, from queue offset 0

@@ -13,7 +13,8 @@
 //! CI runs 40,000 cases (7 to 25 s in a debug build on two cores); the full 100,000 run is
 //! `cargo test -p apogee-it --test request_fuzz -- --ignored`. The seed is printed;
 //! `FUZZ_SEED=<n>` replays a run, `FUZZ_CASES=<n>` changes the number of cases and
-//! `FUZZ_SKIP=<code>,<code>` leaves codes out while narrowing down a failure:
+//! `FUZZ_SKIP=<code>,<code>` leaves codes out while narrowing down a failure, and
+//! `FUZZ_LOG=<filter>` prints the servers' logs (`store=info,broker=warn`):
 //! `FUZZ_SEED=7 cargo test -p apogee-it --test request_fuzz -- --nocapture`. A failure names
 //! the connection and the case (code, encoding, fields) that was not answered.
 
@@ -1007,6 +1008,12 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_served_request_code_survives_random_and_mutated_requests() {
+    if let Ok(f) = std::env::var("FUZZ_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(f))
+            .with_test_writer()
+            .try_init();
+    }
     fuzz(env_or("FUZZ_CASES", CI_CASES)).await;
 }
 
@@ -1142,20 +1149,30 @@ async fn fuzz(cases: usize) {
         sent.remark_str()
     );
     // The message reaches its ConsumeQueue shortly after the send is answered.
-    wait_until(
-        "a pull of the message sent after the fuzz",
-        Duration::from_secs(10),
-        || {
-            let (client, addr) = (&client, &broker.addr);
-            async move {
-                raw::pull(client, addr, "FuzzCheckGroup", "FuzzCheck", 1, 0)
-                    .await
-                    .iter()
-                    .any(|m| &m.message.body[..] == b"after the fuzz")
-            }
-        },
-    )
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = raw::pull_response(&client, &broker.addr, "FuzzCheckGroup", "FuzzCheck", 1, 0)
+            .await
+            .expect("pull answered");
+        let found = answer.code == ResponseCode::SUCCESS
+            && MessageExt::decode_all(&answer.body, true)
+                .unwrap_or_default()
+                .iter()
+                .any(|m| &m.message.body[..] == b"after the fuzz");
+        if found {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: no pull found the message sent after the fuzz (sent: {:?}); last \
+             answer: code {} {:?}, ext {:?}",
+            sent.ext_fields,
+            answer.code,
+            answer.remark_str(),
+            answer.ext_fields
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let addr = broker.addr.clone();
     wait_until(
         "a route of FuzzCheck naming the broker",

@@ -23,6 +23,7 @@ use client::api::ClientApi;
 use proto::v2::messaging_service_server::MessagingServiceServer;
 use remoting::client::{ClientConfig, RemotingClient};
 use remoting::tls::{ServerTls, TlsError};
+use remoting::SerializeType;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -78,6 +79,8 @@ impl Proxy {
             server_request_handler: Some(Arc::new(CheckHandler {
                 producers: producers.clone(),
             })),
+            // Binary headers where the code allows: cheaper for both ends than JSON.
+            serialize_type: SerializeType::RocketMq,
             ..Default::default()
         });
         let api = Arc::new(ClientApi::new(

@@ -28,7 +28,7 @@ use crate::acl::Credentials;
 use crate::addr::{BrokerAddr, NameServerAddr};
 use crate::codec::DEFAULT_MAX_FRAME_SIZE;
 use crate::codes::is_namesrv_request;
-use crate::command::RemotingCommand;
+use crate::command::{RemotingCommand, SerializeType};
 use crate::connection::{
     millis, set_nodelay, spawn_connection, Connection, ConnectionContext, Dispatcher, RequestGauge,
     RequestHandler, RequestLimits,
@@ -49,6 +49,10 @@ pub struct ClientConfig {
     pub tls: Option<ClientTls>,
     /// Sign every request with these (ACL 1.0, see [`crate::acl`]); `None` sends unsigned.
     pub credentials: Option<Credentials>,
+    /// Header encoding of requests. `RocketMq`: upstream's binary layout for every request
+    /// whose code fits its 16 bits (see [`crate::header::binary_code_version`]), JSON for the
+    /// others (the POP codes); `Json`: JSON for all, as upstream's clients by default.
+    pub serialize_type: SerializeType,
 }
 
 impl Default for ClientConfig {
@@ -59,6 +63,7 @@ impl Default for ClientConfig {
             server_request_handler: None,
             tls: None,
             credentials: None,
+            serialize_type: SerializeType::Json,
         }
     }
 }
@@ -71,6 +76,7 @@ struct ClientInner {
     connect_timeout: Duration,
     tls: Option<ClientTls>,
     credentials: Option<Credentials>,
+    serialize_type: SerializeType,
     ctx: ConnectionContext,
     slots: Mutex<HashMap<String, Slot>>,
     shutdown: CancellationToken,
@@ -94,6 +100,7 @@ impl RemotingClient {
                 connect_timeout: config.connect_timeout,
                 tls: config.tls,
                 credentials: config.credentials,
+                serialize_type: config.serialize_type,
                 ctx: ConnectionContext {
                     dispatcher: Arc::new(dispatcher),
                     tracker: TaskTracker::new(),
@@ -157,8 +164,13 @@ impl RemotingClient {
         self.inner.ctx.tracker.wait().await;
     }
 
-    /// Signs `req` when this client has credentials.
-    fn signed(&self, mut req: RemotingCommand) -> RemotingCommand {
+    /// `req` in this client's header encoding, signed when this client has credentials.
+    fn prepared(&self, mut req: RemotingCommand) -> RemotingCommand {
+        if self.inner.serialize_type == SerializeType::RocketMq
+            && crate::header::binary_code_version(&req).is_ok()
+        {
+            req.serialize_type = SerializeType::RocketMq;
+        }
         if let Some(creds) = &self.inner.credentials {
             crate::acl::sign(&mut req, creds);
         }
@@ -171,7 +183,7 @@ impl RemotingClient {
         req: RemotingCommand,
         timeout: Duration,
     ) -> Result<RemotingCommand, RemotingError> {
-        let req = self.signed(req);
+        let req = self.prepared(req);
         let deadline = Instant::now() + timeout;
         let conn = tokio::time::timeout_at(deadline, self.connection(addr))
             .await
@@ -191,7 +203,7 @@ impl RemotingClient {
     }
 
     async fn oneway_at(&self, addr: &str, req: RemotingCommand) -> Result<(), RemotingError> {
-        let req = self.signed(req);
+        let req = self.prepared(req);
         self.connection(addr).await?.send_oneway(req).await
     }
 

@@ -201,6 +201,32 @@ async fn binary_request_gets_binary_response() {
     server.shutdown().await;
 }
 
+/// A client configured for binary headers uses them for every code that fits 16 bits and
+/// JSON for the others (POP codes), so both reach the server.
+#[tokio::test]
+async fn a_binary_header_client_falls_back_to_json_for_large_codes() {
+    const LARGE: i32 = 200_050;
+    let mut d = echo_dispatcher();
+    d.register(LARGE, echo())
+        .expect("each code is registered once");
+    let server = RemotingServer::start(config(), d).await.unwrap();
+    let client = RemotingClient::new(ClientConfig {
+        serialize_type: SerializeType::RocketMq,
+        ..ClientConfig::default()
+    });
+    for (code, expected) in [
+        (ECHO, SerializeType::RocketMq),
+        (LARGE, SerializeType::Json),
+    ] {
+        let req = RemotingCommand::request(code).with_ext("k", "v");
+        let resp = client.invoke(&broker(&server), req, LONG).await.unwrap();
+        assert_eq!(resp.serialize_type, expected, "code {code}");
+        assert_eq!(resp.ext("k"), Some("v"));
+    }
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn oneway_request_gets_no_reply() {
     let (seen_tx, mut seen) = mpsc::unbounded_channel();

@@ -203,6 +203,12 @@ impl CommitLog {
                 msg.topic.len()
             )));
         }
+        if !crate::consume_queue::is_storable_topic(&msg.topic) {
+            return Err(StoreError::IllegalMessage(format!(
+                "topic {:?} cannot name a ConsumeQueue directory (`/`, NUL, `.` or `..`)",
+                msg.topic
+            )));
+        }
         if msg.properties.len() > MAX_PROPERTIES_LENGTH {
             return Err(StoreError::IllegalMessage(format!(
                 "properties are {} bytes, limit {MAX_PROPERTIES_LENGTH}",

@@ -24,6 +24,14 @@ use crate::mapped_file::{MappedFile, MappedFileQueue, OS_PAGE_SIZE};
 /// Bytes per unit.
 pub const CQ_STORE_UNIT_SIZE: u64 = 20;
 
+/// Whether `topic` can name a ConsumeQueue directory: not empty, not `.` or `..`, without `/`
+/// or NUL. The CommitLog refuses messages of other topics; the dispatcher skips records that
+/// already hold one (a store written before this check), since no retry could ever index them
+/// and waiting on one would stop every queue behind it.
+pub fn is_storable_topic(topic: &str) -> bool {
+    !topic.is_empty() && topic != "." && topic != ".." && !topic.contains(['/', '\0'])
+}
+
 /// One ConsumeQueue unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CqUnit {

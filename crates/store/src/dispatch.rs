@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::commit_log::counts_in_queue;
-use crate::consume_queue::{ConsumeQueue, CqUnit};
+use crate::consume_queue::{is_storable_topic, ConsumeQueue, CqUnit};
 use crate::error::Result;
 use crate::index::IndexRequest;
 use crate::message::{
@@ -94,7 +94,15 @@ impl Inner {
                 }
             }
         }
-        if counts_in_queue(v.sys_flag) {
+        let storable = is_storable_topic(v.topic);
+        if !storable {
+            tracing::error!(
+                offset = at,
+                topic = v.topic,
+                "record's topic cannot name a ConsumeQueue; left out of the queues"
+            );
+        }
+        if storable && counts_in_queue(v.sys_flag) {
             let cq = self.find_or_create_queue(v.topic, v.queue_id)?;
             let qoff = v.queue_offset.max(0) as u64;
             cq.put(

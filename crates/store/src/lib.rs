@@ -42,7 +42,7 @@ pub use ::message::MessageInner;
 /// A stored message as the store reads it back (body as stored, properties as a string).
 pub use ::message::StoredMessage as MessageExt;
 pub use config::{BrokerRole, FlushDiskType, StoreConfig};
-pub use consume_queue::{CqUnit, CQ_STORE_UNIT_SIZE};
+pub use consume_queue::{is_storable_topic, CqUnit, CQ_STORE_UNIT_SIZE};
 pub use error::{Result, StoreError};
 pub use state::{FlushObserver, QueueGrowth, QueueListener};
 pub use store::{
