@@ -325,6 +325,11 @@ impl Broker {
         self.metrics_server.as_ref().map(|m| m.local_addr())
     }
 
+    /// The main port for a client in this process (see `RemotingServer::local_endpoint`).
+    pub fn local_endpoint(&self) -> remoting::server::LocalEndpoint {
+        self.server.local_endpoint()
+    }
+
     /// The address the server is bound to (the real port when `listenPort` was 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()

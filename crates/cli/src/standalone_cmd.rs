@@ -121,7 +121,9 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             tls: proxy_tls,
             ..proxy::ProxyConfig::default()
         };
-        match proxy::Proxy::start(config).await {
+        // Upstream's local mode: the proxy calls this broker in-process.
+        let local = vec![(broker.broker_addr().to_string(), broker.local_endpoint())];
+        match proxy::Proxy::start_with_local(config, local).await {
             Ok(p) => Some(p),
             // Like the console: a busy gRPC port costs the 5.x endpoint, not the server.
             Err(e) => {

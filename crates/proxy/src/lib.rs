@@ -22,6 +22,7 @@ use std::time::Duration;
 use client::api::ClientApi;
 use proto::v2::messaging_service_server::MessagingServiceServer;
 use remoting::client::{ClientConfig, RemotingClient};
+use remoting::server::LocalEndpoint;
 use remoting::tls::{ServerTls, TlsError};
 use remoting::SerializeType;
 use tokio::net::TcpListener;
@@ -66,6 +67,16 @@ impl Proxy {
     /// Binds `grpcServerPort` on `config.bind_address` and serves until shut down, with TLS
     /// as `config.tls` says (the certificate is read, or generated, before binding).
     pub async fn start(config: ProxyConfig) -> Result<Proxy, ProxyError> {
+        Self::start_with_local(config, Vec::new()).await
+    }
+
+    /// [`Proxy::start`] for upstream's local mode: requests to each `(address, endpoint)` of
+    /// `local` (a broker in this process, as its route names it) reach its handlers without
+    /// encoding or a socket; other brokers are reached over TCP as usual.
+    pub async fn start_with_local(
+        config: ProxyConfig,
+        local: Vec<(String, LocalEndpoint)>,
+    ) -> Result<Proxy, ProxyError> {
         let tls = ServerTls::new(&config.tls)?;
         let addr = SocketAddr::new(config.bind_address, config.grpc_server_port);
         let listener = TcpListener::bind(addr)
@@ -83,6 +94,9 @@ impl Proxy {
             serialize_type: SerializeType::RocketMq,
             ..Default::default()
         });
+        for (addr, endpoint) in local {
+            remoting.add_local(&addr, endpoint);
+        }
         let api = Arc::new(ClientApi::new(
             Arc::new(remoting.clone()),
             config.namesrv_addr.clone(),

@@ -42,10 +42,11 @@ struct Env {
 }
 
 async fn start() -> Env {
-    start_with(|_| {}).await
+    start_with(false, |_| {}).await
 }
 
-async fn start_with(tune: impl FnOnce(&mut BrokerConfig)) -> Env {
+/// `local`: the proxy reaches the broker in-process (standalone's local mode), not over TCP.
+async fn start_with(local: bool, tune: impl FnOnce(&mut BrokerConfig)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let namesrv = NameServer::start(NamesrvConfig {
         listen_port: 0,
@@ -86,12 +87,20 @@ async fn start_with(tune: impl FnOnce(&mut BrokerConfig)) -> Env {
         .unwrap();
     assert_eq!(resp.code, 0, "{}", resp.remark_str());
     admin.shutdown().await;
-    let proxy = Proxy::start(ProxyConfig {
-        grpc_server_port: 0,
-        bind_address: "127.0.0.1".parse().unwrap(),
-        namesrv_addr: vec![NameServerAddr::parse(&namesrv.local_addr().to_string()).unwrap()],
-        ..ProxyConfig::default()
-    })
+    let in_process = if local {
+        vec![(broker.broker_addr(), broker.local_endpoint())]
+    } else {
+        Vec::new()
+    };
+    let proxy = Proxy::start_with_local(
+        ProxyConfig {
+            grpc_server_port: 0,
+            bind_address: "127.0.0.1".parse().unwrap(),
+            namesrv_addr: vec![NameServerAddr::parse(&namesrv.local_addr().to_string()).unwrap()],
+            ..ProxyConfig::default()
+        },
+        in_process,
+    )
     .await
     .unwrap();
     let client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
@@ -562,7 +571,17 @@ async fn producer_telemetry(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transactions_commit_rollback_and_check_back_over_telemetry() {
-    let mut env = start_with(|c| {
+    transactions(false).await;
+}
+
+/// The broker's check-back reaches the proxy over the in-process connection too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transactions_with_the_broker_in_process() {
+    transactions(true).await;
+}
+
+async fn transactions(local: bool) {
+    let mut env = start_with(local, |c| {
         c.transaction_check_interval = 200;
         c.transaction_time_out = 500;
     })
@@ -723,7 +742,8 @@ async fn create_group(env: &Env, group: &str, orderly: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifo_group_receives_in_order_and_a_batch_not_acked_blocks_its_queue() {
     const FIFO_GROUP: &str = "GID_fifo";
-    let mut env = start().await;
+    // In-process, as in `apogee standalone`.
+    let mut env = start_with(true, |_| {}).await;
     create_group(&env, FIFO_GROUP, true).await;
     for i in 0..4 {
         let r = env

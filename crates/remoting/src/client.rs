@@ -30,8 +30,8 @@ use crate::codec::DEFAULT_MAX_FRAME_SIZE;
 use crate::codes::is_namesrv_request;
 use crate::command::{RemotingCommand, SerializeType};
 use crate::connection::{
-    millis, set_nodelay, spawn_connection, Connection, ConnectionContext, Dispatcher, RequestGauge,
-    RequestHandler, RequestLimits,
+    millis, set_nodelay, spawn_connection, spawn_local_connection, Connection, ConnectionContext,
+    Dispatcher, LocalEndpoint, RequestGauge, RequestHandler, RequestLimits,
 };
 use crate::error::RemotingError;
 use crate::tls::ClientTls;
@@ -79,6 +79,8 @@ struct ClientInner {
     serialize_type: SerializeType,
     ctx: ConnectionContext,
     slots: Mutex<HashMap<String, Slot>>,
+    /// Addresses served in this process, reached without a socket.
+    locals: Mutex<HashMap<String, LocalEndpoint>>,
     shutdown: CancellationToken,
 }
 
@@ -109,6 +111,7 @@ impl RemotingClient {
                     requests: Arc::new(RequestGauge::new(RequestLimits::unlimited())),
                 },
                 slots: Mutex::new(HashMap::new()),
+                locals: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -153,6 +156,13 @@ impl RemotingClient {
     ) -> Result<(), RemotingError> {
         check_namesrv(&req)?;
         self.oneway_at(addr.as_str(), req).await
+    }
+
+    /// Requests to `addr` go to `server` in this process, without encoding or a socket (see
+    /// [`crate::server::RemotingServer::local_endpoint`]); a connection already open to
+    /// `addr` is used until it closes.
+    pub fn add_local(&self, addr: &str, server: LocalEndpoint) {
+        self.inner.locals.lock().insert(addr.to_string(), server);
     }
 
     /// Closes every connection (pending requests fail) and waits for the connection tasks;
@@ -229,6 +239,14 @@ impl RemotingClient {
     }
 
     async fn connect(&self, addr: &str) -> Result<Connection, RemotingError> {
+        let local = self.inner.locals.lock().get(addr).cloned();
+        if let Some(server) = local {
+            if server.shutdown.is_cancelled() {
+                return Err(RemotingError::ConnectionClosed(addr.to_string()));
+            }
+            let closed = self.inner.shutdown.child_token();
+            return Ok(spawn_local_connection(&self.inner.ctx, &server, closed));
+        }
         let limit = self.inner.connect_timeout;
         let deadline = Instant::now() + limit;
         let connected = tokio::select! {

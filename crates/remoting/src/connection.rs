@@ -616,6 +616,84 @@ pub(crate) fn spawn_connection<S: Transport>(
     conn
 }
 
+/// A server a client in the same process reaches without a socket (see
+/// [`crate::server::RemotingServer::local_endpoint`]).
+#[derive(Clone)]
+pub struct LocalEndpoint {
+    pub(crate) ctx: ConnectionContext,
+    pub(crate) addr: SocketAddr,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// Opens an in-process connection from a client (`client`, with its `closed` token) to
+/// `server`: two [`Connection`]s whose write queues feed each other's [`dispatch`] directly,
+/// so commands cross as values, with no encoding, no frames and no system calls. Everything
+/// else is as over TCP: the server's handlers, limits, observer and connection listener, the
+/// client's handler for requests the server sends, matching of responses by opaque. Closes
+/// when either side shuts down or `closed` is cancelled; the server's listener is told then.
+pub(crate) fn spawn_local_connection(
+    client: &ConnectionContext,
+    server: &LocalEndpoint,
+    closed: CancellationToken,
+) -> Connection {
+    let (to_server, mut server_rx) = mpsc::channel(WRITE_QUEUE);
+    let (to_client, mut client_rx) = mpsc::channel(WRITE_QUEUE);
+    let client_side = Connection::new(server.addr, to_server, closed.clone());
+    let server_side = Connection::new(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        to_client,
+        closed.clone(),
+    );
+    let server_ctx = server.ctx.clone();
+    if let Some(listener) = &server_ctx.dispatcher.listener {
+        listener.on_connect(&server_side);
+    }
+    // Client to server: requests to the server's handlers, responses to its invokes.
+    let (conn, ctx, stop, server_stop) = (
+        server_side.clone(),
+        server_ctx.clone(),
+        closed.clone(),
+        server.shutdown.clone(),
+    );
+    let peer = client_side.clone();
+    server_ctx.tracker.spawn(async move {
+        loop {
+            let cmd = tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = server_stop.cancelled() => break,
+                cmd = server_rx.recv() => cmd,
+            };
+            match cmd {
+                Some(cmd) => dispatch(cmd, &conn, &ctx).await,
+                None => break,
+            }
+        }
+        stop.cancel();
+        conn.close();
+        peer.close();
+        if let Some(listener) = &ctx.dispatcher.listener {
+            listener.on_close(&conn);
+        }
+    });
+    // Server to client.
+    let (conn, ctx, stop) = (client_side.clone(), client.clone(), closed);
+    client.tracker.spawn(async move {
+        loop {
+            let cmd = tokio::select! {
+                _ = stop.cancelled() => break,
+                cmd = client_rx.recv() => cmd,
+            };
+            match cmd {
+                Some(cmd) => dispatch(cmd, &conn, &ctx).await,
+                None => break,
+            }
+        }
+        stop.cancel();
+        conn.close();
+    });
+    client_side
+}
+
 /// Reads frames until EOF, an error, a bad frame or the connection being closed.
 async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, conn: &Connection, ctx: &ConnectionContext) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);

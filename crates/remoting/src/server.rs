@@ -28,8 +28,8 @@ use crate::tls::{ServerStream, ServerTls, TlsMode};
 
 /// Re-exported from [`crate::connection`], where the server and the client share them.
 pub use crate::connection::{
-    Connection, ConnectionListener, Dispatcher, HandlerFuture, RequestHandler, RequestLimits,
-    RequestObserver, RequestStats, OVERLOAD_REMARK,
+    Connection, ConnectionListener, Dispatcher, HandlerFuture, LocalEndpoint, RequestHandler,
+    RequestLimits, RequestObserver, RequestStats, OVERLOAD_REMARK,
 };
 
 /// Listening address and limits of a [`RemotingServer`].
@@ -67,6 +67,8 @@ pub struct RemotingServer {
     requests: Arc<RequestGauge>,
     /// `None` once shutdown has awaited it.
     acceptor: Option<JoinHandle<()>>,
+    /// What in-process connections need (see [`RemotingServer::local_endpoint`]).
+    ctx: ConnectionContext,
 }
 
 impl RemotingServer {
@@ -105,7 +107,7 @@ impl RemotingServer {
             listener,
             limit,
             shutdown.clone(),
-            ctx,
+            ctx.clone(),
             config.tls,
         ));
         tracing::info!(%local_addr, tls = ?tls_mode, "remoting server listening");
@@ -115,7 +117,19 @@ impl RemotingServer {
             tracker,
             requests,
             acceptor: Some(acceptor),
+            ctx,
         })
+    }
+
+    /// This server for a [`crate::client::RemotingClient`] in the same process
+    /// ([`crate::client::RemotingClient::add_local`]): its requests skip encoding and the
+    /// socket and reach the same handlers. Connections made through it close with the server.
+    pub fn local_endpoint(&self) -> LocalEndpoint {
+        LocalEndpoint {
+            ctx: self.ctx.clone(),
+            addr: self.local_addr,
+            shutdown: self.shutdown.clone(),
+        }
     }
 
     /// The address actually bound (useful with port 0).

@@ -460,6 +460,53 @@ impl ConnectionListener for Tracker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_initiated_requests_reach_the_client_hook() {
+    server_initiated_requests(false).await;
+}
+
+/// The same over an in-process connection (`RemotingClient::add_local`): no socket, the same
+/// handlers, hook, listener calls and close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_connection_behaves_as_a_socket() {
+    server_initiated_requests(true).await;
+}
+
+/// A server that shuts down closes its in-process connections: waiting requests and later
+/// ones fail at once instead of timing out.
+#[tokio::test]
+async fn an_in_process_connection_closes_with_its_server() {
+    let server = RemotingServer::start(config(), echo_dispatcher())
+        .await
+        .unwrap();
+    let client = client();
+    client.add_local(&server.local_addr().to_string(), server.local_endpoint());
+    let addr = broker(&server);
+    client
+        .invoke(&addr, RemotingCommand::request(ECHO), LONG)
+        .await
+        .unwrap();
+    let held = {
+        let (client, addr) = (client.clone(), addr.clone());
+        tokio::spawn(async move {
+            client
+                .invoke(&addr, RemotingCommand::request(HANG), LONG)
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    let started = std::time::Instant::now();
+    server.shutdown().await;
+    let err = held.await.unwrap().unwrap_err();
+    assert!(matches!(err, RemotingError::ConnectionClosed(_)), "{err:?}");
+    let err = client
+        .invoke(&addr, RemotingCommand::request(ECHO), LONG)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemotingError::ConnectionClosed(_)), "{err:?}");
+    assert!(started.elapsed() < LONG);
+    client.shutdown().await;
+}
+
+async fn server_initiated_requests(local: bool) {
     let tracker = Arc::new(Tracker::default());
     let mut d = echo_dispatcher();
     d.set_listener(tracker.clone());
@@ -480,16 +527,31 @@ async fn server_initiated_requests_reach_the_client_hook() {
         server_request_handler: Some(hook),
         ..ClientConfig::default()
     });
-    client
-        .invoke(&broker(&server), RemotingCommand::request(ECHO), LONG)
+    if local {
+        client.add_local(&server.local_addr().to_string(), server.local_endpoint());
+    }
+    let echoed = client
+        .invoke(
+            &broker(&server),
+            RemotingCommand::request(ECHO)
+                .with_ext("k", "v")
+                .with_body(&b"body"[..]),
+            LONG,
+        )
         .await
         .unwrap();
+    assert_eq!(
+        (echoed.ext("k"), &echoed.body[..]),
+        (Some("v"), &b"body"[..])
+    );
     let conn = tracker
         .last
         .lock()
         .clone()
         .expect("on_connect ran before the request");
     assert!(!conn.is_closed());
+    // An in-process connection has no peer port.
+    assert_eq!(conn.remote_addr().port() == 0, local);
 
     let notify = RemotingCommand::request(RequestCode::NOTIFY_CONSUMER_IDS_CHANGED)
         .with_ext("consumerGroup", "G");
