@@ -636,8 +636,8 @@ pub(crate) fn spawn_local_connection(
     server: &LocalEndpoint,
     closed: CancellationToken,
 ) -> Connection {
-    let (to_server, mut server_rx) = mpsc::channel(WRITE_QUEUE);
-    let (to_client, mut client_rx) = mpsc::channel(WRITE_QUEUE);
+    let (to_server, server_rx) = mpsc::channel(WRITE_QUEUE);
+    let (to_client, client_rx) = mpsc::channel(WRITE_QUEUE);
     let client_side = Connection::new(server.addr, to_server, closed.clone());
     let server_side = Connection::new(
         SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -657,18 +657,7 @@ pub(crate) fn spawn_local_connection(
     );
     let peer = client_side.clone();
     server_ctx.tracker.spawn(async move {
-        loop {
-            let cmd = tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = server_stop.cancelled() => break,
-                cmd = server_rx.recv() => cmd,
-            };
-            match cmd {
-                Some(cmd) => dispatch(cmd, &conn, &ctx).await,
-                None => break,
-            }
-        }
-        stop.cancel();
+        pump(server_rx, &conn, &ctx, &stop, &server_stop).await;
         conn.close();
         peer.close();
         if let Some(listener) = &ctx.dispatcher.listener {
@@ -678,20 +667,33 @@ pub(crate) fn spawn_local_connection(
     // Server to client.
     let (conn, ctx, stop) = (client_side.clone(), client.clone(), closed);
     client.tracker.spawn(async move {
-        loop {
-            let cmd = tokio::select! {
-                _ = stop.cancelled() => break,
-                cmd = client_rx.recv() => cmd,
-            };
-            match cmd {
-                Some(cmd) => dispatch(cmd, &conn, &ctx).await,
-                None => break,
-            }
-        }
-        stop.cancel();
+        pump(client_rx, &conn, &ctx, &stop, &stop).await;
         conn.close();
     });
     client_side
+}
+
+/// Dispatches what one side of an in-process pair writes, as the other side's reader would a
+/// frame, until `stop` or `also` is cancelled or the writer is gone; then cancels `stop`.
+async fn pump(
+    mut rx: mpsc::Receiver<RemotingCommand>,
+    conn: &Connection,
+    ctx: &ConnectionContext,
+    stop: &CancellationToken,
+    also: &CancellationToken,
+) {
+    loop {
+        let cmd = tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = also.cancelled() => break,
+            cmd = rx.recv() => cmd,
+        };
+        match cmd {
+            Some(cmd) => dispatch(cmd, conn, ctx).await,
+            None => break,
+        }
+    }
+    stop.cancel();
 }
 
 /// Reads frames until EOF, an error, a bad frame or the connection being closed.
