@@ -3,7 +3,8 @@
 # JavaScript ali-ons) against `apogee standalone`: each produces N messages, consumes them in a
 # fresh group, fails every 10th once so it is sent back, and must report ok. Then the official
 # 5.x Python and Node.js clients produce and consume N messages through the standalone's gRPC
-# endpoint (scripts/compat/grpc-python.sh, scripts/compat/grpc-node.sh).
+# endpoint (scripts/compat/grpc-python.sh, scripts/compat/grpc-node.sh), the Python one also
+# over TLS.
 #   usage: scripts/compat.sh [N]          (N defaults to 200)
 # Needs python3 (with venv) and node/npm; installs the clients into $COMPAT_DIR (outside the repo).
 set -euo pipefail
@@ -77,7 +78,7 @@ if [ -z "$started" ]; then
   echo "compat: FAILED to start apogee standalone" >&2
   exit 1
 fi
-for t in COMPAT_cpp COMPAT_js COMPAT_grpc COMPAT_grpc_node; do
+for t in COMPAT_cpp COMPAT_js COMPAT_grpc COMPAT_grpc_tls COMPAT_grpc_node; do
   "$BIN" admin updateTopic -n "$NS" -c DefaultCluster -t "$t" -r 4 -w 4 >/dev/null
 done
 # A fresh FIFO group for the Node.js client; transaction checks every 3 s (from the end of the
@@ -89,6 +90,14 @@ NODE_FIFO_GROUP="GID_grpc_node_fifo_$$"
 rc=0
 LOGDIR="$WORK/logs" bash "$COMPAT/run.sh" --namesrv "$NS" --n "$N" --timeout 120 || rc=$?
 bash scripts/compat/grpc-python.sh "127.0.0.1:$GRPC_PORT" COMPAT_grpc "$N" || rc=$?
+# Again over TLS: the gRPC port is permissive (plaintext and TLS) with a certificate for
+# `localhost` generated at start; the client trusts it through gRPC's roots file.
+python3 - "$GRPC_PORT" >"$WORK/grpc-cert.pem" <<'PY' || rc=$?
+import ssl, sys
+print(ssl.get_server_certificate(("127.0.0.1", int(sys.argv[1]))))
+PY
+GRPC_DEFAULT_SSL_ROOTS_FILE_PATH="$WORK/grpc-cert.pem" \
+  bash scripts/compat/grpc-python.sh "localhost:$GRPC_PORT" COMPAT_grpc_tls "$N" --tls || rc=$?
 bash scripts/compat/grpc-node.sh "127.0.0.1:$GRPC_PORT" COMPAT_grpc_node "$N" "$NODE_FIFO_GROUP" || rc=$?
 if [ "$rc" != 0 ]; then
   echo "compat: FAILED; standalone log tail:" >&2

@@ -37,12 +37,15 @@ def main():
     ap.add_argument("--topic", required=True)
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--timeout", type=float, default=120)
+    # TLS: the client's tls_enable; the server's certificate must be trusted through
+    # GRPC_DEFAULT_SSL_ROOTS_FILE_PATH (this client passes no roots of its own).
+    ap.add_argument("--tls", action="store_true")
     args = ap.parse_args()
 
     config = ClientConfiguration(args.endpoint, Credentials())
     run = uuid.uuid4().hex[:8]
     checker = Checker()
-    producer = Producer(config, (args.topic,), checker)
+    producer = Producer(config, (args.topic,), checker, tls_enable=args.tls)
     producer.startup()
     sent = set()
     deliver_at = {}
@@ -87,7 +90,9 @@ def main():
         producer.shutdown()
         raise
 
-    consumer = SimpleConsumer(config, f"GID_grpc_python_{run}", await_duration=5)
+    consumer = SimpleConsumer(
+        config, f"GID_grpc_python_{run}", await_duration=5, tls_enable=args.tls
+    )
     consumer.startup()
     got, left_once, errors = set(), set(), []
     deadline = time.time() + args.timeout
