@@ -159,7 +159,7 @@ impl RemotingClient {
     }
 
     /// Requests to `addr` go to `server` in this process, without encoding or a socket (see
-    /// [`crate::server::RemotingServer::local_endpoint`]); a connection already open to
+    /// `RemotingServer::local_endpoint`); a connection already open to
     /// `addr` is used until it closes.
     pub fn add_local(&self, addr: &str, server: LocalEndpoint) {
         self.inner.locals.lock().insert(addr.to_string(), server);

@@ -617,7 +617,7 @@ pub(crate) fn spawn_connection<S: Transport>(
 }
 
 /// A server a client in the same process reaches without a socket (see
-/// [`crate::server::RemotingServer::local_endpoint`]).
+/// `RemotingServer::local_endpoint`).
 #[derive(Clone)]
 pub struct LocalEndpoint {
     pub(crate) ctx: ConnectionContext,

@@ -121,8 +121,8 @@ impl RemotingServer {
         })
     }
 
-    /// This server for a [`crate::client::RemotingClient`] in the same process
-    /// ([`crate::client::RemotingClient::add_local`]): its requests skip encoding and the
+    /// This server for a `RemotingClient` in the same process
+    /// (`RemotingClient::add_local`): its requests skip encoding and the
     /// socket and reach the same handlers. Connections made through it close with the server.
     pub fn local_endpoint(&self) -> LocalEndpoint {
         LocalEndpoint {
