@@ -603,11 +603,36 @@ impl Sim {
                 for a in missing.iter().take(5) {
                     found.push((a.key.clone(), self.copies_of(&a.key).await));
                 }
+                let mut answers = Vec::new();
+                for a in missing.iter().take(5) {
+                    let r = raw::pull_response(
+                        &self.raw,
+                        self.reader(&a.broker),
+                        CHECK_GROUP,
+                        TOPIC,
+                        a.queue,
+                        a.offset,
+                    )
+                    .await;
+                    answers.push(match r {
+                        Ok(r) => format!(
+                            "q{} @{}: code {} {:?} ext {:?} body {} bytes",
+                            a.queue,
+                            a.offset,
+                            r.code,
+                            r.remark_str(),
+                            r.ext_fields,
+                            r.body.len()
+                        ),
+                        Err(e) => format!("q{} @{}: {e}", a.queue, a.offset),
+                    });
+                }
                 self.fail(
                     what,
                     format!(
                         "{} of {} acknowledged messages not readable at their group (b1 read \
-                         at {}): {missing:?}; where the first are stored: {found:?}",
+                         at {}): {missing:?}; where the first are stored: {found:?}; the \
+                         reader's answers at their offsets: {answers:?}",
                         missing.len(),
                         self.acked.len(),
                         self.reader("b1"),
