@@ -368,17 +368,22 @@ impl Sim {
             popped.clone(),
             Arc::clone(&pop_stop),
         ));
-        wait_until("the producer to see b1 and b2", WAIT, || {
-            let qs = producer.fetch_publish_queues(TOPIC);
-            async move {
-                qs.await.is_ok_and(|qs| {
-                    ["b1", "b2"]
-                        .iter()
-                        .all(|b| qs.iter().any(|q| q.broker_name == *b))
-                })
-            }
-        })
-        .await;
+        // Both topics' routes cached before any fault: a send to a topic without one asks
+        // the NameServer first, which a cut link makes wait out the request timeout (twice:
+        // the topic, then TBW102) for every message.
+        for topic in [TOPIC, POP_TOPIC] {
+            wait_until("the producer to see b1 and b2", WAIT, || {
+                let qs = producer.fetch_publish_queues(topic);
+                async move {
+                    qs.await.is_ok_and(|qs| {
+                        ["b1", "b2"]
+                            .iter()
+                            .all(|b| qs.iter().any(|q| q.broker_name == *b))
+                    })
+                }
+            })
+            .await;
+        }
         wait_until("the consumer to own every queue", WAIT, || {
             let n = consumer
                 .assigned_queues()
@@ -421,12 +426,22 @@ impl Sim {
     async fn run(mut self) {
         for i in 0..self.steps.len() {
             let step = self.steps[i].clone();
+            let started = Instant::now();
             self.apply(&step).await;
+            let applied = started.elapsed();
             self.done = i + 1;
             self.check(&format!("after step {i} {step:?}")).await;
+            // Where a slow run spends its time (a step, or the checks after it).
+            println!(
+                "SIM_SEED={}: step {i} {step:?}: {applied:?}, checked after {:?}",
+                self.seed,
+                started.elapsed()
+            );
         }
+        let started = Instant::now();
         self.drain().await;
         self.drain_pops().await;
+        println!("SIM_SEED={}: drained in {:?}", self.seed, started.elapsed());
         self.pop_stop.store(true, Ordering::Release);
         if let Some(popper) = self.popper.take() {
             popper.await.expect("the popper");
