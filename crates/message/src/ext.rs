@@ -250,6 +250,16 @@ impl MessageExt {
     /// equal the size of its fields, its topic and properties must be UTF-8. The body CRC is not
     /// checked (upstream clients do not check it either).
     pub fn decode(buf: &[u8], decompress: bool) -> Result<(MessageExt, usize), MessageError> {
+        Self::decode_with(buf, decompress, Bytes::copy_from_slice)
+    }
+
+    /// [`Self::decode`], the body made by `body_of` from its bytes in `buf` (a copy, or a
+    /// slice of the buffer `buf` lies in) unless it had to be inflated.
+    fn decode_with(
+        buf: &[u8],
+        decompress: bool,
+        body_of: impl FnOnce(&[u8]) -> Bytes,
+    ) -> Result<(MessageExt, usize), MessageError> {
         let v = match parse_record(buf, false)? {
             Parsed::Message(v) => v,
             Parsed::Blank(_) => return Err(MessageError::BadMagic(BLANK_MAGIC_CODE as u32)),
@@ -277,7 +287,7 @@ impl MessageExt {
             sys_flag = MessageSysFlag::clear_compressed_flag(sys_flag);
             Bytes::from(inflated)
         } else {
-            Bytes::copy_from_slice(v.body)
+            body_of(v.body)
         };
         let ext = MessageExt {
             message: Message {
@@ -310,6 +320,23 @@ impl MessageExt {
             let (ext, used) = Self::decode(buf, decompress)?;
             out.push(ext);
             buf = buf.get(used..).unwrap_or_default();
+        }
+        Ok(out)
+    }
+
+    /// [`Self::decode_all`] for a buffer held as [`Bytes`] (a response body): each message's
+    /// body is a slice of `buf`, not a copy (an inflated body is new, as it must be). The
+    /// messages keep `buf`'s allocation alive for as long as any of their bodies lives.
+    pub fn decode_all_shared(
+        buf: &Bytes,
+        decompress: bool,
+    ) -> Result<Vec<MessageExt>, MessageError> {
+        let mut out = Vec::new();
+        let mut rest: &[u8] = buf;
+        while !rest.is_empty() {
+            let (ext, used) = Self::decode_with(rest, decompress, |body| buf.slice_ref(body))?;
+            out.push(ext);
+            rest = rest.get(used..).unwrap_or_default();
         }
         Ok(out)
     }

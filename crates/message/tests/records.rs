@@ -249,7 +249,16 @@ proptest! {
         for m in &msgs {
             m.encode(&mut buf).unwrap();
         }
-        prop_assert_eq!(MessageExt::decode_all(&buf, true).unwrap(), msgs);
+        prop_assert_eq!(MessageExt::decode_all(&buf, true).unwrap(), msgs.clone());
+        // The shared decode gives the same messages, their bodies slices of the buffer.
+        let buf = buf.freeze();
+        let shared = MessageExt::decode_all_shared(&buf, true).unwrap();
+        for m in shared.iter().filter(|m| !m.message.body.is_empty()) {
+            let at = m.message.body.as_ptr() as usize;
+            let start = buf.as_ptr() as usize;
+            prop_assert!(at >= start && at + m.message.body.len() <= start + buf.len());
+        }
+        prop_assert_eq!(shared, msgs);
     }
 
     #[test]
@@ -273,6 +282,7 @@ proptest! {
     #[test]
     fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         let _ = MessageExt::decode_all(&bytes, true);
+        let _ = MessageExt::decode_all_shared(&bytes::Bytes::from(bytes.clone()), true);
         let _ = decode_batch(&bytes, "t");
         let _ = decode_message_id(&String::from_utf8_lossy(&bytes));
     }

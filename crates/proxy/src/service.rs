@@ -520,7 +520,7 @@ impl Messaging {
                 }))
             }
         }
-        let mut messages = MessageExt::decode_all(&raw.body, true)
+        let mut messages = MessageExt::decode_all_shared(&raw.body, true)
             .map_err(|e| status(Code::InternalServerError, format!("broker answer: {e}")))?;
         if order {
             // An orderly pop counts a queue's deliveries in `orderCountInfo` (as upstream's

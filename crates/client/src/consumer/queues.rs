@@ -211,7 +211,7 @@ pub(crate) fn process_pull(
     let h = raw.header;
     let (pull_status, msgs) = match raw.code {
         ResponseCode::SUCCESS => {
-            let mut msgs = match MessageExt::decode_all(&raw.body, true) {
+            let mut msgs = match MessageExt::decode_all_shared(&raw.body, true) {
                 Ok(m) => m,
                 Err(e) => {
                     error!(queue = %mq, error = %e, "undecodable pull body; skipping to nextBeginOffset");

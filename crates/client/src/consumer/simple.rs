@@ -163,7 +163,7 @@ impl SimpleConsumer {
         if raw.code != ResponseCode::SUCCESS {
             return Ok(Vec::new());
         }
-        let messages = MessageExt::decode_all(&raw.body, true)?;
+        let messages = MessageExt::decode_all_shared(&raw.body, true)?;
         let handles = pop_handles(&raw.header, &messages, broker_name)?;
         Ok(messages
             .into_iter()
