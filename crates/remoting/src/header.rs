@@ -88,7 +88,15 @@ fn sorted_ext(cmd: &RemotingCommand) -> Vec<(&String, &String)> {
     fields
 }
 
+/// Appends `s` as a JSON string. Most header values need no escaping and are copied as they
+/// are; the others are escaped by `serde_json`.
 fn push_json_str(out: &mut String, s: &str) -> Result<(), WireError> {
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return Ok(());
+    }
     let quoted = serde_json::to_string(s).map_err(|e| WireError::Json(e.to_string()))?;
     out.push_str(&quoted);
     Ok(())
