@@ -28,10 +28,8 @@ CLUSTER="${2:-DefaultCluster}"
 SECS="${3:-10}"
 BACKLOG="${4:-1000000}"
 TOPIC="${TOPIC:-bench_compare_$(date +%s)}"
-if [ -z "${APOGEE:-}" ]; then
-  cargo build -q --release -p apogee-cli
-  APOGEE="$PWD/target/release/apogee"
-fi
+# shellcheck source=lib/apogee-bin.sh
+source scripts/lib/apogee-bin.sh
 command -v jq >/dev/null || { echo "bench-compare.sh needs jq" >&2; exit 2; }
 
 "$APOGEE" admin updateTopic -n "$NS" -c "$CLUSTER" -t "$TOPIC" -r 8 -w 8 >/dev/null

@@ -12,10 +12,8 @@ ROUNDS="${1:-3}"
 SECS="${2:-10}"
 COUNT="${3:-200000}"
 CONSUMERS="${4:-8}"
-if [ -z "${APOGEE:-}" ]; then
-  cargo build -q --release -p apogee-cli
-  APOGEE="$PWD/target/release/apogee"
-fi
+# shellcheck source=lib/apogee-bin.sh
+source scripts/lib/apogee-bin.sh
 TLS=()
 if [ -n "${BENCH_TLS:-}" ]; then TLS=(--tls-insecure); fi
 dir=$(mktemp -d)

@@ -12,10 +12,8 @@ cd "$(dirname "$0")/.."
 OUT="${1:?usage: scripts/flamegraph.sh OUT.svg [SECS] [TITLE]}"
 SECS="${2:-8}"
 TITLE="${3:-apogee broker, 1 KiB sync sends, 64 in flight}"
-if [ -z "${APOGEE:-}" ]; then
-  cargo build -q --release -p apogee-cli
-  APOGEE="$PWD/target/release/apogee"
-fi
+# shellcheck source=lib/apogee-bin.sh
+source scripts/lib/apogee-bin.sh
 command -v perf >/dev/null || { echo "flamegraph.sh needs perf (Debian: linux-perf)" >&2; exit 2; }
 if ! command -v inferno-flamegraph >/dev/null; then
   cargo install -q inferno

@@ -270,16 +270,21 @@ async fn run_level(state: Arc<BrokerContext>, delay: Arc<DelayService>, level: i
     }
 }
 
-/// Where a level's progress moves when its queue no longer covers it (`got` answered
-/// OFFSET_TOO_SMALL or OFFSET_OVERFLOW_BADLY at `offset`): to the queue's first offset when
-/// retention removed old messages, to its end when the store was replaced. `None`: stay and
+/// Where a level's progress moves when its queue, holding `(min, max)`, no longer covers it
+/// (a read at `offset` answered `status`, OFFSET_TOO_SMALL or OFFSET_OVERFLOW_BADLY): to `min` when
+/// retention removed old messages, to `max` when the store was replaced. `None`: stay and
 /// wait for the queue to grow, as an acting master (`slave`) must when its progress, learnt
 /// from its master, is ahead of what it has replicated yet. Never answers `offset` itself,
 /// so the caller's loop always moves or waits.
-fn resync(got: &store::GetResult, offset: i64, slave: bool) -> Option<i64> {
-    let next = match got.status {
-        GetMessageStatus::OffsetTooSmall => got.min_offset,
-        GetMessageStatus::OffsetOverflowBadly if !slave => got.max_offset,
+fn resync(
+    status: GetMessageStatus,
+    (min, max): (i64, i64),
+    offset: i64,
+    slave: bool,
+) -> Option<i64> {
+    let next = match status {
+        GetMessageStatus::OffsetTooSmall => min,
+        GetMessageStatus::OffsetOverflowBadly if !slave => max,
         _ => return None,
     };
     (next != offset).then_some(next)
@@ -304,7 +309,8 @@ async fn deliver_due(
             GetMessageStatus::Found => {}
             GetMessageStatus::OffsetTooSmall | GetMessageStatus::OffsetOverflowBadly => {
                 // `None`: wait for the queue to grow.
-                let next = resync(&got, offset, state.store.is_slave())?;
+                let bounds = (got.min_offset, got.max_offset);
+                let next = resync(got.status, bounds, offset, state.store.is_slave())?;
                 tracing::warn!(
                     level,
                     offset,
@@ -378,39 +384,30 @@ async fn deliver(state: &BrokerContext, ext: &MessageExt) -> Result<(), String> 
 mod tests {
     use super::*;
 
-    fn answer(status: GetMessageStatus, next: i64, min: i64, max: i64) -> store::GetResult {
-        store::GetResult {
-            status,
-            next_begin_offset: next,
-            min_offset: min,
-            max_offset: max,
-            messages: Vec::new(),
-            message_queue_offsets: Vec::new(),
-            buffer_total_size: 0,
-            suggest_pulling_from_slave: false,
-        }
-    }
-
     #[test]
     fn an_out_of_range_level_moves_to_the_queue_or_waits_but_never_stays() {
         // A slave's store answers the offset asked as the next one (offsetCheckInSlave off):
         // taking that answer spun the acting master's level task without ever yielding.
-        let ahead = answer(GetMessageStatus::OffsetOverflowBadly, 6, 0, 3);
-        assert_eq!(resync(&ahead, 6, true), None, "an acting master waits");
+        let ahead = GetMessageStatus::OffsetOverflowBadly;
         assert_eq!(
-            resync(&ahead, 6, false),
+            resync(ahead, (0, 3), 6, true),
+            None,
+            "an acting master waits"
+        );
+        assert_eq!(
+            resync(ahead, (0, 3), 6, false),
             Some(3),
             "a master moves to the end"
         );
-        let behind = answer(GetMessageStatus::OffsetTooSmall, 2, 5, 9);
-        assert_eq!(resync(&behind, 2, true), Some(5));
-        assert_eq!(resync(&behind, 2, false), Some(5));
+        let behind = GetMessageStatus::OffsetTooSmall;
+        assert_eq!(resync(behind, (5, 9), 2, true), Some(5));
+        assert_eq!(resync(behind, (5, 9), 2, false), Some(5));
         for slave in [false, true] {
             for (status, min, max) in [
                 (GetMessageStatus::OffsetTooSmall, 4, 9),
                 (GetMessageStatus::OffsetOverflowBadly, 0, 4),
             ] {
-                assert_eq!(resync(&answer(status, 4, min, max), 4, slave), None);
+                assert_eq!(resync(status, (min, max), 4, slave), None);
             }
         }
     }
