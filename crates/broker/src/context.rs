@@ -200,6 +200,14 @@ impl BrokerContext {
             )
         };
         let r = self.put(msgs).await?;
+        // A topic this write created (first send, retry or DLQ topic) must outlive a crash
+        // that keeps the message: answer once `topics.json` has it.
+        if let Err(e) = self.topics.durable().await {
+            return Err(PutError {
+                code: ResponseCode::SYSTEM_ERROR,
+                remark: format!("the message is stored but its topic's config is not: {e}"),
+            });
+        }
         if r.status == PutStatus::FlushDiskTimeout {
             return Ok((r, ResponseCode::FLUSH_DISK_TIMEOUT));
         }

@@ -173,6 +173,11 @@ impl Persister {
         self.outcome(&s, generation)
     }
 
+    /// The generation of the latest successful write (0 before any).
+    pub(crate) fn written(&self) -> u64 {
+        self.shared.state.lock().written
+    }
+
     /// Requests a write and waits (asynchronously) until it is durable.
     pub(crate) async fn flush(&self) -> Result<(), BrokerError> {
         let generation = self.request();

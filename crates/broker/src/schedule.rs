@@ -104,18 +104,23 @@ impl DelayOffsets {
         encode_table(self.snapshot())
     }
 
-    /// Merges a master's GET_ALL_DELAY_OFFSET body, keeping each level's larger offset.
-    pub(crate) fn merge_max(&self, body: &[u8]) -> Result<(), BrokerError> {
+    /// Merges a master's GET_ALL_DELAY_OFFSET body, keeping each level's larger offset;
+    /// returns whether any level moved.
+    pub(crate) fn merge_max(&self, body: &[u8]) -> Result<bool, BrokerError> {
         let file: DelayOffsetFile = from_fastjson(body).map_err(|e| BrokerError::Parse {
             path: PathBuf::from("<GET_ALL_DELAY_OFFSET body>"),
             reason: e.to_string(),
         })?;
         let mut table = self.table.lock();
+        let mut moved = false;
         for (level, offset) in file.offset_table {
-            let cur = table.entry(level).or_insert(offset);
-            *cur = (*cur).max(offset);
+            let cur = table.entry(level).or_insert(i64::MIN);
+            if offset > *cur {
+                *cur = offset;
+                moved = true;
+            }
         }
-        Ok(())
+        Ok(moved)
     }
 
     /// Asks for `config/delayOffset.json` to be rewritten and returns at once (see
@@ -217,7 +222,12 @@ async fn learn_slave_progress(state: &BrokerContext, delay: &DelayService) {
     .await;
     for (slave, body) in answers {
         match delay.offsets.merge_max(&body) {
-            Ok(()) => tracing::info!(%slave, "learnt a slave's delay progress"),
+            Ok(moved) => {
+                if moved {
+                    delay.offsets.persist();
+                }
+                tracing::info!(%slave, moved, "learnt a slave's delay progress");
+            }
             Err(e) => tracing::warn!(%slave, error = %e, "bad delay progress"),
         }
     }

@@ -90,12 +90,19 @@ async fn sync_once(
 
     let body = fetch(state, master, RequestCode::GET_ALL_CONSUMER_OFFSET).await?;
     let merged = state.offsets.merge_max(&body).map_err(|e| e.to_string())?;
+    if merged.moved > 0 {
+        // As upstream's SlaveSynchronize: what was learnt is on disk soon, not only at the
+        // next periodic persist, so a slave killed right after a sync keeps it.
+        state.offsets.persist();
+    }
     for ahead in merged.ahead {
         push_offset(state, master, ahead).await?;
     }
 
     let body = fetch(state, master, RequestCode::GET_ALL_DELAY_OFFSET).await?;
-    delay.offsets.merge_max(&body).map_err(|e| e.to_string())?;
+    if delay.offsets.merge_max(&body).map_err(|e| e.to_string())? {
+        delay.offsets.persist();
+    }
 
     let body = fetch(state, master, RequestCode::GET_TIMER_CHECK_POINT).await?;
     timer

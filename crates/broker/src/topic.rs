@@ -5,7 +5,7 @@
 //! registration task so the NameServers learn of it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -91,6 +91,8 @@ pub struct TopicConfigManager {
     /// retry / DLQ / system topics), and any other change happened.
     auto_created: AtomicBool,
     other_change: AtomicBool,
+    /// The persister's generation of the latest change (see [`Self::durable`]).
+    last_change: AtomicU64,
 }
 
 impl TopicConfigManager {
@@ -134,6 +136,7 @@ impl TopicConfigManager {
             changed: Notify::new(),
             auto_created: AtomicBool::new(false),
             other_change: AtomicBool::new(false),
+            last_change: AtomicU64::new(0),
         })
     }
 
@@ -360,7 +363,21 @@ impl TopicConfigManager {
     /// once: the file's writer thread writes it soon after (see [`Persister::request`]); safe
     /// on the send path. Not durable yet when it returns: see [`Self::flush`].
     pub fn persist(&self) {
-        self.persister.request();
+        let generation = self.persister.request();
+        self.last_change.fetch_max(generation, Ordering::SeqCst);
+    }
+
+    /// Resolves once every change made so far is in `config/topics.json` on disk: at once
+    /// when it already is (the common case: one lock, no I/O). A write that stores a message
+    /// awaits it before answering, so that a topic created for that message (auto-created on
+    /// first send, a retry or DLQ topic made by a send-back) is not lost by a crash that keeps
+    /// the message (upstream writes the file before it stores the message).
+    pub async fn durable(&self) -> Result<(), BrokerError> {
+        let generation = self.last_change.load(Ordering::SeqCst);
+        if self.persister.written() >= generation {
+            return Ok(());
+        }
+        self.persister.wait(generation).await
     }
 
     /// Writes `config/topics.json` with every change made before the call and resolves once

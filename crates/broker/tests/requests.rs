@@ -506,3 +506,67 @@ async fn malformed_requests_get_upstream_codes() {
     assert_eq!(env.call(RemotingCommand::request(9999)).await.code, 3);
     env.stop().await;
 }
+
+/// Whether `config/topics.json` under the broker's store holds `topic` now.
+fn topic_on_disk(env: &Env, topic: &str) -> bool {
+    let path = env.dir.path().join("store/config/topics.json");
+    std::fs::read(path)
+        .ok()
+        .and_then(|data| {
+            from_fastjson::<remoting::protocol::TopicConfigSerializeWrapper>(&data).ok()
+        })
+        .is_some_and(|w| w.topic_config_table.contains_key(topic))
+}
+
+/// A topic a write creates (auto-created on first send, the DLQ made by a send-back) is in
+/// `topics.json` on disk before the write is answered SUCCESS: a crash right after the answer
+/// cannot keep the message and lose its topic. While the file cannot be written (here a
+/// directory stands where it goes) such a write is refused with SYSTEM_ERROR naming it, and
+/// writes are answered again once the file can be written.
+#[tokio::test]
+async fn a_topic_created_by_a_write_is_on_disk_before_the_answer() {
+    let env = Env::start().await;
+    env.create_topic("TD", 1).await;
+    let sent = env
+        .send_v2("TD", 0, "fail-me", &props("A", "k"), 0, SerializeType::Json)
+        .await;
+    assert_eq!(sent.code, 0, "{}", sent.remark_str());
+    env.wait_dispatched("TD", 0, 1).await;
+    let failed = env.pull_all("GD", "TD", 0, 0).await.remove(0);
+
+    let file = env.dir.path().join("store/config/topics.json");
+    std::fs::remove_file(&file).unwrap();
+    std::fs::create_dir(&file).unwrap();
+    std::fs::write(file.join("blocker"), b"").unwrap();
+    let refused = env
+        .send_v2("NEW_T", -1, "x", &props("A", "k"), 0, SerializeType::Json)
+        .await;
+    assert_eq!(refused.code, 1, "{}", refused.remark_str());
+    assert!(
+        refused.remark_str().contains("topics.json"),
+        "{}",
+        refused.remark_str()
+    );
+    // maxReconsumeTimes 0: straight to the DLQ, which this send-back creates.
+    let refused = env.call(send_back(failed.commit_log_offset, "GD", 0)).await;
+    assert_eq!(refused.code, 1, "{}", refused.remark_str());
+
+    std::fs::remove_dir_all(&file).unwrap();
+    // The file's writer retries by itself; the writes are answered once it has written.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = env
+            .send_v2("NEW_T", -1, "y", &props("A", "k"), 0, SerializeType::Json)
+            .await;
+        if resp.code == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", resp.remark_str());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(topic_on_disk(&env, "NEW_T"));
+    let resp = env.call(send_back(failed.commit_log_offset, "GD", 0)).await;
+    assert_eq!(resp.code, 0, "{}", resp.remark_str());
+    assert!(topic_on_disk(&env, "%DLQ%GD"));
+    env.stop().await;
+}
