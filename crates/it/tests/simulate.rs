@@ -8,8 +8,8 @@
 //! A seed (`SIM_SEED`, else random; always printed) drives a `StdRng` that draws the whole
 //! schedule before anything runs: send bursts (each message with the number of times the
 //! listener fails it), SIGKILL and restart of b1's master or slave (never both down), a link
-//! cut (blackhole, drop, reset, half-open, delay) and healed, the consumer shut down and a new
-//! one started, pauses. The schedule ends with
+//! cut (blackhole, drop, reset, half-open, delay) and healed, the consumer shut down or crashed
+//! (its runtime dropped: no shutdown path, no last commit) and a new one started, pauses. The schedule ends with
 //! every link healed and every broker up. After every step the invariants are checked:
 //! - every acknowledged (`SEND_OK`) message is readable at its group (b1: its master, or its
 //!   slave while the master is down), at the queue offset the send answered;
@@ -55,6 +55,7 @@ use std::time::{Duration, Instant};
 use client::consumer::push::{
     ConsumeConcurrentlyStatus, MessageListener, PushConsumer, PushConsumerConfig,
 };
+use client::consumer::send_back::SendBackCounts;
 use client::consumer::simple::{SimpleConsumer, SimpleConsumerConfig};
 use client::{Producer, ProducerConfig};
 use common::client_config;
@@ -68,6 +69,7 @@ use it::{
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use remoting::broker_headers::MessageQueue;
 use remoting::client::RemotingClient;
 use testkit::{FaultMode, FaultProxy};
 
@@ -127,6 +129,9 @@ enum Step {
     /// Shut the consumer down (cleanly: it commits its offsets) and start a new one of the
     /// group, which resumes from the committed offsets.
     RestartConsumer,
+    /// Crash the consumer (its runtime is dropped where its tasks stand: no shutdown path,
+    /// no last commit, sockets closed as a killed process's are) and start a new one.
+    CrashConsumer,
     Cut(Link, FaultMode),
     Heal(Link),
     Pause(Duration),
@@ -153,6 +158,7 @@ impl fmt::Debug for Step {
             Step::KillSlave => write!(f, "KillSlave"),
             Step::RestartSlave => write!(f, "RestartSlave"),
             Step::RestartConsumer => write!(f, "RestartConsumer"),
+            Step::CrashConsumer => write!(f, "CrashConsumer"),
             Step::Cut(l, m) => write!(f, "Cut({l:?}, {m:?})"),
             Step::Heal(l) => write!(f, "Heal({l:?})"),
             Step::Pause(d) => write!(f, "Pause({d:?})"),
@@ -162,11 +168,13 @@ impl fmt::Debug for Step {
 
 /// The schedule of `seed`: [`STEPS`] steps drawn from a `StdRng`, each valid in the state
 /// the steps before it leave (a broker is restarted only when down, b1 never loses both its
-/// brokers, the consumer is restarted only while it reaches the NameServer), then a tail that heals every cut link, restarts every killed broker and sends
-/// once more.
+/// brokers, the consumer is restarted only while it reaches the NameServer; every second
+/// consumer restart is a crash), then a tail that heals every cut link, restarts every killed
+/// broker and sends once more.
 fn schedule(seed: u64) -> Vec<Step> {
     let mut rng = StdRng::seed_from_u64(seed);
     let (mut master_up, mut slave_up) = (true, true);
+    let mut consumer_restarts = 0;
     let mut cut = BTreeSet::new();
     let mut next_key = 0;
     let mut send = |rng: &mut StdRng| {
@@ -219,7 +227,14 @@ fn schedule(seed: u64) -> Vec<Step> {
             }
             6 => Step::Pause(Duration::from_millis(rng.gen_range(100..2_500))),
             // A new consumer must reach the NameServer to find its queues.
-            7 if !cut.contains(&Link::ClientNs) => Step::RestartConsumer,
+            7 if !cut.contains(&Link::ClientNs) => {
+                consumer_restarts += 1;
+                if consumer_restarts % 2 == 0 {
+                    Step::CrashConsumer
+                } else {
+                    Step::RestartConsumer
+                }
+            }
             _ => send(&mut rng),
         };
         steps.push(step);
@@ -266,7 +281,7 @@ struct Sim {
     started: Instant,
     raw: RemotingClient,
     producer: Producer,
-    consumer: PushConsumer,
+    consumer: SimConsumer,
     /// Consumers started so far (each new one gets its own client id).
     consumers: usize,
     consumed: Arc<Mutex<Consumed>>,
@@ -490,7 +505,9 @@ impl Sim {
             self.consumer.send_back_counts(),
             self.started.elapsed()
         );
-        self.consumer.shutdown().await;
+        std::mem::replace(&mut self.consumer, SimConsumer::Gone)
+            .shutdown()
+            .await;
         self.producer.shutdown().await;
     }
 
@@ -517,8 +534,13 @@ impl Sim {
                 self.s1.restart();
                 self.slave_up = true;
             }
-            Step::RestartConsumer => {
-                self.consumer.shutdown().await;
+            Step::RestartConsumer | Step::CrashConsumer => {
+                let old = std::mem::replace(&mut self.consumer, SimConsumer::Gone);
+                if *step == Step::CrashConsumer {
+                    old.crash();
+                } else {
+                    old.shutdown().await;
+                }
                 self.consumers += 1;
                 self.consumer = start_consumer(
                     self.proxies[&Link::ClientNs].addr(),
@@ -882,11 +904,71 @@ impl Sim {
     }
 }
 
-/// A consumer of the group, `name` making its client id: fails each message as many times as
-/// its plan says, every time when that is more than [`MAX_RECONSUME`].
-async fn start_consumer(
+/// The push consumer of the simulation, on a runtime of its own so that it can crash.
+enum SimConsumer {
+    Running {
+        consumer: PushConsumer,
+        runtime: tokio::runtime::Runtime,
+    },
+    /// Between a consumer's end and the next one's start.
+    Gone,
+}
+
+impl SimConsumer {
+    fn get(&self) -> &PushConsumer {
+        match self {
+            SimConsumer::Running { consumer, .. } => consumer,
+            SimConsumer::Gone => panic!("no consumer is running"),
+        }
+    }
+
+    fn assigned_queues(&self) -> BTreeSet<MessageQueue> {
+        self.get().assigned_queues()
+    }
+
+    fn send_back_counts(&self) -> SendBackCounts {
+        self.get().send_back_counts()
+    }
+
+    /// A clean shutdown: the consumer commits its offsets.
+    async fn shutdown(self) {
+        if let SimConsumer::Running { consumer, runtime } = self {
+            consumer.shutdown().await;
+            runtime.shutdown_background();
+        }
+    }
+
+    /// A crash: every task of the consumer is dropped where it stands, its sockets close,
+    /// nothing of its shutdown runs.
+    fn crash(self) {
+        if let SimConsumer::Running { consumer, runtime } = self {
+            runtime.shutdown_background();
+            drop(consumer);
+        }
+    }
+}
+
+/// A consumer of the group on a runtime of its own, `name` making its client id: fails each
+/// message as many times as its plan says, every time when that is more than
+/// [`MAX_RECONSUME`].
+async fn start_consumer(ns: SocketAddr, name: &str, consumed: Arc<Mutex<Consumed>>) -> SimConsumer {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(format!("{name}-rt"))
+        .enable_all()
+        .build()
+        .unwrap();
+    let consumer = runtime
+        .spawn(push_consumer(ns, name.to_string(), consumed))
+        .await
+        .unwrap();
+    SimConsumer::Running { consumer, runtime }
+}
+
+/// The push consumer of [`start_consumer`], started on the current runtime.
+async fn push_consumer(
     ns: SocketAddr,
-    name: &str,
+    name: String,
     consumed: Arc<Mutex<Consumed>>,
 ) -> PushConsumer {
     let mut config = PushConsumerConfig::new(GROUP)
@@ -914,7 +996,7 @@ async fn start_consumer(
         status
     });
     PushConsumer::start(
-        client_config(ns, Duration::from_millis(200), name),
+        client_config(ns, Duration::from_millis(200), &name),
         config,
         &[(TOPIC, "*")],
         listener,
