@@ -15,6 +15,9 @@
 //!   requests (answered once `topics.json` / `subscriptionGroup.json` are durable) and
 //!   consumer offsets the broker had persisted (seen in `consumerOffset.json` with a later
 //!   write after them, so the write that carried them had finished) are there after the cut;
+//! - [`slave_power_cut_recovers_and_catches_up`]: the slave of a `SYNC_MASTER` loses what it
+//!   had not flushed; it recovers, replicates again from there and holds every message the
+//!   master acknowledged;
 //! - [`controller_epoch_and_identity_survive_power_cut`]: in controller mode, the epoch file
 //!   (epoch 1 from offset 0) and the granted replica id (`brokerIdentity`) are there after the
 //!   cut, and the restarted broker keeps its id and is master again over every acknowledged
@@ -146,6 +149,61 @@ async fn assert_served(what: &str, raw: &RemotingClient, broker: &str, acked: &[
     }
 }
 
+/// Four senders, one per queue, sending to a broker until stopped.
+struct Load {
+    acked: Arc<Mutex<Vec<Acked>>>,
+    stop: Arc<AtomicBool>,
+    senders: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts the senders; message numbers (in the bodies) start at `first`.
+    fn start(raw: &RemotingClient, broker: &str, first: usize) -> Load {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let senders = (0..QUEUES)
+            .map(|q| {
+                let (raw, addr, acked, stop) =
+                    (raw.clone(), broker.to_string(), acked.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut n = first;
+                    while !stop.load(Ordering::Acquire) {
+                        if let Some(a) = send(&raw, &addr, q, n).await {
+                            acked.lock().push(a);
+                        }
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        Load {
+            acked,
+            stop,
+            senders,
+        }
+    }
+
+    /// Waits until `n` sends were acknowledged; returns how many were then.
+    async fn wait_acked(&self, n: usize, what: &str) -> usize {
+        wait_until(what, WAIT * 3, || {
+            let acked = self.acked.clone();
+            async move { acked.lock().len() >= n }
+        })
+        .await;
+        self.acked.lock().len()
+    }
+
+    /// Stops the senders; every acknowledged send.
+    async fn stop(self) -> Vec<Acked> {
+        self.stop.store(true, Ordering::Release);
+        for s in self.senders {
+            s.await.expect("sender");
+        }
+        let acked = self.acked.lock().clone();
+        acked
+    }
+}
+
 /// Kills the broker, cuts the power and restarts the broker on what survived; waits for its
 /// crash recovery.
 fn sigkill_cut_restart(m: &mut ChildBroker, disk: &mut PowerLossDisk) {
@@ -170,37 +228,12 @@ async fn sync_flush_acks_survive_power_cut() {
     let raw = raw_client();
     raw::create_topic(&raw, &m.addr, TOPIC, QUEUES).await;
 
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let senders: Vec<_> = (0..QUEUES)
-        .map(|q| {
-            let (raw, addr, acked, stop) =
-                (raw.clone(), m.addr.clone(), acked.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut n = 0;
-                while !stop.load(Ordering::Acquire) {
-                    if let Some(a) = send(&raw, &addr, q, n).await {
-                        acked.lock().push(a);
-                    }
-                    n += 1;
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(&raw, &m.addr, 0);
     // Enough for the CommitLog to roll over to a third segment.
     let want = (2 * SEGMENT as usize) / BODY_LEN + 50;
-    wait_until("messages acknowledged", WAIT * 3, || {
-        let acked = acked.clone();
-        async move { acked.lock().len() >= want }
-    })
-    .await;
-    let acked_at_kill = acked.lock().len();
+    let acked_at_kill = load.wait_acked(want, "messages acknowledged").await;
     m.sigkill();
-    stop.store(true, Ordering::Release);
-    for s in senders {
-        s.await.expect("sender");
-    }
-    let acked = acked.lock().clone();
+    let acked = load.stop().await;
     let report = disk.power_cut().expect("power cut");
     println!("power cut: {report:?}");
     m.restart();
@@ -543,5 +576,84 @@ async fn controller_epoch_and_identity_survive_power_cut() {
     assert!(
         entries[1..].iter().all(|(_, start)| *start as u64 > end),
         "a later epoch starts inside the acknowledged data: {entries:?}"
+    );
+}
+
+/// (5) The slave of a `SYNC_MASTER` loses power: its store is on the power-loss disk and its
+/// CommitLog is never flushed by the interval during the test, so the cut takes back the data
+/// it had acknowledged to the master. Its restart recovers what was durable, replication
+/// resumes from there (not from what the master last heard from it), the master acknowledges
+/// sends again, and both hold every message the master acknowledged before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root and /dev/fuse (CI runs it with --ignored)"]
+async fn slave_power_cut_recovers_and_catches_up() {
+    let mut disk = PowerLossDisk::mount().expect("mount the power-loss disk");
+    let ns = it::start_namesrv(Duration::from_secs(3)).await;
+    let master_dir = tempfile::tempdir().expect("temp dir");
+    let exe = Path::new(IT_BROKER);
+    let mut mc = broker_config(
+        ns.local_addr(),
+        "C",
+        "b1",
+        0,
+        BrokerRole::SyncMaster,
+        master_dir.path().join("store"),
+    );
+    mc.mapped_file_size_commit_log = SEGMENT;
+    let m = ChildBroker::start(exe, mc);
+    let ha = m.ha_port.expect("a master has an HA port");
+    let mut sc = broker_config(
+        ns.local_addr(),
+        "C",
+        "b1",
+        1,
+        BrokerRole::Slave,
+        disk.path().join("store"),
+    );
+    sc.mapped_file_size_commit_log = SEGMENT;
+    sc.ha_master_address = Some(format!("127.0.0.1:{ha}"));
+    sc.flush_interval_commit_log = 600_000;
+    let mut s = ChildBroker::start(exe, sc);
+    let raw = raw_client();
+    raw::create_topic(&raw, &m.addr, TOPIC, QUEUES).await;
+
+    let load = Load::start(&raw, &m.addr, 0);
+    let want = (2 * SEGMENT as usize) / BODY_LEN + 50;
+    load.wait_acked(want, "sends acknowledged with the slave")
+        .await;
+    s.sigkill();
+    let mut acked = load.stop().await;
+    let report = disk.power_cut().expect("power cut");
+    println!("power cut of the slave: {report:?}");
+    assert!(
+        report.files_reverted > 0,
+        "the cut took nothing back from the slave: {report:?}"
+    );
+    s.restart();
+    s.wait_log(UNCLEAN_RECOVERY_LOG, WAIT);
+
+    // The master acknowledges again once the slave has caught up.
+    let load = Load::start(&raw, &m.addr, 1_000_000);
+    load.wait_acked(100, "sends acknowledged after the slave's power cut")
+        .await;
+    acked.extend(load.stop().await);
+    wait_until("the slave to catch up with the master", WAIT, || {
+        let (raw, m, s) = (raw.clone(), m.addr.clone(), s.addr.clone());
+        async move {
+            for q in 0..QUEUES {
+                let on_m = raw::max_offset(&raw, &m, TOPIC, q).await;
+                if on_m < 0 || raw::max_offset(&raw, &s, TOPIC, q).await != on_m {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    assert_served("slave after its power cut", &raw, &s.addr, &acked).await;
+    assert_served("master", &raw, &m.addr, &acked).await;
+    println!(
+        "slave power cut: {} acknowledged, all on the slave and the master",
+        acked.len()
     );
 }
