@@ -265,6 +265,31 @@ where
     }
 }
 
+/// Waits until `slave` has as many messages as `master` in every queue of `topic` (`queues`
+/// of them); panics naming `what` after `timeout`.
+pub async fn wait_replicated(
+    what: &str,
+    timeout: Duration,
+    (master, slave): (&str, &str),
+    topic: &str,
+    queues: i32,
+) {
+    let raw = raw_client();
+    wait_until(what, timeout, || {
+        let raw = &raw;
+        async move {
+            for q in 0..queues {
+                let on_m = raw::max_offset(raw, master, topic, q).await;
+                if on_m < 0 || raw::max_offset(raw, slave, topic, q).await != on_m {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+}
+
 /// The route of `topic` as the NameServer answers it now (`None`: TOPIC_NOT_EXIST).
 pub async fn route(
     client: &RemotingClient,

@@ -743,20 +743,7 @@ async fn torn_tail_recovered_after_sigkill() {
 
 /// Waits until b1's slave has as many messages in every queue as its master.
 async fn wait_slave_caught_up(c: &Cluster, what: &str) {
-    wait_until(what, WAIT, || {
-        let (m, s) = (c.m1.addr.clone(), c.s1.addr.clone());
-        async move {
-            let raw = raw_client();
-            for q in 0..QUEUES {
-                let on_m = raw::max_offset(&raw, &m, TOPIC, q).await;
-                if on_m < 0 || raw::max_offset(&raw, &s, TOPIC, q).await != on_m {
-                    return false;
-                }
-            }
-            true
-        }
-    })
-    .await;
+    it::wait_replicated(what, WAIT, (&c.m1.addr, &c.s1.addr), TOPIC, QUEUES).await;
 }
 
 /// The slave of a `SYNC_MASTER` killed with SIGKILL under continuous sends: its restart runs

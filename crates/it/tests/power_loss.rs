@@ -637,18 +637,13 @@ async fn slave_power_cut_recovers_and_catches_up() {
     load.wait_acked(100, "sends acknowledged after the slave's power cut")
         .await;
     acked.extend(load.stop().await);
-    wait_until("the slave to catch up with the master", WAIT, || {
-        let (raw, m, s) = (raw.clone(), m.addr.clone(), s.addr.clone());
-        async move {
-            for q in 0..QUEUES {
-                let on_m = raw::max_offset(&raw, &m, TOPIC, q).await;
-                if on_m < 0 || raw::max_offset(&raw, &s, TOPIC, q).await != on_m {
-                    return false;
-                }
-            }
-            true
-        }
-    })
+    it::wait_replicated(
+        "the slave to catch up with the master",
+        WAIT,
+        (&m.addr, &s.addr),
+        TOPIC,
+        QUEUES,
+    )
     .await;
     assert_served("slave after its power cut", &raw, &s.addr, &acked).await;
     assert_served("master", &raw, &m.addr, &acked).await;
