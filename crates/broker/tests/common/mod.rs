@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod flood;
+
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
