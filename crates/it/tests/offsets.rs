@@ -17,7 +17,7 @@ use it::{
     BrokerRole,
 };
 use parking_lot::Mutex;
-use remoting::protocol::MASTER_ID;
+use remoting::protocol::{from_fastjson, MASTER_ID};
 use remoting::ResponseCode;
 
 const TOPIC: &str = "TopicOffsets";
@@ -191,6 +191,58 @@ async fn offsets_committed_to_the_slave_reach_the_returning_master() {
         "consumed again after the master returned: {old:?}"
     );
     second.shutdown().await;
+    drop(s1);
+    drop(m1);
+    ns.shutdown().await;
+}
+
+/// A slave writes the offsets it synchronises from its master to `consumerOffset.json` right
+/// after the synchronisation (as upstream's `SlaveSynchronize`), not only at its periodic
+/// persist (here 10 minutes away): a slave killed after a synchronisation restarts with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slave_persists_the_offsets_it_synchronises() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = start_namesrv(Duration::from_secs(3)).await;
+    let nsa = ns.local_addr();
+    let p = |n: &str| dir.path().join(n);
+    let m1 = BrokerNode::start(broker_config(
+        nsa,
+        "C",
+        "b1",
+        0,
+        BrokerRole::AsyncMaster,
+        p("m1"),
+    ));
+    let mut sc = broker_config(nsa, "C", "b1", 1, BrokerRole::Slave, p("s1"));
+    sc.flush_consumer_offset_interval = 600_000;
+    let s1 = BrokerNode::start(sc);
+    let client = raw_client();
+    raw::create_topic(&client, &m1.addr, TOPIC, QUEUES).await;
+    raw::create_group(&client, &m1.addr, GROUP).await;
+    for q in 0..QUEUES {
+        commit(&client, &m1.addr, q, 7 + i64::from(q)).await;
+    }
+    let file = p("s1").join("config").join("consumerOffset.json");
+    wait_until(
+        "the slave's consumerOffset.json to hold the offsets",
+        WAIT,
+        || {
+            let file = file.clone();
+            async move {
+                let Some(v) = std::fs::read(&file)
+                    .ok()
+                    .and_then(|d| from_fastjson::<serde_json::Value>(&d).ok())
+                else {
+                    return false;
+                };
+                (0..QUEUES).all(|q| {
+                    v["offsetTable"][format!("{TOPIC}@{GROUP}")][q.to_string()].as_i64()
+                        == Some(7 + i64::from(q))
+                })
+            }
+        },
+    )
+    .await;
     drop(s1);
     drop(m1);
     ns.shutdown().await;
