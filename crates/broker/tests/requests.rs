@@ -519,12 +519,12 @@ fn topic_on_disk(env: &Env, topic: &str) -> bool {
 }
 
 /// A topic a write creates (auto-created on first send, the DLQ made by a send-back) is in
-/// `topics.json` on disk before the write is answered SUCCESS: a crash right after the answer
-/// cannot keep the message and lose its topic. While the file cannot be written (here a
-/// directory stands where it goes) such a write is refused with SYSTEM_ERROR naming it, and
-/// writes are answered again once the file can be written.
+/// `topics.json` on disk before the message is stored: a crash cannot keep the message and lose
+/// its topic. While the file cannot be written (here a directory stands where it goes) such a
+/// write is refused with SYSTEM_ERROR naming it and stores nothing, and writes are answered
+/// again once the file can be written.
 #[tokio::test]
-async fn a_topic_created_by_a_write_is_on_disk_before_the_answer() {
+async fn a_topic_created_by_a_write_is_on_disk_before_its_message() {
     let env = Env::start().await;
     env.create_topic("TD", 1).await;
     let sent = env
@@ -554,17 +554,29 @@ async fn a_topic_created_by_a_write_is_on_disk_before_the_answer() {
     std::fs::remove_dir_all(&file).unwrap();
     // The file's writer retries by itself; the writes are answered once it has written.
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let answered = loop {
         let resp = env
             .send_v2("NEW_T", -1, "y", &props("A", "k"), 0, SerializeType::Json)
             .await;
         if resp.code == 0 {
-            break;
+            break resp;
         }
         assert!(Instant::now() < deadline, "{}", resp.remark_str());
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
     assert!(topic_on_disk(&env, "NEW_T"));
+    // The refused write stored nothing: NEW_T holds only the answered one (dispatch follows
+    // the CommitLog's order, so anything written before it is dispatched once it is).
+    let at = |k: &str| answered.ext(k).and_then(|v| v.parse::<i64>().ok()).unwrap();
+    env.wait_dispatched("NEW_T", at("queueId") as i32, at("queueOffset") + 1)
+        .await;
+    let mut bodies = Vec::new();
+    for q in 0..4 {
+        for m in env.pull_all("GD", "NEW_T", q, 0).await {
+            bodies.push(String::from_utf8_lossy(&m.message.body).to_string());
+        }
+    }
+    assert_eq!(bodies, ["y"]);
     let resp = env.call(send_back(failed.commit_log_offset, "GD", 0)).await;
     assert_eq!(resp.code, 0, "{}", resp.remark_str());
     assert!(topic_on_disk(&env, "%DLQ%GD"));
