@@ -137,25 +137,12 @@ impl BrokerContext {
 
     /// Appends one message (or a batch when `msgs` has several) and maps store failures to
     /// upstream codes. `FLUSH_DISK_TIMEOUT` is reported in the result's status, not as an error.
-    ///
-    /// Nothing is written before every topic change made so far is in `topics.json` on disk
-    /// (at once when it is: one lock, no I/O). Callers create the topic a message needs
-    /// (first send, retry, DLQ, POP revive and transaction topics) before they put it, so a
-    /// crash can never keep a message and lose its topic (upstream writes the file before it
-    /// stores the message). While the file cannot be written, the write is refused with
-    /// SYSTEM_ERROR naming it and nothing is stored.
     pub(crate) async fn put(&self, msgs: Vec<MessageInner>) -> Result<PutResult, PutError> {
         let n = msgs.len() as u64;
         if msgs.is_empty() {
             return Err(map_store_error(StoreError::IllegalMessage(
                 "no message to write".into(),
             )));
-        }
-        if let Err(e) = self.topics.durable().await {
-            return Err(PutError {
-                code: ResponseCode::SYSTEM_ERROR,
-                remark: format!("the topic config is not on disk, nothing was written: {e}"),
-            });
         }
         // A one-element batch is written exactly as a single message.
         let result = self.store.put_messages(msgs).await;
@@ -178,10 +165,23 @@ impl BrokerContext {
     /// `inSyncReplicas` - 1 slaves (none by default), and a SyncStateSet smaller than
     /// `minInSyncReplicas` refuses the write. The
     /// wait for the slave is asynchronous (see [`crate::ha::acks`]).
+    ///
+    /// Nothing is written before every topic change made so far is in `topics.json` on disk
+    /// (at once when it is: one lock, no I/O). The send and send-back paths create the topic a
+    /// message needs (first send, retry, DLQ topics) before they put it, so a crash can never
+    /// keep an answered message and lose its topic (upstream writes the file before it stores
+    /// the message). While the file cannot be written, the write is refused with SYSTEM_ERROR
+    /// naming it and nothing is stored.
     pub(crate) async fn put_acked(
         &self,
         msgs: Vec<MessageInner>,
     ) -> Result<(PutResult, i32), PutError> {
+        if let Err(e) = self.topics.durable().await {
+            return Err(PutError {
+                code: ResponseCode::SYSTEM_ERROR,
+                remark: format!("the topic config is not on disk, nothing was written: {e}"),
+            });
+        }
         let (sync, timeout, gap) = {
             let c = self.config();
             let sync = if c.enable_controller_mode {

@@ -368,10 +368,11 @@ impl TopicConfigManager {
     }
 
     /// Resolves once every change made so far is in `config/topics.json` on disk: at once
-    /// when it already is (the common case: one lock, no I/O). Every message write awaits it
-    /// before it stores anything (see `BrokerContext::put`), so that a topic created for that
-    /// message (auto-created on first send, a retry, DLQ or POP revive topic) is not lost by a
-    /// crash that keeps the message (upstream writes the file before it stores the message).
+    /// when it already is (the common case: one lock, no I/O). A client's write (a send or a
+    /// send-back) awaits it before it stores anything (see `BrokerContext::put_acked`), so
+    /// that a topic created for that message (auto-created on first send, a retry or DLQ
+    /// topic) is not lost by a crash that keeps the message (upstream writes the file before
+    /// it stores the message).
     pub async fn durable(&self) -> Result<(), BrokerError> {
         let generation = self.last_change.load(Ordering::SeqCst);
         if self.persister.written() >= generation {
