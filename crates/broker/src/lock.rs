@@ -35,7 +35,17 @@ impl RebalanceLockManager {
         mqs: &BTreeSet<MessageQueue>,
         client_id: &str,
     ) -> BTreeSet<MessageQueue> {
-        let now = Instant::now();
+        self.try_lock_batch_at(group, mqs, client_id, Instant::now())
+    }
+
+    /// [`Self::try_lock_batch`] with the clock passed in.
+    fn try_lock_batch_at(
+        &self,
+        group: &str,
+        mqs: &BTreeSet<MessageQueue>,
+        client_id: &str,
+        now: Instant,
+    ) -> BTreeSet<MessageQueue> {
         let mut table = self.table.lock();
         let locks = table.entry(group.to_string()).or_default();
         let mut ok = BTreeSet::new();
@@ -76,6 +86,7 @@ mod tests {
 
     #[test]
     fn lock_renew_steal_after_expiry() {
+        // The clock is passed in: the test does not depend on how fast it runs.
         let m = RebalanceLockManager::new(Duration::from_millis(50));
         let mqs: BTreeSet<_> = [
             MessageQueue::new("T", "b", 0),
@@ -83,14 +94,17 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        assert_eq!(m.try_lock_batch("G", &mqs, "c1").len(), 2);
-        assert_eq!(m.try_lock_batch("G", &mqs, "c2").len(), 0);
-        assert_eq!(m.try_lock_batch("G", &mqs, "c1").len(), 2);
-        std::thread::sleep(Duration::from_millis(80));
-        assert_eq!(m.try_lock_batch("G", &mqs, "c2").len(), 2);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(m.try_lock_batch_at("G", &mqs, "c1", at(0)).len(), 2);
+        assert_eq!(m.try_lock_batch_at("G", &mqs, "c2", at(10)).len(), 0);
+        // Renewed at 40: still held at 80, expired after 90.
+        assert_eq!(m.try_lock_batch_at("G", &mqs, "c1", at(40)).len(), 2);
+        assert_eq!(m.try_lock_batch_at("G", &mqs, "c2", at(80)).len(), 0);
+        assert_eq!(m.try_lock_batch_at("G", &mqs, "c2", at(91)).len(), 2);
         m.unlock_batch("G", &mqs, "c1");
-        assert_eq!(m.try_lock_batch("G", &mqs, "c1").len(), 0);
+        assert_eq!(m.try_lock_batch_at("G", &mqs, "c1", at(92)).len(), 0);
         m.unlock_batch("G", &mqs, "c2");
-        assert_eq!(m.try_lock_batch("G", &mqs, "c1").len(), 2);
+        assert_eq!(m.try_lock_batch_at("G", &mqs, "c1", at(93)).len(), 2);
     }
 }
