@@ -6,9 +6,9 @@
 
 mod common;
 
-use common::flood::{flood, QUEUES, TOPIC};
-use common::{props, Env};
-use remoting::{ResponseCode, SerializeType};
+use common::flood::{flood, other_client_is_served, QUEUES, TOPIC};
+use common::Env;
+use remoting::ResponseCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flood_of_long_polling_pulls_is_bounded() {
@@ -55,13 +55,7 @@ async fn flood_of_long_polling_pulls_is_bounded() {
     );
 
     // Another client is served at once: a send, then a pull that finds it.
-    let sent = env
-        .send_v2(TOPIC, 0, "hello", &props("A", "k1"), 0, SerializeType::Json)
-        .await;
-    assert_eq!(sent.code, ResponseCode::SUCCESS, "{:?}", sent.remark);
-    env.wait_dispatched(TOPIC, 0, 1).await;
-    let got = env.pull("OtherGroup", TOPIC, 0, 0, "*").await;
-    assert_eq!(got.code, ResponseCode::SUCCESS, "{:?}", got.remark);
+    other_client_is_served(&env).await;
     // The send also released the held pulls of queue 0 with the message.
     let (code, _) = tokio::time::timeout(common::TIMEOUT, answers.recv())
         .await

@@ -7,9 +7,9 @@
 
 mod common;
 
-use common::flood::{flood, QUEUES, TOPIC};
-use common::{props, Env};
-use remoting::{ResponseCode, SerializeType};
+use common::flood::{flood, other_client_is_served, QUEUES, TOPIC};
+use common::Env;
+use remoting::ResponseCode;
 
 /// Resident set size of this process, in KiB.
 fn rss_kib() -> u64 {
@@ -92,13 +92,7 @@ async fn flood_of_200k_pulls_leaves_rss_under_100_mib() {
     assert_eq!(broker.held_pulls(), held);
     assert!(after < 100 * 1024, "RSS {after} KiB");
     // Another client is still served: a send, and a pull that finds it.
-    let sent = env
-        .send_v2(TOPIC, 0, "hello", &props("A", "k1"), 0, SerializeType::Json)
-        .await;
-    assert_eq!(sent.code, ResponseCode::SUCCESS, "{:?}", sent.remark);
-    env.wait_dispatched(TOPIC, 0, 1).await;
-    let got = env.pull("OtherGroup", TOPIC, 0, 0, "*").await;
-    assert_eq!(got.code, ResponseCode::SUCCESS, "{:?}", got.remark);
+    other_client_is_served(&env).await;
     for t in tasks {
         t.abort();
     }

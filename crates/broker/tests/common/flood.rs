@@ -11,7 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::pull_request;
+use super::{props, pull_request, Env};
+use remoting::ResponseCode;
 
 /// The topic the flood pulls from, and its queues.
 pub const TOPIC: &str = "FloodTopic";
@@ -83,4 +84,16 @@ pub async fn flood(
         }));
     }
     (rx, tasks)
+}
+
+/// Another client is served during a flood: a send to queue 0 of [`TOPIC`], then a pull of
+/// another group that finds it.
+pub async fn other_client_is_served(env: &Env) {
+    let sent = env
+        .send_v2(TOPIC, 0, "hello", &props("A", "k1"), 0, SerializeType::Json)
+        .await;
+    assert_eq!(sent.code, ResponseCode::SUCCESS, "{:?}", sent.remark);
+    env.wait_dispatched(TOPIC, 0, 1).await;
+    let got = env.pull("OtherGroup", TOPIC, 0, 0, "*").await;
+    assert_eq!(got.code, ResponseCode::SUCCESS, "{:?}", got.remark);
 }
